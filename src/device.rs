@@ -1,0 +1,118 @@
+//! The compute device is a runtime choice: `auto`, `cpu` or `cuda:N`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::Device;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// CUDA device 0 when this build has CUDA and a GPU answers, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| format!("unknown device \"{s}\": use auto, cpu, cuda or cuda:N")),
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => write!(f, "auto"),
+            Self::Cpu => write!(f, "cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// Whether this build can use CUDA at all.
+pub const fn cuda_compiled() -> bool {
+    cfg!(feature = "cuda")
+}
+
+/// The device to run on, and a message when the choice could not be honoured and the CPU is used
+/// instead. Never fails: the CPU is always there.
+pub fn resolve(choice: DeviceChoice) -> (Device, Option<String>) {
+    let ordinal = match choice {
+        DeviceChoice::Cpu => return (Device::Cpu, None),
+        DeviceChoice::Auto if !cuda_compiled() => return (Device::Cpu, None),
+        DeviceChoice::Auto => 0,
+        DeviceChoice::Cuda(n) => n,
+    };
+    if !cuda_compiled() {
+        return (
+            Device::Cpu,
+            Some(format!(
+                "cuda:{ordinal} requested, but this toylens was built without CUDA \
+                 (rebuild with --features cuda); using the CPU"
+            )),
+        );
+    }
+    match Device::new_cuda(ordinal) {
+        Ok(device) => (device, None),
+        Err(e) => (
+            Device::Cpu,
+            Some(format!(
+                "cuda:{ordinal} is not available ({e}); using the CPU"
+            )),
+        ),
+    }
+}
+
+/// A short human name for a device.
+pub fn describe(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_names() {
+        assert_eq!("auto".parse(), Ok(DeviceChoice::Auto));
+        assert_eq!("CPU".parse(), Ok(DeviceChoice::Cpu));
+        assert_eq!("cuda".parse(), Ok(DeviceChoice::Cuda(0)));
+        assert_eq!("cuda:2".parse(), Ok(DeviceChoice::Cuda(2)));
+        assert!(
+            "tpu"
+                .parse::<DeviceChoice>()
+                .unwrap_err()
+                .contains("unknown device")
+        );
+        assert!("cuda:x".parse::<DeviceChoice>().is_err());
+    }
+
+    #[test]
+    fn cuda_request_falls_back_to_cpu_with_a_message() {
+        let (device, note) = resolve(DeviceChoice::Cuda(0));
+        if !cuda_compiled() || !candle_core::utils::cuda_is_available() {
+            assert!(device.is_cpu());
+            let note = note.expect("a fallback must say why");
+            assert!(note.contains("using the CPU"), "{note}");
+        } else {
+            assert!(device.is_cuda() && note.is_none());
+        }
+        let (device, note) = resolve(DeviceChoice::Cpu);
+        assert!(device.is_cpu() && note.is_none());
+    }
+}

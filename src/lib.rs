@@ -1,0 +1,13 @@
+//! toylens: train tiny transformers and take them apart.
+//!
+//! The core (task, model, training, analysis, checkpoints) has no UI dependency and runs headless;
+//! the `gui` feature adds the desktop app on top of it.
+
+pub mod analysis;
+pub mod checkpoint;
+pub mod cli;
+pub mod device;
+pub mod model;
+pub mod seed;
+pub mod task;
+pub mod train;

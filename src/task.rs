@@ -1,0 +1,541 @@
+//! The skip-trigram task: its parameters, seeded data generation and the sequence parser.
+//!
+//! A sample is **signal** with probability `signal_prob`: `[a, n…, b, query]` where `a` and `b` are
+//! trigger tokens, the middle is noise, and the label is `answer(sorted(a, b))`. Otherwise it is
+//! **noise**: every token is a noise token and the label is uniform over the vocabulary, independent
+//! of the input. The defaults reproduce the reference notebook exactly.
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::seed::{Stream, stream_rng};
+
+/// An inclusive range of token ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRange {
+    pub first: u32,
+    pub last: u32,
+}
+
+impl TokenRange {
+    pub const fn new(first: u32, last: u32) -> Self {
+        Self { first, last }
+    }
+    pub fn len(&self) -> usize {
+        (self.last.saturating_sub(self.first) + 1) as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.last < self.first
+    }
+    pub fn contains(&self, token: u32) -> bool {
+        (self.first..=self.last).contains(&token)
+    }
+    pub fn overlaps(&self, other: &TokenRange) -> bool {
+        self.first <= other.last && other.first <= self.last
+    }
+    fn sample(&self, rng: &mut ChaCha8Rng) -> u32 {
+        rng.random_range(self.first..=self.last)
+    }
+}
+
+/// One entry of the answer map: the unordered trigger pair `{a, b}` is answered with `label`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub a: u32,
+    pub b: u32,
+    pub label: u32,
+}
+
+/// The notebook's `ans_map`.
+pub const NOTEBOOK_ANSWERS: [(u32, u32, u32); 10] = [
+    (1, 1, 0),
+    (1, 2, 1),
+    (1, 3, 2),
+    (1, 4, 3),
+    (2, 2, 4),
+    (2, 3, 5),
+    (2, 4, 6),
+    (3, 3, 7),
+    (3, 4, 8),
+    (4, 4, 9),
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskConfig {
+    /// Tokens per sequence (the notebook's `prompt_length`).
+    pub seq_len: usize,
+    /// Probability that a sample is signal (the notebook's `1/prob`, 0.5).
+    pub signal_prob: f64,
+    /// The token that ends every signal sequence and asks for the answer.
+    pub query_token: u32,
+    /// Tokens `a` and `b` are drawn from these.
+    pub trigger_tokens: TokenRange,
+    /// Filler tokens; noise sequences consist of them only.
+    pub noise_tokens: TokenRange,
+    /// The label for every unordered pair of trigger tokens.
+    pub answer_map: Vec<Answer>,
+    pub train_size: usize,
+    pub val_size: usize,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        Self {
+            seq_len: 4,
+            signal_prob: 0.5,
+            query_token: 0,
+            trigger_tokens: TokenRange::new(1, 4),
+            noise_tokens: TokenRange::new(5, 10),
+            answer_map: NOTEBOOK_ANSWERS
+                .iter()
+                .map(|&(a, b, label)| Answer { a, b, label })
+                .collect(),
+            train_size: 100_000,
+            val_size: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq)]
+pub enum TaskError {
+    #[error("seq_len must be at least 3 (trigger, trigger, query), got {0}")]
+    SeqLenTooShort(usize),
+    #[error("signal_prob must be between 0 and 1, got {0}")]
+    BadSignalProb(f64),
+    #[error("{0} token range is empty ({1}..={2})")]
+    EmptyRange(&'static str, u32, u32),
+    #[error("{0}")]
+    Overlap(String),
+    #[error("answer_map has no answer for the trigger pair ({0}, {1})")]
+    MissingAnswer(u32, u32),
+    #[error("answer_map entry ({0}, {1}) is not a pair of trigger tokens")]
+    NotTriggerPair(u32, u32),
+    #[error("answer_map gives the pair ({0}, {1}) two different labels")]
+    ConflictingAnswer(u32, u32),
+    #[error("{0} must be at least 1")]
+    EmptySplit(&'static str),
+    #[error("the vocabulary would have {0} tokens; at most {1} are supported")]
+    VocabTooLarge(usize, usize),
+}
+
+/// The best any model can do on this task, given how often samples are signal.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Ceilings {
+    /// Fraction of samples that are signal (expected, or realised in a data set).
+    pub signal_frac: f64,
+    /// Best possible accuracy: signal is fully predictable, noise is right 1 time in `vocab`.
+    pub best_acc: f64,
+    /// Bayes-optimal cross-entropy in nats: 0 on signal, ln(vocab) on noise.
+    pub bayes_ce: f64,
+    /// Best accuracy on noise alone (1 / vocab).
+    pub best_noise_acc: f64,
+}
+
+impl Ceilings {
+    pub fn for_signal_fraction(signal_frac: f64, vocab: usize) -> Self {
+        let v = vocab as f64;
+        Self {
+            signal_frac,
+            best_acc: signal_frac + (1.0 - signal_frac) / v,
+            bayes_ce: (1.0 - signal_frac) * v.ln(),
+            best_noise_acc: 1.0 / v,
+        }
+    }
+}
+
+/// Largest vocabulary we accept; keeps every table comfortably in memory.
+pub const MAX_VOCAB: usize = 100_000;
+
+impl TaskConfig {
+    /// Number of token ids (and labels) the task uses: everything from 0 to the largest id.
+    pub fn vocab_size(&self) -> usize {
+        let labels = self.answer_map.iter().map(|a| a.label);
+        let max = [
+            self.query_token,
+            self.trigger_tokens.last,
+            self.noise_tokens.last,
+        ]
+        .into_iter()
+        .chain(labels)
+        .max()
+        .unwrap_or(0);
+        max as usize + 1
+    }
+
+    pub fn validate(&self) -> Result<(), TaskError> {
+        if self.seq_len < 3 {
+            return Err(TaskError::SeqLenTooShort(self.seq_len));
+        }
+        if !(0.0..=1.0).contains(&self.signal_prob) || !self.signal_prob.is_finite() {
+            return Err(TaskError::BadSignalProb(self.signal_prob));
+        }
+        for (name, r) in [
+            ("trigger", self.trigger_tokens),
+            ("noise", self.noise_tokens),
+        ] {
+            if r.is_empty() {
+                return Err(TaskError::EmptyRange(name, r.first, r.last));
+            }
+        }
+        let vocab = self.vocab_size();
+        if vocab > MAX_VOCAB {
+            return Err(TaskError::VocabTooLarge(vocab, MAX_VOCAB));
+        }
+        // Signal must be recognisable from the input alone: the query token never appears in noise.
+        if self.trigger_tokens.overlaps(&self.noise_tokens) {
+            return Err(TaskError::Overlap(
+                "trigger and noise token ranges overlap".into(),
+            ));
+        }
+        if self.trigger_tokens.contains(self.query_token)
+            || self.noise_tokens.contains(self.query_token)
+        {
+            return Err(TaskError::Overlap(format!(
+                "query token {} is also a trigger or noise token",
+                self.query_token
+            )));
+        }
+        if self.train_size == 0 {
+            return Err(TaskError::EmptySplit("train_size"));
+        }
+        if self.val_size == 0 {
+            return Err(TaskError::EmptySplit("val_size"));
+        }
+        self.answer_table().map(|_| ())
+    }
+
+    /// Dense `[trigger × trigger]` table of labels, symmetric.
+    fn answer_table(&self) -> Result<Vec<u32>, TaskError> {
+        let n = self.trigger_tokens.len();
+        let first = self.trigger_tokens.first;
+        let mut table = vec![u32::MAX; n * n];
+        for ans in &self.answer_map {
+            if !self.trigger_tokens.contains(ans.a) || !self.trigger_tokens.contains(ans.b) {
+                return Err(TaskError::NotTriggerPair(ans.a, ans.b));
+            }
+            let (i, j) = ((ans.a - first) as usize, (ans.b - first) as usize);
+            for idx in [i * n + j, j * n + i] {
+                if table[idx] != u32::MAX && table[idx] != ans.label {
+                    return Err(TaskError::ConflictingAnswer(ans.a, ans.b));
+                }
+                table[idx] = ans.label;
+            }
+        }
+        if let Some(idx) = table.iter().position(|&l| l == u32::MAX) {
+            return Err(TaskError::MissingAnswer(
+                first + (idx / n) as u32,
+                first + (idx % n) as u32,
+            ));
+        }
+        Ok(table)
+    }
+
+    /// The label of the trigger pair `(a, b)`, in either order.
+    pub fn answer(&self, a: u32, b: u32) -> Option<u32> {
+        self.answer_map
+            .iter()
+            .find(|ans| (ans.a, ans.b) == (a, b) || (ans.a, ans.b) == (b, a))
+            .map(|ans| ans.label)
+    }
+
+    /// The expected answer if `tokens` is a well-formed signal sequence of this task.
+    pub fn expected_answer(&self, tokens: &[u32]) -> Option<u32> {
+        let n = tokens.len();
+        if n != self.seq_len || tokens[n - 1] != self.query_token {
+            return None;
+        }
+        let (a, b) = (tokens[0], tokens[n - 2]);
+        let middle_is_noise = tokens[1..n - 2]
+            .iter()
+            .all(|&t| self.noise_tokens.contains(t));
+        if middle_is_noise && self.trigger_tokens.contains(a) && self.trigger_tokens.contains(b) {
+            self.answer(a, b)
+        } else {
+            None
+        }
+    }
+
+    /// Whether a sequence is signal, as the metrics count it: it ends in the query token, which
+    /// noise never contains.
+    pub fn is_signal(&self, tokens: &[u32]) -> bool {
+        tokens.last() == Some(&self.query_token)
+    }
+
+    /// Ceilings for the expected signal fraction.
+    pub fn ceilings(&self) -> Ceilings {
+        Ceilings::for_signal_fraction(self.signal_prob, self.vocab_size())
+    }
+
+    /// Generates `size` samples from `rng`. Callers pass a stream from [`stream_rng`].
+    pub fn generate(&self, size: usize, rng: &mut ChaCha8Rng) -> Result<Dataset, TaskError> {
+        let table = self.answer_table()?;
+        let n_trig = self.trigger_tokens.len();
+        let (len, vocab) = (self.seq_len, self.vocab_size() as u32);
+        let mut tokens = vec![0u32; size * len];
+        let mut labels = Vec::with_capacity(size);
+        let mut is_signal = Vec::with_capacity(size);
+        for row in tokens.chunks_exact_mut(len) {
+            for t in row.iter_mut() {
+                *t = self.noise_tokens.sample(rng);
+            }
+            let signal = rng.random_bool(self.signal_prob);
+            let label = if signal {
+                let a = self.trigger_tokens.sample(rng);
+                let b = self.trigger_tokens.sample(rng);
+                row[0] = a;
+                row[len - 2] = b;
+                row[len - 1] = self.query_token;
+                let first = self.trigger_tokens.first;
+                table[(a - first) as usize * n_trig + (b - first) as usize]
+            } else {
+                rng.random_range(0..vocab)
+            };
+            labels.push(label);
+            is_signal.push(signal);
+        }
+        Ok(Dataset {
+            seq_len: len,
+            vocab: vocab as usize,
+            tokens,
+            labels,
+            is_signal,
+        })
+    }
+
+    /// The training set for `seed` (its own stream, independent of every other).
+    pub fn train_set(&self, seed: u64) -> Result<Dataset, TaskError> {
+        self.generate(self.train_size, &mut stream_rng(seed, Stream::TrainData))
+    }
+
+    /// The validation set for `seed`.
+    pub fn val_set(&self, seed: u64) -> Result<Dataset, TaskError> {
+        self.generate(self.val_size, &mut stream_rng(seed, Stream::ValData))
+    }
+
+    /// Every signal sequence of the task, in lexicographic order of (a, middle…, b).
+    pub fn all_signal_sequences(&self) -> Vec<Vec<u32>> {
+        let mut out = Vec::new();
+        let middle_len = self.seq_len - 3;
+        let noise: Vec<u32> = (self.noise_tokens.first..=self.noise_tokens.last).collect();
+        let n_middle = noise.len().pow(middle_len as u32);
+        for a in self.trigger_tokens.first..=self.trigger_tokens.last {
+            for m in 0..n_middle {
+                for b in self.trigger_tokens.first..=self.trigger_tokens.last {
+                    let mut seq = vec![a];
+                    let mut rest = m;
+                    let mut middle = vec![0; middle_len];
+                    for slot in middle.iter_mut().rev() {
+                        *slot = noise[rest % noise.len()];
+                        rest /= noise.len();
+                    }
+                    seq.extend(middle);
+                    seq.push(b);
+                    seq.push(self.query_token);
+                    out.push(seq);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Samples stored flat: `tokens[i * seq_len .. (i + 1) * seq_len]` is sample `i`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    pub seq_len: usize,
+    pub vocab: usize,
+    pub tokens: Vec<u32>,
+    pub labels: Vec<u32>,
+    pub is_signal: Vec<bool>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    pub fn sample(&self, i: usize) -> &[u32] {
+        &self.tokens[i * self.seq_len..(i + 1) * self.seq_len]
+    }
+    pub fn signal_fraction(&self) -> f64 {
+        let n = self.is_signal.iter().filter(|&&s| s).count();
+        n as f64 / self.len().max(1) as f64
+    }
+    /// Ceilings for the signal fraction this data set actually has.
+    pub fn ceilings(&self) -> Ceilings {
+        Ceilings::for_signal_fraction(self.signal_fraction(), self.vocab)
+    }
+    /// Label counts `[vocab]` over signal samples and over noise samples (the notebook's In[4]).
+    pub fn label_histograms(&self) -> (Vec<usize>, Vec<usize>) {
+        let mut signal = vec![0; self.vocab];
+        let mut noise = vec![0; self.vocab];
+        for (&label, &sig) in self.labels.iter().zip(&self.is_signal) {
+            let hist = if sig { &mut signal } else { &mut noise };
+            hist[label as usize] += 1;
+        }
+        (signal, noise)
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SequenceError {
+    #[error("the sequence is empty: type token ids such as \"2 5 3 0\"")]
+    Empty,
+    #[error("\"{0}\" is not a token id (use whole numbers separated by spaces or commas)")]
+    NotANumber(String),
+    #[error("token {token} is out of the vocabulary (0..={max})")]
+    OutOfVocab { token: u64, max: usize },
+    #[error("the sequence has {len} tokens; the model takes 1 to {max}")]
+    TooLong { len: usize, max: usize },
+}
+
+/// Parses "2 5 3 0" or "2, 5, 3, 0" into token ids valid for a model of `vocab` tokens and
+/// `n_ctx` positions.
+pub fn parse_sequence(text: &str, vocab: usize, n_ctx: usize) -> Result<Vec<u32>, SequenceError> {
+    let mut tokens = Vec::new();
+    for part in text
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|p| !p.is_empty())
+    {
+        let token: u64 = part
+            .parse()
+            .map_err(|_| SequenceError::NotANumber(part.chars().take(20).collect()))?;
+        if token >= vocab as u64 {
+            return Err(SequenceError::OutOfVocab {
+                token,
+                max: vocab.saturating_sub(1),
+            });
+        }
+        tokens.push(token as u32);
+        if tokens.len() > n_ctx {
+            return Err(SequenceError::TooLong {
+                len: text
+                    .split(|c: char| c.is_whitespace() || c == ',')
+                    .filter(|p| !p.is_empty())
+                    .count(),
+                max: n_ctx,
+            });
+        }
+    }
+    if tokens.is_empty() {
+        return Err(SequenceError::Empty);
+    }
+    Ok(tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_task_matches_notebook() {
+        let task = TaskConfig::default();
+        task.validate().unwrap();
+        assert_eq!(task.vocab_size(), 11);
+        assert_eq!(task.answer(3, 1), Some(2));
+        assert_eq!(task.answer(4, 4), Some(9));
+        let c = task.ceilings();
+        assert!((c.best_acc - 0.545_454_5).abs() < 1e-6);
+        assert!((c.bayes_ce - 1.198_948).abs() < 1e-5);
+    }
+
+    #[test]
+    fn generated_samples_follow_the_definition() {
+        let task = TaskConfig::default();
+        let data = task.train_set(7).unwrap();
+        assert_eq!(data.len(), 100_000);
+        for i in 0..data.len() {
+            let s = data.sample(i);
+            if data.is_signal[i] {
+                assert_eq!(s[3], 0);
+                assert!(task.noise_tokens.contains(s[1]));
+                assert_eq!(Some(data.labels[i]), task.expected_answer(s));
+            } else {
+                assert!(s.iter().all(|&t| (5..=10).contains(&t)));
+                assert!(data.labels[i] <= 10);
+            }
+            assert_eq!(task.is_signal(s), data.is_signal[i]);
+        }
+        let frac = data.signal_fraction();
+        assert!((frac - 0.5).abs() < 0.01, "signal fraction {frac}");
+        // a == b pairs are half as likely: labels 0, 4, 7, 9 come up half as often as 1.
+        let (sig, noise) = data.label_histograms();
+        let ratio = sig[0] as f64 / sig[1] as f64;
+        assert!((ratio - 0.5).abs() < 0.05, "ratio {ratio}");
+        assert_eq!(sig[10], 0);
+        assert!(noise.iter().all(|&c| c > 4000));
+    }
+
+    #[test]
+    fn same_seed_same_data_and_streams_differ() {
+        let task = TaskConfig::default();
+        assert_eq!(task.train_set(3).unwrap(), task.train_set(3).unwrap());
+        assert_ne!(task.train_set(3).unwrap(), task.train_set(4).unwrap());
+        let val = task.val_set(3).unwrap();
+        let train = task.train_set(3).unwrap();
+        assert_ne!(&val.tokens[..40], &train.tokens[..40]);
+    }
+
+    #[test]
+    fn invalid_configs_are_rejected_with_reasons() {
+        let mut t = TaskConfig {
+            seq_len: 2,
+            ..Default::default()
+        };
+        assert_eq!(t.validate(), Err(TaskError::SeqLenTooShort(2)));
+        t = TaskConfig {
+            noise_tokens: TokenRange::new(4, 10),
+            ..Default::default()
+        };
+        assert!(matches!(t.validate(), Err(TaskError::Overlap(_))));
+        t = TaskConfig::default();
+        t.answer_map.pop();
+        assert_eq!(t.validate(), Err(TaskError::MissingAnswer(4, 4)));
+        t = TaskConfig {
+            signal_prob: 1.5,
+            ..Default::default()
+        };
+        assert_eq!(t.validate(), Err(TaskError::BadSignalProb(1.5)));
+    }
+
+    #[test]
+    fn exhaustive_signal_space_has_96_sequences() {
+        let seqs = TaskConfig::default().all_signal_sequences();
+        assert_eq!(seqs.len(), 96);
+        assert_eq!(seqs[0], vec![1, 5, 1, 0]);
+        assert_eq!(seqs[95], vec![4, 10, 4, 0]);
+    }
+
+    #[test]
+    fn sequence_parser() {
+        assert_eq!(parse_sequence("2 5 3 0", 11, 4), Ok(vec![2, 5, 3, 0]));
+        assert_eq!(parse_sequence(" 2,5, 3 ,0 ", 11, 4), Ok(vec![2, 5, 3, 0]));
+        assert_eq!(parse_sequence("7", 11, 4), Ok(vec![7]));
+        assert_eq!(parse_sequence("  ", 11, 4), Err(SequenceError::Empty));
+        assert_eq!(
+            parse_sequence("2 x 3", 11, 4),
+            Err(SequenceError::NotANumber("x".into()))
+        );
+        assert_eq!(
+            parse_sequence("2 11", 11, 4),
+            Err(SequenceError::OutOfVocab { token: 11, max: 10 })
+        );
+        assert_eq!(
+            parse_sequence("1 2 3 4 5", 11, 4),
+            Err(SequenceError::TooLong { len: 5, max: 4 })
+        );
+        assert!(matches!(
+            parse_sequence("-1", 11, 4),
+            Err(SequenceError::NotANumber(_))
+        ));
+        assert!(matches!(
+            parse_sequence("99999999999999999999999", 11, 4),
+            Err(SequenceError::NotANumber(_))
+        ));
+    }
+}

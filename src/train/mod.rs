@@ -1,0 +1,255 @@
+//! Training: configs and presets, the exact fast data paths, Adam, the step loop and the worker
+//! thread that runs it behind one command type and one event type.
+
+mod adam;
+pub mod batches;
+mod trainer;
+pub mod worker;
+
+pub use adam::Adam;
+pub use batches::{ForwardPath, Tally};
+pub use trainer::{StepResult, TrainError, Trainer, evaluate_dataset};
+pub use worker::{Command, Event, FinishReason, TrainingHandle, spawn_training, spawn_worker};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::ModelConfig;
+use crate::task::{Ceilings, TaskConfig};
+
+/// Named training settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// The notebook's settings: Adam lr 1e-3, 60 epochs, batch 10 000. Under-trains the task.
+    Notebook,
+    /// Learns every signal pair within seconds: Adam lr 1e-2, 60 epochs, batch 10 000.
+    #[default]
+    Fast,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 2] = [Preset::Notebook, Preset::Fast];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Notebook => "notebook",
+            Preset::Fast => "fast",
+        }
+    }
+
+    pub fn train_config(self) -> TrainConfig {
+        let base = TrainConfig::default();
+        match self {
+            Preset::Notebook => TrainConfig { lr: 1e-3, ..base },
+            Preset::Fast => TrainConfig { lr: 1e-2, ..base },
+        }
+    }
+}
+
+/// Which forward pass training uses. `Auto` picks the fastest exact one for the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum PathChoice {
+    #[default]
+    Auto,
+    /// Every position with the causal mask (the reference formulation).
+    Full,
+    /// Only the last query row, with row gathers.
+    LastPosition,
+    /// Distinct (last token, token multiset) rows with count weights.
+    Multiset,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub lr: f64,
+    /// L2 penalty added to the gradient, as `torch.optim.Adam(weight_decay=…)` does.
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub path: PathChoice,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-2,
+            weight_decay: 0.0,
+            batch_size: 10_000,
+            epochs: 60,
+            path: PathChoice::Auto,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!("lr must be a positive number, got {}", self.lr));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(format!(
+                "weight_decay must be a number >= 0, got {}",
+                self.weight_decay
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err("batch_size must be at least 1".into());
+        }
+        if self.epochs == 0 || self.epochs > 1_000_000 {
+            return Err(format!(
+                "epochs must be between 1 and 1000000, got {}",
+                self.epochs
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Everything that defines a run. The same config and seed give bit-identical results on the CPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Drives every random stream: train data, validation data, init and shuffling.
+    pub seed: u64,
+    pub task: TaskConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self::from_preset(Preset::default())
+    }
+}
+
+impl RunConfig {
+    pub fn from_preset(preset: Preset) -> Self {
+        Self {
+            seed: 0,
+            task: TaskConfig::default(),
+            model: ModelConfig::default(),
+            train: preset.train_config(),
+        }
+    }
+
+    /// Checks every part and that they fit together; the message says what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        self.task.validate().map_err(|e| format!("task: {e}"))?;
+        self.model.validate().map_err(|e| e.to_string())?;
+        self.train
+            .validate()
+            .map_err(|e| format!("training: {e}"))?;
+        if self.model.d_vocab != self.task.vocab_size() {
+            return Err(format!(
+                "model d_vocab ({}) must equal the task's vocabulary size ({})",
+                self.model.d_vocab,
+                self.task.vocab_size()
+            ));
+        }
+        if self.task.seq_len > self.model.n_ctx {
+            return Err(format!(
+                "task seq_len ({}) is longer than the model's n_ctx ({})",
+                self.task.seq_len, self.model.n_ctx
+            ));
+        }
+        Ok(())
+    }
+
+    /// Parses a JSON config; missing fields take their defaults, unknown ones are errors.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let cfg: Self = serde_json::from_str(text).map_err(|e| format!("config JSON: {e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Makes the model's vocabulary and context fit the task (used after editing the task).
+    pub fn fit_model_to_task(&mut self) {
+        let vocab = self.task.vocab_size();
+        self.model.d_vocab = vocab;
+        self.model.d_model = vocab;
+        self.model.n_ctx = self.model.n_ctx.max(self.task.seq_len);
+    }
+
+    pub fn steps_per_epoch(&self) -> usize {
+        self.task.train_size.div_ceil(self.train.batch_size)
+    }
+}
+
+/// One optimiser step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    /// 1-based epoch the step belongs to.
+    pub epoch: usize,
+    /// 1-based global step.
+    pub step: usize,
+    /// Mean cross-entropy of the batch before the update.
+    pub loss: f64,
+    pub acc: f64,
+}
+
+/// One epoch: train metrics are running (pre-update) means over the epoch, as the notebook's
+/// `train()` computes them, but true per-sample means; validation is measured after the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub train_acc_signal: f64,
+    pub train_acc_noise: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub val_acc_signal: f64,
+    pub val_acc_noise: f64,
+    /// Seconds since the run started.
+    pub elapsed_s: f64,
+}
+
+/// The ceilings for a run's validation set, for reference lines.
+pub fn run_ceilings(cfg: &RunConfig) -> Ceilings {
+    cfg.task.ceilings()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_and_validation() {
+        let nb = RunConfig::from_preset(Preset::Notebook);
+        assert_eq!(nb.train.lr, 1e-3);
+        assert_eq!(nb.train.epochs, 60);
+        assert_eq!(nb.train.batch_size, 10_000);
+        nb.validate().unwrap();
+        let mut bad = nb.clone();
+        bad.model.d_vocab = 12;
+        bad.model.d_model = 12;
+        assert!(bad.validate().unwrap_err().contains("vocabulary size (11)"));
+        bad = nb.clone();
+        bad.train.lr = -1.0;
+        assert!(bad.validate().unwrap_err().contains("lr"));
+        bad = nb;
+        bad.task.seq_len = 5;
+        assert!(bad.validate().unwrap_err().contains("n_ctx"));
+        bad.fit_model_to_task();
+        bad.validate().unwrap();
+    }
+
+    #[test]
+    fn config_json() {
+        let cfg = RunConfig::from_json(r#"{"seed": 3, "train": {"lr": 0.05}}"#).unwrap();
+        assert_eq!(cfg.seed, 3);
+        assert_eq!(cfg.train.lr, 0.05);
+        assert_eq!(cfg.train.epochs, 60);
+        assert!(
+            RunConfig::from_json(r#"{"sed": 3}"#)
+                .unwrap_err()
+                .contains("unknown field")
+        );
+        assert!(RunConfig::from_json("{").is_err());
+        assert!(RunConfig::from_json(r#"{"train": {"lr": "x"}}"#).is_err());
+        let round = serde_json::to_string(&RunConfig::default()).unwrap();
+        assert_eq!(RunConfig::from_json(&round).unwrap(), RunConfig::default());
+    }
+}

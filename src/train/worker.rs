@@ -1,0 +1,253 @@
+//! Runs a [`Trainer`] on its own thread. The driver sends [`Command`]s and receives [`Event`]s;
+//! nothing else crosses the boundary, and every payload is a plain host copy.
+//!
+//! The worker wakes its driver through an injected closure (for the GUI, `request_repaint`), so
+//! this module never depends on a UI.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use candle_core::Device;
+
+use super::{EpochMetrics, RunConfig, StepMetrics, TrainError, Trainer};
+use crate::model::Weights;
+
+/// What a driver can ask of a running worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Pause,
+    Resume,
+    /// Ends the run after the current step, keeping the latest weights.
+    Stop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// Every epoch ran.
+    Completed,
+    /// Stopped on request.
+    Stopped,
+}
+
+/// Everything the worker reports.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Started {
+        total_epochs: usize,
+        steps_per_epoch: usize,
+        /// The forward path training uses (`multiset`, `last_position` or `full`).
+        path: &'static str,
+        /// The weights before the first step (the epoch-0 snapshot).
+        initial_weights: Weights,
+    },
+    Step(StepMetrics),
+    /// An epoch ended; `weights` is a snapshot taken right after it.
+    Epoch {
+        metrics: EpochMetrics,
+        weights: Weights,
+    },
+    Paused,
+    Resumed,
+    /// The loss stopped being finite. The run is paused with the last finite weights; resuming
+    /// is refused, a new run is the way on.
+    Diverged {
+        message: String,
+        weights: Weights,
+    },
+    Finished {
+        reason: FinishReason,
+        epochs_done: usize,
+        weights: Weights,
+    },
+    /// The run could not go on (bad config, tensor failure, a panic in the worker).
+    Error(String),
+}
+
+/// The driver's side of a running worker.
+pub struct TrainingHandle {
+    commands: Sender<Command>,
+    events: Receiver<Event>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TrainingHandle {
+    pub fn send(&self, command: Command) {
+        // A worker that has already finished no longer listens; that is not an error.
+        let _ = self.commands.send(command);
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+
+    /// Blocks for the next event; `None` once the worker has exited and every event was read.
+    pub fn recv(&self) -> Option<Event> {
+        self.events.recv().ok()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
+impl Drop for TrainingHandle {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts a run on a new thread. `init` replaces the seeded initial weights (to continue from a
+/// checkpoint); `wake` is called after every event is sent.
+pub fn spawn_training(
+    cfg: RunConfig,
+    init: Option<Weights>,
+    device: Device,
+    wake: Arc<dyn Fn() + Send + Sync>,
+) -> TrainingHandle {
+    spawn_worker(
+        move |commands, emit| run(cfg, init, &device, commands, emit),
+        wake,
+    )
+}
+
+/// Runs `job` on the worker thread. A panic in `job` becomes an [`Event::Error`], so a crashed
+/// run never takes its driver down.
+pub fn spawn_worker<F>(job: F, wake: Arc<dyn Fn() + Send + Sync>) -> TrainingHandle
+where
+    F: FnOnce(&Receiver<Command>, &dyn Fn(Event)) -> Result<(), TrainError> + Send + 'static,
+{
+    let (command_tx, command_rx) = channel();
+    let (event_tx, event_rx) = channel();
+    let thread = std::thread::Builder::new()
+        .name("toylens-train".into())
+        .spawn(move || {
+            let emit = |e: Event| {
+                let _ = event_tx.send(e);
+                wake();
+            };
+            match catch_unwind(AssertUnwindSafe(|| job(&command_rx, &emit))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => emit(Event::Error(e.to_string())),
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown cause".into());
+                    emit(Event::Error(format!("the training thread crashed: {what}")));
+                }
+            }
+        })
+        .expect("spawning a thread only fails when the OS is out of resources");
+    TrainingHandle {
+        commands: command_tx,
+        events: event_rx,
+        thread: Some(thread),
+    }
+}
+
+fn run(
+    cfg: RunConfig,
+    init: Option<Weights>,
+    device: &Device,
+    commands: &Receiver<Command>,
+    emit: &dyn Fn(Event),
+) -> Result<(), TrainError> {
+    let mut trainer = match init {
+        Some(w) => Trainer::with_weights(cfg, w, device)?,
+        None => Trainer::new(cfg, device)?,
+    };
+    let mut last_snapshot = trainer.weights()?;
+    emit(Event::Started {
+        total_epochs: trainer.config().train.epochs,
+        steps_per_epoch: trainer.config().steps_per_epoch(),
+        path: trainer.path().name(),
+        initial_weights: last_snapshot.clone(),
+    });
+    let mut paused = false;
+    loop {
+        // Drain commands; while paused, block on them instead of spinning.
+        loop {
+            let command = if paused {
+                match commands.recv_timeout(Duration::from_secs(3600)) {
+                    Ok(c) => Some(c),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => Some(Command::Stop),
+                }
+            } else {
+                match commands.try_recv() {
+                    Ok(c) => Some(c),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => Some(Command::Stop),
+                }
+            };
+            match command {
+                Some(Command::Pause) if !paused => {
+                    paused = true;
+                    emit(Event::Paused);
+                }
+                Some(Command::Resume) if paused => {
+                    paused = false;
+                    emit(Event::Resumed);
+                }
+                Some(Command::Stop) => {
+                    emit(Event::Finished {
+                        reason: FinishReason::Stopped,
+                        epochs_done: trainer.epochs_done(),
+                        weights: trainer.weights()?,
+                    });
+                    return Ok(());
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        if trainer.is_finished() {
+            emit(Event::Finished {
+                reason: FinishReason::Completed,
+                epochs_done: trainer.epochs_done(),
+                weights: trainer.weights()?,
+            });
+            return Ok(());
+        }
+        match trainer.step() {
+            Ok(result) => {
+                emit(Event::Step(result.step));
+                if let Some(metrics) = result.epoch {
+                    last_snapshot = trainer.weights()?;
+                    emit(Event::Epoch {
+                        metrics,
+                        weights: last_snapshot.clone(),
+                    });
+                }
+            }
+            Err(e @ TrainError::Diverged { .. }) => {
+                let current = trainer.weights()?;
+                let weights = if current.all_finite() {
+                    current
+                } else {
+                    last_snapshot.clone()
+                };
+                emit(Event::Diverged {
+                    message: e.to_string(),
+                    weights,
+                });
+                // Wait for Stop: resuming would only diverge again.
+                loop {
+                    match commands.recv() {
+                        Ok(Command::Stop) | Err(_) => return Ok(()),
+                        Ok(_) => {}
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! Parity with PyTorch and TransformerLens: every field of every case in the shared fixture
+//! (`tests/fixtures/skip_trigram_tl`, a copy of `../shared/fixtures/skip_trigram_tl`) must match
+//! within 1e-5.
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use serde_json::Value;
+use toylens::analysis::inspect;
+use toylens::checkpoint::Checkpoint;
+use toylens::model::{ActivationCache, AttnOnly, NdArray, Param};
+
+const TOL: f64 = 1e-5;
+
+fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/skip_trigram_tl")
+}
+
+fn cases() -> Value {
+    let text = std::fs::read_to_string(fixture_dir().join("cases.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn load_fixture_model() -> (Checkpoint, AttnOnly) {
+    let ckpt = Checkpoint::load(&fixture_dir().join("model.safetensors")).unwrap();
+    let model = AttnOnly::new(&ckpt.config.model, &ckpt.weights, &Device::Cpu).unwrap();
+    (ckpt, model)
+}
+
+/// Flattens a nested JSON array into its shape and values.
+fn flatten(v: &Value) -> (Vec<usize>, Vec<f64>) {
+    match v {
+        Value::Array(items) => {
+            let mut shape = vec![items.len()];
+            let mut data = Vec::new();
+            let mut inner = None;
+            for item in items {
+                let (s, d) = flatten(item);
+                inner.get_or_insert(s);
+                data.extend(d);
+            }
+            shape.extend(inner.unwrap_or_default());
+            (shape, data)
+        }
+        Value::Number(n) => (vec![], vec![n.as_f64().unwrap()]),
+        other => panic!("unexpected JSON value {other}"),
+    }
+}
+
+/// Max |expected − actual|, after checking the shapes agree (`actual` may carry TL's batch dim).
+fn max_diff(name: &str, expected: &Value, actual_shape: &[usize], actual: &[f32]) -> f64 {
+    let (shape, data) = flatten(expected);
+    let actual_shape: Vec<usize> = match actual_shape {
+        [1, rest @ ..] if rest.len() == shape.len() => rest.to_vec(),
+        s => s.to_vec(),
+    };
+    assert_eq!(shape, actual_shape, "{name}: shape");
+    data.iter()
+        .zip(actual)
+        .map(|(e, a)| (e - *a as f64).abs())
+        .fold(0.0, f64::max)
+}
+
+fn hook<'a>(cache: &'a ActivationCache, name: &str) -> &'a NdArray {
+    cache
+        .get(name)
+        .unwrap_or_else(|| panic!("cache has no {name}"))
+}
+
+/// Every field of one case; returns the largest difference seen and the field it was in.
+fn compare_case(case: &Value, bias_logits: &Value, model: &AttnOnly) -> (f64, String) {
+    let tokens: Vec<u32> = case["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect();
+    let cache = model.run_with_cache(&tokens).unwrap();
+    let p = tokens.len();
+    let heads = cache.n_heads();
+    // TL keeps [batch, head, q, k] for patterns and scores; the fixture drops the batch.
+    let pattern = hook(&cache, "blocks.0.attn.hook_pattern");
+    let unmasked = hook(&cache, "attn_scores_unmasked");
+    let fields: Vec<(&str, &Value, Vec<usize>, Vec<f32>)> = vec![
+        (
+            "logits",
+            &case["logits"],
+            cache.logits.shape.clone(),
+            cache.logits.data.clone(),
+        ),
+        (
+            "logits_last",
+            &case["logits_last"],
+            vec![cache.logits_last().len()],
+            cache.logits_last().to_vec(),
+        ),
+        (
+            "q",
+            &case["q"],
+            hook(&cache, "blocks.0.attn.hook_q").shape.clone(),
+            hook(&cache, "blocks.0.attn.hook_q").data.clone(),
+        ),
+        (
+            "k",
+            &case["k"],
+            hook(&cache, "blocks.0.attn.hook_k").shape.clone(),
+            hook(&cache, "blocks.0.attn.hook_k").data.clone(),
+        ),
+        (
+            "v",
+            &case["v"],
+            hook(&cache, "blocks.0.attn.hook_v").shape.clone(),
+            hook(&cache, "blocks.0.attn.hook_v").data.clone(),
+        ),
+        (
+            "attn_scores_unmasked",
+            &case["attn_scores_unmasked"],
+            unmasked.shape.clone(),
+            unmasked.data.clone(),
+        ),
+        (
+            "pattern",
+            &case["pattern"],
+            pattern.shape.clone(),
+            pattern.data.clone(),
+        ),
+        (
+            "z",
+            &case["z"],
+            hook(&cache, "blocks.0.attn.hook_z").shape.clone(),
+            hook(&cache, "blocks.0.attn.hook_z").data.clone(),
+        ),
+        (
+            "head_out",
+            &case["head_out"],
+            hook(&cache, "blocks.0.attn.hook_result").shape.clone(),
+            hook(&cache, "blocks.0.attn.hook_result").data.clone(),
+        ),
+        (
+            "head_out_last",
+            &case["head_out_last"],
+            cache.head_out_last.shape.clone(),
+            cache.head_out_last.data.clone(),
+        ),
+        (
+            "attn_out",
+            &case["attn_out"],
+            hook(&cache, "blocks.0.hook_attn_out").shape.clone(),
+            hook(&cache, "blocks.0.hook_attn_out").data.clone(),
+        ),
+        (
+            "head_logits_last",
+            &case["head_logits_last"],
+            cache.head_logits_last.shape.clone(),
+            cache.head_logits_last.data.clone(),
+        ),
+        (
+            "direct_logits_last",
+            &case["direct_logits_last"],
+            vec![cache.direct_logits_last.len()],
+            cache.direct_logits_last.clone(),
+        ),
+        (
+            "bias_logits",
+            bias_logits,
+            vec![cache.bias_logits.len()],
+            cache.bias_logits.clone(),
+        ),
+    ];
+    let mut worst = (0.0, String::new());
+    for (name, expected, shape, data) in &fields {
+        assert!(!expected.is_null(), "fixture case lacks {name}");
+        let d = max_diff(name, expected, shape, data);
+        if d > worst.0 || worst.1.is_empty() {
+            worst = (d, name.to_string());
+        }
+    }
+    assert_eq!(
+        cache.predicted_token() as u64,
+        case["predicted_token"].as_u64().unwrap(),
+        "predicted token of {}",
+        case["name"]
+    );
+    // TL's hook_attn_scores: the unmasked scores on and below the diagonal, -inf above.
+    let masked = hook(&cache, "blocks.0.attn.hook_attn_scores");
+    for h in 0..heads {
+        for q in 0..p {
+            for k in 0..p {
+                let (m, u) = (masked.at(&[0, h, q, k]), unmasked.at(&[0, h, q, k]));
+                if k > q {
+                    assert_eq!(m, f32::NEG_INFINITY);
+                    assert_eq!(pattern.at(&[0, h, q, k]), 0.0);
+                } else {
+                    assert_eq!(m, u);
+                }
+            }
+        }
+    }
+    // resid_post is the logits (W_U = I) and resid_pre the one-hot embedding.
+    assert_eq!(
+        hook(&cache, "blocks.0.hook_resid_post").data,
+        cache.logits.data
+    );
+    let embed = hook(&cache, "hook_embed");
+    assert_eq!(embed.shape, vec![1, p, 11]);
+    assert_eq!(hook(&cache, "blocks.0.hook_resid_pre"), embed);
+    for (i, &t) in tokens.iter().enumerate() {
+        for v in 0..11 {
+            assert_eq!(
+                embed.at(&[0, i, v]),
+                if v == t as usize { 1.0 } else { 0.0 }
+            );
+        }
+    }
+    worst
+}
+
+#[test]
+fn every_case_matches_transformer_lens_within_1e_5() {
+    let fixture = cases();
+    let (ckpt, model) = load_fixture_model();
+    assert!(!ckpt.has_metadata, "the fixture is a bare TL state dict");
+    let cases = fixture["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 21);
+    let mut overall: f64 = 0.0;
+    for case in cases {
+        let (worst, field) = compare_case(case, &fixture["bias_logits"], &model);
+        assert!(
+            worst <= TOL,
+            "case {}: {field} differs by {worst:e}",
+            case["name"]
+        );
+        overall = overall.max(worst);
+    }
+    eprintln!("max abs difference over all cases and fields: {overall:e}");
+}
+
+#[test]
+fn a_perturbed_model_fails_the_comparison() {
+    // Negative control: the comparison must be able to fail.
+    let fixture = cases();
+    let (ckpt, _) = load_fixture_model();
+    let mut weights = ckpt.weights.clone();
+    weights.w_v[5] += 1e-3;
+    let model = AttnOnly::new(&ckpt.config.model, &weights, &Device::Cpu).unwrap();
+    let worst = fixture["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| compare_case(c, &fixture["bias_logits"], &model).0)
+        .fold(0.0, f64::max);
+    assert!(
+        worst > TOL,
+        "a 1e-3 change in W_V went unnoticed ({worst:e})"
+    );
+}
+
+#[test]
+fn logit_decomposition_adds_up_on_every_case() {
+    let fixture = cases();
+    let (ckpt, model) = load_fixture_model();
+    for case in fixture["cases"].as_array().unwrap() {
+        let tokens: Vec<u32> = serde_json::from_value(case["tokens"].clone()).unwrap();
+        let r = inspect(&model, &ckpt.config.task, &tokens).unwrap();
+        assert!(r.decomposition_error() <= 1e-5, "{}", case["name"]);
+        let expected = case["label"].as_u64().map(|l| l as u32);
+        if tokens.len() == 4 {
+            assert_eq!(r.expected, expected, "{}", case["name"]);
+        }
+    }
+}
+
+#[test]
+fn fast_paths_give_the_fixture_logits() {
+    let fixture = cases();
+    let (_, model) = load_fixture_model();
+    for case in fixture["cases"].as_array().unwrap() {
+        let tokens: Vec<u32> = serde_json::from_value(case["tokens"].clone()).unwrap();
+        let (_, expected) = flatten(&case["logits_last"]);
+        let input = Tensor::from_slice(&tokens, (1, tokens.len()), &Device::Cpu).unwrap();
+        let last = model.forward_last(&input).unwrap();
+        let mut counts = vec![f32::NEG_INFINITY; 11];
+        for &t in &tokens {
+            counts[t as usize] = if counts[t as usize].is_finite() {
+                (counts[t as usize].exp() + 1.0).ln()
+            } else {
+                0.0
+            };
+        }
+        let multiset = model
+            .forward_multiset(
+                &Tensor::from_slice(&tokens[tokens.len() - 1..], 1, &Device::Cpu).unwrap(),
+                &Tensor::from_slice(&counts, (1, 11), &Device::Cpu).unwrap(),
+            )
+            .unwrap();
+        for got in [last, multiset] {
+            let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let d = expected
+                .iter()
+                .zip(&got)
+                .map(|(e, g)| (e - *g as f64).abs())
+                .fold(0.0, f64::max);
+            assert!(d <= TOL, "{}: {d:e}", case["name"]);
+        }
+    }
+}
+
+#[test]
+fn fixture_weights_have_tl_names_and_shapes() {
+    let (ckpt, model) = load_fixture_model();
+    let cfg = &ckpt.config.model;
+    assert_eq!(
+        (cfg.n_heads, cfg.d_model, cfg.d_head, cfg.d_vocab),
+        (3, 11, 1, 11)
+    );
+    assert_eq!(Param::WQ.tl_name(), "blocks.0.attn.W_Q");
+    assert_eq!(model.param(Param::WQ).dims(), &[3, 11, 1]);
+    assert_eq!(model.param(Param::WO).dims(), &[3, 1, 11]);
+    assert_eq!(model.param(Param::BQ).dims(), &[3, 1]);
+    assert_eq!(model.param(Param::BO).dims(), &[11]);
+}
