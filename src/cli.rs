@@ -38,6 +38,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
     /// Named settings; `fast` learns the task in seconds, `notebook` repeats the notebook's run.
     #[arg(long, value_enum)]
@@ -95,11 +96,12 @@ pub struct EvalArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
 pub struct InspectArgs {
     /// A toylens checkpoint or a bare TransformerLens state dict.
     pub checkpoint: PathBuf,
     /// Token ids, as separate arguments or one string: `2 5 3 0` or "2,5,3,0".
-    #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+    #[arg(required = true, num_args = 1..)]
     pub tokens: Vec<String>,
     /// Print JSON (keys match the TransformerLens fixture) instead of text.
     #[arg(long)]

@@ -1,0 +1,244 @@
+//! The command line, run as a user would run it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn toylens(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_toylens"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/skip_trigram_tl")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A failure: non-zero exit, one line on stderr saying what went wrong, and no panic.
+fn assert_clean_failure(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "succeeded unexpectedly: {}", stdout(o));
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(needle), "\"{err}\" lacks \"{needle}\"");
+}
+
+fn train_json(dir: &Path, name: &str, seed: &str) -> Vec<Value> {
+    let out = dir.join(name);
+    let args = vec![
+        "train",
+        "--preset",
+        "fast",
+        "--seed",
+        seed,
+        "--epochs",
+        "4",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = toylens(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
+#[test]
+fn train_json_is_one_object_per_epoch_and_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = train_json(dir.path(), "a.safetensors", "0");
+    let b = train_json(dir.path(), "b.safetensors", "0");
+    assert_eq!(a.len(), 4);
+    for (i, line) in a.iter().enumerate() {
+        assert_eq!(line["epoch"], i + 1);
+        for key in [
+            "train_loss",
+            "train_acc",
+            "val_loss",
+            "val_acc",
+            "val_acc_signal",
+            "val_acc_noise",
+            "elapsed_s",
+        ] {
+            assert!(line[key].is_f64(), "{key} missing in {line}");
+        }
+    }
+    // Identical except for the wall clock.
+    let strip = |v: &[Value]| {
+        v.iter()
+            .map(|l| {
+                let mut l = l.clone();
+                l.as_object_mut().unwrap().remove("elapsed_s");
+                l
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&a), strip(&b));
+    // And so are the saved weights: the two files differ only in elapsed times.
+    let load = |n: &str| toylens::checkpoint::Checkpoint::load(&dir.path().join(n)).unwrap();
+    assert_eq!(load("a.safetensors").weights, load("b.safetensors").weights);
+    // A different seed is a different run.
+    let c = train_json(dir.path(), "c.safetensors", "1");
+    assert_ne!(strip(&a), strip(&c));
+}
+
+#[test]
+fn train_text_output_has_a_summary_with_ceilings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.safetensors");
+    let o = toylens(&["train", "--epochs", "2", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("epoch    2/2"), "{text}");
+    assert!(text.contains("Bayes optimum 1.1989"), "{text}");
+    assert!(text.contains("best possible 0.5455"), "{text}");
+    assert!(text.contains("saved"), "{text}");
+    assert!(out.exists());
+}
+
+#[test]
+fn inspect_json_matches_the_fixture() {
+    let cases: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("cases.json")).unwrap())
+            .unwrap();
+    let case = cases["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "notebook_example")
+        .unwrap();
+    let model = fixture().join("model.safetensors");
+    let o = toylens(&["inspect", model.to_str().unwrap(), "2,5,3,0", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(got["tokens"], serde_json::json!([2, 5, 3, 0]));
+    assert_eq!(got["predicted_token"], 5);
+    assert_eq!(got["expected"], 5);
+    for key in [
+        "logits",
+        "logits_last",
+        "pattern",
+        "z",
+        "head_out_last",
+        "head_logits_last",
+        "direct_logits_last",
+    ] {
+        let flat = |v: &Value| -> Vec<f64> {
+            let mut out = Vec::new();
+            let mut stack = vec![v.clone()];
+            while let Some(x) = stack.pop() {
+                match x {
+                    Value::Array(items) => stack.extend(items.into_iter().rev()),
+                    Value::Number(n) => out.push(n.as_f64().unwrap()),
+                    _ => panic!("{key}: not numeric"),
+                }
+            }
+            out
+        };
+        let (e, g) = (flat(&case[key]), flat(&got[key]));
+        assert_eq!(e.len(), g.len(), "{key}");
+        let d = e
+            .iter()
+            .zip(&g)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(d <= 1e-5, "{key} differs by {d}");
+    }
+    // Separate arguments work too, and the text view shows the decomposition.
+    let o = toylens(&["inspect", model.to_str().unwrap(), "2", "5", "3", "0"]);
+    assert!(o.status.success());
+    let text = stdout(&o);
+    assert!(text.contains("predicted 5  expected 5 (correct)"), "{text}");
+    assert!(text.contains("head 2") && text.contains("b_O") && text.contains("direct"));
+}
+
+#[test]
+fn bad_tokens_exit_with_a_one_line_reason() {
+    let model = fixture().join("model.safetensors");
+    let m = model.to_str().unwrap();
+    assert_clean_failure(
+        &toylens(&["inspect", m, "2 x 3 0"]),
+        "\"x\" is not a token id",
+    );
+    assert_clean_failure(
+        &toylens(&["inspect", m, "2 11 3 0"]),
+        "token 11 is out of the vocabulary",
+    );
+    assert_clean_failure(&toylens(&["inspect", m, "1 2 3 4 5"]), "5 tokens");
+    assert_clean_failure(&toylens(&["inspect", m, " , "]), "empty");
+    assert_clean_failure(&toylens(&["inspect", m, "-3"]), "\"-3\" is not a token id");
+}
+
+#[test]
+fn eval_reports_accuracy_and_ceilings() {
+    let model = fixture().join("model.safetensors");
+    let o = toylens(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--json",
+        "--samples",
+        "5000",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["samples"], 5000);
+    assert_eq!(r["acc_signal"], 1.0);
+    let noise = r["acc_noise"].as_f64().unwrap();
+    assert!((0.05..0.14).contains(&noise), "noise acc {noise}");
+    let best = r["ceilings"]["best_acc"].as_f64().unwrap();
+    assert!((best - 0.5455).abs() < 0.02);
+    let o = toylens(&["eval", model.to_str().unwrap()]);
+    assert!(stdout(&o).contains("Bayes optimum"));
+}
+
+#[test]
+fn bad_checkpoints_and_flags_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"definitely not a checkpoint").unwrap();
+    let j = junk.to_str().unwrap();
+    assert_clean_failure(&toylens(&["eval", j]), "not a valid safetensors file");
+    assert_clean_failure(
+        &toylens(&["inspect", j, "1 2 3 0"]),
+        "not a valid safetensors file",
+    );
+    assert_clean_failure(
+        &toylens(&["eval", "/no/such/file.safetensors"]),
+        "cannot read /no/such/file.safetensors",
+    );
+    let out = dir.path().join("o.safetensors");
+    let o = out.to_str().unwrap();
+    assert_clean_failure(&toylens(&["train", "--lr", "-1", "--out", o]), "lr must be");
+    assert_clean_failure(
+        &toylens(&["train", "--batch-size", "0", "--out", o]),
+        "batch_size",
+    );
+    let cfg = dir.path().join("bad.json");
+    std::fs::write(&cfg, r#"{"model": {"d_model": 12}}"#).unwrap();
+    assert_clean_failure(
+        &toylens(&["train", "--config", cfg.to_str().unwrap(), "--out", o]),
+        "d_model (12) must equal d_vocab (11)",
+    );
+    std::fs::write(&cfg, "{").unwrap();
+    assert_clean_failure(
+        &toylens(&["train", "--config", cfg.to_str().unwrap(), "--out", o]),
+        "config JSON",
+    );
+    // Divergence is reported, and nothing is written.
+    assert_clean_failure(&toylens(&["train", "--lr", "1e30", "--out", o]), "diverged");
+    assert!(!out.exists());
+    // clap's own errors for malformed flags exit non-zero without a panic too.
+    let o = toylens(&["train", "--epochs", "many", "--out", o]);
+    assert!(!o.status.success() && !stderr(&o).contains("panicked"));
+}
