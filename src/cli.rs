@@ -21,8 +21,16 @@ use crate::train::{
 
 /// Train tiny transformers and take them apart. With no subcommand, opens the desktop app.
 #[derive(Debug, Parser)]
-#[command(name = "toylens", version, about)]
+#[command(
+    name = "toylens",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
+    /// A checkpoint to open in the desktop app.
+    #[arg(value_name = "FILE.safetensors")]
+    pub file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

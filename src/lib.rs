@@ -3,6 +3,11 @@
 //! The core (task, model, training, analysis, checkpoints) has no UI dependency and runs headless;
 //! the `gui` feature adds the desktop app on top of it.
 
+#[cfg(feature = "gui")]
+pub mod app;
+#[cfg(feature = "gui")]
+pub mod ui;
+
 pub mod analysis;
 pub mod checkpoint;
 pub mod cli;

@@ -1,24 +1,41 @@
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 use toylens::cli::{Cli, run};
 
 fn main() -> ExitCode {
     restore_default_sigpipe();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
-    let Some(command) = cli.command else {
-        // The desktop app arrives with the `gui` feature; until then, show what the CLI can do.
-        let _ = Cli::command().print_help();
-        return ExitCode::SUCCESS;
-    };
-    match run(command) {
+    match cli.command {
+        Some(command) => match run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        None => open_window(cli.file),
+    }
+}
+
+#[cfg(feature = "gui")]
+fn open_window(file: Option<PathBuf>) -> ExitCode {
+    match toylens::app::run_native(file) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: cannot open the window: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(not(feature = "gui"))]
+fn open_window(_file: Option<PathBuf>) -> ExitCode {
+    eprintln!("this toylens was built without the `gui` feature; use a subcommand:\n");
+    let _ = <Cli as clap::CommandFactory>::command().print_help();
+    ExitCode::FAILURE
 }
 
 /// Rust ignores SIGPIPE, which turns `toylens inspect … | head` into a panic on the next print.

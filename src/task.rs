@@ -315,6 +315,21 @@ impl TaskConfig {
         self.generate(self.val_size, &mut stream_rng(seed, Stream::ValData))
     }
 
+    /// One random sequence of the requested kind (for "show me an example" buttons).
+    pub fn random_sequence(&self, signal: bool, rng: &mut impl Rng) -> Vec<u32> {
+        let len = self.seq_len;
+        let mut seq: Vec<u32> = (0..len)
+            .map(|_| rng.random_range(self.noise_tokens.first..=self.noise_tokens.last))
+            .collect();
+        if signal {
+            let trigger = self.trigger_tokens.first..=self.trigger_tokens.last;
+            seq[0] = rng.random_range(trigger.clone());
+            seq[len - 2] = rng.random_range(trigger);
+            seq[len - 1] = self.query_token;
+        }
+        seq
+    }
+
     /// Every signal sequence of the task, in lexicographic order of (a, middle…, b).
     pub fn all_signal_sequences(&self) -> Vec<Vec<u32>> {
         let mut out = Vec::new();
@@ -501,6 +516,18 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(t.validate(), Err(TaskError::BadSignalProb(1.5)));
+    }
+
+    #[test]
+    fn random_sequences_are_of_the_requested_kind() {
+        let task = TaskConfig::default();
+        let mut rng = stream_rng(0, Stream::Analysis);
+        for _ in 0..100 {
+            let s = task.random_sequence(true, &mut rng);
+            assert!(task.expected_answer(&s).is_some(), "{s:?}");
+            let n = task.random_sequence(false, &mut rng);
+            assert!(!task.is_signal(&n) && n.iter().all(|t| (5..=10).contains(t)));
+        }
     }
 
     #[test]

@@ -416,11 +416,12 @@ fn divergence_pauses_with_the_last_finite_weights() {
 
 #[test]
 fn a_panic_in_the_worker_becomes_an_error_event() {
-    let handle = spawn_worker(
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _handle = spawn_worker(
         |_, _| panic!("injected fault in the training loop"),
-        Arc::new(|| {}),
+        move |e| tx.send(e).unwrap(),
     );
-    match handle.recv() {
+    match rx.recv().ok() {
         Some(Event::Error(message)) => {
             assert!(message.contains("crashed"), "{message}");
             assert!(message.contains("injected fault"), "{message}");

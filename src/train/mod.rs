@@ -9,7 +9,9 @@ pub mod worker;
 pub use adam::Adam;
 pub use batches::{ForwardPath, Tally};
 pub use trainer::{StepResult, TrainError, Trainer, evaluate_dataset};
-pub use worker::{Command, Event, FinishReason, TrainingHandle, spawn_training, spawn_worker};
+pub use worker::{
+    Command, Event, FinishReason, TrainingHandle, spawn_training, spawn_training_to, spawn_worker,
+};
 
 use serde::{Deserialize, Serialize};
 

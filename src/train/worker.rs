@@ -69,7 +69,8 @@ pub enum Event {
 /// The driver's side of a running worker.
 pub struct TrainingHandle {
     commands: Sender<Command>,
-    events: Receiver<Event>,
+    /// Present when events come back through the handle rather than a caller's sink.
+    events: Option<Receiver<Event>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -81,12 +82,12 @@ impl TrainingHandle {
 
     /// The next event if one is waiting.
     pub fn try_recv(&self) -> Option<Event> {
-        self.events.try_recv().ok()
+        self.events.as_ref()?.try_recv().ok()
     }
 
     /// Blocks for the next event; `None` once the worker has exited and every event was read.
     pub fn recv(&self) -> Option<Event> {
-        self.events.recv().ok()
+        self.events.as_ref()?.recv().ok()
     }
 
     pub fn is_running(&self) -> bool {
@@ -103,52 +104,64 @@ impl Drop for TrainingHandle {
     }
 }
 
-/// Starts a run on a new thread. `init` replaces the seeded initial weights (to continue from a
-/// checkpoint); `wake` is called after every event is sent.
+/// Starts a run on a new thread; its events come back through [`TrainingHandle::recv`].
+/// `init` replaces the seeded initial weights (to continue from a checkpoint); `wake` is called
+/// after every event.
 pub fn spawn_training(
     cfg: RunConfig,
     init: Option<Weights>,
     device: Device,
     wake: Arc<dyn Fn() + Send + Sync>,
 ) -> TrainingHandle {
+    let (tx, rx) = channel();
+    let mut handle = spawn_training_to(cfg, init, device, move |e| {
+        let _ = tx.send(e);
+        wake();
+    });
+    handle.events = Some(rx);
+    handle
+}
+
+/// Starts a run whose events go to `sink` (for example into an app's own message channel).
+pub fn spawn_training_to(
+    cfg: RunConfig,
+    init: Option<Weights>,
+    device: Device,
+    sink: impl Fn(Event) + Send + 'static,
+) -> TrainingHandle {
     spawn_worker(
         move |commands, emit| run(cfg, init, &device, commands, emit),
-        wake,
+        sink,
     )
 }
 
 /// Runs `job` on the worker thread. A panic in `job` becomes an [`Event::Error`], so a crashed
 /// run never takes its driver down.
-pub fn spawn_worker<F>(job: F, wake: Arc<dyn Fn() + Send + Sync>) -> TrainingHandle
+pub fn spawn_worker<F>(job: F, sink: impl Fn(Event) + Send + 'static) -> TrainingHandle
 where
     F: FnOnce(&Receiver<Command>, &dyn Fn(Event)) -> Result<(), TrainError> + Send + 'static,
 {
     let (command_tx, command_rx) = channel();
-    let (event_tx, event_rx) = channel();
     let thread = std::thread::Builder::new()
         .name("toylens-train".into())
-        .spawn(move || {
-            let emit = |e: Event| {
-                let _ = event_tx.send(e);
-                wake();
-            };
-            match catch_unwind(AssertUnwindSafe(|| job(&command_rx, &emit))) {
+        .spawn(
+            move || match catch_unwind(AssertUnwindSafe(|| job(&command_rx, &sink))) {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => emit(Event::Error(e.to_string())),
+                Ok(Err(e)) => sink(Event::Error(e.to_string())),
                 Err(panic) => {
                     let what = panic
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "unknown cause".into());
-                    emit(Event::Error(format!("the training thread crashed: {what}")));
+                    sink(Event::Error(format!("the training thread crashed: {what}")));
                 }
-            }
-        })
+            },
+        )
         .expect("spawning a thread only fails when the OS is out of resources");
     TrainingHandle {
         commands: command_tx,
-        events: event_rx,
+        events: None,
         thread: Some(thread),
     }
 }

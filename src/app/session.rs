@@ -1,0 +1,296 @@
+//! The model the app is looking at: its config, weights, history and file, and the training run
+//! that may be changing it. Plain state with no drawing, so it is easy to test and to reason about.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::Device;
+use egui_plot::PlotPoint;
+
+use crate::checkpoint::{Checkpoint, Snapshot};
+use crate::model::{AttnOnly, Weights};
+use crate::train::{
+    Command, EpochMetrics, Event, FinishReason, RunConfig, StepMetrics, TrainingHandle,
+};
+
+/// What the worker of the active run is doing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunState {
+    Running,
+    Paused,
+    /// Paused for good: the loss stopped being finite.
+    Diverged(String),
+}
+
+/// A training run in progress.
+pub struct ActiveRun {
+    /// Events of older runs still in the channel carry another id and are dropped.
+    pub id: u64,
+    pub handle: TrainingHandle,
+    pub state: RunState,
+    pub total_epochs: usize,
+    pub steps_per_epoch: usize,
+    pub batch_size: usize,
+    pub path: &'static str,
+    pub last_step: Option<StepMetrics>,
+    /// Exponential moving average of samples per second.
+    pub samples_per_s: f64,
+    last_step_at: Option<Instant>,
+}
+
+impl ActiveRun {
+    pub fn new(id: u64, handle: TrainingHandle, cfg: &RunConfig) -> Self {
+        Self {
+            id,
+            handle,
+            state: RunState::Running,
+            total_epochs: cfg.train.epochs,
+            steps_per_epoch: cfg.steps_per_epoch(),
+            batch_size: cfg.train.batch_size,
+            path: "",
+            last_step: None,
+            samples_per_s: 0.0,
+            last_step_at: None,
+        }
+    }
+
+    /// Seconds left at the current pace, if known.
+    pub fn eta_s(&self) -> Option<f64> {
+        let step = self.last_step?;
+        let total = self.total_epochs * self.steps_per_epoch;
+        let left = total.saturating_sub(step.step) * self.batch_size;
+        (self.samples_per_s > 0.0).then(|| left as f64 / self.samples_per_s)
+    }
+}
+
+/// Plot-ready series, appended as events arrive so that drawing copies nothing.
+#[derive(Debug, Default, Clone)]
+pub struct Series {
+    pub train_loss: Vec<PlotPoint>,
+    pub val_loss: Vec<PlotPoint>,
+    pub train_acc: Vec<PlotPoint>,
+    pub val_acc: Vec<PlotPoint>,
+    pub val_acc_signal: Vec<PlotPoint>,
+    pub val_acc_noise: Vec<PlotPoint>,
+    /// x is the fractional epoch, so every plot shares one x axis.
+    pub step_loss: Vec<PlotPoint>,
+}
+
+impl Series {
+    pub fn push_epoch(&mut self, m: &EpochMetrics) {
+        let x = m.epoch as f64;
+        let at = |y| PlotPoint::new(x, y);
+        self.train_loss.push(at(m.train_loss));
+        self.val_loss.push(at(m.val_loss));
+        self.train_acc.push(at(m.train_acc));
+        self.val_acc.push(at(m.val_acc));
+        self.val_acc_signal.push(at(m.val_acc_signal));
+        self.val_acc_noise.push(at(m.val_acc_noise));
+    }
+
+    pub fn from_history(history: &[EpochMetrics]) -> Self {
+        let mut s = Self::default();
+        for m in history {
+            s.push_epoch(m);
+        }
+        s
+    }
+}
+
+/// The model in view and everything known about it.
+pub struct Session {
+    pub config: RunConfig,
+    pub weights: Weights,
+    /// A CPU copy of `weights` for the inspector (one sequence at a time is cheapest here).
+    pub model: AttnOnly,
+    pub history: Vec<EpochMetrics>,
+    pub series: Series,
+    pub snapshots: Vec<Snapshot>,
+    /// Where the model was opened from or last saved to.
+    pub file: Option<PathBuf>,
+    /// Changed since it was last opened or saved.
+    pub dirty: bool,
+    /// Bumped whenever `weights` change, so views know to recompute.
+    pub version: u64,
+    pub run: Option<ActiveRun>,
+    /// The last error or notice of the run, for the status line.
+    pub notice: Option<String>,
+    next_run_id: u64,
+}
+
+impl Session {
+    pub fn from_checkpoint(ckpt: Checkpoint, file: Option<PathBuf>) -> Result<Self, String> {
+        let model = AttnOnly::new(&ckpt.config.model, &ckpt.weights, &Device::Cpu)
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            series: Series::from_history(&ckpt.history),
+            config: ckpt.config,
+            weights: ckpt.weights,
+            model,
+            history: ckpt.history,
+            snapshots: ckpt.snapshots,
+            file,
+            dirty: false,
+            version: 0,
+            run: None,
+            notice: None,
+            next_run_id: 1,
+        })
+    }
+
+    /// A fresh, untrained model for `config`.
+    pub fn untrained(config: RunConfig) -> Result<Self, String> {
+        let weights = Weights::init(&config.model, config.seed);
+        Self::from_checkpoint(Checkpoint::new(config, weights), None)
+    }
+
+    /// Replaces the model with `other`, keeping the run-id counter so stale events stay stale.
+    pub fn replace(&mut self, other: Session) {
+        let next = self.next_run_id;
+        let version = self.version + 1;
+        *self = other;
+        self.next_run_id = next;
+        self.version = version;
+    }
+
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            config: self.config.clone(),
+            weights: self.weights.clone(),
+            epoch: self.history.last().map_or(0, |m| m.epoch),
+            history: self.history.clone(),
+            snapshots: self.snapshots.clone(),
+            has_metadata: true,
+        }
+    }
+
+    pub fn is_training(&self) -> bool {
+        self.run.is_some()
+    }
+
+    /// Starts training `config` from scratch. The caller wires `spawn` to its message channel.
+    pub fn start_run(
+        &mut self,
+        config: RunConfig,
+        spawn: impl FnOnce(u64, RunConfig) -> TrainingHandle,
+    ) -> Result<(), String> {
+        config.validate()?;
+        let fresh = Session::untrained(config.clone())?;
+        self.replace(fresh);
+        let id = self.next_run_id;
+        self.next_run_id += 1;
+        let handle = spawn(id, config.clone());
+        self.run = Some(ActiveRun::new(id, handle, &config));
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub fn send(&self, command: Command) {
+        if let Some(run) = &self.run {
+            run.handle.send(command);
+        }
+    }
+
+    fn set_weights(&mut self, weights: Weights) {
+        if self.model.set_weights(&weights).is_ok() {
+            self.weights = weights;
+            self.version += 1;
+        }
+    }
+
+    /// Applies one event of run `id`. Returns true if anything changed.
+    pub fn apply(&mut self, id: u64, event: Event) -> bool {
+        let Some(run) = self.run.as_mut().filter(|r| r.id == id) else {
+            return false;
+        };
+        match event {
+            Event::Started {
+                path,
+                initial_weights,
+                ..
+            } => {
+                run.path = path;
+                self.snapshots = vec![Snapshot {
+                    epoch: 0,
+                    weights: initial_weights,
+                }];
+            }
+            Event::Step(step) => {
+                let now = Instant::now();
+                if let Some(prev) = run.last_step_at {
+                    let dt = now.duration_since(prev).as_secs_f64().max(1e-6);
+                    let rate = run.batch_size as f64 / dt;
+                    run.samples_per_s = if run.samples_per_s == 0.0 {
+                        rate
+                    } else {
+                        0.9 * run.samples_per_s + 0.1 * rate
+                    };
+                }
+                run.last_step_at = Some(now);
+                run.last_step = Some(step);
+                let x = (step.step as f64) / run.steps_per_epoch.max(1) as f64;
+                self.series.step_loss.push(PlotPoint::new(x, step.loss));
+            }
+            Event::Epoch { metrics, weights } => {
+                self.history.push(metrics);
+                self.series.push_epoch(&metrics);
+                self.snapshots.push(Snapshot {
+                    epoch: metrics.epoch,
+                    weights: weights.clone(),
+                });
+                self.set_weights(weights);
+            }
+            Event::Paused => run.state = RunState::Paused,
+            Event::Resumed => {
+                run.state = RunState::Running;
+                run.last_step_at = None;
+            }
+            Event::Diverged { message, weights } => {
+                run.state = RunState::Diverged(message.clone());
+                self.notice = Some(message);
+                self.set_weights(weights);
+            }
+            Event::Finished {
+                reason, weights, ..
+            } => {
+                self.notice = Some(match reason {
+                    FinishReason::Completed => format!("trained {} epochs", self.history.len()),
+                    FinishReason::Stopped => {
+                        format!("stopped after {} epochs", self.history.len())
+                    }
+                });
+                self.set_weights(weights);
+                self.run = None;
+            }
+            Event::Error(message) => {
+                self.notice = Some(format!("training failed: {message}"));
+                self.run = None;
+            }
+        }
+        true
+    }
+
+    /// The file name for the status line, with a dirty marker.
+    pub fn title(&self) -> String {
+        let name = self
+            .file
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "untitled".into());
+        if self.dirty {
+            format!("{name} •")
+        } else {
+            name
+        }
+    }
+
+    /// A legend label for this run: preset-like lr, seed.
+    pub fn label(&self) -> String {
+        let t = &self.config.train;
+        format!(
+            "seed {} · lr {} · {} epochs",
+            self.config.seed, t.lr, t.epochs
+        )
+    }
+}

@@ -1,0 +1,249 @@
+//! A labelled heatmap: one coloured cell per value, row and column labels, exact values on hover,
+//! and cells that can be marked as masked (drawn hatched grey, never coloured).
+
+use egui::{Align2, Color32, FontId, Rect, Response, Sense, Stroke, Ui, pos2, vec2};
+
+/// How values map to colours.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scale {
+    /// 0 → white, 1 → deep blue: attention weights and probabilities.
+    Sequential { max: f32 },
+    /// Centred on 0: −limit → red, 0 → white, +limit → blue.
+    Diverging { limit: f32 },
+}
+
+impl Scale {
+    pub fn color(self, value: f32) -> Color32 {
+        let lerp = |a: [u8; 3], b: [u8; 3], t: f32| {
+            let t = t.clamp(0.0, 1.0);
+            let c = |i: usize| (a[i] as f32 + (b[i] as f32 - a[i] as f32) * t).round() as u8;
+            Color32::from_rgb(c(0), c(1), c(2))
+        };
+        const WHITE: [u8; 3] = [247, 247, 247];
+        const BLUE: [u8; 3] = [33, 102, 172];
+        const RED: [u8; 3] = [178, 24, 43];
+        match self {
+            Scale::Sequential { max } => lerp(WHITE, BLUE, value / max.max(1e-12)),
+            Scale::Diverging { limit } => {
+                let t = value / limit.max(1e-12);
+                if t >= 0.0 {
+                    lerp(WHITE, BLUE, t)
+                } else {
+                    lerp(WHITE, RED, -t)
+                }
+            }
+        }
+    }
+
+    /// A symmetric scale that fits every finite value.
+    pub fn diverging_for(values: impl IntoIterator<Item = f32>) -> Self {
+        let limit = values
+            .into_iter()
+            .filter(|v| v.is_finite())
+            .fold(0.0f32, |m, v| m.max(v.abs()));
+        Scale::Diverging {
+            limit: if limit > 0.0 { limit } else { 1.0 },
+        }
+    }
+}
+
+pub struct Heatmap<'a> {
+    pub rows: usize,
+    pub cols: usize,
+    /// Row-major values.
+    pub values: &'a [f32],
+    pub row_labels: Vec<String>,
+    pub col_labels: Vec<String>,
+    pub scale: Scale,
+    pub cell: f32,
+    /// Cells for which this returns true are masked.
+    pub masked: Option<&'a dyn Fn(usize, usize) -> bool>,
+    /// Print the value in each cell.
+    pub show_values: bool,
+    /// Hover text for a cell (row, col, value).
+    pub describe: Option<&'a dyn Fn(usize, usize, f32) -> String>,
+    /// Rows drawn with a heavier frame (e.g. the focused head).
+    pub highlight_row: Option<usize>,
+    /// Shrinks the cells so the whole map fits this width.
+    pub max_width: Option<f32>,
+}
+
+impl<'a> Heatmap<'a> {
+    pub fn new(rows: usize, cols: usize, values: &'a [f32], scale: Scale) -> Self {
+        Self {
+            rows,
+            cols,
+            values,
+            row_labels: (0..rows).map(|r| r.to_string()).collect(),
+            col_labels: (0..cols).map(|c| c.to_string()).collect(),
+            scale,
+            cell: 28.0,
+            masked: None,
+            show_values: false,
+            describe: None,
+            highlight_row: None,
+            max_width: None,
+        }
+    }
+
+    pub fn labels(mut self, rows: Vec<String>, cols: Vec<String>) -> Self {
+        self.row_labels = rows;
+        self.col_labels = cols;
+        self
+    }
+
+    /// Draws the map; the response carries hover and clicks over the cells.
+    pub fn show(mut self, ui: &mut Ui) -> Response {
+        let font = FontId::proportional(12.0);
+        let label_w = self.row_labels.iter().map(|l| l.len()).max().unwrap_or(1) as f32 * 7.0 + 8.0;
+        let label_h = 18.0;
+        if let Some(w) = self.max_width {
+            self.cell = self
+                .cell
+                .min((w - label_w) / self.cols.max(1) as f32)
+                .max(10.0);
+        }
+        let size = vec2(
+            label_w + self.cols as f32 * self.cell,
+            label_h + self.rows as f32 * self.cell,
+        );
+        let (rect, response) = ui.allocate_exact_size(size, Sense::click());
+        let painter = ui.painter_at(rect);
+        let text = ui.visuals().text_color();
+        let origin = rect.min + vec2(label_w, label_h);
+        let cell_rect = |r: usize, c: usize| {
+            Rect::from_min_size(
+                origin + vec2(c as f32 * self.cell, r as f32 * self.cell),
+                vec2(self.cell, self.cell),
+            )
+        };
+        for (c, label) in self.col_labels.iter().enumerate() {
+            let x = origin.x + (c as f32 + 0.5) * self.cell;
+            painter.text(
+                pos2(x, rect.min.y + 2.0),
+                Align2::CENTER_TOP,
+                label,
+                font.clone(),
+                text,
+            );
+        }
+        for (r, label) in self.row_labels.iter().enumerate() {
+            let y = origin.y + (r as f32 + 0.5) * self.cell;
+            painter.text(
+                pos2(rect.min.x + 2.0, y),
+                Align2::LEFT_CENTER,
+                label,
+                font.clone(),
+                text,
+            );
+        }
+        for r in 0..self.rows {
+            for c in 0..self.cols {
+                let cr = cell_rect(r, c).shrink(0.5);
+                let value = self.values[r * self.cols + c];
+                if self.masked.is_some_and(|m| m(r, c)) {
+                    painter.rect_filled(cr, 0.0, Color32::from_gray(90));
+                    // Hatching makes masked cells unmistakable in any theme.
+                    let stroke = Stroke::new(1.0, Color32::from_gray(130));
+                    for k in 1..4 {
+                        let t = k as f32 / 4.0;
+                        painter.line_segment(
+                            [
+                                pos2(cr.min.x, cr.min.y + cr.height() * t),
+                                pos2(cr.min.x + cr.width() * t, cr.min.y),
+                            ],
+                            stroke,
+                        );
+                        painter.line_segment(
+                            [
+                                pos2(cr.max.x - cr.width() * t, cr.max.y),
+                                pos2(cr.max.x, cr.max.y - cr.height() * t),
+                            ],
+                            stroke,
+                        );
+                    }
+                    continue;
+                }
+                let fill = self.scale.color(value);
+                painter.rect_filled(cr, 0.0, fill);
+                if self.show_values && self.cell >= 22.0 {
+                    let dark = fill.r() as u32 + fill.g() as u32 + fill.b() as u32 > 380;
+                    let ink = if dark { Color32::BLACK } else { Color32::WHITE };
+                    painter.text(
+                        cr.center(),
+                        Align2::CENTER_CENTER,
+                        format_cell(value),
+                        FontId::monospace(10.0),
+                        ink,
+                    );
+                }
+            }
+        }
+        if let Some(r) = self.highlight_row {
+            let band = cell_rect(r, 0).union(cell_rect(r, self.cols.saturating_sub(1)));
+            painter.rect_stroke(
+                band,
+                0.0,
+                Stroke::new(2.0, ui.visuals().selection.stroke.color),
+                egui::StrokeKind::Inside,
+            );
+        }
+        let hovered = response.hover_pos().and_then(|p| {
+            let d = p - origin;
+            let (c, r) = ((d.x / self.cell).floor(), (d.y / self.cell).floor());
+            (c >= 0.0 && r >= 0.0 && (c as usize) < self.cols && (r as usize) < self.rows)
+                .then_some((r as usize, c as usize))
+        });
+        match hovered {
+            Some((r, c)) => {
+                let value = self.values[r * self.cols + c];
+                let masked = self.masked.is_some_and(|m| m(r, c));
+                let text = match (&self.describe, masked) {
+                    (_, true) => format!(
+                        "{} × {}: masked (a query never sees later keys)",
+                        self.row_labels[r], self.col_labels[c]
+                    ),
+                    (Some(d), false) => d(r, c, value),
+                    (None, false) => format!(
+                        "{} × {}: {value:.5}",
+                        self.row_labels[r], self.col_labels[c]
+                    ),
+                };
+                response.on_hover_text_at_pointer(text)
+            }
+            None => response,
+        }
+    }
+}
+
+fn format_cell(v: f32) -> String {
+    if v.abs() >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// A horizontal colour bar with its end values, to read a heatmap by.
+pub fn legend(ui: &mut Ui, scale: Scale) {
+    let (lo, hi) = match scale {
+        Scale::Sequential { max } => (0.0, max),
+        Scale::Diverging { limit } => (-limit, limit),
+    };
+    ui.horizontal(|ui| {
+        ui.small(format!("{lo:.2}"));
+        let (rect, _) = ui.allocate_exact_size(vec2(120.0, 10.0), Sense::hover());
+        let painter = ui.painter_at(rect);
+        let n = 40;
+        for i in 0..n {
+            let t = i as f32 / (n - 1) as f32;
+            let x0 = rect.min.x + rect.width() * i as f32 / n as f32;
+            let r = Rect::from_min_max(
+                pos2(x0, rect.min.y),
+                pos2(x0 + rect.width() / n as f32 + 0.5, rect.max.y),
+            );
+            painter.rect_filled(r, 0.0, scale.color(lo + (hi - lo) * t));
+        }
+        ui.small(format!("{hi:.2}"));
+    });
+}

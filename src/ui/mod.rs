@@ -1,0 +1,230 @@
+//! Drawing. Each panel reads the app's state, edits only UI fields directly, and asks for
+//! everything else with [`Action`]s that the app applies after the frame.
+
+mod data_tab;
+pub mod heatmap;
+mod inspect_tab;
+mod side_panel;
+mod training_tab;
+
+use egui::{Color32, RichText, Ui};
+
+use crate::app::files::Purpose;
+use crate::app::session::RunState;
+use crate::app::{Action, Confirm, Tab, ToylensApp};
+
+pub fn draw(app: &mut ToylensApp, ui: &mut Ui) {
+    egui::Panel::top("top_bar").show(ui, |ui| top_bar(app, ui));
+    egui::Panel::bottom("status_bar").show(ui, |ui| status_bar(app, ui));
+    egui::Panel::left("settings")
+        .resizable(true)
+        .default_size(300.0)
+        .min_size(260.0)
+        .show(ui, |ui| side_panel::show(app, ui));
+    egui::CentralPanel::default().show(ui, |ui| {
+        ui.horizontal(|ui| {
+            for tab in Tab::ALL {
+                ui.selectable_value(
+                    &mut app.settings.tab,
+                    tab,
+                    RichText::new(tab.name()).heading(),
+                );
+            }
+        });
+        ui.separator();
+        match app.settings.tab {
+            Tab::Data => data_tab::show(app, ui),
+            Tab::Training => training_tab::show(app, ui),
+            Tab::Inspect => inspect_tab::show(app, ui),
+        }
+    });
+    confirm_modal(app, ui);
+}
+
+fn top_bar(app: &mut ToylensApp, ui: &mut Ui) {
+    ui.horizontal(|ui| {
+        ui.strong("toylens");
+        ui.separator();
+        let idle = !app.busy_io;
+        if ui.add_enabled(idle, egui::Button::new("Open…")).clicked() {
+            app.request(Action::Open);
+        }
+        let can_save = idle && !app.session.is_training();
+        if ui
+            .add_enabled(can_save, egui::Button::new("Save…"))
+            .on_disabled_hover_text("stop training first")
+            .clicked()
+        {
+            app.request(Action::Save);
+        }
+        if ui
+            .add_enabled(can_save, egui::Button::new("Save as…"))
+            .clicked()
+        {
+            app.request(Action::SaveAs);
+        }
+        ui.separator();
+        let device_label = ui.label("Device");
+        egui::ComboBox::from_id_salt("device")
+            .selected_text(app.settings.device.clone())
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut app.settings.device, "cpu".to_string(), "cpu");
+                if crate::device::cuda_compiled() && candle_core::utils::cuda_is_available() {
+                    ui.selectable_value(&mut app.settings.device, "cuda:0".to_string(), "cuda:0");
+                }
+            })
+            .response
+            .labelled_by(device_label.id);
+        ui.separator();
+        ui.label(status_line(app));
+    });
+    if let Some((purpose, text)) = &mut app.path_field {
+        let purpose = *purpose;
+        let mut submit = None;
+        let mut cancel = false;
+        ui.horizontal(|ui| {
+            let label = ui.label(match purpose {
+                Purpose::Open => "Open path",
+                Purpose::Save => "Save to path",
+            });
+            let edit = ui.add(
+                egui::TextEdit::singleline(text)
+                    .hint_text("/path/to/model.safetensors")
+                    .desired_width(420.0),
+            );
+            let edit = edit.labelled_by(label.id);
+            let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            let go = ui.button(match purpose {
+                Purpose::Open => "Open",
+                Purpose::Save => "Save",
+            });
+            if (go.clicked() || enter) && !text.trim().is_empty() {
+                submit = Some(std::path::PathBuf::from(text.trim()));
+            }
+            cancel = ui.button("Cancel").clicked();
+        });
+        if let Some(path) = submit {
+            app.request(match purpose {
+                Purpose::Open => Action::OpenPath(path),
+                Purpose::Save => Action::SavePath(path),
+            });
+        }
+        if cancel {
+            app.path_field = None;
+        }
+    }
+}
+
+/// "epoch 12/60 · step 120 · 2.1M samples/s · ETA 3 s · model.safetensors •"
+pub fn status_line(app: &ToylensApp) -> String {
+    let mut parts = Vec::new();
+    match &app.session.run {
+        Some(run) => {
+            let (epoch, step) = run.last_step.map_or((0, 0), |s| (s.epoch, s.step));
+            parts.push(format!("epoch {epoch}/{}", run.total_epochs));
+            parts.push(format!("step {step}"));
+            parts.push(format!("{} samples/s", human(run.samples_per_s)));
+            match &run.state {
+                RunState::Running => {
+                    if let Some(eta) = run.eta_s() {
+                        parts.push(format!("ETA {}", human_duration(eta)));
+                    }
+                }
+                RunState::Paused => parts.push("paused".into()),
+                RunState::Diverged(_) => parts.push("diverged".into()),
+            }
+        }
+        None => {
+            let epochs = app.session.history.len();
+            parts.push(if epochs == 0 && app.session.file.is_some() {
+                "no training history".into()
+            } else if epochs == 0 {
+                "untrained".into()
+            } else {
+                format!("{epochs} epochs trained")
+            });
+        }
+    }
+    parts.push(app.session.title());
+    parts.join(" · ")
+}
+
+fn status_bar(app: &mut ToylensApp, ui: &mut Ui) {
+    ui.horizontal(|ui| {
+        if let Some((is_error, text)) = &app.status {
+            let color = if *is_error {
+                ui.visuals().error_fg_color
+            } else {
+                ui.visuals().weak_text_color()
+            };
+            ui.colored_label(color, text);
+        }
+        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+            ui.checkbox(&mut app.settings.show_frame_time, "frame time");
+            if app.settings.show_frame_time {
+                let (p50, p95) = (
+                    app.frame_times.percentile(50.0).unwrap_or(0.0),
+                    app.frame_times.percentile(95.0).unwrap_or(0.0),
+                );
+                ui.monospace(format!("p50 {p50:.1} ms  p95 {p95:.1} ms"));
+            }
+        });
+    });
+}
+
+fn confirm_modal(app: &mut ToylensApp, ui: &mut Ui) {
+    let Some(question) = app.confirm else {
+        return;
+    };
+    let (text, yes) = match question {
+        Confirm::Close => ("Quit and discard the unsaved model?", "Discard and quit"),
+        Confirm::NewRun => (
+            "Start a new run and discard the unsaved model?",
+            "Discard and train",
+        ),
+        Confirm::Reset => ("Reset and discard the unsaved model?", "Discard and reset"),
+        Confirm::OpenOver(_) => (
+            "Open another file and discard the unsaved model?",
+            "Discard and open",
+        ),
+    };
+    let response = egui::Modal::new(egui::Id::unique("confirm")).show(ui.ctx(), |ui| {
+        ui.heading("Unsaved changes");
+        ui.label(text);
+        ui.add_space(8.0);
+        ui.horizontal(|ui| {
+            if ui
+                .button(RichText::new(yes).color(Color32::from_rgb(200, 60, 60)))
+                .clicked()
+            {
+                app.request(Action::ConfirmYes);
+            }
+            if ui.button("Cancel").clicked() {
+                app.request(Action::ConfirmNo);
+            }
+        });
+    });
+    if response.should_close() {
+        app.request(Action::ConfirmNo);
+    }
+}
+
+/// 1234567 → "1.2M".
+pub fn human(x: f64) -> String {
+    match x {
+        x if x >= 1e9 => format!("{:.1}G", x / 1e9),
+        x if x >= 1e6 => format!("{:.1}M", x / 1e6),
+        x if x >= 1e3 => format!("{:.1}k", x / 1e3),
+        x => format!("{x:.0}"),
+    }
+}
+
+pub fn human_duration(s: f64) -> String {
+    if s < 60.0 {
+        format!("{s:.0} s")
+    } else if s < 3600.0 {
+        format!("{:.0} min {:.0} s", (s / 60.0).floor(), s % 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}

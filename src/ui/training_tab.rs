@@ -1,0 +1,157 @@
+//! Live metrics: the notebook's four plots plus the per-step loss, with the task's ceilings.
+
+use egui::{Color32, Id, Ui};
+use egui_plot::{
+    Corner, HLine, HoverPosition, Legend, Line, LineStyle, Plot, PlotPoint, PlotPoints,
+};
+
+use crate::app::ToylensApp;
+
+/// Longer series are thinned to about this many points for drawing.
+const MAX_DRAWN_POINTS: usize = 2_000;
+
+const TRAIN: Color32 = Color32::from_rgb(66, 133, 244);
+const VAL: Color32 = Color32::from_rgb(234, 120, 40);
+const SIGNAL: Color32 = Color32::from_rgb(52, 168, 83);
+const NOISE: Color32 = Color32::from_rgb(170, 90, 200);
+const CEILING: Color32 = Color32::from_gray(140);
+
+pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
+    let ceilings = app.session.config.task.ceilings();
+    let mut reset = false;
+    ui.horizontal(|ui| {
+        ui.checkbox(&mut app.settings.log_loss, "log-scale loss");
+        ui.checkbox(&mut app.settings.show_step_loss, "per-step loss");
+        reset = ui
+            .button("Reset view")
+            .on_hover_text("fit every plot to its data again")
+            .clicked();
+        ui.separator();
+        ui.label(format!(
+            "ceilings: best accuracy {:.3}, Bayes cross-entropy {:.3} nats, noise chance {:.3}",
+            ceilings.best_acc, ceilings.bayes_ce, ceilings.best_noise_acc
+        ));
+    });
+    if app.session.history.is_empty() && app.session.series.step_loss.is_empty() {
+        ui.add_space(20.0);
+        ui.label(
+            "No metrics yet: press Train in the side panel, or open a checkpoint with history.",
+        );
+    }
+    let log = app.settings.log_loss;
+    let series = &app.session.series;
+    let link = Id::unique("epoch_axis");
+    let height = ((ui.available_height() - 40.0) / 2.0).max(150.0);
+    let width = (ui.available_width() / 2.0 - 8.0).max(200.0);
+    let base = |id: &str, y_label: &str| {
+        let mut plot = Plot::new(id.to_string())
+            .height(height)
+            .width(width)
+            .link_axis(link, [true, false])
+            .link_cursor(link, [true, false])
+            .x_axis_label("epoch")
+            .y_axis_label(y_label.to_string())
+            .legend(Legend::default().position(Corner::RightTop));
+        if reset {
+            plot = plot.reset();
+        }
+        plot
+    };
+    let acc_labels = || {
+        hover_label(|name, point| format!("{name}\nepoch {:.0}\naccuracy {:.4}", point.x, point.y))
+    };
+    ui.horizontal(|ui| {
+        loss_plot(base("loss", "cross-entropy (nats)"), log).show(ui, |p| {
+            p.line(line("train loss", &series.train_loss, log).color(TRAIN));
+            p.line(line("validation loss", &series.val_loss, log).color(VAL));
+            p.hline(ceiling("Bayes optimum", ceilings.bayes_ce, log));
+        });
+        base("accuracy", "accuracy")
+            .include_y(0.0)
+            .include_y(1.0)
+            .label_formatter(acc_labels())
+            .show(ui, |p| {
+                p.line(line("train accuracy", &series.train_acc, false).color(TRAIN));
+                p.line(line("validation accuracy", &series.val_acc, false).color(VAL));
+                p.hline(ceiling("best possible", ceilings.best_acc, false));
+            });
+    });
+    ui.horizontal(|ui| {
+        base("signal_noise", "validation accuracy")
+            .include_y(0.0)
+            .include_y(1.0)
+            .label_formatter(acc_labels())
+            .show(ui, |p| {
+                p.line(line("signal", &series.val_acc_signal, false).color(SIGNAL));
+                p.line(line("noise", &series.val_acc_noise, false).color(NOISE));
+                p.hline(ceiling("signal ceiling", 1.0, false));
+                p.hline(ceiling("noise chance", ceilings.best_noise_acc, false));
+            });
+        if app.settings.show_step_loss {
+            loss_plot(base("step_loss", "loss per step"), log).show(ui, |p| {
+                p.line(
+                    line("step loss", &series.step_loss, log)
+                        .color(TRAIN)
+                        .width(1.0),
+                );
+                p.hline(ceiling("Bayes optimum", ceilings.bayes_ce, log));
+            });
+        }
+    });
+}
+
+/// A line over stored points: borrowed as they are when short and linear, thinned (and
+/// log-transformed) otherwise.
+fn line<'a>(name: &str, points: &'a [PlotPoint], log: bool) -> Line<'a> {
+    let data = if points.len() <= MAX_DRAWN_POINTS && !log {
+        PlotPoints::Borrowed(points)
+    } else {
+        let stride = points.len().div_ceil(MAX_DRAWN_POINTS).max(1);
+        let last = points.len().saturating_sub(1);
+        points
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % stride == 0 || *i == last)
+            .map(|(_, p)| [p.x, if log { p.y.max(1e-12).log10() } else { p.y }])
+            .collect()
+    };
+    Line::new(name.to_string(), data).width(2.0)
+}
+
+/// Loss axes and hover text, in log10 space when `log` is on.
+fn loss_plot(plot: Plot<'_>, log: bool) -> Plot<'_> {
+    if log {
+        plot.y_axis_formatter(|mark, _| format!("{:.3}", 10f64.powf(mark.value)))
+            .label_formatter(hover_label(|name, point| {
+                format!(
+                    "{name}\nepoch {:.2}\nloss {:.4}",
+                    point.x,
+                    10f64.powf(point.y)
+                )
+            }))
+    } else {
+        plot.label_formatter(hover_label(|name, point| {
+            format!("{name}\nepoch {:.2}\nloss {:.4}", point.x, point.y)
+        }))
+    }
+}
+
+/// Hover text for the data point nearest the pointer; nothing elsewhere.
+fn hover_label(
+    format: impl Fn(&str, &PlotPoint) -> String,
+) -> impl Fn(&HoverPosition<'_>) -> Option<String> {
+    move |hover| match hover {
+        HoverPosition::NearDataPoint {
+            plot_name,
+            position,
+            ..
+        } => Some(format(plot_name, position)),
+        HoverPosition::Elsewhere { .. } => None,
+    }
+}
+
+fn ceiling(name: &str, y: f64, log: bool) -> HLine {
+    HLine::new(name.to_string(), if log { y.max(1e-12).log10() } else { y })
+        .color(CEILING)
+        .style(LineStyle::dashed_loose())
+}

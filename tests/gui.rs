@@ -1,0 +1,232 @@
+//! The desktop app, driven through egui_kittest: no window, no GPU, no file dialogs.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use egui::accesskit::Role;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use toylens::app::session::RunState;
+use toylens::app::{Settings, Tab, ToylensApp};
+
+fn harness_with(settings: Settings) -> Harness<'static, ToylensApp> {
+    Harness::builder()
+        .with_size([1280.0, 800.0])
+        .build_eframe(move |cc| {
+            let mut app = ToylensApp::with_settings(cc.egui_ctx.clone(), settings);
+            app.dialogs_enabled = false;
+            app
+        })
+}
+
+fn harness() -> Harness<'static, ToylensApp> {
+    harness_with(Settings::default())
+}
+
+/// Steps the UI until `done` holds, or fails after `secs`.
+fn step_until(h: &mut Harness<'_, ToylensApp>, secs: u64, done: impl Fn(&ToylensApp) -> bool) {
+    let start = Instant::now();
+    while !done(h.state()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out; status: {:?}",
+            h.state().status
+        );
+        h.run_steps(2);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.run_steps(2);
+}
+
+fn set_sequence(h: &mut Harness<'_, ToylensApp>, text: &str) {
+    h.state_mut().settings.sequence.clear();
+    h.run();
+    h.get_by_label("Sequence").focus();
+    h.run();
+    h.get_by_label("Sequence").type_text(text);
+    h.run();
+}
+
+#[test]
+fn opens_on_the_bundled_model_and_predicts_2_5_3_0() {
+    let mut h = harness();
+    h.run();
+    h.get_by_label("Predicted 5");
+    h.get_by_label("expected 5: correct");
+    let inspection = h.state().inspector.last_valid.clone().unwrap();
+    assert_eq!(inspection.tokens, vec![2, 5, 3, 0]);
+    assert!(h.state().session.history.len() == 60);
+    h.get_by_label_contains("opened fast-seed0.safetensors (bundled)");
+}
+
+#[test]
+fn typing_updates_the_inspector_and_an_invalid_sequence_shows_why() {
+    let mut h = harness();
+    h.run();
+    set_sequence(&mut h, "1 9 4 0");
+    h.get_by_label("Predicted 3");
+    set_sequence(&mut h, "2 x 3 0");
+    h.get_by_label_contains("\"x\" is not a token id");
+    h.get_by_label("showing the last valid sequence");
+    // The last valid view stays.
+    h.get_by_label("Predicted 3");
+    set_sequence(&mut h, "1 2 3 4 5");
+    h.get_by_label_contains("the model takes 1 to 4");
+    set_sequence(&mut h, "4, 8, 4, 0");
+    h.get_by_label("Predicted 9");
+    assert!(h.state().inspector.error.is_none());
+}
+
+#[test]
+fn data_tab_shows_the_label_histogram_of_the_current_settings() {
+    let mut h = harness();
+    h.run();
+    h.get_by_label("Data").click();
+    h.run();
+    h.get_by_label_contains("Training set of seed 0: 100000 samples");
+    h.get_by_label_contains("Labels of signal samples");
+    let data = h.state().data_view.data.as_ref().unwrap();
+    let (signal, _) = data.label_histograms();
+    // Pairs with a == b (label 0) are half as frequent as a != b (label 1).
+    assert!((signal[0] as f64 / signal[1] as f64 - 0.5).abs() < 0.05);
+    // Changing the seed regenerates what is shown.
+    h.state_mut().settings.config.seed = 3;
+    h.run();
+    h.get_by_label_contains("Training set of seed 3");
+}
+
+fn quick_settings(epochs: usize) -> Settings {
+    let mut s = Settings::default();
+    s.config.task.train_size = 20_000;
+    s.config.train.batch_size = 2_000;
+    s.config.train.epochs = epochs;
+    s.tab = Tab::Training;
+    s
+}
+
+#[test]
+fn training_adds_points_and_advances_the_epoch_counter() {
+    let mut h = harness_with(quick_settings(40));
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Train").click();
+    h.run_steps(2);
+    assert!(h.state().session.is_training());
+    step_until(&mut h, 60, |app| app.session.history.len() >= 3);
+    let points = h.state().session.series.val_loss.len();
+    assert!(points >= 3);
+    assert!(!h.state().session.series.step_loss.is_empty());
+    h.get_by_label_contains("epoch ");
+    step_until(&mut h, 60, |app| app.session.series.val_loss.len() > points);
+    // Run to the end: the model is kept, marked unsaved, and the inspector is live on it.
+    step_until(&mut h, 120, |app| !app.session.is_training());
+    assert_eq!(h.state().session.history.len(), 40);
+    assert!(h.state().session.dirty);
+    h.get_by_label_contains("40 epochs trained");
+    h.get_by_label_contains("untitled •");
+}
+
+#[test]
+fn pause_and_resume() {
+    let mut h = harness_with(quick_settings(100_000));
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Train").click();
+    step_until(&mut h, 60, |app| !app.session.history.is_empty());
+    h.get_by_role_and_label(Role::Button, "Pause").click();
+    step_until(&mut h, 30, |app| app.run_state() == Some(&RunState::Paused));
+    h.get_by_label_contains("paused");
+    let epochs = h.state().session.history.len();
+    std::thread::sleep(Duration::from_millis(300));
+    h.run_steps(3);
+    assert!(
+        h.state().session.history.len() <= epochs + 1,
+        "kept training while paused"
+    );
+    h.get_by_role_and_label(Role::Button, "Resume").click();
+    step_until(&mut h, 30, |app| {
+        app.run_state() == Some(&RunState::Running)
+    });
+    step_until(&mut h, 60, |app| app.session.history.len() > epochs + 1);
+    h.get_by_role_and_label(Role::Button, "Stop").click();
+    step_until(&mut h, 30, |app| !app.session.is_training());
+    h.get_by_label_contains("stopped after");
+}
+
+fn open_by_path(h: &mut Harness<'_, ToylensApp>, path: &Path) {
+    h.get_by_role_and_label(Role::Button, "Open…").click();
+    h.run();
+    h.get_by_label("Open path").focus();
+    h.run();
+    h.get_by_label("Open path")
+        .type_text(path.to_str().unwrap());
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Open").click();
+    h.run_steps(2);
+    step_until(h, 30, |app| !app.busy_io);
+}
+
+#[test]
+fn open_a_checkpoint_by_path_with_the_dialog_bypassed() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/skip_trigram_tl/model.safetensors");
+    let mut h = harness();
+    h.run();
+    open_by_path(&mut h, &fixture);
+    h.get_by_label_contains("opened");
+    assert_eq!(h.state().session.file.as_deref(), Some(fixture.as_path()));
+    assert!(
+        h.state().session.history.is_empty(),
+        "the fixture has no history"
+    );
+    h.get_by_label_contains("no training history · model.safetensors");
+    // The fixture's model answers the notebook's example too.
+    h.get_by_label("Predicted 5");
+}
+
+#[test]
+fn a_corrupt_file_shows_an_error_and_keeps_the_old_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}").unwrap();
+    let mut h = harness();
+    h.run();
+    let before = h.state().session.weights.clone();
+    open_by_path(&mut h, &junk);
+    h.get_by_label_contains("could not open: not a valid safetensors file");
+    assert_eq!(h.state().session.weights, before);
+    assert_eq!(h.state().session.file, None);
+    h.get_by_label("Predicted 5");
+}
+
+#[test]
+fn save_by_path_then_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("saved.safetensors");
+    let mut h = harness();
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Save…").click();
+    h.run();
+    h.get_by_label("Save to path").focus();
+    h.run();
+    h.get_by_label("Save to path")
+        .type_text(path.to_str().unwrap());
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Save").click();
+    h.run_steps(2);
+    step_until(&mut h, 30, |app| !app.busy_io);
+    h.get_by_label_contains(&format!("saved {}", path.display()));
+    let saved = toylens::checkpoint::Checkpoint::load(&path).unwrap();
+    assert_eq!(saved.weights, h.state().session.weights);
+    assert_eq!(saved.history.len(), 60);
+}
+
+#[test]
+fn an_invalid_setting_disables_train_and_says_why() {
+    let mut settings = Settings::default();
+    settings.config.task.seq_len = 2;
+    let mut h = harness_with(settings);
+    h.run();
+    h.get_by_label_contains("seq_len must be at least 3");
+    h.get_by_role_and_label(Role::Button, "Train").click();
+    h.run();
+    assert!(!h.state().session.is_training(), "Train must be disabled");
+}
