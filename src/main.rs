@@ -4,8 +4,15 @@ use std::process::ExitCode;
 use clap::Parser;
 use toylens::cli::{Cli, run};
 
+/// Training allocates and frees the same few small tensors thousands of times per second;
+/// mimalloc serves them from thread-local free lists. Measured on the notebook run: 0.37 s with
+/// glibc's malloc, 0.29 s with mimalloc (medians of 5), for 15 MB more peak RSS.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     restore_default_sigpipe();
+    pin_compute_threads();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     match cli.command {
@@ -36,6 +43,17 @@ fn open_window(_file: Option<PathBuf>) -> ExitCode {
     eprintln!("this toylens was built without the `gui` feature; use a subcommand:\n");
     let _ = <Cli as clap::CommandFactory>::command().print_help();
     ExitCode::FAILURE
+}
+
+/// candle sizes its CPU thread pool from `RAYON_NUM_THREADS`, and when that is unset it re-reads
+/// the CPU topology from /proc and /sys on every tensor op: 0.16 s of system time in a 0.47 s
+/// notebook run went to those reads. The tiny tensors here gain nothing from a second thread, and the window
+/// needs a core, so one thread is the default; set RAYON_NUM_THREADS to choose another count.
+fn pin_compute_threads() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: called at the start of main, before any other thread exists.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+    }
 }
 
 /// Rust ignores SIGPIPE, which turns `toylens inspect … | head` into a panic on the next print.
