@@ -43,6 +43,21 @@ pub enum Command {
     Eval(EvalArgs),
     /// Logits, attention patterns and the head-to-logit decomposition for one token sequence.
     Inspect(InspectArgs),
+    /// Measure training and inspection speed, and how it grows with batch, length and vocabulary.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Fewer repeats and sizes: a smoke run in a few seconds.
+    #[arg(long)]
+    pub quick: bool,
+    /// Print JSON instead of Markdown tables.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +136,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
         Command::Inspect(args) => inspect_cmd(args),
+        Command::Bench(args) => bench(args),
     }
 }
 
@@ -369,6 +385,20 @@ fn eval(args: EvalArgs) -> Result<()> {
             "  noise  {:.4}   chance {:.4}",
             report.acc_noise, ceilings.best_noise_acc
         );
+    }
+    Ok(())
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let (device, note) = device::resolve(args.device);
+    if let Some(note) = note {
+        eprintln!("warning: {note}");
+    }
+    let report = crate::bench::run(&device, args.quick)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::bench::to_markdown(&report));
     }
     Ok(())
 }

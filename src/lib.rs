@@ -9,6 +9,7 @@ pub mod app;
 pub mod ui;
 
 pub mod analysis;
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod device;

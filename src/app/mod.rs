@@ -24,6 +24,8 @@ use session::{RunState, Session};
 pub const BUNDLED_CHECKPOINT: &[u8] = include_bytes!("../../assets/fast-seed0.safetensors");
 pub const BUNDLED_NAME: &str = "fast-seed0.safetensors (bundled)";
 pub const ICON_PNG: &[u8] = include_bytes!("../../assets/icon.png");
+/// How often the window redraws while a run streams metrics.
+const TRAINING_FRAME_INTERVAL: Duration = Duration::from_millis(333);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Tab {
@@ -269,7 +271,11 @@ impl ToylensApp {
     fn handle(&mut self, message: Message) {
         match message {
             Message::Training { run, event } => {
+                let was_training = self.session.is_training();
                 self.session.apply(run, event);
+                if was_training && !self.session.is_training() {
+                    self.log_run_performance();
+                }
                 if self.session.run.is_none()
                     && let Some(notice) = self.session.notice.take()
                 {
@@ -327,7 +333,25 @@ impl ToylensApp {
         }
     }
 
+    /// Logs how fast the finished run trained and how smooth the window stayed meanwhile
+    /// (`RUST_LOG=info toylens` shows it), to compare with the headless CLI.
+    fn log_run_performance(&self) {
+        if let Some(last) = self.session.history.last() {
+            let samples = last.epoch * self.session.config.task.train_size;
+            log::info!(
+                "run finished: {} epochs in {:.3} s of training ({:.0} samples/s); frame time p50 {:.1} ms, p95 {:.1} ms over the last {} frames",
+                last.epoch,
+                last.elapsed_s,
+                samples as f64 / last.elapsed_s.max(1e-9),
+                self.frame_times.percentile(50.0).unwrap_or(0.0),
+                self.frame_times.percentile(95.0).unwrap_or(0.0),
+                self.frame_times.recent_ms.len(),
+            );
+        }
+    }
+
     fn start_training(&mut self) {
+        self.frame_times.recent_ms.clear();
         let config = self.settings.config.clone();
         let (device, note) = device::resolve(
             self.settings
@@ -336,11 +360,19 @@ impl ToylensApp {
                 .unwrap_or(DeviceChoice::Cpu),
         );
         let tx = self.tx.clone();
-        let wake = self.wake();
+        let ctx = self.ctx.clone();
         let result = self.session.start_run(config, move |run, cfg| {
+            let last_wake = std::cell::Cell::new(Instant::now() - TRAINING_FRAME_INTERVAL);
             spawn_training_to(cfg, None, device, move |event| {
+                // Steps arrive thousands of times a second; the plots need a few redraws a second.
+                // Each wake-up locks the egui context (the trainer would wait on it) and each frame
+                // costs CPU the trainer could use (~130 ms on a software rasteriser).
+                let urgent = !matches!(event, Event::Step(_) | Event::Epoch { .. });
                 let _ = tx.send(Message::Training { run, event });
-                wake();
+                if urgent || last_wake.get().elapsed() >= TRAINING_FRAME_INTERVAL {
+                    last_wake.set(Instant::now());
+                    ctx.request_repaint();
+                }
             })
         });
         self.inspector.computed_for = None;
@@ -531,6 +563,7 @@ impl ToylensApp {
 impl eframe::App for ToylensApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.frame_started = Some(Instant::now());
+        log::trace!("repaint causes: {:?}", ctx.repaint_causes());
         self.poll_messages();
         self.handle_close_request(ctx);
         self.handle_dropped_files(ctx);

@@ -2,7 +2,6 @@
 //! that may be changing it. Plain state with no drawing, so it is easy to test and to reason about.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use candle_core::Device;
 use egui_plot::PlotPoint;
@@ -33,9 +32,6 @@ pub struct ActiveRun {
     pub batch_size: usize,
     pub path: &'static str,
     pub last_step: Option<StepMetrics>,
-    /// Exponential moving average of samples per second.
-    pub samples_per_s: f64,
-    last_step_at: Option<Instant>,
 }
 
 impl ActiveRun {
@@ -49,17 +45,22 @@ impl ActiveRun {
             batch_size: cfg.train.batch_size,
             path: "",
             last_step: None,
-            samples_per_s: 0.0,
-            last_step_at: None,
         }
     }
 
-    /// Seconds left at the current pace, if known.
+    /// Training throughput so far, measured by the worker (pauses excluded).
+    pub fn samples_per_s(&self) -> f64 {
+        self.last_step
+            .filter(|s| s.busy_s > 0.0)
+            .map_or(0.0, |s| s.samples as f64 / s.busy_s)
+    }
+
+    /// Seconds left at the pace so far, if known.
     pub fn eta_s(&self) -> Option<f64> {
         let step = self.last_step?;
         let total = self.total_epochs * self.steps_per_epoch;
-        let left = total.saturating_sub(step.step) * self.batch_size;
-        (self.samples_per_s > 0.0).then(|| left as f64 / self.samples_per_s)
+        let left = total.saturating_sub(step.step) as f64;
+        (step.step > 0).then(|| left * step.busy_s / step.step as f64)
     }
 }
 
@@ -216,17 +217,6 @@ impl Session {
                 }];
             }
             Event::Step(step) => {
-                let now = Instant::now();
-                if let Some(prev) = run.last_step_at {
-                    let dt = now.duration_since(prev).as_secs_f64().max(1e-6);
-                    let rate = run.batch_size as f64 / dt;
-                    run.samples_per_s = if run.samples_per_s == 0.0 {
-                        rate
-                    } else {
-                        0.9 * run.samples_per_s + 0.1 * rate
-                    };
-                }
-                run.last_step_at = Some(now);
                 run.last_step = Some(step);
                 let x = (step.step as f64) / run.steps_per_epoch.max(1) as f64;
                 self.series.step_loss.push(PlotPoint::new(x, step.loss));
@@ -241,10 +231,7 @@ impl Session {
                 self.set_weights(weights);
             }
             Event::Paused => run.state = RunState::Paused,
-            Event::Resumed => {
-                run.state = RunState::Running;
-                run.last_step_at = None;
-            }
+            Event::Resumed => run.state = RunState::Running,
             Event::Diverged { message, weights } => {
                 run.state = RunState::Diverged(message.clone());
                 self.notice = Some(message);

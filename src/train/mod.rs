@@ -189,6 +189,10 @@ pub struct StepMetrics {
     /// Mean cross-entropy of the batch before the update.
     pub loss: f64,
     pub acc: f64,
+    /// Samples seen so far in the run.
+    pub samples: u64,
+    /// Seconds spent in steps so far (pauses excluded), for throughput and ETA.
+    pub busy_s: f64,
 }
 
 /// One epoch: train metrics are running (pre-update) means over the epoch, as the notebook's

@@ -59,6 +59,8 @@ pub struct Trainer {
     epoch_tally: Tally,
     scratch: Vec<f32>,
     started: Instant,
+    samples: u64,
+    busy_s: f64,
 }
 
 impl Trainer {
@@ -93,6 +95,8 @@ impl Trainer {
             epoch_tally: Tally::default(),
             scratch: Vec::new(),
             started: Instant::now(),
+            samples: 0,
+            busy_s: 0.0,
             device: device.clone(),
             cfg,
             model,
@@ -117,6 +121,10 @@ impl Trainer {
     pub fn path(&self) -> ForwardPath {
         self.train.path
     }
+    /// Distinct rows of the training set when training takes the multiset path.
+    pub fn multiset_rows(&self) -> Option<usize> {
+        self.train.multiset_rows()
+    }
     /// Epochs completed so far.
     pub fn epochs_done(&self) -> usize {
         self.epoch
@@ -135,6 +143,7 @@ impl Trainer {
         if self.is_finished() {
             return Err(TrainError::Finished);
         }
+        let step_started = Instant::now();
         if self.cursor == 0 {
             self.order.shuffle(&mut self.shuffle_rng);
             self.epoch_tally = Tally::default();
@@ -160,12 +169,16 @@ impl Trainer {
         let tally = batch.tally(&logits.flatten_all()?.to_vec1::<f32>()?, vocab, loss_value);
         self.epoch_tally.merge(&tally);
         self.step += 1;
+        self.samples += batch.size as u64;
         self.cursor = end;
+        self.busy_s += step_started.elapsed().as_secs_f64();
         let step = StepMetrics {
             epoch: self.epoch + 1,
             step: self.step,
             loss: loss_value,
             acc: tally.acc(),
+            samples: self.samples,
+            busy_s: self.busy_s,
         };
         if self.cursor < self.order.len() {
             return Ok(StepResult { step, epoch: None });

@@ -123,7 +123,7 @@ pub fn status_line(app: &ToylensApp) -> String {
             let (epoch, step) = run.last_step.map_or((0, 0), |s| (s.epoch, s.step));
             parts.push(format!("epoch {epoch}/{}", run.total_epochs));
             parts.push(format!("step {step}"));
-            parts.push(format!("{} samples/s", human(run.samples_per_s)));
+            parts.push(format!("{} samples/s", human(run.samples_per_s())));
             match &run.state {
                 RunState::Running => {
                     if let Some(eta) = run.eta_s() {

@@ -2,13 +2,14 @@
 
 use egui::{Color32, Id, Ui};
 use egui_plot::{
-    Corner, HLine, HoverPosition, Legend, Line, LineStyle, Plot, PlotPoint, PlotPoints,
+    Corner, GridInput, HLine, HoverPosition, Legend, Line, LineStyle, Plot, PlotPoint, PlotPoints,
+    uniform_grid_spacer,
 };
 
 use crate::app::ToylensApp;
 
 /// Longer series are thinned to about this many points for drawing.
-const MAX_DRAWN_POINTS: usize = 2_000;
+const MAX_DRAWN_POINTS: usize = 1_000;
 
 const TRAIN: Color32 = Color32::from_rgb(66, 133, 244);
 const VAL: Color32 = Color32::from_rgb(234, 120, 40);
@@ -50,6 +51,8 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
             .link_axis(link, [true, false])
             .link_cursor(link, [true, false])
             .x_axis_label("epoch")
+            .x_grid_spacer(uniform_grid_spacer(steps_1_2_5))
+            .y_grid_spacer(uniform_grid_spacer(steps_1_2_5))
             .y_axis_label(y_label.to_string())
             .legend(Legend::default().position(Corner::RightTop));
         if reset {
@@ -116,6 +119,23 @@ fn line<'a>(name: &str, points: &'a [PlotPoint], log: bool) -> Line<'a> {
             .collect()
     };
     Line::new(name.to_string(), data).width(2.0)
+}
+
+/// Grid steps from the 1-2-5 sequence (10, 20, 50, 100, …). Base-10 steps jump too far: at some
+/// zoom levels they leave an axis with no tick far enough apart to carry a label.
+fn steps_1_2_5(input: GridInput) -> [f64; 3] {
+    let next = |x: f64| {
+        let decade = 10f64.powf(x.max(1e-9).log10().floor());
+        [1.0, 2.0, 5.0, 10.0]
+            .into_iter()
+            .map(|m| m * decade)
+            .find(|&s| s >= x)
+            .unwrap_or(10.0 * decade)
+    };
+    // Labels need ~60 px between ticks; the base step is a few pixels.
+    let small = next(input.base_step_size);
+    let medium = next(small * 4.0);
+    [small, medium, next(medium * 3.0)]
 }
 
 /// Loss axes and hover text, in log10 space when `log` is on.

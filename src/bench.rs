@@ -1,0 +1,254 @@
+//! `toylens bench`: how fast training and inspection are, and how the cost grows with batch size,
+//! sequence length and vocabulary. Medians, because a shared 2-core machine is noisy.
+
+use std::time::Instant;
+
+use candle_core::Device;
+use serde::Serialize;
+
+use crate::model::{AttnOnly, ModelConfig, Weights};
+use crate::task::{TaskConfig, TokenRange};
+use crate::train::{ForwardPath, PathChoice, Preset, RunConfig, Trainer};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTiming {
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub vocab: usize,
+    pub path: String,
+    /// Median milliseconds per optimiser step (forward, backward, Adam, metrics).
+    pub ms_per_step: f64,
+    pub samples_per_s: f64,
+    /// Floating-point operations of one step of this path (forward + backward ≈ 3× forward).
+    pub flops_per_step: f64,
+    pub gflops: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub device: String,
+    pub threads: String,
+    /// The `notebook` preset end to end in this process: data, 60 epochs, validation, snapshots.
+    pub notebook_run_s: f64,
+    pub default_step: StepTiming,
+    /// The same default step on every exact path, to show what each reformulation buys.
+    pub paths: Vec<StepTiming>,
+    /// `run_with_cache` on one sequence: what the inspector pays per keystroke.
+    pub inspect_latency_us: f64,
+    pub batch_scaling: Vec<StepTiming>,
+    pub seq_len_scaling: Vec<StepTiming>,
+    pub vocab_scaling: Vec<StepTiming>,
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// A task whose vocabulary is `vocab` (noise tokens fill it) and sequences are `seq_len` long.
+fn scaled_config(batch: usize, seq_len: usize, vocab: usize, path: PathChoice) -> RunConfig {
+    let mut cfg = RunConfig::from_preset(Preset::Fast);
+    cfg.task = TaskConfig {
+        seq_len,
+        noise_tokens: TokenRange::new(5, vocab as u32 - 1),
+        // Several steps per epoch, so most timed steps do not include the validation pass.
+        train_size: batch * 4,
+        val_size: 1_000,
+        ..TaskConfig::default()
+    };
+    cfg.fit_model_to_task();
+    cfg.model.n_ctx = seq_len;
+    cfg.train.batch_size = batch;
+    cfg.train.path = path;
+    cfg
+}
+
+/// Estimated FLOPs of one training step (forward ×3 for backward and the update).
+fn flops(cfg: &ModelConfig, path: ForwardPath, rows: usize, seq_len: usize) -> f64 {
+    let (h, d, v) = (cfg.n_heads as f64, cfg.d_head as f64, cfg.d_vocab as f64);
+    let (r, p) = (rows as f64, seq_len as f64);
+    let forward = match path {
+        // one-hot matmuls for q, k, v; scores and z for every query; W_O per head; W_U.
+        ForwardPath::Full => {
+            r * p * (3.0 * 2.0 * v * h * d + 2.0 * 2.0 * p * h * d + 2.0 * h * d * v + 2.0 * v * v)
+                + r * p * p * h * 5.0
+        }
+        // one query row: p scores and a weighted sum of p values per head, then W_O.
+        ForwardPath::LastPosition => r * (h * p * (4.0 * d + 5.0) + 2.0 * h * d * v + 5.0 * v),
+        // one score per vocabulary entry per head and row, then W_O.
+        ForwardPath::Multiset => r * (h * v * (4.0 * d + 6.0) + 2.0 * h * d * v + 8.0 * v),
+    };
+    3.0 * forward
+}
+
+/// Times `steps` training steps (after one warm-up step) of `cfg`. The config must have more
+/// than one step per epoch.
+pub fn time_steps(cfg: RunConfig, steps: usize, device: &Device) -> anyhow::Result<StepTiming> {
+    let (batch, seq_len, vocab) = (
+        cfg.train.batch_size,
+        cfg.task.seq_len,
+        cfg.task.vocab_size(),
+    );
+    let model_cfg = cfg.model.clone();
+    let mut trainer = Trainer::new(cfg, device)?;
+    let rows = match trainer.path() {
+        ForwardPath::Multiset => trainer.multiset_rows().unwrap_or(batch),
+        _ => batch,
+    };
+    let path = trainer.path();
+    let mut times = Vec::with_capacity(steps);
+    trainer.step()?;
+    while times.len() < steps {
+        let t = Instant::now();
+        // Steps that end an epoch also validate; they are timed by the notebook run instead.
+        if trainer.step()?.epoch.is_none() {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let s = median(times);
+    let f = flops(&model_cfg, path, rows, seq_len);
+    Ok(StepTiming {
+        batch_size: batch,
+        seq_len,
+        vocab,
+        path: path.name().into(),
+        ms_per_step: s * 1e3,
+        samples_per_s: batch as f64 / s,
+        flops_per_step: f,
+        gflops: f / s / 1e9,
+    })
+}
+
+/// The notebook preset end to end, as the CLI runs it minus process start and file writing.
+pub fn time_notebook_run(device: &Device) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut trainer = Trainer::new(RunConfig::from_preset(Preset::Notebook), device)?;
+    let mut snapshots = Vec::new();
+    while !trainer.is_finished() {
+        if trainer.step()?.epoch.is_some() {
+            snapshots.push(trainer.weights()?);
+        }
+    }
+    std::hint::black_box(snapshots);
+    Ok(t.elapsed().as_secs_f64())
+}
+
+pub fn inspect_latency_us(device: &Device, repeats: usize) -> anyhow::Result<f64> {
+    let cfg = ModelConfig::default();
+    let model = AttnOnly::new(&cfg, &Weights::init(&cfg, 0), device)?;
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let t = Instant::now();
+        std::hint::black_box(model.run_with_cache(&[2, 5, 3, 0])?);
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok(median(times) * 1e6)
+}
+
+/// Runs every measurement. `quick` cuts repeats and the largest sizes, for a smoke run.
+pub fn run(device: &Device, quick: bool) -> anyhow::Result<BenchReport> {
+    let steps = if quick { 5 } else { 30 };
+    let rounds = if quick { 1 } else { 3 };
+    let notebook_run_s = median(
+        (0..rounds)
+            .map(|_| time_notebook_run(device))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    );
+    let default = RunConfig::from_preset(Preset::Fast);
+    let default_step = time_steps(default.clone(), steps * 4, device)?;
+    let mut paths = Vec::new();
+    for path in [
+        PathChoice::Full,
+        PathChoice::LastPosition,
+        PathChoice::Multiset,
+    ] {
+        let mut cfg = default.clone();
+        cfg.train.path = path;
+        paths.push(time_steps(cfg, steps, device)?);
+    }
+    let batches: &[usize] = if quick {
+        &[1_000, 10_000]
+    } else {
+        &[1_000, 3_000, 10_000, 30_000, 100_000]
+    };
+    let lens: &[usize] = if quick { &[4, 16] } else { &[4, 8, 16, 32, 64] };
+    let vocabs: &[usize] = if quick {
+        &[11, 100]
+    } else {
+        &[11, 30, 100, 300, 1000]
+    };
+    let batch_scaling = batches
+        .iter()
+        .map(|&b| time_steps(scaled_config(b, 4, 11, PathChoice::Auto), steps, device))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let seq_len_scaling = lens
+        .iter()
+        .map(|&l| {
+            time_steps(
+                scaled_config(10_000, l, 11, PathChoice::Auto),
+                steps,
+                device,
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let vocab_scaling = vocabs
+        .iter()
+        .map(|&v| time_steps(scaled_config(10_000, 4, v, PathChoice::Auto), steps, device))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(BenchReport {
+        device: crate::device::describe(device),
+        threads: std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into()),
+        notebook_run_s,
+        default_step,
+        paths,
+        inspect_latency_us: inspect_latency_us(device, if quick { 50 } else { 1_000 })?,
+        batch_scaling,
+        seq_len_scaling,
+        vocab_scaling,
+    })
+}
+
+/// The report as a Markdown table, as the README shows it.
+pub fn to_markdown(r: &BenchReport) -> String {
+    let mut out = format!(
+        "device {}, {} thread(s)\n\n\
+         - notebook preset end to end (in process): {:.3} s\n\
+         - default step (batch 10 000, {} path): {:.3} ms = {:.2} M samples/s\n\
+         - inspector latency (run_with_cache, one sequence): {:.0} µs\n\n",
+        r.device,
+        r.threads,
+        r.notebook_run_s,
+        r.default_step.path,
+        r.default_step.ms_per_step,
+        r.default_step.samples_per_s / 1e6,
+        r.inspect_latency_us,
+    );
+    let table = |title: &str, rows: &[StepTiming]| {
+        let mut t = format!(
+            "{title}\n\n| batch | seq len | vocab | path | ms/step | samples/s | GFLOP/s |\n|---:|---:|---:|---|---:|---:|---:|\n"
+        );
+        for s in rows {
+            t += &format!(
+                "| {} | {} | {} | {} | {:.3} | {:.0} | {:.2} |\n",
+                s.batch_size, s.seq_len, s.vocab, s.path, s.ms_per_step, s.samples_per_s, s.gflops
+            );
+        }
+        t + "\n"
+    };
+    out += &table("Each exact path at the default config:", &r.paths);
+    out += &table("Batch size:", &r.batch_scaling);
+    out += &table("Sequence length (batch 10 000):", &r.seq_len_scaling);
+    out += &table(
+        "Vocabulary, d_model = d_vocab (batch 10 000):",
+        &r.vocab_scaling,
+    );
+    out
+}
