@@ -230,3 +230,113 @@ fn an_invalid_setting_disables_train_and_says_why() {
     h.run();
     assert!(!h.state().session.is_training(), "Train must be disabled");
 }
+
+/// A file dropped onto the window, as the windowing layer hands it over.
+#[derive(Debug)]
+struct DroppedPath(std::path::PathBuf);
+
+impl egui::DroppedFile for DroppedPath {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+fn fixture_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/skip_trigram_tl/model.safetensors")
+}
+
+#[test]
+fn a_file_dropped_on_the_window_opens() {
+    let mut h = harness();
+    h.run();
+    h.input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(DroppedPath(fixture_path())));
+    h.run_steps(2);
+    step_until(&mut h, 30, |app| !app.busy_io);
+    assert_eq!(
+        h.state().session.file.as_deref(),
+        Some(fixture_path().as_path())
+    );
+}
+
+#[test]
+fn a_checkpoint_named_on_the_command_line_opens_at_start() {
+    let path = fixture_path();
+    let mut h = Harness::builder()
+        .with_size([1280.0, 800.0])
+        .build_eframe(move |cc| ToylensApp::new(cc, Some(path)));
+    h.run_steps(2);
+    step_until(&mut h, 30, |app| !app.busy_io);
+    assert_eq!(
+        h.state().session.file.as_deref(),
+        Some(fixture_path().as_path())
+    );
+    h.get_by_label_contains("no training history · model.safetensors");
+}
+
+#[test]
+fn without_a_dialog_backend_a_path_field_appears() {
+    let mut h = harness();
+    h.run();
+    h.state_mut().handle(toylens::app::Message::Picked {
+        purpose: toylens::app::files::Purpose::Open,
+        path: None,
+        no_backend: true,
+    });
+    h.run();
+    h.get_by_label_contains("no file dialog is available");
+    h.get_by_label("Open path");
+    // A cancelled dialog (a real backend that answered "no file") shows nothing.
+    h.get_by_role_and_label(Role::Button, "Cancel").click();
+    h.run();
+    h.state_mut().handle(toylens::app::Message::Picked {
+        purpose: toylens::app::files::Purpose::Open,
+        path: None,
+        no_backend: false,
+    });
+    h.run();
+    assert!(h.query_by_label("Open path").is_none());
+}
+
+#[test]
+fn a_new_run_over_unsaved_work_asks_first() {
+    let mut h = harness_with(quick_settings(3));
+    h.run();
+    h.state_mut().session.dirty = true;
+    h.get_by_role_and_label(Role::Button, "Train").click();
+    h.run();
+    h.get_by_label("Unsaved changes");
+    assert!(!h.state().session.is_training());
+    h.get_by_role_and_label(Role::Button, "Cancel").click();
+    h.run();
+    assert!(h.query_by_label("Unsaved changes").is_none());
+    assert!(!h.state().session.is_training());
+    h.get_by_role_and_label(Role::Button, "Train").click();
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Discard and train")
+        .click();
+    h.run_steps(2);
+    assert!(h.state().session.is_training() || !h.state().session.history.is_empty());
+}
+
+#[test]
+fn closing_with_unsaved_work_asks_first() {
+    let mut h = harness();
+    h.run();
+    h.state_mut().session.dirty = true;
+    h.input_mut()
+        .viewports
+        .entry(egui::ViewportId::ROOT)
+        .or_default()
+        .events
+        .push(egui::ViewportEvent::Close);
+    h.run_steps(2);
+    h.get_by_label("Quit and discard the unsaved model?");
+    h.get_by_role_and_label(Role::Button, "Cancel").click();
+    h.run();
+    assert!(h.query_by_label("Unsaved changes").is_none());
+}

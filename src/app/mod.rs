@@ -268,7 +268,8 @@ impl ToylensApp {
         }
     }
 
-    fn handle(&mut self, message: Message) {
+    /// Applies one message from a worker or a dialog.
+    pub fn handle(&mut self, message: Message) {
         match message {
             Message::Training { run, event } => {
                 let was_training = self.session.is_training();
