@@ -9,14 +9,15 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::analysis::{Inspection, inspect};
+use crate::analysis::{ExhaustiveReport, Inspection, circuits, exhaustive, inspect, mean_z};
 use crate::checkpoint::{Checkpoint, Snapshot};
 use crate::device::{self, DeviceChoice};
-use crate::model::AttnOnly;
+use crate::model::{Ablation, AttnOnly, HeadMode};
 use crate::seed::{Stream, stream_rng};
 use crate::task::{Ceilings, parse_sequence};
 use crate::train::{
-    Event, FinishReason, PathChoice, Preset, RunConfig, evaluate_dataset, spawn_training,
+    Event, FinishReason, PathChoice, Preset, RunConfig, epoch_reaching_99, history_csv,
+    spawn_training, train_to_checkpoint,
 };
 
 /// Train tiny transformers and take them apart. With no subcommand, opens the desktop app.
@@ -43,8 +44,43 @@ pub enum Command {
     Eval(EvalArgs),
     /// Logits, attention patterns and the head-to-logit decomposition for one token sequence.
     Inspect(InspectArgs),
+    /// The OV and QK circuits of every head and the direct path.
+    Circuits(CircuitsArgs),
+    /// Train several configs (seeds × presets × learning rates) and summarise them.
+    Sweep(SweepArgs),
     /// Measure training and inspection speed, and how it grows with batch, length and vocabulary.
     Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CircuitsArgs {
+    /// A toylens checkpoint or a bare TransformerLens state dict.
+    pub checkpoint: PathBuf,
+    /// Print JSON (`ov`, `qk`, `ov_no_bias`, `qk_no_bias`, `direct`) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Seeds: a range `0..5` (end excluded), a list `0,3,7` or one seed.
+    #[arg(long, default_value = "0..5")]
+    pub seeds: String,
+    /// Presets to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "fast")]
+    pub preset: Vec<Preset>,
+    /// Learning rates, comma-separated; each overrides the preset's.
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    pub lr: Vec<f64>,
+    /// Epochs per run (default: the preset's).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Directory for the checkpoints and `summary.csv` / `summary.json`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print the summary as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +133,9 @@ pub struct TrainArgs {
     /// Print one JSON object per epoch on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also write the per-epoch metrics to this CSV file.
+    #[arg(long, value_name = "FILE.csv")]
+    pub csv: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +152,16 @@ pub struct EvalArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
+    /// Heads to ablate, comma-separated (e.g. `0,2`).
+    #[arg(long, value_delimiter = ',')]
+    pub ablate: Vec<usize>,
+    /// How ablated heads are replaced: by zero, or by their mean over the validation set.
+    #[arg(long, value_enum, default_value = "zero")]
+    pub ablate_mode: HeadMode,
+    /// Evaluate every signal sequence (accuracy per trigger pair and per label, confusion matrix)
+    /// and sampled noise.
+    #[arg(long)]
+    pub exhaustive: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -136,6 +185,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
         Command::Inspect(args) => inspect_cmd(args),
+        Command::Circuits(args) => circuits_cmd(args),
+        Command::Sweep(args) => sweep(args),
         Command::Bench(args) => bench(args),
     }
 }
@@ -285,6 +336,10 @@ fn train(args: TrainArgs) -> Result<()> {
     checkpoint
         .save(&args.out)
         .with_context(|| "saving the checkpoint")?;
+    if let Some(csv) = &args.csv {
+        crate::checkpoint::write_atomically(csv, history_csv(&checkpoint.history).as_bytes())
+            .with_context(|| "writing the CSV")?;
+    }
     let mut out: Box<dyn Write> = if args.json {
         Box::new(std::io::stderr())
     } else {
@@ -331,6 +386,10 @@ struct EvalReport {
     acc_noise: f64,
     /// Ceilings for the realised signal fraction of these samples.
     ceilings: Ceilings,
+    /// The ablation in force, "" if none.
+    ablation: String,
+    #[serde(flatten)]
+    exhaustive: Option<ExhaustiveReport>,
 }
 
 fn load_model(path: &std::path::Path, choice: DeviceChoice) -> Result<(Checkpoint, AttnOnly)> {
@@ -351,11 +410,36 @@ fn eval(args: EvalArgs) -> Result<()> {
     if samples == 0 {
         bail!("--samples must be at least 1");
     }
+    let n_heads = checkpoint.config.model.n_heads;
+    if let Some(&h) = args.ablate.iter().find(|&&h| h >= n_heads) {
+        bail!("--ablate {h}: the model has heads 0..={}", n_heads - 1);
+    }
     let data = task
         .generate(samples, &mut stream_rng(seed, Stream::ValData))
         .map_err(anyhow::Error::msg)?;
+    let ablation = if args.ablate.is_empty() {
+        None
+    } else {
+        // Mean ablation substitutes each head's mean z over the validation set of the run.
+        let means = if args.ablate_mode == HeadMode::Mean {
+            Some(mean_z(
+                &model,
+                &task
+                    .val_set(checkpoint.config.seed)
+                    .map_err(anyhow::Error::msg)?,
+            )?)
+        } else {
+            None
+        };
+        Some(Ablation::of(n_heads, &args.ablate, args.ablate_mode, means))
+    };
     let ceilings = data.ceilings();
-    let tally = evaluate_dataset(&model, data)?;
+    let tally = crate::analysis::evaluate_ablated(&model, &data, ablation.as_ref())?;
+    let exhaustive = if args.exhaustive {
+        Some(exhaustive(&model, task, ablation.as_ref(), 10_000, seed)?)
+    } else {
+        None
+    };
     let report = EvalReport {
         samples,
         seed,
@@ -364,27 +448,238 @@ fn eval(args: EvalArgs) -> Result<()> {
         acc_signal: tally.acc_signal(),
         acc_noise: tally.acc_noise(),
         ceilings,
+        ablation: ablation.as_ref().map(|a| a.describe()).unwrap_or_default(),
+        exhaustive,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    if !report.ablation.is_empty() {
+        println!("ABLATION: {}", report.ablation);
+    }
+    println!(
+        "{} samples (validation stream of seed {seed}, signal fraction {:.3})",
+        samples, ceilings.signal_frac
+    );
+    println!(
+        "loss     {:.4}   Bayes optimum {:.4}",
+        report.loss, ceilings.bayes_ce
+    );
+    println!(
+        "accuracy {:.4}   best possible {:.4}",
+        report.acc, ceilings.best_acc
+    );
+    println!("  signal {:.4}   best possible 1.0000", report.acc_signal);
+    println!(
+        "  noise  {:.4}   chance {:.4}",
+        report.acc_noise, ceilings.best_noise_acc
+    );
+    if let Some(x) = &report.exhaustive {
+        print_exhaustive(x);
+    }
+    Ok(())
+}
+
+fn print_exhaustive(x: &ExhaustiveReport) {
+    println!(
+        "\nall {} signal sequences: accuracy {:.4}; sampled noise ({}): {:.4} (chance {:.4})",
+        x.signal_sequences, x.signal_accuracy, x.noise_samples, x.noise_accuracy, x.noise_chance
+    );
+    println!("accuracy per trigger pair (rows: first token a, columns: second-to-last token b)");
+    let header: String = x.triggers.iter().map(|t| format!("{t:>8}")).collect();
+    println!("{:>6}{header}", "a \\ b");
+    for (a, row) in x.triggers.iter().zip(&x.pair_accuracy) {
+        let cells: String = row.iter().map(|v| format!("{v:>8.3}")).collect();
+        println!("{a:>6}{cells}");
+    }
+    println!("accuracy per answer label");
+    for (label, acc) in x.label_accuracy.iter().enumerate() {
+        if let Some(acc) = acc {
+            println!("  label {label:>2}: {acc:.3}");
+        }
+    }
+    if !x.misses.is_empty() {
+        println!("{} missed sequences, e.g.:", x.misses.len());
+        for m in x.misses.iter().take(8) {
+            println!(
+                "  {:?}: expected {}, predicted {}",
+                m.tokens, m.expected, m.predicted
+            );
+        }
+    }
+}
+
+fn circuits_cmd(args: CircuitsArgs) -> Result<()> {
+    let checkpoint = Checkpoint::load(&args.checkpoint)?;
+    let c = circuits(&checkpoint.config.model, &checkpoint.weights);
+    if args.json {
+        println!("{}", serde_json::to_string(&c)?);
+        return Ok(());
+    }
+    let vocab = c.direct.len();
+    let header: String = (0..vocab).map(|v| format!("{v:>7}")).collect();
+    for (h, (ov, qk)) in c.ov.iter().zip(&c.qk).enumerate() {
+        println!("head {h} OV (biases folded in): rows source token, columns output logit");
+        println!("{:>5}{header}", "src");
+        for (src, row) in ov.iter().enumerate() {
+            println!(
+                "{src:>5}{}",
+                row.iter().map(|v| format!("{v:>7.2}")).collect::<String>()
+            );
+        }
+        println!("head {h} QK (biases folded in): rows query token, columns key token");
+        println!("{:>5}{header}", "q");
+        for (q, row) in qk.iter().enumerate() {
+            println!(
+                "{q:>5}{}",
+                row.iter().map(|v| format!("{v:>7.2}")).collect::<String>()
+            );
+        }
+        println!();
+    }
+    Ok(())
+}
+
+/// "0..5", "0,3,7" or "4".
+fn parse_seeds(text: &str) -> Result<Vec<u64>> {
+    let bad = || {
+        anyhow::anyhow!("--seeds \"{text}\": use a range like 0..5, a list like 0,3,7 or one seed")
+    };
+    if let Some((a, b)) = text.split_once("..") {
+        let (a, b): (u64, u64) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        if b <= a || b - a > 10_000 {
+            return Err(bad());
+        }
+        return Ok((a..b).collect());
+    }
+    text.split(',')
+        .map(|s| s.trim().parse().map_err(|_| bad()))
+        .collect()
+}
+
+#[derive(Debug, Serialize)]
+struct SweepRow {
+    preset: String,
+    lr: f64,
+    seed: u64,
+    epochs: usize,
+    val_loss: f64,
+    val_acc: f64,
+    val_acc_signal: f64,
+    val_acc_noise: f64,
+    epoch_99: Option<usize>,
+    train_s: f64,
+    checkpoint: String,
+}
+
+fn sweep(args: SweepArgs) -> Result<()> {
+    let seeds = parse_seeds(&args.seeds)?;
+    let lrs: Vec<Option<f64>> = if args.lr.is_empty() {
+        vec![None]
+    } else {
+        args.lr.iter().map(|&l| Some(l)).collect()
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let device = candle_core::Device::Cpu;
+    let mut rows = Vec::new();
+    for &preset in &args.preset {
+        for &lr in &lrs {
+            for &seed in &seeds {
+                let mut cfg = RunConfig::from_preset(preset);
+                cfg.seed = seed;
+                if let Some(lr) = lr {
+                    cfg.train.lr = lr;
+                }
+                if let Some(e) = args.epochs {
+                    cfg.train.epochs = e;
+                }
+                cfg.validate().map_err(anyhow::Error::msg)?;
+                let name = format!(
+                    "{}-lr{}-seed{seed}.safetensors",
+                    preset.name(),
+                    cfg.train.lr
+                );
+                let ckpt = train_to_checkpoint(cfg.clone(), &device, |_| {})?;
+                let path = args.out.join(&name);
+                ckpt.save(&path)?;
+                let last = ckpt.history.last().copied().expect("at least one epoch");
+                let row = SweepRow {
+                    preset: preset.name().into(),
+                    lr: cfg.train.lr,
+                    seed,
+                    epochs: last.epoch,
+                    val_loss: last.val_loss,
+                    val_acc: last.val_acc,
+                    val_acc_signal: last.val_acc_signal,
+                    val_acc_noise: last.val_acc_noise,
+                    epoch_99: epoch_reaching_99(&ckpt.history),
+                    train_s: last.elapsed_s,
+                    checkpoint: name,
+                };
+                if !args.json {
+                    eprintln!(
+                        "{} lr {} seed {}: val acc {:.4}, signal {:.4}, 99% at {}",
+                        row.preset,
+                        row.lr,
+                        row.seed,
+                        row.val_acc,
+                        row.val_acc_signal,
+                        row.epoch_99
+                            .map_or("never".into(), |e| format!("epoch {e}"))
+                    );
+                }
+                rows.push(row);
+            }
+        }
+    }
+    let mut csv = String::from(
+        "preset,lr,seed,epochs,val_loss,val_acc,val_acc_signal,val_acc_noise,epoch_99,train_s,checkpoint\n",
+    );
+    for r in &rows {
+        csv += &format!(
+            "{},{},{},{},{},{},{},{},{},{},{}\n",
+            r.preset,
+            r.lr,
+            r.seed,
+            r.epochs,
+            r.val_loss,
+            r.val_acc,
+            r.val_acc_signal,
+            r.val_acc_noise,
+            r.epoch_99.map_or(String::new(), |e| e.to_string()),
+            r.train_s,
+            r.checkpoint
+        );
+    }
+    crate::checkpoint::write_atomically(&args.out.join("summary.csv"), csv.as_bytes())?;
+    let json = serde_json::to_string_pretty(&rows)?;
+    crate::checkpoint::write_atomically(&args.out.join("summary.json"), json.as_bytes())?;
+    if args.json {
+        println!("{json}");
     } else {
         println!(
-            "{} samples (validation stream of seed {seed}, signal fraction {:.3})",
-            samples, ceilings.signal_frac
+            "{:<9} {:>7} {:>5} {:>8} {:>8} {:>8} {:>8} {:>9}",
+            "preset", "lr", "seed", "val loss", "val acc", "signal", "noise", "99% at"
         );
-        println!(
-            "loss     {:.4}   Bayes optimum {:.4}",
-            report.loss, ceilings.bayes_ce
-        );
-        println!(
-            "accuracy {:.4}   best possible {:.4}",
-            report.acc, ceilings.best_acc
-        );
-        println!("  signal {:.4}   best possible 1.0000", report.acc_signal);
-        println!(
-            "  noise  {:.4}   chance {:.4}",
-            report.acc_noise, ceilings.best_noise_acc
-        );
+        for r in &rows {
+            println!(
+                "{:<9} {:>7} {:>5} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>9}",
+                r.preset,
+                r.lr,
+                r.seed,
+                r.val_loss,
+                r.val_acc,
+                r.val_acc_signal,
+                r.val_acc_noise,
+                r.epoch_99.map_or("never".into(), |e| e.to_string())
+            );
+        }
+        println!("wrote {}", args.out.join("summary.csv").display());
     }
     Ok(())
 }

@@ -115,7 +115,11 @@ fn training_adds_points_and_advances_the_epoch_counter() {
     let points = h.state().session.series.val_loss.len();
     assert!(points >= 3);
     assert!(!h.state().session.series.step_loss.is_empty());
-    h.get_by_label_contains("epoch ");
+    assert!(
+        !h.get_all_by_label_contains("/40 · step")
+            .collect::<Vec<_>>()
+            .is_empty()
+    );
     step_until(&mut h, 60, |app| app.session.series.val_loss.len() > points);
     // Run to the end: the model is kept, marked unsaved, and the inspector is live on it.
     step_until(&mut h, 120, |app| !app.session.is_training());

@@ -13,6 +13,10 @@ use crate::checkpoint::Checkpoint;
 pub enum Purpose {
     Open,
     Save,
+    /// The metric history as CSV.
+    ExportCsv,
+    /// A screenshot of a panel as PNG.
+    ExportPng,
 }
 
 /// A dialog that answers faster than this did not show anything: no portal and no zenity.
@@ -27,18 +31,31 @@ pub fn pick(
 ) {
     std::thread::spawn(move || {
         let started = Instant::now();
+        let (filter, ext, title, default_name) = match purpose {
+            Purpose::Open => (
+                "safetensors checkpoint",
+                "safetensors",
+                "Open checkpoint",
+                "",
+            ),
+            Purpose::Save => (
+                "safetensors checkpoint",
+                "safetensors",
+                "Save checkpoint",
+                "toylens.safetensors",
+            ),
+            Purpose::ExportCsv => ("CSV", "csv", "Export metrics as CSV", "metrics.csv"),
+            Purpose::ExportPng => ("PNG image", "png", "Export panel as PNG", "toylens.png"),
+        };
         let mut dialog = rfd::FileDialog::new()
-            .add_filter("safetensors checkpoint", &["safetensors"])
-            .set_title(match purpose {
-                Purpose::Open => "Open checkpoint",
-                Purpose::Save => "Save checkpoint",
-            });
+            .add_filter(filter, &[ext])
+            .set_title(title);
         if let Some(dir) = start_dir {
             dialog = dialog.set_directory(dir);
         }
         let path = match purpose {
             Purpose::Open => dialog.pick_file(),
-            Purpose::Save => dialog.set_file_name("toylens.safetensors").save_file(),
+            _ => dialog.set_file_name(default_name).save_file(),
         };
         let no_backend = path.is_none() && started.elapsed() < NO_BACKEND_WITHIN;
         let _ = tx.send(Message::Picked {
@@ -77,4 +94,75 @@ pub fn save(
         });
         wake();
     });
+}
+
+/// Asks the window for a screenshot and writes `rect` of it (in points) to `path` as PNG, off the
+/// UI thread.
+pub fn export_png(
+    ctx: &egui::Context,
+    rect: egui::Rect,
+    path: PathBuf,
+    tx: Sender<Message>,
+    wake: impl Fn() + Send + 'static,
+) {
+    let pixels_per_point = ctx.pixels_per_point();
+    let callback = egui::ScreenshotCallback::new(move |image| {
+        std::thread::spawn(move || {
+            let result = png_of(&image, rect, pixels_per_point).and_then(|bytes| {
+                crate::checkpoint::write_atomically(&path, &bytes).map_err(|e| e.to_string())
+            });
+            let _ = tx.send(Message::Exported { path, result });
+            wake();
+        });
+    });
+    ctx.send_viewport_cmd(egui::ViewportCommand::Screenshot(callback));
+}
+
+/// Writes an export (CSV, PNG) atomically on a worker thread.
+pub fn export(
+    path: PathBuf,
+    bytes: Vec<u8>,
+    tx: Sender<Message>,
+    wake: impl Fn() + Send + 'static,
+) {
+    std::thread::spawn(move || {
+        let result = crate::checkpoint::write_atomically(&path, &bytes).map_err(|e| e.to_string());
+        let _ = tx.send(Message::Exported { path, result });
+        wake();
+    });
+}
+
+/// Crops a window screenshot to `rect` (in points) and encodes it as PNG.
+pub fn png_of(
+    image: &egui::ColorImage,
+    rect: egui::Rect,
+    pixels_per_point: f32,
+) -> Result<Vec<u8>, String> {
+    let [w, h] = image.size;
+    let px = |v: f32, max: usize| ((v * pixels_per_point).round().max(0.0) as usize).min(max);
+    let (x0, y0, x1, y1) = (
+        px(rect.min.x, w),
+        px(rect.min.y, h),
+        px(rect.max.x, w),
+        px(rect.max.y, h),
+    );
+    if x1 <= x0 || y1 <= y0 {
+        return Err("the panel is not on screen".into());
+    }
+    let mut rgba = Vec::with_capacity((x1 - x0) * (y1 - y0) * 4);
+    for y in y0..y1 {
+        for x in x0..x1 {
+            rgba.extend_from_slice(&image.pixels[y * w + x].to_array());
+        }
+    }
+    let buffer = image::RgbaImage::from_raw((x1 - x0) as u32, (y1 - y0) as u32, rgba)
+        .ok_or("the screenshot has an unexpected size")?;
+    let mut bytes = Vec::new();
+    buffer
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(bytes)
 }

@@ -12,13 +12,20 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{Inspection, inspect};
+use std::collections::HashMap;
+
+use candle_core::Device;
+
+use crate::analysis::{
+    ExhaustiveReport, HeadTrace, Inspection, exhaustive, head_traces, inspect_ablated, mean_z,
+};
 use crate::checkpoint::Checkpoint;
 use crate::device::{self, DeviceChoice};
+use crate::model::{Ablation, AttnOnly, HeadMode, NdArray, Weights};
 use crate::task::{Dataset, parse_sequence};
-use crate::train::{Command, Event, Preset, RunConfig, spawn_training_to};
+use crate::train::{Command, Event, Preset, RunConfig, history_csv, spawn_training_to};
 use files::Purpose;
-use session::{RunState, Session};
+use session::{RunState, Series, Session};
 
 /// The checkpoint the app opens on: trained by `toylens train --preset fast --seed 0`.
 pub const BUNDLED_CHECKPOINT: &[u8] = include_bytes!("../../assets/fast-seed0.safetensors");
@@ -33,15 +40,25 @@ pub enum Tab {
     Training,
     #[default]
     Inspect,
+    Circuits,
+    Evaluate,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 3] = [Tab::Data, Tab::Training, Tab::Inspect];
+    pub const ALL: [Tab; 5] = [
+        Tab::Data,
+        Tab::Training,
+        Tab::Inspect,
+        Tab::Circuits,
+        Tab::Evaluate,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Tab::Data => "Data",
             Tab::Training => "Training",
             Tab::Inspect => "Inspect",
+            Tab::Circuits => "Circuits",
+            Tab::Evaluate => "Evaluate",
         }
     }
 }
@@ -67,6 +84,12 @@ pub struct Settings {
     pub device: String,
     pub show_frame_time: bool,
     pub data_filter: DataFilter,
+    /// Plot per-head interpretability metrics under the loss curves.
+    pub show_head_traces: bool,
+    /// Circuits: subtract each row's mean.
+    pub circuits_mean_subtract: bool,
+    /// Circuits: TransformerLens's bias-free `model.OV` / `model.QK` instead of the exact folded form.
+    pub circuits_no_bias: bool,
 }
 
 impl Default for Settings {
@@ -80,6 +103,9 @@ impl Default for Settings {
             device: "cpu".into(),
             show_frame_time: false,
             data_filter: DataFilter::All,
+            show_head_traces: true,
+            circuits_mean_subtract: false,
+            circuits_no_bias: false,
         }
     }
 }
@@ -104,6 +130,10 @@ pub enum Message {
         result: Result<(), String>,
         version: u64,
     },
+    Exported {
+        path: PathBuf,
+        result: Result<(), String>,
+    },
 }
 
 /// What the UI asks the app to do; applied once, after drawing.
@@ -125,6 +155,12 @@ pub enum Action {
     InspectSequence(Vec<u32>),
     ConfirmYes,
     ConfirmNo,
+    /// Export the metric history as CSV.
+    ExportCsv,
+    /// Export a screen rectangle (a panel) as PNG.
+    ExportPng(egui::Rect),
+    /// Show the weights after this epoch (an index into the snapshots); `None` follows the latest.
+    ViewEpoch(Option<usize>),
 }
 
 /// A question the user must answer before something destructive happens.
@@ -152,6 +188,38 @@ pub struct DataView {
     pub key: Option<(String, u64)>,
     pub data: Option<Dataset>,
     pub error: Option<String>,
+}
+
+/// The training-history scrubber.
+#[derive(Default)]
+pub struct Scrubber {
+    /// Index into the session's snapshots; `None` shows the latest weights.
+    pub index: Option<usize>,
+    pub playing: bool,
+    last_tick: Option<Instant>,
+    /// Hold every colour scale at the range it had when switched on, to compare epochs.
+    pub fixed_scale: bool,
+    pub fixed_limits: HashMap<&'static str, f32>,
+}
+
+/// Caches of what the analysis views show, each keyed on what it depends on.
+#[derive(Default)]
+pub struct AnalysisState {
+    /// One mode per head; applies to the inspector and the evaluation.
+    pub ablation: Vec<HeadMode>,
+    view_model: Option<((u64, usize), AttnOnly)>,
+    mean_z: Option<(String, NdArray)>,
+    /// Per-snapshot head traces of the current session.
+    pub traces: Vec<(usize, Vec<HeadTrace>)>,
+    traces_generation: u64,
+    pub exhaustive: Option<(String, Result<ExhaustiveReport, String>)>,
+}
+
+/// A finished run or an opened checkpoint, kept for overlaying on the plots.
+pub struct RunRecord {
+    pub label: String,
+    pub series: Series,
+    pub shown: bool,
 }
 
 /// Frame times of the last few seconds, for the debug readout.
@@ -193,6 +261,11 @@ pub struct ToylensApp {
     /// False in tests, which must never open a native dialog.
     pub dialogs_enabled: bool,
     pub busy_io: bool,
+    pub scrubber: Scrubber,
+    pub analysis: AnalysisState,
+    pub runs: Vec<RunRecord>,
+    /// A panel waiting for the path its screenshot goes to.
+    pending_png: Option<egui::Rect>,
     tx: Sender<Message>,
     rx: Receiver<Message>,
     ctx: egui::Context,
@@ -234,6 +307,10 @@ impl ToylensApp {
             confirm: None,
             dialogs_enabled: true,
             busy_io: false,
+            scrubber: Scrubber::default(),
+            analysis: AnalysisState::default(),
+            runs: Vec::new(),
+            pending_png: None,
             tx,
             rx,
             ctx,
@@ -242,7 +319,19 @@ impl ToylensApp {
             actions: Vec::new(),
         };
         app.status = Some((false, format!("opened {BUNDLED_NAME}")));
+        app.remember_session_run(BUNDLED_NAME.into());
         app
+    }
+
+    /// Keeps the session's history for overlaying on the plots, under `label`.
+    fn remember_session_run(&mut self, label: String) {
+        if !self.session.history.is_empty() {
+            self.runs.push(RunRecord {
+                label,
+                series: self.session.series.clone(),
+                shown: false,
+            });
+        }
     }
 
     /// Queues an action; it runs after the current frame is drawn.
@@ -276,6 +365,8 @@ impl ToylensApp {
                 self.session.apply(run, event);
                 if was_training && !self.session.is_training() {
                     self.log_run_performance();
+                    let label = format!("run {} · {}", self.runs.len() + 1, self.session.label());
+                    self.remember_session_run(label);
                 }
                 if self.session.run.is_none()
                     && let Some(notice) = self.session.notice.take()
@@ -289,10 +380,7 @@ impl ToylensApp {
                 path,
                 no_backend,
             } => match (path, no_backend) {
-                (Some(p), _) => self.apply(match purpose {
-                    Purpose::Open => Action::OpenPath(p),
-                    Purpose::Save => Action::SavePath(p),
-                }),
+                (Some(p), _) => self.path_chosen(purpose, p),
                 (None, true) => {
                     self.status = Some((
                         true,
@@ -308,7 +396,13 @@ impl ToylensApp {
                     Ok(session) => {
                         self.session.replace(session);
                         self.settings.config = self.session.config.clone();
+                        self.scrubber.index = None;
                         self.status = Some((false, format!("opened {}", path.display())));
+                        let name = path.file_name().map_or_else(
+                            || path.display().to_string(),
+                            |n| n.to_string_lossy().into_owned(),
+                        );
+                        self.remember_session_run(format!("{name} · {}", self.session.label()));
                     }
                     // The current model stays exactly as it was.
                     Err(e) => self.status = Some((true, format!("could not open: {e}"))),
@@ -331,6 +425,12 @@ impl ToylensApp {
                     Err(e) => self.status = Some((true, format!("could not save: {e}"))),
                 }
             }
+            Message::Exported { path, result } => {
+                self.status = Some(match result {
+                    Ok(()) => (false, format!("exported {}", path.display())),
+                    Err(e) => (true, format!("could not export: {e}")),
+                });
+            }
         }
     }
 
@@ -351,8 +451,29 @@ impl ToylensApp {
         }
     }
 
+    /// A path was picked (by dialog or typed) for `purpose`.
+    pub fn path_chosen(&mut self, purpose: Purpose, path: PathBuf) {
+        self.path_field = None;
+        match purpose {
+            Purpose::Open => self.apply(Action::OpenPath(path)),
+            Purpose::Save => self.apply(Action::SavePath(path)),
+            Purpose::ExportCsv => files::export(
+                path,
+                history_csv(&self.session.history).into_bytes(),
+                self.tx.clone(),
+                self.wake(),
+            ),
+            Purpose::ExportPng => {
+                if let Some(rect) = self.pending_png.take() {
+                    files::export_png(&self.ctx, rect, path, self.tx.clone(), self.wake());
+                }
+            }
+        }
+    }
+
     fn start_training(&mut self) {
         self.frame_times.recent_ms.clear();
+        self.scrubber.index = None;
         let config = self.settings.config.clone();
         let (device, note) = device::resolve(
             self.settings
@@ -460,6 +581,17 @@ impl ToylensApp {
                 }
             }
             Action::ConfirmNo => self.confirm = None,
+            Action::ExportCsv => self.pick(Purpose::ExportCsv),
+            Action::ExportPng(rect) => {
+                self.pending_png = Some(rect);
+                self.pick(Purpose::ExportPng);
+            }
+            Action::ViewEpoch(index) => {
+                self.scrubber.index = index;
+                if index.is_none() {
+                    self.scrubber.playing = false;
+                }
+            }
         }
     }
 
@@ -477,18 +609,111 @@ impl ToylensApp {
         files::pick(purpose, dir, self.tx.clone(), self.wake());
     }
 
-    /// Recomputes the inspection if the sequence or the weights changed.
+    /// The snapshot index in view, if the scrubber is not on the latest weights.
+    pub fn view_index(&self) -> Option<usize> {
+        self.scrubber
+            .index
+            .filter(|&i| i < self.session.snapshots.len())
+    }
+
+    /// The epoch whose weights every analysis view shows ("latest" or "epoch k").
+    pub fn view_label(&self) -> String {
+        match self.view_index() {
+            Some(i) => format!("epoch {}", self.session.snapshots[i].epoch),
+            None if self.session.is_training() => "latest epoch (live)".into(),
+            None => "final weights".into(),
+        }
+    }
+
+    /// The weights every analysis view shows.
+    pub fn view_weights(&self) -> &Weights {
+        match self.view_index() {
+            Some(i) => &self.session.snapshots[i].weights,
+            None => &self.session.weights,
+        }
+    }
+
+    /// The model for the weights in view (the session's own, or a cached copy of a snapshot).
+    pub fn view_model(&mut self) -> &AttnOnly {
+        let Some(i) = self.view_index() else {
+            return &self.session.model;
+        };
+        let key = (self.session.generation, i);
+        if self.analysis.view_model.as_ref().map(|(k, _)| *k) != Some(key) {
+            let cfg = &self.session.config.model;
+            match AttnOnly::new(cfg, &self.session.snapshots[i].weights, &Device::Cpu) {
+                Ok(model) => self.analysis.view_model = Some((key, model)),
+                Err(_) => return &self.session.model,
+            }
+        }
+        &self.analysis.view_model.as_ref().expect("set above").1
+    }
+
+    /// A string that changes whenever the weights in view change.
+    fn view_key(&self) -> String {
+        match self.view_index() {
+            Some(i) => format!("g{}e{i}", self.session.generation),
+            None => format!("v{}", self.session.version),
+        }
+    }
+
+    /// The ablation the views apply, with mean z computed (and cached) when needed.
+    pub fn current_ablation(&mut self) -> Option<Ablation> {
+        let heads = self.session.config.model.n_heads;
+        self.analysis.ablation.resize(heads, HeadMode::Active);
+        let modes = self.analysis.ablation.clone();
+        if !modes.iter().any(|&m| m != HeadMode::Active) {
+            return None;
+        }
+        let mut ablation = Ablation {
+            modes,
+            mean_z: None,
+        };
+        if ablation.needs_means() {
+            let key = self.view_key();
+            if self.analysis.mean_z.as_ref().map(|(k, _)| k) != Some(&key) {
+                let task = self.session.config.task.clone();
+                let seed = self.session.config.seed;
+                let means = task
+                    .val_set(seed)
+                    .map_err(|e| e.to_string())
+                    .and_then(|val| mean_z(self.view_model(), &val).map_err(|e| e.to_string()));
+                match means {
+                    Ok(m) => self.analysis.mean_z = Some((key, m)),
+                    Err(e) => {
+                        self.status = Some((true, format!("mean ablation unavailable: {e}")));
+                        return None;
+                    }
+                }
+            }
+            ablation.mean_z = self.analysis.mean_z.as_ref().map(|(_, m)| m.clone());
+        }
+        Some(ablation)
+    }
+
+    /// Recomputes the inspection if the sequence, the weights in view or the ablation changed.
     pub fn refresh_inspector(&mut self) {
-        let key = (self.settings.sequence.clone(), self.session.version);
+        let key = (
+            format!(
+                "{}|{}|{:?}",
+                self.settings.sequence,
+                self.view_key(),
+                self.analysis.ablation
+            ),
+            0,
+        );
         if self.inspector.computed_for.as_ref() == Some(&key) {
             return;
         }
-        let cfg = &self.session.config.model;
-        let result = parse_sequence(&self.settings.sequence, cfg.d_vocab, cfg.n_ctx)
+        let ablation = self.current_ablation();
+        let task = self.session.config.task.clone();
+        let cfg = self.session.config.model.clone();
+        let sequence = self.settings.sequence.clone();
+        let model = self.view_model();
+        let result = parse_sequence(&sequence, cfg.d_vocab, cfg.n_ctx)
             .map_err(|e| e.to_string())
             .and_then(|tokens| {
-                inspect(&self.session.model, &self.session.config.task, &tokens)
-                    .map_err(|e| e.to_string())
+                inspect_ablated(model, &task, &tokens, ablation.as_ref()).map_err(|e| e.to_string())
             });
         match result {
             Ok(inspection) => {
@@ -504,6 +729,79 @@ impl ToylensApp {
             Err(e) => self.inspector.error = Some(e),
         }
         self.inspector.computed_for = Some(key);
+    }
+
+    /// Recomputes the exhaustive evaluation if the weights in view or the ablation changed.
+    pub fn refresh_exhaustive(&mut self) {
+        let key = format!("{}|{:?}", self.view_key(), self.analysis.ablation);
+        if self.analysis.exhaustive.as_ref().map(|(k, _)| k) == Some(&key) {
+            return;
+        }
+        let ablation = self.current_ablation();
+        let task = self.session.config.task.clone();
+        let seed = self.session.config.seed;
+        let model = self.view_model();
+        let report =
+            exhaustive(model, &task, ablation.as_ref(), 2_000, seed).map_err(|e| e.to_string());
+        self.analysis.exhaustive = Some((key, report));
+    }
+
+    /// Extends the per-epoch head traces to every snapshot (a bounded number per frame).
+    pub fn refresh_traces(&mut self) {
+        if self.analysis.traces_generation != self.session.generation {
+            self.analysis.traces.clear();
+            self.analysis.traces_generation = self.session.generation;
+        }
+        let cfg = self.session.config.model.clone();
+        let task = self.session.config.task.clone();
+        let start = self.analysis.traces.len();
+        let end = self.session.snapshots.len().min(start + 50);
+        for snapshot in &self.session.snapshots[start..end] {
+            let traces = AttnOnly::new(&cfg, &snapshot.weights, &Device::Cpu)
+                .map_err(|e| e.to_string())
+                .and_then(|m| head_traces(&m, &task).map_err(|e| e.to_string()));
+            match traces {
+                Ok(t) => self.analysis.traces.push((snapshot.epoch, t)),
+                Err(_) => break,
+            }
+        }
+        if self.analysis.traces.len() < self.session.snapshots.len() {
+            self.ctx.request_repaint();
+        }
+    }
+
+    /// Advances the scrubber while playing: ten epochs a second, stopping at the end.
+    fn tick_scrubber(&mut self) {
+        if !self.scrubber.playing {
+            self.scrubber.last_tick = None;
+            return;
+        }
+        let n = self.session.snapshots.len();
+        let now = Instant::now();
+        let due = self
+            .scrubber
+            .last_tick
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(100));
+        if due {
+            self.scrubber.last_tick = Some(now);
+            let next = self.scrubber.index.map_or(0, |i| i + 1);
+            if next >= n {
+                self.scrubber.playing = false;
+                self.scrubber.index = Some(n.saturating_sub(1));
+            } else {
+                self.scrubber.index = Some(next);
+            }
+        }
+        self.ctx.request_repaint_after(Duration::from_millis(100));
+    }
+
+    /// The colour range for `view`: held fixed while the scrubber's fixed mode is on.
+    pub fn scale_limit(&mut self, view: &'static str, computed: f32) -> f32 {
+        if self.scrubber.fixed_scale {
+            *self.scrubber.fixed_limits.entry(view).or_insert(computed)
+        } else {
+            computed
+        }
     }
 
     /// Regenerates the Data tab's training set if the task or seed changed.
@@ -568,9 +866,13 @@ impl eframe::App for ToylensApp {
         self.poll_messages();
         self.handle_close_request(ctx);
         self.handle_dropped_files(ctx);
-        self.refresh_inspector();
-        if self.settings.tab == Tab::Data {
-            self.refresh_data_view();
+        self.tick_scrubber();
+        match self.settings.tab {
+            Tab::Data => self.refresh_data_view(),
+            Tab::Inspect => self.refresh_inspector(),
+            Tab::Evaluate => self.refresh_exhaustive(),
+            Tab::Training if self.settings.show_head_traces => self.refresh_traces(),
+            _ => {}
         }
     }
 

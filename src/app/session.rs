@@ -113,6 +113,8 @@ pub struct Session {
     pub dirty: bool,
     /// Bumped whenever `weights` change, so views know to recompute.
     pub version: u64,
+    /// Bumped whenever the session is replaced by another model (open, reset, new run).
+    pub generation: u64,
     pub run: Option<ActiveRun>,
     /// The last error or notice of the run, for the status line.
     pub notice: Option<String>,
@@ -133,6 +135,7 @@ impl Session {
             file,
             dirty: false,
             version: 0,
+            generation: 0,
             run: None,
             notice: None,
             next_run_id: 1,
@@ -149,9 +152,11 @@ impl Session {
     pub fn replace(&mut self, other: Session) {
         let next = self.next_run_id;
         let version = self.version + 1;
+        let generation = self.generation + 1;
         *self = other;
         self.next_run_id = next;
         self.version = version;
+        self.generation = generation;
     }
 
     pub fn checkpoint(&self) -> Checkpoint {

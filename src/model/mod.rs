@@ -13,8 +13,10 @@
 //!   on the last token and the multiset of the tokens, so a batch collapses to its distinct
 //!   (last token, token counts) rows; attention weights for a token type are scaled by its count.
 
+mod ablation;
 mod cache;
 
+pub use ablation::{Ablation, HeadMode};
 pub use cache::{ActivationCache, NdArray, argmax, softmax};
 
 use candle_core::{D, DType, Device, Tensor, Var};
@@ -388,6 +390,17 @@ impl AttnOnly {
         tokens: &Tensor,
         capture: bool,
     ) -> candle_core::Result<(Tensor, Vec<(&'static str, Tensor)>)> {
+        self.forward_ablated(tokens, capture, None)
+    }
+
+    /// [`Self::forward`] with heads ablated: an ablated head's z (TL's `hook_z`) is replaced by
+    /// zeros or by its mean before W_O, so everything downstream, the cache included, sees it.
+    pub fn forward_ablated(
+        &self,
+        tokens: &Tensor,
+        capture: bool,
+        ablation: Option<&Ablation>,
+    ) -> candle_core::Result<(Tensor, Vec<(&'static str, Tensor)>)> {
         let (b, p) = tokens.dims2()?;
         let (h, m, d) = (self.cfg.n_heads, self.cfg.d_model, self.cfg.d_head);
         if p > self.cfg.n_ctx {
@@ -417,7 +430,11 @@ impl AttnOnly {
         let masked = scores.broadcast_add(&mask)?;
         let pattern = candle_nn::ops::softmax(&masked, D::Minus1)?;
         let v_bh = v.permute((0, 2, 1, 3))?.contiguous()?; // [b, h, k, d]
-        let z_bh = pattern.matmul(&v_bh)?; // [b, h, q, d]
+        let mut z_bh = pattern.matmul(&v_bh)?; // [b, h, q, d]
+        if let Some(ablation) = ablation.filter(|a| a.is_active()) {
+            let (keep, replacement) = ablation.tensors(h, p, d, &self.device)?;
+            z_bh = z_bh.broadcast_mul(&keep)?.broadcast_add(&replacement)?;
+        }
         let z = z_bh.permute((0, 2, 1, 3))?; // [b, q, h, d]
         // Per-head write to the residual stream, without b_O: [h, b*p, d] @ [h, d, m].
         let result = z_bh
@@ -456,7 +473,16 @@ impl AttnOnly {
 
     /// Last-position logits `[batch, d_vocab]` from the general path.
     pub fn forward_last_general(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
-        let (logits, _) = self.forward(tokens, false)?;
+        self.forward_last_ablated(tokens, None)
+    }
+
+    /// Last-position logits `[batch, d_vocab]` with heads ablated.
+    pub fn forward_last_ablated(
+        &self,
+        tokens: &Tensor,
+        ablation: Option<&Ablation>,
+    ) -> candle_core::Result<Tensor> {
+        let (logits, _) = self.forward_ablated(tokens, false, ablation)?;
         let p = tokens.dim(1)?;
         logits.narrow(1, p - 1, 1)?.squeeze(1)
     }
@@ -550,9 +576,21 @@ impl AttnOnly {
     /// Runs one sequence and returns a fresh cache of every activation, keyed by TL hook names
     /// with TL's shapes (leading batch dimension of 1), plus the logit decomposition.
     pub fn run_with_cache(&self, tokens: &[u32]) -> Result<ActivationCache, ModelError> {
+        self.run_with_cache_ablated(tokens, None)
+    }
+
+    /// [`Self::run_with_cache`] with heads ablated.
+    pub fn run_with_cache_ablated(
+        &self,
+        tokens: &[u32],
+        ablation: Option<&Ablation>,
+    ) -> Result<ActivationCache, ModelError> {
         self.check_tokens(tokens)?;
+        if let Some(a) = ablation {
+            a.check(&self.cfg)?;
+        }
         let input = Tensor::from_slice(tokens, (1, tokens.len()), &self.device)?;
-        let (logits, hooks) = self.forward(&input, true)?;
+        let (logits, hooks) = self.forward_ablated(&input, true, ablation)?;
         let p = tokens.len();
         let last_of = |t: &Tensor, dim: usize| t.narrow(dim, p - 1, 1);
         let result = hooks

@@ -301,7 +301,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, signal: bool, n: f64, correct: f64) {
+    pub(crate) fn add(&mut self, signal: bool, n: f64, correct: f64) {
         if signal {
             self.signal_n += n;
             self.signal_correct += correct;

@@ -217,6 +217,66 @@ pub fn run_ceilings(cfg: &RunConfig) -> Ceilings {
     cfg.task.ceilings()
 }
 
+/// The metric history as CSV, one row per epoch.
+pub fn history_csv(history: &[EpochMetrics]) -> String {
+    let mut out = String::from(
+        "epoch,train_loss,train_acc,train_acc_signal,train_acc_noise,val_loss,val_acc,val_acc_signal,val_acc_noise,elapsed_s\n",
+    );
+    for m in history {
+        out += &format!(
+            "{},{},{},{},{},{},{},{},{},{}\n",
+            m.epoch,
+            m.train_loss,
+            m.train_acc,
+            m.train_acc_signal,
+            m.train_acc_noise,
+            m.val_loss,
+            m.val_acc,
+            m.val_acc_signal,
+            m.val_acc_noise,
+            m.elapsed_s
+        );
+    }
+    out
+}
+
+/// The first epoch whose validation signal accuracy reached 99 %.
+pub fn epoch_reaching_99(history: &[EpochMetrics]) -> Option<usize> {
+    history
+        .iter()
+        .find(|m| m.val_acc_signal >= 0.99)
+        .map(|m| m.epoch)
+}
+
+/// Trains `cfg` to the end on this thread and returns the checkpoint, with every epoch's
+/// snapshot. `on_epoch` sees each epoch's metrics as they come.
+pub fn train_to_checkpoint(
+    cfg: RunConfig,
+    device: &candle_core::Device,
+    mut on_epoch: impl FnMut(&EpochMetrics),
+) -> Result<crate::checkpoint::Checkpoint, TrainError> {
+    use crate::checkpoint::{Checkpoint, Snapshot};
+    let mut trainer = Trainer::new(cfg.clone(), device)?;
+    let mut ckpt = Checkpoint::new(cfg, trainer.weights()?);
+    ckpt.snapshots.push(Snapshot {
+        epoch: 0,
+        weights: ckpt.weights.clone(),
+    });
+    while !trainer.is_finished() {
+        if let Some(m) = trainer.step()?.epoch {
+            on_epoch(&m);
+            ckpt.history.push(m);
+            ckpt.snapshots.push(Snapshot {
+                epoch: m.epoch,
+                weights: trainer.weights()?,
+            });
+        }
+    }
+    ckpt.weights = trainer.weights()?;
+    ckpt.epoch = trainer.epochs_done();
+    Ok(ckpt)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,13 +37,18 @@ impl Scale {
 
     /// A symmetric scale that fits every finite value.
     pub fn diverging_for(values: impl IntoIterator<Item = f32>) -> Self {
+        Scale::Diverging {
+            limit: Self::diverging_limit(values),
+        }
+    }
+
+    /// The largest finite |value| (1 when there is none).
+    pub fn diverging_limit(values: impl IntoIterator<Item = f32>) -> f32 {
         let limit = values
             .into_iter()
             .filter(|v| v.is_finite())
             .fold(0.0f32, |m, v| m.max(v.abs()));
-        Scale::Diverging {
-            limit: if limit > 0.0 { limit } else { 1.0 },
-        }
+        if limit > 0.0 { limit } else { 1.0 }
     }
 }
 

@@ -6,7 +6,7 @@ use egui_plot::{Bar, BarChart, Plot};
 
 use super::heatmap::{Heatmap, Scale, legend};
 use crate::analysis::Inspection;
-use crate::app::ToylensApp;
+use crate::app::{Action, ToylensApp};
 
 const PREDICTED: Color32 = Color32::from_rgb(66, 133, 244);
 const EXPECTED: Color32 = Color32::from_rgb(52, 168, 83);
@@ -36,6 +36,15 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
             app.session.config.model.n_ctx
         ));
     });
+    ui.horizontal(|ui| {
+        super::ablation_controls(app, ui);
+        ui.separator();
+        ui.label(format!("weights: {}", app.view_label()));
+        if ui.button("Save PNG…").clicked() {
+            app.request(Action::ExportPng(ui.max_rect()));
+        }
+    });
+    super::ablation_banner(app, ui);
     app.refresh_inspector();
     if let Some(error) = &app.inspector.error {
         ui.colored_label(ui.visuals().error_fg_color, error.to_string());
@@ -209,7 +218,7 @@ fn attention(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
     legend(ui, Scale::Sequential { max: 1.0 });
 }
 
-fn decomposition(app: &ToylensApp, r: &Inspection, ui: &mut Ui) {
+fn decomposition(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
     let vocab = r.logits_last.len();
     let heads = r.head_logits_last.len();
     let mut values = r.direct_logits_last.clone();
@@ -223,7 +232,12 @@ fn decomposition(app: &ToylensApp, r: &Inspection, ui: &mut Ui) {
     values.extend(&r.logits_last);
     row_labels.push("= logits".into());
     let rows = heads + 3;
-    let scale = Scale::diverging_for(values.iter().copied());
+    let scale = Scale::Diverging {
+        limit: app.scale_limit(
+            "decomposition",
+            Scale::diverging_limit(values.iter().copied()),
+        ),
+    };
     let describe = |row: usize, col: usize, v: f32| {
         let what = match row {
             0 => "direct path (W_E[last] · W_U)".to_string(),
@@ -257,11 +271,13 @@ fn decomposition(app: &ToylensApp, r: &Inspection, ui: &mut Ui) {
     );
 }
 
-fn head_outputs(app: &ToylensApp, r: &Inspection, ui: &mut Ui) {
+fn head_outputs(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
     let heads = r.head_out_last.len();
     let d_model = r.head_out_last.first().map_or(0, |h| h.len());
     let values: Vec<f32> = r.head_out_last.iter().flatten().copied().collect();
-    let scale = Scale::diverging_for(values.iter().copied());
+    let scale = Scale::Diverging {
+        limit: app.scale_limit("head_out", Scale::diverging_limit(values.iter().copied())),
+    };
     let describe =
         |h: usize, m: usize, v: f32| format!("head {h} writes {v:+.5} to residual dimension {m}");
     let mut map = Heatmap::new(heads, d_model, &values, scale).labels(

@@ -1,7 +1,9 @@
 //! Drawing. Each panel reads the app's state, edits only UI fields directly, and asks for
 //! everything else with [`Action`]s that the app applies after the frame.
 
+mod circuits_tab;
 mod data_tab;
+mod evaluate_tab;
 pub mod heatmap;
 mod inspect_tab;
 mod side_panel;
@@ -12,10 +14,14 @@ use egui::{Color32, RichText, Ui};
 use crate::app::files::Purpose;
 use crate::app::session::RunState;
 use crate::app::{Action, Confirm, Tab, ToylensApp};
+use crate::model::HeadMode;
 
 pub fn draw(app: &mut ToylensApp, ui: &mut Ui) {
     egui::Panel::top("top_bar").show(ui, |ui| top_bar(app, ui));
     egui::Panel::bottom("status_bar").show(ui, |ui| status_bar(app, ui));
+    if app.session.snapshots.len() > 1 {
+        egui::Panel::bottom("scrubber").show(ui, |ui| scrubber(app, ui));
+    }
     egui::Panel::left("settings")
         .resizable(true)
         .default_size(300.0)
@@ -36,6 +42,8 @@ pub fn draw(app: &mut ToylensApp, ui: &mut Ui) {
             Tab::Data => data_tab::show(app, ui),
             Tab::Training => training_tab::show(app, ui),
             Tab::Inspect => inspect_tab::show(app, ui),
+            Tab::Circuits => circuits_tab::show(app, ui),
+            Tab::Evaluate => evaluate_tab::show(app, ui),
         }
     });
     confirm_modal(app, ui);
@@ -85,7 +93,7 @@ fn top_bar(app: &mut ToylensApp, ui: &mut Ui) {
         ui.horizontal(|ui| {
             let label = ui.label(match purpose {
                 Purpose::Open => "Open path",
-                Purpose::Save => "Save to path",
+                _ => "Save to path",
             });
             let edit = ui.add(
                 egui::TextEdit::singleline(text)
@@ -96,7 +104,7 @@ fn top_bar(app: &mut ToylensApp, ui: &mut Ui) {
             let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
             let go = ui.button(match purpose {
                 Purpose::Open => "Open",
-                Purpose::Save => "Save",
+                _ => "Save",
             });
             if (go.clicked() || enter) && !text.trim().is_empty() {
                 submit = Some(std::path::PathBuf::from(text.trim()));
@@ -104,10 +112,7 @@ fn top_bar(app: &mut ToylensApp, ui: &mut Ui) {
             cancel = ui.button("Cancel").clicked();
         });
         if let Some(path) = submit {
-            app.request(match purpose {
-                Purpose::Open => Action::OpenPath(path),
-                Purpose::Save => Action::SavePath(path),
-            });
+            app.path_chosen(purpose, path);
         }
         if cancel {
             app.path_field = None;
@@ -147,6 +152,105 @@ pub fn status_line(app: &ToylensApp) -> String {
     }
     parts.push(app.session.title());
     parts.join(" · ")
+}
+
+/// The training-history scrubber: every analysis view shows the weights of the chosen epoch.
+fn scrubber(app: &mut ToylensApp, ui: &mut Ui) {
+    let n = app.session.snapshots.len();
+    ui.horizontal(|ui| {
+        let label = ui.label("Epoch");
+        let mut index = app.view_index().unwrap_or(n - 1);
+        let following = app.view_index().is_none();
+        let slider = ui
+            .add(
+                egui::Slider::new(&mut index, 0..=n - 1)
+                    .custom_formatter(|i, _| {
+                        app.session
+                            .snapshots
+                            .get(i as usize)
+                            .map_or_else(String::new, |s| s.epoch.to_string())
+                    })
+                    .show_value(true),
+            )
+            .labelled_by(label.id)
+            .on_hover_text("every view shows the weights after this epoch");
+        if slider.changed() {
+            app.request(Action::ViewEpoch(Some(index)));
+        }
+        let play = if app.scrubber.playing {
+            "Pause"
+        } else {
+            "Play"
+        };
+        if ui
+            .button(play)
+            .on_hover_text("step through the epochs")
+            .clicked()
+        {
+            if !app.scrubber.playing && (following || index + 1 >= n) {
+                app.request(Action::ViewEpoch(Some(0)));
+            }
+            app.scrubber.playing = !app.scrubber.playing;
+        }
+        if ui
+            .selectable_label(following, "Latest")
+            .on_hover_text("follow the newest weights (live while training)")
+            .clicked()
+        {
+            app.request(Action::ViewEpoch(None));
+        }
+        let fixed = ui
+            .checkbox(&mut app.scrubber.fixed_scale, "fixed colour range")
+            .on_hover_text("hold every colour scale where it is now, so epochs compare");
+        if fixed.changed() {
+            app.scrubber.fixed_limits.clear();
+        }
+        ui.weak(format!("showing {}", app.view_label()));
+    });
+}
+
+/// Per-head ablation switches, shared by the inspector and the evaluation.
+pub fn ablation_controls(app: &mut ToylensApp, ui: &mut Ui) {
+    let heads = app.session.config.model.n_heads;
+    app.analysis.ablation.resize(heads, HeadMode::Active);
+    ui.label("Ablate:");
+    for h in 0..heads {
+        let mode = &mut app.analysis.ablation[h];
+        let label = ui.label(format!("head {h}"));
+        egui::ComboBox::from_id_salt(("ablate", h))
+            .selected_text(match mode {
+                HeadMode::Active => "on",
+                HeadMode::Zero => "zero",
+                HeadMode::Mean => "mean",
+            })
+            .width(60.0)
+            .show_ui(ui, |ui| {
+                ui.selectable_value(mode, HeadMode::Active, "on");
+                ui.selectable_value(mode, HeadMode::Zero, "zero");
+                ui.selectable_value(mode, HeadMode::Mean, "mean")
+                    .on_hover_text("replace z by its mean over the validation set");
+            })
+            .response
+            .labelled_by(label.id);
+    }
+}
+
+/// A loud reminder that the numbers shown are not the model's own.
+pub fn ablation_banner(app: &ToylensApp, ui: &mut Ui) {
+    let ablated: Vec<String> = app
+        .analysis
+        .ablation
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| **m != HeadMode::Active)
+        .map(|(h, m)| format!("head {h} {}", m.name()))
+        .collect();
+    if !ablated.is_empty() {
+        ui.colored_label(
+            ui.visuals().warn_fg_color,
+            RichText::new(format!("ABLATION ACTIVE: {}", ablated.join(", "))).strong(),
+        );
+    }
 }
 
 fn status_bar(app: &mut ToylensApp, ui: &mut Ui) {

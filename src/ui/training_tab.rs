@@ -1,12 +1,12 @@
 //! Live metrics: the notebook's four plots plus the per-step loss, with the task's ceilings.
 
-use egui::{Color32, Id, Ui};
+use egui::{Color32, Id, RichText, Ui};
 use egui_plot::{
     Corner, GridInput, HLine, HoverPosition, Legend, Line, LineStyle, Plot, PlotPoint, PlotPoints,
     uniform_grid_spacer,
 };
 
-use crate::app::ToylensApp;
+use crate::app::{Action, ToylensApp};
 
 /// Longer series are thinned to about this many points for drawing.
 const MAX_DRAWN_POINTS: usize = 1_000;
@@ -17,22 +17,65 @@ const SIGNAL: Color32 = Color32::from_rgb(52, 168, 83);
 const NOISE: Color32 = Color32::from_rgb(170, 90, 200);
 const CEILING: Color32 = Color32::from_gray(140);
 
+/// Colours for overlaid runs, in turn.
+const OVERLAY: [Color32; 6] = [
+    Color32::from_rgb(230, 200, 60),
+    Color32::from_rgb(90, 200, 220),
+    Color32::from_rgb(240, 110, 150),
+    Color32::from_rgb(160, 220, 100),
+    Color32::from_rgb(200, 160, 255),
+    Color32::from_rgb(255, 160, 90),
+];
+/// Colours for heads, in turn.
+const HEADS: [Color32; 6] = [
+    Color32::from_rgb(66, 133, 244),
+    Color32::from_rgb(234, 120, 40),
+    Color32::from_rgb(52, 168, 83),
+    Color32::from_rgb(170, 90, 200),
+    Color32::from_rgb(220, 60, 60),
+    Color32::from_rgb(120, 120, 120),
+];
+
 pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     let ceilings = app.session.config.task.ceilings();
     let mut reset = false;
+    let panel = ui.max_rect();
     ui.horizontal(|ui| {
         ui.checkbox(&mut app.settings.log_loss, "log-scale loss");
         ui.checkbox(&mut app.settings.show_step_loss, "per-step loss");
+        ui.checkbox(&mut app.settings.show_head_traces, "head metrics");
         reset = ui
             .button("Reset view")
             .on_hover_text("fit every plot to its data again")
             .clicked();
-        ui.separator();
-        ui.label(format!(
+        if ui
+            .add_enabled(
+                !app.session.history.is_empty(),
+                egui::Button::new("Export CSV…"),
+            )
+            .clicked()
+        {
+            app.request(Action::ExportCsv);
+        }
+        if ui.button("Save PNG…").clicked() {
+            app.request(Action::ExportPng(panel));
+        }
+        ui.menu_button(format!("Compare runs ({})", app.runs.len()), |ui| {
+            if app.runs.is_empty() {
+                ui.label("Finished runs and opened checkpoints appear here.");
+            }
+            for run in &mut app.runs {
+                ui.checkbox(&mut run.shown, &run.label);
+            }
+        });
+    });
+    ui.label(
+        RichText::new(format!(
             "ceilings: best accuracy {:.3}, Bayes cross-entropy {:.3} nats, noise chance {:.3}",
             ceilings.best_acc, ceilings.bayes_ce, ceilings.best_noise_acc
-        ));
-    });
+        ))
+        .weak(),
+    );
     if app.session.history.is_empty() && app.session.series.step_loss.is_empty() {
         ui.add_space(20.0);
         ui.label(
@@ -41,8 +84,15 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     }
     let log = app.settings.log_loss;
     let series = &app.session.series;
+    let overlays: Vec<(usize, &crate::app::RunRecord)> =
+        app.runs.iter().filter(|r| r.shown).enumerate().collect();
     let link = Id::unique("epoch_axis");
-    let height = ((ui.available_height() - 40.0) / 2.0).max(150.0);
+    let rows = if app.settings.show_head_traces {
+        3.0
+    } else {
+        2.0
+    };
+    let height = ((ui.available_height() - 20.0 * rows) / rows).max(120.0);
     let width = (ui.available_width() / 2.0 - 8.0).max(200.0);
     let base = |id: &str, y_label: &str| {
         let mut plot = Plot::new(id.to_string())
@@ -67,6 +117,9 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
         loss_plot(base("loss", "cross-entropy (nats)"), log).show(ui, |p| {
             p.line(line("train loss", &series.train_loss, log).color(TRAIN));
             p.line(line("validation loss", &series.val_loss, log).color(VAL));
+            for (i, run) in &overlays {
+                p.line(overlay(&run.label, &run.series.val_loss, log, *i));
+            }
             p.hline(ceiling("Bayes optimum", ceilings.bayes_ce, log));
         });
         base("accuracy", "accuracy")
@@ -76,6 +129,9 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
             .show(ui, |p| {
                 p.line(line("train accuracy", &series.train_acc, false).color(TRAIN));
                 p.line(line("validation accuracy", &series.val_acc, false).color(VAL));
+                for (i, run) in &overlays {
+                    p.line(overlay(&run.label, &run.series.val_acc, false, *i));
+                }
                 p.hline(ceiling("best possible", ceilings.best_acc, false));
             });
     });
@@ -87,6 +143,14 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
             .show(ui, |p| {
                 p.line(line("signal", &series.val_acc_signal, false).color(SIGNAL));
                 p.line(line("noise", &series.val_acc_noise, false).color(NOISE));
+                for (i, run) in &overlays {
+                    p.line(overlay(
+                        &format!("{} · signal", run.label),
+                        &run.series.val_acc_signal,
+                        false,
+                        *i,
+                    ));
+                }
                 p.hline(ceiling("signal ceiling", 1.0, false));
                 p.hline(ceiling("noise chance", ceilings.best_noise_acc, false));
             });
@@ -101,6 +165,65 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
             });
         }
     });
+    if app.settings.show_head_traces {
+        head_traces(app, ui, base);
+    }
+}
+
+/// When each head learns its part: attention from the query to the trigger positions, and how
+/// much its OV circuit favours the right answer, per epoch.
+fn head_traces<'a>(app: &ToylensApp, ui: &mut Ui, base: impl Fn(&str, &str) -> Plot<'a>) {
+    let traces = &app.analysis.traces;
+    let heads = traces.first().map_or(0, |(_, t)| t.len());
+    let per_head = |f: fn(&crate::analysis::HeadTrace) -> f32, h: usize| -> Vec<[f64; 2]> {
+        traces
+            .iter()
+            .map(|(e, t)| [*e as f64, f(&t[h]) as f64])
+            .collect()
+    };
+    ui.horizontal(|ui| {
+        base("attn_triggers", "attention to a and b")
+            .include_y(0.0)
+            .include_y(1.0)
+            .label_formatter(hover_label(|name, p| {
+                format!(
+                    "{name}\nepoch {:.0}\nattention to the triggers {:.3}",
+                    p.x, p.y
+                )
+            }))
+            .show(ui, |p| {
+                for h in 0..heads {
+                    let pts = per_head(|t| t.attn_to_triggers, h);
+                    p.line(
+                        Line::new(format!("head {h}"), pts)
+                            .color(HEADS[h % HEADS.len()])
+                            .width(2.0),
+                    );
+                }
+            });
+        base("ov_margin", "OV margin for the answer")
+            .label_formatter(hover_label(|name, p| {
+                format!("{name}\nepoch {:.0}\nOV margin {:.3}", p.x, p.y)
+            }))
+            .show(ui, |p| {
+                for h in 0..heads {
+                    let pts = per_head(|t| t.ov_margin, h);
+                    p.line(
+                        Line::new(format!("head {h}"), pts)
+                            .color(HEADS[h % HEADS.len()])
+                            .width(2.0),
+                    );
+                }
+            });
+    });
+}
+
+/// A dashed line of an earlier run, coloured by its place in the overlay list.
+fn overlay<'a>(name: &str, points: &'a [PlotPoint], log: bool, i: usize) -> Line<'a> {
+    line(name, points, log)
+        .color(OVERLAY[i % OVERLAY.len()])
+        .style(LineStyle::dashed_dense())
+        .width(1.5)
 }
 
 /// A line over stored points: borrowed as they are when short and linear, thinned (and

@@ -1,8 +1,8 @@
-//! Analyses of a model as plain data: what the CLI prints and the UI draws.
+//! Everything about one sequence: logits, patterns, the logit decomposition.
 
 use serde::Serialize;
 
-use crate::model::{AttnOnly, ModelError, softmax};
+use crate::model::{Ablation, AttnOnly, ModelError, softmax};
 use crate::task::TaskConfig;
 
 /// Everything the inspector shows for one sequence. Field names match the fixture's
@@ -52,7 +52,18 @@ pub fn inspect(
     task: &TaskConfig,
     tokens: &[u32],
 ) -> Result<Inspection, ModelError> {
-    let cache = model.run_with_cache(tokens)?;
+    inspect_ablated(model, task, tokens, None)
+}
+
+/// [`inspect`] with heads ablated: an ablated head's row of the decomposition shows what it
+/// writes under the ablation (0 for zero ablation).
+pub fn inspect_ablated(
+    model: &AttnOnly,
+    task: &TaskConfig,
+    tokens: &[u32],
+    ablation: Option<&Ablation>,
+) -> Result<Inspection, ModelError> {
+    let cache = model.run_with_cache_ablated(tokens, ablation)?;
     let p = tokens.len();
     let heads = cache.n_heads();
     let z = &cache.hooks["blocks.0.attn.hook_z"]; // [1, pos, head, d_head]

@@ -1,0 +1,11 @@
+//! Analyses of a model as plain data: what the CLI prints and the UI draws.
+
+mod circuits;
+mod evaluate;
+mod inspect;
+mod trace;
+
+pub use circuits::{Circuits, circuits};
+pub use evaluate::{ExhaustiveReport, Miss, evaluate_ablated, exhaustive, mean_z};
+pub use inspect::{Inspection, inspect, inspect_ablated};
+pub use trace::{HeadTrace, head_traces};

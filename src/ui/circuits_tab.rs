@@ -1,0 +1,127 @@
+//! The circuit form: each head's OV and QK circuits over the whole vocabulary, and the direct path.
+
+use egui::{RichText, Ui};
+
+use super::heatmap::{Heatmap, Scale, legend};
+use crate::analysis::circuits;
+use crate::app::{Action, ToylensApp};
+
+pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
+    ui.horizontal(|ui| {
+        ui.checkbox(&mut app.settings.circuits_no_bias, "TransformerLens convention (no biases)")
+            .on_hover_text(
+                "off: biases folded in, (W_V + b_V) W_O and (W_Q + b_Q)(W_K + b_K)ᵀ, the exact output and \
+                 score for one-hot tokens. on: TL's model.OV / model.QK, which leave the biases out",
+            );
+        ui.checkbox(&mut app.settings.circuits_mean_subtract, "subtract each row's mean");
+        ui.separator();
+        ui.label(format!("weights: {}", app.view_label()));
+        if ui.button("Save PNG…").clicked() {
+            app.request(Action::ExportPng(ui.max_rect()));
+        }
+    });
+    ui.label(
+        RichText::new(
+            "OV: row = source token (the key a head attends to), column = output logit it pushes. \
+             QK: row = query token (the destination, here the last position), column = key token (the source). \
+             TransformerLens's orientation; the Framework paper writes both transposed.",
+        )
+        .weak(),
+    );
+    let cfg = app.session.config.model.clone();
+    let c = circuits(&cfg, app.view_weights());
+    let (ov, qk) = if app.settings.circuits_no_bias {
+        (c.ov_no_bias, c.qk_no_bias)
+    } else {
+        (c.ov, c.qk)
+    };
+    let mean_subtract = app.settings.circuits_mean_subtract;
+    let prepare = |m: &Vec<Vec<f32>>| -> Vec<f32> {
+        m.iter()
+            .flat_map(|row| {
+                let mean = if mean_subtract {
+                    row.iter().sum::<f32>() / row.len() as f32
+                } else {
+                    0.0
+                };
+                row.iter().map(move |v| v - mean)
+            })
+            .collect()
+    };
+    let vocab = cfg.d_vocab;
+    let ov_flat: Vec<Vec<f32>> = ov.iter().map(prepare).collect();
+    let qk_flat: Vec<Vec<f32>> = qk.iter().map(prepare).collect();
+    let ov_limit = app.scale_limit(
+        "ov",
+        Scale::diverging_limit(ov_flat.iter().flatten().copied()),
+    );
+    let qk_limit = app.scale_limit(
+        "qk",
+        Scale::diverging_limit(qk_flat.iter().flatten().copied()),
+    );
+    let tokens: Vec<String> = (0..vocab).map(|t| t.to_string()).collect();
+    let focus = app.inspector.focus_head;
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        let width = (ui.available_width() / 2.0 - 20.0).max(200.0);
+        for h in 0..cfg.n_heads {
+            let title = format!("head {h}");
+            ui.label(if focus == Some(h) {
+                RichText::new(title)
+                    .strong()
+                    .color(ui.visuals().selection.stroke.color)
+            } else {
+                RichText::new(title).strong()
+            });
+            ui.horizontal_top(|ui| {
+                ui.vertical(|ui| {
+                    ui.small("OV: source token → output logit");
+                    let describe = |src: usize, out: usize, v: f32| {
+                        format!(
+                            "head {h} attending to token {src} writes {v:+.4} to the logit of {out}"
+                        )
+                    };
+                    let mut map = Heatmap::new(
+                        vocab,
+                        vocab,
+                        &ov_flat[h],
+                        Scale::Diverging { limit: ov_limit },
+                    )
+                    .labels(tokens.clone(), tokens.clone());
+                    map.cell = 30.0;
+                    map.max_width = Some(width);
+                    map.show_values = vocab <= 12;
+                    map.describe = Some(&describe);
+                    map.show(ui);
+                    legend(ui, Scale::Diverging { limit: ov_limit });
+                });
+                ui.vertical(|ui| {
+                    ui.small("QK: query token × key token, attention score");
+                    let describe = |q: usize, k: usize, v: f32| {
+                        format!("head {h}: query token {q} scores key token {k} at {v:+.4}")
+                    };
+                    let mut map = Heatmap::new(
+                        vocab,
+                        vocab,
+                        &qk_flat[h],
+                        Scale::Diverging { limit: qk_limit },
+                    )
+                    .labels(tokens.clone(), tokens.clone());
+                    map.cell = 30.0;
+                    map.max_width = Some(width);
+                    map.show_values = vocab <= 12;
+                    map.describe = Some(&describe);
+                    map.show(ui);
+                    legend(ui, Scale::Diverging { limit: qk_limit });
+                });
+            });
+            ui.add_space(8.0);
+        }
+        ui.label(RichText::new("Direct path W_E W_U").strong());
+        ui.small("The identity: the last token adds 1 to its own logit, whatever the heads do.");
+        let direct: Vec<f32> = c.direct.iter().flatten().copied().collect();
+        let mut map = Heatmap::new(vocab, vocab, &direct, Scale::Diverging { limit: 1.0 })
+            .labels(tokens.clone(), tokens.clone());
+        map.cell = 16.0;
+        map.show(ui);
+    });
+}

@@ -1,0 +1,140 @@
+//! Every signal sequence, evaluated: accuracy per trigger pair and per label, the confusion
+//! matrix, sampled noise against its ceiling, and the sequences the model gets wrong.
+
+use egui::{RichText, Ui};
+
+use super::heatmap::{Heatmap, Scale, legend};
+use crate::app::{Action, ToylensApp};
+
+pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
+    ui.horizontal(|ui| {
+        super::ablation_controls(app, ui);
+        ui.separator();
+        ui.label(format!("weights: {}", app.view_label()));
+        if ui.button("Save PNG…").clicked() {
+            app.request(Action::ExportPng(ui.max_rect()));
+        }
+    });
+    super::ablation_banner(app, ui);
+    app.refresh_exhaustive();
+    let Some((_, report)) = &app.analysis.exhaustive else {
+        return;
+    };
+    let report = match report {
+        Ok(r) => r.clone(),
+        Err(e) => {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+            return;
+        }
+    };
+    ui.label(format!(
+        "All {} signal sequences: accuracy {:.4}. Sampled noise ({} sequences): {:.4}, chance {:.4}.",
+        report.signal_sequences,
+        report.signal_accuracy,
+        report.noise_samples,
+        report.noise_accuracy,
+        report.noise_chance
+    ));
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        ui.horizontal_top(|ui| {
+            ui.vertical(|ui| {
+                ui.strong("Accuracy per trigger pair");
+                ui.small("rows: first token a, columns: second-to-last token b");
+                let n = report.triggers.len();
+                let values: Vec<f32> = report
+                    .pair_accuracy
+                    .iter()
+                    .flatten()
+                    .map(|&v| v as f32)
+                    .collect();
+                let labels: Vec<String> = report.triggers.iter().map(|t| t.to_string()).collect();
+                let task = app.session.config.task.clone();
+                let describe = |r: usize, c: usize, v: f32| {
+                    let (a, b) = (report.triggers[r], report.triggers[c]);
+                    let answer = task.answer(a, b).map_or("?".into(), |l| l.to_string());
+                    let note = if a == b {
+                        " (a == b: half as frequent in training)"
+                    } else {
+                        ""
+                    };
+                    format!("a = {a}, b = {b}, answer {answer}: accuracy {v:.3}{note}")
+                };
+                let mut map = Heatmap::new(n, n, &values, Scale::Sequential { max: 1.0 })
+                    .labels(labels.clone(), labels);
+                map.cell = 44.0;
+                map.show_values = true;
+                map.describe = Some(&describe);
+                map.show(ui);
+                legend(ui, Scale::Sequential { max: 1.0 });
+            });
+            ui.add_space(16.0);
+            ui.vertical(|ui| {
+                ui.strong("Accuracy per answer label");
+                egui::Grid::new("label_acc").striped(true).show(ui, |ui| {
+                    ui.strong("label");
+                    ui.strong("pair(s)");
+                    ui.strong("accuracy");
+                    ui.end_row();
+                    let task = &app.session.config.task;
+                    for (label, acc) in report.label_accuracy.iter().enumerate() {
+                        let Some(acc) = acc else { continue };
+                        let pairs: Vec<String> = task
+                            .answer_map
+                            .iter()
+                            .filter(|a| a.label == label as u32)
+                            .map(|a| format!("({}, {})", a.a, a.b))
+                            .collect();
+                        ui.label(label.to_string());
+                        ui.label(pairs.join(" "));
+                        let text = RichText::new(format!("{acc:.3}"));
+                        ui.label(if *acc < 1.0 {
+                            text.color(ui.visuals().error_fg_color)
+                        } else {
+                            text
+                        });
+                        ui.end_row();
+                    }
+                });
+            });
+            ui.add_space(16.0);
+            ui.vertical(|ui| {
+                ui.strong("Confusion: expected label × predicted token");
+                let vocab = report.confusion.len();
+                let values: Vec<f32> = report
+                    .confusion
+                    .iter()
+                    .flatten()
+                    .map(|&c| c as f32)
+                    .collect();
+                let max = values.iter().copied().fold(1.0, f32::max);
+                let labels: Vec<String> = (0..vocab).map(|t| t.to_string()).collect();
+                let describe = |r: usize, c: usize, v: f32| {
+                    format!("expected {r}, predicted {c}: {v:.0} sequences")
+                };
+                let mut map = Heatmap::new(vocab, vocab, &values, Scale::Sequential { max })
+                    .labels(labels.clone(), labels);
+                map.cell = 24.0;
+                map.describe = Some(&describe);
+                map.show(ui);
+            });
+        });
+        ui.separator();
+        if report.misses.is_empty() {
+            ui.label("No signal sequence is answered wrongly.");
+        } else {
+            ui.strong(format!(
+                "{} wrongly answered signal sequences (click one to inspect it)",
+                report.misses.len()
+            ));
+            for m in report.misses.iter().take(60) {
+                let text = format!(
+                    "{:?}: expected {}, predicted {}",
+                    m.tokens, m.expected, m.predicted
+                );
+                if ui.link(text).clicked() {
+                    app.request(Action::InspectSequence(m.tokens.clone()));
+                }
+            }
+        }
+    });
+}
