@@ -242,3 +242,100 @@ fn bad_checkpoints_and_flags_fail_cleanly() {
     let o = toylens(&["train", "--epochs", "many", "--out", o]);
     assert!(!o.status.success() && !stderr(&o).contains("panicked"));
 }
+
+#[test]
+fn circuits_json_has_every_key_with_tl_shapes() {
+    let model = fixture().join("model.safetensors");
+    let o = toylens(&["circuits", model.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    for key in ["ov", "qk", "ov_no_bias", "qk_no_bias"] {
+        let heads = c[key].as_array().unwrap();
+        assert_eq!(heads.len(), 3, "{key}");
+        assert_eq!(heads[0].as_array().unwrap().len(), 11);
+        assert_eq!(heads[0][0].as_array().unwrap().len(), 11);
+    }
+    assert_eq!(c["direct"][3][3], 1.0);
+}
+
+#[test]
+fn eval_exhaustive_json_and_ablation() {
+    let model = fixture().join("model.safetensors");
+    let m = model.to_str().unwrap();
+    let o = toylens(&["eval", m, "--exhaustive", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["pair_accuracy"].as_array().unwrap().len(), 4);
+    assert_eq!(r["pair_accuracy"][3][3], 1.0);
+    assert_eq!(r["label_accuracy"].as_array().unwrap().len(), 11);
+    assert!(
+        r["label_accuracy"][10].is_null(),
+        "no pair maps to label 10"
+    );
+    assert_eq!(r["confusion"][9][9], 6);
+    let o = toylens(&["eval", m, "--ablate", "0,1,2", "--json"]);
+    let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(
+        r["ablation"]
+            .as_str()
+            .unwrap()
+            .contains("head 2 zero-ablated")
+    );
+    assert!(r["acc_signal"].as_f64().unwrap() < 0.5);
+    let o = toylens(&[
+        "eval",
+        m,
+        "--ablate",
+        "1",
+        "--ablate-mode",
+        "mean",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_clean_failure(&toylens(&["eval", m, "--ablate", "3"]), "heads 0..=2");
+}
+
+#[test]
+fn train_csv_and_sweep_summaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("m.csv");
+    let out = dir.path().join("m.safetensors");
+    let o = toylens(&[
+        "train",
+        "--epochs",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.starts_with("epoch,train_loss,train_acc,"));
+    assert_eq!(text.lines().count(), 4);
+    let sweep = dir.path().join("sweep");
+    let o = toylens(&[
+        "sweep",
+        "--seeds",
+        "0..2",
+        "--preset",
+        "fast,notebook",
+        "--epochs",
+        "2",
+        "--out",
+        sweep.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary = std::fs::read_to_string(sweep.join("summary.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 5, "{summary}");
+    assert!(summary.contains("notebook,0.001,1,2,"));
+    assert!(sweep.join("fast-lr0.01-seed1.safetensors").exists());
+    let rows: Value =
+        serde_json::from_str(&std::fs::read_to_string(sweep.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 4);
+    assert_clean_failure(
+        &toylens(&["sweep", "--seeds", "5..2", "--out", sweep.to_str().unwrap()]),
+        "--seeds",
+    );
+}

@@ -10,7 +10,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     ui.horizontal(|ui| {
         ui.checkbox(&mut app.settings.circuits_no_bias, "TransformerLens convention (no biases)")
             .on_hover_text(
-                "off: biases folded in, (W_V + b_V) W_O and (W_Q + b_Q)(W_K + b_K)ᵀ, the exact output and \
+                "off: biases folded in, (W_V + b_V) W_O and (W_Q + b_Q)(W_K + b_K)^T, the exact output and \
                  score for one-hot tokens. on: TL's model.OV / model.QK, which leave the biases out",
             );
         ui.checkbox(&mut app.settings.circuits_mean_subtract, "subtract each row's mean");
@@ -74,7 +74,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
             });
             ui.horizontal_top(|ui| {
                 ui.vertical(|ui| {
-                    ui.small("OV: source token → output logit");
+                    ui.small("OV: source token -> output logit");
                     let describe = |src: usize, out: usize, v: f32| {
                         format!(
                             "head {h} attending to token {src} writes {v:+.4} to the logit of {out}"

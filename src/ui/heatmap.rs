@@ -6,9 +6,9 @@ use egui::{Align2, Color32, FontId, Rect, Response, Sense, Stroke, Ui, pos2, vec
 /// How values map to colours.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Scale {
-    /// 0 → white, 1 → deep blue: attention weights and probabilities.
+    /// 0 -> white, 1 -> deep blue: attention weights and probabilities.
     Sequential { max: f32 },
-    /// Centred on 0: −limit → red, 0 → white, +limit → blue.
+    /// Centred on 0: −limit -> red, 0 -> white, +limit -> blue.
     Diverging { limit: f32 },
 }
 

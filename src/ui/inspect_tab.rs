@@ -195,7 +195,7 @@ fn attention(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
                 });
                 let describe = |q: usize, k: usize, v: f32| {
                     format!(
-                        "head {h}: query {q} (token {}) → key {k} (token {}): {v:.5}",
+                        "head {h}: query {q} (token {}) -> key {k} (token {}): {v:.5}",
                         r.tokens[q], r.tokens[k]
                     )
                 };
@@ -245,7 +245,7 @@ fn decomposition(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
             r if r == heads + 1 => "b_O · W_U (once, not per head)".to_string(),
             _ => "logit (the sum of the rows above)".to_string(),
         };
-        format!("{what} → token {col}: {v:+.5}")
+        format!("{what} -> token {col}: {v:+.5}")
     };
     let mut map = Heatmap::new(rows, vocab, &values, scale)
         .labels(row_labels, (0..vocab).map(|t| t.to_string()).collect());

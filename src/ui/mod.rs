@@ -313,7 +313,7 @@ fn confirm_modal(app: &mut ToylensApp, ui: &mut Ui) {
     }
 }
 
-/// 1234567 → "1.2M".
+/// 1234567 -> "1.2M".
 pub fn human(x: f64) -> String {
     match x {
         x if x >= 1e9 => format!("{:.1}G", x / 1e9),

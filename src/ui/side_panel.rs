@@ -107,7 +107,7 @@ fn settings(app: &mut ToylensApp, ui: &mut Ui) {
                     |ui| ui.add(DragValue::new(&mut cfg.seed)),
                 );
                 let t = &mut cfg.task;
-                task_changed |= row(ui, "Sequence length", "tokens per sample (≥ 3)", |ui| {
+                task_changed |= row(ui, "Sequence length", "tokens per sample (>= 3)", |ui| {
                     ui.add(DragValue::new(&mut t.seq_len).range(1..=64))
                 });
                 task_changed |= row(
