@@ -103,6 +103,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
             .x_axis_label("epoch")
             .x_grid_spacer(uniform_grid_spacer(steps_1_2_5))
             .y_grid_spacer(uniform_grid_spacer(steps_1_2_5))
+            .y_axis_formatter(|mark, _| trim_number(mark.value))
             .y_axis_label(y_label.to_string())
             .legend(Legend::default().position(Corner::RightTop));
         if reset {
@@ -259,6 +260,17 @@ fn steps_1_2_5(input: GridInput) -> [f64; 3] {
     let small = next(input.base_step_size);
     let medium = next(small * 4.0);
     [small, medium, next(medium * 3.0)]
+}
+
+/// 1.2000 → "1.2", 2.0 → "2": tick labels with no more digits than they need.
+fn trim_number(v: f64) -> String {
+    let text = format!("{v:.3}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" {
+        "0".into()
+    } else {
+        text.into()
+    }
 }
 
 /// Loss axes and hover text, in log10 space when `log` is on.
