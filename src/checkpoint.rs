@@ -25,6 +25,11 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Files larger than this are refused before they are read.
 pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
+/// At most this many weight snapshots go into a file (~7 MB of JSON); longer runs are thinned.
+pub const MAX_SAVED_SNAPSHOTS: usize = 4_096;
+/// At most this many epochs of metric history go into a file (~25 MB of JSON).
+pub const MAX_SAVED_HISTORY: usize = 100_000;
+
 /// TL buffers that a state dict saved from TransformerLens may carry; they are recomputed here.
 const IGNORED_TL_BUFFERS: [&str; 2] = ["blocks.0.attn.IGNORE", "blocks.0.attn.mask"];
 
@@ -132,8 +137,14 @@ impl Checkpoint {
             ("format_version".to_string(), FORMAT_VERSION.to_string()),
             ("config".to_string(), to_json(&self.config)),
             ("epoch".to_string(), self.epoch.to_string()),
-            ("history".to_string(), to_json(&self.history)),
-            ("snapshots".to_string(), to_json(&self.snapshots)),
+            (
+                "history".to_string(),
+                to_json(&thinned(&self.history, MAX_SAVED_HISTORY)),
+            ),
+            (
+                "snapshots".to_string(),
+                to_json(&thinned(&self.snapshots, MAX_SAVED_SNAPSHOTS)),
+            ),
         ]);
         safetensors::serialize(views, Some(metadata))
             .map_err(|e| CheckpointError::Format(e.to_string()))
@@ -163,6 +174,7 @@ impl Checkpoint {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CheckpointError> {
+        reject_duplicate_keys(bytes)?;
         let file =
             SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Format(format!("{e}")))?;
         let (_, header) = SafeTensors::read_metadata(bytes)
@@ -233,6 +245,83 @@ impl Checkpoint {
             has_metadata: is_toylens,
         })
     }
+}
+
+/// Keeps every `stride`-th element and the last, with the stride the smallest power of two that
+/// brings the count to at most `max`: a long run keeps its whole span at an even coarser grain.
+pub fn thinned<T: Clone>(items: &[T], max: usize) -> Vec<T> {
+    if items.len() <= max || max < 2 {
+        return items.to_vec();
+    }
+    let mut stride = 2;
+    while items.len().div_ceil(stride) + 1 > max {
+        stride *= 2;
+    }
+    let last = items.len() - 1;
+    items
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % stride == 0 || *i == last)
+        .map(|(_, x)| x.clone())
+        .collect()
+}
+
+/// safetensors reads the header into a map, so a repeated key would silently replace an earlier
+/// one. Repeated tensor names or metadata keys are refused instead.
+fn reject_duplicate_keys(bytes: &[u8]) -> Result<(), CheckpointError> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Keys(Option<String>);
+    impl<'de> Visitor<'de> for &mut Keys {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "__metadata__" {
+                    let mut inner = Keys(None);
+                    map.next_value_seed(&mut inner)?;
+                    if let Some(dup) = inner.0 {
+                        self.0.get_or_insert(format!("metadata key \"{dup}\""));
+                    }
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                if !seen.insert(key.clone()) {
+                    self.0.get_or_insert(key);
+                }
+            }
+            Ok(())
+        }
+    }
+    impl<'de> serde::de::DeserializeSeed<'de> for &mut Keys {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    // Only a well-formed header is checked here; anything else is left to safetensors' errors.
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    else {
+        return Ok(());
+    };
+    let Some(header) = usize::try_from(len)
+        .ok()
+        .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
+    else {
+        return Ok(());
+    };
+    let mut keys = Keys(None);
+    let mut de = serde_json::Deserializer::from_slice(header);
+    if serde::de::DeserializeSeed::deserialize(&mut keys, &mut de).is_ok()
+        && let Some(dup) = keys.0
+    {
+        return Err(invalid(format!("the header names \"{dup}\" twice")));
+    }
+    Ok(())
 }
 
 fn parse_meta<T: for<'de> Deserialize<'de> + Default>(
@@ -382,6 +471,15 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
 
 /// Writes `bytes` to `path` so that readers see either the old file or the complete new one.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    write_atomically_with(path, |file| file.write_all(bytes))
+}
+
+/// [`write_atomically`] with the writing done by `write`, which may fail part-way (tests inject
+/// faults through it): on any error the temporary file is removed and `path` is untouched.
+pub fn write_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<(), CheckpointError> {
     let write_err = |source| CheckpointError::Write {
         path: path.to_path_buf(),
         source,
@@ -395,7 +493,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(write_err)?;
-    tmp.write_all(bytes).map_err(write_err)?;
+    write(tmp.as_file_mut()).map_err(write_err)?;
     // Temporary files are private (0600); a checkpoint gets the old file's mode or the usual one.
     #[cfg(unix)]
     {

@@ -119,6 +119,10 @@ pub enum TaskError {
     EmptySplit(&'static str),
     #[error("the vocabulary would have {0} tokens; at most {1} are supported")]
     VocabTooLarge(usize, usize),
+    #[error("seq_len {0} is too long; at most {MAX_SEQ_LEN} tokens are supported")]
+    SeqLenTooLong(usize),
+    #[error("{0} × seq_len is {1} tokens; at most {MAX_DATA_TOKENS} fit in memory")]
+    TooMuchData(&'static str, u128),
 }
 
 /// The best any model can do on this task, given how often samples are signal.
@@ -146,8 +150,13 @@ impl Ceilings {
     }
 }
 
-/// Largest vocabulary we accept; keeps every table comfortably in memory.
-pub const MAX_VOCAB: usize = 100_000;
+/// Largest vocabulary we accept: the frozen one-hot embedding is a dense `[vocab, vocab]` matrix
+/// (64 MiB at 4096).
+pub const MAX_VOCAB: usize = 4_096;
+/// Longest sequence we accept.
+pub const MAX_SEQ_LEN: usize = 1_024;
+/// Most tokens a data set may hold (train or validation): 200 MiB of u32.
+pub const MAX_DATA_TOKENS: usize = 50_000_000;
 
 impl TaskConfig {
     /// Number of token ids (and labels) the task uses: everything from 0 to the largest id.
@@ -168,6 +177,12 @@ impl TaskConfig {
     pub fn validate(&self) -> Result<(), TaskError> {
         if self.seq_len < 3 {
             return Err(TaskError::SeqLenTooShort(self.seq_len));
+        }
+        if self.trigger_tokens.last as usize >= MAX_VOCAB
+            || self.noise_tokens.last as usize >= MAX_VOCAB
+            || self.query_token as usize >= MAX_VOCAB
+        {
+            return Err(TaskError::VocabTooLarge(self.vocab_size(), MAX_VOCAB));
         }
         if !(0.0..=1.0).contains(&self.signal_prob) || !self.signal_prob.is_finite() {
             return Err(TaskError::BadSignalProb(self.signal_prob));
@@ -198,11 +213,17 @@ impl TaskConfig {
                 self.query_token
             )));
         }
-        if self.train_size == 0 {
-            return Err(TaskError::EmptySplit("train_size"));
+        if self.seq_len > MAX_SEQ_LEN {
+            return Err(TaskError::SeqLenTooLong(self.seq_len));
         }
-        if self.val_size == 0 {
-            return Err(TaskError::EmptySplit("val_size"));
+        for (name, size) in [("train_size", self.train_size), ("val_size", self.val_size)] {
+            if size == 0 {
+                return Err(TaskError::EmptySplit(name));
+            }
+            let tokens = size as u128 * self.seq_len as u128;
+            if tokens > MAX_DATA_TOKENS as u128 {
+                return Err(TaskError::TooMuchData(name, tokens));
+            }
         }
         self.answer_table().map(|_| ())
     }
@@ -330,26 +351,52 @@ impl TaskConfig {
         seq
     }
 
+    /// How many signal sequences the task has (`None` if more than `usize::MAX`).
+    pub fn signal_sequence_count(&self) -> Option<usize> {
+        let n_trig = self.trigger_tokens.len();
+        self.noise_tokens
+            .len()
+            .checked_pow(self.seq_len.saturating_sub(3) as u32)?
+            .checked_mul(n_trig * n_trig)
+    }
+
     /// Every signal sequence of the task, in lexicographic order of (a, middle…, b).
     pub fn all_signal_sequences(&self) -> Vec<Vec<u32>> {
+        self.signal_sequences(usize::MAX)
+    }
+
+    /// The first `limit` signal sequences in lexicographic order of (a, middle…, b).
+    pub fn signal_sequences(&self, limit: usize) -> Vec<Vec<u32>> {
         let mut out = Vec::new();
         let middle_len = self.seq_len - 3;
         let noise: Vec<u32> = (self.noise_tokens.first..=self.noise_tokens.last).collect();
-        let n_middle = noise.len().pow(middle_len as u32);
-        for a in self.trigger_tokens.first..=self.trigger_tokens.last {
-            for m in 0..n_middle {
+        let mut middle = vec![0usize; middle_len]; // odometer over noise indices
+        'outer: for a in self.trigger_tokens.first..=self.trigger_tokens.last {
+            middle.iter_mut().for_each(|m| *m = 0);
+            loop {
                 for b in self.trigger_tokens.first..=self.trigger_tokens.last {
-                    let mut seq = vec![a];
-                    let mut rest = m;
-                    let mut middle = vec![0; middle_len];
-                    for slot in middle.iter_mut().rev() {
-                        *slot = noise[rest % noise.len()];
-                        rest /= noise.len();
+                    if out.len() >= limit {
+                        break 'outer;
                     }
-                    seq.extend(middle);
+                    let mut seq = Vec::with_capacity(self.seq_len);
+                    seq.push(a);
+                    seq.extend(middle.iter().map(|&m| noise[m]));
                     seq.push(b);
                     seq.push(self.query_token);
                     out.push(seq);
+                }
+                // Advance the odometer; the last digit moves fastest.
+                let mut i = middle_len;
+                loop {
+                    if i == 0 {
+                        continue 'outer;
+                    }
+                    i -= 1;
+                    middle[i] += 1;
+                    if middle[i] < noise.len() {
+                        break;
+                    }
+                    middle[i] = 0;
                 }
             }
         }

@@ -125,9 +125,10 @@ pub fn exhaustive(
     seed: u64,
 ) -> Result<ExhaustiveReport, ModelError> {
     let n_trig = task.trigger_tokens.len();
-    let middle = task.noise_tokens.len().checked_pow(task.seq_len as u32 - 3);
-    let count = middle.map(|m| m * n_trig * n_trig);
-    if count.is_none_or(|c| c > MAX_EXHAUSTIVE) {
+    if task
+        .signal_sequence_count()
+        .is_none_or(|c| c > MAX_EXHAUSTIVE)
+    {
         return Err(ModelError::Config(format!(
             "the task has more than {MAX_EXHAUSTIVE} signal sequences; shorten seq_len or the noise range"
         )));

@@ -23,8 +23,7 @@ pub struct HeadTrace {
 /// first 5 000 in enumeration order.
 pub fn head_traces(model: &AttnOnly, task: &TaskConfig) -> Result<Vec<HeadTrace>, ModelError> {
     let cfg = model.config().clone();
-    let mut seqs = task.all_signal_sequences();
-    seqs.truncate(5_000);
+    let seqs = task.signal_sequences(5_000);
     let p = task.seq_len;
     let flat: Vec<u32> = seqs.iter().flatten().copied().collect();
     let tokens = Tensor::from_vec(flat, (seqs.len(), p), model.device())?;

@@ -748,7 +748,14 @@ impl ToylensApp {
 
     /// Extends the per-epoch head traces to every snapshot (a bounded number per frame).
     pub fn refresh_traces(&mut self) {
-        if self.analysis.traces_generation != self.session.generation {
+        let misaligned = self.analysis.traces.last().is_some_and(|(epoch, _)| {
+            self.session
+                .snapshots
+                .get(self.analysis.traces.len() - 1)
+                .map(|s| s.epoch)
+                != Some(*epoch)
+        });
+        if self.analysis.traces_generation != self.session.generation || misaligned {
             self.analysis.traces.clear();
             self.analysis.traces_generation = self.session.generation;
         }

@@ -6,11 +6,14 @@ use std::path::PathBuf;
 use candle_core::Device;
 use egui_plot::PlotPoint;
 
-use crate::checkpoint::{Checkpoint, Snapshot};
+use crate::checkpoint::{Checkpoint, MAX_SAVED_SNAPSHOTS, Snapshot, thinned};
 use crate::model::{AttnOnly, Weights};
 use crate::train::{
     Command, EpochMetrics, Event, FinishReason, RunConfig, StepMetrics, TrainingHandle,
 };
+
+/// Per-step loss points kept for the plot (thinned beyond twice this).
+const MAX_STEP_POINTS: usize = 200_000;
 
 /// What the worker of the active run is doing.
 #[derive(Debug, Clone, PartialEq)]
@@ -233,6 +236,14 @@ impl Session {
                     epoch: metrics.epoch,
                     weights: weights.clone(),
                 });
+                // Long runs keep their whole span at a coarser grain instead of growing without
+                // bound: twice the saved cap in memory, thinned to the cap.
+                if self.snapshots.len() > 2 * MAX_SAVED_SNAPSHOTS {
+                    self.snapshots = thinned(&self.snapshots, MAX_SAVED_SNAPSHOTS);
+                }
+                if self.series.step_loss.len() > 2 * MAX_STEP_POINTS {
+                    self.series.step_loss = thinned(&self.series.step_loss, MAX_STEP_POINTS);
+                }
                 self.set_weights(weights);
             }
             Event::Paused => run.state = RunState::Paused,

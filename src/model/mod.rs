@@ -83,17 +83,17 @@ impl ModelConfig {
         }
         for (name, value, max) in [
             ("d_vocab", self.d_vocab, MAX_VOCAB),
-            ("n_ctx", self.n_ctx, 4096),
+            ("n_ctx", self.n_ctx, crate::task::MAX_SEQ_LEN),
             ("n_heads", self.n_heads, 64),
-            ("d_head", self.d_head, 4096),
+            ("d_head", self.d_head, 1024),
         ] {
             if value == 0 || value > max {
                 return err(format!("{name} must be between 1 and {max}, got {value}"));
             }
         }
-        if !(self.init_range.is_finite() && self.init_range >= 0.0) {
+        if !(0.0..=100.0).contains(&self.init_range) {
             return err(format!(
-                "init_range must be a finite number >= 0, got {}",
+                "init_range must be between 0 and 100, got {}",
                 self.init_range
             ));
         }

@@ -96,8 +96,11 @@ impl TrainConfig {
                 self.weight_decay
             ));
         }
-        if self.batch_size == 0 {
-            return Err("batch_size must be at least 1".into());
+        if self.batch_size == 0 || self.batch_size > 10_000_000 {
+            return Err(format!(
+                "batch_size must be between 1 and 10000000, got {}",
+                self.batch_size
+            ));
         }
         if self.epochs == 0 || self.epochs > 1_000_000 {
             return Err(format!(
