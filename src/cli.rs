@@ -304,7 +304,7 @@ fn train(args: TrainArgs) -> Result<()> {
                     ));
                 }
                 checkpoint.history.push(m);
-                checkpoint.snapshots.push(Snapshot {
+                checkpoint.push_snapshot(Snapshot {
                     epoch: m.epoch,
                     weights,
                 });

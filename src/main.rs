@@ -11,6 +11,8 @@ use toylens::cli::{Cli, run};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    #[cfg(feature = "gui")]
+    toylens::app::LAUNCHED.get_or_init(std::time::Instant::now);
     restore_default_sigpipe();
     pin_compute_threads();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();

@@ -31,6 +31,9 @@ use session::{RunState, Series, Session};
 pub const BUNDLED_CHECKPOINT: &[u8] = include_bytes!("../../assets/fast-seed0.safetensors");
 pub const BUNDLED_NAME: &str = "fast-seed0.safetensors (bundled)";
 pub const ICON_PNG: &[u8] = include_bytes!("../../assets/icon.png");
+/// When the process started, for the first-frame log line (set by `main`, or at first use).
+pub static LAUNCHED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
 /// How often the window redraws while a run streams metrics.
 const TRAINING_FRAME_INTERVAL: Duration = Duration::from_millis(333);
 
@@ -885,6 +888,14 @@ impl eframe::App for ToylensApp {
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         crate::ui::draw(self, ui);
+        if self.frame_times.recent_ms.is_empty()
+            && let Some(launched) = LAUNCHED.get()
+        {
+            log::info!(
+                "first frame drawn {:.0} ms after launch",
+                launched.elapsed().as_secs_f64() * 1e3
+            );
+        }
         for action in std::mem::take(&mut self.actions) {
             self.apply(action);
         }

@@ -237,7 +237,7 @@ impl Session {
                     weights: weights.clone(),
                 });
                 // Long runs keep their whole span at a coarser grain instead of growing without
-                // bound: twice the saved cap in memory, thinned to the cap.
+                // bound, as checkpoints do (Checkpoint::push_snapshot).
                 if self.snapshots.len() > 2 * MAX_SAVED_SNAPSHOTS {
                     self.snapshots = thinned(&self.snapshots, MAX_SAVED_SNAPSHOTS);
                 }

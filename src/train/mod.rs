@@ -269,7 +269,7 @@ pub fn train_to_checkpoint(
         if let Some(m) = trainer.step()?.epoch {
             on_epoch(&m);
             ckpt.history.push(m);
-            ckpt.snapshots.push(Snapshot {
+            ckpt.push_snapshot(Snapshot {
                 epoch: m.epoch,
                 weights: trainer.weights()?,
             });

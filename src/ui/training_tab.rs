@@ -155,7 +155,13 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
                 p.hline(ceiling("signal ceiling", 1.0, false));
                 p.hline(ceiling("noise chance", ceilings.best_noise_acc, false));
             });
-        if app.settings.show_step_loss {
+        if app.settings.show_step_loss && series.step_loss.is_empty() && !series.val_loss.is_empty()
+        {
+            ui.vertical(|ui| {
+                ui.add_space(height / 2.0);
+                ui.weak("Per-step losses are not stored in checkpoints; train to see them.");
+            });
+        } else if app.settings.show_step_loss {
             loss_plot(base("step_loss", "loss per step"), log).show(ui, |p| {
                 p.line(
                     line("step loss", &series.step_loss, log)
