@@ -105,7 +105,11 @@ fn killing_the_process_mid_save_never_leaves_a_broken_file() {
         if pid == 0 {
             let mut i = 0u64;
             loop {
-                let bytes = if i % 2 == 0 { &bytes_b } else { &bytes_a };
+                let bytes = if i.is_multiple_of(2) {
+                    &bytes_b
+                } else {
+                    &bytes_a
+                };
                 let _ = write_atomically(&path, bytes);
                 i += 1;
             }

@@ -178,11 +178,11 @@ fn mutate(good: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
                     let current = meta.get(key).and_then(Value::as_str).unwrap_or("null");
                     let mut v: Value = serde_json::from_str(current).unwrap_or(json!(null));
                     if let Some(arr) = v.as_array_mut() {
-                        if let Some(first) = arr.first_mut() {
-                            if let Some(obj) = first.as_object_mut() {
-                                let k = obj.keys().next().cloned().unwrap_or_default();
-                                obj.insert(k, odd_value(rng));
-                            }
+                        if let Some(first) = arr.first_mut()
+                            && let Some(obj) = first.as_object_mut()
+                        {
+                            let k = obj.keys().next().cloned().unwrap_or_default();
+                            obj.insert(k, odd_value(rng));
                         }
                     } else if let Some(obj) = v.as_object_mut() {
                         let k = obj.keys().next().cloned().unwrap_or_default();
