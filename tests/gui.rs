@@ -415,3 +415,22 @@ fn circuits_and_evaluate_tabs_show_the_bundled_model() {
     h.get_by_label_contains("ABLATION ACTIVE: head 0 zero-ablated");
     h.get_by_label_contains("All 96 signal sequences: accuracy 0.3750");
 }
+
+#[test]
+fn enter_in_the_path_field_submits_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("enter.safetensors");
+    let mut h = harness();
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Save…").click();
+    h.run();
+    h.get_by_label("Save to path").focus();
+    h.run();
+    h.get_by_label("Save to path")
+        .type_text(path.to_str().unwrap());
+    h.run();
+    h.key_press(egui::Key::Enter);
+    h.run_steps(2);
+    step_until(&mut h, 30, |app| !app.busy_io && app.path_field.is_none());
+    step_until(&mut h, 30, |_| path.exists());
+}

@@ -7,6 +7,8 @@ use crate::analysis::circuits;
 use crate::app::{Action, ToylensApp};
 
 pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
+    // The whole tab, for "Save PNG…".
+    let panel = ui.max_rect();
     ui.horizontal(|ui| {
         ui.checkbox(&mut app.settings.circuits_no_bias, "TransformerLens convention (no biases)")
             .on_hover_text(
@@ -17,7 +19,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
         ui.separator();
         ui.label(format!("weights: {}", app.view_label()));
         if ui.button("Save PNG…").clicked() {
-            app.request(Action::ExportPng(ui.max_rect()));
+            app.request(Action::ExportPng(panel));
         }
     });
     ui.label(

@@ -7,12 +7,14 @@ use super::heatmap::{Heatmap, Scale, legend};
 use crate::app::{Action, ToylensApp};
 
 pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
+    // The whole tab, for "Save PNG…".
+    let panel = ui.max_rect();
     ui.horizontal(|ui| {
         super::ablation_controls(app, ui);
         ui.separator();
         ui.label(format!("weights: {}", app.view_label()));
         if ui.button("Save PNG…").clicked() {
-            app.request(Action::ExportPng(ui.max_rect()));
+            app.request(Action::ExportPng(panel));
         }
     });
     super::ablation_banner(app, ui);

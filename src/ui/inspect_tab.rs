@@ -13,6 +13,8 @@ const EXPECTED: Color32 = Color32::from_rgb(52, 168, 83);
 const OTHER: Color32 = Color32::from_gray(150);
 
 pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
+    // The whole tab, for "Save PNG…".
+    let panel = ui.max_rect();
     ui.horizontal(|ui| {
         let label = ui.label("Sequence");
         let edit = ui.add(
@@ -41,7 +43,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
         ui.separator();
         ui.label(format!("weights: {}", app.view_label()));
         if ui.button("Save PNG…").clicked() {
-            app.request(Action::ExportPng(ui.max_rect()));
+            app.request(Action::ExportPng(panel));
         }
     });
     super::ablation_banner(app, ui);

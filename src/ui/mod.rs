@@ -101,7 +101,12 @@ fn top_bar(app: &mut ToylensApp, ui: &mut Ui) {
                     .desired_width(420.0),
             );
             let edit = edit.labelled_by(label.id);
-            let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            // A field that just appeared takes the keyboard, so the path can be typed at once.
+            if ui.memory(|m| m.focused().is_none()) {
+                edit.request_focus();
+            }
+            let enter = (edit.has_focus() || edit.lost_focus())
+                && ui.input(|i| i.key_pressed(egui::Key::Enter));
             let go = ui.button(match purpose {
                 Purpose::Open => "Open",
                 _ => "Save",
