@@ -54,13 +54,13 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// A task whose vocabulary is `vocab` (noise tokens fill it) and sequences are `seq_len` long.
-fn scaled_config(batch: usize, seq_len: usize, vocab: usize, path: PathChoice) -> RunConfig {
+pub fn scaled_config(batch: usize, seq_len: usize, vocab: usize, path: PathChoice) -> RunConfig {
     let mut cfg = RunConfig::from_preset(Preset::Fast);
     cfg.task = TaskConfig {
         seq_len,
         noise_tokens: TokenRange::new(5, vocab as u32 - 1),
         // Several steps per epoch, so most timed steps do not include the validation pass.
-        train_size: batch * 4,
+        train_size: (batch * 4).min(crate::task::MAX_DATA_TOKENS / seq_len),
         val_size: 1_000,
         ..TaskConfig::default()
     };

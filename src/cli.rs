@@ -91,6 +91,16 @@ pub struct BenchArgs {
     /// Fewer repeats and sizes: a smoke run in a few seconds.
     #[arg(long)]
     pub quick: bool,
+    /// Time only training steps of this batch size (with --seq-len and --vocab), instead of the
+    /// whole suite.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Sequence length for --batch (default 4).
+    #[arg(long, default_value_t = 4)]
+    pub seq_len: usize,
+    /// Vocabulary for --batch, d_model = d_vocab (default 11).
+    #[arg(long, default_value_t = 11)]
+    pub vocab: usize,
     /// Print JSON instead of Markdown tables.
     #[arg(long)]
     pub json: bool,
@@ -175,6 +185,9 @@ pub struct InspectArgs {
     /// Token ids, as separate arguments or one string: `2 5 3 0` or "2,5,3,0".
     #[arg(required = true, num_args = 1..)]
     pub tokens: Vec<String>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
     /// Print JSON (keys match the TransformerLens fixture) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -689,6 +702,13 @@ fn bench(args: BenchArgs) -> Result<()> {
     if let Some(note) = note {
         eprintln!("warning: {note}");
     }
+    if let Some(batch) = args.batch {
+        let cfg = crate::bench::scaled_config(batch, args.seq_len, args.vocab, PathChoice::Auto);
+        cfg.validate().map_err(anyhow::Error::msg)?;
+        let timing = crate::bench::time_steps(cfg, if args.quick { 3 } else { 10 }, &device)?;
+        println!("{}", serde_json::to_string(&timing)?);
+        return Ok(());
+    }
     let report = crate::bench::run(&device, args.quick)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -699,7 +719,7 @@ fn bench(args: BenchArgs) -> Result<()> {
 }
 
 fn inspect_cmd(args: InspectArgs) -> Result<()> {
-    let (checkpoint, model) = load_model(&args.checkpoint, DeviceChoice::Cpu)?;
+    let (checkpoint, model) = load_model(&args.checkpoint, args.device)?;
     let cfg = &checkpoint.config.model;
     let tokens = parse_sequence(&args.tokens.join(" "), cfg.d_vocab, cfg.n_ctx)
         .map_err(|e| anyhow::anyhow!("bad tokens: {e}"))?;
