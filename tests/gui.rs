@@ -23,7 +23,8 @@ fn harness() -> Harness<'static, ToylensApp> {
     harness_with(Settings::default())
 }
 
-/// Steps the UI until `done` holds, or fails after `secs`.
+/// Steps the UI until `done` holds, or fails after `secs` (reported at the caller's line).
+#[track_caller]
 fn step_until(h: &mut Harness<'_, ToylensApp>, secs: u64, done: impl Fn(&ToylensApp) -> bool) {
     let start = Instant::now();
     while !done(h.state()) {

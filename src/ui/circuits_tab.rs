@@ -75,46 +75,43 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
                 RichText::new(title).strong()
             });
             ui.horizontal_top(|ui| {
-                ui.vertical(|ui| {
-                    ui.small("OV: source token -> output logit");
-                    let describe = |src: usize, out: usize, v: f32| {
-                        format!(
-                            "head {h} attending to token {src} writes {v:+.4} to the logit of {out}"
-                        )
-                    };
-                    let mut map = Heatmap::new(
-                        vocab,
-                        vocab,
+                let ov_text = |src: usize, out: usize, v: f32| {
+                    format!(
+                        "head {h} attending to token {src} writes {v:+.4} to the logit of {out}"
+                    )
+                };
+                let qk_text = |q: usize, k: usize, v: f32| {
+                    format!("head {h}: query token {q} scores key token {k} at {v:+.4}")
+                };
+                type Describe<'a> = &'a dyn Fn(usize, usize, f32) -> String;
+                let maps: [(&str, &[f32], f32, Describe); 2] = [
+                    (
+                        "OV: source token -> output logit",
                         &ov_flat[h],
-                        Scale::Diverging { limit: ov_limit },
-                    )
-                    .labels(tokens.clone(), tokens.clone());
-                    map.cell = 30.0;
-                    map.max_width = Some(width);
-                    map.show_values = vocab <= 12;
-                    map.describe = Some(&describe);
-                    map.show(ui);
-                    legend(ui, Scale::Diverging { limit: ov_limit });
-                });
-                ui.vertical(|ui| {
-                    ui.small("QK: query token × key token, attention score");
-                    let describe = |q: usize, k: usize, v: f32| {
-                        format!("head {h}: query token {q} scores key token {k} at {v:+.4}")
-                    };
-                    let mut map = Heatmap::new(
-                        vocab,
-                        vocab,
+                        ov_limit,
+                        &ov_text,
+                    ),
+                    (
+                        "QK: query token × key token, attention score",
                         &qk_flat[h],
-                        Scale::Diverging { limit: qk_limit },
-                    )
-                    .labels(tokens.clone(), tokens.clone());
-                    map.cell = 30.0;
-                    map.max_width = Some(width);
-                    map.show_values = vocab <= 12;
-                    map.describe = Some(&describe);
-                    map.show(ui);
-                    legend(ui, Scale::Diverging { limit: qk_limit });
-                });
+                        qk_limit,
+                        &qk_text,
+                    ),
+                ];
+                for (title, values, limit, describe) in maps {
+                    ui.vertical(|ui| {
+                        ui.small(title);
+                        let scale = Scale::Diverging { limit };
+                        let mut map = Heatmap::new(vocab, vocab, values, scale)
+                            .labels(tokens.clone(), tokens.clone());
+                        map.cell = 30.0;
+                        map.max_width = Some(width);
+                        map.show_values = vocab <= 12;
+                        map.describe = Some(describe);
+                        map.show(ui);
+                        legend(ui, scale);
+                    });
+                }
             });
             ui.add_space(8.0);
         }

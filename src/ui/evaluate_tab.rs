@@ -9,15 +9,7 @@ use crate::app::{Action, ToylensApp};
 pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     // The whole tab, for "Save PNG…".
     let panel = ui.max_rect();
-    ui.horizontal(|ui| {
-        super::ablation_controls(app, ui);
-        ui.separator();
-        ui.label(format!("weights: {}", app.view_label()));
-        if ui.button("Save PNG…").clicked() {
-            app.request(Action::ExportPng(panel));
-        }
-    });
-    super::ablation_banner(app, ui);
+    super::analysis_toolbar(app, ui, panel);
     app.refresh_exhaustive();
     let Some((_, report)) = &app.analysis.exhaustive else {
         return;

@@ -6,7 +6,7 @@ use egui_plot::{Bar, BarChart, Plot};
 
 use super::heatmap::{Heatmap, Scale, legend};
 use crate::analysis::Inspection;
-use crate::app::{Action, ToylensApp};
+use crate::app::ToylensApp;
 
 const PREDICTED: Color32 = Color32::from_rgb(66, 133, 244);
 const EXPECTED: Color32 = Color32::from_rgb(52, 168, 83);
@@ -38,15 +38,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
             app.session.config.model.n_ctx
         ));
     });
-    ui.horizontal(|ui| {
-        super::ablation_controls(app, ui);
-        ui.separator();
-        ui.label(format!("weights: {}", app.view_label()));
-        if ui.button("Save PNG…").clicked() {
-            app.request(Action::ExportPng(panel));
-        }
-    });
-    super::ablation_banner(app, ui);
+    super::analysis_toolbar(app, ui, panel);
     app.refresh_inspector();
     if let Some(error) = &app.inspector.error {
         ui.colored_label(ui.visuals().error_fg_color, error.to_string());

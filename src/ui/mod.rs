@@ -214,6 +214,20 @@ fn scrubber(app: &mut ToylensApp, ui: &mut Ui) {
     });
 }
 
+/// The row above every analysis view: ablation switches, which weights are shown, PNG export of
+/// `panel`, and the ablation banner when one is active.
+pub fn analysis_toolbar(app: &mut ToylensApp, ui: &mut Ui, panel: egui::Rect) {
+    ui.horizontal(|ui| {
+        ablation_controls(app, ui);
+        ui.separator();
+        ui.label(format!("weights: {}", app.view_label()));
+        if ui.button("Save PNG…").clicked() {
+            app.request(Action::ExportPng(panel));
+        }
+    });
+    ablation_banner(app, ui);
+}
+
 /// Per-head ablation switches, shared by the inspector and the evaluation.
 pub fn ablation_controls(app: &mut ToylensApp, ui: &mut Ui) {
     let heads = app.session.config.model.n_heads;
