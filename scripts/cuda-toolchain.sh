@@ -22,7 +22,7 @@ if [ ! -x "$DEST/cuda/bin/nvcc" ]; then
     "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --target "$DEST/wheels" \
         "nvidia-cuda-nvcc==$VERSION.*" "nvidia-nvvm==$VERSION.*" "nvidia-cuda-crt==$VERSION.*" \
         "nvidia-cuda-runtime==$VERSION.*" "nvidia-cuda-nvrtc==$VERSION.*" \
-        "nvidia-cuda-cccl<13.5" >&2
+        "nvidia-cuda-cccl<13.5" "nvidia-cublas==$VERSION.*" "nvidia-curand<10.5" >&2
     # The cu13 wheels share one prefix, laid out like a CUDA install.
     ln -s "$DEST/wheels/nvidia/cu13" "$DEST/cuda"
     [ -e "$DEST/cuda/lib64" ] || ln -s lib "$DEST/cuda/lib64"
@@ -34,6 +34,24 @@ if [ ! -x "$DEST/cuda/bin/nvcc" ]; then
     chmod +x "$DEST"/cuda/bin/* "$DEST"/cuda/nvvm/bin/* 2>/dev/null || true
 fi
 
+# candle links the driver library (libcuda.so.1), which only an NVIDIA driver installs. As CUDA
+# toolkits do for build machines, link against a stub that defines every driver entry point
+# cudarc declares; at run time the real driver's library is loaded instead. Every stub entry
+# returns CUDA_ERROR_NO_DEVICE (100), so on a machine with no driver at all the stub can also be
+# put on LD_LIBRARY_PATH: toylens then starts, finds no device and falls back to the CPU.
+if [ ! -e "$DEST/cuda/lib/stubs/libcuda.so" ]; then
+    REPO=$(cd "$(dirname "$0")/.." && pwd)
+    (cd "$REPO" && cargo fetch --quiet)
+    SYS=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19*/src/driver/sys/mod.rs | tail -1)
+    mkdir -p "$DEST/cuda/lib/stubs"
+    # The extern declarations are the symbols the binary links against.
+    grep -oE '^ +fn cu[A-Za-z0-9_]+' "$SYS" | awk '{print $2}' | sort -u \
+        | sed 's/.*/int &(void) { return 100; }/' >"$DEST/cuda/lib/stubs/libcuda-stub.c"
+    cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$DEST/cuda/lib/stubs/libcuda.so" \
+        "$DEST/cuda/lib/stubs/libcuda-stub.c"
+    ln -s libcuda.so "$DEST/cuda/lib/stubs/libcuda.so.1"
+fi
+
 "$DEST/cuda/bin/nvcc" --version | tail -2 >&2
 major=${VERSION%%.*}
 minor=${VERSION#*.}
@@ -41,8 +59,10 @@ cat <<ENV
 export CUDA_HOME="$DEST/cuda"
 export CUDA_PATH="$DEST/cuda"
 export PATH="$DEST/cuda/bin:\$PATH"
-export LIBRARY_PATH="$DEST/cuda/lib\${LIBRARY_PATH:+:\$LIBRARY_PATH}"
+export LIBRARY_PATH="$DEST/cuda/lib:$DEST/cuda/lib/stubs\${LIBRARY_PATH:+:\$LIBRARY_PATH}"
 export LD_LIBRARY_PATH="$DEST/cuda/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 export CUDARC_CUDA_VERSION=${major}0${minor}0
 export CUDA_COMPUTE_CAP=\${CUDA_COMPUTE_CAP:-80}
+# Run-time libraries for a cuda build: LD_LIBRARY_PATH above. On a machine with no NVIDIA driver,
+# add the stub too ($DEST/cuda/lib/stubs) so the binary starts and falls back to the CPU.
 ENV

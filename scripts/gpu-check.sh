@@ -15,7 +15,11 @@ set -euo pipefail
 BIN=${1:-target/release/toylens}
 FIX=${2:-tests/fixtures/skip_trigram_tl}
 LIB=${3:-}
-[ -n "$LIB" ] && export LD_LIBRARY_PATH="$LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# Without a LIB_DIR, use the CUDA 13 libraries of a pip-installed PyTorch if there is one.
+if [ -z "$LIB" ]; then
+    LIB=$(python3 -c 'import nvidia, os; print(os.path.join(os.path.dirname(nvidia.__path__[0]), "nvidia", "cu13", "lib"))' 2>/dev/null || true)
+fi
+[ -n "$LIB" ] && [ -d "$LIB" ] && export LD_LIBRARY_PATH="$LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-1}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT

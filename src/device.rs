@@ -45,6 +45,12 @@ pub const fn cuda_compiled() -> bool {
     cfg!(feature = "cuda")
 }
 
+/// Whether a CUDA device answers (checked once; always false without the `cuda` feature).
+pub fn cuda_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| cuda_compiled() && Device::new_cuda(0).is_ok())
+}
+
 /// The device to run on, and a message when the choice could not be honoured and the CPU is used
 /// instead. Never fails: the CPU is always there.
 pub fn resolve(choice: DeviceChoice) -> (Device, Option<String>) {
@@ -65,12 +71,17 @@ pub fn resolve(choice: DeviceChoice) -> (Device, Option<String>) {
     }
     match Device::new_cuda(ordinal) {
         Ok(device) => (device, None),
-        Err(e) => (
-            Device::Cpu,
-            Some(format!(
-                "cuda:{ordinal} is not available ({e}); using the CPU"
-            )),
-        ),
+        Err(e) => {
+            // candle appends a backtrace to some errors; the first line says what happened.
+            let reason = e.to_string();
+            let reason = reason.lines().next().unwrap_or("unknown error").trim();
+            (
+                Device::Cpu,
+                Some(format!(
+                    "cuda:{ordinal} is not available ({reason}); using the CPU"
+                )),
+            )
+        }
     }
 }
 
@@ -105,7 +116,7 @@ mod tests {
     #[test]
     fn cuda_request_falls_back_to_cpu_with_a_message() {
         let (device, note) = resolve(DeviceChoice::Cuda(0));
-        if !cuda_compiled() || !candle_core::utils::cuda_is_available() {
+        if !cuda_available() {
             assert!(device.is_cpu());
             let note = note.expect("a fallback must say why");
             assert!(note.contains("using the CPU"), "{note}");

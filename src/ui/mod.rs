@@ -77,7 +77,7 @@ fn top_bar(app: &mut ToylensApp, ui: &mut Ui) {
             .selected_text(app.settings.device.clone())
             .show_ui(ui, |ui| {
                 ui.selectable_value(&mut app.settings.device, "cpu".to_string(), "cpu");
-                if crate::device::cuda_compiled() && candle_core::utils::cuda_is_available() {
+                if crate::device::cuda_available() {
                     ui.selectable_value(&mut app.settings.device, "cuda:0".to_string(), "cuda:0");
                 }
             })
