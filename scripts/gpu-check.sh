@@ -8,7 +8,8 @@
 #
 #   scripts/gpu-check.sh [BIN] [FIXTURE_DIR] [LIB_DIR]
 #
-# BIN is a release binary built elsewhere with `--features cuda` (the GPU machine needs no Rust),
+# BIN is a release binary built elsewhere with `--features cuda` (the GPU machine needs no Rust;
+# `strip` it and `gzip` it to carry it: BIN may end in .gz),
 # LIB_DIR holds the CUDA libraries it loads (libcudart, libcublas, libcurand, libnvrtc) when the
 # machine has none on its library path. Needs python3 for the comparisons.
 set -euo pipefail
@@ -23,6 +24,10 @@ fi
 export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-1}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
+# A stripped CUDA build is ~74 MB; gzipped (~22 MB) it fits the device tool's carry limit.
+if [[ "$BIN" == *.gz ]]; then
+    gunzip -c "$BIN" >"$TMP/toylens" && chmod +x "$TMP/toylens" && BIN="$TMP/toylens"
+fi
 
 # 1. Parity on the GPU. A fallback to the CPU is reported, not hidden.
 "$BIN" inspect "$FIX/model.safetensors" 0 --json --device cuda:0 >/dev/null 2>"$TMP/device.txt" || true
