@@ -178,7 +178,8 @@ pub enum Confirm {
 /// The inspector's cache: recomputed only when the text or the weights change.
 #[derive(Default)]
 pub struct InspectorState {
-    pub computed_for: Option<(String, u64)>,
+    /// The sequence, weights and ablation the cached result belongs to.
+    pub computed_for: Option<String>,
     pub error: Option<String>,
     pub last_valid: Option<Inspection>,
     /// A clicked head: its views are highlighted in every panel.
@@ -696,14 +697,11 @@ impl ToylensApp {
 
     /// Recomputes the inspection if the sequence, the weights in view or the ablation changed.
     pub fn refresh_inspector(&mut self) {
-        let key = (
-            format!(
-                "{}|{}|{:?}",
-                self.settings.sequence,
-                self.view_key(),
-                self.analysis.ablation
-            ),
-            0,
+        let key = format!(
+            "{}|{}|{:?}",
+            self.settings.sequence,
+            self.view_key(),
+            self.analysis.ablation
         );
         if self.inspector.computed_for.as_ref() == Some(&key) {
             return;

@@ -32,7 +32,6 @@ pub struct ActiveRun {
     pub state: RunState,
     pub total_epochs: usize,
     pub steps_per_epoch: usize,
-    pub batch_size: usize,
     pub path: &'static str,
     pub last_step: Option<StepMetrics>,
 }
@@ -45,7 +44,6 @@ impl ActiveRun {
             state: RunState::Running,
             total_epochs: cfg.train.epochs,
             steps_per_epoch: cfg.steps_per_epoch(),
-            batch_size: cfg.train.batch_size,
             path: "",
             last_step: None,
         }

@@ -16,7 +16,7 @@ pub use worker::{
 use serde::{Deserialize, Serialize};
 
 use crate::model::ModelConfig;
-use crate::task::{Ceilings, TaskConfig};
+use crate::task::TaskConfig;
 
 /// Named training settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -213,11 +213,6 @@ pub struct EpochMetrics {
     pub val_acc_noise: f64,
     /// Seconds since the run started.
     pub elapsed_s: f64,
-}
-
-/// The ceilings for a run's validation set, for reference lines.
-pub fn run_ceilings(cfg: &RunConfig) -> Ceilings {
-    cfg.task.ceilings()
 }
 
 /// The metric history as CSV, one row per epoch.
