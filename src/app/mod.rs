@@ -192,6 +192,28 @@ pub struct DataView {
     pub key: Option<(String, u64)>,
     pub data: Option<Dataset>,
     pub error: Option<String>,
+    /// Indices of the samples the table shows, for the filter they were computed for.
+    pub rows: Option<(DataFilter, Vec<usize>)>,
+}
+
+impl DataView {
+    /// The sample indices passing `filter`, computed once per data set and filter.
+    pub fn rows(&mut self, filter: DataFilter) -> &[usize] {
+        let stale = self.rows.as_ref().is_none_or(|(f, _)| *f != filter);
+        if stale {
+            let rows = self.data.as_ref().map_or_else(Vec::new, |data| {
+                (0..data.len())
+                    .filter(|&i| match filter {
+                        DataFilter::All => true,
+                        DataFilter::Signal => data.is_signal[i],
+                        DataFilter::Noise => !data.is_signal[i],
+                    })
+                    .collect()
+            });
+            self.rows = Some((filter, rows));
+        }
+        &self.rows.as_ref().expect("set above").1
+    }
 }
 
 /// The training-history scrubber.
@@ -829,6 +851,7 @@ impl ToylensApp {
         {
             Ok(data) => {
                 self.data_view.data = Some(data);
+                self.data_view.rows = None;
                 self.data_view.error = None;
             }
             Err(e) => self.data_view.error = Some(e.to_string()),

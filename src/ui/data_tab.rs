@@ -61,14 +61,10 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
         ui.selectable_value(&mut app.settings.data_filter, DataFilter::Noise, "noise");
         ui.weak("· click a row to inspect it");
     });
-    let filter = app.settings.data_filter;
-    let rows: Vec<usize> = (0..data.len())
-        .filter(|&i| match filter {
-            DataFilter::All => true,
-            DataFilter::Signal => data.is_signal[i],
-            DataFilter::Noise => !data.is_signal[i],
-        })
-        .collect();
+    app.data_view.rows(app.settings.data_filter);
+    let (Some((_, rows)), Some(data)) = (&app.data_view.rows, &app.data_view.data) else {
+        return;
+    };
     let mut clicked = None;
     let row_height = ui.text_style_height(&egui::TextStyle::Body) + 4.0;
     ui.horizontal(|ui| {
