@@ -102,6 +102,8 @@ fn quick_settings(epochs: usize) -> Settings {
     s.config.train.batch_size = 2_000;
     s.config.train.epochs = epochs;
     s.tab = Tab::Training;
+    // Head metrics fill in over many frames in a debug build; they have their own test.
+    s.show_head_traces = false;
     s
 }
 
@@ -434,4 +436,26 @@ fn enter_in_the_path_field_submits_it() {
     h.run_steps(2);
     step_until(&mut h, 30, |app| !app.busy_io && app.path_field.is_none());
     step_until(&mut h, 30, |_| path.exists());
+}
+
+#[test]
+fn head_metrics_cover_every_snapshot() {
+    let mut settings = Settings::default();
+    settings.tab = Tab::Training;
+    let mut h = harness_with(settings);
+    step_until(&mut h, 120, |app| {
+        !app.analysis.traces.is_empty() && app.analysis.traces.len() == app.session.snapshots.len()
+    });
+    let traces = &h.state().analysis.traces;
+    assert_eq!(traces.first().unwrap().0, 0);
+    assert_eq!(traces.last().unwrap().0, 60);
+    // By the end of the bundled run every head attends almost only to the triggers.
+    assert!(
+        traces
+            .last()
+            .unwrap()
+            .1
+            .iter()
+            .all(|t| t.attn_to_triggers > 0.9)
+    );
 }

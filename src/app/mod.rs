@@ -372,8 +372,9 @@ impl ToylensApp {
 
     /// Drains messages from workers and dialogs.
     pub fn poll_messages(&mut self) {
-        // A time budget keeps a flood of step events from stalling a frame.
-        let deadline = Instant::now() + Duration::from_millis(8);
+        // Handling a message is cheap (the model is updated once, below), so the queue is
+        // drained; the time budget only guards a frame against a pathological flood.
+        let deadline = Instant::now() + Duration::from_millis(50);
         while let Ok(message) = self.rx.try_recv() {
             self.handle(message);
             if Instant::now() > deadline {
@@ -381,6 +382,7 @@ impl ToylensApp {
                 break;
             }
         }
+        self.session.sync_model();
     }
 
     /// Applies one message from a worker or a dialog.
@@ -769,7 +771,7 @@ impl ToylensApp {
         self.analysis.exhaustive = Some((key, report));
     }
 
-    /// Extends the per-epoch head traces to every snapshot (a bounded number per frame).
+    /// Extends the per-epoch head traces to every snapshot (within a time budget per frame).
     pub fn refresh_traces(&mut self) {
         let misaligned = self.analysis.traces.last().is_some_and(|(epoch, _)| {
             self.session
@@ -784,9 +786,14 @@ impl ToylensApp {
         }
         let cfg = self.session.config.model.clone();
         let task = self.session.config.task.clone();
+        // A few milliseconds a frame: a long history fills in over a few frames instead of
+        // stalling one.
+        let deadline = Instant::now() + Duration::from_millis(4);
         let start = self.analysis.traces.len();
-        let end = self.session.snapshots.len().min(start + 50);
-        for snapshot in &self.session.snapshots[start..end] {
+        for snapshot in &self.session.snapshots[start..] {
+            if Instant::now() > deadline {
+                break;
+            }
             let traces = AttnOnly::new(&cfg, &snapshot.weights, &Device::Cpu)
                 .map_err(|e| e.to_string())
                 .and_then(|m| head_traces(&m, &task).map_err(|e| e.to_string()));

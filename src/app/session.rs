@@ -114,6 +114,8 @@ pub struct Session {
     pub dirty: bool,
     /// Bumped whenever `weights` change, so views know to recompute.
     pub version: u64,
+    /// The latest epoch's weights, not yet loaded into `model` (see [`Session::sync_model`]).
+    pending_weights: Option<Weights>,
     /// Bumped whenever the session is replaced by another model (open, reset, new run).
     pub generation: u64,
     pub run: Option<ActiveRun>,
@@ -136,6 +138,7 @@ impl Session {
             file,
             dirty: false,
             version: 0,
+            pending_weights: None,
             generation: 0,
             run: None,
             notice: None,
@@ -199,9 +202,19 @@ impl Session {
     }
 
     fn set_weights(&mut self, weights: Weights) {
+        self.pending_weights = None;
         if self.model.set_weights(&weights).is_ok() {
             self.weights = weights;
             self.version += 1;
+        }
+    }
+
+    /// Loads the newest epoch's weights into the model, once per frame however many epochs
+    /// arrived: with hundreds of epochs a second, updating the model per event would let the
+    /// message queue outgrow the UI.
+    pub fn sync_model(&mut self) {
+        if let Some(weights) = self.pending_weights.take() {
+            self.set_weights(weights);
         }
     }
 
@@ -242,7 +255,7 @@ impl Session {
                 if self.series.step_loss.len() > 2 * MAX_STEP_POINTS {
                     self.series.step_loss = thinned(&self.series.step_loss, MAX_STEP_POINTS);
                 }
-                self.set_weights(weights);
+                self.pending_weights = Some(weights);
             }
             Event::Paused => run.state = RunState::Paused,
             Event::Resumed => run.state = RunState::Running,
