@@ -440,9 +440,10 @@ fn enter_in_the_path_field_submits_it() {
 
 #[test]
 fn head_metrics_cover_every_snapshot() {
-    let mut settings = Settings::default();
-    settings.tab = Tab::Training;
-    let mut h = harness_with(settings);
+    let mut h = harness_with(Settings {
+        tab: Tab::Training,
+        ..Settings::default()
+    });
     step_until(&mut h, 120, |app| {
         !app.analysis.traces.is_empty() && app.analysis.traces.len() == app.session.snapshots.len()
     });
