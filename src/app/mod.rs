@@ -516,9 +516,9 @@ impl ToylensApp {
         let result = self.session.start_run(config, move |run, cfg| {
             let last_wake = std::cell::Cell::new(Instant::now() - TRAINING_FRAME_INTERVAL);
             spawn_training_to(cfg, None, device, move |event| {
-                // Steps arrive thousands of times a second; the plots need a few redraws a second.
+                // Steps arrive thousands of times a second; the plots need about one redraw a second.
                 // Each wake-up locks the egui context (the trainer would wait on it) and each frame
-                // costs CPU the trainer could use (~130 ms on a software rasteriser).
+                // costs CPU the trainer could use (~100 ms on a software rasteriser).
                 let urgent = !matches!(event, Event::Step(_) | Event::Epoch { .. });
                 let _ = tx.send(Message::Training { run, event });
                 if urgent || last_wake.get().elapsed() >= TRAINING_FRAME_INTERVAL {
