@@ -158,14 +158,18 @@ fn pause_and_resume() {
     h.get_by_label_contains("stopped after");
 }
 
+/// Clicks `button`, then types `path` into the path field labelled `field` that appears.
+fn type_path(h: &mut Harness<'_, ToylensApp>, button: &str, field: &str, path: &Path) {
+    h.get_by_role_and_label(Role::Button, button).click();
+    h.run();
+    h.get_by_label(field).focus();
+    h.run();
+    h.get_by_label(field).type_text(path.to_str().unwrap());
+    h.run();
+}
+
 fn open_by_path(h: &mut Harness<'_, ToylensApp>, path: &Path) {
-    h.get_by_role_and_label(Role::Button, "Open…").click();
-    h.run();
-    h.get_by_label("Open path").focus();
-    h.run();
-    h.get_by_label("Open path")
-        .type_text(path.to_str().unwrap());
-    h.run();
+    type_path(h, "Open…", "Open path", path);
     h.get_by_role_and_label(Role::Button, "Open").click();
     h.run_steps(2);
     step_until(h, 30, |app| !app.busy_io);
@@ -210,13 +214,7 @@ fn save_by_path_then_reopen() {
     let path = dir.path().join("saved.safetensors");
     let mut h = harness();
     h.run();
-    h.get_by_role_and_label(Role::Button, "Save…").click();
-    h.run();
-    h.get_by_label("Save to path").focus();
-    h.run();
-    h.get_by_label("Save to path")
-        .type_text(path.to_str().unwrap());
-    h.run();
+    type_path(&mut h, "Save…", "Save to path", &path);
     h.get_by_role_and_label(Role::Button, "Save").click();
     h.run_steps(2);
     step_until(&mut h, 30, |app| !app.busy_io);
@@ -425,13 +423,7 @@ fn enter_in_the_path_field_submits_it() {
     let path = dir.path().join("enter.safetensors");
     let mut h = harness();
     h.run();
-    h.get_by_role_and_label(Role::Button, "Save…").click();
-    h.run();
-    h.get_by_label("Save to path").focus();
-    h.run();
-    h.get_by_label("Save to path")
-        .type_text(path.to_str().unwrap());
-    h.run();
+    type_path(&mut h, "Save…", "Save to path", &path);
     h.key_press(egui::Key::Enter);
     h.run_steps(2);
     step_until(&mut h, 30, |app| !app.busy_io && app.path_field.is_none());
