@@ -452,3 +452,46 @@ fn head_metrics_cover_every_snapshot() {
             .all(|t| t.attn_to_triggers > 0.9)
     );
 }
+
+/// An in-memory eframe storage, as the native one behaves minus the disk.
+#[derive(Default)]
+struct MemoryStorage(std::collections::HashMap<String, String>);
+
+impl eframe::Storage for MemoryStorage {
+    fn get_string(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+    fn set_string(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), value);
+    }
+    fn remove_string(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+    fn flush(&mut self) {}
+}
+
+#[test]
+fn settings_tab_and_plot_options_persist_through_eframe_storage() {
+    use eframe::App;
+    let mut h = harness();
+    h.run();
+    h.get_by_label("Circuits").click();
+    h.run();
+    {
+        let app = h.state_mut();
+        app.settings.log_loss = true;
+        app.settings.sequence = "1 9 4 0".into();
+        app.settings.config.seed = 42;
+    }
+    let mut storage = MemoryStorage::default();
+    h.state_mut().save(&mut storage);
+    let restored: Settings = eframe::get_value(&storage, eframe::APP_KEY).expect("settings saved");
+    assert_eq!(restored, h.state().settings);
+    assert_eq!(restored.tab, Tab::Circuits);
+    assert!(restored.log_loss);
+    assert_eq!(restored.config.seed, 42);
+    // A restored app starts where the last one stopped.
+    let mut h = harness_with(restored);
+    h.run();
+    h.get_by_label_contains("OV: row = source token");
+}
