@@ -14,7 +14,7 @@ use toylens::train::{
 };
 
 fn loss_and_grads(model: &AttnOnly, set: &PreparedSet, indices: &[u32]) -> (f32, Vec<Vec<f32>>) {
-    let batch = set.batch(indices, &mut Vec::new(), &Device::Cpu).unwrap();
+    let batch = set.batch(indices, &Device::Cpu).unwrap();
     let (loss, _) = batch.loss(model).unwrap();
     let grads = loss.backward().unwrap();
     let per_param = Param::ALL

@@ -141,24 +141,18 @@ impl PreparedSet {
         self.multiset.as_ref().map(|(ix, _, _)| ix.rows())
     }
 
-    /// Builds the batch of the samples at `indices`. `scratch` is reused between calls.
-    pub fn batch(
-        &self,
-        indices: &[u32],
-        scratch: &mut Vec<f32>,
-        device: &Device,
-    ) -> candle_core::Result<Batch> {
+    /// Builds the batch of the samples at `indices`.
+    pub fn batch(&self, indices: &[u32], device: &Device) -> candle_core::Result<Batch<'_>> {
         let data = &self.data;
         match &self.multiset {
             Some((ix, last, log_counts)) => {
                 let vocab = data.vocab;
-                scratch.clear();
-                scratch.resize(ix.rows() * vocab, 0.0);
+                let mut label_counts = vec![0.0f32; ix.rows() * vocab];
                 for &i in indices {
                     let row = ix.row_of_sample[i as usize] as usize;
-                    scratch[row * vocab + data.labels[i as usize] as usize] += 1.0;
+                    label_counts[row * vocab + data.labels[i as usize] as usize] += 1.0;
                 }
-                let counts = Tensor::from_slice(scratch, (ix.rows(), vocab), device)?;
+                let counts = Tensor::from_slice(&label_counts, (ix.rows(), vocab), device)?;
                 Ok(Batch {
                     input: BatchInput::Multiset {
                         last: last.clone(),
@@ -166,8 +160,8 @@ impl PreparedSet {
                         counts,
                     },
                     labels: BatchLabels::Counts {
-                        counts: scratch.clone(),
-                        is_signal: ix.is_signal.clone(),
+                        counts: label_counts,
+                        is_signal: &ix.is_signal,
                     },
                     size: indices.len(),
                 })
@@ -210,7 +204,7 @@ pub enum BatchInput {
 }
 
 /// Host-side labels, for counting correct predictions.
-pub enum BatchLabels {
+pub enum BatchLabels<'a> {
     PerSample {
         labels: Vec<u32>,
         is_signal: Vec<bool>,
@@ -218,18 +212,18 @@ pub enum BatchLabels {
     /// `[rows × vocab]` label counts and whether each row is signal.
     Counts {
         counts: Vec<f32>,
-        is_signal: Vec<bool>,
+        is_signal: &'a [bool],
     },
 }
 
-pub struct Batch {
+pub struct Batch<'a> {
     pub input: BatchInput,
-    pub labels: BatchLabels,
+    pub labels: BatchLabels<'a>,
     /// Number of samples.
     pub size: usize,
 }
 
-impl Batch {
+impl Batch<'_> {
     /// The mean cross-entropy (a scalar tensor that backpropagates into the model) and the
     /// last-position logits it was computed from.
     pub fn loss(&self, model: &AttnOnly) -> candle_core::Result<(Tensor, Tensor)> {
@@ -277,7 +271,7 @@ impl Batch {
             }
             BatchLabels::Counts { counts, is_signal } => {
                 for ((pred, row_counts), &signal) in
-                    rows.zip(counts.chunks_exact(vocab)).zip(is_signal)
+                    rows.zip(counts.chunks_exact(vocab)).zip(is_signal.iter())
                 {
                     let n: f32 = row_counts.iter().sum();
                     if n > 0.0 {

@@ -57,7 +57,6 @@ pub struct Trainer {
     epoch: usize,
     step: usize,
     epoch_tally: Tally,
-    scratch: Vec<f32>,
     started: Instant,
     samples: u64,
     busy_s: f64,
@@ -93,7 +92,6 @@ impl Trainer {
             epoch: 0,
             step: 0,
             epoch_tally: Tally::default(),
-            scratch: Vec::new(),
             started: Instant::now(),
             samples: 0,
             busy_s: 0.0,
@@ -149,11 +147,9 @@ impl Trainer {
             self.epoch_tally = Tally::default();
         }
         let end = (self.cursor + self.cfg.train.batch_size).min(self.order.len());
-        let batch = self.train.batch(
-            &self.order[self.cursor..end],
-            &mut self.scratch,
-            &self.device,
-        )?;
+        let batch = self
+            .train
+            .batch(&self.order[self.cursor..end], &self.device)?;
         let (loss, logits) = batch.loss(&self.model)?;
         let loss_value = loss.to_scalar::<f32>()? as f64;
         if !loss_value.is_finite() {
@@ -226,9 +222,8 @@ fn evaluate_set(
     };
     let indices: Vec<u32> = (0..n as u32).collect();
     let mut total = Tally::default();
-    let mut scratch = Vec::new();
     for part in indices.chunks(chunk) {
-        let batch = set.batch(part, &mut scratch, device)?;
+        let batch = set.batch(part, device)?;
         let (loss, logits) = batch.loss(model)?;
         let loss = loss.to_scalar::<f32>()? as f64;
         let logits = logits.flatten_all()?.to_vec1::<f32>()?;
