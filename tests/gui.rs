@@ -30,8 +30,10 @@ fn step_until(h: &mut Harness<'_, ToylensApp>, secs: u64, done: impl Fn(&Toylens
     while !done(h.state()) {
         assert!(
             start.elapsed() < Duration::from_secs(secs),
-            "timed out; status: {:?}",
-            h.state().status
+            "timed out; status: {:?}, run: {:?}, epochs: {}",
+            h.state().status,
+            h.state().run_state(),
+            h.state().session.history.len()
         );
         h.run_steps(2);
         std::thread::sleep(Duration::from_millis(10));
@@ -138,7 +140,10 @@ fn pause_and_resume() {
     h.run();
     h.get_by_role_and_label(Role::Button, "Train").click();
     step_until(&mut h, 60, |app| !app.session.history.is_empty());
-    h.get_by_role_and_label(Role::Button, "Pause").click();
+    // While a run streams events a debug-build frame can take long enough that a simulated
+    // mouse press and release no longer count as a click; the accessibility action has no timing.
+    h.get_by_role_and_label(Role::Button, "Pause")
+        .click_accesskit();
     step_until(&mut h, 30, |app| app.run_state() == Some(&RunState::Paused));
     h.get_by_label_contains("paused");
     let epochs = h.state().session.history.len();
@@ -148,12 +153,14 @@ fn pause_and_resume() {
         h.state().session.history.len() <= epochs + 1,
         "kept training while paused"
     );
-    h.get_by_role_and_label(Role::Button, "Resume").click();
+    h.get_by_role_and_label(Role::Button, "Resume")
+        .click_accesskit();
     step_until(&mut h, 30, |app| {
         app.run_state() == Some(&RunState::Running)
     });
     step_until(&mut h, 60, |app| app.session.history.len() > epochs + 1);
-    h.get_by_role_and_label(Role::Button, "Stop").click();
+    h.get_by_role_and_label(Role::Button, "Stop")
+        .click_accesskit();
     step_until(&mut h, 30, |app| !app.session.is_training());
     h.get_by_label_contains("stopped after");
 }
