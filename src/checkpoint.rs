@@ -27,6 +27,17 @@ pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// At most this many weight snapshots go into a file (~7 MB of JSON); longer runs are thinned.
 pub const MAX_SAVED_SNAPSHOTS: usize = 4_096;
+/// Snapshot memory a run keeps (up to twice this just before thinning): a large model keeps
+/// fewer snapshots, so a long run of it cannot exhaust memory or write a file of gigabytes.
+const SNAPSHOT_BUDGET_BYTES: usize = 128 << 20;
+
+/// How many snapshots a run of `model` keeps and saves: [`MAX_SAVED_SNAPSHOTS`], or fewer (at
+/// least 8) when that many would not fit in [`SNAPSHOT_BUDGET_BYTES`].
+pub fn snapshot_limit(model: &ModelConfig) -> usize {
+    let bytes = model.n_params().max(1) * std::mem::size_of::<f32>();
+    (SNAPSHOT_BUDGET_BYTES / bytes).clamp(8, MAX_SAVED_SNAPSHOTS)
+}
+
 /// At most this many epochs of metric history go into a file (~25 MB of JSON).
 pub const MAX_SAVED_HISTORY: usize = 100_000;
 
@@ -78,12 +89,13 @@ fn invalid(msg: impl Into<String>) -> CheckpointError {
 }
 
 impl Checkpoint {
-    /// Appends an epoch's snapshot, thinning the history to [`MAX_SAVED_SNAPSHOTS`] once it holds
+    /// Appends an epoch's snapshot, thinning the history to [`snapshot_limit`] once it holds
     /// twice that many, so a long run's memory stays bounded while covering its whole span.
     pub fn push_snapshot(&mut self, snapshot: Snapshot) {
         self.snapshots.push(snapshot);
-        if self.snapshots.len() > 2 * MAX_SAVED_SNAPSHOTS {
-            self.snapshots = thinned(&self.snapshots, MAX_SAVED_SNAPSHOTS);
+        let limit = snapshot_limit(&self.config.model);
+        if self.snapshots.len() > 2 * limit {
+            self.snapshots = thinned(&self.snapshots, limit);
         }
     }
 
@@ -152,7 +164,10 @@ impl Checkpoint {
             ),
             (
                 "snapshots".to_string(),
-                to_json(&thinned(&self.snapshots, MAX_SAVED_SNAPSHOTS)),
+                to_json(&thinned(
+                    &self.snapshots,
+                    snapshot_limit(&self.config.model),
+                )),
             ),
         ]);
         safetensors::serialize(views, Some(metadata))

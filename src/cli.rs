@@ -193,6 +193,41 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
+/// Fails with a one-line message naming the flag and its range unless `min <= value <= max`.
+fn in_range(flag: &str, value: usize, min: usize, max: usize) -> Result<()> {
+    if !(min..=max).contains(&value) {
+        bail!("{flag} must be between {min} and {max}, got {value}");
+    }
+    Ok(())
+}
+
+impl BenchArgs {
+    /// The single-config run of `--batch`, checked before anything is allocated.
+    fn single_config(&self) -> Result<Option<RunConfig>> {
+        in_range("--seq-len", self.seq_len, 3, crate::task::MAX_SEQ_LEN)?;
+        // Tokens 0..=9 are the query, triggers and answer labels; noise fills the rest.
+        in_range("--vocab", self.vocab, 10, crate::task::MAX_VOCAB)?;
+        let Some(batch) = self.batch else {
+            return Ok(None);
+        };
+        in_range("--batch", batch, 1, 10_000_000)?;
+        let cfg = crate::bench::scaled_config(batch, self.seq_len, self.vocab, PathChoice::Auto);
+        cfg.validate().map_err(anyhow::Error::msg)?;
+        // Timed steps must not end an epoch, so an epoch needs at least two.
+        if cfg.steps_per_epoch() < 2 {
+            bail!(
+                "--batch {batch} with --seq-len {}: at most {} samples per step fit in the benchmark's data set",
+                self.seq_len,
+                cfg.task.train_size / 2
+            );
+        }
+        Ok(Some(cfg))
+    }
+}
+
+/// Most runs one sweep may ask for.
+const MAX_SWEEP_RUNS: usize = 10_000;
+
 pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Train(args) => train(args),
@@ -596,10 +631,15 @@ fn sweep(args: SweepArgs) -> Result<()> {
     } else {
         args.lr.iter().map(|&l| Some(l)).collect()
     };
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let device = candle_core::Device::Cpu;
-    let mut rows = Vec::new();
+    let runs = args.preset.len() * lrs.len() * seeds.len();
+    in_range(
+        "the number of runs (presets × lrs × seeds)",
+        runs,
+        1,
+        MAX_SWEEP_RUNS,
+    )?;
+    // Every config is checked before the first run starts, so a bad value fails at once.
+    let mut configs = Vec::with_capacity(runs);
     for &preset in &args.preset {
         for &lr in &lrs {
             for &seed in &seeds {
@@ -612,43 +652,51 @@ fn sweep(args: SweepArgs) -> Result<()> {
                     cfg.train.epochs = e;
                 }
                 cfg.validate().map_err(anyhow::Error::msg)?;
-                let name = format!(
-                    "{}-lr{}-seed{seed}.safetensors",
-                    preset.name(),
-                    cfg.train.lr
-                );
-                let ckpt = train_to_checkpoint(cfg.clone(), &device, |_| {})?;
-                let path = args.out.join(&name);
-                ckpt.save(&path)?;
-                let last = ckpt.history.last().copied().expect("at least one epoch");
-                let row = SweepRow {
-                    preset: preset.name().into(),
-                    lr: cfg.train.lr,
-                    seed,
-                    epochs: last.epoch,
-                    val_loss: last.val_loss,
-                    val_acc: last.val_acc,
-                    val_acc_signal: last.val_acc_signal,
-                    val_acc_noise: last.val_acc_noise,
-                    epoch_99: epoch_reaching_99(&ckpt.history),
-                    train_s: last.elapsed_s,
-                    checkpoint: name,
-                };
-                if !args.json {
-                    eprintln!(
-                        "{} lr {} seed {}: val acc {:.4}, signal {:.4}, 99% at {}",
-                        row.preset,
-                        row.lr,
-                        row.seed,
-                        row.val_acc,
-                        row.val_acc_signal,
-                        row.epoch_99
-                            .map_or("never".into(), |e| format!("epoch {e}"))
-                    );
-                }
-                rows.push(row);
+                configs.push((preset, cfg));
             }
         }
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let device = candle_core::Device::Cpu;
+    let mut rows = Vec::new();
+    for (preset, cfg) in configs {
+        let seed = cfg.seed;
+        let name = format!(
+            "{}-lr{}-seed{seed}.safetensors",
+            preset.name(),
+            cfg.train.lr
+        );
+        let ckpt = train_to_checkpoint(cfg.clone(), &device, |_| {})?;
+        let path = args.out.join(&name);
+        ckpt.save(&path)?;
+        let last = ckpt.history.last().copied().expect("at least one epoch");
+        let row = SweepRow {
+            preset: preset.name().into(),
+            lr: cfg.train.lr,
+            seed,
+            epochs: last.epoch,
+            val_loss: last.val_loss,
+            val_acc: last.val_acc,
+            val_acc_signal: last.val_acc_signal,
+            val_acc_noise: last.val_acc_noise,
+            epoch_99: epoch_reaching_99(&ckpt.history),
+            train_s: last.elapsed_s,
+            checkpoint: name,
+        };
+        if !args.json {
+            eprintln!(
+                "{} lr {} seed {}: val acc {:.4}, signal {:.4}, 99% at {}",
+                row.preset,
+                row.lr,
+                row.seed,
+                row.val_acc,
+                row.val_acc_signal,
+                row.epoch_99
+                    .map_or("never".into(), |e| format!("epoch {e}"))
+            );
+        }
+        rows.push(row);
     }
     let mut csv = String::from(
         "preset,lr,seed,epochs,val_loss,val_acc,val_acc_signal,val_acc_noise,epoch_99,train_s,checkpoint\n",
@@ -698,13 +746,12 @@ fn sweep(args: SweepArgs) -> Result<()> {
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
+    args.single_config()?;
     let (device, note) = device::resolve(args.device);
     if let Some(note) = note {
         eprintln!("warning: {note}");
     }
-    if let Some(batch) = args.batch {
-        let cfg = crate::bench::scaled_config(batch, args.seq_len, args.vocab, PathChoice::Auto);
-        cfg.validate().map_err(anyhow::Error::msg)?;
+    if let Some(cfg) = args.single_config()? {
         let timing = crate::bench::time_steps(cfg, if args.quick { 3 } else { 10 }, &device)?;
         println!("{}", serde_json::to_string(&timing)?);
         return Ok(());

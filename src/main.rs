@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+
 use toylens::cli::{Cli, run};
 
 /// Training allocates and frees the same few small tensors thousands of times per second;
@@ -16,7 +17,10 @@ fn main() -> ExitCode {
     restore_default_sigpipe();
     pin_compute_threads();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     match cli.command {
         Some(command) => match run(command) {
             Ok(()) => ExitCode::SUCCESS,
@@ -26,6 +30,26 @@ fn main() -> ExitCode {
             }
         },
         None => open_window(cli.file),
+    }
+}
+
+/// Help and version print as clap prints them; a malformed command line gets one line on stderr
+/// (clap's first line, which names the flag and the problem) and exit code 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("error: invalid command line");
+            eprintln!("{first} (see --help)");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -265,7 +265,7 @@ impl TaskConfig {
     /// The expected answer if `tokens` is a well-formed signal sequence of this task.
     pub fn expected_answer(&self, tokens: &[u32]) -> Option<u32> {
         let n = tokens.len();
-        if n != self.seq_len || tokens[n - 1] != self.query_token {
+        if n < 3 || n != self.seq_len || tokens[n - 1] != self.query_token {
             return None;
         }
         let (a, b) = (tokens[0], tokens[n - 2]);
@@ -291,7 +291,17 @@ impl TaskConfig {
     }
 
     /// Generates `size` samples from `rng`. Callers pass a stream from [`stream_rng`].
+    /// Refuses an invalid task, and a size whose tokens would not fit in memory, before
+    /// allocating anything.
     pub fn generate(&self, size: usize, rng: &mut ChaCha8Rng) -> Result<Dataset, TaskError> {
+        self.validate()?;
+        if size == 0 {
+            return Err(TaskError::EmptySplit("the number of samples"));
+        }
+        let tokens = size as u128 * self.seq_len as u128;
+        if tokens > MAX_DATA_TOKENS as u128 {
+            return Err(TaskError::TooMuchData("the number of samples", tokens));
+        }
         let table = self.answer_table()?;
         let n_trig = self.trigger_tokens.len();
         let (len, vocab) = (self.seq_len, self.vocab_size() as u32);
@@ -336,13 +346,14 @@ impl TaskConfig {
         self.generate(self.val_size, &mut stream_rng(seed, Stream::ValData))
     }
 
-    /// One random sequence of the requested kind (for "show me an example" buttons).
+    /// One random sequence of the requested kind (for "show me an example" buttons). A sequence
+    /// too short to hold a signal (an invalid task) is all noise.
     pub fn random_sequence(&self, signal: bool, rng: &mut impl Rng) -> Vec<u32> {
         let len = self.seq_len;
         let mut seq: Vec<u32> = (0..len)
             .map(|_| rng.random_range(self.noise_tokens.first..=self.noise_tokens.last))
             .collect();
-        if signal {
+        if signal && len >= 3 {
             let trigger = self.trigger_tokens.first..=self.trigger_tokens.last;
             seq[0] = rng.random_range(trigger.clone());
             seq[len - 2] = rng.random_range(trigger);
@@ -368,7 +379,9 @@ impl TaskConfig {
     /// The first `limit` signal sequences in lexicographic order of (a, middle…, b).
     pub fn signal_sequences(&self, limit: usize) -> Vec<Vec<u32>> {
         let mut out = Vec::new();
-        let middle_len = self.seq_len - 3;
+        let Some(middle_len) = self.seq_len.checked_sub(3) else {
+            return out;
+        };
         let noise: Vec<u32> = (self.noise_tokens.first..=self.noise_tokens.last).collect();
         let mut middle = vec![0usize; middle_len]; // odometer over noise indices
         'outer: for a in self.trigger_tokens.first..=self.trigger_tokens.last {

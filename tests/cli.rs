@@ -339,3 +339,213 @@ fn train_csv_and_sweep_summaries() {
         "--seeds",
     );
 }
+
+/// Every numeric flag of every subcommand, given zero, a negative, a huge and a non-numeric value:
+/// a value the command cannot use fails with one line and no panic (a size that cannot fit is
+/// refused before anything is allocated: `eval --samples 99999999999` once took all memory);
+/// a value it can use runs normally.
+#[test]
+fn every_numeric_flag_refuses_bad_values_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.safetensors");
+    let (o, model) = (
+        out.to_str().unwrap().to_string(),
+        fixture().join("model.safetensors"),
+    );
+    let m = model.to_str().unwrap().to_string();
+    let sweep_dir = dir.path().join("sweep");
+    let s = sweep_dir.to_str().unwrap().to_string();
+    const HUGE: &str = "99999999999999999999";
+    // (base command, flag, [(value, must succeed?)]); `None`: either outcome, but never a panic.
+    let cases: Vec<(Vec<&str>, &str, Vec<(&str, Option<bool>)>)> = vec![
+        (
+            vec!["train", "--out", &o, "--epochs", "1"],
+            "--seed",
+            vec![
+                ("0", Some(true)),
+                ("-1", Some(false)),
+                (HUGE, Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
+            vec!["train", "--out", &o],
+            "--epochs",
+            vec![
+                ("0", Some(false)),
+                ("-1", Some(false)),
+                (HUGE, Some(false)),
+                ("99999999", Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
+            vec!["train", "--out", &o, "--epochs", "1"],
+            "--lr",
+            vec![
+                ("0", Some(false)),
+                ("-1", Some(false)),
+                (HUGE, None),
+                ("inf", Some(false)),
+                ("NaN", Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
+            vec!["train", "--out", &o, "--epochs", "1"],
+            "--batch-size",
+            vec![
+                ("0", Some(false)),
+                ("-1", Some(false)),
+                (HUGE, Some(false)),
+                ("99999999", Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
+            vec!["train", "--out", &o, "--epochs", "1"],
+            "--weight-decay",
+            vec![
+                ("0", Some(true)),
+                ("-1", Some(false)),
+                (HUGE, None),
+                ("NaN", Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
+            vec!["eval", &m],
+            "--seed",
+            vec![
+                ("0", Some(true)),
+                ("-1", Some(false)),
+                (HUGE, Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
+            vec!["eval", &m],
+            "--samples",
+            vec![
+                ("0", Some(false)),
+                ("-1", Some(false)),
+                (HUGE, Some(false)),
+                ("99999999999", Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
+            vec!["eval", &m],
+            "--ablate",
+            vec![
+                ("0", Some(true)),
+                ("-1", Some(false)),
+                (HUGE, Some(false)),
+                ("3", Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
+            vec!["inspect", &m],
+            "--device",
+            vec![
+                ("0", Some(false)),
+                ("-1", Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
+            vec!["inspect", &m, "2"],
+            "",
+            vec![
+                ("0", Some(true)),
+                ("-1", Some(false)),
+                (HUGE, Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
+            vec!["sweep", "--out", &s, "--epochs", "1"],
+            "--seeds",
+            vec![
+                ("0", Some(true)),
+                ("-1", Some(false)),
+                ("0..99999999999", Some(false)),
+                (HUGE, Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
+            vec!["sweep", "--out", &s, "--seeds", "0", "--epochs", "1"],
+            "--lr",
+            vec![
+                ("0", Some(false)),
+                ("-1", Some(false)),
+                (HUGE, None),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
+            vec!["sweep", "--out", &s, "--seeds", "0"],
+            "--epochs",
+            vec![
+                ("0", Some(false)),
+                ("-1", Some(false)),
+                (HUGE, Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
+            vec!["bench", "--quick", "--device", "cpu", "--batch", "10"],
+            "--seq-len",
+            vec![
+                ("0", Some(false)),
+                ("-1", Some(false)),
+                (HUGE, Some(false)),
+                ("2000", Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
+            vec!["bench", "--quick", "--device", "cpu", "--batch", "10"],
+            "--vocab",
+            vec![
+                ("0", Some(false)),
+                ("-1", Some(false)),
+                (HUGE, Some(false)),
+                ("5000", Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
+            vec!["bench", "--quick", "--device", "cpu"],
+            "--batch",
+            vec![
+                ("0", Some(false)),
+                ("-1", Some(false)),
+                (HUGE, Some(false)),
+                ("99999999", Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+    ];
+    for (base, flag, values) in &cases {
+        for (value, succeeds) in values {
+            let mut args = base.clone();
+            if !flag.is_empty() {
+                args.push(flag);
+            }
+            args.push(value);
+            let o = toylens(&args);
+            let err = stderr(&o);
+            let what = format!("toylens {}", args.join(" "));
+            assert!(!err.contains("panicked"), "{what} panicked: {err}");
+            if !o.status.success() {
+                assert_eq!(err.trim().lines().count(), 1, "{what}: not one line: {err}");
+            }
+            if let Some(ok) = succeeds {
+                assert_eq!(o.status.success(), *ok, "{what}: {err}");
+            }
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use egui::accesskit::Role;
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use toylens::app::session::RunState;
 use toylens::app::{Settings, Tab, ToylensApp};
 
@@ -39,6 +39,29 @@ fn step_until(h: &mut Harness<'_, ToylensApp>, secs: u64, done: impl Fn(&Toylens
         std::thread::sleep(Duration::from_millis(10));
     }
     h.run_steps(2);
+}
+
+/// Steps the UI until every background view has delivered the result for what is on screen.
+#[track_caller]
+fn settle(h: &mut Harness<'_, ToylensApp>) {
+    h.run_steps(1);
+    step_until(h, 60, |app| {
+        let a = &app.analysis;
+        !app.views_busy()
+            && match app.settings.tab {
+                Tab::Data => a.data.is_current(&app.data_key()),
+                Tab::Evaluate => a.exhaustive.is_current(&app.exhaustive_key()),
+                Tab::Circuits => a.circuits.is_current(&app.circuits_key()),
+                _ => true,
+            }
+    });
+}
+
+/// Whether the button labelled `label` is enabled.
+fn enabled(h: &Harness<'_, ToylensApp>, label: &str) -> bool {
+    !h.get_by_role_and_label(Role::Button, label)
+        .accesskit_node()
+        .is_disabled()
 }
 
 fn set_sequence(h: &mut Harness<'_, ToylensApp>, text: &str) {
@@ -85,16 +108,18 @@ fn data_tab_shows_the_label_histogram_of_the_current_settings() {
     let mut h = harness();
     h.run();
     h.get_by_label("Data").click();
-    h.run();
+    settle(&mut h);
     h.get_by_label_contains("Training set of seed 0: 100000 samples");
     h.get_by_label_contains("Labels of signal samples");
-    let data = h.state().data_view.data.as_ref().unwrap();
-    let (signal, _) = data.label_histograms();
+    let Some(Ok(summary)) = h.state().analysis.data.latest() else {
+        panic!("no data set");
+    };
+    let signal = &summary.signal_histogram;
     // Pairs with a == b (label 0) are half as frequent as a != b (label 1).
     assert!((signal[0] as f64 / signal[1] as f64 - 0.5).abs() < 0.05);
     // Changing the seed regenerates what is shown.
     h.state_mut().settings.config.seed = 3;
-    h.run();
+    settle(&mut h);
     h.get_by_label_contains("Training set of seed 3");
 }
 
@@ -144,7 +169,7 @@ fn pause_and_resume() {
     // mouse press and release no longer count as a click; the accessibility action has no timing.
     h.get_by_role_and_label(Role::Button, "Pause")
         .click_accesskit();
-    step_until(&mut h, 30, |app| app.run_state() == Some(&RunState::Paused));
+    step_until(&mut h, 30, |app| app.run_state() == Some(RunState::Paused));
     h.get_by_label_contains("paused");
     let epochs = h.state().session.history.len();
     std::thread::sleep(Duration::from_millis(300));
@@ -155,9 +180,7 @@ fn pause_and_resume() {
     );
     h.get_by_role_and_label(Role::Button, "Resume")
         .click_accesskit();
-    step_until(&mut h, 30, |app| {
-        app.run_state() == Some(&RunState::Running)
-    });
+    step_until(&mut h, 30, |app| app.run_state() == Some(RunState::Running));
     step_until(&mut h, 60, |app| app.session.history.len() > epochs + 1);
     h.get_by_role_and_label(Role::Button, "Stop")
         .click_accesskit();
@@ -238,9 +261,16 @@ fn an_invalid_setting_disables_train_and_says_why() {
     let mut h = harness_with(settings);
     h.run();
     h.get_by_label_contains("seq_len must be at least 3");
-    h.get_by_role_and_label(Role::Button, "Train").click();
+    assert!(!enabled(&h, "Train"), "Train must be disabled");
+    assert!(!enabled(&h, "Reset"), "Reset must be disabled");
+    // Asked for anyway (a stale click, a keyboard shortcut), both refuse and change nothing.
+    let generation = h.state().session.generation;
+    h.state_mut().apply(toylens::app::Action::Train);
+    h.state_mut().apply(toylens::app::Action::Reset);
     h.run();
-    assert!(!h.state().session.is_training(), "Train must be disabled");
+    assert!(!h.state().session.is_training());
+    assert_eq!(h.state().session.generation, generation);
+    h.get_by_label_contains("cannot reset: fix the settings first");
 }
 
 /// A file dropped onto the window, as the windowing layer hands it over.
@@ -329,10 +359,15 @@ fn a_new_run_over_unsaved_work_asks_first() {
     assert!(!h.state().session.is_training());
     h.get_by_role_and_label(Role::Button, "Train").click();
     h.run();
+    let generation = h.state().session.generation;
     h.get_by_role_and_label(Role::Button, "Discard and train")
         .click();
     h.run_steps(2);
-    assert!(h.state().session.is_training() || !h.state().session.history.is_empty());
+    // A new run replaced the bundled model (whose 60 epochs would satisfy a looser check).
+    assert!(h.state().session.generation > generation);
+    step_until(&mut h, 60, |app| !app.session.is_training());
+    assert_eq!(h.state().session.history.len(), 3);
+    assert!(h.state().session.dirty);
 }
 
 #[test]
@@ -407,11 +442,11 @@ fn circuits_and_evaluate_tabs_show_the_bundled_model() {
     let mut h = harness();
     h.run();
     h.get_by_label("Circuits").click();
-    h.run();
+    settle(&mut h);
     h.get_by_label_contains("OV: row = source token");
     h.get_by_label("head 2");
     h.get_by_label("Evaluate").click();
-    h.run();
+    settle(&mut h);
     h.get_by_label_contains("All 96 signal sequences: accuracy 1.0000");
     // Zero-ablating head 0 breaks the task, and the view says an ablation is active.
     h.state_mut().analysis.ablation = vec![
@@ -420,6 +455,7 @@ fn circuits_and_evaluate_tabs_show_the_bundled_model() {
         toylens::model::HeadMode::Active,
     ];
     h.run();
+    settle(&mut h);
     h.get_by_label_contains("ABLATION ACTIVE: head 0 zero-ablated");
     h.get_by_label_contains("All 96 signal sequences: accuracy 0.3750");
 }
@@ -501,4 +537,216 @@ fn settings_tab_and_plot_options_persist_through_eframe_storage() {
     let mut h = harness_with(restored);
     h.run();
     h.get_by_label_contains("OV: row = source token");
+}
+
+/// Issue: Reset with Sequence length 2 made the invalid task the model's, and the Evaluate tab
+/// then panicked (capacity overflow); the inspector and Random signal reached other panics.
+#[test]
+fn an_invalid_setting_never_becomes_the_model_in_view() {
+    let mut h = harness();
+    h.run();
+    for seq_len in [2, 1] {
+        h.state_mut().settings.config.task.seq_len = seq_len;
+        h.state_mut().settings.config.fit_model_to_task();
+        h.run();
+        assert!(!enabled(&h, "Reset"));
+        // Even with unsaved work and the confirmation answered, Reset refuses.
+        h.state_mut().session.dirty = true;
+        h.state_mut().apply(toylens::app::Action::Reset);
+        h.state_mut().confirm = Some(toylens::app::Confirm::Reset);
+        h.state_mut().apply(toylens::app::Action::ConfirmYes);
+        h.run();
+        assert_eq!(h.state().session.config.task.seq_len, 4);
+        assert!(h.state().session.config.validate().is_ok());
+        for tab in Tab::ALL {
+            h.state_mut().settings.tab = tab;
+            settle(&mut h);
+        }
+        h.state_mut().settings.tab = Tab::Inspect;
+        set_sequence(&mut h, "2 0");
+        h.get_by_role_and_label(Role::Button, "Random signal")
+            .click();
+        h.run_steps(2);
+        // A signal sequence of the model's task, not of the invalid settings.
+        let sequence = h.state().settings.sequence.clone();
+        assert_eq!(sequence.split_whitespace().count(), 4, "{sequence}");
+        assert!(h.state().inspector.error.is_none());
+    }
+}
+
+/// Issue: after divergence the run never ended, so Train, Reset and Save stayed disabled.
+#[test]
+fn a_diverged_run_can_be_saved_reset_or_trained_again() {
+    let mut h = harness_with(Settings {
+        tab: Tab::Training,
+        show_head_traces: false,
+        ..Settings::default()
+    });
+    h.run();
+    // The lr field stops at 10, which trains; a run that blows up is set up between frames.
+    h.state_mut().settings.config.train.lr = 1e30;
+    h.state_mut().apply(toylens::app::Action::Train);
+    h.state_mut().apply(toylens::app::Action::ConfirmYes);
+    h.run_steps(2);
+    step_until(&mut h, 60, |app| !app.session.is_training());
+    let status = h.state().status.clone().unwrap();
+    assert!(
+        status.is_error() && status.text().contains("diverged"),
+        "{status:?}"
+    );
+    assert!(h.state().session.weights.all_finite());
+    for button in ["Train", "Reset", "Save…", "Save as…"] {
+        assert!(enabled(&h, button), "{button} is disabled after divergence");
+    }
+    // The last good weights can be saved.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("diverged.safetensors");
+    type_path(&mut h, "Save…", "Save to path", &path);
+    h.get_by_role_and_label(Role::Button, "Save").click();
+    h.run_steps(2);
+    step_until(&mut h, 30, |app| !app.busy_io);
+    let saved = toylens::checkpoint::Checkpoint::load(&path).unwrap();
+    assert_eq!(saved.weights, h.state().session.weights);
+    assert!(!h.state().session.dirty);
+    // And a new run starts.
+    h.state_mut().settings.config.train.lr = 1e-2;
+    h.get_by_role_and_label(Role::Button, "Train").click();
+    h.run_steps(2);
+    assert!(h.state().session.is_training());
+}
+
+/// Issue: confirming "discard" before Open cleared the dirty flag before the dialog appeared, so
+/// cancelling it left unsaved work marked saved.
+#[test]
+fn cancelling_open_after_confirming_the_discard_keeps_the_work_unsaved() {
+    let mut h = harness();
+    h.run();
+    h.state_mut().session.dirty = true;
+    h.get_by_role_and_label(Role::Button, "Open…").click();
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Discard and open")
+        .click();
+    h.run();
+    h.get_by_label("Open path");
+    assert!(h.state().session.dirty, "nothing was discarded yet");
+    h.get_by_role_and_label(Role::Button, "Cancel").click();
+    h.run();
+    assert!(h.query_by_label("Open path").is_none());
+    assert!(h.state().session.dirty);
+    // Closing still asks.
+    h.input_mut()
+        .viewports
+        .entry(egui::ViewportId::ROOT)
+        .or_default()
+        .events
+        .push(egui::ViewportEvent::Close);
+    h.run_steps(2);
+    h.get_by_label("Quit and discard the unsaved model?");
+    // A failed open after the discard keeps the work too.
+    h.get_by_role_and_label(Role::Button, "Cancel").click();
+    h.run();
+    h.state_mut().apply(toylens::app::Action::OpenPath(
+        "/no/such.safetensors".into(),
+    ));
+    step_until(&mut h, 30, |app| !app.busy_io);
+    assert!(h.state().session.dirty);
+    h.get_by_label_contains("could not open");
+}
+
+#[test]
+fn a_file_dropped_over_unsaved_work_asks_first() {
+    let mut h = harness();
+    h.run();
+    h.state_mut().session.dirty = true;
+    h.input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(DroppedPath(fixture_path())));
+    h.run_steps(2);
+    h.get_by_label("Open another file and discard the unsaved model?");
+    assert!(h.state().session.file.is_none());
+    h.get_by_role_and_label(Role::Button, "Discard and open")
+        .click();
+    h.run_steps(2);
+    step_until(&mut h, 30, |app| !app.busy_io);
+    assert_eq!(
+        h.state().session.file.as_deref(),
+        Some(fixture_path().as_path())
+    );
+    assert!(!h.state().session.dirty);
+}
+
+/// Issue: the exhaustive evaluation, mean z, the Data tab's data set and the circuits were
+/// computed inside a frame. Now a frame only starts them: the first frame of each tab shows a
+/// spinner, and the result arrives later.
+#[test]
+fn heavy_views_are_computed_off_the_ui_thread() {
+    let mut h = harness();
+    h.run();
+    let cases: [(Tab, &str); 3] = [
+        (Tab::Evaluate, "evaluating every signal sequence"),
+        (Tab::Circuits, "computing the circuits"),
+        (Tab::Data, "generating the training set"),
+    ];
+    for (tab, spinner) in cases {
+        h.state_mut().settings.tab = tab;
+        h.state_mut().settings.config.seed += 1; // a data set not generated yet
+        h.run_steps(1);
+        assert!(
+            h.state().views_busy(),
+            "{tab:?}: nothing runs in the background"
+        );
+        h.get_by_label_contains(spinner);
+        settle(&mut h);
+        assert!(h.query_by_label_contains(spinner).is_none());
+    }
+    // Mean ablation: the inspector waits for the means, then shows the ablated model.
+    h.state_mut().settings.tab = Tab::Inspect;
+    h.state_mut().analysis.ablation = vec![
+        toylens::model::HeadMode::Mean,
+        toylens::model::HeadMode::Active,
+        toylens::model::HeadMode::Active,
+    ];
+    h.run_steps(1);
+    assert!(h.state().analysis.mean_z.is_running());
+    step_until(&mut h, 60, |app| {
+        !app.inspector.waiting && !app.views_busy()
+    });
+    h.get_by_label_contains("ABLATION ACTIVE: head 0 mean-ablated");
+}
+
+/// The last line of defence: a panic on the UI thread saves the model in view, and the next start
+/// offers to reopen it.
+#[test]
+fn a_crash_saves_the_model_and_the_next_start_offers_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let recovery = dir.path().join("recovered.safetensors");
+    let mut h = harness();
+    h.run();
+    h.state_mut().recovery_path = Some(recovery.clone());
+    h.state_mut().session.dirty = true;
+    let weights = h.state().session.weights.clone();
+    h.state_mut().inject_panic = true;
+    let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.run()));
+    assert!(crashed.is_err(), "the injected panic did not happen");
+    let saved = toylens::checkpoint::Checkpoint::load(&recovery).unwrap();
+    assert_eq!(saved.weights, weights);
+    assert_eq!(saved.history.len(), 60);
+    drop(h);
+
+    let mut h = harness();
+    h.state_mut().recovery_path = Some(recovery.clone());
+    h.state_mut().offer_recovery();
+    h.run();
+    h.get_by_label_contains("toylens crashed last time");
+    h.get_by_role_and_label(Role::Button, "Reopen").click();
+    h.run_steps(2);
+    step_until(&mut h, 30, |app| !app.busy_io);
+    assert_eq!(h.state().session.weights, weights);
+    assert!(
+        h.state().session.dirty,
+        "recovered work is unsaved until saved"
+    );
+    assert!(h.state().session.file.is_none());
+    assert!(!recovery.exists(), "the recovery file is consumed");
+    h.get_by_label_contains("recovered after the crash");
 }

@@ -9,15 +9,15 @@ use crate::seed::{Stream, stream_rng};
 use crate::task::{Dataset, TaskConfig};
 use crate::train::{Tally, evaluate_dataset};
 
-const CHUNK: usize = 10_000;
 /// More signal sequences than this are not enumerated (length 9 with the default task has 1.2M).
 pub const MAX_EXHAUSTIVE: usize = 1_000_000;
 
 /// Mean of `hook_z` over `data`, `[pos, head, d_head]`: what mean ablation substitutes.
 pub fn mean_z(model: &AttnOnly, data: &Dataset) -> candle_core::Result<NdArray> {
     let p = data.seq_len;
+    let rows = model.config().forward_chunk_rows(p);
     let mut sum: Option<Tensor> = None;
-    for (i, chunk) in data.tokens.chunks(CHUNK * p).enumerate() {
+    for (i, chunk) in data.tokens.chunks(rows * p).enumerate() {
         let n = chunk.len() / p;
         let tokens = Tensor::from_slice(chunk, (n, p), model.device())?;
         let (_, hooks) = model.forward(&tokens, true)?;
@@ -26,9 +26,11 @@ pub fn mean_z(model: &AttnOnly, data: &Dataset) -> candle_core::Result<NdArray> 
             .find(|(name, _)| *name == "blocks.0.attn.hook_z")
             .map(|(_, t)| t)
             .expect("forward captures hook_z");
-        let part = z.sum(0)?; // [p, h, d]
+        // Detached: the weights are trainable variables, so an attached sum would keep every
+        // chunk's whole forward graph alive (hundreds of MB per chunk at large sizes).
+        let part = z.sum(0)?.detach(); // [p, h, d]
         sum = Some(match (sum, i) {
-            (Some(s), _) => (s + part)?,
+            (Some(s), _) => (s + part)?.detach(),
             (None, _) => part,
         });
     }
@@ -46,10 +48,11 @@ pub fn evaluate_ablated(
         return evaluate_dataset(model, data.clone());
     };
     let p = data.seq_len;
+    let rows = model.config().forward_chunk_rows(p);
     let mut tally = Tally::default();
-    for (c, chunk) in data.tokens.chunks(CHUNK * p).enumerate() {
+    for (c, chunk) in data.tokens.chunks(rows * p).enumerate() {
         let n = chunk.len() / p;
-        let offset = c * CHUNK;
+        let offset = c * rows;
         let tokens = Tensor::from_slice(chunk, (n, p), model.device())?;
         let labels = Tensor::from_slice(&data.labels[offset..offset + n], n, model.device())?;
         let logits = model.forward_last_ablated(&tokens, Some(ablation))?;
@@ -106,7 +109,10 @@ fn predict(
     ablation: Option<&Ablation>,
 ) -> candle_core::Result<Vec<u32>> {
     let mut preds = Vec::with_capacity(seqs.len());
-    for chunk in seqs.chunks(CHUNK) {
+    let rows = model
+        .config()
+        .forward_chunk_rows(seqs.first().map_or(1, Vec::len));
+    for chunk in seqs.chunks(rows) {
         let p = chunk[0].len();
         let flat: Vec<u32> = chunk.iter().flatten().copied().collect();
         let tokens = Tensor::from_vec(flat, (chunk.len(), p), model.device())?;
@@ -124,6 +130,8 @@ pub fn exhaustive(
     noise_samples: usize,
     seed: u64,
 ) -> Result<ExhaustiveReport, ModelError> {
+    task.validate()
+        .map_err(|e| ModelError::Config(format!("task: {e}")))?;
     let n_trig = task.trigger_tokens.len();
     if task
         .signal_sequence_count()

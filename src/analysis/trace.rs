@@ -25,19 +25,30 @@ pub fn head_traces(model: &AttnOnly, task: &TaskConfig) -> Result<Vec<HeadTrace>
     let cfg = model.config().clone();
     let seqs = task.signal_sequences(5_000);
     let p = task.seq_len;
-    let flat: Vec<u32> = seqs.iter().flatten().copied().collect();
-    let tokens = Tensor::from_vec(flat, (seqs.len(), p), model.device())?;
-    let (_, hooks) = model.forward(&tokens, true)?;
-    let pattern = hooks
-        .into_iter()
-        .find(|(n, _)| *n == "blocks.0.attn.hook_pattern")
-        .map(|(_, t)| t)
-        .expect("forward captures the pattern"); // [b, h, q, k]
-    let last_row = pattern.narrow(2, p - 1, 1)?.squeeze(2)?; // [b, h, k]
-    let on_triggers = (last_row.narrow(2, 0, 1)? + last_row.narrow(2, p - 2, 1)?)?
-        .squeeze(2)?
-        .mean(0)?
-        .to_vec1::<f32>()?;
+    if seqs.is_empty() || p < 3 {
+        return Err(ModelError::Config(format!(
+            "head traces need signal sequences of at least 3 tokens (seq_len {p})"
+        )));
+    }
+    // Summed in chunks, so memory stays bounded at any sequence length and head count.
+    let mut sum = vec![0f32; cfg.n_heads];
+    for chunk in seqs.chunks(cfg.forward_chunk_rows(p)) {
+        let flat: Vec<u32> = chunk.iter().flatten().copied().collect();
+        let tokens = Tensor::from_vec(flat, (chunk.len(), p), model.device())?;
+        let (_, hooks) = model.forward(&tokens, true)?;
+        let pattern = hooks
+            .into_iter()
+            .find(|(n, _)| *n == "blocks.0.attn.hook_pattern")
+            .map(|(_, t)| t)
+            .expect("forward captures the pattern"); // [b, h, q, k]
+        let last_row = pattern.narrow(2, p - 1, 1)?.squeeze(2)?; // [b, h, k]
+        let part = (last_row.narrow(2, 0, 1)? + last_row.narrow(2, p - 2, 1)?)?
+            .squeeze(2)?
+            .sum(0)?
+            .to_vec1::<f32>()?;
+        sum.iter_mut().zip(part).for_each(|(s, v)| *s += v);
+    }
+    let on_triggers: Vec<f32> = sum.iter().map(|s| s / seqs.len() as f32).collect();
     let c = circuits(&cfg, &model.weights()?);
     let first = task.trigger_tokens.first;
     let triggers: Vec<u32> = (first..=task.trigger_tokens.last).collect();

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use candle_core::Device;
 use egui_plot::PlotPoint;
 
-use crate::checkpoint::{Checkpoint, MAX_SAVED_SNAPSHOTS, Snapshot, thinned};
+use super::status::Status;
+use crate::checkpoint::{Checkpoint, Snapshot, snapshot_limit, thinned};
 use crate::model::{AttnOnly, Weights};
 use crate::train::{
     Command, EpochMetrics, Event, FinishReason, RunConfig, StepMetrics, TrainingHandle,
@@ -16,12 +17,10 @@ use crate::train::{
 const MAX_STEP_POINTS: usize = 200_000;
 
 /// What the worker of the active run is doing.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunState {
     Running,
     Paused,
-    /// Paused for good: the loss stopped being finite.
-    Diverged(String),
 }
 
 /// A training run in progress.
@@ -120,7 +119,7 @@ pub struct Session {
     pub generation: u64,
     pub run: Option<ActiveRun>,
     /// The last error or notice of the run, for the status line.
-    pub notice: Option<String>,
+    pub notice: Option<Status>,
     next_run_id: u64,
 }
 
@@ -146,8 +145,10 @@ impl Session {
         })
     }
 
-    /// A fresh, untrained model for `config`.
+    /// A fresh, untrained model for `config`. The whole run config is checked, not just the model:
+    /// every view computes from the session's task, so an invalid one must never become it.
     pub fn untrained(config: RunConfig) -> Result<Self, String> {
+        config.validate()?;
         let weights = Weights::init(&config.model, config.seed);
         Self::from_checkpoint(Checkpoint::new(config, weights), None)
     }
@@ -249,8 +250,9 @@ impl Session {
                 });
                 // Long runs keep their whole span at a coarser grain instead of growing without
                 // bound, as checkpoints do (Checkpoint::push_snapshot).
-                if self.snapshots.len() > 2 * MAX_SAVED_SNAPSHOTS {
-                    self.snapshots = thinned(&self.snapshots, MAX_SAVED_SNAPSHOTS);
+                let limit = snapshot_limit(&self.config.model);
+                if self.snapshots.len() > 2 * limit {
+                    self.snapshots = thinned(&self.snapshots, limit);
                 }
                 if self.series.step_loss.len() > 2 * MAX_STEP_POINTS {
                     self.series.step_loss = thinned(&self.series.step_loss, MAX_STEP_POINTS);
@@ -259,25 +261,28 @@ impl Session {
             }
             Event::Paused => run.state = RunState::Paused,
             Event::Resumed => run.state = RunState::Running,
+            // The run is over; the last finite weights stay in view, to save, reset or train anew.
             Event::Diverged { message, weights } => {
-                run.state = RunState::Diverged(message.clone());
-                self.notice = Some(message);
+                self.notice = Some(Status::Error(format!(
+                    "{message}. The last finite weights are in view: save them, reset or train again"
+                )));
                 self.set_weights(weights);
+                self.run = None;
             }
             Event::Finished {
                 reason, weights, ..
             } => {
-                self.notice = Some(match reason {
+                self.notice = Some(Status::Info(match reason {
                     FinishReason::Completed => format!("trained {} epochs", self.history.len()),
                     FinishReason::Stopped => {
                         format!("stopped after {} epochs", self.history.len())
                     }
-                });
+                }));
                 self.set_weights(weights);
                 self.run = None;
             }
             Event::Error(message) => {
-                self.notice = Some(format!("training failed: {message}"));
+                self.notice = Some(Status::Error(format!("training failed: {message}")));
                 self.run = None;
             }
         }

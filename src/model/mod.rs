@@ -109,7 +109,26 @@ impl ModelConfig {
     pub fn n_params(&self) -> usize {
         Param::ALL.iter().map(|p| p.numel(self)).sum()
     }
+
+    /// Floats of the largest intermediates of a full forward pass (with the activation cache)
+    /// over one sequence of `seq_len`: scores and pattern, logits, and q, k, v, z.
+    pub fn forward_floats_per_sequence(&self, seq_len: usize) -> usize {
+        let per_position = (2 * self.n_heads * seq_len)
+            .max(2 * self.d_vocab)
+            .max(4 * self.n_heads * self.d_head);
+        (seq_len * per_position).max(1)
+    }
+
+    /// How many sequences one analysis forward pass takes at once: up to 10 000, fewer when a
+    /// pass over that many would hold more than [`FORWARD_CHUNK_FLOATS`], so analysis memory
+    /// stays bounded at any model and sequence size.
+    pub fn forward_chunk_rows(&self, seq_len: usize) -> usize {
+        (FORWARD_CHUNK_FLOATS / self.forward_floats_per_sequence(seq_len)).clamp(1, 10_000)
+    }
 }
+
+/// The intermediates of one analysis forward pass stay within this many floats (256 MiB).
+pub const FORWARD_CHUNK_FLOATS: usize = 64 << 20;
 
 /// The trainable parameters, in TL's order of creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -10,7 +10,8 @@ pub use adam::Adam;
 pub use batches::{ForwardPath, Tally};
 pub use trainer::{StepResult, TrainError, Trainer, evaluate_dataset};
 pub use worker::{
-    Command, Event, FinishReason, TrainingHandle, spawn_training, spawn_training_to, spawn_worker,
+    Command, Event, FinishReason, TrainingHandle, panic_message, spawn_training, spawn_training_to,
+    spawn_worker,
 };
 
 use serde::{Deserialize, Serialize};
@@ -112,6 +113,9 @@ impl TrainConfig {
     }
 }
 
+/// Activations one training step may hold: 4 GiB of f32, a sixth of this machine's memory.
+pub const MAX_STEP_FLOATS: usize = 1 << 30;
+
 /// Everything that defines a run. The same config and seed give bit-identical results on the CPU.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -153,6 +157,16 @@ impl RunConfig {
                 self.task.vocab_size()
             ));
         }
+        let step_floats = self.step_floats();
+        if step_floats > MAX_STEP_FLOATS {
+            return Err(format!(
+                "training: a step of batch_size {} would hold about {:.1} GB of activations \
+                 (at most {} GB fit): lower batch_size, seq_len or the vocabulary",
+                self.train.batch_size,
+                step_floats as f64 * 4.0 / 1e9,
+                (MAX_STEP_FLOATS * 4) >> 30
+            ));
+        }
         if self.task.seq_len > self.model.n_ctx {
             return Err(format!(
                 "task seq_len ({}) is longer than the model's n_ctx ({})",
@@ -175,6 +189,22 @@ impl RunConfig {
         self.model.d_vocab = vocab;
         self.model.d_model = vocab;
         self.model.n_ctx = self.model.n_ctx.max(self.task.seq_len);
+    }
+
+    /// Floats of activations one training step holds (forward and backward, about 3× the
+    /// forward's largest intermediates), for the path the config asks for. `Auto` takes the
+    /// multiset path only where it has fewer rows, so it is counted as the last-position path.
+    pub fn step_floats(&self) -> usize {
+        let (m, p) = (&self.model, self.task.seq_len);
+        let last_position = 4 * p * m.n_heads * m.d_head + 2 * m.n_heads * p + 2 * m.d_vocab;
+        let per_row = match self.train.path {
+            PathChoice::Full => m.forward_floats_per_sequence(p),
+            PathChoice::LastPosition | PathChoice::Auto => last_position,
+            PathChoice::Multiset => 4 * m.n_heads * m.d_vocab + 2 * m.d_vocab,
+        };
+        per_row
+            .saturating_mul(self.train.batch_size.min(self.task.train_size))
+            .saturating_mul(3)
     }
 
     pub fn steps_per_epoch(&self) -> usize {

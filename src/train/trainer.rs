@@ -213,12 +213,15 @@ fn evaluate_set(
     set: &PreparedSet,
     device: &Device,
 ) -> candle_core::Result<Tally> {
-    const CHUNK: usize = 10_000;
     let n = set.data.len();
+    // Bounded like every analysis pass; the multiset path aggregates within each chunk, which
+    // is just as exact.
+    let cfg = model.config();
     let chunk = if set.path == ForwardPath::Multiset {
-        n
+        let per_row = 4 * cfg.n_heads * cfg.d_vocab;
+        (crate::model::FORWARD_CHUNK_FLOATS / per_row.max(1)).clamp(1, n.max(1))
     } else {
-        CHUNK
+        cfg.forward_chunk_rows(set.data.seq_len)
     };
     let indices: Vec<u32> = (0..n as u32).collect();
     let mut total = Tally::default();

@@ -51,8 +51,8 @@ pub enum Event {
     },
     Paused,
     Resumed,
-    /// The loss stopped being finite. The run is paused with the last finite weights; resuming
-    /// is refused, a new run is the way on.
+    /// The loss stopped being finite. The run has ended (resuming would only diverge again);
+    /// `weights` are the last finite ones.
     Diverged {
         message: String,
         weights: Weights,
@@ -148,14 +148,10 @@ where
             move || match catch_unwind(AssertUnwindSafe(|| job(&command_rx, &sink))) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => sink(Event::Error(e.to_string())),
-                Err(panic) => {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown cause".into());
-                    sink(Event::Error(format!("the training thread crashed: {what}")));
-                }
+                Err(panic) => sink(Event::Error(format!(
+                    "the training thread crashed: {}",
+                    panic_message(&*panic)
+                ))),
             },
         )
         .expect("spawning a thread only fails when the OS is out of resources");
@@ -164,6 +160,15 @@ where
         events: None,
         thread: Some(thread),
     }
+}
+
+/// The message of a caught panic (`catch_unwind`'s payload or a panic hook's).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown cause".into())
 }
 
 fn run(
@@ -252,13 +257,7 @@ fn run(
                     message: e.to_string(),
                     weights,
                 });
-                // Wait for Stop: resuming would only diverge again.
-                loop {
-                    match commands.recv() {
-                        Ok(Command::Stop) | Err(_) => return Ok(()),
-                        Ok(_) => {}
-                    }
-                }
+                return Ok(());
             }
             Err(e) => return Err(e),
         }

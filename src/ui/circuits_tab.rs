@@ -3,7 +3,6 @@
 use egui::{RichText, Ui};
 
 use super::heatmap::{Heatmap, Scale, legend};
-use crate::analysis::circuits;
 use crate::app::{Action, ToylensApp};
 
 pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
@@ -30,42 +29,33 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
         )
         .weak(),
     );
-    let cfg = app.session.config.model.clone();
-    let c = circuits(&cfg, app.view_weights());
-    let (ov, qk) = if app.settings.circuits_no_bias {
-        (c.ov_no_bias, c.qk_no_bias)
-    } else {
-        (c.ov, c.qk)
+    if !app.analysis.circuits.is_current(&app.circuits_key()) {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.weak("computing the circuits of these weights…");
+        });
+    }
+    let view = match app.analysis.circuits.latest() {
+        None => return,
+        Some(Err(e)) => {
+            ui.colored_label(ui.visuals().error_fg_color, e.clone());
+            return;
+        }
+        Some(Ok(view)) => view,
     };
-    let mean_subtract = app.settings.circuits_mean_subtract;
-    let prepare = |m: &Vec<Vec<f32>>| -> Vec<f32> {
-        m.iter()
-            .flat_map(|row| {
-                let mean = if mean_subtract {
-                    row.iter().sum::<f32>() / row.len() as f32
-                } else {
-                    0.0
-                };
-                row.iter().map(move |v| v - mean)
-            })
-            .collect()
+    let (view_ov_limit, view_qk_limit) = (view.ov_limit, view.qk_limit);
+    let ov_limit = app.scale_limit("ov", view_ov_limit);
+    let qk_limit = app.scale_limit("qk", view_qk_limit);
+    let Some(Ok(view)) = app.analysis.circuits.latest() else {
+        return;
     };
-    let vocab = cfg.d_vocab;
-    let ov_flat: Vec<Vec<f32>> = ov.iter().map(prepare).collect();
-    let qk_flat: Vec<Vec<f32>> = qk.iter().map(prepare).collect();
-    let ov_limit = app.scale_limit(
-        "ov",
-        Scale::diverging_limit(ov_flat.iter().flatten().copied()),
-    );
-    let qk_limit = app.scale_limit(
-        "qk",
-        Scale::diverging_limit(qk_flat.iter().flatten().copied()),
-    );
+    let vocab = view.vocab;
+    let (ov_flat, qk_flat) = (&view.ov, &view.qk);
     let tokens: Vec<String> = (0..vocab).map(|t| t.to_string()).collect();
     let focus = app.inspector.focus_head;
     egui::ScrollArea::vertical().show(ui, |ui| {
         let width = (ui.available_width() / 2.0 - 20.0).max(200.0);
-        for h in 0..cfg.n_heads {
+        for h in 0..ov_flat.len().min(qk_flat.len()) {
             let title = format!("head {h}");
             ui.label(if focus == Some(h) {
                 RichText::new(title)
@@ -117,8 +107,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
         }
         ui.label(RichText::new("Direct path W_E W_U").strong());
         ui.small("The identity: the last token adds 1 to its own logit, whatever the heads do.");
-        let direct: Vec<f32> = c.direct.iter().flatten().copied().collect();
-        let mut map = Heatmap::new(vocab, vocab, &direct, Scale::Diverging { limit: 1.0 })
+        let mut map = Heatmap::new(vocab, vocab, &view.direct, Scale::Diverging { limit: 1.0 })
             .labels(tokens.clone(), tokens.clone());
         map.cell = 16.0;
         map.show(ui);

@@ -6,26 +6,40 @@ use egui_plot::{Bar, BarChart, Legend, Plot};
 use crate::app::{Action, DataFilter, ToylensApp};
 
 pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
-    app.refresh_data_view();
-    if let Some(error) = &app.data_view.error {
-        ui.colored_label(ui.visuals().error_fg_color, error.to_string());
-        return;
-    }
-    let Some(data) = &app.data_view.data else {
-        return;
+    let current = app.analysis.data.is_current(&app.data_key());
+    ui.horizontal(|ui| {
+        ui.label("Show");
+        ui.selectable_value(&mut app.settings.data_filter, DataFilter::All, "all");
+        ui.selectable_value(&mut app.settings.data_filter, DataFilter::Signal, "signal");
+        ui.selectable_value(&mut app.settings.data_filter, DataFilter::Noise, "noise");
+        ui.weak("· click a row to inspect it");
+        if !current {
+            ui.spinner();
+            ui.weak("generating the training set of the settings…");
+        }
+    });
+    let filter = app.settings.data_filter;
+    let seed = app.settings.config.seed;
+    let signal_prob = app.settings.config.task.signal_prob;
+    let summary = match app.analysis.data.latest() {
+        None => return,
+        Some(Err(error)) => {
+            ui.colored_label(ui.visuals().error_fg_color, error.to_string());
+            return;
+        }
+        Some(Ok(summary)) => summary,
     };
-    let ceilings = data.ceilings();
+    let data = &summary.data;
+    let ceilings = summary.ceilings;
     ui.label(format!(
-        "Training set of seed {}: {} samples, signal fraction {:.4} (expected {:.2}); \
+        "Training set of seed {seed}: {} samples, signal fraction {:.4} (expected {signal_prob:.2}); \
          best accuracy on it {:.4}, Bayes cross-entropy {:.4}",
-        app.settings.config.seed,
         data.len(),
         ceilings.signal_frac,
-        app.settings.config.task.signal_prob,
         ceilings.best_acc,
         ceilings.bayes_ce,
     ));
-    let (signal, noise) = data.label_histograms();
+    let (signal, noise) = (&summary.signal_histogram, &summary.noise_histogram);
     let bars = |counts: &[usize], offset: f64| -> Vec<Bar> {
         counts
             .iter()
@@ -48,23 +62,12 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
         .allow_scroll(false)
         .show(ui, |p| {
             p.bar_chart(
-                BarChart::new("signal", bars(&signal, -0.2)).color(Color32::from_rgb(52, 168, 83)),
+                BarChart::new("signal", bars(signal, -0.2)).color(Color32::from_rgb(52, 168, 83)),
             );
             p.bar_chart(
-                BarChart::new("noise", bars(&noise, 0.2)).color(Color32::from_rgb(170, 90, 200)),
+                BarChart::new("noise", bars(noise, 0.2)).color(Color32::from_rgb(170, 90, 200)),
             );
         });
-    ui.horizontal(|ui| {
-        ui.label("Show");
-        ui.selectable_value(&mut app.settings.data_filter, DataFilter::All, "all");
-        ui.selectable_value(&mut app.settings.data_filter, DataFilter::Signal, "signal");
-        ui.selectable_value(&mut app.settings.data_filter, DataFilter::Noise, "noise");
-        ui.weak("· click a row to inspect it");
-    });
-    app.data_view.rows(app.settings.data_filter);
-    let (Some((_, rows)), Some(data)) = (&app.data_view.rows, &app.data_view.data) else {
-        return;
-    };
     let mut clicked = None;
     let row_height = ui.text_style_height(&egui::TextStyle::Body) + 4.0;
     ui.horizontal(|ui| {
@@ -79,8 +82,8 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     });
     egui::ScrollArea::vertical()
         .auto_shrink([false, false])
-        .show_rows(ui, row_height, rows.len(), |ui, range| {
-            for &i in &rows[range] {
+        .show_rows(ui, row_height, summary.row_count(filter), |ui, range| {
+            for i in range.map(|r| summary.row(filter, r)) {
                 let tokens = data.sample(i);
                 let text = tokens
                     .iter()

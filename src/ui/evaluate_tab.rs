@@ -10,16 +10,19 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     // The whole tab, for "Save PNG…".
     let panel = ui.max_rect();
     super::analysis_toolbar(app, ui, panel);
-    app.refresh_exhaustive();
-    let Some((_, report)) = &app.analysis.exhaustive else {
-        return;
-    };
-    let report = match report {
-        Ok(r) => r.clone(),
-        Err(e) => {
-            ui.colored_label(ui.visuals().error_fg_color, e);
+    if !app.analysis.exhaustive.is_current(&app.exhaustive_key()) {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.weak("evaluating every signal sequence of these weights…");
+        });
+    }
+    let report = match app.analysis.exhaustive.latest() {
+        None => return,
+        Some(Err(e)) => {
+            ui.colored_label(ui.visuals().error_fg_color, e.clone());
             return;
         }
+        Some(Ok(r)) => r.clone(),
     };
     ui.label(format!(
         "All {} signal sequences: accuracy {:.4}. Sampled noise ({} sequences): {:.4}, chance {:.4}.",

@@ -97,6 +97,22 @@ impl<'a> Heatmap<'a> {
         self
     }
 
+    /// The value of a cell; NaN (drawn white) if the values are shorter than rows × cols.
+    fn value(&self, r: usize, c: usize) -> f32 {
+        self.values
+            .get(r * self.cols + c)
+            .copied()
+            .unwrap_or(f32::NAN)
+    }
+
+    fn row_label(&self, r: usize) -> &str {
+        self.row_labels.get(r).map_or("?", String::as_str)
+    }
+
+    fn col_label(&self, c: usize) -> &str {
+        self.col_labels.get(c).map_or("?", String::as_str)
+    }
+
     /// Draws the map; the response carries hover and clicks over the cells.
     pub fn show(mut self, ui: &mut Ui) -> Response {
         let font = FontId::proportional(12.0);
@@ -122,7 +138,23 @@ impl<'a> Heatmap<'a> {
                 vec2(self.cell, self.cell),
             )
         };
-        for (c, label) in self.col_labels.iter().enumerate() {
+        // Only the cells and labels on screen are painted: a map of a large vocabulary has a
+        // million cells, almost all scrolled out of view.
+        let clip = ui.clip_rect().intersect(rect);
+        let visible = |lo: f32, hi: f32, start: f32, n: usize| {
+            let first = ((lo - start) / self.cell).floor().max(0.0) as usize;
+            let end = (((hi - start) / self.cell).ceil().max(0.0) as usize).min(n);
+            first.min(end)..end
+        };
+        let rows = visible(clip.min.y, clip.max.y, origin.y, self.rows);
+        let cols = visible(clip.min.x, clip.max.x, origin.x, self.cols);
+        for (c, label) in self
+            .col_labels
+            .iter()
+            .enumerate()
+            .take(cols.end)
+            .skip(cols.start)
+        {
             let x = origin.x + (c as f32 + 0.5) * self.cell;
             painter.text(
                 pos2(x, rect.min.y + 2.0),
@@ -132,7 +164,13 @@ impl<'a> Heatmap<'a> {
                 text,
             );
         }
-        for (r, label) in self.row_labels.iter().enumerate() {
+        for (r, label) in self
+            .row_labels
+            .iter()
+            .enumerate()
+            .take(rows.end)
+            .skip(rows.start)
+        {
             let y = origin.y + (r as f32 + 0.5) * self.cell;
             painter.text(
                 pos2(rect.min.x + 2.0, y),
@@ -142,10 +180,10 @@ impl<'a> Heatmap<'a> {
                 text,
             );
         }
-        for r in 0..self.rows {
-            for c in 0..self.cols {
+        for r in rows {
+            for c in cols.clone() {
                 let cr = cell_rect(r, c).shrink(0.5);
-                let value = self.values[r * self.cols + c];
+                let value = self.value(r, c);
                 if self.masked.is_some_and(|m| m(r, c)) {
                     painter.rect_filled(cr, 0.0, Color32::from_gray(90));
                     // Hatching makes masked cells unmistakable in any theme.
@@ -201,18 +239,18 @@ impl<'a> Heatmap<'a> {
         });
         match hovered {
             Some((r, c)) => {
-                let value = self.values[r * self.cols + c];
+                let value = self.value(r, c);
                 let masked = self.masked.is_some_and(|m| m(r, c));
                 let text = match (&self.describe, masked) {
                     (_, true) => format!(
                         "{} × {}: masked (a query never sees later keys)",
-                        self.row_labels[r], self.col_labels[c]
+                        self.row_label(r),
+                        self.col_label(c)
                     ),
                     (Some(d), false) => d(r, c, value),
-                    (None, false) => format!(
-                        "{} × {}: {value:.5}",
-                        self.row_labels[r], self.col_labels[c]
-                    ),
+                    (None, false) => {
+                        format!("{} × {}: {value:.5}", self.row_label(r), self.col_label(c))
+                    }
                 };
                 response.on_hover_text_at_pointer(text)
             }

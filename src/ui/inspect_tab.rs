@@ -40,6 +40,12 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     });
     super::analysis_toolbar(app, ui, panel);
     app.refresh_inspector();
+    if app.inspector.waiting {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.weak("computing mean z over the validation set for mean ablation…");
+        });
+    }
     if let Some(error) = &app.inspector.error {
         ui.colored_label(ui.visuals().error_fg_color, error.to_string());
         if app.inspector.last_valid.is_some() {

@@ -57,16 +57,18 @@ fn top_bar(app: &mut ToylensApp, ui: &mut Ui) {
         if ui.add_enabled(idle, egui::Button::new("Open…")).clicked() {
             app.request(Action::Open);
         }
-        let can_save = idle && !app.session.is_training();
+        let save_blocker = app.save_blocker().unwrap_or_default();
+        let can_save = save_blocker.is_empty();
         if ui
             .add_enabled(can_save, egui::Button::new("Save…"))
-            .on_disabled_hover_text("stop training first")
+            .on_disabled_hover_text(&save_blocker)
             .clicked()
         {
             app.request(Action::Save);
         }
         if ui
             .add_enabled(can_save, egui::Button::new("Save as…"))
+            .on_disabled_hover_text(&save_blocker)
             .clicked()
         {
             app.request(Action::SaveAs);
@@ -141,7 +143,6 @@ pub fn status_line(app: &ToylensApp) -> String {
                     }
                 }
                 RunState::Paused => parts.push("paused".into()),
-                RunState::Diverged(_) => parts.push("diverged".into()),
             }
         }
         None => {
@@ -274,13 +275,16 @@ pub fn ablation_banner(app: &ToylensApp, ui: &mut Ui) {
 
 fn status_bar(app: &mut ToylensApp, ui: &mut Ui) {
     ui.horizontal(|ui| {
-        if let Some((is_error, text)) = &app.status {
-            let color = if *is_error {
+        if let Some(status) = &app.status {
+            let color = if status.is_error() {
                 ui.visuals().error_fg_color
             } else {
                 ui.visuals().weak_text_color()
             };
-            ui.colored_label(color, text);
+            ui.colored_label(color, status.text());
+        }
+        if app.views_busy() || app.busy_io {
+            ui.spinner();
         }
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
             ui.checkbox(&mut app.settings.show_frame_time, "frame time");
@@ -296,8 +300,12 @@ fn status_bar(app: &mut ToylensApp, ui: &mut Ui) {
 }
 
 fn confirm_modal(app: &mut ToylensApp, ui: &mut Ui) {
-    let Some(question) = app.confirm else {
+    let Some(question) = &app.confirm else {
         return;
+    };
+    let (heading, no) = match question {
+        Confirm::Recover(_) => ("A model was recovered", "Discard it"),
+        _ => ("Unsaved changes", "Cancel"),
     };
     let (text, yes) = match question {
         Confirm::Close => ("Quit and discard the unsaved model?", "Discard and quit"),
@@ -306,13 +314,17 @@ fn confirm_modal(app: &mut ToylensApp, ui: &mut Ui) {
             "Discard and train",
         ),
         Confirm::Reset => ("Reset and discard the unsaved model?", "Discard and reset"),
-        Confirm::OpenOver(_) => (
+        Confirm::OpenOver(_) | Confirm::OpenFile(_) => (
             "Open another file and discard the unsaved model?",
             "Discard and open",
         ),
+        Confirm::Recover(_) => (
+            "toylens crashed last time and saved the model that was in view. Reopen it?",
+            "Reopen",
+        ),
     };
     let response = egui::Modal::new(egui::Id::unique("confirm")).show(ui.ctx(), |ui| {
-        ui.heading("Unsaved changes");
+        ui.heading(heading);
         ui.label(text);
         ui.add_space(8.0);
         ui.horizontal(|ui| {
@@ -322,7 +334,7 @@ fn confirm_modal(app: &mut ToylensApp, ui: &mut Ui) {
             {
                 app.request(Action::ConfirmYes);
             }
-            if ui.button("Cancel").clicked() {
+            if ui.button(no).clicked() {
                 app.request(Action::ConfirmNo);
             }
         });

@@ -19,19 +19,16 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
 
 fn controls(app: &mut ToylensApp, ui: &mut Ui) {
     ui.heading("Train");
-    let error = app.config_error();
-    let state = app.run_state().cloned();
+    let train_blocker = app.train_blocker();
+    let reset_blocker = app.reset_blocker();
+    let state = app.run_state();
     ui.horizontal_wrapped(|ui| {
-        let can_train = error.is_none() && state.is_none();
         let train = ui
             .add_enabled(
-                can_train,
+                train_blocker.is_none(),
                 egui::Button::new(RichText::new("Train").strong()),
             )
-            .on_disabled_hover_text(match (&error, &state) {
-                (Some(e), _) => format!("fix the settings first: {e}"),
-                _ => "a run is in progress".into(),
-            });
+            .on_disabled_hover_text(train_blocker.unwrap_or_default());
         if train.clicked() {
             app.request(Action::Train);
         }
@@ -46,7 +43,7 @@ fn controls(app: &mut ToylensApp, ui: &mut Ui) {
                     app.request(Action::Resume);
                 }
             }
-            _ => {
+            None => {
                 ui.add_enabled(false, egui::Button::new("Pause"));
             }
         }
@@ -57,16 +54,14 @@ fn controls(app: &mut ToylensApp, ui: &mut Ui) {
             app.request(Action::Stop);
         }
         if ui
-            .add_enabled(state.is_none(), egui::Button::new("Reset"))
+            .add_enabled(reset_blocker.is_none(), egui::Button::new("Reset"))
             .on_hover_text("an untrained model with the settings below")
+            .on_disabled_hover_text(reset_blocker.unwrap_or_default())
             .clicked()
         {
             app.request(Action::Reset);
         }
     });
-    if let Some(RunState::Diverged(message)) = &state {
-        ui.colored_label(ui.visuals().error_fg_color, message);
-    }
 }
 
 /// A labelled row in the settings grid.

@@ -1,0 +1,417 @@
+//! What the app does: the actions the UI asks for and the messages workers send back. Only these
+//! (and `logic()`) change the app's state; panels draw and queue [`Action`]s.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::files::{self, Purpose};
+use super::jobs::Computed;
+use super::session::Session;
+use super::settings::Tab;
+use super::status::Status;
+use super::{RunRecord, TRAINING_FRAME_INTERVAL, ToylensApp, recovery};
+use crate::checkpoint::Checkpoint;
+use crate::device::{self, DeviceChoice};
+use crate::train::{Command, Event, Preset, history_csv, spawn_training_to};
+
+/// Everything that reaches the UI thread from elsewhere.
+pub enum Message {
+    Training {
+        run: u64,
+        event: Event,
+    },
+    Picked {
+        purpose: Purpose,
+        path: Option<PathBuf>,
+        no_backend: bool,
+    },
+    Opened {
+        path: PathBuf,
+        result: Result<Checkpoint, String>,
+    },
+    Saved {
+        path: PathBuf,
+        result: Result<(), String>,
+        version: u64,
+    },
+    Exported {
+        path: PathBuf,
+        result: Result<(), String>,
+    },
+    /// A derived view's background job finished.
+    Computed(Computed),
+}
+
+/// What the UI asks the app to do; applied once, after drawing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Open,
+    Save,
+    SaveAs,
+    OpenPath(PathBuf),
+    SavePath(PathBuf),
+    /// A file dropped on the window (asks first if the model in view is unsaved).
+    OpenDropped(PathBuf),
+    Train,
+    Pause,
+    Resume,
+    Stop,
+    /// Back to an untrained model of the current settings.
+    Reset,
+    ApplyPreset(Preset),
+    /// Show this sequence in the inspector.
+    InspectSequence(Vec<u32>),
+    ConfirmYes,
+    ConfirmNo,
+    /// Export the metric history as CSV.
+    ExportCsv,
+    /// Export a screen rectangle (a panel) as PNG.
+    ExportPng(egui::Rect),
+    /// Show the weights after this epoch (an index into the snapshots); `None` follows the latest.
+    ViewEpoch(Option<usize>),
+}
+
+/// A question the user must answer before something destructive happens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirm {
+    Close,
+    NewRun,
+    Reset,
+    OpenOver(Purpose),
+    OpenFile(PathBuf),
+    /// A model saved when the app crashed last time: reopen it?
+    Recover(PathBuf),
+}
+
+impl ToylensApp {
+    /// Why Train cannot start now.
+    pub fn train_blocker(&self) -> Option<String> {
+        if self.session.is_training() {
+            return Some("a run is in progress".into());
+        }
+        self.config_error()
+            .map(|e| format!("fix the settings first: {e}"))
+    }
+
+    /// Why Reset cannot run now: the same conditions as Train, since both build a model from the
+    /// settings.
+    pub fn reset_blocker(&self) -> Option<String> {
+        self.train_blocker()
+    }
+
+    /// Why Save cannot run now.
+    pub fn save_blocker(&self) -> Option<String> {
+        if self.busy_io {
+            Some("a file operation is in progress".into())
+        } else if self.session.is_training() {
+            Some("stop or pause training first".into())
+        } else {
+            None
+        }
+    }
+
+    /// Whether the settings can be trained, and why not.
+    pub fn config_error(&self) -> Option<String> {
+        self.settings.config.validate().err()
+    }
+
+    /// Applies one message from a worker or a dialog.
+    pub fn handle(&mut self, message: Message) {
+        match message {
+            Message::Training { run, event } => {
+                let was_training = self.session.is_training();
+                self.session.apply(run, event);
+                if was_training && !self.session.is_training() {
+                    self.log_run_performance();
+                    let label = format!("run {} · {}", self.runs.len() + 1, self.session.label());
+                    self.remember_session_run(label);
+                    if let Some(notice) = self.session.notice.take() {
+                        self.status = Some(notice);
+                    }
+                }
+            }
+            Message::Picked {
+                purpose,
+                path,
+                no_backend,
+            } => match (path, no_backend) {
+                (Some(p), _) => self.path_chosen(purpose, p),
+                (None, true) => {
+                    self.status = Some(Status::Error(
+                        "no file dialog is available on this system: type a path instead".into(),
+                    ));
+                    self.path_field = Some((purpose, String::new()));
+                }
+                (None, false) => {}
+            },
+            Message::Opened { path, result } => self.opened(path, result),
+            Message::Saved {
+                path,
+                result,
+                version,
+            } => {
+                self.busy_io = false;
+                match result {
+                    Ok(()) => {
+                        self.session.file = Some(path.clone());
+                        // Only the version that was written is saved; training on since is not.
+                        if version == self.session.version && !self.session.is_training() {
+                            self.session.dirty = false;
+                        }
+                        self.status = Some(Status::Info(format!("saved {}", path.display())));
+                    }
+                    Err(e) => self.status = Some(Status::Error(format!("could not save: {e}"))),
+                }
+            }
+            Message::Exported { path, result } => {
+                self.status = Some(match result {
+                    Ok(()) => Status::Info(format!("exported {}", path.display())),
+                    Err(e) => Status::Error(format!("could not export: {e}")),
+                });
+            }
+            Message::Computed(computed) => self.receive(computed),
+        }
+    }
+
+    /// A checkpoint was read (or failed to be). On failure the model in view stays as it was.
+    fn opened(&mut self, path: PathBuf, result: Result<Checkpoint, String>) {
+        self.busy_io = false;
+        let recovered = self.recovery_path.as_ref() == Some(&path);
+        let bare = matches!(&result, Ok(c) if !c.has_metadata);
+        let file = (!recovered).then(|| path.clone());
+        match result.and_then(|c| Session::from_checkpoint(c, file)) {
+            Ok(session) => {
+                self.session.replace(session);
+                self.settings.config = self.session.config.clone();
+                self.scrubber.index = None;
+                let name = path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                self.status = Some(Status::Info(if recovered {
+                    // Recovered work has no file of its own yet: it is unsaved until saved.
+                    self.session.dirty = true;
+                    recovery::discard(&path);
+                    "reopened the model recovered after the crash: save it to keep it".into()
+                } else if bare {
+                    format!(
+                        "opened {}: a bare TransformerLens state dict (no toylens metadata), config inferred from its shapes",
+                        path.display()
+                    )
+                } else {
+                    format!("opened {}", path.display())
+                }));
+                self.remember_session_run(format!("{name} · {}", self.session.label()));
+            }
+            Err(e) => self.status = Some(Status::Error(format!("could not open: {e}"))),
+        }
+    }
+
+    /// Logs how fast the finished run trained and how smooth the window stayed meanwhile
+    /// (`RUST_LOG=info toylens` shows it), to compare with the headless CLI.
+    fn log_run_performance(&self) {
+        if let Some(last) = self.session.history.last() {
+            let samples = last.epoch * self.session.config.task.train_size;
+            log::info!(
+                "run finished: {} epochs in {:.3} s of training ({:.0} samples/s); frame time p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms over the last {} frames",
+                last.epoch,
+                last.elapsed_s,
+                samples as f64 / last.elapsed_s.max(1e-9),
+                self.frame_times.percentile(50.0).unwrap_or(0.0),
+                self.frame_times.percentile(95.0).unwrap_or(0.0),
+                self.frame_times.percentile(100.0).unwrap_or(0.0),
+                self.frame_times.recent_ms.len(),
+            );
+        }
+    }
+
+    /// Keeps the session's history for overlaying on the plots, under `label`.
+    pub(super) fn remember_session_run(&mut self, label: String) {
+        if !self.session.history.is_empty() {
+            self.runs.push(RunRecord {
+                label,
+                series: self.session.series.clone(),
+                shown: false,
+            });
+        }
+    }
+
+    /// A path was picked (by dialog or typed) for `purpose`.
+    pub fn path_chosen(&mut self, purpose: Purpose, path: PathBuf) {
+        self.path_field = None;
+        match purpose {
+            Purpose::Open => self.apply(Action::OpenPath(path)),
+            Purpose::Save => self.apply(Action::SavePath(path)),
+            Purpose::ExportCsv => files::export(
+                path,
+                history_csv(&self.session.history).into_bytes(),
+                self.tx.clone(),
+                self.wake(),
+            ),
+            Purpose::ExportPng => {
+                if let Some(rect) = self.pending_png.take() {
+                    files::export_png(&self.ctx, rect, path, self.tx.clone(), self.wake());
+                }
+            }
+        }
+    }
+
+    fn start_training(&mut self) {
+        if let Some(reason) = self.train_blocker() {
+            self.status = Some(Status::Error(format!("cannot train: {reason}")));
+            return;
+        }
+        self.frame_times.recent_ms.clear();
+        self.scrubber.index = None;
+        let config = self.settings.config.clone();
+        let (device, note) = device::resolve(
+            self.settings
+                .device
+                .parse::<DeviceChoice>()
+                .unwrap_or(DeviceChoice::Cpu),
+        );
+        let tx = self.tx.clone();
+        let ctx = self.ctx.clone();
+        let result = self.session.start_run(config, move |run, cfg| {
+            let last_wake = std::cell::Cell::new(Instant::now() - TRAINING_FRAME_INTERVAL);
+            spawn_training_to(cfg, None, device, move |event| {
+                // Steps arrive thousands of times a second; the plots need about one redraw a second.
+                // Each wake-up locks the egui context (the trainer would wait on it) and each frame
+                // costs CPU the trainer could use (~100 ms on a software rasteriser).
+                let urgent = !matches!(event, Event::Step(_) | Event::Epoch { .. });
+                let _ = tx.send(Message::Training { run, event });
+                if urgent || last_wake.get().elapsed() >= TRAINING_FRAME_INTERVAL {
+                    last_wake.set(Instant::now());
+                    ctx.request_repaint();
+                }
+            })
+        });
+        self.inspector.computed_for = None;
+        self.status = Some(match result {
+            Ok(()) => Status::Info(note.unwrap_or_else(|| "training…".into())),
+            Err(e) => Status::Error(e),
+        });
+    }
+
+    /// Replaces the model with an untrained one of the settings, if they are valid.
+    fn reset_now(&mut self) {
+        if let Some(reason) = self.reset_blocker() {
+            self.status = Some(Status::Error(format!("cannot reset: {reason}")));
+            return;
+        }
+        match Session::untrained(self.settings.config.clone()) {
+            Ok(fresh) => {
+                self.session.replace(fresh);
+                self.scrubber.index = None;
+                self.status = Some(Status::Info("reset to an untrained model".into()));
+            }
+            Err(e) => self.status = Some(Status::Error(format!("cannot reset: {e}"))),
+        }
+    }
+
+    /// Runs an action now.
+    pub fn apply(&mut self, action: Action) {
+        match action {
+            Action::Open if self.session.dirty => {
+                self.confirm = Some(Confirm::OpenOver(Purpose::Open))
+            }
+            Action::Open => self.pick(Purpose::Open),
+            Action::SaveAs => self.pick(Purpose::Save),
+            Action::Save => match self.session.file.clone() {
+                Some(path) => self.apply(Action::SavePath(path)),
+                None => self.pick(Purpose::Save),
+            },
+            Action::OpenDropped(path) if self.session.dirty => {
+                self.confirm = Some(Confirm::OpenFile(path))
+            }
+            Action::OpenDropped(path) | Action::OpenPath(path) => {
+                self.path_field = None;
+                self.busy_io = true;
+                files::open(path, self.tx.clone(), self.wake());
+            }
+            Action::SavePath(path) => {
+                self.path_field = None;
+                if let Some(reason) = self.save_blocker() {
+                    self.status = Some(Status::Error(format!("cannot save: {reason}")));
+                    return;
+                }
+                self.busy_io = true;
+                files::save(
+                    self.session.checkpoint(),
+                    path,
+                    self.session.version,
+                    self.tx.clone(),
+                    self.wake(),
+                );
+            }
+            Action::Train if self.session.dirty && self.train_blocker().is_none() => {
+                self.confirm = Some(Confirm::NewRun)
+            }
+            Action::Train => self.start_training(),
+            Action::Pause => self.session.send(Command::Pause),
+            Action::Resume => self.session.send(Command::Resume),
+            Action::Stop => self.session.send(Command::Stop),
+            Action::Reset if self.session.dirty && self.reset_blocker().is_none() => {
+                self.confirm = Some(Confirm::Reset)
+            }
+            Action::Reset => self.reset_now(),
+            Action::ApplyPreset(preset) => {
+                self.settings.config.train = preset.train_config();
+            }
+            Action::InspectSequence(tokens) => {
+                self.settings.sequence = tokens
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                self.settings.tab = Tab::Inspect;
+            }
+            // Yes goes ahead without asking again. The dirty flag is left alone: it clears only
+            // when another model actually replaces this one (or this one is saved).
+            Action::ConfirmYes => match self.confirm.take() {
+                Some(Confirm::Close) => {
+                    self.allow_close = true;
+                    self.ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+                }
+                Some(Confirm::NewRun) => self.start_training(),
+                Some(Confirm::Reset) => self.reset_now(),
+                Some(Confirm::OpenOver(purpose)) => self.pick(purpose),
+                Some(Confirm::OpenFile(path)) | Some(Confirm::Recover(path)) => {
+                    self.apply(Action::OpenPath(path))
+                }
+                None => {}
+            },
+            Action::ConfirmNo => {
+                if let Some(Confirm::Recover(path)) = self.confirm.take() {
+                    recovery::discard(&path);
+                }
+            }
+            Action::ExportCsv => self.pick(Purpose::ExportCsv),
+            Action::ExportPng(rect) => {
+                self.pending_png = Some(rect);
+                self.pick(Purpose::ExportPng);
+            }
+            Action::ViewEpoch(index) => {
+                self.scrubber.index = index;
+                if index.is_none() {
+                    self.scrubber.playing = false;
+                }
+            }
+        }
+    }
+
+    /// Asks for a path: a native dialog on a worker, or the typed path field.
+    fn pick(&mut self, purpose: Purpose) {
+        if !self.dialogs_enabled {
+            self.path_field = Some((purpose, String::new()));
+            return;
+        }
+        let dir = self
+            .session
+            .file
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(|p| p.to_path_buf());
+        files::pick(purpose, dir, self.tx.clone(), self.wake());
+    }
+}

@@ -1,0 +1,129 @@
+//! Background jobs for the derived views. A view asks for a result by its inputs (a key); at most
+//! one job per view runs at a time, on its own thread, and its result comes back to the UI thread
+//! as a [`Message::Computed`], so no frame ever waits for one.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::Sender;
+
+use super::Message;
+use super::views::{CircuitsKey, CircuitsView, DataKey, DataSummary, ExhaustiveKey, TraceBatch};
+use crate::analysis::ExhaustiveReport;
+use crate::model::NdArray;
+use crate::train::panic_message;
+
+/// A finished job: its key and its result (an error message if it failed or panicked).
+pub enum Computed {
+    Data(DataKey, Result<DataSummary, String>),
+    MeanZ(String, Result<NdArray, String>),
+    Exhaustive(ExhaustiveKey, Result<ExhaustiveReport, String>),
+    Circuits(CircuitsKey, Result<CircuitsView, String>),
+    Traces(TraceBatch),
+}
+
+/// The latest result of one view and the job computing the next.
+pub struct Derived<K, T> {
+    shown: Option<(K, Result<T, String>)>,
+    running: Option<K>,
+}
+
+impl<K, T> Default for Derived<K, T> {
+    fn default() -> Self {
+        Self {
+            shown: None,
+            running: None,
+        }
+    }
+}
+
+impl<K: Clone + PartialEq, T> Derived<K, T> {
+    /// Whether a job for `key` must be started now: its result is not shown and no job is
+    /// running. A true answer marks it running, so the caller must start it.
+    pub fn claim(&mut self, key: &K) -> bool {
+        if self.running.is_some() || self.is_current(key) {
+            return false;
+        }
+        self.running = Some(key.clone());
+        true
+    }
+
+    /// Takes a job's result. One for an older key is still shown (drawn as "updating") until the
+    /// job for the current key, started by the next `claim`, finishes.
+    pub fn finish(&mut self, key: K, result: Result<T, String>) {
+        if self.running.as_ref() == Some(&key) {
+            self.running = None;
+        }
+        self.shown = Some((key, result));
+    }
+
+    /// The latest result, whatever inputs it was computed for.
+    pub fn latest(&self) -> Option<&Result<T, String>> {
+        self.shown.as_ref().map(|(_, r)| r)
+    }
+
+    /// The result for exactly these inputs.
+    pub fn get(&self, key: &K) -> Option<&Result<T, String>> {
+        self.shown
+            .as_ref()
+            .filter(|(k, _)| k == key)
+            .map(|(_, r)| r)
+    }
+
+    pub fn is_current(&self, key: &K) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+}
+
+/// Runs `work` on a new thread and sends what `deliver` makes of its result. A panic in `work`
+/// becomes an error result, so a failing view never takes the app down.
+pub fn spawn<T: 'static>(
+    tx: Sender<Message>,
+    wake: impl Fn() + Send + 'static,
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+    deliver: impl FnOnce(Result<T, String>) -> Computed + Send + 'static,
+) {
+    let started = std::thread::Builder::new()
+        .name("toylens-view".into())
+        .spawn(move || {
+            let result = catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+                Err(format!(
+                    "the computation crashed: {}",
+                    panic_message(&*panic)
+                ))
+            });
+            let _ = tx.send(Message::Computed(deliver(result)));
+            wake();
+        });
+    if let Err(e) = started {
+        log::error!("cannot start a background job: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_claims_once_per_key_and_keeps_the_latest_result() {
+        let mut slot: Derived<u32, &str> = Derived::default();
+        assert!(slot.claim(&1));
+        assert!(!slot.claim(&1), "already running");
+        assert!(!slot.claim(&2), "one job at a time");
+        slot.finish(1, Ok("one"));
+        assert!(!slot.is_running());
+        assert_eq!(slot.get(&1), Some(&Ok("one")));
+        assert!(!slot.claim(&1), "shown already");
+        assert!(slot.claim(&2));
+        assert_eq!(
+            slot.latest(),
+            Some(&Ok("one")),
+            "the old result stays until the new one"
+        );
+        assert_eq!(slot.get(&2), None);
+        slot.finish(2, Err("failed".into()));
+        assert_eq!(slot.get(&2), Some(&Err("failed".into())));
+    }
+}

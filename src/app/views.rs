@@ -1,0 +1,538 @@
+//! The derived views: what the analysis tabs show, computed from the weights in view and the
+//! settings. The inspector (one sequence) is cheap and computed in the frame; everything that
+//! grows with the task (the Data tab's data set, mean z, the exhaustive evaluation, circuits,
+//! head traces) runs as a background job ([`super::jobs`]), cached by its inputs.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+
+use super::ToylensApp;
+use super::jobs::{self, Computed, Derived};
+use super::settings::DataFilter;
+use crate::analysis::{
+    ExhaustiveReport, HeadTrace, Inspection, circuits, exhaustive, head_traces, inspect_ablated,
+    mean_z,
+};
+use crate::model::{Ablation, AttnOnly, HeadMode, ModelConfig, NdArray, Weights};
+use crate::task::{Ceilings, Dataset, TaskConfig, parse_sequence};
+
+/// The inspector's cache: recomputed only when the text, the weights or the ablation change.
+#[derive(Default)]
+pub struct InspectorState {
+    /// The sequence, weights and ablation the cached result belongs to.
+    pub computed_for: Option<String>,
+    pub error: Option<String>,
+    pub last_valid: Option<Inspection>,
+    /// Mean ablation is on and the means are still being computed.
+    pub waiting: bool,
+    /// A clicked head: its views are highlighted in every panel.
+    pub focus_head: Option<usize>,
+}
+
+/// The Data tab's inputs: the task (as JSON) and the seed of the settings.
+pub type DataKey = (String, u64);
+
+/// The training set of the settings, with what the Data tab draws from it.
+pub struct DataSummary {
+    pub data: Dataset,
+    pub ceilings: Ceilings,
+    pub signal_histogram: Vec<usize>,
+    pub noise_histogram: Vec<usize>,
+    /// Indices of the signal and of the noise samples, for the table's filter.
+    signal_rows: Vec<u32>,
+    noise_rows: Vec<u32>,
+}
+
+impl DataSummary {
+    pub fn compute(task: &TaskConfig, seed: u64) -> Result<Self, String> {
+        task.validate().map_err(|e| e.to_string())?;
+        let data = task.train_set(seed).map_err(|e| e.to_string())?;
+        let (signal_histogram, noise_histogram) = data.label_histograms();
+        // Data sets hold at most MAX_DATA_TOKENS tokens, so every index fits in u32.
+        let (signal_rows, noise_rows): (Vec<u32>, Vec<u32>) =
+            (0..data.len() as u32).partition(|&i| data.is_signal[i as usize]);
+        Ok(Self {
+            ceilings: data.ceilings(),
+            data,
+            signal_histogram,
+            noise_histogram,
+            signal_rows,
+            noise_rows,
+        })
+    }
+
+    pub fn row_count(&self, filter: DataFilter) -> usize {
+        match filter {
+            DataFilter::All => self.data.len(),
+            DataFilter::Signal => self.signal_rows.len(),
+            DataFilter::Noise => self.noise_rows.len(),
+        }
+    }
+
+    /// The sample index of the `i`-th row of the table under `filter`.
+    pub fn row(&self, filter: DataFilter, i: usize) -> usize {
+        match filter {
+            DataFilter::All => i,
+            DataFilter::Signal => self.signal_rows[i] as usize,
+            DataFilter::Noise => self.noise_rows[i] as usize,
+        }
+    }
+}
+
+/// The evaluation's inputs: the weights in view and the ablation.
+pub type ExhaustiveKey = (String, Vec<HeadMode>);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CircuitsKey {
+    pub view: String,
+    pub no_bias: bool,
+    pub mean_subtract: bool,
+}
+
+/// Every head's OV and QK circuit ready to draw: flat row-major `[vocab × vocab]` per head.
+pub struct CircuitsView {
+    pub vocab: usize,
+    pub ov: Vec<Vec<f32>>,
+    pub qk: Vec<Vec<f32>>,
+    pub direct: Vec<f32>,
+    /// The largest |value| of all OV maps and of all QK maps (their shared colour scales).
+    pub ov_limit: f32,
+    pub qk_limit: f32,
+}
+
+impl CircuitsView {
+    pub fn compute(cfg: &ModelConfig, weights: &Weights, key: &CircuitsKey) -> Self {
+        let c = circuits(cfg, weights);
+        let (ov, qk) = if key.no_bias {
+            (c.ov_no_bias, c.qk_no_bias)
+        } else {
+            (c.ov, c.qk)
+        };
+        let flat = |maps: Vec<Vec<Vec<f32>>>| -> Vec<Vec<f32>> {
+            maps.into_iter()
+                .map(|map| {
+                    map.into_iter()
+                        .flat_map(|row| {
+                            let mean = if key.mean_subtract {
+                                row.iter().sum::<f32>() / row.len().max(1) as f32
+                            } else {
+                                0.0
+                            };
+                            row.into_iter().map(move |v| v - mean)
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let (ov, qk) = (flat(ov), flat(qk));
+        let limit = |maps: &[Vec<f32>]| {
+            crate::ui::heatmap::Scale::diverging_limit(maps.iter().flatten().copied())
+        };
+        Self {
+            vocab: cfg.d_vocab,
+            ov_limit: limit(&ov),
+            qk_limit: limit(&qk),
+            ov,
+            qk,
+            direct: c.direct.into_iter().flatten().collect(),
+        }
+    }
+}
+
+/// Head traces of a run of consecutive snapshots of one session.
+pub struct TraceBatch {
+    pub generation: u64,
+    /// Index of the first snapshot.
+    pub start: usize,
+    pub result: Result<Vec<(usize, Vec<HeadTrace>)>, String>,
+}
+
+/// Snapshots' weights copied into one trace job at most (a job of a large model holds fewer).
+const TRACE_JOB_BYTES: usize = 64 << 20;
+
+/// The training-history scrubber.
+#[derive(Default)]
+pub struct Scrubber {
+    /// Index into the session's snapshots; `None` shows the latest weights.
+    pub index: Option<usize>,
+    pub playing: bool,
+    last_tick: Option<Instant>,
+    /// Hold every colour scale at the range it had when switched on, to compare epochs.
+    pub fixed_scale: bool,
+    pub fixed_limits: HashMap<&'static str, f32>,
+}
+
+/// The analysis views' settings and results.
+#[derive(Default)]
+pub struct AnalysisState {
+    /// One mode per head; applies to the inspector and the evaluation.
+    pub ablation: Vec<HeadMode>,
+    view_model: Option<((u64, usize), AttnOnly)>,
+    pub mean_z: Derived<String, NdArray>,
+    pub exhaustive: Derived<ExhaustiveKey, ExhaustiveReport>,
+    pub circuits: Derived<CircuitsKey, CircuitsView>,
+    pub data: Derived<DataKey, DataSummary>,
+    /// Per-snapshot head traces of the current session.
+    pub traces: Vec<(usize, Vec<HeadTrace>)>,
+    traces_generation: u64,
+    traces_running: bool,
+}
+
+/// The ablation the views apply.
+pub enum AblationView {
+    Off,
+    Ready(Ablation),
+    /// Mean ablation waits for its means.
+    Waiting,
+    Failed(String),
+}
+
+impl ToylensApp {
+    /// Runs `work` as a background job whose result comes back through `deliver`.
+    fn job<T: 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, String> + Send + 'static,
+        deliver: impl FnOnce(Result<T, String>) -> Computed + Send + 'static,
+    ) {
+        jobs::spawn(self.tx.clone(), self.wake(), work, deliver);
+    }
+
+    /// Takes a finished job's result.
+    pub fn receive(&mut self, computed: Computed) {
+        let a = &mut self.analysis;
+        match computed {
+            Computed::Data(key, result) => a.data.finish(key, result),
+            Computed::MeanZ(key, result) => a.mean_z.finish(key, result),
+            Computed::Exhaustive(key, result) => a.exhaustive.finish(key, result),
+            Computed::Circuits(key, result) => a.circuits.finish(key, result),
+            Computed::Traces(batch) => {
+                a.traces_running = false;
+                let aligned =
+                    batch.generation == a.traces_generation && batch.start == a.traces.len();
+                match batch.result {
+                    Ok(traces) if aligned => a.traces.extend(traces),
+                    Ok(_) => {}
+                    Err(e) => log::warn!("head traces: {e}"),
+                }
+            }
+        }
+    }
+
+    /// The snapshot index in view, if the scrubber is not on the latest weights.
+    pub fn view_index(&self) -> Option<usize> {
+        self.scrubber
+            .index
+            .filter(|&i| i < self.session.snapshots.len())
+    }
+
+    /// The epoch whose weights every analysis view shows ("latest" or "epoch k").
+    pub fn view_label(&self) -> String {
+        match self.view_index() {
+            Some(i) => format!("epoch {}", self.session.snapshots[i].epoch),
+            None if self.session.is_training() => "latest epoch (live)".into(),
+            None => "final weights".into(),
+        }
+    }
+
+    /// The weights every analysis view shows.
+    pub fn view_weights(&self) -> &Weights {
+        match self.view_index() {
+            Some(i) => &self.session.snapshots[i].weights,
+            None => &self.session.weights,
+        }
+    }
+
+    /// The model for the weights in view (the session's own, or a cached copy of a snapshot).
+    pub fn view_model(&mut self) -> &AttnOnly {
+        let Some(i) = self.view_index() else {
+            return &self.session.model;
+        };
+        let key = (self.session.generation, i);
+        if self.analysis.view_model.as_ref().map(|(k, _)| *k) != Some(key) {
+            let cfg = &self.session.config.model;
+            match AttnOnly::new(cfg, &self.session.snapshots[i].weights, &Device::Cpu) {
+                Ok(model) => self.analysis.view_model = Some((key, model)),
+                Err(_) => return &self.session.model,
+            }
+        }
+        &self.analysis.view_model.as_ref().expect("set above").1
+    }
+
+    /// A string that changes whenever the weights in view change.
+    pub fn view_key(&self) -> String {
+        match self.view_index() {
+            Some(i) => format!("g{}e{i}", self.session.generation),
+            None => format!("v{}", self.session.version),
+        }
+    }
+
+    /// The ablation the views apply; starts computing the means when mean ablation needs them.
+    pub fn current_ablation(&mut self) -> AblationView {
+        let heads = self.session.config.model.n_heads;
+        self.analysis.ablation.resize(heads, HeadMode::Active);
+        let modes = self.analysis.ablation.clone();
+        if modes.iter().all(|&m| m == HeadMode::Active) {
+            return AblationView::Off;
+        }
+        let mut ablation = Ablation {
+            modes,
+            mean_z: None,
+        };
+        if ablation.needs_means() {
+            let key = self.view_key();
+            match self.analysis.mean_z.get(&key) {
+                Some(Ok(means)) => ablation.mean_z = Some(means.clone()),
+                Some(Err(e)) => return AblationView::Failed(format!("mean ablation: {e}")),
+                None => {
+                    if self.analysis.mean_z.claim(&key) {
+                        let (cfg, weights) = self.job_inputs();
+                        let (task, seed) =
+                            (self.session.config.task.clone(), self.session.config.seed);
+                        self.job(
+                            move || {
+                                let model = cpu_model(&cfg, &weights)?;
+                                let val = task.val_set(seed).map_err(|e| e.to_string())?;
+                                mean_z(&model, &val).map_err(|e| e.to_string())
+                            },
+                            move |r| Computed::MeanZ(key, r),
+                        );
+                    }
+                    return AblationView::Waiting;
+                }
+            }
+        }
+        AblationView::Ready(ablation)
+    }
+
+    /// The model config and a copy of the weights in view, for a job.
+    fn job_inputs(&self) -> (ModelConfig, Weights) {
+        (
+            self.session.config.model.clone(),
+            self.view_weights().clone(),
+        )
+    }
+
+    /// Recomputes the inspection if the sequence, the weights in view or the ablation changed.
+    pub fn refresh_inspector(&mut self) {
+        let key = format!(
+            "{}|{}|{:?}",
+            self.settings.sequence,
+            self.view_key(),
+            self.analysis.ablation
+        );
+        if self.inspector.computed_for.as_ref() == Some(&key) {
+            return;
+        }
+        let ablation = match self.current_ablation() {
+            AblationView::Off => None,
+            AblationView::Ready(a) => Some(a),
+            // The last view stays, marked as updating; the means' arrival repaints.
+            AblationView::Waiting => {
+                self.inspector.waiting = true;
+                return;
+            }
+            AblationView::Failed(e) => {
+                self.inspector.waiting = false;
+                self.inspector.error = Some(e);
+                self.inspector.computed_for = Some(key);
+                return;
+            }
+        };
+        self.inspector.waiting = false;
+        let task = self.session.config.task.clone();
+        let cfg = self.session.config.model.clone();
+        let sequence = self.settings.sequence.clone();
+        let model = self.view_model();
+        let result = parse_sequence(&sequence, cfg.d_vocab, cfg.n_ctx)
+            .map_err(|e| e.to_string())
+            .and_then(|tokens| {
+                inspect_ablated(model, &task, &tokens, ablation.as_ref()).map_err(|e| e.to_string())
+            });
+        match result {
+            Ok(inspection) => {
+                self.inspector.error = None;
+                if let Some(h) = self.inspector.focus_head
+                    && h >= inspection.head_logits_last.len()
+                {
+                    self.inspector.focus_head = None;
+                }
+                self.inspector.last_valid = Some(inspection);
+            }
+            // The last valid view stays on screen under the error.
+            Err(e) => self.inspector.error = Some(e),
+        }
+        self.inspector.computed_for = Some(key);
+    }
+
+    pub fn exhaustive_key(&self) -> ExhaustiveKey {
+        (self.view_key(), self.analysis.ablation.clone())
+    }
+
+    /// Starts the exhaustive evaluation if the weights in view or the ablation changed.
+    pub fn refresh_exhaustive(&mut self) {
+        let ablation = match self.current_ablation() {
+            AblationView::Off => None,
+            AblationView::Ready(a) => Some(a),
+            AblationView::Waiting => return,
+            AblationView::Failed(e) => {
+                let key = self.exhaustive_key();
+                self.analysis.exhaustive.finish(key, Err(e));
+                return;
+            }
+        };
+        let key = self.exhaustive_key();
+        if !self.analysis.exhaustive.claim(&key) {
+            return;
+        }
+        let (cfg, weights) = self.job_inputs();
+        let (task, seed) = (self.session.config.task.clone(), self.session.config.seed);
+        self.job(
+            move || {
+                let model = cpu_model(&cfg, &weights)?;
+                exhaustive(&model, &task, ablation.as_ref(), 2_000, seed).map_err(|e| e.to_string())
+            },
+            move |r| Computed::Exhaustive(key, r),
+        );
+    }
+
+    pub fn circuits_key(&self) -> CircuitsKey {
+        CircuitsKey {
+            view: self.view_key(),
+            no_bias: self.settings.circuits_no_bias,
+            mean_subtract: self.settings.circuits_mean_subtract,
+        }
+    }
+
+    /// Starts computing the circuits if the weights in view or the options changed.
+    pub fn refresh_circuits(&mut self) {
+        let key = self.circuits_key();
+        if !self.analysis.circuits.claim(&key) {
+            return;
+        }
+        let (cfg, weights) = self.job_inputs();
+        let options = key.clone();
+        self.job(
+            move || Ok(CircuitsView::compute(&cfg, &weights, &options)),
+            move |r| Computed::Circuits(key, r),
+        );
+    }
+
+    pub fn data_key(&self) -> DataKey {
+        let cfg = &self.settings.config;
+        (
+            serde_json::to_string(&cfg.task).unwrap_or_default(),
+            cfg.seed,
+        )
+    }
+
+    /// Starts regenerating the Data tab's training set if the task or seed of the settings changed.
+    pub fn refresh_data_view(&mut self) {
+        let key = self.data_key();
+        if !self.analysis.data.claim(&key) {
+            return;
+        }
+        let (task, seed) = (self.settings.config.task.clone(), self.settings.config.seed);
+        self.job(
+            move || DataSummary::compute(&task, seed),
+            move |r| Computed::Data(key, r),
+        );
+    }
+
+    /// Extends the per-epoch head traces towards every snapshot, one job of a few at a time.
+    pub fn refresh_traces(&mut self) {
+        let a = &mut self.analysis;
+        let snapshots = &self.session.snapshots;
+        let misaligned = a.traces.last().is_some_and(|(epoch, _)| {
+            snapshots.get(a.traces.len() - 1).map(|s| s.epoch) != Some(*epoch)
+        });
+        if a.traces_generation != self.session.generation || misaligned {
+            a.traces.clear();
+            a.traces_generation = self.session.generation;
+        }
+        let start = a.traces.len();
+        if a.traces_running || start >= snapshots.len() {
+            return;
+        }
+        let cfg = self.session.config.model.clone();
+        let per_snapshot = cfg.n_params().max(1) * std::mem::size_of::<f32>();
+        let count = (TRACE_JOB_BYTES / per_snapshot).clamp(1, 64);
+        let batch: Vec<(usize, Weights)> = snapshots[start..]
+            .iter()
+            .take(count)
+            .map(|s| (s.epoch, s.weights.clone()))
+            .collect();
+        a.traces_running = true;
+        let task = self.session.config.task.clone();
+        let generation = self.session.generation;
+        self.job(
+            move || {
+                batch
+                    .iter()
+                    .map(|(epoch, weights)| {
+                        let model = cpu_model(&cfg, weights)?;
+                        let t = head_traces(&model, &task).map_err(|e| e.to_string())?;
+                        Ok((*epoch, t))
+                    })
+                    .collect()
+            },
+            move |result| {
+                Computed::Traces(TraceBatch {
+                    generation,
+                    start,
+                    result,
+                })
+            },
+        );
+    }
+
+    /// Advances the scrubber while playing: ten epochs a second, stopping at the end.
+    pub fn tick_scrubber(&mut self) {
+        if !self.scrubber.playing {
+            self.scrubber.last_tick = None;
+            return;
+        }
+        let n = self.session.snapshots.len();
+        let now = Instant::now();
+        let due = self
+            .scrubber
+            .last_tick
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(100));
+        if due {
+            self.scrubber.last_tick = Some(now);
+            let next = self.scrubber.index.map_or(0, |i| i + 1);
+            if next >= n {
+                self.scrubber.playing = false;
+                self.scrubber.index = Some(n.saturating_sub(1));
+            } else {
+                self.scrubber.index = Some(next);
+            }
+        }
+        self.ctx.request_repaint_after(Duration::from_millis(100));
+    }
+
+    /// The colour range for `view`: held fixed while the scrubber's fixed mode is on.
+    pub fn scale_limit(&mut self, view: &'static str, computed: f32) -> f32 {
+        if self.scrubber.fixed_scale {
+            *self.scrubber.fixed_limits.entry(view).or_insert(computed)
+        } else {
+            computed
+        }
+    }
+
+    /// Whether any view is still computing (for tests and the busy indicator).
+    pub fn views_busy(&self) -> bool {
+        let a = &self.analysis;
+        a.mean_z.is_running()
+            || a.exhaustive.is_running()
+            || a.circuits.is_running()
+            || a.data.is_running()
+            || a.traces_running
+    }
+}
+
+/// A CPU model of `weights`, for a job.
+fn cpu_model(cfg: &ModelConfig, weights: &Weights) -> Result<AttnOnly, String> {
+    AttnOnly::new(cfg, weights, &Device::Cpu).map_err(|e| e.to_string())
+}

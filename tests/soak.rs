@@ -1,0 +1,500 @@
+//! The GUI soak test: the real app driven through thousands of random user actions, checking
+//! after each that nothing panicked, the model in view is valid, every button is enabled exactly
+//! when its action is possible, and no unsaved model was ever marked saved or dropped unasked.
+//!
+//! `TOYLENS_SOAK_STEPS=N` runs N actions (default 250, well under a minute in a debug build);
+//! `TOYLENS_SOAK_SEED=S` picks another action sequence.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use egui::accesskit::Role;
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT, Queryable};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use toylens::app::{Action, Settings, Tab, ToylensApp};
+use toylens::checkpoint::Checkpoint;
+use toylens::model::HeadMode;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A side-panel number field: its label and the widget's range.
+struct Field {
+    label: &'static str,
+    min: f64,
+    max: f64,
+}
+
+const FIELDS: [Field; 13] = [
+    Field {
+        label: "Seed",
+        min: 0.0,
+        max: 1e6,
+    },
+    Field {
+        label: "Sequence length",
+        min: 1.0,
+        max: 64.0,
+    },
+    Field {
+        label: "Signal probability",
+        min: 0.0,
+        max: 1.0,
+    },
+    Field {
+        label: "Noise tokens up to",
+        min: 5.0,
+        max: 999.0,
+    },
+    Field {
+        label: "Train samples",
+        min: 0.0,
+        max: 10_000_000.0,
+    },
+    Field {
+        label: "Validation samples",
+        min: 0.0,
+        max: 1_000_000.0,
+    },
+    Field {
+        label: "Heads",
+        min: 0.0,
+        max: 16.0,
+    },
+    Field {
+        label: "d_head",
+        min: 0.0,
+        max: 64.0,
+    },
+    Field {
+        label: "Init range",
+        min: 0.0,
+        max: 1.0,
+    },
+    Field {
+        label: "Learning rate",
+        min: -1.0,
+        max: 10.0,
+    },
+    Field {
+        label: "Weight decay",
+        min: -1.0,
+        max: 1.0,
+    },
+    Field {
+        label: "Batch size",
+        min: 0.0,
+        max: 1_000_000.0,
+    },
+    Field {
+        label: "Epochs",
+        min: 0.0,
+        max: 1_000_000.0,
+    },
+];
+
+struct Soak {
+    h: Harness<'static, ToylensApp>,
+    rng: StdRng,
+    dir: tempfile::TempDir,
+    good_file: PathBuf,
+    corrupt_file: PathBuf,
+    /// The user answered "Discard and …" since the last check: a dirty model may be replaced.
+    discard_confirmed: bool,
+    actions: usize,
+    trained: usize,
+}
+
+impl Soak {
+    fn new(seed: u64) -> Self {
+        let h = Harness::builder()
+            .with_size([1280.0, 800.0])
+            // Users type emoji too; the app draws them as boxes, as it does outside tests.
+            .allow_missing_glyphs()
+            .build_eframe(|cc| {
+                let mut app = ToylensApp::with_settings(cc.egui_ctx.clone(), Settings::default());
+                app.dialogs_enabled = false;
+                app
+            });
+        let dir = tempfile::tempdir().unwrap();
+        let good_file = dir.path().join("good.safetensors");
+        std::fs::write(&good_file, toylens::app::BUNDLED_CHECKPOINT).unwrap();
+        let corrupt_file = dir.path().join("corrupt.safetensors");
+        let mut bytes = toylens::app::BUNDLED_CHECKPOINT.to_vec();
+        bytes.truncate(bytes.len() / 2);
+        std::fs::write(&corrupt_file, bytes).unwrap();
+        Self {
+            h,
+            rng: StdRng::seed_from_u64(seed),
+            dir,
+            good_file,
+            corrupt_file,
+            discard_confirmed: false,
+            actions: 0,
+            trained: 0,
+        }
+    }
+
+    fn app(&self) -> &ToylensApp {
+        self.h.state()
+    }
+
+    /// A few frames, with a pause so workers and jobs can answer.
+    fn frames(&mut self, n: usize) {
+        for _ in 0..n {
+            self.h.step();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        self.h.step();
+    }
+
+    /// Clicks the first enabled button labelled `label`; false if there is none.
+    fn click(&mut self, label: &str) -> bool {
+        let node = self
+            .h
+            .query_all_by_role_and_label(Role::Button, label)
+            .find(|n| !n.accesskit_node().is_disabled());
+        match node {
+            Some(n) => {
+                n.click_accesskit();
+                self.frames(1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn button_enabled(&self, label: &str) -> Option<bool> {
+        self.h
+            .query_all_by_role_and_label(Role::Button, label)
+            .next()
+            .map(|n| !n.accesskit_node().is_disabled())
+    }
+
+    /// Answers a confirmation dialog if one is open: discard or cancel, at random.
+    fn answer_confirmation(&mut self) {
+        if self.app().confirm.is_none() {
+            return;
+        }
+        let yes = [
+            "Discard and train",
+            "Discard and reset",
+            "Discard and open",
+            "Reopen",
+        ];
+        if self.rng.random_bool(0.6)
+            && let Some(label) = yes.iter().find(|l| self.button_enabled(l) == Some(true))
+        {
+            self.discard_confirmed = true;
+            self.click(label);
+        } else {
+            self.click("Cancel");
+        }
+    }
+
+    fn set_field(&mut self) {
+        let field = &FIELDS[self.rng.random_range(0..FIELDS.len())];
+        // The widget's edges a third of the time, values just past them (which the widget clamps)
+        // sometimes, otherwise anywhere in between (mostly small, where most settings are).
+        let value = match self.rng.random_range(0..10) {
+            0 | 1 => field.min,
+            2 | 3 => field.max,
+            4 => field.min - 1.0,
+            5 => field.max * 2.0 + 1.0,
+            6 | 7 => self.rng.random_range(field.min..=field.max),
+            _ => {
+                let small = field.min + (field.max - field.min) * 0.01;
+                self.rng.random_range(field.min..=small)
+            }
+        };
+        let Some(node) = self
+            .h
+            .query_all_by_role_and_label(Role::SpinButton, field.label)
+            .next()
+        else {
+            panic!("no field \"{}\" in the side panel", field.label);
+        };
+        node.set_value_accesskit(value);
+        self.frames(1);
+    }
+
+    /// Whether training the settings would finish its first epochs quickly (the soak trains only
+    /// those; the heavy ones are covered by validation and the views).
+    fn light_settings(&self) -> bool {
+        let c = &self.app().settings.config;
+        c.task.train_size * c.task.seq_len <= 400_000
+            && c.task.val_size * c.task.seq_len <= 100_000
+            && c.task.vocab_size() <= 64
+            && c.model.n_heads * c.model.d_head <= 64
+    }
+
+    fn type_sequence(&mut self) {
+        let text = match self.rng.random_range(0..8) {
+            0 => String::new(),
+            1 => "2 x 3 0".into(),
+            2 => "-1 5".into(),
+            3 => "99999999999999999999 0".into(),
+            4 => "1,,2, ,0".into(),
+            5 => "ü 😀 \u{0} 3".into(),
+            6 => (0..self.rng.random_range(1..80))
+                .map(|_| self.rng.random_range(0..1200).to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => (0..self.rng.random_range(1..6))
+                .map(|_| self.rng.random_range(0..12).to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        self.select_tab(Tab::Inspect);
+        let Some(node) = self.h.query_by_label("Sequence") else {
+            return;
+        };
+        node.focus();
+        self.frames(1);
+        if let Some(node) = self.h.query_by_label("Sequence") {
+            node.set_text_value_accesskit(&text);
+        }
+        self.frames(1);
+    }
+
+    /// The tab bar's selectable labels write `settings.tab`, as this does ("Training" also names
+    /// a side-panel section, so a click by label could hit either).
+    fn select_tab(&mut self, tab: Tab) {
+        self.app_mut().settings.tab = tab;
+        self.frames(1);
+    }
+
+    fn open_file(&mut self) {
+        let path = match self.rng.random_range(0..4) {
+            0 => self.good_file.clone(),
+            1 => self.corrupt_file.clone(),
+            2 => self.dir.path().join("missing.safetensors"),
+            _ => PathBuf::from("/proc/self"),
+        };
+        if self.rng.random_bool(0.5) {
+            // Through the Open… button, the confirmation and the path field.
+            if !self.click("Open…") {
+                return;
+            }
+            self.answer_confirmation();
+            if self.h.query_by_label("Open path").is_some() {
+                if self.rng.random_bool(0.8) {
+                    self.app_mut()
+                        .path_chosen(toylens::app::files::Purpose::Open, path);
+                } else {
+                    self.click("Cancel");
+                }
+            }
+        } else {
+            // Dropped on the window.
+            self.app_mut().apply(Action::OpenDropped(path));
+            self.frames(1);
+            self.answer_confirmation();
+        }
+        self.wait_for_io();
+    }
+
+    fn save_file(&mut self) {
+        let path = match self.rng.random_range(0..3) {
+            0 => self
+                .dir
+                .path()
+                .join(format!("saved-{}.safetensors", self.actions)),
+            1 => PathBuf::from("/proc/cannot-write-here.safetensors"),
+            _ => self.dir.path().join("no/such/dir/x.safetensors"),
+        };
+        self.app_mut().apply(Action::SavePath(path));
+        self.wait_for_io();
+    }
+
+    fn wait_for_io(&mut self) {
+        let start = Instant::now();
+        while self.app().busy_io && start.elapsed() < Duration::from_secs(30) {
+            self.frames(1);
+        }
+        assert!(!self.app().busy_io, "a file operation never finished");
+    }
+
+    fn app_mut(&mut self) -> &mut ToylensApp {
+        self.h.state_mut()
+    }
+
+    /// One random action.
+    fn act(&mut self) {
+        self.actions += 1;
+        match self.rng.random_range(0..100) {
+            0..30 => self.set_field(),
+            30..36 => {
+                let preset = if self.rng.random_bool(0.5) {
+                    "notebook"
+                } else {
+                    "fast"
+                };
+                if let Some(n) = self.h.query_all_by_label(preset).next() {
+                    n.click_accesskit();
+                }
+                self.frames(1);
+            }
+            36..44 => {
+                if self.light_settings() && self.click("Train") {
+                    self.answer_confirmation();
+                    self.trained += 1;
+                }
+            }
+            44..50 => {
+                let label = ["Pause", "Resume", "Stop"][self.rng.random_range(0..3)];
+                self.click(label);
+            }
+            50..55 => {
+                if self.click("Reset") {
+                    self.answer_confirmation();
+                }
+            }
+            55..65 => {
+                let tab = Tab::ALL[self.rng.random_range(0..Tab::ALL.len())];
+                self.select_tab(tab);
+            }
+            65..73 => self.type_sequence(),
+            73..76 => {
+                self.select_tab(Tab::Inspect);
+                let label = if self.rng.random_bool(0.5) {
+                    "Random signal"
+                } else {
+                    "Random noise"
+                };
+                self.click(label);
+            }
+            76..81 => {
+                let heads = self.app().session.config.model.n_heads;
+                let modes = [HeadMode::Active, HeadMode::Zero, HeadMode::Mean];
+                let ablation = (0..heads)
+                    .map(|_| modes[self.rng.random_range(0..3)])
+                    .collect();
+                self.app_mut().analysis.ablation = ablation;
+                self.frames(1);
+            }
+            81..86 => {
+                let n = self.app().session.snapshots.len();
+                let index = match self.rng.random_range(0..4) {
+                    0 => None,
+                    1 => Some(n + 5), // past the end, as a stale index would be
+                    _ => Some(self.rng.random_range(0..n.max(1))),
+                };
+                self.app_mut().apply(Action::ViewEpoch(index));
+                if self.rng.random_bool(0.3) {
+                    self.click("Play");
+                }
+                self.frames(1);
+            }
+            86..90 => self.open_file(),
+            90..93 => self.save_file(),
+            93..96 => {
+                let s = &mut self.app_mut().settings;
+                s.circuits_no_bias ^= true;
+                s.circuits_mean_subtract ^= true;
+                s.log_loss ^= true;
+                s.data_filter = toylens::app::DataFilter::Signal;
+                self.frames(1);
+            }
+            _ => {
+                self.h
+                    .input_mut()
+                    .viewports
+                    .entry(egui::ViewportId::ROOT)
+                    .or_default()
+                    .events
+                    .push(egui::ViewportEvent::Close);
+                self.frames(1);
+                self.click("Cancel");
+            }
+        }
+    }
+
+    /// The invariants, given the state before the action.
+    fn check(&mut self, before: &Before) {
+        let app = self.app();
+        let session = &app.session;
+        session
+            .config
+            .validate()
+            .unwrap_or_else(|e| panic!("invalid model in view after action {}: {e}", self.actions));
+        assert!(session.weights.all_finite(), "non-finite weights in view");
+        // Buttons are enabled exactly when their action is possible (no modal in the way).
+        if app.confirm.is_none() {
+            let training = session.is_training();
+            let config_ok = app.settings.config.validate().is_ok();
+            assert_eq!(
+                self.button_enabled("Train"),
+                Some(!training && config_ok),
+                "Train"
+            );
+            assert_eq!(
+                self.button_enabled("Reset"),
+                Some(!training && config_ok),
+                "Reset"
+            );
+            assert_eq!(self.button_enabled("Stop"), Some(training), "Stop");
+            let can_save = !training && !app.busy_io;
+            assert_eq!(self.button_enabled("Save…"), Some(can_save), "Save");
+        }
+        // No unsaved model is marked saved, and none is replaced without a "Discard".
+        if before.dirty && session.generation == before.generation && !session.dirty {
+            let file = session.file.as_ref().expect("marked saved without a file");
+            let saved = Checkpoint::load(file).expect("marked saved, but the file does not load");
+            assert_eq!(
+                saved.weights, session.weights,
+                "marked saved, but the file holds other weights"
+            );
+        }
+        if before.dirty && session.generation != before.generation {
+            assert!(
+                self.discard_confirmed,
+                "an unsaved model was replaced without asking (action {})",
+                self.actions
+            );
+        }
+    }
+}
+
+struct Before {
+    dirty: bool,
+    generation: u64,
+}
+
+#[test]
+fn thousands_of_random_user_actions() {
+    let steps = env_number("TOYLENS_SOAK_STEPS", 250) as usize;
+    let seed = env_number("TOYLENS_SOAK_SEED", 7);
+    let mut soak = Soak::new(seed);
+    soak.frames(2);
+    let started = Instant::now();
+    for _ in 0..steps {
+        let before = Before {
+            dirty: soak.app().session.dirty,
+            generation: soak.app().session.generation,
+        };
+        soak.discard_confirmed = false;
+        soak.act();
+        soak.check(&before);
+    }
+    // End any run: nothing may panic on the way out either. (Views still computing are left to
+    // finish on their own threads.)
+    soak.app_mut().apply(Action::Stop);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while soak.app().session.is_training() && Instant::now() < deadline {
+        soak.frames(1);
+    }
+    assert!(!soak.app().session.is_training(), "a run never stopped");
+    eprintln!(
+        "soak: {} actions (seed {seed}, {} runs started) in {:.1} s",
+        soak.actions,
+        soak.trained,
+        started.elapsed().as_secs_f64()
+    );
+}
