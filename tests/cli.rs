@@ -357,7 +357,8 @@ fn every_numeric_flag_refuses_bad_values_with_one_line() {
     let s = sweep_dir.to_str().unwrap().to_string();
     const HUGE: &str = "99999999999999999999";
     // (base command, flag, [(value, must succeed?)]); `None`: either outcome, but never a panic.
-    let cases: Vec<(Vec<&str>, &str, Vec<(&str, Option<bool>)>)> = vec![
+    type Case<'a> = (Vec<&'a str>, &'a str, Vec<(&'a str, Option<bool>)>);
+    let cases: Vec<Case> = vec![
         (
             vec!["train", "--out", &o, "--epochs", "1"],
             "--seed",

@@ -57,6 +57,16 @@ fn settle(h: &mut Harness<'_, ToylensApp>) {
     });
 }
 
+/// The window's close button, as the windowing layer reports it.
+fn request_close(h: &mut Harness<'_, ToylensApp>) {
+    h.input_mut()
+        .viewports
+        .entry(egui::ViewportId::ROOT)
+        .or_default()
+        .events
+        .push(egui::ViewportEvent::Close);
+}
+
 /// Whether the button labelled `label` is enabled.
 fn enabled(h: &Harness<'_, ToylensApp>, label: &str) -> bool {
     !h.get_by_role_and_label(Role::Button, label)
@@ -375,12 +385,7 @@ fn closing_with_unsaved_work_asks_first() {
     let mut h = harness();
     h.run();
     h.state_mut().session.dirty = true;
-    h.input_mut()
-        .viewports
-        .entry(egui::ViewportId::ROOT)
-        .or_default()
-        .events
-        .push(egui::ViewportEvent::Close);
+    request_close(&mut h);
     h.run_steps(2);
     h.get_by_label("Quit and discard the unsaved model?");
     h.get_by_role_and_label(Role::Button, "Cancel").click();
@@ -454,7 +459,6 @@ fn circuits_and_evaluate_tabs_show_the_bundled_model() {
         toylens::model::HeadMode::Active,
         toylens::model::HeadMode::Active,
     ];
-    h.run();
     settle(&mut h);
     h.get_by_label_contains("ABLATION ACTIVE: head 0 zero-ablated");
     h.get_by_label_contains("All 96 signal sequences: accuracy 0.3750");
@@ -519,7 +523,7 @@ fn settings_tab_and_plot_options_persist_through_eframe_storage() {
     let mut h = harness();
     h.run();
     h.get_by_label("Circuits").click();
-    h.run();
+    settle(&mut h);
     {
         let app = h.state_mut();
         app.settings.log_loss = true;
@@ -535,7 +539,7 @@ fn settings_tab_and_plot_options_persist_through_eframe_storage() {
     assert_eq!(restored.config.seed, 42);
     // A restored app starts where the last one stopped.
     let mut h = harness_with(restored);
-    h.run();
+    settle(&mut h);
     h.get_by_label_contains("OV: row = source token");
 }
 
@@ -634,12 +638,7 @@ fn cancelling_open_after_confirming_the_discard_keeps_the_work_unsaved() {
     assert!(h.query_by_label("Open path").is_none());
     assert!(h.state().session.dirty);
     // Closing still asks.
-    h.input_mut()
-        .viewports
-        .entry(egui::ViewportId::ROOT)
-        .or_default()
-        .events
-        .push(egui::ViewportEvent::Close);
+    request_close(&mut h);
     h.run_steps(2);
     h.get_by_label("Quit and discard the unsaved model?");
     // A failed open after the discard keeps the work too.

@@ -109,6 +109,9 @@ struct Soak {
     discard_confirmed: bool,
     actions: usize,
     trained: usize,
+    /// The slowest frame seen (logic and layout on the UI thread; no rasterising here), and
+    /// where: reported, not asserted, since timings do not belong in tests.
+    slowest_frame: (f32, String),
 }
 
 impl Soak {
@@ -138,6 +141,7 @@ impl Soak {
             discard_confirmed: false,
             actions: 0,
             trained: 0,
+            slowest_frame: (0.0, String::new()),
         }
     }
 
@@ -147,11 +151,31 @@ impl Soak {
 
     /// A few frames, with a pause so workers and jobs can answer.
     fn frames(&mut self, n: usize) {
-        for _ in 0..n {
+        for _ in 0..=n {
             self.h.step();
+            self.note_frame_time();
         }
         std::thread::sleep(Duration::from_millis(2));
-        self.h.step();
+    }
+
+    fn note_frame_time(&mut self) {
+        let app = self.h.state();
+        if let Some(&ms) = app.frame_times.recent_ms.back()
+            && ms > self.slowest_frame.0
+        {
+            let c = &app.session.config;
+            self.slowest_frame = (
+                ms,
+                format!(
+                    "{:?} tab, model vocab {} × {} heads of {}, seq_len {}",
+                    app.settings.tab,
+                    c.model.d_vocab,
+                    c.model.n_heads,
+                    c.model.d_head,
+                    c.task.seq_len
+                ),
+            );
+        }
     }
 
     /// Clicks the first enabled button labelled `label`; false if there is none.
@@ -492,9 +516,11 @@ fn thousands_of_random_user_actions() {
     }
     assert!(!soak.app().session.is_training(), "a run never stopped");
     eprintln!(
-        "soak: {} actions (seed {seed}, {} runs started) in {:.1} s",
+        "soak: {} actions (seed {seed}, {} runs started) in {:.1} s; slowest frame {:.1} ms ({})",
         soak.actions,
         soak.trained,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        soak.slowest_frame.0,
+        soak.slowest_frame.1
     );
 }

@@ -29,19 +29,14 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
         )
         .weak(),
     );
-    if !app.analysis.circuits.is_current(&app.circuits_key()) {
-        ui.horizontal(|ui| {
-            ui.spinner();
-            ui.weak("computing the circuits of these weights…");
-        });
-    }
-    let view = match app.analysis.circuits.latest() {
-        None => return,
-        Some(Err(e)) => {
-            ui.colored_label(ui.visuals().error_fg_color, e.clone());
-            return;
-        }
-        Some(Ok(view)) => view,
+    let key = app.circuits_key();
+    let Some(view) = super::job_result(
+        ui,
+        &app.analysis.circuits,
+        &key,
+        "computing the circuits of these weights…",
+    ) else {
+        return;
     };
     let (view_ov_limit, view_qk_limit) = (view.ov_limit, view.qk_limit);
     let ov_limit = app.scale_limit("ov", view_ov_limit);

@@ -6,28 +6,24 @@ use egui_plot::{Bar, BarChart, Legend, Plot};
 use crate::app::{Action, DataFilter, ToylensApp};
 
 pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
-    let current = app.analysis.data.is_current(&app.data_key());
     ui.horizontal(|ui| {
         ui.label("Show");
         ui.selectable_value(&mut app.settings.data_filter, DataFilter::All, "all");
         ui.selectable_value(&mut app.settings.data_filter, DataFilter::Signal, "signal");
         ui.selectable_value(&mut app.settings.data_filter, DataFilter::Noise, "noise");
         ui.weak("· click a row to inspect it");
-        if !current {
-            ui.spinner();
-            ui.weak("generating the training set of the settings…");
-        }
     });
     let filter = app.settings.data_filter;
     let seed = app.settings.config.seed;
     let signal_prob = app.settings.config.task.signal_prob;
-    let summary = match app.analysis.data.latest() {
-        None => return,
-        Some(Err(error)) => {
-            ui.colored_label(ui.visuals().error_fg_color, error.to_string());
-            return;
-        }
-        Some(Ok(summary)) => summary,
+    let key = app.data_key();
+    let Some(summary) = super::job_result(
+        ui,
+        &app.analysis.data,
+        &key,
+        "generating the training set of the settings…",
+    ) else {
+        return;
     };
     let data = &summary.data;
     let ceilings = summary.ceilings;

@@ -10,19 +10,15 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     // The whole tab, for "Save PNG…".
     let panel = ui.max_rect();
     super::analysis_toolbar(app, ui, panel);
-    if !app.analysis.exhaustive.is_current(&app.exhaustive_key()) {
-        ui.horizontal(|ui| {
-            ui.spinner();
-            ui.weak("evaluating every signal sequence of these weights…");
-        });
-    }
-    let report = match app.analysis.exhaustive.latest() {
-        None => return,
-        Some(Err(e)) => {
-            ui.colored_label(ui.visuals().error_fg_color, e.clone());
-            return;
-        }
-        Some(Ok(r)) => r.clone(),
+    let key = app.exhaustive_key();
+    let Some(report) = super::job_result(
+        ui,
+        &app.analysis.exhaustive,
+        &key,
+        "evaluating every signal sequence of these weights…",
+    )
+    .cloned() else {
+        return;
     };
     ui.label(format!(
         "All {} signal sequences: accuracy {:.4}. Sampled noise ({} sequences): {:.4}, chance {:.4}.",

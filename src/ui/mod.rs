@@ -344,6 +344,29 @@ fn confirm_modal(app: &mut ToylensApp, ui: &mut Ui) {
     }
 }
 
+/// A background view's latest result: a spinner saying `busy` while the result for the current
+/// inputs is still computing, the error if it failed, `None` until there is a result to draw.
+pub fn job_result<'a, K: Clone + PartialEq, T>(
+    ui: &mut Ui,
+    slot: &'a crate::app::jobs::Derived<K, T>,
+    key: &K,
+    busy: &str,
+) -> Option<&'a T> {
+    if !slot.is_current(key) {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.weak(busy);
+        });
+    }
+    match slot.latest()? {
+        Ok(result) => Some(result),
+        Err(e) => {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+            None
+        }
+    }
+}
+
 /// 1234567 -> "1.2M".
 pub fn human(x: f64) -> String {
     match x {
