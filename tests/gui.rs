@@ -52,6 +52,7 @@ fn settle(h: &mut Harness<'_, ToylensApp>) {
                 Tab::Data => a.data.is_current(&app.data_key()),
                 Tab::Evaluate => a.exhaustive.is_current(&app.exhaustive_key()),
                 Tab::Circuits => a.circuits.is_current(&app.circuits_key()),
+                Tab::Inspect => app.inspector_current(),
                 _ => true,
             }
     });
@@ -80,13 +81,13 @@ fn set_sequence(h: &mut Harness<'_, ToylensApp>, text: &str) {
     h.get_by_label("Sequence").focus();
     h.run();
     h.get_by_label("Sequence").type_text(text);
-    h.run();
+    settle(h);
 }
 
 #[test]
 fn opens_on_the_bundled_model_and_predicts_2_5_3_0() {
     let mut h = harness();
-    h.run();
+    settle(&mut h);
     h.get_by_label("Predicted 5");
     h.get_by_label("expected 5: correct");
     let inspection = h.state().inspector.last_valid.clone().unwrap();
@@ -213,6 +214,7 @@ fn open_by_path(h: &mut Harness<'_, ToylensApp>, path: &Path) {
     h.get_by_role_and_label(Role::Button, "Open").click();
     h.run_steps(2);
     step_until(h, 30, |app| !app.busy_io);
+    settle(h);
 }
 
 #[test]
@@ -402,7 +404,7 @@ fn scrubbing_to_epoch_k_shows_exactly_the_weights_saved_at_epoch_k() {
     for k in [0usize, 1, 17, 60] {
         h.state_mut()
             .apply(toylens::app::Action::ViewEpoch(Some(k)));
-        h.run();
+        settle(&mut h);
         assert_eq!(h.state().view_weights(), &bundled.snapshots[k].weights);
         assert_eq!(bundled.snapshots[k].epoch, k);
         h.get_by_label_contains(&format!("showing epoch {k}"));
@@ -419,10 +421,10 @@ fn scrubbing_to_epoch_k_shows_exactly_the_weights_saved_at_epoch_k() {
     // Epoch 0 is the initialisation: it cannot answer yet.
     h.state_mut()
         .apply(toylens::app::Action::ViewEpoch(Some(0)));
-    h.run();
+    settle(&mut h);
     assert!(h.query_by_label("expected 5: correct").is_none());
     h.state_mut().apply(toylens::app::Action::ViewEpoch(None));
-    h.run();
+    settle(&mut h);
     h.get_by_label("expected 5: correct");
 }
 

@@ -7,12 +7,13 @@ use std::sync::mpsc::Sender;
 
 use super::Message;
 use super::views::{CircuitsKey, CircuitsView, DataKey, DataSummary, ExhaustiveKey, TraceBatch};
-use crate::analysis::ExhaustiveReport;
+use crate::analysis::{ExhaustiveReport, Inspection};
 use crate::model::NdArray;
 use crate::train::panic_message;
 
 /// A finished job: its key and its result (an error message if it failed or panicked).
 pub enum Computed {
+    Inspection(String, Result<Inspection, String>),
     Data(DataKey, Result<DataSummary, String>),
     MeanZ(String, Result<NdArray, String>),
     Exhaustive(ExhaustiveKey, Result<ExhaustiveReport, String>),

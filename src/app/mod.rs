@@ -182,7 +182,7 @@ impl ToylensApp {
                 break;
             }
         }
-        self.session.sync_model();
+        self.session.sync_weights();
     }
 
     /// Starts (or keeps) the background work of the tab in view.

@@ -3,12 +3,11 @@
 
 use std::path::PathBuf;
 
-use candle_core::Device;
 use egui_plot::PlotPoint;
 
 use super::status::Status;
 use crate::checkpoint::{Checkpoint, Snapshot, snapshot_limit, thinned};
-use crate::model::{AttnOnly, Weights};
+use crate::model::Weights;
 use crate::train::{
     Command, EpochMetrics, Event, FinishReason, RunConfig, StepMetrics, TrainingHandle,
 };
@@ -98,12 +97,12 @@ impl Series {
     }
 }
 
-/// The model in view and everything known about it.
+/// The model in view and everything known about it: plain data, no tensors. Whatever computes
+/// from the weights (every view) builds its own model on a background thread, so the UI thread
+/// never waits on candle's thread pool while training or a job holds it.
 pub struct Session {
     pub config: RunConfig,
     pub weights: Weights,
-    /// A CPU copy of `weights` for the inspector (one sequence at a time is cheapest here).
-    pub model: AttnOnly,
     pub history: Vec<EpochMetrics>,
     pub series: Series,
     pub snapshots: Vec<Snapshot>,
@@ -113,7 +112,7 @@ pub struct Session {
     pub dirty: bool,
     /// Bumped whenever `weights` change, so views know to recompute.
     pub version: u64,
-    /// The latest epoch's weights, not yet loaded into `model` (see [`Session::sync_model`]).
+    /// The latest epoch's weights, not yet in view (see [`Session::sync_weights`]).
     pending_weights: Option<Weights>,
     /// Bumped whenever the session is replaced by another model (open, reset, new run).
     pub generation: u64,
@@ -125,13 +124,14 @@ pub struct Session {
 
 impl Session {
     pub fn from_checkpoint(ckpt: Checkpoint, file: Option<PathBuf>) -> Result<Self, String> {
-        let model = AttnOnly::new(&ckpt.config.model, &ckpt.weights, &Device::Cpu)
+        ckpt.config.validate()?;
+        ckpt.weights
+            .validate(&ckpt.config.model)
             .map_err(|e| e.to_string())?;
         Ok(Self {
             series: Series::from_history(&ckpt.history),
             config: ckpt.config,
             weights: ckpt.weights,
-            model,
             history: ckpt.history,
             snapshots: ckpt.snapshots,
             file,
@@ -180,13 +180,16 @@ impl Session {
     }
 
     /// Starts training `config` from scratch. The caller wires `spawn` to its message channel.
+    /// The worker initialises the weights; they arrive with its `Started` event (until then the
+    /// new model's weights are zero), so the UI thread does no initialisation work.
     pub fn start_run(
         &mut self,
         config: RunConfig,
         spawn: impl FnOnce(u64, RunConfig) -> TrainingHandle,
     ) -> Result<(), String> {
         config.validate()?;
-        let fresh = Session::untrained(config.clone())?;
+        let zeros = Weights::zeros(&config.model);
+        let fresh = Session::from_checkpoint(Checkpoint::new(config.clone(), zeros), None)?;
         self.replace(fresh);
         let id = self.next_run_id;
         self.next_run_id += 1;
@@ -204,16 +207,13 @@ impl Session {
 
     fn set_weights(&mut self, weights: Weights) {
         self.pending_weights = None;
-        if self.model.set_weights(&weights).is_ok() {
-            self.weights = weights;
-            self.version += 1;
-        }
+        self.weights = weights;
+        self.version += 1;
     }
 
-    /// Loads the newest epoch's weights into the model, once per frame however many epochs
-    /// arrived: with hundreds of epochs a second, updating the model per event would let the
-    /// message queue outgrow the UI.
-    pub fn sync_model(&mut self) {
+    /// Puts the newest epoch's weights in view, once per frame however many epochs arrived: with
+    /// hundreds of epochs a second, every view recomputing per event would never keep up.
+    pub fn sync_weights(&mut self) {
         if let Some(weights) = self.pending_weights.take() {
             self.set_weights(weights);
         }
@@ -233,8 +233,9 @@ impl Session {
                 run.path = path;
                 self.snapshots = vec![Snapshot {
                     epoch: 0,
-                    weights: initial_weights,
+                    weights: initial_weights.clone(),
                 }];
+                self.set_weights(initial_weights);
             }
             Event::Step(step) => {
                 run.last_step = Some(step);

@@ -18,14 +18,17 @@ use crate::analysis::{
 use crate::model::{Ablation, AttnOnly, HeadMode, ModelConfig, NdArray, Weights};
 use crate::task::{Ceilings, Dataset, TaskConfig, parse_sequence};
 
-/// The inspector's cache: recomputed only when the text, the weights or the ablation change.
+/// The inspector: recomputed (on a background thread, like every view) only when the text, the
+/// weights or the ablation change. A malformed sequence is reported at once, from the parser.
 #[derive(Default)]
 pub struct InspectorState {
-    /// The sequence, weights and ablation the cached result belongs to.
+    /// The sequence, weights and ablation the shown result or error belongs to.
     pub computed_for: Option<String>,
     pub error: Option<String>,
     pub last_valid: Option<Inspection>,
-    /// Mean ablation is on and the means are still being computed.
+    /// The inputs of the inspection being computed.
+    running: Option<String>,
+    /// A newer result is on its way (being computed, or waiting for mean ablation's means).
     pub waiting: bool,
     /// A clicked head: its views are highlighted in every panel.
     pub focus_head: Option<usize>,
@@ -169,7 +172,6 @@ pub struct Scrubber {
 pub struct AnalysisState {
     /// One mode per head; applies to the inspector and the evaluation.
     pub ablation: Vec<HeadMode>,
-    view_model: Option<((u64, usize), AttnOnly)>,
     pub mean_z: Derived<String, NdArray>,
     pub exhaustive: Derived<ExhaustiveKey, ExhaustiveReport>,
     pub circuits: Derived<CircuitsKey, CircuitsView>,
@@ -203,6 +205,7 @@ impl ToylensApp {
     pub fn receive(&mut self, computed: Computed) {
         let a = &mut self.analysis;
         match computed {
+            Computed::Inspection(key, result) => self.inspected(key, result),
             Computed::Data(key, result) => a.data.finish(key, result),
             Computed::MeanZ(key, result) => a.mean_z.finish(key, result),
             Computed::Exhaustive(key, result) => a.exhaustive.finish(key, result),
@@ -242,22 +245,6 @@ impl ToylensApp {
             Some(i) => &self.session.snapshots[i].weights,
             None => &self.session.weights,
         }
-    }
-
-    /// The model for the weights in view (the session's own, or a cached copy of a snapshot).
-    pub fn view_model(&mut self) -> &AttnOnly {
-        let Some(i) = self.view_index() else {
-            return &self.session.model;
-        };
-        let key = (self.session.generation, i);
-        if self.analysis.view_model.as_ref().map(|(k, _)| *k) != Some(key) {
-            let cfg = &self.session.config.model;
-            match AttnOnly::new(cfg, &self.session.snapshots[i].weights, &Device::Cpu) {
-                Ok(model) => self.analysis.view_model = Some((key, model)),
-                Err(_) => return &self.session.model,
-            }
-        }
-        &self.analysis.view_model.as_ref().expect("set above").1
     }
 
     /// A string that changes whenever the weights in view change.
@@ -314,21 +301,43 @@ impl ToylensApp {
         )
     }
 
-    /// Recomputes the inspection if the sequence, the weights in view or the ablation changed.
-    pub fn refresh_inspector(&mut self) {
-        let key = format!(
+    /// The inspector's inputs: the sequence, the weights in view and the ablation.
+    pub fn inspector_key(&self) -> String {
+        format!(
             "{}|{}|{:?}",
             self.settings.sequence,
             self.view_key(),
             self.analysis.ablation
-        );
-        if self.inspector.computed_for.as_ref() == Some(&key) {
+        )
+    }
+
+    /// Whether the inspector shows the result for what is on screen now.
+    pub fn inspector_current(&self) -> bool {
+        self.inspector.computed_for.as_ref() == Some(&self.inspector_key())
+    }
+
+    /// Starts the inspection if the sequence, the weights in view or the ablation changed; a
+    /// sequence that does not parse is reported at once.
+    pub fn refresh_inspector(&mut self) {
+        let key = self.inspector_key();
+        if self.inspector.computed_for.as_ref() == Some(&key) || self.inspector.running.is_some() {
             return;
         }
+        let cfg = &self.session.config.model;
+        let tokens = match parse_sequence(&self.settings.sequence, cfg.d_vocab, cfg.n_ctx) {
+            Ok(tokens) => tokens,
+            // The last valid view stays on screen under the error.
+            Err(e) => {
+                self.inspector.error = Some(e.to_string());
+                self.inspector.waiting = false;
+                self.inspector.computed_for = Some(key);
+                return;
+            }
+        };
         let ablation = match self.current_ablation() {
             AblationView::Off => None,
             AblationView::Ready(a) => Some(a),
-            // The last view stays, marked as updating; the means' arrival repaints.
+            // The means' arrival repaints, and this runs again.
             AblationView::Waiting => {
                 self.inspector.waiting = true;
                 return;
@@ -340,30 +349,39 @@ impl ToylensApp {
                 return;
             }
         };
-        self.inspector.waiting = false;
+        self.inspector.waiting = true;
+        self.inspector.running = Some(key.clone());
+        let (cfg, weights) = self.job_inputs();
         let task = self.session.config.task.clone();
-        let cfg = self.session.config.model.clone();
-        let sequence = self.settings.sequence.clone();
-        let model = self.view_model();
-        let result = parse_sequence(&sequence, cfg.d_vocab, cfg.n_ctx)
-            .map_err(|e| e.to_string())
-            .and_then(|tokens| {
-                inspect_ablated(model, &task, &tokens, ablation.as_ref()).map_err(|e| e.to_string())
-            });
+        self.job(
+            move || {
+                let model = cpu_model(&cfg, &weights)?;
+                inspect_ablated(&model, &task, &tokens, ablation.as_ref())
+                    .map_err(|e| e.to_string())
+            },
+            move |r| Computed::Inspection(key, r),
+        );
+    }
+
+    /// Takes a finished inspection.
+    fn inspected(&mut self, key: String, result: Result<Inspection, String>) {
+        let inspector = &mut self.inspector;
+        inspector.running = None;
+        inspector.waiting = false;
         match result {
             Ok(inspection) => {
-                self.inspector.error = None;
-                if let Some(h) = self.inspector.focus_head
-                    && h >= inspection.head_logits_last.len()
+                inspector.error = None;
+                if inspector
+                    .focus_head
+                    .is_some_and(|h| h >= inspection.head_logits_last.len())
                 {
-                    self.inspector.focus_head = None;
+                    inspector.focus_head = None;
                 }
-                self.inspector.last_valid = Some(inspection);
+                inspector.last_valid = Some(inspection);
             }
-            // The last valid view stays on screen under the error.
-            Err(e) => self.inspector.error = Some(e),
+            Err(e) => inspector.error = Some(e),
         }
-        self.inspector.computed_for = Some(key);
+        inspector.computed_for = Some(key);
     }
 
     pub fn exhaustive_key(&self) -> ExhaustiveKey {

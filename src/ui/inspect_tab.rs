@@ -40,10 +40,13 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     });
     super::analysis_toolbar(app, ui, panel);
     app.refresh_inspector();
+    // A still note, not a spinner: for small models the result lands a frame later, and an
+    // animation would only flicker.
     if app.inspector.waiting {
-        ui.horizontal(|ui| {
-            ui.spinner();
-            ui.weak("computing mean z over the validation set for mean ablation…");
+        ui.weak(if app.analysis.mean_z.is_running() {
+            "updating: computing mean z over the validation set for mean ablation…"
+        } else {
+            "updating…"
         });
     }
     if let Some(error) = &app.inspector.error {
