@@ -14,6 +14,10 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
 use toylens::app::{Action, Settings, Tab, ToylensApp};
 
+/// As in the app's `main`: mimalloc, and candle on one thread unless RAYON_NUM_THREADS says.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Bench {
     h: Harness<'static, ToylensApp>,
     /// (phase, frame ms) of every frame.
@@ -65,6 +69,12 @@ impl Bench {
 }
 
 fn main() {
+    // RUST_LOG=toylens=debug shows where each frame over 50 ms went.
+    env_logger::init();
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: first thing in main, before any other thread exists.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+    }
     let h = Harness::builder()
         .with_size([1280.0, 800.0])
         .build_eframe(|cc| {
@@ -104,7 +114,11 @@ fn main() {
         }
         samples = (samples * 0.9f64).floor();
     }
-    let mut batch = 1_000_000.0;
+    // FRAME_BUDGET_BATCH caps the batch (default: the largest the config accepts).
+    let mut batch: f64 = std::env::var("FRAME_BUDGET_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000.0);
     loop {
         b.set("Batch size", batch);
         match b.h.state().config_error() {
@@ -175,10 +189,21 @@ fn main() {
     });
     for tab in Tab::ALL {
         b.h.state_mut().settings.tab = tab;
-        b.until(
-            &format!("{tab:?} after training"),
-            Duration::from_secs(600),
-            |app| !app.views_busy(),
+        let phase = format!("{tab:?} after training");
+        b.step(&phase);
+        let a = &b.h.state().analysis;
+        let running = format!(
+            "mean z {}, evaluation {}, circuits {}, data {}",
+            a.mean_z.is_running(),
+            a.exhaustive.is_running(),
+            a.circuits.is_running(),
+            a.data.is_running()
+        );
+        let started = Instant::now();
+        b.until(&phase, Duration::from_secs(600), |app| !app.views_busy());
+        println!(
+            "{phase}: views settled in {:.1} s (running at the switch: {running})",
+            started.elapsed().as_secs_f64()
         );
     }
 

@@ -97,6 +97,10 @@ pub struct ToylensApp {
     ctx: egui::Context,
     allow_close: bool,
     frame_started: Option<Instant>,
+    /// Where the current frame's time went (messages, views, drawing, actions), for the slow-frame
+    /// log line.
+    frame_parts: [f32; 4],
+    frame_cpu_start: f32,
     actions: Vec<Action>,
 }
 
@@ -147,6 +151,8 @@ impl ToylensApp {
             ctx,
             allow_close: false,
             frame_started: None,
+            frame_parts: [0.0; 4],
+            frame_cpu_start: 0.0,
             actions: Vec::new(),
         };
         app.remember_session_run(BUNDLED_NAME.into());
@@ -241,19 +247,25 @@ impl ToylensApp {
     }
 
     fn logic_unguarded(&mut self, ctx: &egui::Context) {
-        self.frame_started = Some(Instant::now());
+        let start = Instant::now();
+        self.frame_cpu_start = thread_cpu_ms();
+        self.frame_started = Some(start);
         log::trace!("repaint causes: {:?}", ctx.repaint_causes());
         if std::mem::take(&mut self.inject_panic) {
             panic!("injected panic (testing crash recovery)");
         }
         self.poll_messages();
+        let polled = Instant::now();
         self.handle_close_request(ctx);
         self.handle_dropped_files(ctx);
         self.tick_scrubber();
         self.refresh_views();
+        self.frame_parts[0] = ms_between(start, polled);
+        self.frame_parts[1] = ms_between(polled, Instant::now());
     }
 
     fn ui_unguarded(&mut self, ui: &mut egui::Ui) {
+        let drawing = Instant::now();
         crate::ui::draw(self, ui);
         if self.frame_times.recent_ms.is_empty()
             && let Some(launched) = LAUNCHED.get()
@@ -263,13 +275,23 @@ impl ToylensApp {
                 launched.elapsed().as_secs_f64() * 1e3
             );
         }
-        for action in std::mem::take(&mut self.actions) {
+        let acting = Instant::now();
+        let actions = std::mem::take(&mut self.actions);
+        let names: Vec<String> = actions.iter().map(|a| format!("{a:?}")).collect();
+        for action in actions {
             self.apply(action);
         }
+        self.frame_parts[2] = ms_between(drawing, acting);
+        self.frame_parts[3] = ms_between(acting, Instant::now());
         if let Some(start) = self.frame_started.take() {
             let ms = start.elapsed().as_secs_f32() * 1000.0;
             if ms > 50.0 {
-                log::debug!("slow frame: {ms:.1} ms on the {:?} tab", self.settings.tab);
+                let [messages, views, draw, act] = self.frame_parts;
+                log::debug!(
+                    "slow frame: {ms:.1} ms ({:.1} ms of this thread's CPU) on the {:?} tab (messages {messages:.1}, views {views:.1}, drawing {draw:.1}, actions {act:.1} ms {names:?})",
+                    thread_cpu_ms() - self.frame_cpu_start,
+                    self.settings.tab
+                );
             }
             self.frame_times.push(ms);
         }
@@ -278,6 +300,21 @@ impl ToylensApp {
             ui.ctx().request_repaint_after(Duration::from_millis(250));
         }
     }
+}
+
+/// CPU time this thread has used, in ms: a slow frame with little of it was waiting, not working.
+fn thread_cpu_ms() -> f32 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f32 * 1e3 + t.tv_nsec as f32 / 1e6
+}
+
+fn ms_between(from: Instant, to: Instant) -> f32 {
+    to.duration_since(from).as_secs_f32() * 1000.0
 }
 
 impl eframe::App for ToylensApp {
