@@ -224,7 +224,11 @@ fn open_a_checkpoint_by_path_with_the_dialog_bypassed() {
     let mut h = harness();
     h.run();
     open_by_path(&mut h, &fixture);
-    h.get_by_label_contains("opened");
+    // The fixture is TransformerLens's own state dict, without toylens metadata: the status
+    // line says so and that the config was inferred.
+    h.get_by_label_contains(
+        "a bare TransformerLens state dict (no toylens metadata), config inferred",
+    );
     assert_eq!(h.state().session.file.as_deref(), Some(fixture.as_path()));
     assert!(
         h.state().session.history.is_empty(),
