@@ -46,7 +46,6 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     };
     let vocab = view.vocab;
     let (ov_flat, qk_flat) = (&view.ov, &view.qk);
-    let tokens: Vec<String> = (0..vocab).map(|t| t.to_string()).collect();
     let focus = app.inspector.focus_head;
     egui::ScrollArea::vertical().show(ui, |ui| {
         let width = (ui.available_width() / 2.0 - 20.0).max(200.0);
@@ -87,8 +86,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
                     ui.vertical(|ui| {
                         ui.small(title);
                         let scale = Scale::Diverging { limit };
-                        let mut map = Heatmap::new(vocab, vocab, values, scale)
-                            .labels(tokens.clone(), tokens.clone());
+                        let mut map = Heatmap::new(vocab, vocab, values, scale);
                         map.cell = 30.0;
                         map.max_width = Some(width);
                         map.show_values = vocab <= 12;
@@ -102,8 +100,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
         }
         ui.label(RichText::new("Direct path W_E W_U").strong());
         ui.small("The identity: the last token adds 1 to its own logit, whatever the heads do.");
-        let mut map = Heatmap::new(vocab, vocab, &view.direct, Scale::Diverging { limit: 1.0 })
-            .labels(tokens.clone(), tokens.clone());
+        let mut map = Heatmap::new(vocab, vocab, &view.direct, Scale::Diverging { limit: 1.0 });
         map.cell = 16.0;
         map.show(ui);
     });

@@ -100,12 +100,11 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
                     .map(|&c| c as f32)
                     .collect();
                 let max = values.iter().copied().fold(1.0, f32::max);
-                let labels: Vec<String> = (0..vocab).map(|t| t.to_string()).collect();
                 let describe = |r: usize, c: usize, v: f32| {
                     format!("expected {r}, predicted {c}: {v:.0} sequences")
                 };
-                let mut map = Heatmap::new(vocab, vocab, &values, Scale::Sequential { max })
-                    .labels(labels.clone(), labels);
+                // Rows and columns are token ids: the map's own index labels.
+                let mut map = Heatmap::new(vocab, vocab, &values, Scale::Sequential { max });
                 map.cell = 24.0;
                 map.describe = Some(&describe);
                 map.show(ui);

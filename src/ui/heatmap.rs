@@ -1,6 +1,8 @@
 //! A labelled heatmap: one coloured cell per value, row and column labels, exact values on hover,
 //! and cells that can be marked as masked (drawn hatched grey, never coloured).
 
+use std::borrow::Cow;
+
 use egui::{Align2, Color32, FontId, Rect, Response, Sense, Stroke, Ui, pos2, vec2};
 
 /// How values map to colours.
@@ -57,8 +59,9 @@ pub struct Heatmap<'a> {
     pub cols: usize,
     /// Row-major values.
     pub values: &'a [f32],
-    pub row_labels: Vec<String>,
-    pub col_labels: Vec<String>,
+    /// Row and column labels; `None` labels them by index (made only for the cells on screen).
+    pub row_labels: Option<Vec<String>>,
+    pub col_labels: Option<Vec<String>>,
     pub scale: Scale,
     pub cell: f32,
     /// Cells for which this returns true are masked.
@@ -79,8 +82,8 @@ impl<'a> Heatmap<'a> {
             rows,
             cols,
             values,
-            row_labels: (0..rows).map(|r| r.to_string()).collect(),
-            col_labels: (0..cols).map(|c| c.to_string()).collect(),
+            row_labels: None,
+            col_labels: None,
             scale,
             cell: 28.0,
             masked: None,
@@ -92,8 +95,14 @@ impl<'a> Heatmap<'a> {
     }
 
     pub fn labels(mut self, rows: Vec<String>, cols: Vec<String>) -> Self {
-        self.row_labels = rows;
-        self.col_labels = cols;
+        self.row_labels = Some(rows);
+        self.col_labels = Some(cols);
+        self
+    }
+
+    /// Named rows; the columns stay labelled by index.
+    pub fn row_labels(mut self, rows: Vec<String>) -> Self {
+        self.row_labels = Some(rows);
         self
     }
 
@@ -105,18 +114,22 @@ impl<'a> Heatmap<'a> {
             .unwrap_or(f32::NAN)
     }
 
-    fn row_label(&self, r: usize) -> &str {
-        self.row_labels.get(r).map_or("?", String::as_str)
+    fn row_label(&self, r: usize) -> Cow<'_, str> {
+        label(self.row_labels.as_deref(), r)
     }
 
-    fn col_label(&self, c: usize) -> &str {
-        self.col_labels.get(c).map_or("?", String::as_str)
+    fn col_label(&self, c: usize) -> Cow<'_, str> {
+        label(self.col_labels.as_deref(), c)
     }
 
     /// Draws the map; the response carries hover and clicks over the cells.
     pub fn show(mut self, ui: &mut Ui) -> Response {
         let font = FontId::proportional(12.0);
-        let label_w = self.row_labels.iter().map(|l| l.len()).max().unwrap_or(1) as f32 * 7.0 + 8.0;
+        let widest = match &self.row_labels {
+            Some(labels) => labels.iter().map(|l| l.len()).max().unwrap_or(1),
+            None => self.rows.saturating_sub(1).to_string().len(),
+        };
+        let label_w = widest as f32 * 7.0 + 8.0;
         let label_h = 18.0;
         if let Some(w) = self.max_width {
             self.cell = self
@@ -148,13 +161,8 @@ impl<'a> Heatmap<'a> {
         };
         let rows = visible(clip.min.y, clip.max.y, origin.y, self.rows);
         let cols = visible(clip.min.x, clip.max.x, origin.x, self.cols);
-        for (c, label) in self
-            .col_labels
-            .iter()
-            .enumerate()
-            .take(cols.end)
-            .skip(cols.start)
-        {
+        for c in cols.clone() {
+            let label = self.col_label(c);
             let x = origin.x + (c as f32 + 0.5) * self.cell;
             painter.text(
                 pos2(x, rect.min.y + 2.0),
@@ -164,13 +172,8 @@ impl<'a> Heatmap<'a> {
                 text,
             );
         }
-        for (r, label) in self
-            .row_labels
-            .iter()
-            .enumerate()
-            .take(rows.end)
-            .skip(rows.start)
-        {
+        for r in rows.clone() {
+            let label = self.row_label(r);
             let y = origin.y + (r as f32 + 0.5) * self.cell;
             painter.text(
                 pos2(rect.min.x + 2.0, y),
@@ -256,6 +259,14 @@ impl<'a> Heatmap<'a> {
             }
             None => response,
         }
+    }
+}
+
+/// Label `i` of `labels`, or the index itself when the map has no labels.
+fn label(labels: Option<&[String]>, i: usize) -> Cow<'_, str> {
+    match labels {
+        Some(labels) => Cow::Borrowed(labels.get(i).map_or("?", String::as_str)),
+        None => Cow::Owned(i.to_string()),
     }
 }
 

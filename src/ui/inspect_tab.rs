@@ -250,8 +250,7 @@ fn decomposition(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
         };
         format!("{what} -> token {col}: {v:+.5}")
     };
-    let mut map = Heatmap::new(rows, vocab, &values, scale)
-        .labels(row_labels, (0..vocab).map(|t| t.to_string()).collect());
+    let mut map = Heatmap::new(rows, vocab, &values, scale).row_labels(row_labels);
     map.cell = 36.0;
     map.max_width = Some(ui.available_width());
     map.show_values = vocab <= 16;
@@ -283,10 +282,8 @@ fn head_outputs(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
     };
     let describe =
         |h: usize, m: usize, v: f32| format!("head {h} writes {v:+.5} to residual dimension {m}");
-    let mut map = Heatmap::new(heads, d_model, &values, scale).labels(
-        (0..heads).map(|h| format!("head {h}")).collect(),
-        (0..d_model).map(|m| m.to_string()).collect(),
-    );
+    let mut map = Heatmap::new(heads, d_model, &values, scale)
+        .row_labels((0..heads).map(|h| format!("head {h}")).collect());
     map.cell = 36.0;
     map.max_width = Some(ui.available_width());
     map.show_values = d_model <= 16;
