@@ -49,11 +49,17 @@ impl<K: Clone + PartialEq, T> Derived<K, T> {
 
     /// Takes a job's result. One for an older key is still shown (drawn as "updating") until the
     /// job for the current key, started by the next `claim`, finishes.
-    pub fn finish(&mut self, key: K, result: Result<T, String>) {
+    pub fn finish(&mut self, key: K, result: Result<T, String>)
+    where
+        K: Send + 'static,
+        T: Send + 'static,
+    {
         if self.running.as_ref() == Some(&key) {
             self.running = None;
         }
-        self.shown = Some((key, result));
+        if let Some(old) = self.shown.replace((key, result)) {
+            drop_later(old);
+        }
     }
 
     /// The latest result, whatever inputs it was computed for.
@@ -101,6 +107,15 @@ pub fn spawn<T: 'static>(
     if let Err(e) = started {
         log::error!("cannot start a background job: {e}");
     }
+}
+
+/// Frees `value` on another thread: a data set or a model's history can be hundreds of MB, and
+/// giving that much memory back to the OS takes tens of milliseconds a frame cannot spare.
+pub fn drop_later<T: Send + 'static>(value: T) {
+    // If no thread can be started, the value is dropped here, which is only slower.
+    let _ = std::thread::Builder::new()
+        .name("toylens-free".into())
+        .spawn(move || drop(value));
 }
 
 #[cfg(test)]

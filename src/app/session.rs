@@ -158,7 +158,7 @@ impl Session {
         let next = self.next_run_id;
         let version = self.version + 1;
         let generation = self.generation + 1;
-        *self = other;
+        super::jobs::drop_later(std::mem::replace(self, other));
         self.next_run_id = next;
         self.version = version;
         self.generation = generation;
