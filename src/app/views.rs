@@ -1,7 +1,7 @@
 //! The derived views: what the analysis tabs show, computed from the weights in view and the
-//! settings. The inspector (one sequence) is cheap and computed in the frame; everything that
-//! grows with the task (the Data tab's data set, mean z, the exhaustive evaluation, circuits,
-//! head traces) runs as a background job ([`super::jobs`]), cached by its inputs.
+//! settings. Each (the inspector, the Data tab's data set, mean z, the exhaustive evaluation,
+//! circuits, head traces) runs as a background job ([`super::jobs`]) keyed by its inputs; a frame
+//! only starts jobs and reads their results, and does no tensor work.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -50,7 +50,6 @@ pub struct DataSummary {
 
 impl DataSummary {
     pub fn compute(task: &TaskConfig, seed: u64) -> Result<Self, String> {
-        task.validate().map_err(|e| e.to_string())?;
         let data = task.train_set(seed).map_err(|e| e.to_string())?;
         let (signal_histogram, noise_histogram) = data.label_histograms();
         // Data sets hold at most MAX_DATA_TOKENS tokens, so every index fits in u32.
@@ -396,7 +395,9 @@ impl ToylensApp {
             AblationView::Waiting => return,
             AblationView::Failed(e) => {
                 let key = self.exhaustive_key();
-                self.analysis.exhaustive.finish(key, Err(e));
+                if !self.analysis.exhaustive.is_current(&key) {
+                    self.analysis.exhaustive.finish(key, Err(e));
+                }
                 return;
             }
         };
@@ -539,7 +540,8 @@ impl ToylensApp {
         }
     }
 
-    /// Whether any view is still computing (for tests and the busy indicator).
+    /// Whether any view other than the inspector is still computing (for the busy spinner and
+    /// tests). The inspector has its own still "updating…" note: a spinner would keep repainting.
     pub fn views_busy(&self) -> bool {
         let a = &self.analysis;
         a.mean_z.is_running()
