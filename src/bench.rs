@@ -6,7 +6,7 @@ use std::time::Instant;
 use candle_core::Device;
 use serde::Serialize;
 
-use crate::model::{AttnOnly, ModelConfig, Weights};
+use crate::model::{ModelConfig, Transformer, Weights};
 use crate::task::{TaskConfig, TokenRange};
 use crate::train::{ForwardPath, PathChoice, Preset, RunConfig, Trainer};
 
@@ -143,7 +143,7 @@ pub fn time_notebook_run(device: &Device) -> anyhow::Result<f64> {
 
 pub fn inspect_latency_us(device: &Device, repeats: usize) -> anyhow::Result<f64> {
     let cfg = ModelConfig::default();
-    let model = AttnOnly::new(&cfg, &Weights::init(&cfg, 0), device)?;
+    let model = Transformer::new(&cfg, &Weights::init(&cfg, 0), device)?;
     let mut times = Vec::with_capacity(repeats);
     for _ in 0..repeats {
         let t = Instant::now();

@@ -9,10 +9,12 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::analysis::{ExhaustiveReport, Inspection, circuits, exhaustive, inspect, mean_z};
+use crate::analysis::{
+    ExhaustiveReport, Inspection, cache_json, circuits, exhaustive, inspection_of, mean_z,
+};
 use crate::checkpoint::{Checkpoint, Snapshot};
 use crate::device::{self, DeviceChoice};
-use crate::model::{Ablation, AttnOnly, HeadMode};
+use crate::model::{Ablation, HeadMode, Transformer};
 use crate::seed::{Stream, stream_rng};
 use crate::task::{Ceilings, parse_sequence};
 use crate::train::{
@@ -54,8 +56,12 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct CircuitsArgs {
-    /// A toylens checkpoint or a bare TransformerLens state dict.
+    /// A toylens checkpoint or a TransformerLens state dict (safetensors).
     pub checkpoint: PathBuf,
+    /// The state dict's `HookedTransformerConfig` as JSON, when the file has no `tl_config`
+    /// metadata and no `config.json` beside it.
+    #[arg(long, value_name = "FILE")]
+    pub tl_config: Option<PathBuf>,
     /// Print JSON (`ov`, `qk`, `ov_no_bias`, `qk_no_bias`, `direct`) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -150,8 +156,12 @@ pub struct TrainArgs {
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// A toylens checkpoint or a bare TransformerLens state dict.
+    /// A toylens checkpoint or a TransformerLens state dict (safetensors).
     pub checkpoint: PathBuf,
+    /// The state dict's `HookedTransformerConfig` as JSON, when the file has no `tl_config`
+    /// metadata and no `config.json` beside it.
+    #[arg(long, value_name = "FILE")]
+    pub tl_config: Option<PathBuf>,
     /// Seed of the evaluation data (the validation stream); defaults to the checkpoint's seed,
     /// which reproduces its validation set.
     #[arg(long)]
@@ -180,8 +190,12 @@ pub struct EvalArgs {
 #[derive(Debug, Args)]
 #[command(allow_negative_numbers = true)]
 pub struct InspectArgs {
-    /// A toylens checkpoint or a bare TransformerLens state dict.
+    /// A toylens checkpoint or a TransformerLens state dict (safetensors).
     pub checkpoint: PathBuf,
+    /// The state dict's `HookedTransformerConfig` as JSON, when the file has no `tl_config`
+    /// metadata and no `config.json` beside it.
+    #[arg(long, value_name = "FILE")]
+    pub tl_config: Option<PathBuf>,
     /// Token ids, as separate arguments or one string: `2 5 3 0` or "2,5,3,0".
     #[arg(required = true, num_args = 1..)]
     pub tokens: Vec<String>,
@@ -191,6 +205,10 @@ pub struct InspectArgs {
     /// Print JSON (keys match the TransformerLens fixture) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// With --json: add "cache", every TransformerLens hook's activation for this input
+    /// (batch dimension dropped; masked attention scores, −inf in TL, as null).
+    #[arg(long, requires = "json")]
+    pub cache: bool,
 }
 
 /// Fails with a one-line message naming the flag and its range unless `min <= value <= max`.
@@ -440,18 +458,39 @@ struct EvalReport {
     exhaustive: Option<ExhaustiveReport>,
 }
 
-fn load_model(path: &std::path::Path, choice: DeviceChoice) -> Result<(Checkpoint, AttnOnly)> {
-    let checkpoint = Checkpoint::load(path)?;
+fn load_checkpoint(
+    path: &std::path::Path,
+    tl_config: Option<&std::path::Path>,
+) -> Result<Checkpoint> {
+    Ok(Checkpoint::load_with(path, tl_config)?)
+}
+
+/// For text output: the model and, for a state dict saved elsewhere, where its config came from.
+fn print_model_line(checkpoint: &Checkpoint) {
+    let model = checkpoint.config.model.describe();
+    if checkpoint.has_metadata {
+        println!("model: {model}");
+    } else {
+        println!("model: {model} ({})", checkpoint.origin);
+    }
+}
+
+fn load_model(
+    path: &std::path::Path,
+    tl_config: Option<&std::path::Path>,
+    choice: DeviceChoice,
+) -> Result<(Checkpoint, Transformer)> {
+    let checkpoint = load_checkpoint(path, tl_config)?;
     let (device, note) = device::resolve(choice);
     if let Some(note) = note {
         eprintln!("warning: {note}");
     }
-    let model = AttnOnly::new(&checkpoint.config.model, &checkpoint.weights, &device)?;
+    let model = Transformer::new(&checkpoint.config.model, &checkpoint.weights, &device)?;
     Ok((checkpoint, model))
 }
 
 fn eval(args: EvalArgs) -> Result<()> {
-    let (checkpoint, model) = load_model(&args.checkpoint, args.device)?;
+    let (checkpoint, model) = load_model(&args.checkpoint, args.tl_config.as_deref(), args.device)?;
     let task = &checkpoint.config.task;
     let seed = args.seed.unwrap_or(checkpoint.config.seed);
     let samples = args.samples.unwrap_or(task.val_size);
@@ -503,6 +542,7 @@ fn eval(args: EvalArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
+    print_model_line(&checkpoint);
     if !report.ablation.is_empty() {
         println!("ABLATION: {}", report.ablation);
     }
@@ -559,12 +599,13 @@ fn print_exhaustive(x: &ExhaustiveReport) {
 }
 
 fn circuits_cmd(args: CircuitsArgs) -> Result<()> {
-    let checkpoint = Checkpoint::load(&args.checkpoint)?;
-    let c = circuits(&checkpoint.config.model, &checkpoint.weights);
+    let checkpoint = load_checkpoint(&args.checkpoint, args.tl_config.as_deref())?;
+    let c = circuits(&checkpoint.config.model, &checkpoint.weights).map_err(anyhow::Error::msg)?;
     if args.json {
         println!("{}", serde_json::to_string(&c)?);
         return Ok(());
     }
+    print_model_line(&checkpoint);
     let vocab = c.direct.len();
     let header: String = (0..vocab).map(|v| format!("{v:>7}")).collect();
     for (h, (ov, qk)) in c.ov.iter().zip(&c.qk).enumerate() {
@@ -766,14 +807,20 @@ fn bench(args: BenchArgs) -> Result<()> {
 }
 
 fn inspect_cmd(args: InspectArgs) -> Result<()> {
-    let (checkpoint, model) = load_model(&args.checkpoint, args.device)?;
+    let (checkpoint, model) = load_model(&args.checkpoint, args.tl_config.as_deref(), args.device)?;
     let cfg = &checkpoint.config.model;
     let tokens = parse_sequence(&args.tokens.join(" "), cfg.d_vocab, cfg.n_ctx)
         .map_err(|e| anyhow::anyhow!("bad tokens: {e}"))?;
-    let result = inspect(&model, &checkpoint.config.task, &tokens)?;
+    let cache = model.run_with_cache(&tokens)?;
+    let result = inspection_of(&cache, cfg.n_layers, &checkpoint.config.task);
     if args.json {
-        println!("{}", serde_json::to_string(&result)?);
+        let mut json = serde_json::to_value(&result)?;
+        if args.cache {
+            json["cache"] = serde_json::Value::Object(cache_json(&cache));
+        }
+        println!("{json}");
     } else {
+        print_model_line(&checkpoint);
         print_inspection(&result);
     }
     Ok(())
@@ -808,16 +855,34 @@ fn print_inspection(r: &Inspection) {
     println!("\n{:<10}{header}", "token");
     println!("{:<10}{}", "logit", fmt_row(&r.logits_last));
     println!("{:<10}{}", "prob", fmt_row(&r.probs_last));
-    println!("\nhead-to-logit decomposition at the last position");
-    println!("{:<10}{header}", "");
-    println!("{:<10}{}", "direct", fmt_row(&r.direct_logits_last));
-    for (h, row) in r.head_logits_last.iter().enumerate() {
-        println!("{:<10}{}", format!("head {h}"), fmt_row(row));
+    if let (Some(direct), Some(heads), Some(bias)) =
+        (&r.direct_logits_last, &r.head_logits_last, &r.bias_logits)
+    {
+        println!("\nhead-to-logit decomposition at the last position");
+        println!("{:<10}{header}", "");
+        println!("{:<10}{}", "direct", fmt_row(direct));
+        for (h, row) in heads.iter().enumerate() {
+            println!("{:<10}{}", format!("head {h}"), fmt_row(row));
+        }
+        if let Some(mlp) = &r.mlp_logits_last {
+            println!("{:<10}{}", "MLP", fmt_row(mlp));
+        }
+        println!("{:<10}{}", "biases", fmt_row(bias));
+        println!("{:<10}{}", "= logits", fmt_row(&r.logits_last));
     }
-    println!("{:<10}{}", "b_O", fmt_row(&r.bias_logits));
-    println!("{:<10}{}", "= logits", fmt_row(&r.logits_last));
-    for (h, pattern) in r.pattern.iter().enumerate() {
-        println!("\nhead {h} attention (rows: query position, columns: key position)");
+    let layers = r.patterns.len();
+    for (l, h, pattern) in r
+        .patterns
+        .iter()
+        .enumerate()
+        .flat_map(|(l, heads)| heads.iter().enumerate().map(move |(h, p)| (l, h, p)))
+    {
+        let name = if layers == 1 {
+            format!("head {h}")
+        } else {
+            format!("layer {l} head {h}")
+        };
+        println!("\n{name} attention (rows: query position, columns: key position)");
         let keys: String = r.tokens.iter().map(|t| format!("{t:>7}")).collect();
         println!("{:<10}{keys}", "q \\ k");
         for (q, row) in pattern.iter().enumerate() {

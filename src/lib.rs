@@ -12,6 +12,7 @@ pub mod analysis;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
+pub mod config;
 pub mod device;
 pub mod model;
 pub mod seed;

@@ -5,16 +5,16 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use toylens::analysis::{circuits, exhaustive, head_traces, inspect, inspect_ablated, mean_z};
 use toylens::checkpoint::Checkpoint;
-use toylens::model::{Ablation, AttnOnly, HeadMode};
+use toylens::model::{Ablation, HeadMode, Transformer};
 use toylens::task::TaskConfig;
 
-fn fixture() -> (Checkpoint, AttnOnly) {
+fn fixture() -> (Checkpoint, Transformer) {
     let ckpt = Checkpoint::load(
         &Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/skip_trigram_tl/model.safetensors"),
     )
     .unwrap();
-    let model = AttnOnly::new(&ckpt.config.model, &ckpt.weights, &Device::Cpu).unwrap();
+    let model = Transformer::new(&ckpt.config.model, &ckpt.weights, &Device::Cpu).unwrap();
     (ckpt, model)
 }
 
@@ -31,22 +31,26 @@ fn circuits_match_independent_matrix_products() {
     let (ckpt, _) = fixture();
     let cfg = &ckpt.config.model;
     let w = &ckpt.weights;
-    let c = circuits(cfg, w);
+    let c = circuits(cfg, w).unwrap();
     let dev = Device::Cpu;
     let (h_n, v, d) = (cfg.n_heads, cfg.d_vocab, cfg.d_head);
     let t =
         |data: &[f32], shape: (usize, usize, usize)| Tensor::from_slice(data, shape, &dev).unwrap();
-    let w_q = t(&w.w_q, (h_n, v, d));
-    let w_k = t(&w.w_k, (h_n, v, d));
-    let w_v = t(&w.w_v, (h_n, v, d));
-    let w_o = t(&w.w_o, (h_n, d, v));
+    let w_q = t(w.get("blocks.0.attn.W_Q"), (h_n, v, d));
+    let w_k = t(w.get("blocks.0.attn.W_K"), (h_n, v, d));
+    let w_v = t(w.get("blocks.0.attn.W_V"), (h_n, v, d));
+    let w_o = t(w.get("blocks.0.attn.W_O"), (h_n, d, v));
     let bias = |b: &[f32]| Tensor::from_slice(b, (h_n, 1, d), &dev).unwrap();
     let w_e = Tensor::eye(v, candle_core::DType::F32, &dev).unwrap();
     for h in 0..h_n {
         let head = |x: &Tensor| x.get(h).unwrap();
         // W_E (W_V + b_V) W_O W_U, with W_E = W_U = I written out.
         let ov = w_e
-            .matmul(&head(&w_v).broadcast_add(&head(&bias(&w.b_v))).unwrap())
+            .matmul(
+                &head(&w_v)
+                    .broadcast_add(&head(&bias(w.get("blocks.0.attn.b_V"))))
+                    .unwrap(),
+            )
             .unwrap()
             .matmul(&head(&w_o))
             .unwrap()
@@ -58,10 +62,18 @@ fn circuits_match_independent_matrix_products() {
             .matmul(&head(&w_o))
             .unwrap();
         let q = w_e
-            .matmul(&head(&w_q).broadcast_add(&head(&bias(&w.b_q))).unwrap())
+            .matmul(
+                &head(&w_q)
+                    .broadcast_add(&head(&bias(w.get("blocks.0.attn.b_Q"))))
+                    .unwrap(),
+            )
             .unwrap();
         let k = w_e
-            .matmul(&head(&w_k).broadcast_add(&head(&bias(&w.b_k))).unwrap())
+            .matmul(
+                &head(&w_k)
+                    .broadcast_add(&head(&bias(w.get("blocks.0.attn.b_K"))))
+                    .unwrap(),
+            )
             .unwrap();
         let qk = (q.matmul(&k.t().unwrap()).unwrap() / (d as f64).sqrt()).unwrap();
         let qk_plain =
@@ -83,10 +95,10 @@ fn circuits_match_independent_matrix_products() {
     let (_, model) = fixture();
     let tokens = [2u32, 5, 3, 0];
     let cache = model.run_with_cache(&tokens).unwrap();
-    let scores = cache.get("attn_scores_unmasked").unwrap();
+    let scores = cache.get("blocks.0.attn.hook_attn_scores").unwrap(); // masked above the diagonal
     for h in 0..h_n {
         for (qi, &qt) in tokens.iter().enumerate() {
-            for (ki, &kt) in tokens.iter().enumerate() {
+            for (ki, &kt) in tokens.iter().enumerate().take(qi + 1) {
                 let want = scores.at(&[0, h, qi, ki]);
                 assert!((c.qk[h][qt as usize][kt as usize] - want).abs() < 1e-5);
             }
@@ -95,7 +107,7 @@ fn circuits_match_independent_matrix_products() {
     // And the folded OV row of a token is what the head writes when it attends only to it.
     let one = model.run_with_cache(&[3]).unwrap(); // a single token attends to itself with weight 1
     for h in 0..h_n {
-        let got = one.head_out_last.rows(&[h]);
+        let got = one.decomposition.as_ref().unwrap().head_out_last.rows(&[h]);
         assert!(max_diff(got, &c.ov[h][3]) < 1e-5);
     }
     assert_eq!(c.direct[4][4], 1.0);
@@ -117,12 +129,13 @@ fn ablating_every_head_leaves_the_direct_path_plus_b_o() {
         for (v, &logit) in r.logits_last.iter().enumerate() {
             let direct = if v == last { 1.0 } else { 0.0 };
             assert!(
-                (logit - (direct + ckpt.weights.b_o[v])).abs() < 1e-6,
+                (logit - (direct + ckpt.weights.get("blocks.0.attn.b_O")[v])).abs() < 1e-6,
                 "{tokens:?} {v}"
             );
         }
-        assert!(r.head_logits_last.iter().flatten().all(|&x| x == 0.0));
-        assert!(r.decomposition_error() < 1e-6);
+        let head_logits = r.head_logits_last.as_ref().unwrap();
+        assert!(head_logits.iter().flatten().all(|&x| x == 0.0));
+        assert!(r.decomposition_error().unwrap() < 1e-6);
     }
     // Ablating one head removes exactly that head's contribution.
     let tokens = [1u32, 9, 4, 0];
@@ -130,7 +143,7 @@ fn ablating_every_head_leaves_the_direct_path_plus_b_o() {
     let one = Ablation::of(3, &[1], HeadMode::Zero, None);
     let r = inspect_ablated(&model, &ckpt.config.task, &tokens, Some(&one)).unwrap();
     for v in 0..11 {
-        let want = full.logits_last[v] - full.head_logits_last[1][v];
+        let want = full.logits_last[v] - full.head_logits_last.as_ref().unwrap()[1][v];
         assert!((r.logits_last[v] - want).abs() < 1e-5);
     }
 }
@@ -159,8 +172,8 @@ fn mean_ablation_writes_the_mean_z_through_w_o() {
     let r = inspect_ablated(&model, &ckpt.config.task, &[2, 5, 3, 0], Some(&ablation)).unwrap();
     let z_last = means.at(&[3, 0, 0]);
     for v in 0..11 {
-        let want = z_last * ckpt.weights.w_o[v]; // W_O[0, 0, v]
-        assert!((r.head_out_last[0][v] - want).abs() < 1e-5);
+        let want = z_last * ckpt.weights.get("blocks.0.attn.W_O")[v]; // W_O[0, 0, v]
+        assert!((r.head_out_last.as_ref().unwrap()[0][v] - want).abs() < 1e-5);
     }
     // Without means, mean ablation is refused rather than silently zeroing.
     let missing = Ablation::of(3, &[0], HeadMode::Mean, None);
@@ -176,7 +189,7 @@ fn per_pair_accuracy_agrees_with_a_brute_force_loop() {
     cfg.train.batch_size = 2_000;
     cfg.train.epochs = 20;
     let ckpt = toylens::train::train_to_checkpoint(cfg, &Device::Cpu, |_| {}).unwrap();
-    let model = AttnOnly::new(&ckpt.config.model, &ckpt.weights, &Device::Cpu).unwrap();
+    let model = Transformer::new(&ckpt.config.model, &ckpt.weights, &Device::Cpu).unwrap();
     for ablation in [None, Some(Ablation::of(3, &[0], HeadMode::Zero, None))] {
         let report = exhaustive(&model, &task, ablation.as_ref(), 500, 0).unwrap();
         let mut hits = [[0usize; 4]; 4];
@@ -222,7 +235,7 @@ fn head_traces_are_within_range_and_grow_with_training() {
     cfg.train.epochs = 15;
     let ckpt = toylens::train::train_to_checkpoint(cfg.clone(), &Device::Cpu, |_| {}).unwrap();
     let at = |i: usize| {
-        let m = AttnOnly::new(&cfg.model, &ckpt.snapshots[i].weights, &Device::Cpu).unwrap();
+        let m = Transformer::new(&cfg.model, &ckpt.snapshots[i].weights, &Device::Cpu).unwrap();
         head_traces(&m, &cfg.task).unwrap()
     };
     let (start, end) = (at(0), at(ckpt.snapshots.len() - 1));

@@ -7,7 +7,7 @@ use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use toylens::checkpoint::{Checkpoint, CheckpointError, Snapshot};
-use toylens::model::{ModelConfig, Param, Weights};
+use toylens::model::{ModelConfig, Weights};
 use toylens::train::{Preset, RunConfig, Trainer};
 
 fn fixture_bytes() -> Vec<u8> {
@@ -84,6 +84,9 @@ fn file_uses_transformer_lens_names_and_shapes() {
         ("blocks.0.attn.b_O", vec![11]),
         ("unembed.W_U", vec![11, 11]),
         ("unembed.b_U", vec![11]),
+        // TL 3's buffers, so that a strict load_state_dict finds every key.
+        ("blocks.0.attn.mask", vec![0, 0]),
+        ("blocks.0.attn.IGNORE", vec![]),
     ];
     assert_eq!(shapes.len(), expect.len());
     for (name, shape) in expect {
@@ -123,9 +126,12 @@ fn f32s(v: &[f32]) -> Vec<u8> {
 }
 
 fn weight_tensors(cfg: &ModelConfig, w: &Weights) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
-    Param::ALL
-        .iter()
-        .map(|&p| (p.tl_name(), Dtype::F32, p.shape(cfg), f32s(w.get(p))))
+    cfg.params()
+        .into_iter()
+        .map(|p| {
+            let bytes = f32s(w.get(&p.name));
+            (p.name, Dtype::F32, p.shape, bytes)
+        })
         .collect()
 }
 
@@ -157,7 +163,7 @@ fn malformed_files_give_clear_errors() {
     // NaN and infinite weights.
     for bad in [f32::NAN, f32::INFINITY] {
         let mut nan = w.clone();
-        nan.w_v[4] = bad;
+        nan.get_mut("blocks.0.attn.W_V").unwrap()[4] = bad;
         expect_invalid(&file_with(weight_tensors(&cfg, &nan), None), "non-finite");
     }
 
@@ -182,7 +188,21 @@ fn malformed_files_give_clear_errors() {
         vec![1],
         f32s(&[0.0]),
     ));
-    expect_invalid(&file_with(t, None), "unexpected tensor");
+    // With no config, a tensor beyond the one-layer model's means the shapes cannot say what
+    // the model is; with a toylens config, it is simply unexpected.
+    expect_invalid(&file_with(t.clone(), None), "no config");
+    let meta = HashMap::from([
+        ("format".to_string(), "toylens".to_string()),
+        ("format_version".to_string(), "2".to_string()),
+        (
+            "config".to_string(),
+            serde_json::to_string(&RunConfig::default()).unwrap(),
+        ),
+    ]);
+    expect_invalid(
+        &file_with(t, Some(meta)),
+        "unexpected tensor \"blocks.1.attn.W_Q\"",
+    );
 
     // An embedding that is not one-hot.
     let mut t = weight_tensors(&cfg, &w);
@@ -192,7 +212,19 @@ fn malformed_files_give_clear_errors() {
         vec![11, 11],
         f32s(&[0.5; 121]),
     ));
-    expect_invalid(&file_with(t, None), "embed.W_E is not the identity");
+    expect_invalid(&file_with(t.clone(), None), "embed.W_E is learned");
+    let meta = HashMap::from([
+        ("format".to_string(), "toylens".to_string()),
+        ("format_version".to_string(), "2".to_string()),
+        (
+            "config".to_string(),
+            serde_json::to_string(&RunConfig::default()).unwrap(),
+        ),
+    ]);
+    expect_invalid(
+        &file_with(t, Some(meta)),
+        "embed.W_E does not hold the fixed values",
+    );
 
     // Metadata that is not JSON, or has the wrong types.
     let meta = |config: &str| {
@@ -285,7 +317,7 @@ fn a_failed_save_leaves_the_old_file_intact() {
     assert!(err.to_string().contains("cannot write"), "{err}");
     // Saving weights that do not fit the config is refused before anything is written.
     let mut bad = ckpt.clone();
-    bad.weights.b_o.pop();
+    bad.weights.get_mut("blocks.0.attn.b_O").unwrap().pop();
     assert!(bad.save(&path).is_err());
     assert_eq!(std::fs::read(&path).unwrap(), before);
     // Saving over a path that is a directory fails, and leaves no temporary file.
@@ -303,4 +335,32 @@ fn a_failed_save_leaves_the_old_file_intact() {
         })
         .count();
     assert_eq!(leftovers, 0);
+}
+
+#[test]
+fn format_1_checkpoints_still_open_and_save_as_today_s_format() {
+    // The bundled run was saved by toylens before general models (format 1: its own model
+    // fields, short snapshot names).
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/fast-seed0.safetensors");
+    let old = Checkpoint::load(&path).unwrap();
+    assert!(old.origin.contains("format 1"), "{}", old.origin);
+    assert_eq!(old.config.model, ModelConfig::default());
+    assert!(old.config.model.is_one_layer_token_table());
+    assert!(old.snapshots.len() > 10 && old.history.len() == old.epoch);
+    for s in &old.snapshots {
+        s.weights.validate(&old.config.model).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let new_path = dir.path().join("v2.safetensors");
+    old.save(&new_path).unwrap();
+    let bytes = std::fs::read(&new_path).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().as_ref().unwrap();
+    assert_eq!(meta["format_version"], "2");
+    let tl: serde_json::Value = serde_json::from_str(&meta["tl_config"]).unwrap();
+    assert_eq!(tl["attn_only"], true);
+    assert_eq!(tl["positional_embedding_type"], "standard");
+    let mut again = Checkpoint::load(&new_path).unwrap();
+    again.origin = old.origin.clone();
+    assert_eq!(again, old);
 }

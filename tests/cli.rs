@@ -160,7 +160,9 @@ fn inspect_json_matches_the_fixture() {
     assert!(o.status.success());
     let text = stdout(&o);
     assert!(text.contains("predicted 5  expected 5 (correct)"), "{text}");
-    assert!(text.contains("head 2") && text.contains("b_O") && text.contains("direct"));
+    assert!(text.contains("head 2") && text.contains("biases") && text.contains("direct"));
+    // A state dict from elsewhere says where its config came from.
+    assert!(text.contains("config.json"), "{text}");
 }
 
 #[test]
@@ -225,7 +227,17 @@ fn bad_checkpoints_and_flags_fail_cleanly() {
         "batch_size",
     );
     let cfg = dir.path().join("bad.json");
-    std::fs::write(&cfg, r#"{"model": {"d_model": 12}}"#).unwrap();
+    // A model section reads TL's fields with TL's defaults: without attn_only, blocks have MLPs.
+    std::fs::write(&cfg, r#"{"model": {"n_heads": 4}}"#).unwrap();
+    assert_clean_failure(
+        &toylens(&["train", "--config", cfg.to_str().unwrap(), "--out", o]),
+        "act_fn (relu, gelu or gelu_new) must be given",
+    );
+    std::fs::write(
+        &cfg,
+        r#"{"model": {"d_model": 12, "attn_only": true, "embeddings": "one_hot"}}"#,
+    )
+    .unwrap();
     assert_clean_failure(
         &toylens(&["train", "--config", cfg.to_str().unwrap(), "--out", o]),
         "d_model (12) must equal d_vocab (11)",

@@ -413,7 +413,7 @@ fn scrubbing_to_epoch_k_shows_exactly_the_weights_saved_at_epoch_k() {
         assert_eq!(bundled.snapshots[k].epoch, k);
         h.get_by_label_contains(&format!("showing epoch {k}"));
         // The inspector re-renders from that epoch's weights.
-        let model = toylens::model::AttnOnly::new(
+        let model = toylens::model::Transformer::new(
             &bundled.config.model,
             &bundled.snapshots[k].weights,
             &candle_core::Device::Cpu,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use candle_core::Device;
-use toylens::model::{AttnOnly, ModelConfig, Param, Weights};
+use toylens::model::{ModelConfig, Transformer, Weights, attn};
 use toylens::task::{TaskConfig, TokenRange};
 use toylens::train::batches::PreparedSet;
 use toylens::train::{
@@ -13,15 +13,16 @@ use toylens::train::{
     spawn_training, spawn_worker,
 };
 
-fn loss_and_grads(model: &AttnOnly, set: &PreparedSet, indices: &[u32]) -> (f32, Vec<Vec<f32>>) {
+fn loss_and_grads(model: &Transformer, set: &PreparedSet, indices: &[u32]) -> (f32, Vec<Vec<f32>>) {
     let batch = set.batch(indices, &Device::Cpu).unwrap();
     let (loss, _) = batch.loss(model).unwrap();
     let grads = loss.backward().unwrap();
-    let per_param = Param::ALL
+    let per_param = model
+        .vars()
         .iter()
-        .map(|&p| match grads.get(model.param(p)) {
+        .map(|v| match grads.get(v.as_tensor()) {
             Some(g) => g.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            None => vec![0.0; model.param(p).elem_count()],
+            None => vec![0.0; v.elem_count()],
         })
         .collect();
     (loss.to_scalar::<f32>().unwrap(), per_param)
@@ -32,21 +33,19 @@ fn loss_and_grads(model: &AttnOnly, set: &PreparedSet, indices: &[u32]) -> (f32,
 fn trained_like_weights(cfg: &ModelConfig, seed: u64) -> Weights {
     let mut w = Weights::init(
         &ModelConfig {
-            init_range: 0.7,
+            init_range: Some(0.7),
             ..cfg.clone()
         },
         seed,
     );
-    for (i, b) in w
-        .b_q
-        .iter_mut()
-        .chain(&mut w.b_k)
-        .chain(&mut w.b_v)
-        .enumerate()
-    {
-        *b = (i as f32 * 0.37).sin();
+    let mut i = 0;
+    for bias in ["b_Q", "b_K", "b_V"] {
+        for b in w.get_mut(&attn(0, bias)).unwrap() {
+            *b = (i as f32 * 0.37).sin();
+            i += 1;
+        }
     }
-    for (i, b) in w.b_o.iter_mut().enumerate() {
+    for (i, b) in w.get_mut(&attn(0, "b_O")).unwrap().iter_mut().enumerate() {
         *b = (i as f32 * 0.11).cos() * 0.3;
     }
     w
@@ -67,7 +66,7 @@ fn assert_paths_agree(
         (true, trained_like_weights(&model_cfg, 4)),
     ];
     for (sharp, weights) in cases.into_iter().chain(trained.map(|w| (true, w))) {
-        let model = AttnOnly::new(&model_cfg, &weights, &Device::Cpu).unwrap();
+        let model = Transformer::new(&model_cfg, &weights, &Device::Cpu).unwrap();
         let mut results = Vec::new();
         for choice in [
             PathChoice::Full,
@@ -84,7 +83,7 @@ fn assert_paths_agree(
                 (loss - ref_loss).abs() <= 1e-5,
                 "{path:?}: loss {loss} vs {ref_loss}"
             );
-            for (p, (g, r)) in Param::ALL.iter().zip(grads.iter().zip(ref_grads)) {
+            for (p, (g, r)) in model.specs().iter().zip(grads.iter().zip(ref_grads)) {
                 let d = g
                     .iter()
                     .zip(r)
@@ -93,7 +92,7 @@ fn assert_paths_agree(
                 assert!(
                     d <= 1e-5,
                     "{path:?}: gradient of {} differs by {d:e}",
-                    p.name()
+                    p.name
                 );
             }
         }
@@ -129,14 +128,7 @@ fn fast_paths_match_on_a_longer_sequence_and_larger_vocabulary() {
         train_size: 20_000,
         ..TaskConfig::default()
     };
-    let model = ModelConfig {
-        d_vocab: 17,
-        d_model: 17,
-        n_ctx: 6,
-        n_heads: 2,
-        d_head: 3,
-        ..ModelConfig::default()
-    };
+    let model = ModelConfig::skip_trigram(17, 6, 2, 3);
     assert_paths_agree(task, model, 4_000, None);
 }
 
@@ -230,9 +222,9 @@ fn every_forward_path_trains_to_the_same_place() {
             finals[0].0
         );
         let d = w
-            .w_q
+            .get(&attn(0, "W_Q"))
             .iter()
-            .zip(&finals[0].1.w_q)
+            .zip(finals[0].1.get(&attn(0, "W_Q")))
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max);
         assert!(d < 1e-3, "W_Q drifted by {d}");
@@ -484,4 +476,26 @@ fn epoch_train_loss_is_the_true_per_sample_mean() {
         "{}",
         epoch.train_loss
     );
+}
+
+#[test]
+fn frozen_parameters_do_not_move_and_adamw_decays_the_rest() {
+    let mut cfg = small_config(3);
+    cfg.train.epochs = 2;
+    cfg.train.freeze = vec!["*.b_*".into(), "blocks.0.attn.W_K".into()];
+    cfg.train.optimizer = toylens::config::Optimizer::AdamW;
+    cfg.train.weight_decay = 1.0;
+    let start = Weights::init(&cfg.model, cfg.seed);
+    let mut trainer = Trainer::new(cfg.clone(), &Device::Cpu).unwrap();
+    while !trainer.is_finished() {
+        trainer.step().unwrap();
+    }
+    let end = trainer.weights().unwrap();
+    for (name, values) in end.iter() {
+        let moved = values != start.get(name);
+        assert_eq!(moved, !cfg.train.is_frozen(name), "{name}");
+    }
+    // A pattern that names nothing is an error, not a silent no-op.
+    cfg.train.freeze = vec!["blocks.3.*".into()];
+    assert!(cfg.validate().unwrap_err().contains("matches no parameter"));
 }

@@ -4,11 +4,13 @@
 
 use serde::Serialize;
 
-use crate::model::{ModelConfig, Param, Weights};
+use candle_core::{Device, Tensor};
+
+use crate::model::{Embeddings, ModelConfig, Weights, attn};
 
 /// All circuits of a model. Indices follow TransformerLens: `ov[h][src][out]` is `W_E W_V[h]
 /// W_O[h] W_U` (row = source token, column = output logit; the Framework paper writes the
-/// transpose) and `qk[h][query][key]` is `W_E W_Q[h] W_K[h]ᵀ W_Eᵀ / sqrt(d_head)`.
+/// transpose) and `qk[h][query][key]` is `W_E W_Q[h] W_K[h]ᵀ W_Eᵀ / attn_scale`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Circuits {
     /// With the biases folded in, `(W_V[h] + b_V[h]) W_O[h]`: with one-hot tokens this is exactly
@@ -19,68 +21,78 @@ pub struct Circuits {
     pub qk: Vec<Vec<Vec<f32>>>,
     /// TransformerLens's `model.OV`, without biases.
     pub ov_no_bias: Vec<Vec<Vec<f32>>>,
-    /// TransformerLens's `model.QK` scaled by 1/sqrt(d_head), without biases.
+    /// TransformerLens's `model.QK` divided by attn_scale, without biases.
     pub qk_no_bias: Vec<Vec<Vec<f32>>>,
-    /// `W_E W_U`: the identity for this model.
+    /// `W_E W_U`: the identity for one-hot models.
     pub direct: Vec<Vec<f32>>,
 }
 
-/// Row `t` of `W[h]` (`[h, rows, d]` row-major), plus `bias[h]` if given.
-fn row(w: &[f32], bias: Option<&[f32]>, h: usize, t: usize, rows: usize, d: usize) -> Vec<f32> {
-    (0..d)
-        .map(|k| w[(h * rows + t) * d + k] + bias.map_or(0.0, |b| b[h * d + k]))
-        .collect()
+/// The circuits of layer 0, from the weights alone. With learned embeddings they are TL's full
+/// circuits through `W_E` and `W_U` (positions and LayerNorm are left out, as in TL's
+/// `OV`/`QK` products).
+pub fn circuits(cfg: &ModelConfig, w: &Weights) -> Result<Circuits, String> {
+    compute(cfg, w).map_err(|e| format!("circuits: {e}"))
 }
 
-pub fn circuits(cfg: &ModelConfig, w: &Weights) -> Circuits {
-    let (h_n, v_n, d_n) = (cfg.n_heads, cfg.d_vocab, cfg.d_head);
-    let scale = 1.0 / (d_n as f32).sqrt();
-    let ov_of = |bias: bool| -> Vec<Vec<Vec<f32>>> {
-        (0..h_n)
-            .map(|h| {
-                (0..v_n)
-                    .map(|src| {
-                        let v = row(&w.w_v, bias.then_some(&w.b_v[..]), h, src, v_n, d_n);
-                        // (v · W_O[h]) · W_U, with W_U the identity.
-                        (0..cfg.d_model)
-                            .map(|m| {
-                                (0..d_n)
-                                    .map(|k| v[k] * w.w_o[(h * d_n + k) * cfg.d_model + m])
-                                    .sum()
-                            })
-                            .collect()
-                    })
+fn compute(cfg: &ModelConfig, w: &Weights) -> candle_core::Result<Circuits> {
+    let dev = Device::Cpu;
+    let (h, m, d) = (cfg.n_heads, cfg.d_model, cfg.d_head);
+    let t = |name: &str, shape: &[usize]| Tensor::from_slice(w.get(name), shape, &dev);
+    let one_hot = cfg.embeddings == Embeddings::OneHot;
+    let embed = if one_hot {
+        None
+    } else {
+        Some(t("embed.W_E", &[cfg.d_vocab, m])?)
+    };
+    let unembed = if one_hot {
+        None
+    } else {
+        Some(t("unembed.W_U", &[m, cfg.d_vocab_out()])?)
+    };
+    // E · W[h] (+ b[h]) for every head: [h, d_vocab, d].
+    let per_token = |short: &str, bias: Option<&str>| -> candle_core::Result<Tensor> {
+        let weight = t(&attn(0, short), &[h, m, d])?;
+        let mut x = match &embed {
+            None => weight,
+            Some(e) => e
+                .unsqueeze(0)?
+                .broadcast_as((h, cfg.d_vocab, m))?
+                .contiguous()?
+                .matmul(&weight)?,
+        };
+        if let Some(b) = bias {
+            x = x.broadcast_add(&t(&attn(0, b), &[h, 1, d])?)?;
+        }
+        Ok(x)
+    };
+    let w_o = t(&attn(0, "W_O"), &[h, d, m])?;
+    let ov_of = |bias: bool| -> candle_core::Result<Vec<Vec<Vec<f32>>>> {
+        let mut ov = per_token("W_V", bias.then_some("b_V"))?.matmul(&w_o)?; // [h, v, m]
+        if let Some(u) = &unembed {
+            ov = ov.broadcast_matmul(u)?;
+        }
+        ov.to_vec3()
+    };
+    let qk_of = |bias: bool| -> candle_core::Result<Vec<Vec<Vec<f32>>>> {
+        let q = per_token("W_Q", bias.then_some("b_Q"))?;
+        let k = per_token("W_K", bias.then_some("b_K"))?;
+        (q.matmul(&k.transpose(1, 2)?.contiguous()?)? / cfg.attn_scale())?.to_vec3()
+    };
+    let direct = match (&embed, &unembed) {
+        (Some(e), Some(u)) => e.matmul(u)?.to_vec2()?,
+        _ => (0..cfg.d_vocab)
+            .map(|s| {
+                (0..cfg.d_vocab)
+                    .map(|o| if s == o { 1.0 } else { 0.0 })
                     .collect()
             })
-            .collect()
-    };
-    let qk_of = |bias: bool| -> Vec<Vec<Vec<f32>>> {
-        (0..h_n)
-            .map(|h| {
-                let keys: Vec<Vec<f32>> = (0..v_n)
-                    .map(|k| row(&w.w_k, bias.then_some(&w.b_k[..]), h, k, v_n, d_n))
-                    .collect();
-                (0..v_n)
-                    .map(|q| {
-                        let query = row(&w.w_q, bias.then_some(&w.b_q[..]), h, q, v_n, d_n);
-                        keys.iter()
-                            .map(|key| {
-                                scale * query.iter().zip(key).map(|(a, b)| a * b).sum::<f32>()
-                            })
-                            .collect()
-                    })
-                    .collect()
-            })
-            .collect()
-    };
-    debug_assert_eq!(w.get(Param::WO).len(), h_n * d_n * cfg.d_model);
-    Circuits {
-        ov: ov_of(true),
-        qk: qk_of(true),
-        ov_no_bias: ov_of(false),
-        qk_no_bias: qk_of(false),
-        direct: (0..v_n)
-            .map(|s| (0..v_n).map(|o| if s == o { 1.0 } else { 0.0 }).collect())
             .collect(),
-    }
+    };
+    Ok(Circuits {
+        ov: ov_of(true)?,
+        qk: qk_of(true)?,
+        ov_no_bias: ov_of(false)?,
+        qk_no_bias: qk_of(false)?,
+        direct,
+    })
 }

@@ -4,7 +4,7 @@
 use candle_core::{D, Tensor};
 use serde::Serialize;
 
-use crate::model::{Ablation, AttnOnly, ModelError, NdArray, argmax};
+use crate::model::{Ablation, ModelError, NdArray, Transformer, argmax};
 use crate::seed::{Stream, stream_rng};
 use crate::task::{Dataset, TaskConfig};
 use crate::train::{Tally, evaluate_dataset};
@@ -13,17 +13,17 @@ use crate::train::{Tally, evaluate_dataset};
 pub const MAX_EXHAUSTIVE: usize = 1_000_000;
 
 /// Mean of `hook_z` over `data`, `[pos, head, d_head]`: what mean ablation substitutes.
-pub fn mean_z(model: &AttnOnly, data: &Dataset) -> candle_core::Result<NdArray> {
+pub fn mean_z(model: &Transformer, data: &Dataset) -> candle_core::Result<NdArray> {
     let p = data.seq_len;
     let rows = model.config().forward_chunk_rows(p);
     let mut sum: Option<Tensor> = None;
     for (i, chunk) in data.tokens.chunks(rows * p).enumerate() {
         let n = chunk.len() / p;
         let tokens = Tensor::from_slice(chunk, (n, p), model.device())?;
-        let (_, hooks) = model.forward(&tokens, true)?;
+        let (_, hooks) = model.forward_hooked(&tokens, true, None)?;
         let z = hooks
             .into_iter()
-            .find(|(name, _)| *name == "blocks.0.attn.hook_z")
+            .find(|(name, _)| name == "blocks.0.attn.hook_z")
             .map(|(_, t)| t)
             .expect("forward captures hook_z");
         // Detached: the weights are trainable variables, so an attached sum would keep every
@@ -40,7 +40,7 @@ pub fn mean_z(model: &AttnOnly, data: &Dataset) -> candle_core::Result<NdArray> 
 
 /// Loss and accuracy on `data`, with heads ablated (the general path) or not (the fastest path).
 pub fn evaluate_ablated(
-    model: &AttnOnly,
+    model: &Transformer,
     data: &Dataset,
     ablation: Option<&Ablation>,
 ) -> candle_core::Result<Tally> {
@@ -104,7 +104,7 @@ pub struct ExhaustiveReport {
 
 /// Last-position predictions for every sequence of `seqs` (all of one length).
 fn predict(
-    model: &AttnOnly,
+    model: &Transformer,
     seqs: &[Vec<u32>],
     ablation: Option<&Ablation>,
 ) -> candle_core::Result<Vec<u32>> {
@@ -124,7 +124,7 @@ fn predict(
 }
 
 pub fn exhaustive(
-    model: &AttnOnly,
+    model: &Transformer,
     task: &TaskConfig,
     ablation: Option<&Ablation>,
     noise_samples: usize,

@@ -7,5 +7,5 @@ mod trace;
 
 pub use circuits::{Circuits, circuits};
 pub use evaluate::{ExhaustiveReport, Miss, evaluate_ablated, exhaustive, mean_z};
-pub use inspect::{Inspection, inspect, inspect_ablated};
+pub use inspect::{Inspection, cache_json, inspect, inspect_ablated, inspection_of};
 pub use trace::{HeadTrace, head_traces};

@@ -5,7 +5,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::circuits;
-use crate::model::{AttnOnly, ModelError};
+use crate::model::{ModelError, Transformer};
 use crate::task::TaskConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -21,7 +21,7 @@ pub struct HeadTrace {
 
 /// One [`HeadTrace`] per head. Uses every signal sequence when there are at most 5 000, else the
 /// first 5 000 in enumeration order.
-pub fn head_traces(model: &AttnOnly, task: &TaskConfig) -> Result<Vec<HeadTrace>, ModelError> {
+pub fn head_traces(model: &Transformer, task: &TaskConfig) -> Result<Vec<HeadTrace>, ModelError> {
     let cfg = model.config().clone();
     let seqs = task.signal_sequences(5_000);
     let p = task.seq_len;
@@ -35,10 +35,10 @@ pub fn head_traces(model: &AttnOnly, task: &TaskConfig) -> Result<Vec<HeadTrace>
     for chunk in seqs.chunks(cfg.forward_chunk_rows(p)) {
         let flat: Vec<u32> = chunk.iter().flatten().copied().collect();
         let tokens = Tensor::from_vec(flat, (chunk.len(), p), model.device())?;
-        let (_, hooks) = model.forward(&tokens, true)?;
+        let (_, hooks) = model.forward_hooked(&tokens, true, None)?;
         let pattern = hooks
             .into_iter()
-            .find(|(n, _)| *n == "blocks.0.attn.hook_pattern")
+            .find(|(n, _)| n == "blocks.0.attn.hook_pattern")
             .map(|(_, t)| t)
             .expect("forward captures the pattern"); // [b, h, q, k]
         let last_row = pattern.narrow(2, p - 1, 1)?.squeeze(2)?; // [b, h, k]
@@ -49,7 +49,7 @@ pub fn head_traces(model: &AttnOnly, task: &TaskConfig) -> Result<Vec<HeadTrace>
         sum.iter_mut().zip(part).for_each(|(s, v)| *s += v);
     }
     let on_triggers: Vec<f32> = sum.iter().map(|s| s / seqs.len() as f32).collect();
-    let c = circuits(&cfg, &model.weights()?);
+    let c = circuits(&cfg, &model.weights()?).map_err(ModelError::Config)?;
     let first = task.trigger_tokens.first;
     let triggers: Vec<u32> = (first..=task.trigger_tokens.last).collect();
     let vocab = cfg.d_vocab;

@@ -172,6 +172,7 @@ impl Session {
             history: self.history.clone(),
             snapshots: self.snapshots.clone(),
             has_metadata: true,
+            origin: "toylens checkpoint".into(),
         }
     }
 

@@ -15,7 +15,7 @@ use crate::analysis::{
     ExhaustiveReport, HeadTrace, Inspection, circuits, exhaustive, head_traces, inspect_ablated,
     mean_z,
 };
-use crate::model::{Ablation, AttnOnly, HeadMode, ModelConfig, NdArray, Weights};
+use crate::model::{Ablation, HeadMode, ModelConfig, NdArray, Transformer, Weights};
 use crate::task::{Ceilings, Dataset, TaskConfig, parse_sequence};
 
 /// The inspector: recomputed (on a background thread, like every view) only when the text, the
@@ -105,8 +105,12 @@ pub struct CircuitsView {
 }
 
 impl CircuitsView {
-    pub fn compute(cfg: &ModelConfig, weights: &Weights, key: &CircuitsKey) -> Self {
-        let c = circuits(cfg, weights);
+    pub fn compute(
+        cfg: &ModelConfig,
+        weights: &Weights,
+        key: &CircuitsKey,
+    ) -> Result<Self, String> {
+        let c = circuits(cfg, weights)?;
         let (ov, qk) = if key.no_bias {
             (c.ov_no_bias, c.qk_no_bias)
         } else {
@@ -132,14 +136,14 @@ impl CircuitsView {
         let limit = |maps: &[Vec<f32>]| {
             crate::ui::heatmap::Scale::diverging_limit(maps.iter().flatten().copied())
         };
-        Self {
+        Ok(Self {
             vocab: cfg.d_vocab,
             ov_limit: limit(&ov),
             qk_limit: limit(&qk),
             ov,
             qk,
             direct: c.direct.into_iter().flatten().collect(),
-        }
+        })
     }
 }
 
@@ -372,7 +376,7 @@ impl ToylensApp {
                 inspector.error = None;
                 if inspector
                     .focus_head
-                    .is_some_and(|h| h >= inspection.head_logits_last.len())
+                    .is_some_and(|h| h >= inspection.pattern.len())
                 {
                     inspector.focus_head = None;
                 }
@@ -433,7 +437,7 @@ impl ToylensApp {
         let (cfg, weights) = self.job_inputs();
         let options = key.clone();
         self.job(
-            move || Ok(CircuitsView::compute(&cfg, &weights, &options)),
+            move || CircuitsView::compute(&cfg, &weights, &options),
             move |r| Computed::Circuits(key, r),
         );
     }
@@ -553,6 +557,6 @@ impl ToylensApp {
 }
 
 /// A CPU model of `weights`, for a job.
-fn cpu_model(cfg: &ModelConfig, weights: &Weights) -> Result<AttnOnly, String> {
-    AttnOnly::new(cfg, weights, &Device::Cpu).map_err(|e| e.to_string())
+fn cpu_model(cfg: &ModelConfig, weights: &Weights) -> Result<Transformer, String> {
+    Transformer::new(cfg, weights, &Device::Cpu).map_err(|e| e.to_string())
 }

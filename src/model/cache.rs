@@ -16,7 +16,10 @@ impl NdArray {
     pub fn from_tensor(t: &Tensor) -> candle_core::Result<Self> {
         Ok(Self {
             shape: t.dims().to_vec(),
-            data: t.flatten_all()?.to_vec1::<f32>()?,
+            data: t
+                .flatten_all()?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1::<f32>()?,
         })
     }
 
@@ -58,23 +61,32 @@ impl NdArray {
     }
 }
 
+/// The last position's logits of a one-layer model without LayerNorm, split by source:
+/// `logits_last == direct_logits_last + Σ_h head_logits_last[h] + bias_logits (+ mlp_logits_last)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decomposition {
+    /// `[n_heads, d_model]`: each head's output at the last position, z·W_O[h], without b_O.
+    pub head_out_last: NdArray,
+    /// `[n_heads, d_vocab_out]`: `head_out_last @ W_U`.
+    pub head_logits_last: NdArray,
+    /// `[d_vocab_out]`: the direct path, `(W_E[last] + W_pos[last]) @ W_U` (standard positions).
+    pub direct_logits_last: Vec<f32>,
+    /// `[d_vocab_out]`: `b_O @ W_U + b_U`, counted once.
+    pub bias_logits: Vec<f32>,
+    /// `[d_vocab_out]`: the MLP's output at the last position through `W_U`, when there is one.
+    pub mlp_logits_last: Option<Vec<f32>>,
+}
+
 /// A fresh cache for one forward pass. `hooks` is keyed by TransformerLens hook names with TL's
-/// shapes (batch dimension first, size 1). The decomposition fields satisfy
-/// `logits_last == direct_logits_last + Σ_h head_logits_last[h] + bias_logits`.
+/// shapes (batch dimension first, size 1).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ActivationCache {
     pub tokens: Vec<u32>,
-    /// `[1, pos, d_vocab]`.
+    /// `[1, pos, d_vocab_out]`.
     pub logits: NdArray,
     pub hooks: BTreeMap<String, NdArray>,
-    /// `[n_heads, d_model]`: each head's output at the last position, z·W_O[h], without b_O.
-    pub head_out_last: NdArray,
-    /// `[n_heads, d_vocab]`: `head_out_last @ W_U`.
-    pub head_logits_last: NdArray,
-    /// `[d_vocab]`: the direct path, `W_E[last] @ W_U`.
-    pub direct_logits_last: Vec<f32>,
-    /// `[d_vocab]`: `b_O @ W_U`, counted once.
-    pub bias_logits: Vec<f32>,
+    /// Where it is exact (one layer, no LayerNorm).
+    pub decomposition: Option<Decomposition>,
 }
 
 impl ActivationCache {
@@ -83,10 +95,7 @@ impl ActivationCache {
             tokens,
             logits,
             hooks: BTreeMap::new(),
-            head_out_last: NdArray::empty(),
-            head_logits_last: NdArray::empty(),
-            direct_logits_last: Vec::new(),
-            bias_logits: Vec::new(),
+            decomposition: None,
         }
     }
 
@@ -99,19 +108,19 @@ impl ActivationCache {
         self.hooks.get(hook)
     }
 
-    pub fn n_heads(&self) -> usize {
-        self.head_logits_last.shape[0]
-    }
-
-    /// The logits at the last position, `[d_vocab]`.
+    /// The logits at the last position, `[d_vocab_out]`.
     pub fn logits_last(&self) -> &[f32] {
-        let p = self.tokens.len();
-        self.logits.rows(&[0, p - 1])
+        self.logits_at(self.tokens.len() - 1)
     }
 
-    /// The attention pattern of `head`, `[query][key]` (masked entries are 0).
-    pub fn pattern(&self, head: usize) -> Vec<Vec<f32>> {
-        let pattern = &self.hooks["blocks.0.attn.hook_pattern"];
+    /// The logits at `pos`, `[d_vocab_out]`.
+    pub fn logits_at(&self, pos: usize) -> &[f32] {
+        self.logits.rows(&[0, pos])
+    }
+
+    /// The attention pattern of `head` in `layer`, `[query][key]` (masked entries are 0).
+    pub fn pattern(&self, layer: usize, head: usize) -> Vec<Vec<f32>> {
+        let pattern = &self.hooks[&format!("blocks.{layer}.attn.hook_pattern")];
         let p = self.tokens.len();
         pattern
             .rows(&[0, head])

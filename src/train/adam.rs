@@ -1,6 +1,6 @@
-//! Adam with `torch.optim.Adam` semantics: weight decay is an L2 term added to the gradient (not
-//! AdamW's decoupled decay, which is what `candle_nn::AdamW` implements). With weight_decay = 0
-//! the two agree.
+//! Adam and AdamW with PyTorch's semantics. `torch.optim.Adam` adds weight decay to the gradient
+//! as an L2 term; `torch.optim.AdamW` shrinks the weights by `lr · weight_decay` before the
+//! update, decoupled from the moments. With weight_decay = 0 the two agree.
 //!
 //! On a GPU the update runs as tensor ops on the device, so nothing crosses to the host per step.
 //! On the CPU the parameters are a few hundred floats, where a dozen tensor ops per parameter cost
@@ -8,16 +8,25 @@
 
 use candle_core::{Tensor, Var, backprop::GradStore};
 
-const BETA1: f64 = 0.9;
-const BETA2: f64 = 0.999;
-const EPS: f64 = 1e-8;
+use crate::config::{Optimizer, TrainConfig};
 
 pub struct Adam {
     vars: Vec<Var>,
     state: State,
+    hyper: Hyper,
+    steps: i32,
+}
+
+/// The hyperparameters, as PyTorch names them.
+#[derive(Debug, Clone, Copy)]
+struct Hyper {
     lr: f64,
     weight_decay: f64,
-    steps: i32,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    /// AdamW: decay the weights directly instead of adding an L2 term to the gradient.
+    decoupled: bool,
 }
 
 /// The moment estimates, where the update runs.
@@ -33,18 +42,26 @@ enum State {
 }
 
 impl Adam {
-    pub fn new(vars: Vec<Var>, lr: f64, weight_decay: f64) -> candle_core::Result<Self> {
+    /// The optimiser `cfg` asks for (Adam or AdamW, lr, weight decay, betas, eps) over `vars`.
+    pub fn new(vars: Vec<Var>, cfg: &TrainConfig) -> candle_core::Result<Self> {
         let on_cpu = vars.iter().all(|v| v.device().is_cpu());
-        Self::with_placement(vars, lr, weight_decay, !on_cpu)
+        Self::with_placement(vars, cfg, !on_cpu)
     }
 
     /// `on_device` forces the tensor-op update (used to test both against each other).
     pub fn with_placement(
         vars: Vec<Var>,
-        lr: f64,
-        weight_decay: f64,
+        cfg: &TrainConfig,
         on_device: bool,
     ) -> candle_core::Result<Self> {
+        let hyper = Hyper {
+            lr: cfg.lr,
+            weight_decay: cfg.weight_decay,
+            beta1: cfg.betas[0],
+            beta2: cfg.betas[1],
+            eps: cfg.eps,
+            decoupled: cfg.optimizer == Optimizer::AdamW,
+        };
         let state = if on_device {
             let zeros = vars
                 .iter()
@@ -64,8 +81,7 @@ impl Adam {
         Ok(Self {
             vars,
             state,
-            lr,
-            weight_decay,
+            hyper,
             steps: 0,
         })
     }
@@ -73,9 +89,16 @@ impl Adam {
     /// One update from `grads`. A variable without a gradient is treated as having gradient 0.
     pub fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
         self.steps += 1;
-        let bias_correction1 = 1.0 - BETA1.powi(self.steps);
-        let bias_correction2_sqrt = (1.0 - BETA2.powi(self.steps)).sqrt();
-        let step_size = self.lr / bias_correction1;
+        let h = self.hyper;
+        let bias_correction1 = 1.0 - h.beta1.powi(self.steps);
+        let bias_correction2_sqrt = (1.0 - h.beta2.powi(self.steps)).sqrt();
+        let step_size = h.lr / bias_correction1;
+        // Adam's L2 term goes into the gradient; AdamW's decay scales the weights first.
+        let (l2, shrink) = if h.decoupled {
+            (0.0, 1.0 - h.lr * h.weight_decay)
+        } else {
+            (h.weight_decay, 1.0)
+        };
         match &mut self.state {
             State::Device {
                 first_moment,
@@ -85,14 +108,15 @@ impl Adam {
                 first_moment,
                 second_moment,
                 grads,
-                (self.weight_decay, bias_correction2_sqrt, step_size),
+                h,
+                (l2, shrink, bias_correction2_sqrt, step_size),
             ),
             State::Host {
                 first_moment,
                 second_moment,
             } => {
                 // Scalars stay f64, as PyTorch passes them; tensors stay f32.
-                let (wd, bc2, lr) = (self.weight_decay, bias_correction2_sqrt, step_size);
+                let (bc2, lr) = (bias_correction2_sqrt, step_size);
                 for ((var, m), v) in self.vars.iter().zip(first_moment).zip(second_moment) {
                     let shape = var.shape().clone();
                     let mut theta = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
@@ -101,10 +125,13 @@ impl Adam {
                         None => vec![0.0; theta.len()],
                     };
                     for i in 0..theta.len() {
-                        let g = (grad[i] as f64 + wd * theta[i] as f64) as f32;
-                        m[i] = (BETA1 * m[i] as f64 + (1.0 - BETA1) * g as f64) as f32;
-                        v[i] = (BETA2 * v[i] as f64 + (1.0 - BETA2) * (g * g) as f64) as f32;
-                        let denom = (v[i].sqrt() as f64 / bc2 + EPS) as f32;
+                        if shrink != 1.0 {
+                            theta[i] = (theta[i] as f64 * shrink) as f32;
+                        }
+                        let g = (grad[i] as f64 + l2 * theta[i] as f64) as f32;
+                        m[i] = (h.beta1 * m[i] as f64 + (1.0 - h.beta1) * g as f64) as f32;
+                        v[i] = (h.beta2 * v[i] as f64 + (1.0 - h.beta2) * (g * g) as f64) as f32;
+                        let denom = (v[i].sqrt() as f64 / bc2 + h.eps) as f32;
                         theta[i] -= (lr * (m[i] / denom) as f64) as f32;
                     }
                     var.set(&Tensor::from_vec(theta, shape, var.device())?)?;
@@ -119,20 +146,24 @@ impl Adam {
         first_moment: &mut [Tensor],
         second_moment: &mut [Tensor],
         grads: &GradStore,
-        (weight_decay, bias_correction2_sqrt, step_size): (f64, f64, f64),
+        h: Hyper,
+        (l2, shrink, bias_correction2_sqrt, step_size): (f64, f64, f64, f64),
     ) -> candle_core::Result<()> {
         for ((var, m), v) in vars.iter().zip(first_moment).zip(second_moment) {
-            let theta = var.as_tensor();
-            let mut grad = match grads.get(theta) {
+            let mut theta = var.as_tensor().clone();
+            if shrink != 1.0 {
+                theta = theta.affine(shrink, 0.0)?;
+            }
+            let mut grad = match grads.get(var.as_tensor()) {
                 Some(g) => g.clone(),
                 None => theta.zeros_like()?,
             };
-            if weight_decay != 0.0 {
-                grad = (grad + theta.affine(weight_decay, 0.0)?)?;
+            if l2 != 0.0 {
+                grad = (grad + theta.affine(l2, 0.0)?)?;
             }
-            *m = (m.affine(BETA1, 0.0)? + grad.affine(1.0 - BETA1, 0.0)?)?;
-            *v = (v.affine(BETA2, 0.0)? + grad.sqr()?.affine(1.0 - BETA2, 0.0)?)?;
-            let denom = v.sqrt()?.affine(1.0 / bias_correction2_sqrt, EPS)?;
+            *m = (m.affine(h.beta1, 0.0)? + grad.affine(1.0 - h.beta1, 0.0)?)?;
+            *v = (v.affine(h.beta2, 0.0)? + grad.sqr()?.affine(1.0 - h.beta2, 0.0)?)?;
+            let denom = v.sqrt()?.affine(1.0 / bias_correction2_sqrt, h.eps)?;
             let update = (m.div(&denom)?).affine(step_size, 0.0)?;
             var.set(&(theta - update)?)?;
         }
@@ -153,16 +184,19 @@ mod tests {
     /// for _ in range(3): opt.zero_grad(); (x**2).sum().backward(); opt.step(); print(x)
     /// # [0.9000000, -1.9000000], [0.8004122, -1.8001665], [0.7015862, -1.7006234]
     /// ```
-    #[test]
-    fn matches_torch_adam_with_l2_weight_decay() {
+    fn settings(lr: f64, weight_decay: f64) -> TrainConfig {
+        TrainConfig {
+            lr,
+            weight_decay,
+            ..TrainConfig::default()
+        }
+    }
+
+    /// Three steps of f(x) = sum(x²) from x = [1, −2], on the host and as tensor ops.
+    fn check_against_torch(cfg: &TrainConfig, expected: [[f32; 2]; 3]) {
         for on_device in [false, true] {
             let x = Var::new(&[1.0f32, -2.0], &Device::Cpu).unwrap();
-            let mut adam = Adam::with_placement(vec![x.clone()], 0.1, 0.5, on_device).unwrap();
-            let expected = [
-                [0.9, -1.9],
-                [0.8004122, -1.8001665],
-                [0.7015862, -1.7006234],
-            ];
+            let mut adam = Adam::with_placement(vec![x.clone()], cfg, on_device).unwrap();
             for want in expected {
                 let loss = x.as_tensor().sqr().unwrap().sum_all().unwrap();
                 adam.step(&loss.backward().unwrap()).unwrap();
@@ -170,11 +204,64 @@ mod tests {
                 for (g, w) in got.iter().zip(want) {
                     assert!(
                         (g - w).abs() < 1e-6,
-                        "on_device {on_device}: {got:?} vs {want:?}"
+                        "{cfg:?} on_device {on_device}: {got:?} vs {want:?}"
                     );
                 }
             }
         }
+    }
+
+    /// Expected values printed by PyTorch 2.15:
+    /// ```python
+    /// x = torch.tensor([1.0, -2.0], requires_grad=True)
+    /// opt = torch.optim.Adam([x], lr=0.1, weight_decay=0.5)
+    /// for _ in range(3): opt.zero_grad(); (x**2).sum().backward(); opt.step(); print(x)
+    /// ```
+    #[test]
+    fn matches_torch_adam_with_l2_weight_decay() {
+        check_against_torch(
+            &settings(0.1, 0.5),
+            [
+                [0.9, -1.9],
+                [0.8004122, -1.8001665],
+                [0.7015862, -1.7006234],
+            ],
+        );
+    }
+
+    /// `torch.optim.AdamW([x], lr=0.1, weight_decay=0.5)`, as above.
+    #[test]
+    fn matches_torch_adamw_with_decoupled_weight_decay() {
+        let cfg = TrainConfig {
+            optimizer: Optimizer::AdamW,
+            ..settings(0.1, 0.5)
+        };
+        check_against_torch(
+            &cfg,
+            [
+                [0.85, -1.8],
+                [0.7082484, -1.6104121],
+                [0.5749739, -1.4310251],
+            ],
+        );
+    }
+
+    /// `torch.optim.Adam([x], lr=0.1, betas=(0.8, 0.99), eps=1e-3)`, as above.
+    #[test]
+    fn betas_and_eps_are_torch_s() {
+        let cfg = TrainConfig {
+            betas: [0.8, 0.99],
+            eps: 1e-3,
+            ..settings(0.1, 0.0)
+        };
+        check_against_torch(
+            &cfg,
+            [
+                [0.90005, -1.900025],
+                [0.8007977, -1.8003553],
+                [0.7028108, -1.7012128],
+            ],
+        );
     }
 
     #[test]
@@ -182,7 +269,8 @@ mod tests {
         let start: Vec<f32> = (0..24).map(|i| (i as f32 * 0.7).sin()).collect();
         let run = |on_device: bool| {
             let x = Var::from_slice(&start, (4, 6), &Device::Cpu).unwrap();
-            let mut adam = Adam::with_placement(vec![x.clone()], 0.05, 0.01, on_device).unwrap();
+            let mut adam =
+                Adam::with_placement(vec![x.clone()], &settings(0.05, 0.01), on_device).unwrap();
             for _ in 0..50 {
                 let loss = (x.as_tensor().sqr().unwrap().sum_all().unwrap()
                     + x.as_tensor().sin().unwrap().sum_all().unwrap())

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 
-use crate::model::AttnOnly;
+use crate::model::Transformer;
 use crate::task::Dataset;
 
 use super::PathChoice;
@@ -226,7 +226,7 @@ pub struct Batch<'a> {
 impl Batch<'_> {
     /// The mean cross-entropy (a scalar tensor that backpropagates into the model) and the
     /// last-position logits it was computed from.
-    pub fn loss(&self, model: &AttnOnly) -> candle_core::Result<(Tensor, Tensor)> {
+    pub fn loss(&self, model: &Transformer) -> candle_core::Result<(Tensor, Tensor)> {
         match &self.input {
             BatchInput::Samples {
                 tokens,

@@ -10,7 +10,7 @@ use thiserror::Error;
 
 use super::batches::{ForwardPath, PreparedSet, Tally};
 use super::{Adam, EpochMetrics, RunConfig, StepMetrics};
-use crate::model::{AttnOnly, ModelError, Weights};
+use crate::model::{ModelError, Transformer, Weights};
 use crate::seed::{Stream, stream_rng};
 use crate::task::Dataset;
 
@@ -46,7 +46,7 @@ pub struct StepResult {
 pub struct Trainer {
     cfg: RunConfig,
     device: Device,
-    model: AttnOnly,
+    model: Transformer,
     adam: Adam,
     train: PreparedSet,
     val: PreparedSet,
@@ -80,10 +80,19 @@ impl Trainer {
         let task_err = |e: crate::task::TaskError| TrainError::Config(e.to_string());
         let train_data = cfg.task.train_set(cfg.seed).map_err(task_err)?;
         let val_data = cfg.task.val_set(cfg.seed).map_err(task_err)?;
-        let model = AttnOnly::new(&cfg.model, &weights, device)?;
-        let adam = Adam::new(model.vars().to_vec(), cfg.train.lr, cfg.train.weight_decay)?;
-        let train = PreparedSet::new(train_data, cfg.train.path, cfg.train.batch_size, device)?;
-        let val = PreparedSet::new(val_data, cfg.train.path, cfg.task.val_size, device)?;
+        let model = Transformer::new(&cfg.model, &weights, device)?;
+        // Frozen parameters stay out of the optimiser: no update, no weight decay.
+        let trainable = model
+            .specs()
+            .iter()
+            .zip(model.vars())
+            .filter(|(spec, _)| !cfg.train.is_frozen(&spec.name))
+            .map(|(_, var)| var.clone())
+            .collect();
+        let adam = Adam::new(trainable, &cfg.train)?;
+        let path = cfg.train.path.for_model(&cfg.model);
+        let train = PreparedSet::new(train_data, path, cfg.train.batch_size, device)?;
+        let val = PreparedSet::new(val_data, path, cfg.task.val_size, device)?;
         let n = train.data.len() as u32;
         Ok(Self {
             shuffle_rng: stream_rng(cfg.seed, Stream::Shuffle),
@@ -107,7 +116,7 @@ impl Trainer {
     pub fn config(&self) -> &RunConfig {
         &self.cfg
     }
-    pub fn model(&self) -> &AttnOnly {
+    pub fn model(&self) -> &Transformer {
         &self.model
     }
     pub fn train_data(&self) -> &Dataset {
@@ -161,7 +170,7 @@ impl Trainer {
         }
         let grads = loss.backward()?;
         self.adam.step(&grads)?;
-        let vocab = self.cfg.model.d_vocab;
+        let vocab = self.cfg.model.d_vocab_out();
         let tally = batch.tally(&logits.flatten_all()?.to_vec1::<f32>()?, vocab, loss_value);
         self.epoch_tally.merge(&tally);
         self.step += 1;
@@ -209,7 +218,7 @@ impl Trainer {
 
 /// Loss and accuracy of `model` on a whole prepared set, in chunks.
 fn evaluate_set(
-    model: &AttnOnly,
+    model: &Transformer,
     set: &PreparedSet,
     device: &Device,
 ) -> candle_core::Result<Tally> {
@@ -230,14 +239,15 @@ fn evaluate_set(
         let (loss, logits) = batch.loss(model)?;
         let loss = loss.to_scalar::<f32>()? as f64;
         let logits = logits.flatten_all()?.to_vec1::<f32>()?;
-        total.merge(&batch.tally(&logits, model.config().d_vocab, loss));
+        total.merge(&batch.tally(&logits, model.config().d_vocab_out(), loss));
     }
     Ok(total)
 }
 
 /// Evaluates `model` on `data` with the fastest exact path.
-pub fn evaluate_dataset(model: &AttnOnly, data: Dataset) -> candle_core::Result<Tally> {
+pub fn evaluate_dataset(model: &Transformer, data: Dataset) -> candle_core::Result<Tally> {
     let n = data.len();
-    let set = PreparedSet::new(data, super::PathChoice::Auto, n, model.device())?;
+    let path = super::PathChoice::Auto.for_model(model.config());
+    let set = PreparedSet::new(data, path, n, model.device())?;
     evaluate_set(model, &set, model.device())
 }

@@ -222,19 +222,33 @@ fn attention(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
 }
 
 fn decomposition(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
+    let (Some(direct), Some(head_logits), Some(bias)) =
+        (&r.direct_logits_last, &r.head_logits_last, &r.bias_logits)
+    else {
+        ui.weak(
+            "The head-to-logit decomposition is exact only for one-layer models without \
+             LayerNorm.",
+        );
+        return;
+    };
     let vocab = r.logits_last.len();
-    let heads = r.head_logits_last.len();
-    let mut values = r.direct_logits_last.clone();
+    let heads = head_logits.len();
+    let mut values = direct.clone();
     let mut row_labels = vec!["direct".to_string()];
-    for (h, row) in r.head_logits_last.iter().enumerate() {
+    for (h, row) in head_logits.iter().enumerate() {
         values.extend(row);
         row_labels.push(format!("head {h}"));
     }
-    values.extend(&r.bias_logits);
-    row_labels.push("b_O".into());
+    let mlp_rows = usize::from(r.mlp_logits_last.is_some());
+    if let Some(mlp) = &r.mlp_logits_last {
+        values.extend(mlp);
+        row_labels.push("MLP".into());
+    }
+    values.extend(bias);
+    row_labels.push("biases".into());
     values.extend(&r.logits_last);
     row_labels.push("= logits".into());
-    let rows = heads + 3;
+    let rows = heads + mlp_rows + 3;
     let scale = Scale::Diverging {
         limit: app.scale_limit(
             "decomposition",
@@ -243,9 +257,10 @@ fn decomposition(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
     };
     let describe = |row: usize, col: usize, v: f32| {
         let what = match row {
-            0 => "direct path (W_E[last] · W_U)".to_string(),
+            0 => "direct path (embeddings · W_U)".to_string(),
             r if r <= heads => format!("head {}", r - 1),
-            r if r == heads + 1 => "b_O · W_U (once, not per head)".to_string(),
+            r if mlp_rows == 1 && r == heads + 1 => "MLP output · W_U".to_string(),
+            r if r == heads + mlp_rows + 1 => "b_O · W_U + b_U (once, not per head)".to_string(),
             _ => "logit (the sum of the rows above)".to_string(),
         };
         format!("{what} -> token {col}: {v:+.5}")
@@ -258,7 +273,7 @@ fn decomposition(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
     map.highlight_row = app.inspector.focus_head.map(|h| h + 1);
     map.show(ui);
     legend(ui, scale);
-    let error = r.decomposition_error();
+    let error = r.decomposition_error().unwrap_or(f32::NAN);
     let ok = error <= 1e-4;
     ui.colored_label(
         if ok {
@@ -267,16 +282,19 @@ fn decomposition(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
             ui.visuals().error_fg_color
         },
         format!(
-            "check: direct + Σ heads + b_O − logits = {error:.1e} (max over tokens) {}",
+            "check: direct + Σ heads + biases − logits = {error:.1e} (max over tokens) {}",
             if ok { "(ok)" } else { "(mismatch)" }
         ),
     );
 }
 
 fn head_outputs(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
-    let heads = r.head_out_last.len();
-    let d_model = r.head_out_last.first().map_or(0, |h| h.len());
-    let values: Vec<f32> = r.head_out_last.iter().flatten().copied().collect();
+    let Some(head_out) = &r.head_out_last else {
+        return;
+    };
+    let heads = head_out.len();
+    let d_model = head_out.first().map_or(0, |h| h.len());
+    let values: Vec<f32> = head_out.iter().flatten().copied().collect();
     let scale = Scale::Diverging {
         limit: app.scale_limit("head_out", Scale::diverging_limit(values.iter().copied())),
     };

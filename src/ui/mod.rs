@@ -6,6 +6,7 @@ mod data_tab;
 mod evaluate_tab;
 pub mod heatmap;
 mod inspect_tab;
+mod model_settings;
 mod side_panel;
 mod training_tab;
 

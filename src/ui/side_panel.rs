@@ -2,10 +2,10 @@
 
 use egui::{DragValue, RichText, Ui};
 
+use super::model_settings::{self, row};
 use crate::app::session::RunState;
 use crate::app::{Action, ToylensApp};
-use crate::model::Param;
-use crate::train::{PathChoice, Preset};
+use crate::train::{Optimizer, PathChoice, Preset};
 
 pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     egui::ScrollArea::vertical().show(ui, |ui| {
@@ -62,14 +62,6 @@ fn controls(app: &mut ToylensApp, ui: &mut Ui) {
             app.request(Action::Reset);
         }
     });
-}
-
-/// A labelled row in the settings grid.
-fn row(ui: &mut Ui, label: &str, hover: &str, add: impl FnOnce(&mut Ui) -> egui::Response) -> bool {
-    let l = ui.label(label).on_hover_text(hover);
-    let r = add(ui).labelled_by(l.id);
-    ui.end_row();
-    r.changed()
 }
 
 fn settings(app: &mut ToylensApp, ui: &mut Ui) {
@@ -150,30 +142,7 @@ fn settings(app: &mut ToylensApp, ui: &mut Ui) {
     egui::CollapsingHeader::new("Model")
         .default_open(true)
         .show(ui, |ui| {
-            egui::Grid::new("model_grid").num_columns(2).show(ui, |ui| {
-                let m = &mut cfg.model;
-                row(ui, "Heads", "attention heads", |ui| {
-                    ui.add(DragValue::new(&mut m.n_heads).range(0..=16))
-                });
-                row(ui, "d_head", "dimension of each head", |ui| {
-                    ui.add(DragValue::new(&mut m.d_head).range(0..=64))
-                });
-                row(
-                    ui,
-                    "Init range",
-                    "std of the normal init of W_Q, W_K, W_V, W_O",
-                    |ui| {
-                        ui.add(
-                            DragValue::new(&mut m.init_range)
-                                .speed(0.001)
-                                .range(0.0..=1.0),
-                        )
-                    },
-                );
-                ui.label("d_vocab = d_model");
-                ui.label(format!("{} (one-hot, from the task)", m.d_vocab));
-                ui.end_row();
-            });
+            model_settings::model_settings(ui, &mut cfg.model);
         });
     egui::CollapsingHeader::new("Training")
         .default_open(true)
@@ -181,7 +150,22 @@ fn settings(app: &mut ToylensApp, ui: &mut Ui) {
             egui::Grid::new("train_grid").num_columns(2).show(ui, |ui| {
                 let t = &mut cfg.train;
                 let lr_speed = t.lr.abs().max(1e-6) * 0.02;
-                row(ui, "Learning rate", "Adam step size", |ui| {
+                row(
+                    ui,
+                    "Optimizer",
+                    "torch.optim.Adam (L2 decay) or AdamW (decoupled decay)",
+                    |ui| {
+                        egui::ComboBox::from_id_salt("optimizer")
+                            .selected_text(t.optimizer.name())
+                            .show_ui(ui, |ui| {
+                                for o in [Optimizer::Adam, Optimizer::AdamW] {
+                                    ui.selectable_value(&mut t.optimizer, o, o.name());
+                                }
+                            })
+                            .response
+                    },
+                );
+                row(ui, "Learning rate", "the optimiser's step size", |ui| {
                     ui.add(
                         DragValue::new(&mut t.lr)
                             .speed(lr_speed)
@@ -192,7 +176,7 @@ fn settings(app: &mut ToylensApp, ui: &mut Ui) {
                 row(
                     ui,
                     "Weight decay",
-                    "L2, as torch.optim.Adam applies it",
+                    "Adam: an L2 term in the gradient; AdamW: decoupled shrinking",
                     |ui| {
                         ui.add(
                             DragValue::new(&mut t.weight_decay)
@@ -211,6 +195,27 @@ fn settings(app: &mut ToylensApp, ui: &mut Ui) {
                 row(ui, "Epochs", "passes over the training set", |ui| {
                     ui.add(DragValue::new(&mut t.epochs).range(0..=1_000_000))
                 });
+                row(ui, "Beta 1", "Adam's first-moment decay", |ui| {
+                    ui.add(
+                        DragValue::new(&mut t.betas[0])
+                            .speed(0.001)
+                            .range(0.0..=0.9999),
+                    )
+                });
+                row(ui, "Beta 2", "Adam's second-moment decay", |ui| {
+                    ui.add(
+                        DragValue::new(&mut t.betas[1])
+                            .speed(0.0001)
+                            .range(0.0..=0.99999),
+                    )
+                });
+                row(
+                    ui,
+                    "Freeze",
+                    "parameters that do not train: TL names, * matches anything (e.g. *.b_*), \
+                     separated by commas",
+                    |ui| freeze_editor(ui, &mut t.freeze),
+                );
                 row(
                     ui,
                     "Forward path",
@@ -239,47 +244,34 @@ fn settings(app: &mut ToylensApp, ui: &mut Ui) {
 }
 
 fn model_summary(app: &ToylensApp, ui: &mut Ui) {
-    let cfg = &app.session.config.model;
     egui::CollapsingHeader::new("Model summary")
         .default_open(true)
         .show(ui, |ui| {
             ui.small("The model in view (TransformerLens names).");
-            egui::Grid::new("params").striped(true).show(ui, |ui| {
-                ui.strong("parameter");
-                ui.strong("shape");
-                ui.strong("trains");
-                ui.end_row();
-                let frozen = [
-                    ("embed.W_E", vec![cfg.d_vocab, cfg.d_model]),
-                    ("pos_embed.W_pos", vec![cfg.n_ctx, cfg.d_model]),
-                ];
-                for (name, shape) in &frozen {
-                    ui.monospace(*name);
-                    ui.monospace(format!("{shape:?}"));
-                    ui.label("frozen");
-                    ui.end_row();
-                }
-                for p in Param::ALL {
-                    ui.monospace(p.tl_name());
-                    ui.monospace(format!("{:?}", p.shape(cfg)));
-                    ui.label(if p == Param::BK { "yes*" } else { "yes" })
-                        .on_hover_text(if p == Param::BK {
-                            "b_K cannot affect the pattern: softmax ignores a shift shared by every key, so its gradient is exactly 0"
-                        } else {
-                            "updated by Adam"
-                        });
-                    ui.end_row();
-                }
-                for (name, shape) in [
-                    ("unembed.W_U", vec![cfg.d_model, cfg.d_vocab]),
-                    ("unembed.b_U", vec![cfg.d_vocab]),
-                ] {
-                    ui.monospace(name);
-                    ui.monospace(format!("{shape:?}"));
-                    ui.label("frozen");
-                    ui.end_row();
-                }
-            });
-            ui.label(format!("{} trainable parameters", cfg.n_params()));
+            model_settings::model_summary(ui, &app.session.config.model, &app.session.config.train);
         });
+}
+
+/// A comma-separated list of freeze patterns. The text being typed is kept as typed (in egui's
+/// temporary memory) while the field has focus, so "a, " does not snap back to "a".
+fn freeze_editor(ui: &mut Ui, freeze: &mut Vec<String>) -> egui::Response {
+    let id = ui.make_persistent_id("freeze_text");
+    let mut text = ui
+        .data(|d| d.get_temp::<String>(id))
+        .unwrap_or_else(|| freeze.join(", "));
+    let response = ui.add(egui::TextEdit::singleline(&mut text).hint_text("e.g. *.b_*"));
+    if response.changed() {
+        *freeze = text
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect();
+    }
+    if response.has_focus() {
+        ui.data_mut(|d| d.insert_temp(id, text));
+    } else {
+        ui.data_mut(|d| d.remove::<String>(id));
+    }
+    response
 }

@@ -1,27 +1,38 @@
-//! Checkpoints: safetensors files with TransformerLens state-dict names and shapes, so that
-//! `HookedTransformer(cfg).load_state_dict(file, strict=False)` takes them as they are, and toylens
-//! metadata (config, metric history, per-epoch weight snapshots) as JSON in the header.
+//! Checkpoints: safetensors files that TransformerLens loads as they are. The tensors are the
+//! model's state dict under TL's names (the frozen one-hot embeddings and zero positions written
+//! out, TL's `mask`/`IGNORE` buffers included), the metadata holds `tl_config` (the
+//! `HookedTransformerConfig` fields as JSON) and toylens's own run config, metric history and
+//! per-epoch weight snapshots.
 //!
 //! Loading trusts nothing: every name, dtype, shape and value is checked and every failure is an
-//! error that says what is wrong. Saving writes a temporary file beside the target, syncs it and
-//! renames it over the target, so a crash never leaves a half-written checkpoint.
+//! error that says what is wrong. Where the model's config comes from is decided in [`source`]:
+//! toylens metadata, `tl_config`, a config given on the command line, `config.json` beside the
+//! file, or, for the skip-trigram model alone, the shapes. Saving writes a temporary file beside
+//! the target, syncs it and renames it over the target, so a crash never leaves a half-written
+//! checkpoint.
+
+mod atomic;
+mod source;
+
+pub use atomic::{write_atomically, write_atomically_with};
+pub use source::ConfigHint;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::model::{ModelConfig, Param, Weights};
-use crate::task::TaskConfig;
-use crate::train::{EpochMetrics, RunConfig};
+use crate::config::{Embeddings, ModelConfig, Positions, RunConfig, model_to_tl_json};
+use crate::model::Weights;
+use crate::train::EpochMetrics;
 
 /// Value of the `format` metadata key.
 pub const FORMAT: &str = "toylens";
-/// Bumped on any incompatible change of the metadata.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped on any incompatible change of the metadata. Version 1 (the one-layer model with its
+/// own config fields and short weight names) still loads.
+pub const FORMAT_VERSION: u32 = 2;
 /// Files larger than this are refused before they are read.
 pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -41,9 +52,6 @@ pub fn snapshot_limit(model: &ModelConfig) -> usize {
 /// At most this many epochs of metric history go into a file (~25 MB of JSON).
 pub const MAX_SAVED_HISTORY: usize = 100_000;
 
-/// TL buffers that a state dict saved from TransformerLens may carry; they are recomputed here.
-const IGNORED_TL_BUFFERS: [&str; 2] = ["blocks.0.attn.IGNORE", "blocks.0.attn.mask"];
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub epoch: usize,
@@ -60,8 +68,11 @@ pub struct Checkpoint {
     pub history: Vec<EpochMetrics>,
     /// Weights after each epoch (epoch 0 is the initialisation when present).
     pub snapshots: Vec<Snapshot>,
-    /// False for a bare TL state dict, whose config was inferred from its shapes.
+    /// False for a state dict saved elsewhere (TransformerLens), which has no toylens run.
     pub has_metadata: bool,
+    /// Where the model's config came from, in words ("toylens checkpoint", "config.json beside
+    /// the file", "inferred from the shapes: …"), for the CLI and the app to show.
+    pub origin: String,
 }
 
 #[derive(Debug, Error)]
@@ -88,6 +99,40 @@ fn invalid(msg: impl Into<String>) -> CheckpointError {
     CheckpointError::Invalid(msg.into())
 }
 
+/// TL's per-layer buffers: carried in its state dict, recomputed by every loader.
+fn is_tl_buffer(name: &str) -> bool {
+    name.strip_prefix("blocks.").is_some_and(|rest| {
+        let mut parts = rest.splitn(2, '.');
+        parts.next().is_some_and(|l| l.parse::<usize>().is_ok())
+            && matches!(parts.next(), Some("attn.mask" | "attn.IGNORE"))
+    })
+}
+
+/// The tensors TL's state dict has that toylens's weights leave implicit, with their fixed
+/// values: one-hot `W_E`/`W_U` and zero `b_U`, a zero `W_pos` without positions.
+fn implied_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let identity = |n: usize| {
+        (0..n * n)
+            .map(|i| if i / n == i % n { 1.0 } else { 0.0 })
+            .collect::<Vec<f32>>()
+    };
+    let (v, m) = (cfg.d_vocab, cfg.d_model);
+    let mut out = Vec::new();
+    if cfg.embeddings == Embeddings::OneHot {
+        out.push(("embed.W_E".into(), vec![v, m], identity(v)));
+        out.push(("unembed.W_U".into(), vec![m, v], identity(v)));
+        out.push(("unembed.b_U".into(), vec![v], vec![0.0; v]));
+    }
+    if cfg.positional_embedding_type == Positions::None {
+        out.push((
+            "pos_embed.W_pos".into(),
+            vec![cfg.n_ctx, m],
+            vec![0.0; cfg.n_ctx * m],
+        ));
+    }
+    out
+}
+
 impl Checkpoint {
     /// Appends an epoch's snapshot, thinning the history to [`snapshot_limit`] once it holds
     /// twice that many, so a long run's memory stays bounded while covering its whole span.
@@ -108,6 +153,7 @@ impl Checkpoint {
             history: Vec::new(),
             snapshots: Vec::new(),
             has_metadata: true,
+            origin: "toylens checkpoint".into(),
         }
     }
 
@@ -117,35 +163,26 @@ impl Checkpoint {
         self.weights
             .validate(cfg)
             .map_err(|e| invalid(e.to_string()))?;
-        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Param::ALL
-            .iter()
-            .map(|&p| (p.tl_name(), p.shape(cfg), f32_bytes(self.weights.get(p))))
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = cfg
+            .params()
+            .into_iter()
+            .map(|p| {
+                let bytes = f32_bytes(self.weights.get(&p.name));
+                (p.name, p.shape, bytes)
+            })
             .collect();
-        let identity = |n: usize| {
-            (0..n * n)
-                .map(|i| if i / n == i % n { 1.0 } else { 0.0 })
-                .collect::<Vec<f32>>()
-        };
-        tensors.push((
-            "embed.W_E".into(),
-            vec![cfg.d_vocab, cfg.d_model],
-            f32_bytes(&identity(cfg.d_vocab)),
-        ));
-        tensors.push((
-            "pos_embed.W_pos".into(),
-            vec![cfg.n_ctx, cfg.d_model],
-            f32_bytes(&vec![0.0; cfg.n_ctx * cfg.d_model]),
-        ));
-        tensors.push((
-            "unembed.W_U".into(),
-            vec![cfg.d_model, cfg.d_vocab],
-            f32_bytes(&identity(cfg.d_vocab)),
-        ));
-        tensors.push((
-            "unembed.b_U".into(),
-            vec![cfg.d_vocab],
-            f32_bytes(&vec![0.0; cfg.d_vocab]),
-        ));
+        for (name, shape, values) in implied_tensors(cfg) {
+            tensors.push((name, shape, f32_bytes(&values)));
+        }
+        // TL 3's buffers, so that a strict `load_state_dict` finds every key it expects.
+        for l in 0..cfg.n_layers {
+            tensors.push((format!("blocks.{l}.attn.mask"), vec![0, 0], Vec::new()));
+            tensors.push((
+                format!("blocks.{l}.attn.IGNORE"),
+                vec![],
+                f32_bytes(&[f32::NEG_INFINITY]),
+            ));
+        }
         let views = tensors
             .iter()
             .map(|(name, shape, data)| {
@@ -156,6 +193,7 @@ impl Checkpoint {
         let metadata = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("format_version".to_string(), FORMAT_VERSION.to_string()),
+            ("tl_config".to_string(), model_to_tl_json(cfg)),
             ("config".to_string(), to_json(&self.config)),
             ("epoch".to_string(), self.epoch.to_string()),
             (
@@ -180,7 +218,14 @@ impl Checkpoint {
         write_atomically(path, &bytes)
     }
 
+    /// Loads a toylens checkpoint or a TL state dict (config from its metadata, `config.json`
+    /// beside it, or its shapes).
     pub fn load(path: &Path) -> Result<Self, CheckpointError> {
+        Self::load_with(path, None)
+    }
+
+    /// [`Self::load`] with a TransformerLens config file given explicitly (`--tl-config`).
+    pub fn load_with(path: &Path, tl_config: Option<&Path>) -> Result<Self, CheckpointError> {
         let read_err = |source| CheckpointError::Read {
             path: path.to_path_buf(),
             source,
@@ -194,55 +239,55 @@ impl Checkpoint {
             });
         }
         let bytes = std::fs::read(path).map_err(read_err)?;
-        Self::from_bytes(&bytes)
+        let hint = ConfigHint::for_file(path, tl_config)?;
+        Self::from_bytes_with(&bytes, &hint)
     }
 
+    /// Reads a checkpoint from bytes, with no config files to consult.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CheckpointError> {
+        Self::from_bytes_with(bytes, &ConfigHint::default())
+    }
+
+    pub fn from_bytes_with(bytes: &[u8], hint: &ConfigHint) -> Result<Self, CheckpointError> {
         reject_duplicate_keys(bytes)?;
         let file =
             SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Format(format!("{e}")))?;
         let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| CheckpointError::Format(e.to_string()))?;
         let meta = header.metadata().clone().unwrap_or_default();
-        let is_toylens = meta.get("format").map(String::as_str) == Some(FORMAT);
+        let found = source::find_config(&file, &meta, hint)?;
+        let model_cfg = &found.config.model;
 
-        let names: Vec<&str> = file.names();
-        let known: Vec<String> = Param::ALL
-            .iter()
-            .map(|p| p.tl_name())
-            .chain(["embed.W_E", "pos_embed.W_pos", "unembed.W_U", "unembed.b_U"].map(String::from))
-            .collect();
-        if let Some(unknown) = names
-            .iter()
-            .find(|n| !known.iter().any(|k| k == *n) && !IGNORED_TL_BUFFERS.contains(n))
-        {
-            return Err(invalid(format!("unexpected tensor \"{unknown}\"")));
+        let specs = model_cfg.params();
+        let implied = implied_tensors(model_cfg);
+        if let Some(unknown) = file.names().into_iter().find(|n| {
+            !specs.iter().any(|p| p.name == **n)
+                && !implied.iter().any(|(i, _, _)| i == *n)
+                && !is_tl_buffer(n)
+        }) {
+            return Err(invalid(format!(
+                "unexpected tensor \"{unknown}\" (the config describes {})",
+                model_cfg.describe()
+            )));
         }
-
-        let config = if is_toylens {
-            let version = meta.get("format_version").map(String::as_str).unwrap_or("");
-            if version != FORMAT_VERSION.to_string() {
+        let mut weights = Weights::default();
+        for p in &specs {
+            let values = read_f32(&file, &p.name, &p.shape)?
+                .ok_or_else(|| invalid(format!("missing tensor \"{}\"", p.name)))?;
+            weights.insert(p.name.clone(), values);
+        }
+        for (name, shape, want) in &implied {
+            if let Some(got) = read_f32(&file, name, shape)?
+                && got != *want
+            {
                 return Err(invalid(format!(
-                    "format_version \"{version}\" is not supported (this toylens reads {FORMAT_VERSION})"
+                    "{name} does not hold the fixed values this model assumes ({})",
+                    model_cfg.describe()
                 )));
             }
-            let text = meta
-                .get("config")
-                .ok_or_else(|| invalid("metadata has no \"config\""))?;
-            RunConfig::from_json(text).map_err(|e| invalid(format!("metadata config: {e}")))?
-        } else {
-            infer_config(&file)?
-        };
-        let model_cfg = &config.model;
-
-        let mut weights = Weights::zeros(model_cfg);
-        for p in Param::ALL {
-            *weights.get_mut(p) = read_f32(&file, &p.tl_name(), &p.shape(model_cfg))?
-                .ok_or_else(|| invalid(format!("missing tensor \"{}\"", p.tl_name())))?;
         }
-        check_frozen(&file, model_cfg)?;
 
-        let (epoch, history, snapshots) = if is_toylens {
+        let (epoch, history, snapshots) = if found.is_toylens {
             let epoch = meta
                 .get("epoch")
                 .map(|s| s.parse::<usize>())
@@ -250,8 +295,11 @@ impl Checkpoint {
                 .map_err(|_| invalid("metadata \"epoch\" is not a whole number"))?
                 .unwrap_or(0);
             let history: Vec<EpochMetrics> = parse_meta(&meta, "history")?;
-            let snapshots: Vec<Snapshot> = parse_meta(&meta, "snapshots")?;
-            for s in &snapshots {
+            let mut snapshots: Vec<Snapshot> = parse_meta(&meta, "snapshots")?;
+            for s in &mut snapshots {
+                if found.legacy {
+                    s.weights = source::legacy_weights(&s.weights);
+                }
                 s.weights
                     .validate(model_cfg)
                     .map_err(|e| invalid(format!("snapshot of epoch {}: {e}", s.epoch)))?;
@@ -261,12 +309,13 @@ impl Checkpoint {
             (0, Vec::new(), Vec::new())
         };
         Ok(Self {
-            config,
+            config: found.config,
             weights,
             epoch,
             history,
             snapshots,
-            has_metadata: is_toylens,
+            has_metadata: found.is_toylens,
+            origin: found.origin,
         })
     }
 }
@@ -395,145 +444,8 @@ fn read_f32(
     Ok(Some(values))
 }
 
-/// The frozen tensors are optional, but when present they must be what this model assumes.
-fn check_frozen(file: &SafeTensors, cfg: &ModelConfig) -> Result<(), CheckpointError> {
-    let is_identity = |v: &[f32], n: usize| {
-        v.iter()
-            .enumerate()
-            .all(|(i, &x)| x == if i / n == i % n { 1.0 } else { 0.0 })
-    };
-    let (v, m, n) = (cfg.d_vocab, cfg.d_model, cfg.n_ctx);
-    if let Some(w) = read_f32(file, "embed.W_E", &[v, m])?
-        && !is_identity(&w, v)
-    {
-        return Err(invalid(
-            "embed.W_E is not the identity; toylens models use a frozen one-hot embedding",
-        ));
-    }
-    if let Some(w) = read_f32(file, "unembed.W_U", &[m, v])?
-        && !is_identity(&w, v)
-    {
-        return Err(invalid(
-            "unembed.W_U is not the identity; toylens models read the residual stream as logits",
-        ));
-    }
-    if file.tensor("pos_embed.W_pos").is_ok() {
-        let rows = file
-            .tensor("pos_embed.W_pos")
-            .map(|t| t.shape().first().copied().unwrap_or(0))
-            .unwrap_or(0);
-        if rows != n {
-            return Err(invalid(format!(
-                "pos_embed.W_pos has {rows} positions; the config says n_ctx = {n}"
-            )));
-        }
-        if let Some(w) = read_f32(file, "pos_embed.W_pos", &[n, m])?
-            && w.iter().any(|&x| x != 0.0)
-        {
-            return Err(invalid(
-                "pos_embed.W_pos is not zero; toylens models have no positional embedding",
-            ));
-        }
-    }
-    if let Some(b) = read_f32(file, "unembed.b_U", &[v])?
-        && b.iter().any(|&x| x != 0.0)
-    {
-        return Err(invalid("unembed.b_U is not zero"));
-    }
-    Ok(())
-}
-
-/// Infers the config of a bare TL state dict from its shapes: the task is the notebook's when the
-/// vocabulary is 11, otherwise the notebook's triggers with noise tokens filling the vocabulary.
-fn infer_config(file: &SafeTensors) -> Result<RunConfig, CheckpointError> {
-    let w_q = file
-        .tensor(&Param::WQ.tl_name())
-        .map_err(|_| invalid("missing tensor \"blocks.0.attn.W_Q\""))?;
-    let &[n_heads, d_model, d_head] = w_q.shape() else {
-        return Err(invalid(format!(
-            "tensor \"blocks.0.attn.W_Q\" has shape {:?}; expected [n_heads, d_model, d_head]",
-            w_q.shape()
-        )));
-    };
-    let n_ctx = match file.tensor("pos_embed.W_pos") {
-        Ok(t) => *t.shape().first().unwrap_or(&0),
-        Err(_) => ModelConfig::default().n_ctx,
-    };
-    let model = ModelConfig {
-        d_vocab: d_model,
-        d_model,
-        n_ctx,
-        n_heads,
-        d_head,
-        ..ModelConfig::default()
-    };
-    model.validate().map_err(|e| invalid(e.to_string()))?;
-    let mut task = TaskConfig::default();
-    if d_model != task.vocab_size() {
-        if d_model < 6 {
-            return Err(invalid(format!(
-                "cannot infer a skip-trigram task for a vocabulary of {d_model} tokens (need at least 6)"
-            )));
-        }
-        task.noise_tokens.last = d_model as u32 - 1;
-    }
-    task.seq_len = task.seq_len.min(n_ctx);
-    let config = RunConfig {
-        task,
-        model,
-        ..RunConfig::default()
-    };
-    config
-        .validate()
-        .map_err(|e| invalid(format!("inferred config: {e}")))?;
-    Ok(config)
-}
-
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-/// Writes `bytes` to `path` so that readers see either the old file or the complete new one.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    write_atomically_with(path, |file| file.write_all(bytes))
-}
-
-/// [`write_atomically`] with the writing done by `write`, which may fail part-way (tests inject
-/// faults through it): on any error the temporary file is removed and `path` is untouched.
-pub fn write_atomically_with(
-    path: &Path,
-    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
-) -> Result<(), CheckpointError> {
-    let write_err = |source| CheckpointError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".toylens-save-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(write_err)?;
-    write(tmp.as_file_mut()).map_err(write_err)?;
-    // Temporary files are private (0600); a checkpoint gets the old file's mode or the usual one.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode());
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(write_err)?;
-    }
-    tmp.as_file().sync_all().map_err(write_err)?;
-    tmp.persist(path).map_err(|e| write_err(e.error))?;
-    // Make the rename itself durable; not every platform can open a directory, so best effort.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 fn to_json<T: Serialize>(value: &T) -> String {

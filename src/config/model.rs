@@ -1,0 +1,546 @@
+//! The model's shape: the fields of TransformerLens's `HookedTransformerConfig` that matter for
+//! small models, with TL's names, meanings and defaults, plus two toylens choices TL expresses
+//! only through weight values (one-hot embeddings, no positions).
+//!
+//! In a JSON model section a missing field takes TL's default (`attn_only` false,
+//! `normalization_type` "LN", `positional_embedding_type` "standard", `init_range`
+//! 0.8/√d_model, …). In code, [`ModelConfig::default`] is toylens's first model, the one-layer
+//! attention-only skip-trigram model.
+
+use serde::{Deserialize, Serialize};
+
+use crate::task::{MAX_SEQ_LEN, MAX_VOCAB};
+
+/// TL's `act_fn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActFn {
+    Relu,
+    /// Exact, with erf (`F.gelu`).
+    Gelu,
+    /// The tanh approximation GPT-2 uses.
+    GeluNew,
+}
+
+impl ActFn {
+    pub const ALL: [ActFn; 3] = [ActFn::Relu, ActFn::Gelu, ActFn::GeluNew];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ActFn::Relu => "relu",
+            ActFn::Gelu => "gelu",
+            ActFn::GeluNew => "gelu_new",
+        }
+    }
+}
+
+/// TL's `normalization_type` (absent is `null`: no LayerNorm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Normalization {
+    /// LayerNorm with a learned weight and bias.
+    #[serde(rename = "LN")]
+    Ln,
+    /// LayerNorm without weight and bias (centre and scale only).
+    #[serde(rename = "LNPre")]
+    LnPre,
+}
+
+impl Normalization {
+    pub fn name(self) -> &'static str {
+        match self {
+            Normalization::Ln => "LN",
+            Normalization::LnPre => "LNPre",
+        }
+    }
+}
+
+/// TL's `positional_embedding_type`, plus toylens's "none" (W_pos fixed at zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Positions {
+    /// Learned `W_pos`, added to the residual stream.
+    Standard,
+    /// Learned `W_pos`, added to the input of the queries and keys only.
+    Shortformer,
+    /// No positional information: `W_pos` is zero and frozen (TL sees "standard" and zeros).
+    None,
+}
+
+impl Positions {
+    pub const ALL: [Positions; 3] = [Positions::Standard, Positions::Shortformer, Positions::None];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Positions::Standard => "standard",
+            Positions::Shortformer => "shortformer",
+            Positions::None => "none",
+        }
+    }
+}
+
+/// Whether `W_E` and `W_U` are learned or frozen identities (tokens in as one-hot vectors, the
+/// residual stream read out as logits, `b_U` zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Embeddings {
+    Learned,
+    OneHot,
+}
+
+/// What initialises a parameter (TL's default init: normal weights, zero biases, LN weights one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Init {
+    Normal,
+    Zeros,
+    Ones,
+}
+
+/// One parameter: its TL state-dict name and shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: Init,
+}
+
+impl ParamSpec {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// The most parameters a model may have (1 GiB of f32 with Adam's two moments and gradients).
+pub const MAX_PARAMS: usize = 64 << 20;
+pub const MAX_LAYERS: usize = 48;
+pub const MAX_HEADS: usize = 64;
+pub const MAX_D_MODEL: usize = 4_096;
+pub const MAX_D_HEAD: usize = 1_024;
+pub const MAX_D_MLP: usize = 16_384;
+/// LayerNorm's epsilon, TL's default.
+pub const LN_EPS: f64 = 1e-5;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    #[serde(default = "defaults::n_layers")]
+    pub n_layers: usize,
+    #[serde(default = "defaults::d_model")]
+    pub d_model: usize,
+    #[serde(default = "defaults::n_heads")]
+    pub n_heads: usize,
+    #[serde(default = "defaults::d_head")]
+    pub d_head: usize,
+    #[serde(default = "defaults::d_vocab")]
+    pub d_vocab: usize,
+    /// `None` (TL's -1): the same as `d_vocab`.
+    #[serde(default)]
+    pub d_vocab_out: Option<usize>,
+    #[serde(default = "defaults::n_ctx")]
+    pub n_ctx: usize,
+    #[serde(default)]
+    pub attn_only: bool,
+    /// `None`: 4 × d_model, as TL.
+    #[serde(default)]
+    pub d_mlp: Option<usize>,
+    /// Needed when the blocks have MLPs.
+    #[serde(default)]
+    pub act_fn: Option<ActFn>,
+    #[serde(default = "defaults::normalization")]
+    pub normalization_type: Option<Normalization>,
+    #[serde(default = "defaults::positions")]
+    pub positional_embedding_type: Positions,
+    #[serde(default = "defaults::embeddings")]
+    pub embeddings: Embeddings,
+    #[serde(default = "defaults::yes")]
+    pub use_attn_scale: bool,
+    /// `None`: √d_head.
+    #[serde(default)]
+    pub attn_scale: Option<f64>,
+    /// Standard deviation of the normal init of every `W_*`; `None`: 0.8/√d_model, as TL.
+    #[serde(default)]
+    pub init_range: Option<f64>,
+}
+
+mod defaults {
+    use super::*;
+    pub fn n_layers() -> usize {
+        1
+    }
+    pub fn d_model() -> usize {
+        ModelConfig::default().d_model
+    }
+    pub fn n_heads() -> usize {
+        ModelConfig::default().n_heads
+    }
+    pub fn d_head() -> usize {
+        ModelConfig::default().d_head
+    }
+    pub fn d_vocab() -> usize {
+        ModelConfig::default().d_vocab
+    }
+    pub fn n_ctx() -> usize {
+        ModelConfig::default().n_ctx
+    }
+    pub fn normalization() -> Option<Normalization> {
+        Some(Normalization::Ln)
+    }
+    pub fn positions() -> Positions {
+        Positions::Standard
+    }
+    pub fn embeddings() -> Embeddings {
+        Embeddings::Learned
+    }
+    pub fn yes() -> bool {
+        true
+    }
+}
+
+impl Default for ModelConfig {
+    /// The notebook's skip-trigram model: 3 heads of size 1 over a vocabulary of 11.
+    fn default() -> Self {
+        Self::skip_trigram(11, 4, 3, 1)
+    }
+}
+
+impl ModelConfig {
+    /// The skip-trigram model: one layer, attention only, one-hot embeddings, no positions, no
+    /// LayerNorm, init std 0.02.
+    pub fn skip_trigram(d_vocab: usize, n_ctx: usize, n_heads: usize, d_head: usize) -> Self {
+        Self {
+            n_layers: 1,
+            d_model: d_vocab,
+            n_heads,
+            d_head,
+            d_vocab,
+            d_vocab_out: None,
+            n_ctx,
+            attn_only: true,
+            d_mlp: None,
+            act_fn: None,
+            normalization_type: None,
+            positional_embedding_type: Positions::None,
+            embeddings: Embeddings::OneHot,
+            use_attn_scale: true,
+            attn_scale: None,
+            init_range: Some(0.02),
+        }
+    }
+
+    pub fn d_vocab_out(&self) -> usize {
+        self.d_vocab_out.unwrap_or(self.d_vocab)
+    }
+
+    pub fn d_mlp(&self) -> usize {
+        self.d_mlp.unwrap_or(4 * self.d_model)
+    }
+
+    pub fn has_mlp(&self) -> bool {
+        !self.attn_only
+    }
+
+    pub fn init_range(&self) -> f64 {
+        self.init_range
+            .unwrap_or_else(|| 0.8 / (self.d_model.max(1) as f64).sqrt())
+    }
+
+    /// What scores are divided by: `attn_scale` (√d_head by default), or 1 without scaling.
+    pub fn attn_scale(&self) -> f64 {
+        if self.use_attn_scale {
+            self.attn_scale
+                .unwrap_or_else(|| (self.d_head as f64).sqrt())
+        } else {
+            1.0
+        }
+    }
+
+    /// The skip-trigram shape, where toylens's exact fast paths (last-position gathers, token
+    /// multisets) and the exact head-to-logit decomposition apply.
+    pub fn is_one_layer_token_table(&self) -> bool {
+        self.n_layers == 1
+            && self.attn_only
+            && self.embeddings == Embeddings::OneHot
+            && self.positional_embedding_type == Positions::None
+            && self.normalization_type.is_none()
+    }
+
+    /// Whether logits split exactly into direct path + heads + biases (+ MLP): one layer, no
+    /// LayerNorm.
+    pub fn has_exact_decomposition(&self) -> bool {
+        self.n_layers == 1 && self.normalization_type.is_none()
+    }
+
+    /// Every parameter, in TL's state-dict order (which is also the order of the init draws).
+    pub fn params(&self) -> Vec<ParamSpec> {
+        let (m, h, d) = (self.d_model, self.n_heads, self.d_head);
+        let mut out = Vec::new();
+        let mut add =
+            |name: String, shape: Vec<usize>, init: Init| out.push(ParamSpec { name, shape, init });
+        if self.embeddings == Embeddings::Learned {
+            add("embed.W_E".into(), vec![self.d_vocab, m], Init::Normal);
+        }
+        if self.positional_embedding_type != Positions::None {
+            add("pos_embed.W_pos".into(), vec![self.n_ctx, m], Init::Normal);
+        }
+        let ln = self.normalization_type == Some(Normalization::Ln);
+        for l in 0..self.n_layers {
+            let b = format!("blocks.{l}");
+            if ln {
+                add(format!("{b}.ln1.w"), vec![m], Init::Ones);
+                add(format!("{b}.ln1.b"), vec![m], Init::Zeros);
+                if self.has_mlp() {
+                    add(format!("{b}.ln2.w"), vec![m], Init::Ones);
+                    add(format!("{b}.ln2.b"), vec![m], Init::Zeros);
+                }
+            }
+            for w in ["W_Q", "W_K", "W_V"] {
+                add(format!("{b}.attn.{w}"), vec![h, m, d], Init::Normal);
+            }
+            add(format!("{b}.attn.W_O"), vec![h, d, m], Init::Normal);
+            for bias in ["b_Q", "b_K", "b_V"] {
+                add(format!("{b}.attn.{bias}"), vec![h, d], Init::Zeros);
+            }
+            add(format!("{b}.attn.b_O"), vec![m], Init::Zeros);
+            if self.has_mlp() {
+                let f = self.d_mlp();
+                add(format!("{b}.mlp.W_in"), vec![m, f], Init::Normal);
+                add(format!("{b}.mlp.b_in"), vec![f], Init::Zeros);
+                add(format!("{b}.mlp.W_out"), vec![f, m], Init::Normal);
+                add(format!("{b}.mlp.b_out"), vec![m], Init::Zeros);
+            }
+        }
+        if ln {
+            add("ln_final.w".into(), vec![m], Init::Ones);
+            add("ln_final.b".into(), vec![m], Init::Zeros);
+        }
+        if self.embeddings == Embeddings::Learned {
+            add(
+                "unembed.W_U".into(),
+                vec![m, self.d_vocab_out()],
+                Init::Normal,
+            );
+            add("unembed.b_U".into(), vec![self.d_vocab_out()], Init::Zeros);
+        }
+        out
+    }
+
+    /// Number of parameters (frozen ones included).
+    pub fn n_params(&self) -> usize {
+        self.params().iter().map(ParamSpec::numel).sum()
+    }
+
+    /// Checks every field and that they fit together; the message names the field to change.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value, max) in [
+            ("n_layers", self.n_layers, MAX_LAYERS),
+            ("d_model", self.d_model, MAX_D_MODEL),
+            ("n_heads", self.n_heads, MAX_HEADS),
+            ("d_head", self.d_head, MAX_D_HEAD),
+            ("d_vocab", self.d_vocab, MAX_VOCAB),
+            ("d_vocab_out", self.d_vocab_out(), MAX_VOCAB),
+            ("n_ctx", self.n_ctx, MAX_SEQ_LEN),
+        ] {
+            if value == 0 || value > max {
+                return Err(format!("{name} must be between 1 and {max}, got {value}"));
+            }
+        }
+        if self.has_mlp() {
+            let f = self.d_mlp();
+            if f == 0 || f > MAX_D_MLP {
+                return Err(format!("d_mlp must be between 1 and {MAX_D_MLP}, got {f}"));
+            }
+            if self.act_fn.is_none() {
+                return Err(
+                    "act_fn (relu, gelu or gelu_new) must be given when the blocks have MLPs \
+                     (attn_only is false)"
+                        .into(),
+                );
+            }
+        }
+        if self.embeddings == Embeddings::OneHot {
+            if self.d_model != self.d_vocab {
+                return Err(format!(
+                    "with one-hot embeddings d_model ({}) must equal d_vocab ({})",
+                    self.d_model, self.d_vocab
+                ));
+            }
+            if self.d_vocab_out() != self.d_vocab {
+                return Err(format!(
+                    "with one-hot embeddings d_vocab_out ({}) must equal d_vocab ({})",
+                    self.d_vocab_out(),
+                    self.d_vocab
+                ));
+            }
+        }
+        if let Some(s) = self.attn_scale
+            && !(s.is_finite() && s > 0.0)
+        {
+            return Err(format!("attn_scale must be a positive number, got {s}"));
+        }
+        let init = self.init_range();
+        if !(init.is_finite() && (0.0..=100.0).contains(&init)) {
+            return Err(format!("init_range must be between 0 and 100, got {init}"));
+        }
+        let n = self.params_saturating();
+        if n > MAX_PARAMS {
+            return Err(format!(
+                "the model would have {n} parameters; at most {MAX_PARAMS} are supported"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The parameter count without building the list (safe on absurd sizes).
+    fn params_saturating(&self) -> usize {
+        let (m, h, d, v) = (self.d_model, self.n_heads, self.d_head, self.d_vocab);
+        let attn = 4usize.saturating_mul(h).saturating_mul(m).saturating_mul(d);
+        let mlp = if self.has_mlp() {
+            2usize.saturating_mul(m).saturating_mul(self.d_mlp())
+        } else {
+            0
+        };
+        let embed = v
+            .saturating_add(self.d_vocab_out())
+            .saturating_add(self.n_ctx)
+            .saturating_mul(m);
+        attn.saturating_add(mlp)
+            .saturating_mul(self.n_layers)
+            .saturating_add(embed)
+    }
+
+    /// Floats of the largest intermediates of a full forward pass (with the activation cache)
+    /// over one sequence of `seq_len`: scores and pattern, logits, q, k, v, z and the MLP.
+    pub fn forward_floats_per_sequence(&self, seq_len: usize) -> usize {
+        let per_position = (2 * self.n_heads * seq_len)
+            .max(2 * self.d_vocab_out())
+            .max(4 * self.n_heads * self.d_head)
+            .max(self.n_heads * self.d_model)
+            .max(if self.has_mlp() { 2 * self.d_mlp() } else { 0 });
+        (seq_len * per_position * self.n_layers.max(1)).max(1)
+    }
+
+    /// How many sequences one analysis forward pass takes at once: up to 10 000, fewer when a
+    /// pass over that many would hold more than [`FORWARD_CHUNK_FLOATS`], so analysis memory
+    /// stays bounded at any model and sequence size.
+    pub fn forward_chunk_rows(&self, seq_len: usize) -> usize {
+        (FORWARD_CHUNK_FLOATS / self.forward_floats_per_sequence(seq_len)).clamp(1, 10_000)
+    }
+
+    /// A one-line description for summaries and logs.
+    pub fn describe(&self) -> String {
+        let mlp = if self.has_mlp() {
+            format!(
+                ", MLP {} {}",
+                self.d_mlp(),
+                self.act_fn.map_or("?", ActFn::name)
+            )
+        } else {
+            ", attention only".into()
+        };
+        let norm = self
+            .normalization_type
+            .map_or("no LayerNorm", Normalization::name);
+        let embed = match self.embeddings {
+            Embeddings::Learned => "learned embeddings",
+            Embeddings::OneHot => "one-hot embeddings",
+        };
+        format!(
+            "{} layer{}, d_model {}, {} heads × {}{mlp}, {norm}, {} positions, {embed}",
+            self.n_layers,
+            if self.n_layers == 1 { "" } else { "s" },
+            self.d_model,
+            self.n_heads,
+            self.d_head,
+            self.positional_embedding_type.name()
+        )
+    }
+}
+
+/// The intermediates of one analysis forward pass stay within this many floats (256 MiB).
+pub const FORWARD_CHUNK_FLOATS: usize = 64 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_takes_tl_defaults_and_code_takes_the_skip_trigram_model() {
+        let cfg: ModelConfig = serde_json::from_str(
+            r#"{"n_layers": 2, "d_model": 32, "d_head": 8, "n_heads": 4, "act_fn": "gelu_new"}"#,
+        )
+        .unwrap();
+        assert!(!cfg.attn_only);
+        assert_eq!(cfg.normalization_type, Some(Normalization::Ln));
+        assert_eq!(cfg.positional_embedding_type, Positions::Standard);
+        assert_eq!(cfg.d_mlp(), 128);
+        assert!((cfg.init_range() - 0.8 / 32f64.sqrt()).abs() < 1e-12);
+        assert_eq!(cfg.attn_scale(), 8f64.sqrt());
+        cfg.validate().unwrap();
+        let skip = ModelConfig::default();
+        skip.validate().unwrap();
+        assert!(skip.is_one_layer_token_table());
+        assert_eq!(skip.n_params(), 3 * 11 * 4 + 3 * 3 + 11);
+        let round: ModelConfig =
+            serde_json::from_str(&serde_json::to_string(&skip).unwrap()).unwrap();
+        assert_eq!(round, skip);
+    }
+
+    #[test]
+    fn invalid_combinations_explain_themselves() {
+        let cfg = ModelConfig {
+            d_model: 12,
+            ..ModelConfig::default()
+        };
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .contains("d_model (12) must equal d_vocab (11)")
+        );
+        let mut cfg = ModelConfig {
+            attn_only: false,
+            ..ModelConfig::default()
+        };
+        assert!(cfg.validate().unwrap_err().contains("act_fn"));
+        cfg.n_heads = 0;
+        assert!(cfg.validate().unwrap_err().contains("n_heads"));
+        let huge = ModelConfig {
+            d_model: 4096,
+            n_layers: 48,
+            d_vocab: 4096,
+            embeddings: Embeddings::Learned,
+            n_heads: 64,
+            d_head: 1024,
+            ..ModelConfig::default()
+        };
+        assert!(huge.validate().unwrap_err().contains("parameters"));
+        let bad: Result<ModelConfig, _> = serde_json::from_str(r#"{"act_fn": "silu"}"#);
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn param_names_and_shapes_are_tl_s() {
+        let cfg = ModelConfig {
+            n_layers: 2,
+            d_model: 24,
+            n_heads: 3,
+            d_head: 8,
+            d_vocab: 10,
+            n_ctx: 8,
+            attn_only: false,
+            d_mlp: Some(48),
+            act_fn: Some(ActFn::Gelu),
+            normalization_type: Some(Normalization::Ln),
+            positional_embedding_type: Positions::Standard,
+            embeddings: Embeddings::Learned,
+            ..ModelConfig::default()
+        };
+        let specs = cfg.params();
+        let find = |n: &str| specs.iter().find(|s| s.name == n).unwrap().shape.clone();
+        assert_eq!(find("embed.W_E"), vec![10, 24]);
+        assert_eq!(find("pos_embed.W_pos"), vec![8, 24]);
+        assert_eq!(find("blocks.1.attn.W_O"), vec![3, 8, 24]);
+        assert_eq!(find("blocks.1.mlp.W_in"), vec![24, 48]);
+        assert_eq!(find("blocks.0.ln2.w"), vec![24]);
+        assert_eq!(find("unembed.W_U"), vec![24, 10]);
+        assert_eq!(specs.len(), 2 + 2 * (4 + 8 + 4) + 2 + 2);
+    }
+}

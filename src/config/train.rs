@@ -1,0 +1,193 @@
+//! Training settings: presets, the optimiser and its hyperparameters, batching, frozen
+//! parameters and the forward path.
+
+use serde::{Deserialize, Serialize};
+
+/// Named training settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// The notebook's settings: Adam lr 1e-3, 60 epochs, batch 10 000. Under-trains the task.
+    Notebook,
+    /// Learns every signal pair within seconds: Adam lr 1e-2, 60 epochs, batch 10 000.
+    #[default]
+    Fast,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 2] = [Preset::Notebook, Preset::Fast];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Notebook => "notebook",
+            Preset::Fast => "fast",
+        }
+    }
+
+    pub fn train_config(self) -> TrainConfig {
+        let base = TrainConfig::default();
+        match self {
+            Preset::Notebook => TrainConfig { lr: 1e-3, ..base },
+            Preset::Fast => TrainConfig { lr: 1e-2, ..base },
+        }
+    }
+}
+
+/// The optimiser, with PyTorch's semantics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// `torch.optim.Adam`: weight decay is an L2 term added to the gradient.
+    #[default]
+    Adam,
+    /// `torch.optim.AdamW`: weight decay shrinks the weights directly, decoupled from the moments.
+    #[serde(rename = "adamw")]
+    #[value(name = "adamw")]
+    AdamW,
+}
+
+impl Optimizer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Optimizer::Adam => "Adam",
+            Optimizer::AdamW => "AdamW",
+        }
+    }
+}
+
+/// Which forward pass training uses. `Auto` picks the fastest exact one for the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum PathChoice {
+    #[default]
+    Auto,
+    /// Every position with the causal mask (the reference formulation).
+    Full,
+    /// Only the last query row, with row gathers.
+    LastPosition,
+    /// Distinct (last token, token multiset) rows with count weights.
+    Multiset,
+}
+
+impl PathChoice {
+    /// The choice that applies to `model`: the shortcuts are exact only for the one-layer
+    /// attention-only one-hot model without positions, so every other model takes the full path.
+    pub fn for_model(self, model: &super::ModelConfig) -> Self {
+        if model.is_one_layer_token_table() {
+            self
+        } else {
+            PathChoice::Full
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub lr: f64,
+    /// L2 penalty added to the gradient, as `torch.optim.Adam(weight_decay=…)` does.
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub path: PathChoice,
+    pub optimizer: Optimizer,
+    /// Adam's (beta1, beta2), torch's `betas`.
+    pub betas: [f64; 2],
+    /// Adam's epsilon, torch's `eps`.
+    pub eps: f64,
+    /// Parameters that stay as they are: TL names, where `*` matches any run of characters
+    /// (`"*.b_*"` freezes every attention and MLP bias, `"unembed.b_U"` one tensor).
+    pub freeze: Vec<String>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-2,
+            weight_decay: 0.0,
+            batch_size: 10_000,
+            epochs: 60,
+            path: PathChoice::Auto,
+            optimizer: Optimizer::Adam,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            freeze: Vec::new(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Whether a freeze pattern names the parameter `name`.
+    pub fn is_frozen(&self, name: &str) -> bool {
+        self.freeze.iter().any(|p| matches_pattern(p, name))
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!("lr must be a positive number, got {}", self.lr));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(format!(
+                "weight_decay must be a number >= 0, got {}",
+                self.weight_decay
+            ));
+        }
+        if self.batch_size == 0 || self.batch_size > 10_000_000 {
+            return Err(format!(
+                "batch_size must be between 1 and 10000000, got {}",
+                self.batch_size
+            ));
+        }
+        for (i, b) in self.betas.iter().enumerate() {
+            if !(b.is_finite() && (0.0..1.0).contains(b)) {
+                return Err(format!("betas[{i}] must be in [0, 1), got {b}"));
+            }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(format!("eps must be a positive number, got {}", self.eps));
+        }
+        if self.epochs == 0 || self.epochs > 1_000_000 {
+            return Err(format!(
+                "epochs must be between 1 and 1000000, got {}",
+                self.epochs
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a TL parameter name matches a freeze pattern (`*` matches any run of characters).
+pub fn matches_pattern(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freeze_patterns_match_tl_names() {
+        assert!(matches_pattern("*.b_*", "blocks.0.attn.b_Q"));
+        assert!(matches_pattern("*.b_*", "unembed.b_U"));
+        assert!(!matches_pattern("*.b_*", "blocks.0.attn.W_Q"));
+        assert!(matches_pattern("embed.W_E", "embed.W_E"));
+        assert!(!matches_pattern("embed.W_E", "unembed.W_E"));
+        assert!(matches_pattern("blocks.*.mlp.*", "blocks.1.mlp.W_in"));
+        assert!(!matches_pattern("a*a", "a"));
+    }
+}

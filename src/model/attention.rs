@@ -1,0 +1,117 @@
+//! Causal multi-head attention, as TransformerLens computes it.
+
+use candle_core::{D, Tensor};
+
+use super::Ablation;
+use super::hooks::Hooks;
+
+pub struct AttentionParams<'a> {
+    /// `[n_heads, d_model, d_head]`.
+    pub w_q: &'a Tensor,
+    pub w_k: &'a Tensor,
+    pub w_v: &'a Tensor,
+    /// `[n_heads, d_head, d_model]`.
+    pub w_o: &'a Tensor,
+    /// `[n_heads, d_head]`.
+    pub b_q: &'a Tensor,
+    pub b_k: &'a Tensor,
+    pub b_v: &'a Tensor,
+    /// `[d_model]`.
+    pub b_o: &'a Tensor,
+}
+
+/// `x [batch, pos, d_model] · W [h, d_model, d] + b [h, d]` as `[batch, pos, h, d]`.
+fn project(x: &Tensor, w: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, p, m) = x.dims3()?;
+    let (h, _, d) = w.dims3()?;
+    let w = w.permute((1, 0, 2))?.contiguous()?.reshape((m, h * d))?;
+    x.reshape((b * p, m))?
+        .matmul(&w)?
+        .broadcast_add(&bias.reshape(h * d)?)?
+        .reshape((b, p, h, d))
+}
+
+/// The attention of one block. The inputs of queries, keys and values are separate because
+/// shortformer positions reach only the first two. `mask` is the additive causal mask (0 on and
+/// below the diagonal, −inf above) for this length. Returns `hook_attn_out` `[batch, pos,
+/// d_model]`; an ablated head's z is replaced before `W_O`, so everything downstream sees it.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    p: &AttentionParams,
+    query_input: &Tensor,
+    key_input: &Tensor,
+    value_input: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+    ablation: Option<&Ablation>,
+    hooks: &mut Hooks,
+    prefix: &str,
+) -> candle_core::Result<Tensor> {
+    let (b, pos, m) = query_input.dims3()?;
+    let (h, _, d) = p.w_q.dims3()?;
+    let q = project(query_input, p.w_q, p.b_q)?;
+    let k = project(key_input, p.w_k, p.b_k)?;
+    let v = project(value_input, p.w_v, p.b_v)?;
+    hooks.add(|| format!("{prefix}.hook_q"), &q);
+    hooks.add(|| format!("{prefix}.hook_k"), &k);
+    hooks.add(|| format!("{prefix}.hook_v"), &v);
+    let q_bh = q.permute((0, 2, 1, 3))?.contiguous()?; // [b, h, q, d]
+    let k_bh = k.permute((0, 2, 3, 1))?.contiguous()?; // [b, h, d, k]
+    // A true division, as torch does it (candle's `/ f64` multiplies by the reciprocal, which
+    // rounds differently).
+    let scale = Tensor::new(scale, q.device())?.to_dtype(q.dtype())?;
+    let scores = q_bh.matmul(&k_bh)?.broadcast_div(&scale)?; // [b, h, q, k]
+    let scores = scores.broadcast_add(mask)?;
+    hooks.add(|| format!("{prefix}.hook_attn_scores"), &scores);
+    let pattern = softmax(&scores)?;
+    hooks.add(|| format!("{prefix}.hook_pattern"), &pattern);
+    let v_bh = v.permute((0, 2, 1, 3))?.contiguous()?; // [b, h, k, d]
+    let mut z_bh = pattern.matmul(&v_bh)?; // [b, h, q, d]
+    if let Some(ablation) = ablation.filter(|a| a.is_active()) {
+        let (keep, replacement) = ablation.tensors(h, pos, d, q.device())?;
+        let dtype = z_bh.dtype();
+        z_bh = z_bh
+            .broadcast_mul(&keep.to_dtype(dtype)?)?
+            .broadcast_add(&replacement.to_dtype(dtype)?)?;
+    }
+    let z = z_bh.permute((0, 2, 1, 3))?.contiguous()?; // [b, q, h, d]
+    hooks.add(|| format!("{prefix}.hook_z"), &z);
+    let out = if hooks.capturing() {
+        // Each head's write to the residual stream, without b_O, as TL computes it with
+        // `use_attn_result` (products, then a sum over d_head): [b, p, h, d, 1] · [h, d, m].
+        let result = z
+            .unsqueeze(4)?
+            .broadcast_mul(&p.w_o.unsqueeze(0)?.unsqueeze(0)?)?
+            .sum(3)?; // [b, p, h, m]
+        hooks.add(|| format!("{prefix}.hook_result"), &result);
+        result.sum(2)?
+    } else {
+        z.reshape((b * pos, h * d))?
+            .matmul(&p.w_o.reshape((h * d, m))?)?
+            .reshape((b, pos, m))?
+    };
+    out.broadcast_add(p.b_o)
+}
+
+/// The additive causal mask `[n, n]`: 0 on and below the diagonal, −inf above (TL's `IGNORE`).
+pub fn causal_mask(n: usize, device: &candle_core::Device) -> candle_core::Result<Tensor> {
+    let mask: Vec<f32> = (0..n * n)
+        .map(|i| {
+            if i % n > i / n {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Tensor::from_vec(mask, (n, n), device)
+}
+
+/// Softmax over the last dimension as PyTorch's CPU kernel computes it: `exp(x − max)` times the
+/// reciprocal of its sum (not a division), which keeps toylens's patterns within an ulp of TL's.
+pub fn softmax(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?;
+    let exp = x.broadcast_sub(&max)?.exp()?;
+    let sum = exp.sum_keepdim(D::Minus1)?;
+    exp.broadcast_mul(&sum.recip()?)
+}

@@ -1,0 +1,26 @@
+//! TransformerLens's LayerNorm ("LN") and LayerNormPre ("LNPre").
+
+use candle_core::{D, Tensor};
+
+use super::hooks::Hooks;
+use crate::config::LN_EPS;
+
+/// Centres `x` `[.., d_model]` over its last dimension and divides by
+/// `sqrt(mean(x²) + eps)` (TL's `hook_scale`, `[.., 1]`), which is TL's `hook_normalized`; with
+/// `affine` = (w, b) the result is then `normalized·w + b`.
+pub fn layer_norm(
+    x: &Tensor,
+    affine: Option<(&Tensor, &Tensor)>,
+    hooks: &mut Hooks,
+    prefix: &str,
+) -> candle_core::Result<Tensor> {
+    let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+    let scale = (centred.sqr()?.mean_keepdim(D::Minus1)? + LN_EPS)?.sqrt()?;
+    hooks.add(|| format!("{prefix}.hook_scale"), &scale);
+    let normalized = centred.broadcast_div(&scale)?;
+    hooks.add(|| format!("{prefix}.hook_normalized"), &normalized);
+    match affine {
+        Some((w, b)) => normalized.broadcast_mul(w)?.broadcast_add(b),
+        None => Ok(normalized),
+    }
+}

@@ -1,0 +1,49 @@
+//! The MLP of a block: `act(x·W_in + b_in)·W_out + b_out`.
+
+use candle_core::Tensor;
+
+use super::hooks::Hooks;
+use crate::config::ActFn;
+
+pub struct MlpParams<'a> {
+    pub w_in: &'a Tensor,
+    pub b_in: &'a Tensor,
+    pub w_out: &'a Tensor,
+    pub b_out: &'a Tensor,
+}
+
+pub fn activation(x: &Tensor, act: ActFn) -> candle_core::Result<Tensor> {
+    match act {
+        ActFn::Relu => x.relu(),
+        ActFn::Gelu => x.gelu_erf(),
+        ActFn::GeluNew => x.gelu(),
+    }
+}
+
+/// `x` is `[batch, pos, d_model]`; returns `[batch, pos, d_model]`. Hooks `{prefix}.hook_pre`
+/// and `{prefix}.hook_post` are `[batch, pos, d_mlp]`.
+pub fn mlp(
+    p: &MlpParams,
+    x: &Tensor,
+    act: ActFn,
+    hooks: &mut Hooks,
+    prefix: &str,
+) -> candle_core::Result<Tensor> {
+    let (b, pos, m) = x.dims3()?;
+    let pre = x
+        .reshape((b * pos, m))?
+        .matmul(p.w_in)?
+        .broadcast_add(p.b_in)?;
+    let post = activation(&pre, act)?;
+    let f = pre.dim(1)?;
+    if hooks.capturing() {
+        hooks.add(|| format!("{prefix}.hook_pre"), &pre.reshape((b, pos, f))?);
+        hooks.add(
+            || format!("{prefix}.hook_post"),
+            &post.reshape((b, pos, f))?,
+        );
+    }
+    post.matmul(p.w_out)?
+        .broadcast_add(p.b_out)?
+        .reshape((b, pos, m))
+}
