@@ -562,3 +562,75 @@ fn every_numeric_flag_refuses_bad_values_with_one_line() {
         }
     }
 }
+
+/// Flattens nested JSON numbers (null as −inf).
+fn flat_values(v: &Value, out: &mut Vec<f64>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| flat_values(i, out)),
+        Value::Null => out.push(f64::NEG_INFINITY),
+        other => out.push(other.as_f64().unwrap()),
+    }
+}
+
+#[test]
+fn inspect_cache_gives_every_tl_hook_of_a_general_model() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tl_general/mlp2_ln_gelu");
+    let cases: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let case = &cases["cases"][4];
+    let tokens: Vec<String> = case["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let model = dir.join("model.safetensors");
+    let mut args = vec!["inspect", model.to_str().unwrap()];
+    args.extend(tokens.iter().map(String::as_str));
+    args.extend(["--json", "--cache"]);
+    let o = toylens(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ours: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let expected = case["cache"].as_object().unwrap();
+    let cache = ours["cache"].as_object().unwrap();
+    assert_eq!(cache.len() + 1, expected.len(), "every hook, plus logits");
+    for (hook, want) in expected {
+        let got = if hook == "logits" { &ours["logits"] } else { &cache[hook] };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        flat_values(want, &mut a);
+        flat_values(got, &mut b);
+        assert_eq!(a.len(), b.len(), "{hook}");
+        for (x, y) in a.iter().zip(&b) {
+            let ok = if x.is_infinite() { x == y } else { (x - y).abs() <= 1e-5 + 1.3e-6 * x.abs() };
+            assert!(ok, "{hook}: {x} vs {y}");
+        }
+    }
+    // LayerNorm before the unembedding: the decomposition does not apply and says so.
+    assert!(ours["head_logits_last"].is_null());
+    assert_eq!(ours["patterns"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_state_dict_without_a_config_needs_tl_config() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tl_general/mlp1_relu");
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.safetensors");
+    std::fs::copy(src.join("model.safetensors"), &model).unwrap();
+    let m = model.to_str().unwrap();
+    assert_clean_failure(&toylens(&["inspect", m, "1 2 3"]), "--tl-config");
+    let cfg = src.join("config.json");
+    let o = toylens(&["inspect", m, "1 2 3", "--tl-config", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("MLP 64 relu"), "{}", stdout(&o));
+    // A config that contradicts the weights is an error, not a guess.
+    let wrong = dir.path().join("wrong.json");
+    std::fs::write(
+        &wrong,
+        r#"{"n_layers": 1, "d_model": 32, "n_heads": 4, "d_head": 8, "d_mlp": 48, "act_fn": "relu", "d_vocab": 14, "n_ctx": 3, "normalization_type": null}"#,
+    )
+    .unwrap();
+    assert_clean_failure(
+        &toylens(&["inspect", m, "1 2 3", "--tl-config", wrong.to_str().unwrap()]),
+        "shape",
+    );
+}
