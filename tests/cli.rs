@@ -574,7 +574,8 @@ fn flat_values(v: &Value, out: &mut Vec<f64>) {
 
 #[test]
 fn inspect_cache_gives_every_tl_hook_of_a_general_model() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tl_general/mlp2_ln_gelu");
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tl_general/mlp2_ln_gelu");
     let cases: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
     let case = &cases["cases"][4];
@@ -595,13 +596,21 @@ fn inspect_cache_gives_every_tl_hook_of_a_general_model() {
     let cache = ours["cache"].as_object().unwrap();
     assert_eq!(cache.len() + 1, expected.len(), "every hook, plus logits");
     for (hook, want) in expected {
-        let got = if hook == "logits" { &ours["logits"] } else { &cache[hook] };
+        let got = if hook == "logits" {
+            &ours["logits"]
+        } else {
+            &cache[hook]
+        };
         let (mut a, mut b) = (Vec::new(), Vec::new());
         flat_values(want, &mut a);
         flat_values(got, &mut b);
         assert_eq!(a.len(), b.len(), "{hook}");
         for (x, y) in a.iter().zip(&b) {
-            let ok = if x.is_infinite() { x == y } else { (x - y).abs() <= 1e-5 + 1.3e-6 * x.abs() };
+            let ok = if x.is_infinite() {
+                x == y
+            } else {
+                (x - y).abs() <= 1e-5 + 1.3e-6 * x.abs()
+            };
             assert!(ok, "{hook}: {x} vs {y}");
         }
     }
@@ -630,7 +639,13 @@ fn a_state_dict_without_a_config_needs_tl_config() {
     )
     .unwrap();
     assert_clean_failure(
-        &toylens(&["inspect", m, "1 2 3", "--tl-config", wrong.to_str().unwrap()]),
+        &toylens(&[
+            "inspect",
+            m,
+            "1 2 3",
+            "--tl-config",
+            wrong.to_str().unwrap(),
+        ]),
         "shape",
     );
 }

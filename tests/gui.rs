@@ -225,10 +225,9 @@ fn open_a_checkpoint_by_path_with_the_dialog_bypassed() {
     h.run();
     open_by_path(&mut h, &fixture);
     // The fixture is TransformerLens's own state dict, without toylens metadata: the status
-    // line says so and that the config was inferred.
-    h.get_by_label_contains(
-        "a bare TransformerLens state dict (no toylens metadata), config inferred",
-    );
+    // line says so and where its config came from.
+    h.get_by_label_contains("a TransformerLens state dict (config from");
+    h.get_by_label_contains("opens as toylens's one-hot model without positions");
     assert_eq!(h.state().session.file.as_deref(), Some(fixture.as_path()));
     assert!(
         h.state().session.history.is_empty(),
@@ -754,4 +753,60 @@ fn a_crash_saves_the_model_and_the_next_start_offers_it_back() {
     assert!(h.state().session.file.is_none());
     assert!(!recovery.exists(), "the recovery file is consumed");
     h.get_by_label_contains("recovered after the crash");
+}
+
+#[test]
+fn a_general_transformer_lens_model_opens_and_the_inspector_shows_every_layer() {
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tl_general/attn2_shortformer");
+    let mut h = harness();
+    h.run();
+    open_by_path(&mut h, &dir.join("model.safetensors"));
+    h.get_by_label_contains("config.json");
+    assert_eq!(h.state().session.config.model.n_layers, 2);
+    // The model summary lists every parameter under its TL name.
+    h.get_by_label("blocks.1.attn.W_Q");
+    h.get_by_label("pos_embed.W_pos");
+    // A full-length sequence: a layer × head grid of patterns.
+    set_sequence(&mut h, "3 1 4 1 5 9 2 6 5 3 5 8");
+    let inspection = h
+        .state()
+        .inspector
+        .last_valid
+        .clone()
+        .expect("an inspection");
+    assert_eq!(inspection.tokens.len(), 12);
+    assert_eq!(inspection.patterns.len(), 2);
+    assert_eq!(inspection.patterns[1].len(), 4);
+    h.get_by_label("layer 1");
+    assert!(h.query_all_by_label("head 3").count() >= 1);
+    // Two layers: the one-layer decomposition does not apply, and the tab says why.
+    h.get_by_label_contains("exact only for one-layer models without LayerNorm");
+    // Logits at an earlier position.
+    h.state_mut().inspector.position = Some(4);
+    h.run_steps(2);
+    h.get_by_label("token 5");
+    // The model matches TL on the last logits of the fixture's full-length case.
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let case = cases["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["tokens"].as_array().unwrap().len() == 12)
+        .unwrap();
+    let tokens: Vec<u32> = serde_json::from_value(case["tokens"].clone()).unwrap();
+    set_sequence(
+        &mut h,
+        &tokens
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    let r = h.state().inspector.last_valid.clone().unwrap();
+    let want: Vec<f32> = serde_json::from_value(case["cache"]["logits"][11].clone()).unwrap();
+    for (a, b) in r.logits_last.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
 }

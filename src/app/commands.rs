@@ -177,7 +177,10 @@ impl ToylensApp {
     fn opened(&mut self, path: PathBuf, result: Result<Checkpoint, String>) {
         self.busy_io = false;
         let recovered = self.recovery_path.as_ref() == Some(&path);
-        let bare = matches!(&result, Ok(c) if !c.has_metadata);
+        let foreign = match &result {
+            Ok(c) if !c.has_metadata => Some(c.origin.clone()),
+            _ => None,
+        };
         let file = (!recovered).then(|| path.clone());
         match result.and_then(|c| Session::from_checkpoint(c, file)) {
             Ok(session) => {
@@ -193,9 +196,9 @@ impl ToylensApp {
                     self.session.dirty = true;
                     recovery::discard(&path);
                     "reopened the model recovered after the crash: save it to keep it".into()
-                } else if bare {
+                } else if let Some(origin) = foreign {
                     format!(
-                        "opened {}: a bare TransformerLens state dict (no toylens metadata), config inferred from its shapes",
+                        "opened {}: a TransformerLens state dict ({origin})",
                         path.display()
                     )
                 } else {

@@ -13,7 +13,10 @@ use crate::train::panic_message;
 
 /// A finished job: its key and its result (an error message if it failed or panicked).
 pub enum Computed {
-    Inspection(String, Result<Inspection, String>),
+    Inspection(
+        String,
+        Result<(Inspection, Vec<Vec<super::views::Thumbnail>>), String>,
+    ),
     Data(DataKey, Result<DataSummary, String>),
     MeanZ(String, Result<NdArray, String>),
     Exhaustive(ExhaustiveKey, Result<ExhaustiveReport, String>),

@@ -30,8 +30,60 @@ pub struct InspectorState {
     running: Option<String>,
     /// A newer result is on its way (being computed, or waiting for mean ablation's means).
     pub waiting: bool,
-    /// A clicked head: its views are highlighted in every panel.
+    /// A clicked head of layer `focus_layer`: its views are highlighted in every panel, and its
+    /// pattern is drawn large.
     pub focus_head: Option<usize>,
+    pub focus_layer: usize,
+    /// The position whose logits are shown; `None` follows the last one.
+    pub position: Option<usize>,
+    /// `[layer][head]` thumbnails of `last_valid`'s patterns.
+    pub thumbnails: Vec<Vec<Thumbnail>>,
+}
+
+/// An attention pattern shrunk for the layer × head grid: blocks of `block` × `block` positions
+/// pooled to their largest weight, so a long sequence's thumbnail stays a few thousand cells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thumbnail {
+    /// Cells per side.
+    pub side: usize,
+    /// Positions per cell, per side.
+    pub block: usize,
+    pub values: Vec<f32>,
+}
+
+/// Thumbnails have at most this many cells per side.
+pub const THUMBNAIL_SIDE: usize = 48;
+
+impl Thumbnail {
+    pub fn of(pattern: &[Vec<f32>]) -> Self {
+        let p = pattern.len();
+        let block = p.div_ceil(THUMBNAIL_SIDE).max(1);
+        let side = p.div_ceil(block);
+        let mut values = vec![0.0f32; side * side];
+        for (q, row) in pattern.iter().enumerate() {
+            for (k, &w) in row.iter().enumerate().take(q + 1) {
+                let cell = &mut values[(q / block) * side + k / block];
+                *cell = cell.max(w);
+            }
+        }
+        Self {
+            side,
+            block,
+            values,
+        }
+    }
+
+    /// Every position of the cell is above the diagonal (masked).
+    pub fn masked(&self, r: usize, c: usize) -> bool {
+        c * self.block > (r + 1) * self.block - 1
+    }
+}
+
+impl InspectorState {
+    /// The focused head when it is in layer 0 (the layer circuits and the decomposition show).
+    pub fn focus_in_layer_0(&self) -> Option<usize> {
+        self.focus_head.filter(|_| self.focus_layer == 0)
+    }
 }
 
 /// The Data tab's inputs: the task (as JSON) and the seed of the settings.
@@ -359,26 +411,39 @@ impl ToylensApp {
         self.job(
             move || {
                 let model = cpu_model(&cfg, &weights)?;
-                inspect_ablated(&model, &task, &tokens, ablation.as_ref())
-                    .map_err(|e| e.to_string())
+                let inspection = inspect_ablated(&model, &task, &tokens, ablation.as_ref())
+                    .map_err(|e| e.to_string())?;
+                let thumbnails = inspection
+                    .patterns
+                    .iter()
+                    .map(|layer| layer.iter().map(|p| Thumbnail::of(p)).collect())
+                    .collect();
+                Ok((inspection, thumbnails))
             },
             move |r| Computed::Inspection(key, r),
         );
     }
 
     /// Takes a finished inspection.
-    fn inspected(&mut self, key: String, result: Result<Inspection, String>) {
+    fn inspected(
+        &mut self,
+        key: String,
+        result: Result<(Inspection, Vec<Vec<Thumbnail>>), String>,
+    ) {
         let inspector = &mut self.inspector;
         inspector.running = None;
         inspector.waiting = false;
         match result {
-            Ok(inspection) => {
+            Ok((inspection, thumbnails)) => {
                 inspector.error = None;
+                inspector.thumbnails = thumbnails;
                 if inspector
                     .focus_head
                     .is_some_and(|h| h >= inspection.pattern.len())
+                    || inspector.focus_layer >= inspection.n_layers()
                 {
                     inspector.focus_head = None;
+                    inspector.focus_layer = 0;
                 }
                 inspector.last_valid = Some(inspection);
             }

@@ -46,7 +46,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     };
     let vocab = view.vocab;
     let (ov_flat, qk_flat) = (&view.ov, &view.qk);
-    let focus = app.inspector.focus_head;
+    let focus = app.inspector.focus_in_layer_0();
     egui::ScrollArea::vertical().show(ui, |ui| {
         let width = (ui.available_width() / 2.0 - 20.0).max(200.0);
         for h in 0..ov_flat.len().min(qk_flat.len()) {

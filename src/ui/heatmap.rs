@@ -72,8 +72,11 @@ pub struct Heatmap<'a> {
     pub describe: Option<&'a dyn Fn(usize, usize, f32) -> String>,
     /// Rows drawn with a heavier frame (e.g. the focused head).
     pub highlight_row: Option<usize>,
-    /// Shrinks the cells so the whole map fits this width.
+    /// Shrinks the cells so the whole map fits this width, down to `min_cell`.
     pub max_width: Option<f32>,
+    pub min_cell: f32,
+    /// Row and column labels; off for thumbnails.
+    pub axis_labels: bool,
 }
 
 impl<'a> Heatmap<'a> {
@@ -91,6 +94,8 @@ impl<'a> Heatmap<'a> {
             describe: None,
             highlight_row: None,
             max_width: None,
+            min_cell: 10.0,
+            axis_labels: true,
         }
     }
 
@@ -129,13 +134,16 @@ impl<'a> Heatmap<'a> {
             Some(labels) => labels.iter().map(|l| l.len()).max().unwrap_or(1),
             None => self.rows.saturating_sub(1).to_string().len(),
         };
-        let label_w = widest as f32 * 7.0 + 8.0;
-        let label_h = 18.0;
+        let (label_w, label_h) = if self.axis_labels {
+            (widest as f32 * 7.0 + 8.0, 18.0)
+        } else {
+            (0.0, 0.0)
+        };
         if let Some(w) = self.max_width {
             self.cell = self
                 .cell
                 .min((w - label_w) / self.cols.max(1) as f32)
-                .max(10.0);
+                .max(self.min_cell);
         }
         let size = vec2(
             label_w + self.cols as f32 * self.cell,
@@ -161,7 +169,7 @@ impl<'a> Heatmap<'a> {
         };
         let rows = visible(clip.min.y, clip.max.y, origin.y, self.rows);
         let cols = visible(clip.min.x, clip.max.x, origin.x, self.cols);
-        for c in cols.clone() {
+        for c in cols.clone().filter(|_| self.axis_labels) {
             let label = self.col_label(c);
             let x = origin.x + (c as f32 + 0.5) * self.cell;
             painter.text(
@@ -172,7 +180,7 @@ impl<'a> Heatmap<'a> {
                 text,
             );
         }
-        for r in rows.clone() {
+        for r in rows.clone().filter(|_| self.axis_labels) {
             let label = self.row_label(r);
             let y = origin.y + (r as f32 + 0.5) * self.cell;
             painter.text(

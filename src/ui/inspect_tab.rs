@@ -61,18 +61,26 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     egui::ScrollArea::vertical().show(ui, |ui| {
         summary(app, &result, ui);
         ui.columns(2, |cols| {
-            cols[0].heading("Logits at the last position");
-            logits_chart(&result, &mut cols[0]);
+            let position = logits_position(app, &result, &mut cols[0]);
+            logits_chart(&result, position, &mut cols[0]);
             cols[1].heading("Attention patterns");
             attention(app, &result, &mut cols[1]);
         });
         ui.separator();
-        ui.columns(2, |cols| {
-            cols[0].heading("Head-to-logit decomposition");
-            decomposition(app, &result, &mut cols[0]);
-            cols[1].heading("Per-head output (z·W_O, without b_O)");
-            head_outputs(app, &result, &mut cols[1]);
-        });
+        if result.head_logits_last.is_some() {
+            ui.columns(2, |cols| {
+                cols[0].heading("Head-to-logit decomposition");
+                decomposition(app, &result, &mut cols[0]);
+                cols[1].heading("Per-head output (z·W_O, without b_O)");
+                head_outputs(app, &result, &mut cols[1]);
+            });
+        } else {
+            ui.heading("Head-to-logit decomposition");
+            ui.weak(
+                "The head-to-logit decomposition is exact only for one-layer models without \
+                 LayerNorm; this model has more layers or normalises before the unembedding.",
+            );
+        }
     });
 }
 
@@ -121,15 +129,49 @@ fn summary(app: &ToylensApp, r: &Inspection, ui: &mut Ui) {
     });
 }
 
-fn logits_chart(r: &Inspection, ui: &mut Ui) {
-    let bars: Vec<Bar> = r
-        .logits_last
+/// The heading of the logits panel with its position picker; returns the position shown.
+fn logits_position(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) -> usize {
+    let last = r.tokens.len() - 1;
+    let mut position = app.inspector.position.unwrap_or(last).min(last);
+    ui.horizontal(|ui| {
+        ui.heading("Logits at position");
+        let drag = ui
+            .add_enabled(
+                last > 0,
+                egui::DragValue::new(&mut position).range(0..=last),
+            )
+            .on_hover_text("the prediction for the token after this position");
+        if drag.changed() {
+            app.inspector.position = (position != last).then_some(position);
+        }
+        if position == last {
+            ui.weak("(the last)");
+        } else if ui.small_button("last").clicked() {
+            app.inspector.position = None;
+            position = last;
+        }
+        ui.weak(format!("token {}", r.tokens[position]));
+    });
+    position
+}
+
+fn logits_chart(r: &Inspection, position: usize, ui: &mut Ui) {
+    let last = position + 1 == r.tokens.len();
+    let logits = &r.logits[position];
+    let probs = if last {
+        r.probs_last.clone()
+    } else {
+        crate::model::softmax(logits)
+    };
+    let predicted = crate::model::argmax(logits) as u32;
+    let expected = r.expected.filter(|_| last);
+    let bars: Vec<Bar> = logits
         .iter()
         .enumerate()
         .map(|(t, &l)| {
-            let color = if t as u32 == r.predicted_token {
+            let color = if t as u32 == predicted {
                 PREDICTED
-            } else if Some(t as u32) == r.expected {
+            } else if Some(t as u32) == expected {
                 EXPECTED
             } else {
                 OTHER
@@ -137,7 +179,7 @@ fn logits_chart(r: &Inspection, ui: &mut Ui) {
             Bar::new(t as f64, l as f64)
                 .width(0.7)
                 .fill(color)
-                .name(format!("token {t}: logit {l:.4}, p {:.4}", r.probs_last[t]))
+                .name(format!("token {t}: logit {l:.4}, p {:.4}", probs[t]))
         })
         .collect();
     Plot::new("logits")
@@ -152,11 +194,23 @@ fn logits_chart(r: &Inspection, ui: &mut Ui) {
                     .element_formatter(Box::new(|bar, _| bar.name.clone())),
             );
         });
+    // Every probability is listed for small vocabularies; large ones list the top ten.
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    if probs.len() > 24 {
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        order.truncate(10);
+    }
     ui.horizontal_wrapped(|ui| {
-        ui.small("softmax:");
-        for (t, prob) in r.probs_last.iter().enumerate() {
-            let text = RichText::new(format!("{t}:{prob:.2}")).monospace().small();
-            if t as u32 == r.predicted_token {
+        ui.small(if probs.len() > 24 {
+            "top 10:"
+        } else {
+            "softmax:"
+        });
+        for t in order {
+            let text = RichText::new(format!("{t}:{:.2}", probs[t]))
+                .monospace()
+                .small();
+            if t as u32 == predicted {
                 ui.label(text.color(PREDICTED).strong());
             } else {
                 ui.label(text);
@@ -165,60 +219,146 @@ fn logits_chart(r: &Inspection, ui: &mut Ui) {
     });
     ui.horizontal(|ui| {
         ui.colored_label(PREDICTED, "predicted");
-        if r.expected.is_some() {
+        if expected.is_some() {
             ui.colored_label(EXPECTED, "expected answer");
         }
     });
 }
 
-fn attention(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
-    let p = r.tokens.len();
-    let labels: Vec<String> = r
-        .tokens
+/// Labels "position:token" for a pattern's rows and columns.
+fn position_labels(tokens: &[u32]) -> Vec<String> {
+    tokens
         .iter()
         .enumerate()
         .map(|(i, t)| format!("{i}:{t}"))
-        .collect();
-    ui.small(
-        "rows: query position, columns: key position (position:token). Click a head to focus it.",
-    );
-    let masked = |q: usize, k: usize| k > q;
-    let heads = r.pattern.len().max(1);
-    let per_head = ((ui.available_width() - 8.0 * heads as f32) / heads as f32).max(120.0);
-    ui.horizontal_wrapped(|ui| {
-        for (h, pattern) in r.pattern.iter().enumerate() {
-            let values: Vec<f32> = pattern.iter().flatten().copied().collect();
-            ui.vertical(|ui| {
-                let focused = app.inspector.focus_head == Some(h);
-                let title = RichText::new(format!("head {h}")).strong();
-                ui.label(if focused {
+        .collect()
+}
+
+/// Every layer's heads as a grid of small patterns (a row per layer); a click enlarges one.
+fn attention(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
+    let p = r.tokens.len();
+    let layers = r.patterns.len();
+    let heads = r.patterns.first().map_or(0, Vec::len).max(1);
+    ui.small(if layers > 1 {
+        "a row per layer, a column per head; rows of a map: query position, columns: key \
+         position. Click a head to enlarge it."
+    } else {
+        "rows: query position, columns: key position (position:token). Click a head to focus \
+         and enlarge it."
+    });
+    let labels = position_labels(&r.tokens);
+    let label_width = if layers > 1 { 56.0 } else { 0.0 };
+    let thumb_width =
+        ((ui.available_width() - label_width) / heads as f32 - 8.0).clamp(24.0, 240.0);
+    let thumbnails = app.inspector.thumbnails.clone();
+    let focus = app
+        .inspector
+        .focus_head
+        .map(|h| (app.inspector.focus_layer, h));
+    let mut clicked = None;
+    egui::Grid::new("patterns").spacing([6.0, 6.0]).show(ui, |ui| {
+        if layers > 1 {
+            ui.label("");
+        }
+        for h in 0..heads {
+            let title = RichText::new(format!("head {h}")).strong();
+            ui.label(if focus.is_some_and(|(_, fh)| fh == h) { title.color(PREDICTED) } else { title });
+        }
+        ui.end_row();
+        for (l, layer) in thumbnails.iter().enumerate() {
+            if layers > 1 {
+                let title = RichText::new(format!("layer {l}")).strong();
+                ui.label(if focus.is_some_and(|(fl, _)| fl == l) {
                     title.color(PREDICTED)
                 } else {
                     title
                 });
-                let describe = |q: usize, k: usize, v: f32| {
-                    format!(
-                        "head {h}: query {q} (token {}) -> key {k} (token {}): {v:.5}",
-                        r.tokens[q], r.tokens[k]
-                    )
+            }
+            for (h, thumb) in layer.iter().enumerate() {
+                let b = thumb.block;
+                let describe = |row: usize, col: usize, v: f32| {
+                    if b == 1 {
+                        format!(
+                            "layer {l} head {h}: query {row} (token {}) -> key {col} (token {}): {v:.5}",
+                            r.tokens[row], r.tokens[col]
+                        )
+                    } else {
+                        format!(
+                            "layer {l} head {h}: queries {}..={}, keys {}..={}: largest weight {v:.4}",
+                            row * b,
+                            ((row + 1) * b).min(p) - 1,
+                            col * b,
+                            ((col + 1) * b).min(p) - 1
+                        )
+                    }
                 };
-                let mut map = Heatmap::new(p, p, &values, Scale::Sequential { max: 1.0 })
-                    .labels(labels.clone(), labels.clone());
+                let masked = |row: usize, col: usize| thumb.masked(row, col);
+                let mut map = Heatmap::new(
+                    thumb.side,
+                    thumb.side,
+                    &thumb.values,
+                    Scale::Sequential { max: 1.0 },
+                );
+                // Labels only where they fit; the enlarged map always has them.
+                if layers == 1 && p <= 12 {
+                    map = map.labels(labels.clone(), labels.clone());
+                } else {
+                    map.axis_labels = layers == 1 && p <= 24;
+                }
                 map.cell = 40.0;
-                map.max_width = Some(per_head);
+                map.max_width = Some(thumb_width);
+                map.min_cell = 2.0;
                 map.masked = Some(&masked);
-                map.show_values = p <= 6;
+                map.show_values = layers == 1 && p <= 6;
                 map.describe = Some(&describe);
-                if focused {
-                    map.highlight_row = Some(p - 1);
+                if focus == Some((l, h)) {
+                    map.highlight_row = Some(thumb.side - 1);
                 }
                 if map.show(ui).clicked() {
-                    app.inspector.focus_head = if focused { None } else { Some(h) };
+                    clicked = Some((l, h));
                 }
-            });
+            }
+            ui.end_row();
         }
     });
+    if let Some((l, h)) = clicked {
+        if focus == Some((l, h)) {
+            app.inspector.focus_head = None;
+        } else {
+            app.inspector.focus_head = Some(h);
+            app.inspector.focus_layer = l;
+        }
+    }
     legend(ui, Scale::Sequential { max: 1.0 });
+    let enlarge = layers > 1 || p > 12;
+    if let Some((l, h)) = focus.filter(|_| enlarge)
+        && let Some(pattern) = r.patterns.get(l).and_then(|layer| layer.get(h))
+    {
+        ui.separator();
+        ui.horizontal(|ui| {
+            ui.strong(format!("layer {l} head {h}"));
+            if ui.small_button("close").clicked() {
+                app.inspector.focus_head = None;
+            }
+        });
+        let values: Vec<f32> = pattern.iter().flatten().copied().collect();
+        let describe = |q: usize, k: usize, v: f32| {
+            format!(
+                "query {q} (token {}) -> key {k} (token {}): {v:.5}",
+                r.tokens[q], r.tokens[k]
+            )
+        };
+        let masked = |q: usize, k: usize| k > q;
+        let mut map = Heatmap::new(p, p, &values, Scale::Sequential { max: 1.0 })
+            .labels(labels.clone(), labels);
+        // About 420 px tall, as long as cells stay readable.
+        map.cell = (420.0 / p as f32).clamp(10.0, 40.0);
+        map.max_width = Some(ui.available_width());
+        map.masked = Some(&masked);
+        map.show_values = p <= 10;
+        map.describe = Some(&describe);
+        map.show(ui);
+    }
 }
 
 fn decomposition(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
@@ -270,7 +410,7 @@ fn decomposition(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
     map.max_width = Some(ui.available_width());
     map.show_values = vocab <= 16;
     map.describe = Some(&describe);
-    map.highlight_row = app.inspector.focus_head.map(|h| h + 1);
+    map.highlight_row = app.inspector.focus_in_layer_0().map(|h| h + 1);
     map.show(ui);
     legend(ui, scale);
     let error = r.decomposition_error().unwrap_or(f32::NAN);
@@ -306,8 +446,10 @@ fn head_outputs(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
     map.max_width = Some(ui.available_width());
     map.show_values = d_model <= 16;
     map.describe = Some(&describe);
-    map.highlight_row = app.inspector.focus_head;
+    map.highlight_row = app.inspector.focus_in_layer_0();
     map.show(ui);
     legend(ui, scale);
-    ui.small("W_U is the identity, so residual dimension m is the logit of token m.");
+    if app.session.config.model.embeddings == crate::model::Embeddings::OneHot {
+        ui.small("W_U is the identity, so residual dimension m is the logit of token m.");
+    }
 }

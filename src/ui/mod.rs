@@ -234,7 +234,12 @@ pub fn analysis_toolbar(app: &mut ToylensApp, ui: &mut Ui, panel: egui::Rect) {
 pub fn ablation_controls(app: &mut ToylensApp, ui: &mut Ui) {
     let heads = app.session.config.model.n_heads;
     app.analysis.ablation.resize(heads, HeadMode::Active);
-    ui.label("Ablate:");
+    if app.session.config.model.n_layers > 1 {
+        ui.label("Ablate (layer 0):")
+            .on_hover_text("ablation replaces the z of layer 0's heads");
+    } else {
+        ui.label("Ablate:");
+    }
     for h in 0..heads {
         let mode = &mut app.analysis.ablation[h];
         let label = ui.label(format!("head {h}"));
