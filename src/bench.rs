@@ -35,6 +35,8 @@ pub struct BenchReport {
     pub paths: Vec<StepTiming>,
     /// `run_with_cache` on one sequence: what the inspector pays per keystroke.
     pub inspect_latency_us: f64,
+    /// The 2-layer language-model step of `benches/tl_step.py`.
+    pub lm_step: LmStepTiming,
     pub batch_scaling: Vec<StepTiming>,
     pub seq_len_scaling: Vec<StepTiming>,
     pub vocab_scaling: Vec<StepTiming>,
@@ -127,17 +129,112 @@ pub fn time_steps(cfg: RunConfig, steps: usize, device: &Device) -> anyhow::Resu
     })
 }
 
+/// The model of `benches/tl_step.py` (the induction-head experiment's): two attention-only
+/// layers, d_model 64, 4 heads of 16, learned positions, no LayerNorm, vocabulary 32.
+pub fn lm_model(seq_len: usize) -> ModelConfig {
+    ModelConfig {
+        n_layers: 2,
+        d_model: 64,
+        n_heads: 4,
+        d_head: 16,
+        d_vocab: 32,
+        d_vocab_out: None,
+        n_ctx: seq_len,
+        attn_only: true,
+        d_mlp: None,
+        act_fn: None,
+        normalization_type: None,
+        positional_embedding_type: crate::model::Positions::Standard,
+        embeddings: crate::model::Embeddings::Learned,
+        use_attn_scale: true,
+        attn_scale: None,
+        init_range: None,
+    }
+}
+
+/// Timing of a language-model step: next-token loss at every position, Adam.
+#[derive(Debug, Clone, Serialize)]
+pub struct LmStepTiming {
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub ms_per_step: f64,
+    pub flops_per_step: f64,
+    pub gflops: f64,
+    /// The training loss after the timed steps (sanity: it must fall below ln 32 = 3.47).
+    pub final_loss: f64,
+}
+
+/// Forward FLOPs of `cfg` on `tokens` positions of one batch: projections, scores, z, W_O,
+/// MLP and unembedding (multiply-adds count 2).
+pub fn forward_flops(cfg: &ModelConfig, tokens: usize, seq_len: usize) -> f64 {
+    let (m, h, d) = (cfg.d_model as f64, cfg.n_heads as f64, cfg.d_head as f64);
+    let n = tokens as f64;
+    let attn = n * (2.0 * 4.0 * m * h * d + 2.0 * 2.0 * seq_len as f64 / 2.0 * h * d);
+    let mlp = if cfg.has_mlp() {
+        n * 2.0 * 2.0 * m * cfg.d_mlp() as f64
+    } else {
+        0.0
+    };
+    cfg.n_layers as f64 * (attn + mlp) + n * 2.0 * m * cfg.d_vocab_out() as f64
+}
+
+/// Times `steps` Adam steps (lr 1e-3) of the induction task's model on batches of repeated
+/// random halves, after `warmup` untimed steps: forward, next-token loss, backward, update.
+pub fn time_lm_steps(
+    batch: usize,
+    half: usize,
+    steps: usize,
+    warmup: usize,
+    device: &Device,
+) -> anyhow::Result<LmStepTiming> {
+    use rand::{Rng, SeedableRng};
+    let seq_len = 2 * half;
+    let cfg = lm_model(seq_len);
+    let model = Transformer::new(&cfg, &Weights::init(&cfg, 0), device)?;
+    let train = crate::config::TrainConfig {
+        lr: 1e-3,
+        ..Default::default()
+    };
+    let mut adam = crate::train::Adam::new(model.vars().to_vec(), &train)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let mut times = Vec::with_capacity(steps);
+    let mut last = f64::NAN;
+    for i in 0..warmup + steps {
+        let mut tokens = Vec::with_capacity(batch * seq_len);
+        for _ in 0..batch {
+            let first: Vec<u32> = (0..half).map(|_| rng.random_range(0..32)).collect();
+            tokens.extend_from_slice(&first);
+            tokens.extend_from_slice(&first);
+        }
+        let t = Instant::now();
+        let tokens = candle_core::Tensor::from_vec(tokens, (batch, seq_len), device)?;
+        let logits = model.forward(&tokens)?;
+        let loss = crate::train::loss::next_token_loss(&logits, &tokens)?;
+        let grads = loss.backward()?;
+        adam.step(&grads)?;
+        last = loss.to_scalar::<f32>()? as f64;
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let s = median(times);
+    let f = 3.0 * forward_flops(&cfg, batch * seq_len, seq_len);
+    Ok(LmStepTiming {
+        batch_size: batch,
+        seq_len,
+        ms_per_step: s * 1e3,
+        flops_per_step: f,
+        gflops: f / s / 1e9,
+        final_loss: last,
+    })
+}
+
 /// The notebook preset end to end, as the CLI runs it minus process start and file writing.
 pub fn time_notebook_run(device: &Device) -> anyhow::Result<f64> {
     let t = Instant::now();
-    let mut trainer = Trainer::new(RunConfig::from_preset(Preset::Notebook), device)?;
-    let mut snapshots = Vec::new();
-    while !trainer.is_finished() {
-        if trainer.step()?.epoch.is_some() {
-            snapshots.push(trainer.weights()?);
-        }
-    }
-    std::hint::black_box(snapshots);
+    let trainer = Trainer::new(RunConfig::from_preset(Preset::Notebook), device)?;
+    let outcome = crate::train::drive(trainer, |_| crate::train::Control::Continue)?;
+    std::hint::black_box(outcome.checkpoint);
     Ok(t.elapsed().as_secs_f64())
 }
 
@@ -210,6 +307,7 @@ pub fn run(device: &Device, quick: bool) -> anyhow::Result<BenchReport> {
         default_step,
         paths,
         inspect_latency_us: inspect_latency_us(device, if quick { 50 } else { 1_000 })?,
+        lm_step: time_lm_steps(64, 10, if quick { 20 } else { 200 }, 20, device)?,
         batch_scaling,
         seq_len_scaling,
         vocab_scaling,
@@ -222,7 +320,8 @@ pub fn to_markdown(r: &BenchReport) -> String {
         "device {}, {} thread(s)\n\n\
          - notebook preset end to end (in process): {:.3} s\n\
          - default step (batch 10 000, {} path): {:.3} ms = {:.2} M samples/s\n\
-         - inspector latency (run_with_cache, one sequence): {:.0} µs\n\n",
+         - inspector latency (run_with_cache, one sequence): {:.0} µs\n         - 2-layer attention-only LM step (d_model 64, batch 64 × 20 positions, as \
+         benches/tl_step.py): {:.3} ms, {:.1} GFLOP/s\n\n",
         r.device,
         r.threads,
         r.notebook_run_s,
@@ -230,6 +329,8 @@ pub fn to_markdown(r: &BenchReport) -> String {
         r.default_step.ms_per_step,
         r.default_step.samples_per_s / 1e6,
         r.inspect_latency_us,
+        r.lm_step.ms_per_step,
+        r.lm_step.gflops,
     );
     let table = |title: &str, rows: &[StepTiming]| {
         let mut t = format!(

@@ -2,7 +2,6 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -12,14 +11,14 @@ use serde::Serialize;
 use crate::analysis::{
     ExhaustiveReport, Inspection, cache_json, circuits, exhaustive, inspection_of, mean_z,
 };
-use crate::checkpoint::{Checkpoint, Snapshot};
+use crate::checkpoint::Checkpoint;
 use crate::device::{self, DeviceChoice};
 use crate::model::{Ablation, HeadMode, Transformer};
 use crate::seed::{Stream, stream_rng};
 use crate::task::{Ceilings, parse_sequence};
 use crate::train::{
-    Event, FinishReason, PathChoice, Preset, RunConfig, epoch_reaching_99, history_csv,
-    spawn_training, train_to_checkpoint,
+    Control, PathChoice, Preset, Progress, RunConfig, Trainer, drive, epoch_reaching_99,
+    history_csv, train_to_checkpoint,
 };
 
 /// Train tiny transformers and take them apart. With no subcommand, opens the desktop app.
@@ -110,6 +109,11 @@ pub struct BenchArgs {
     /// Print JSON instead of Markdown tables.
     #[arg(long)]
     pub json: bool,
+    /// Time only the 2-layer attention-only language-model step that `benches/tl_step.py`
+    /// times in TransformerLens (batch 64, 20 positions, loss at every position, Adam), and print
+    /// it as JSON.
+    #[arg(long, conflicts_with = "batch")]
+    pub lm_step: bool,
 }
 
 #[derive(Debug, Args)]
@@ -318,41 +322,26 @@ fn train(args: TrainArgs) -> Result<()> {
         Some(bar) => bar.println(line),
         None => println!("{line}"),
     };
-    let handle = spawn_training(cfg.clone(), None, device.clone(), Arc::new(|| {}));
-    let mut checkpoint = Checkpoint::new(cfg.clone(), crate::model::Weights::zeros(&cfg.model));
     let mut path_name = "";
-    let mut first_99 = None;
-    while let Some(event) = handle.recv() {
-        match event {
-            Event::Started {
-                path,
-                initial_weights,
-                ..
-            } => {
-                path_name = path;
-                checkpoint.snapshots.push(Snapshot {
-                    epoch: 0,
-                    weights: initial_weights,
-                });
-            }
-            Event::Step(step) => {
+    let mut failed_print = None;
+    let trainer = Trainer::new(cfg.clone(), &device)?;
+    let outcome = drive(trainer, |p| {
+        match p {
+            Progress::Started { path, .. } => path_name = path,
+            Progress::Step(step) => {
                 if let Some(bar) = &progress {
                     bar.set_position(step.step as u64);
                     bar.set_message(format!("{}/{}", step.epoch, cfg.train.epochs));
                 }
             }
-            Event::Epoch {
-                metrics: m,
-                weights,
-            } => {
-                if first_99.is_none() && m.val_acc_signal >= 0.99 {
-                    first_99 = Some(m.epoch);
-                }
+            Progress::Epoch { metrics: m, .. } => {
                 if args.json {
-                    let line = serde_json::to_string(&m)?;
-                    match &progress {
-                        Some(bar) => bar.suspend(|| println!("{line}")),
-                        None => println!("{line}"),
+                    match serde_json::to_string(m) {
+                        Ok(line) => match &progress {
+                            Some(bar) => bar.suspend(|| println!("{line}")),
+                            None => println!("{line}"),
+                        },
+                        Err(e) => failed_print = Some(e),
                     }
                 } else {
                     say(format!(
@@ -369,33 +358,21 @@ fn train(args: TrainArgs) -> Result<()> {
                         m.elapsed_s
                     ));
                 }
-                checkpoint.history.push(m);
-                checkpoint.push_snapshot(Snapshot {
-                    epoch: m.epoch,
-                    weights,
-                });
             }
-            Event::Finished {
-                reason,
-                epochs_done,
-                weights,
-            } => {
-                checkpoint.weights = weights;
-                checkpoint.epoch = epochs_done;
-                if reason == FinishReason::Stopped {
-                    say(format!("stopped after {epochs_done} epochs"));
-                }
-            }
-            Event::Diverged { message, .. } => {
-                if let Some(bar) = &progress {
-                    bar.finish_and_clear();
-                }
-                bail!("{message}; nothing was saved");
-            }
-            Event::Error(message) => bail!("training failed: {message}"),
-            Event::Paused | Event::Resumed => {}
         }
+        Control::Continue
+    })?;
+    if let Some(e) = failed_print {
+        return Err(e.into());
     }
+    if let Some(e) = outcome.ending.divergence() {
+        if let Some(bar) = &progress {
+            bar.finish_and_clear();
+        }
+        bail!("{e}; nothing was saved");
+    }
+    let checkpoint = outcome.checkpoint;
+    let first_99 = epoch_reaching_99(&checkpoint.history);
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
@@ -791,6 +768,12 @@ fn bench(args: BenchArgs) -> Result<()> {
     let (device, note) = device::resolve(args.device);
     if let Some(note) = note {
         eprintln!("warning: {note}");
+    }
+    if args.lm_step {
+        let steps = if args.quick { 20 } else { 200 };
+        let timing = crate::bench::time_lm_steps(64, 10, steps, 20, &device)?;
+        println!("{}", serde_json::to_string(&timing)?);
+        return Ok(());
     }
     if let Some(cfg) = args.single_config()? {
         let timing = crate::bench::time_steps(cfg, if args.quick { 3 } else { 10 }, &device)?;

@@ -3,6 +3,7 @@
 use candle_core::{D, Tensor};
 
 use super::Ablation;
+use super::bias::add_bias;
 use super::hooks::Hooks;
 
 pub struct AttentionParams<'a> {
@@ -25,10 +26,7 @@ fn project(x: &Tensor, w: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor>
     let (b, p, m) = x.dims3()?;
     let (h, _, d) = w.dims3()?;
     let w = w.permute((1, 0, 2))?.contiguous()?.reshape((m, h * d))?;
-    x.reshape((b * p, m))?
-        .matmul(&w)?
-        .broadcast_add(&bias.reshape(h * d)?)?
-        .reshape((b, p, h, d))
+    add_bias(&x.reshape((b * p, m))?.matmul(&w)?, &bias.reshape(h * d)?)?.reshape((b, p, h, d))
 }
 
 /// The attention of one block. The inputs of queries, keys and values are separate because
@@ -57,13 +55,20 @@ pub fn attention(
     hooks.add(|| format!("{prefix}.hook_v"), &v);
     let q_bh = q.permute((0, 2, 1, 3))?.contiguous()?; // [b, h, q, d]
     let k_bh = k.permute((0, 2, 3, 1))?.contiguous()?; // [b, h, d, k]
-    // A true division, as torch does it (candle's `/ f64` multiplies by the reciprocal, which
-    // rounds differently).
-    let scale = Tensor::new(scale, q.device())?.to_dtype(q.dtype())?;
-    let scores = q_bh.matmul(&k_bh)?.broadcast_div(&scale)?; // [b, h, q, k]
-    let scores = scores.broadcast_add(mask)?;
-    hooks.add(|| format!("{prefix}.hook_attn_scores"), &scores);
-    let pattern = softmax(&scores)?;
+    let raw = q_bh.matmul(&k_bh)?; // [b, h, q, k], not yet scaled
+    let pattern = if raw.device().is_cpu() && raw.dtype() == candle_core::DType::F32 {
+        raw.apply_op1(super::causal_softmax::CausalSoftmax {
+            scale: scale as f32,
+        })?
+    } else {
+        softmax(&scaled_masked(&raw, scale, mask)?)?
+    };
+    if hooks.capturing() {
+        hooks.add(
+            || format!("{prefix}.hook_attn_scores"),
+            &scaled_masked(&raw, scale, mask)?,
+        );
+    }
     hooks.add(|| format!("{prefix}.hook_pattern"), &pattern);
     let v_bh = v.permute((0, 2, 1, 3))?.contiguous()?; // [b, h, k, d]
     let mut z_bh = pattern.matmul(&v_bh)?; // [b, h, q, d]
@@ -90,7 +95,7 @@ pub fn attention(
             .matmul(&p.w_o.reshape((h * d, m))?)?
             .reshape((b, pos, m))?
     };
-    out.broadcast_add(p.b_o)
+    add_bias(&out.contiguous()?, p.b_o)
 }
 
 /// The additive causal mask `[n, n]`: 0 on and below the diagonal, −inf above (TL's `IGNORE`).
@@ -105,6 +110,13 @@ pub fn causal_mask(n: usize, device: &candle_core::Device) -> candle_core::Resul
         })
         .collect();
     Tensor::from_vec(mask, (n, n), device)
+}
+
+/// TL's `hook_attn_scores`: the scores divided by the scale (a true division, as torch does it;
+/// candle's `/ f64` multiplies by the reciprocal, which rounds differently), −inf where masked.
+fn scaled_masked(raw: &Tensor, scale: f64, mask: &Tensor) -> candle_core::Result<Tensor> {
+    let scale = Tensor::new(scale, raw.device())?.to_dtype(raw.dtype())?;
+    raw.broadcast_div(&scale)?.broadcast_add(mask)
 }
 
 /// Softmax over the last dimension as PyTorch's CPU kernel computes it: `exp(x − max)` times the

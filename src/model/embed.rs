@@ -4,6 +4,7 @@
 use candle_core::Tensor;
 
 use super::Transformer;
+use super::bias::add_bias;
 use crate::config::{Embeddings, Positions};
 
 impl Transformer {
@@ -16,6 +17,14 @@ impl Transformer {
         };
         w_e.index_select(&tokens.flatten_all()?, 0)?
             .reshape((b, p, self.cfg.d_model))
+    }
+
+    /// `embed + W_pos[:pos]` for every sequence, as one bias over the flattened positions (the
+    /// residual stream of standard positions).
+    pub(super) fn add_positions(&self, embed: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, p, m) = embed.dims3()?;
+        let w_pos = self.param("pos_embed.W_pos").narrow(0, 0, p)?.reshape(p * m)?;
+        add_bias(&embed.reshape((b, p * m))?, &w_pos)?.reshape((b, p, m))
     }
 
     /// `hook_pos_embed`: `W_pos[:pos]` for every sequence, `[batch, pos, d_model]` (zeros
@@ -39,11 +48,11 @@ impl Transformer {
         match self.cfg.embeddings {
             // W_U is the identity and b_U zero: the residual stream is the logits.
             Embeddings::OneHot => Ok(x.clone()),
-            Embeddings::Learned => x
-                .reshape((b * p, m))?
-                .matmul(self.param("unembed.W_U"))?
-                .broadcast_add(self.param("unembed.b_U"))?
-                .reshape((b, p, self.cfg.d_vocab_out())),
+            Embeddings::Learned => add_bias(
+                &x.reshape((b * p, m))?.matmul(self.param("unembed.W_U"))?,
+                self.param("unembed.b_U"),
+            )?
+            .reshape((b, p, self.cfg.d_vocab_out())),
         }
     }
 

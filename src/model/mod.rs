@@ -10,6 +10,8 @@
 
 mod ablation;
 mod attention;
+mod bias;
+mod causal_softmax;
 mod cache;
 mod embed;
 mod fast;
@@ -207,7 +209,9 @@ impl Transformer {
         let embed = self.embed(tokens)?;
         hooks.add(|| "hook_embed".into(), &embed);
         let positions = self.cfg.positional_embedding_type;
-        let pos_embed = if positions != Positions::None || capture {
+        // Standard positions join the residual stream as one fused add; shortformer positions
+        // are added to the queries' and keys' input, so they are kept as a tensor.
+        let pos_embed = if positions == Positions::Shortformer || capture {
             Some(self.pos_embed(b, p)?)
         } else {
             None
@@ -215,9 +219,9 @@ impl Transformer {
         if let Some(pos) = &pos_embed {
             hooks.add(|| "hook_pos_embed".into(), pos);
         }
-        let mut resid = match (positions, &pos_embed) {
-            (Positions::Standard, Some(pos)) => (&embed + pos)?,
-            _ => embed,
+        let mut resid = match positions {
+            Positions::Standard => self.add_positions(&embed)?,
+            Positions::Shortformer | Positions::None => embed,
         };
         let shortformer = match positions {
             Positions::Shortformer => pos_embed.as_ref(),

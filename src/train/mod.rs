@@ -2,11 +2,14 @@
 //! runs it behind one command type and one event type. Configs live in [`crate::config`].
 
 mod adam;
+pub mod driver;
+pub mod loss;
 pub mod batches;
 mod trainer;
 pub mod worker;
 
 pub use adam::Adam;
+pub use driver::{Control, Ending, Outcome, Progress, drive};
 pub use batches::{ForwardPath, Tally};
 pub use trainer::{StepResult, TrainError, Trainer, evaluate_dataset};
 pub use worker::{
@@ -83,30 +86,20 @@ pub fn epoch_reaching_99(history: &[EpochMetrics]) -> Option<usize> {
 }
 
 /// Trains `cfg` to the end on this thread and returns the checkpoint, with every epoch's
-/// snapshot. `on_epoch` sees each epoch's metrics as they come.
+/// snapshot. `on_epoch` sees each epoch's metrics as they come. A diverged run is an error.
 pub fn train_to_checkpoint(
     cfg: RunConfig,
     device: &candle_core::Device,
     mut on_epoch: impl FnMut(&EpochMetrics),
 ) -> Result<crate::checkpoint::Checkpoint, TrainError> {
-    use crate::checkpoint::{Checkpoint, Snapshot};
-    let mut trainer = Trainer::new(cfg.clone(), device)?;
-    let mut ckpt = Checkpoint::new(cfg, trainer.weights()?);
-    ckpt.snapshots.push(Snapshot {
-        epoch: 0,
-        weights: ckpt.weights.clone(),
-    });
-    while !trainer.is_finished() {
-        if let Some(m) = trainer.step()?.epoch {
-            on_epoch(&m);
-            ckpt.history.push(m);
-            ckpt.push_snapshot(Snapshot {
-                epoch: m.epoch,
-                weights: trainer.weights()?,
-            });
+    let outcome = drive(Trainer::new(cfg, device)?, |p| {
+        if let Progress::Epoch { metrics, .. } = p {
+            on_epoch(metrics);
         }
+        Control::Continue
+    })?;
+    match outcome.ending.divergence() {
+        Some(e) => Err(e),
+        None => Ok(outcome.checkpoint),
     }
-    ckpt.weights = trainer.weights()?;
-    ckpt.epoch = trainer.epochs_done();
-    Ok(ckpt)
 }

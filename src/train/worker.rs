@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use candle_core::Device;
 
+use super::driver::{Control, Ending, Progress, drive};
 use super::{EpochMetrics, RunConfig, StepMetrics, TrainError, Trainer};
 use crate::model::Weights;
 
@@ -178,88 +179,82 @@ fn run(
     commands: &Receiver<Command>,
     emit: &dyn Fn(Event),
 ) -> Result<(), TrainError> {
-    let mut trainer = match init {
+    let trainer = match init {
         Some(w) => Trainer::with_weights(cfg, w, device)?,
         None => Trainer::new(cfg, device)?,
     };
-    let mut last_snapshot = trainer.weights()?;
-    emit(Event::Started {
-        total_epochs: trainer.config().train.epochs,
-        steps_per_epoch: trainer.config().steps_per_epoch(),
-        path: trainer.path().name(),
-        initial_weights: last_snapshot.clone(),
-    });
     let mut paused = false;
-    loop {
-        // Drain commands; while paused, block on them instead of spinning.
-        loop {
-            let command = if paused {
-                match commands.recv_timeout(Duration::from_secs(3600)) {
-                    Ok(c) => Some(c),
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => Some(Command::Stop),
-                }
-            } else {
-                match commands.try_recv() {
-                    Ok(c) => Some(c),
-                    Err(TryRecvError::Empty) => None,
-                    Err(TryRecvError::Disconnected) => Some(Command::Stop),
-                }
-            };
-            match command {
-                Some(Command::Pause) if !paused => {
-                    paused = true;
-                    emit(Event::Paused);
-                }
-                Some(Command::Resume) if paused => {
-                    paused = false;
-                    emit(Event::Resumed);
-                }
-                Some(Command::Stop) => {
-                    emit(Event::Finished {
-                        reason: FinishReason::Stopped,
-                        epochs_done: trainer.epochs_done(),
-                        weights: trainer.weights()?,
-                    });
-                    return Ok(());
-                }
-                Some(_) => {}
-                None => break,
+    // Drains commands between steps; while paused, blocks on them instead of spinning.
+    let mut poll = || loop {
+        let command = if paused {
+            match commands.recv_timeout(Duration::from_secs(3600)) {
+                Ok(c) => c,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => Command::Stop,
             }
+        } else {
+            match commands.try_recv() {
+                Ok(c) => c,
+                Err(TryRecvError::Empty) => return Control::Continue,
+                Err(TryRecvError::Disconnected) => Command::Stop,
+            }
+        };
+        match command {
+            Command::Pause if !paused => {
+                paused = true;
+                emit(Event::Paused);
+            }
+            Command::Resume if paused => {
+                paused = false;
+                emit(Event::Resumed);
+            }
+            Command::Stop => return Control::Stop,
+            _ => {}
         }
-        if trainer.is_finished() {
-            emit(Event::Finished {
-                reason: FinishReason::Completed,
-                epochs_done: trainer.epochs_done(),
-                weights: trainer.weights()?,
+    };
+    let outcome = drive(trainer, |progress| match progress {
+        Progress::Started {
+            total_epochs,
+            steps_per_epoch,
+            path,
+            initial_weights,
+        } => {
+            emit(Event::Started {
+                total_epochs,
+                steps_per_epoch,
+                path,
+                initial_weights: initial_weights.clone(),
             });
-            return Ok(());
+            poll()
         }
-        match trainer.step() {
-            Ok(result) => {
-                emit(Event::Step(result.step));
-                if let Some(metrics) = result.epoch {
-                    last_snapshot = trainer.weights()?;
-                    emit(Event::Epoch {
-                        metrics,
-                        weights: last_snapshot.clone(),
-                    });
-                }
-            }
-            Err(e @ TrainError::Diverged { .. }) => {
-                let current = trainer.weights()?;
-                let weights = if current.all_finite() {
-                    current
-                } else {
-                    last_snapshot.clone()
-                };
-                emit(Event::Diverged {
-                    message: e.to_string(),
-                    weights,
-                });
-                return Ok(());
-            }
-            Err(e) => return Err(e),
+        Progress::Step(step) => {
+            emit(Event::Step(*step));
+            poll()
         }
-    }
+        Progress::Epoch { metrics, weights } => {
+            emit(Event::Epoch {
+                metrics: *metrics,
+                weights: weights.clone(),
+            });
+            Control::Continue
+        }
+    })?;
+    let weights = outcome.checkpoint.weights;
+    let epochs_done = outcome.checkpoint.epoch;
+    emit(match outcome.ending.divergence() {
+        Some(e) => Event::Diverged {
+            message: e.to_string(),
+            weights,
+        },
+        None => Event::Finished {
+            reason: if outcome.ending == Ending::Stopped {
+                FinishReason::Stopped
+            } else {
+                FinishReason::Completed
+            },
+            epochs_done,
+            weights,
+        },
+    });
+    Ok(())
 }
