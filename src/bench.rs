@@ -320,7 +320,8 @@ pub fn to_markdown(r: &BenchReport) -> String {
         "device {}, {} thread(s)\n\n\
          - notebook preset end to end (in process): {:.3} s\n\
          - default step (batch 10 000, {} path): {:.3} ms = {:.2} M samples/s\n\
-         - inspector latency (run_with_cache, one sequence): {:.0} µs\n         - 2-layer attention-only LM step (d_model 64, batch 64 × 20 positions, as \
+         - inspector latency (run_with_cache, one sequence): {:.0} µs\n\
+         - 2-layer attention-only LM step (d_model 64, batch 64 × 20 positions, as \
          benches/tl_step.py): {:.3} ms, {:.1} GFLOP/s\n\n",
         r.device,
         r.threads,

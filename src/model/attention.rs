@@ -3,6 +3,7 @@
 use candle_core::{D, Tensor};
 
 use super::Ablation;
+use super::attention_core::CausalAttention;
 use super::bias::add_bias;
 use super::hooks::Hooks;
 
@@ -29,6 +30,58 @@ fn project(x: &Tensor, w: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor>
     add_bias(&x.reshape((b * p, m))?.matmul(&w)?, &bias.reshape(h * d)?)?.reshape((b, p, h, d))
 }
 
+/// `W [h, m, d]` as the `[m, h*d]` matrix that projects every head at once.
+fn heads_matrix(w: &Tensor) -> candle_core::Result<Tensor> {
+    let (h, m, d) = w.dims3()?;
+    w.permute((1, 0, 2))?.contiguous()?.reshape((m, h * d))
+}
+
+/// Queries, keys and values `[b*p, 3*h*d]` in one matmul (two with shortformer positions,
+/// whose queries and keys read a different input than the values).
+fn project_qkv(
+    p: &AttentionParams,
+    qk_input: &Tensor,
+    v_input: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let (b, pos, m) = qk_input.dims3()?;
+    let flat = |x: &Tensor| x.reshape((b * pos, m));
+    let bias = |bs: &[&Tensor]| -> candle_core::Result<Tensor> {
+        Tensor::cat(
+            &bs.iter()
+                .map(|b| b.flatten_all())
+                .collect::<candle_core::Result<Vec<_>>>()?,
+            0,
+        )
+    };
+    if qk_input.id() == v_input.id() {
+        let w = Tensor::cat(
+            &[
+                heads_matrix(p.w_q)?,
+                heads_matrix(p.w_k)?,
+                heads_matrix(p.w_v)?,
+            ],
+            1,
+        )?;
+        add_bias(&flat(qk_input)?.matmul(&w)?, &bias(&[p.b_q, p.b_k, p.b_v])?)
+    } else {
+        let w_qk = Tensor::cat(&[heads_matrix(p.w_q)?, heads_matrix(p.w_k)?], 1)?;
+        let qk = add_bias(&flat(qk_input)?.matmul(&w_qk)?, &bias(&[p.b_q, p.b_k])?)?;
+        let v = add_bias(
+            &flat(v_input)?.matmul(&heads_matrix(p.w_v)?)?,
+            &bias(&[p.b_v])?,
+        )?;
+        // [b*p, 3, h*d] from per-token [q k] and [v] rows.
+        let h_d = v.dim(1)?;
+        Tensor::cat(
+            &[
+                qk.reshape((b * pos, 2, h_d))?,
+                v.reshape((b * pos, 1, h_d))?,
+            ],
+            1,
+        )
+    }
+}
+
 /// The attention of one block. The inputs of queries, keys and values are separate because
 /// shortformer positions reach only the first two. `mask` is the additive causal mask (0 on and
 /// below the diagonal, −inf above) for this length. Returns `hook_attn_out` `[batch, pos,
@@ -47,6 +100,21 @@ pub fn attention(
 ) -> candle_core::Result<Tensor> {
     let (b, pos, m) = query_input.dims3()?;
     let (h, _, d) = p.w_q.dims3()?;
+    let fusable = !hooks.capturing()
+        && query_input.device().is_cpu()
+        && query_input.dtype() == candle_core::DType::F32
+        && key_input.id() == query_input.id()
+        && !ablation.is_some_and(|a| a.is_active());
+    if fusable {
+        let qkv = project_qkv(p, query_input, value_input)?.reshape((b, pos, 3, h, d))?;
+        let z = qkv.apply_op1(CausalAttention {
+            scale: scale as f32,
+        })?;
+        let out = z
+            .reshape((b * pos, h * d))?
+            .matmul(&p.w_o.reshape((h * d, m))?)?;
+        return add_bias(&out, p.b_o)?.reshape((b, pos, m));
+    }
     let q = project(query_input, p.w_q, p.b_q)?;
     let k = project(key_input, p.w_k, p.b_k)?;
     let v = project(value_input, p.w_v, p.b_v)?;

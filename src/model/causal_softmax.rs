@@ -31,7 +31,11 @@ impl CustomOp1 for CausalSoftmax {
         "causal-softmax"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (start, end, n) = square_rows(layout)?;
         let x = &storage.as_slice::<f32>()?[start..end];
         let mut out = vec![0f32; x.len()];
@@ -57,9 +61,17 @@ impl CustomOp1 for CausalSoftmax {
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         let grad = grad.contiguous()?;
-        Ok(Some(res.apply_op2_no_bwd(&grad, &CausalSoftmaxGrad { scale: self.scale })?))
+        Ok(Some(res.apply_op2_no_bwd(
+            &grad,
+            &CausalSoftmaxGrad { scale: self.scale },
+        )?))
     }
 }
 
@@ -112,26 +124,61 @@ mod tests {
     fn matches_the_composed_softmax_and_its_gradient() {
         let dev = Device::Cpu;
         let n = 7;
-        let scores = Var::from_tensor(&(Tensor::randn(0f32, 3.0, (2, 3, n, n), &dev).unwrap())).unwrap();
+        let scores =
+            Var::from_tensor(&(Tensor::randn(0f32, 3.0, (2, 3, n, n), &dev).unwrap())).unwrap();
         let weights = Tensor::randn(0f32, 1.0, (2, 3, n, n), &dev).unwrap();
         let scale = 2.5f32;
-        let fused = scores.as_tensor().apply_op1(CausalSoftmax { scale }).unwrap();
+        let fused = scores
+            .as_tensor()
+            .apply_op1(CausalSoftmax { scale })
+            .unwrap();
         let mask: Vec<f32> = (0..n * n)
-            .map(|i| if i % n > i / n { f32::NEG_INFINITY } else { 0.0 })
+            .map(|i| {
+                if i % n > i / n {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let mask = Tensor::from_vec(mask, (n, n), &dev).unwrap();
         let composed = candle_nn::ops::softmax(
-            &(scores.as_tensor() / scale as f64).unwrap().broadcast_add(&mask).unwrap(),
+            &(scores.as_tensor() / scale as f64)
+                .unwrap()
+                .broadcast_add(&mask)
+                .unwrap(),
             D::Minus1,
         )
         .unwrap();
         let diff = |a: &Tensor, b: &Tensor| {
-            (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
         };
         assert!(diff(&fused, &composed) < 1e-6);
-        let g1 = (fused * &weights).unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = (composed * &weights).unwrap().sum_all().unwrap().backward().unwrap();
-        let (a, b) = (g1.get(scores.as_tensor()).unwrap(), g2.get(scores.as_tensor()).unwrap());
+        let g1 = (fused * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (composed * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (a, b) = (
+            g1.get(scores.as_tensor()).unwrap(),
+            g2.get(scores.as_tensor()).unwrap(),
+        );
         assert!(diff(a, b) < 1e-5, "{}", diff(a, b));
     }
 }

@@ -23,7 +23,10 @@ impl Transformer {
     /// residual stream of standard positions).
     pub(super) fn add_positions(&self, embed: &Tensor) -> candle_core::Result<Tensor> {
         let (b, p, m) = embed.dims3()?;
-        let w_pos = self.param("pos_embed.W_pos").narrow(0, 0, p)?.reshape(p * m)?;
+        let w_pos = self
+            .param("pos_embed.W_pos")
+            .narrow(0, 0, p)?
+            .reshape(p * m)?;
         add_bias(&embed.reshape((b, p * m))?, &w_pos)?.reshape((b, p, m))
     }
 

@@ -10,9 +10,10 @@
 
 mod ablation;
 mod attention;
+mod attention_core;
 mod bias;
-mod causal_softmax;
 mod cache;
+mod causal_softmax;
 mod embed;
 mod fast;
 mod hooks;
@@ -501,6 +502,73 @@ mod tests {
                 full.get("blocks.1.ln2.hook_scale").is_some(),
                 norm.is_some() && !attn_only
             );
+        }
+    }
+
+    /// Training takes fused ops (one QKV matmul, fused attention and biases); the activation
+    /// cache takes the composed ops whose intermediates are TL's hooks. Both must give the same
+    /// logits and the same gradients.
+    #[test]
+    fn the_fused_training_path_equals_the_hooked_path_in_values_and_gradients() {
+        for (norm, positions, attn_only) in [
+            (None, Positions::Standard, true),
+            (Some(Normalization::Ln), Positions::Shortformer, false),
+            (Some(Normalization::LnPre), Positions::None, false),
+        ] {
+            let cfg = ModelConfig {
+                n_layers: 2,
+                d_model: 12,
+                n_heads: 3,
+                d_head: 4,
+                d_vocab: 9,
+                n_ctx: 7,
+                attn_only,
+                d_mlp: Some(10),
+                act_fn: Some(ActFn::Gelu),
+                normalization_type: norm,
+                positional_embedding_type: positions,
+                embeddings: Embeddings::Learned,
+                init_range: Some(0.3),
+                ..ModelConfig::default()
+            };
+            let model = Transformer::new(&cfg, &Weights::init(&cfg, 5), &Device::Cpu).unwrap();
+            let tokens: Vec<u32> = (0..4 * 7).map(|i| (i * 5 + i / 3) % 9).collect();
+            let tokens = Tensor::from_vec(tokens, (4, 7), &Device::Cpu).unwrap();
+            let (fused, _) = model.forward_hooked(&tokens, false, None).unwrap();
+            let (hooked, _) = model.forward_hooked(&tokens, true, None).unwrap();
+            let max = |t: Tensor| {
+                t.abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
+            let (diff, scale) = (max((&fused - &hooked).unwrap()), max(hooked.clone()));
+            assert!(
+                diff <= 1e-6 * scale.max(1.0),
+                "{norm:?} {positions:?}: {diff} of {scale}"
+            );
+            let loss =
+                |logits: &Tensor| crate::train::loss::next_token_loss(logits, &tokens).unwrap();
+            let (g1, g2) = (
+                loss(&fused).backward().unwrap(),
+                loss(&hooked).backward().unwrap(),
+            );
+            for (spec, var) in model.specs().iter().zip(model.vars()) {
+                let (a, b) = (
+                    g1.get(var.as_tensor()).unwrap(),
+                    g2.get(var.as_tensor()).unwrap(),
+                );
+                let (d, size) = (max((a - b).unwrap()), max(b.clone()));
+                assert!(
+                    d <= 1e-5 * size.max(1.0),
+                    "{norm:?} {positions:?}: gradient of {} differs by {d} (largest {size})",
+                    spec.name
+                );
+            }
         }
     }
 }

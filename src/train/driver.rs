@@ -41,7 +41,11 @@ pub enum Ending {
     Stopped,
     /// The loss stopped being finite at this step; the checkpoint holds the last finite
     /// weights.
-    Diverged { epoch: usize, step: usize, loss: f64 },
+    Diverged {
+        epoch: usize,
+        step: usize,
+        loss: f64,
+    },
 }
 
 impl Ending {

@@ -2,15 +2,15 @@
 //! runs it behind one command type and one event type. Configs live in [`crate::config`].
 
 mod adam;
+pub mod batches;
 pub mod driver;
 pub mod loss;
-pub mod batches;
 mod trainer;
 pub mod worker;
 
 pub use adam::Adam;
-pub use driver::{Control, Ending, Outcome, Progress, drive};
 pub use batches::{ForwardPath, Tally};
+pub use driver::{Control, Ending, Outcome, Progress, drive};
 pub use trainer::{StepResult, TrainError, Trainer, evaluate_dataset};
 pub use worker::{
     Command, Event, FinishReason, TrainingHandle, panic_message, spawn_training, spawn_training_to,
