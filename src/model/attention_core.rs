@@ -28,82 +28,282 @@ fn dims(layout: &Layout) -> candle_core::Result<(usize, usize, usize, usize, usi
     }
 }
 
-fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += alpha * xi;
+/// `a · b + c`, fused where the CPU has FMA (the `FUSED` instantiation only runs there).
+#[inline(always)]
+fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FUSED { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// `out[..width] = Σ_j coefs[j] · b[j·ldb .. j·ldb + width]`, `width` a multiple of 8: one output
+/// row of a small matrix product, eight columns at a time summed in registers (`[f32; 8]` is
+/// one AVX register), so a call is a few vector FMAs per coefficient and no pass over memory.
+#[inline(always)]
+fn row_product<const FUSED: bool>(
+    coefs: &[f32],
+    b: &[f32],
+    ldb: usize,
+    width: usize,
+    out: &mut [f32],
+) {
+    debug_assert_eq!(width % LANES, 0);
+    let mut col = 0;
+    // Two blocks at a time: two independent FMA chains hide each other's latency.
+    while col + 2 * LANES <= width {
+        let (mut a0, mut a1) = ([0f32; LANES], [0f32; LANES]);
+        for (&c, row) in coefs.iter().zip(b.chunks_exact(ldb)) {
+            let r = &row[col..col + 2 * LANES];
+            for l in 0..LANES {
+                a0[l] = madd::<FUSED>(c, r[l], a0[l]);
+                a1[l] = madd::<FUSED>(c, r[LANES + l], a1[l]);
+            }
+        }
+        out[col..col + LANES].copy_from_slice(&a0);
+        out[col + LANES..col + 2 * LANES].copy_from_slice(&a1);
+        col += 2 * LANES;
+    }
+    if col < width {
+        let mut acc = [0f32; LANES];
+        for (&c, row) in coefs.iter().zip(b.chunks_exact(ldb)) {
+            let r = &row[col..col + LANES];
+            for l in 0..LANES {
+                acc[l] = madd::<FUSED>(c, r[l], acc[l]);
+            }
+        }
+        out[col..col + LANES].copy_from_slice(&acc);
     }
 }
 
+const LANES: usize = 8;
+
+fn round_up(n: usize) -> usize {
+    n.div_ceil(LANES) * LANES
+}
+
 /// One head of one sequence, copied out of the interleaved `[p, 3, h, d]` rows so that every
-/// inner loop runs over contiguous memory: q, k, v as `[p, d]` and k, v transposed as `[d, p]`
-/// (a query's scores over the keys, and dz's products with the values, are then sums of
-/// contiguous rows, which vectorise).
+/// product runs over contiguous memory: q, k, v as `[p, dp]` and k, v transposed as `[d, pp]`,
+/// where `dp` and `pp` round d and p up to whole vectors (the padding stays zero, so a product
+/// over padded columns adds nothing).
 struct Head {
     p: usize,
     d: usize,
+    pp: usize,
+    dp: usize,
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
     kt: Vec<f32>,
     vt: Vec<f32>,
+    /// The pattern, `[p, pp]` (row q holds keys `..=q`; the rest is 0).
+    probs: Vec<f32>,
 }
 
 impl Head {
     fn new(p: usize, d: usize) -> Self {
+        let (pp, dp) = (round_up(p), round_up(d));
         Self {
             p,
             d,
-            q: vec![0.0; p * d],
-            k: vec![0.0; p * d],
-            v: vec![0.0; p * d],
-            kt: vec![0.0; p * d],
-            vt: vec![0.0; p * d],
+            pp,
+            dp,
+            q: vec![0.0; p * dp],
+            k: vec![0.0; p * dp],
+            v: vec![0.0; p * dp],
+            kt: vec![0.0; d * pp],
+            vt: vec![0.0; d * pp],
+            probs: vec![0.0; p * pp],
         }
     }
 
-    /// Loads head `head` of `qkv` (one sequence, `[p, 3, h, d]`).
-    fn load(&mut self, qkv: &[f32], h: usize, head: usize) {
-        let (p, d) = (self.p, self.d);
+    /// Loads head `head` of `qkv` (one sequence, `[p, 3, h, d]`) and computes its pattern.
+    #[inline(always)]
+    fn load<const FUSED: bool>(&mut self, qkv: &[f32], h: usize, head: usize, scale: f32) {
+        let (p, d, pp, dp) = (self.p, self.d, self.pp, self.dp);
         for t in 0..p {
             let row = |which: usize| ((t * 3 + which) * h + head) * d;
-            self.q[t * d..(t + 1) * d].copy_from_slice(&qkv[row(0)..row(0) + d]);
-            self.k[t * d..(t + 1) * d].copy_from_slice(&qkv[row(1)..row(1) + d]);
-            self.v[t * d..(t + 1) * d].copy_from_slice(&qkv[row(2)..row(2) + d]);
+            self.q[t * dp..t * dp + d].copy_from_slice(&qkv[row(0)..row(0) + d]);
+            self.k[t * dp..t * dp + d].copy_from_slice(&qkv[row(1)..row(1) + d]);
+            self.v[t * dp..t * dp + d].copy_from_slice(&qkv[row(2)..row(2) + d]);
             for i in 0..d {
-                self.kt[i * p + t] = self.k[t * d + i];
-                self.vt[i * p + t] = self.v[t * d + i];
+                self.kt[i * pp + t] = self.k[t * dp + i];
+                self.vt[i * pp + t] = self.v[t * dp + i];
             }
         }
+        for q in 0..p {
+            let row = &mut self.probs[q * pp..(q + 1) * pp];
+            // Scores of query q: Σ_i q[i] · kᵀ[i][..=q].
+            row_product::<FUSED>(
+                &self.q[q * dp..q * dp + d],
+                &self.kt,
+                pp,
+                round_up(q + 1),
+                row,
+            );
+            let mut max = f32::NEG_INFINITY;
+            for o in row[..=q].iter_mut() {
+                *o /= scale;
+                max = max.max(*o);
+            }
+            let mut sum = 0f32;
+            for o in row[..=q].iter_mut() {
+                *o = (*o - max).exp();
+                sum += *o;
+            }
+            let r = 1.0 / sum;
+            for o in row[..=q].iter_mut() {
+                *o *= r;
+            }
+            row[q + 1..].fill(0.0);
+        }
+    }
+}
+
+/// z for one sequence: `qkv` `[p, 3, h, d]` to `z` `[p, h, d]`.
+#[inline(always)]
+fn forward_sequence<const FUSED: bool>(
+    qkv: &[f32],
+    z: &mut [f32],
+    p: usize,
+    h: usize,
+    d: usize,
+    scale: f32,
+) {
+    let mut hd = Head::new(p, d);
+    let (pp, dp) = (hd.pp, hd.dp);
+    let mut out = vec![0f32; dp];
+    for head in 0..h {
+        hd.load::<FUSED>(qkv, h, head, scale);
+        for q in 0..p {
+            // z[q] = Σ_k p[q][k] · v[k].
+            row_product::<FUSED>(&hd.probs[q * pp..q * pp + q + 1], &hd.v, dp, dp, &mut out);
+            z[(q * h + head) * d..(q * h + head + 1) * d].copy_from_slice(&out[..d]);
+        }
+    }
+}
+
+/// d qkv for one sequence from its `qkv` and `dz`.
+#[inline(always)]
+fn backward_sequence<const FUSED: bool>(
+    qkv: &[f32],
+    dz: &[f32],
+    dqkv: &mut [f32],
+    p: usize,
+    h: usize,
+    d: usize,
+    scale: f32,
+) {
+    let mut hd = Head::new(p, d);
+    let (pp, dp) = (hd.pp, hd.dp);
+    // Per head: dz [p, dp]; dS [p, pp] and its transpose, Pᵀ [p, p]; a gradient [p, dp].
+    let mut dz_h = vec![0f32; p * dp];
+    let mut ds = vec![0f32; p * pp];
+    let (mut ds_t, mut probs_t) = (vec![0f32; p * p], vec![0f32; p * p]);
+    let mut grad = vec![0f32; p * dp];
+    for head in 0..h {
+        hd.load::<FUSED>(qkv, h, head, scale);
+        for t in 0..p {
+            let src = (t * h + head) * d;
+            dz_h[t * dp..t * dp + d].copy_from_slice(&dz[src..src + d]);
+        }
+        for q in 0..p {
+            // dP[q][k] = dz[q] · v[k]; dS = p (dP − Σ p dP) / scale.
+            let row = &mut ds[q * pp..(q + 1) * pp];
+            row_product::<FUSED>(&dz_h[q * dp..q * dp + d], &hd.vt, pp, round_up(q + 1), row);
+            let probs = &hd.probs[q * pp..q * pp + q + 1];
+            let mean: f32 = probs.iter().zip(&row[..=q]).map(|(a, b)| a * b).sum();
+            for (o, &w) in row[..=q].iter_mut().zip(probs) {
+                *o = w * (*o - mean) / scale;
+            }
+            row[q + 1..].fill(0.0);
+        }
+        for i in 0..p {
+            for j in 0..p {
+                ds_t[j * p + i] = ds[i * pp + j];
+                probs_t[j * p + i] = hd.probs[i * pp + j];
+            }
+        }
+        let mut scatter = |which: usize, grad: &[f32]| {
+            for t in 0..p {
+                let row = ((t * 3 + which) * h + head) * d;
+                dqkv[row..row + d].copy_from_slice(&grad[t * dp..t * dp + d]);
+            }
+        };
+        // dq[q] = Σ_{k ≤ q} dS[q][k] · k[k].
+        for q in 0..p {
+            let out = &mut grad[q * dp..(q + 1) * dp];
+            row_product::<FUSED>(&ds[q * pp..q * pp + q + 1], &hd.k, dp, dp, out);
+        }
+        scatter(0, &grad);
+        // dk[k] = Σ_{q ≥ k} dS[q][k] · q[q]; dv[k] = Σ_{q ≥ k} p[q][k] · dz[q].
+        for k in 0..p {
+            let out = &mut grad[k * dp..(k + 1) * dp];
+            row_product::<FUSED>(&ds_t[k * p + k..(k + 1) * p], &hd.q[k * dp..], dp, dp, out);
+        }
+        scatter(1, &grad);
+        for k in 0..p {
+            let out = &mut grad[k * dp..(k + 1) * dp];
+            row_product::<FUSED>(
+                &probs_t[k * p + k..(k + 1) * p],
+                &dz_h[k * dp..],
+                dp,
+                dp,
+                out,
+            );
+        }
+        scatter(2, &grad);
+    }
+}
+
+/// The same kernels compiled for AVX2 with FMA, chosen at run time where the CPU has them.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn forward(qkv: &[f32], z: &mut [f32], p: usize, h: usize, d: usize, scale: f32) {
+        super::forward_sequence::<true>(qkv, z, p, h, d, scale)
     }
 
-    /// `Σ_i x[i] · rows_t[i][..n]`: the products of `x` with the first `n` rows of the
-    /// untransposed matrix, through the transposed one.
-    fn products(&self, x: &[f32], rows_t: &[f32], n: usize, out: &mut [f32]) {
-        out[..n].fill(0.0);
-        for (i, &c) in x.iter().enumerate() {
-            axpy(c, &rows_t[i * self.p..i * self.p + n], &mut out[..n]);
-        }
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn backward(
+        qkv: &[f32],
+        dz: &[f32],
+        dqkv: &mut [f32],
+        p: usize,
+        h: usize,
+        d: usize,
+        scale: f32,
+    ) {
+        super::backward_sequence::<true>(qkv, dz, dqkv, p, h, d, scale)
     }
 
-    /// The softmax row of query `q` into `out[..=q]`.
-    fn pattern_row(&self, q: usize, scale: f32, out: &mut [f32]) {
-        let d = self.d;
-        self.products(&self.q[q * d..(q + 1) * d], &self.kt, q + 1, out);
-        let mut max = f32::NEG_INFINITY;
-        for o in out[..=q].iter_mut() {
-            *o /= scale;
-            max = max.max(*o);
-        }
-        let mut sum = 0f32;
-        for o in out[..=q].iter_mut() {
-            *o = (*o - max).exp();
-            sum += *o;
-        }
-        let r = 1.0 / sum;
-        for o in out[..=q].iter_mut() {
-            *o *= r;
-        }
+    pub fn available() -> bool {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
     }
+}
+
+fn forward_any(qkv: &[f32], z: &mut [f32], p: usize, h: usize, d: usize, scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        return unsafe { avx2::forward(qkv, z, p, h, d, scale) };
+    }
+    forward_sequence::<false>(qkv, z, p, h, d, scale)
+}
+
+fn backward_any(
+    qkv: &[f32],
+    dz: &[f32],
+    dqkv: &mut [f32],
+    p: usize,
+    h: usize,
+    d: usize,
+    scale: f32,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        return unsafe { avx2::backward(qkv, dz, dqkv, p, h, d, scale) };
+    }
+    backward_sequence::<false>(qkv, dz, dqkv, p, h, d, scale)
 }
 
 impl CustomOp1 for CausalAttention {
@@ -117,20 +317,7 @@ impl CustomOp1 for CausalAttention {
         let mut z = vec![0f32; b * p * h * d];
         z.par_chunks_mut(p * h * d)
             .zip(qkv.par_chunks(p * 3 * h * d))
-            .for_each(|(z, qkv)| {
-                let mut head_data = Head::new(p, d);
-                let mut probs = vec![0f32; p];
-                for head in 0..h {
-                    head_data.load(qkv, h, head);
-                    for q in 0..p {
-                        head_data.pattern_row(q, self.scale, &mut probs);
-                        let out = &mut z[(q * h + head) * d..(q * h + head + 1) * d];
-                        for (k, &w) in probs[..=q].iter().enumerate() {
-                            axpy(w, &head_data.v[k * d..(k + 1) * d], out);
-                        }
-                    }
-                }
-            });
+            .for_each(|(z, qkv)| forward_any(qkv, z, p, h, d, self.scale));
         Ok((CpuStorage::F32(z), Shape::from((b, p, h, d))))
     }
 
@@ -177,50 +364,7 @@ impl CustomOp2 for CausalAttentionGrad {
         dqkv.par_chunks_mut(p * 3 * h * d)
             .zip(qkv.par_chunks(p * 3 * h * d))
             .zip(dz.par_chunks(p * h * d))
-            .for_each(|((dqkv, qkv), dz)| {
-                let mut head_data = Head::new(p, d);
-                let (mut probs, mut dprobs) = (vec![0f32; p], vec![0f32; p]);
-                // This head's gradients, [p, d] each, scattered back at the end.
-                let (mut dq, mut dk, mut dv) =
-                    (vec![0f32; p * d], vec![0f32; p * d], vec![0f32; p * d]);
-                for head in 0..h {
-                    head_data.load(qkv, h, head);
-                    dq.fill(0.0);
-                    dk.fill(0.0);
-                    dv.fill(0.0);
-                    for q in 0..p {
-                        head_data.pattern_row(q, self.scale, &mut probs);
-                        let dz_q = &dz[(q * h + head) * d..(q * h + head + 1) * d];
-                        // dP = dz·v; dv += p·dz.
-                        head_data.products(dz_q, &head_data.vt, q + 1, &mut dprobs);
-                        for k in 0..=q {
-                            axpy(probs[k], dz_q, &mut dv[k * d..(k + 1) * d]);
-                        }
-                        // dS = p (dP − Σ p dP) / scale; dq += dS·k; dk += dS·q.
-                        let mean: f32 = probs[..=q]
-                            .iter()
-                            .zip(&dprobs[..=q])
-                            .map(|(a, b)| a * b)
-                            .sum();
-                        let query = &head_data.q[q * d..(q + 1) * d];
-                        for k in 0..=q {
-                            let ds = probs[k] * (dprobs[k] - mean) / self.scale;
-                            axpy(
-                                ds,
-                                &head_data.k[k * d..(k + 1) * d],
-                                &mut dq[q * d..(q + 1) * d],
-                            );
-                            axpy(ds, query, &mut dk[k * d..(k + 1) * d]);
-                        }
-                    }
-                    for t in 0..p {
-                        for (which, grad) in [(0, &dq), (1, &dk), (2, &dv)] {
-                            let row = ((t * 3 + which) * h + head) * d;
-                            dqkv[row..row + d].copy_from_slice(&grad[t * d..(t + 1) * d]);
-                        }
-                    }
-                }
-            });
+            .for_each(|((dqkv, qkv), dz)| backward_any(qkv, dz, dqkv, p, h, d, self.scale));
         Ok((CpuStorage::F32(dqkv), layout.shape().clone()))
     }
 }
