@@ -74,6 +74,10 @@ pub struct SweepArgs {
     /// Presets to run, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "fast")]
     pub preset: Vec<Preset>,
+    /// A JSON run config (any model) to sweep instead of the presets: each run is this config
+    /// with the seed and, when given, the learning rate and epochs replaced.
+    #[arg(long, value_name = "FILE.json", conflicts_with = "preset")]
+    pub config: Option<PathBuf>,
     /// Learning rates, comma-separated; each overrides the preset's.
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub lr: Vec<f64>,
@@ -649,19 +653,35 @@ fn sweep(args: SweepArgs) -> Result<()> {
     } else {
         args.lr.iter().map(|&l| Some(l)).collect()
     };
-    let runs = args.preset.len() * lrs.len() * seeds.len();
+    // The configs to sweep, each with its name in the summary.
+    let bases: Vec<(String, RunConfig)> = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config {}", path.display()))?;
+            let cfg = RunConfig::from_json(&text)
+                .map_err(|e| anyhow::anyhow!("in {}: {e}", path.display()))?;
+            let stem = path.file_stem().map_or("config".into(), |s| s.to_string_lossy().into_owned());
+            vec![(stem, cfg)]
+        }
+        None => args
+            .preset
+            .iter()
+            .map(|&p| (p.name().to_string(), RunConfig::from_preset(p)))
+            .collect(),
+    };
+    let runs = bases.len() * lrs.len() * seeds.len();
     in_range(
-        "the number of runs (presets × lrs × seeds)",
+        "the number of runs (configs × lrs × seeds)",
         runs,
         1,
         MAX_SWEEP_RUNS,
     )?;
     // Every config is checked before the first run starts, so a bad value fails at once.
     let mut configs = Vec::with_capacity(runs);
-    for &preset in &args.preset {
+    for (name, base) in &bases {
         for &lr in &lrs {
             for &seed in &seeds {
-                let mut cfg = RunConfig::from_preset(preset);
+                let mut cfg = base.clone();
                 cfg.seed = seed;
                 if let Some(lr) = lr {
                     cfg.train.lr = lr;
@@ -670,7 +690,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
                     cfg.train.epochs = e;
                 }
                 cfg.validate().map_err(anyhow::Error::msg)?;
-                configs.push((preset, cfg));
+                configs.push((name.clone(), cfg));
             }
         }
     }
@@ -680,17 +700,13 @@ fn sweep(args: SweepArgs) -> Result<()> {
     let mut rows = Vec::new();
     for (preset, cfg) in configs {
         let seed = cfg.seed;
-        let name = format!(
-            "{}-lr{}-seed{seed}.safetensors",
-            preset.name(),
-            cfg.train.lr
-        );
+        let name = format!("{preset}-lr{}-seed{seed}.safetensors", cfg.train.lr);
         let ckpt = train_to_checkpoint(cfg.clone(), &device, |_| {})?;
         let path = args.out.join(&name);
         ckpt.save(&path)?;
         let last = ckpt.history.last().copied().expect("at least one epoch");
         let row = SweepRow {
-            preset: preset.name().into(),
+            preset,
             lr: cfg.train.lr,
             seed,
             epochs: last.epoch,

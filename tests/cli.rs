@@ -649,3 +649,51 @@ fn a_state_dict_without_a_config_needs_tl_config() {
         "shape",
     );
 }
+
+#[test]
+fn train_eval_and_sweep_a_general_model_from_a_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("two-layers.json");
+    std::fs::write(
+        &cfg,
+        r#"{"seed": 2,
+            "task": {"train_size": 2000, "val_size": 200},
+            "model": {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_head": 8, "d_vocab": 11,
+                      "n_ctx": 4, "d_mlp": 32, "act_fn": "gelu_new", "normalization_type": "LNPre",
+                      "positional_embedding_type": "shortformer"},
+            "train": {"epochs": 2, "batch_size": 500, "optimizer": "adamw", "weight_decay": 0.1,
+                      "freeze": ["*.b_*"]}}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("m.safetensors");
+    let o = toylens(&["train", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("full path"), "{}", stdout(&o));
+    let ckpt = toylens::checkpoint::Checkpoint::load(&out).unwrap();
+    assert_eq!(ckpt.config.model.n_layers, 2);
+    assert_eq!(ckpt.history.len(), 2);
+    // Frozen biases did not move.
+    assert!(ckpt.weights.get("blocks.1.attn.b_V").iter().all(|&b| b == 0.0));
+    let m = out.to_str().unwrap();
+    let o = toylens(&["eval", m, "--samples", "300"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("2 layers"), "{}", stdout(&o));
+    let o = toylens(&["inspect", m, "2 5 3 0", "--json", "--cache"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["cache"]["blocks.1.ln2.hook_normalized"].is_array());
+    let sweep = dir.path().join("sweep");
+    let o = toylens(&[
+        "sweep",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--seeds",
+        "0..2",
+        "--epochs",
+        "1",
+        "--out",
+        sweep.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(sweep.join("two-layers-lr0.01-seed1.safetensors").exists());
+}
