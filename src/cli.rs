@@ -660,7 +660,9 @@ fn sweep(args: SweepArgs) -> Result<()> {
                 .with_context(|| format!("cannot read config {}", path.display()))?;
             let cfg = RunConfig::from_json(&text)
                 .map_err(|e| anyhow::anyhow!("in {}: {e}", path.display()))?;
-            let stem = path.file_stem().map_or("config".into(), |s| s.to_string_lossy().into_owned());
+            let stem = path
+                .file_stem()
+                .map_or("config".into(), |s| s.to_string_lossy().into_owned());
             vec![(stem, cfg)]
         }
         None => args

@@ -666,14 +666,25 @@ fn train_eval_and_sweep_a_general_model_from_a_config() {
     )
     .unwrap();
     let out = dir.path().join("m.safetensors");
-    let o = toylens(&["train", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = toylens(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("full path"), "{}", stdout(&o));
     let ckpt = toylens::checkpoint::Checkpoint::load(&out).unwrap();
     assert_eq!(ckpt.config.model.n_layers, 2);
     assert_eq!(ckpt.history.len(), 2);
     // Frozen biases did not move.
-    assert!(ckpt.weights.get("blocks.1.attn.b_V").iter().all(|&b| b == 0.0));
+    assert!(
+        ckpt.weights
+            .get("blocks.1.attn.b_V")
+            .iter()
+            .all(|&b| b == 0.0)
+    );
     let m = out.to_str().unwrap();
     let o = toylens(&["eval", m, "--samples", "300"]);
     assert!(o.status.success(), "{}", stderr(&o));

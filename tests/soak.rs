@@ -31,7 +31,7 @@ struct Field {
     max: f64,
 }
 
-const FIELDS: [Field; 13] = [
+const FIELDS: [Field; 17] = [
     Field {
         label: "Seed",
         min: 0.0,
@@ -61,6 +61,16 @@ const FIELDS: [Field; 13] = [
         label: "Validation samples",
         min: 0.0,
         max: 1_000_000.0,
+    },
+    Field {
+        label: "Layers",
+        min: 1.0,
+        max: 12.0,
+    },
+    Field {
+        label: "d_model",
+        min: 1.0,
+        max: 1024.0,
     },
     Field {
         label: "Heads",
@@ -97,6 +107,25 @@ const FIELDS: [Field; 13] = [
         min: 0.0,
         max: 1_000_000.0,
     },
+    Field {
+        label: "Beta 1",
+        min: 0.0,
+        max: 0.9999,
+    },
+    Field {
+        label: "Beta 2",
+        min: 0.0,
+        max: 0.99999,
+    },
+];
+
+/// The side panel's choices, each with its options as the combo box lists them.
+const CHOICES: [(&str, &[&str]); 5] = [
+    ("Embeddings", &["learned", "one-hot"]),
+    ("Normalization", &["none", "LN", "LNPre"]),
+    ("Positions", &["standard", "shortformer", "none"]),
+    ("Activation", &["relu", "gelu", "gelu_new"]),
+    ("Optimizer", &["Adam", "AdamW"]),
 ];
 
 struct Soak {
@@ -256,6 +285,49 @@ impl Soak {
             && c.task.val_size * c.task.seq_len <= 100_000
             && c.task.vocab_size() <= 64
             && c.model.n_heads * c.model.d_head <= 64
+            && c.model.n_layers * c.model.d_model <= 256
+            && (!c.model.has_mlp() || c.model.d_mlp() <= 256)
+    }
+
+    /// Picks an option of a combo box by clicking it open and clicking the option, toggles the
+    /// MLP checkbox, or sets d_mlp when the MLP is on.
+    fn choose_architecture(&mut self) {
+        match self.rng.random_range(0..4) {
+            0 => {
+                if let Some(n) = self
+                    .h
+                    .query_all_by_role_and_label(Role::CheckBox, "MLP")
+                    .next()
+                {
+                    n.click_accesskit();
+                }
+                self.frames(1);
+            }
+            1 => {
+                let value = [1.0, 8.0, 64.0, 4096.0, 9999.0][self.rng.random_range(0..5)];
+                if let Some(n) = self
+                    .h
+                    .query_all_by_role_and_label(Role::SpinButton, "d_mlp")
+                    .next()
+                {
+                    n.set_value_accesskit(value);
+                }
+                self.frames(1);
+            }
+            _ => {
+                let (label, options) = CHOICES[self.rng.random_range(0..CHOICES.len())];
+                let Some(combo) = self.h.query_all_by_label(label).last() else {
+                    return; // Activation shows only with an MLP.
+                };
+                combo.click_accesskit();
+                self.frames(2);
+                let option = options[self.rng.random_range(0..options.len())];
+                if let Some(n) = self.h.query_all_by_label(option).last() {
+                    n.click_accesskit();
+                }
+                self.frames(2);
+            }
+        }
     }
 
     fn type_sequence(&mut self) {
@@ -353,7 +425,8 @@ impl Soak {
     fn act(&mut self) {
         self.actions += 1;
         match self.rng.random_range(0..100) {
-            0..30 => self.set_field(),
+            0..24 => self.set_field(),
+            24..30 => self.choose_architecture(),
             30..36 => {
                 let preset = if self.rng.random_bool(0.5) {
                     "notebook"
@@ -456,7 +529,9 @@ impl Soak {
             assert_eq!(
                 self.button_enabled("Train"),
                 Some(!training && config_ok),
-                "Train"
+                "Train, after action {}: settings {:?}",
+                self.actions,
+                app.settings.config.validate()
             );
             assert_eq!(
                 self.button_enabled("Reset"),

@@ -50,7 +50,6 @@ pub fn model_settings(ui: &mut Ui, m: &mut ModelConfig) {
         row(ui, "Layers", "transformer blocks (n_layers)", |ui| {
             ui.add(DragValue::new(&mut m.n_layers).range(1..=12))
         });
-        let one_hot = m.embeddings == Embeddings::OneHot;
         row(
             ui,
             "Embeddings",
@@ -67,11 +66,6 @@ pub fn model_settings(ui: &mut Ui, m: &mut ModelConfig) {
                 )
             },
         );
-        if m.embeddings == Embeddings::OneHot {
-            m.d_model = m.d_vocab;
-        } else if one_hot {
-            // Leaving one-hot: keep d_model, now free to change.
-        }
         row(ui, "d_model", "width of the residual stream", |ui| {
             ui.add_enabled(
                 m.embeddings == Embeddings::Learned,
@@ -90,9 +84,6 @@ pub fn model_settings(ui: &mut Ui, m: &mut ModelConfig) {
             ui.checkbox(&mut mlp, "")
         }) {
             m.attn_only = !mlp;
-            if mlp && m.act_fn.is_none() {
-                m.act_fn = Some(ActFn::Relu);
-            }
         }
         if m.has_mlp() {
             let mut d_mlp = m.d_mlp();
@@ -116,8 +107,7 @@ pub fn model_settings(ui: &mut Ui, m: &mut ModelConfig) {
                         (ActFn::GeluNew, "gelu_new"),
                     ],
                 )
-            }) || m.act_fn.is_none()
-            {
+            }) {
                 m.act_fn = Some(act);
             }
         }
@@ -172,6 +162,15 @@ pub fn model_settings(ui: &mut Ui, m: &mut ModelConfig) {
         ui.label(format!("{} (from the task)", m.n_ctx));
         ui.end_row();
     });
+    // What the choices imply, applied in the same frame as the change, so that the buttons
+    // drawn next frame see a settled config.
+    if m.embeddings == Embeddings::OneHot {
+        m.d_model = m.d_vocab;
+        m.d_vocab_out = None;
+    }
+    if m.has_mlp() && m.act_fn.is_none() {
+        m.act_fn = Some(ActFn::Relu);
+    }
 }
 
 /// Every parameter of the model in view, with its TL name and shape, and whether it trains.

@@ -11,7 +11,12 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     egui::ScrollArea::vertical().show(ui, |ui| {
         controls(app, ui);
         ui.separator();
+        let before = app.settings.config.clone();
         settings(app, ui);
+        // The buttons above were drawn from the settings before this frame's edit.
+        if app.settings.config != before {
+            ui.ctx().request_repaint();
+        }
         ui.separator();
         model_summary(app, ui);
     });
