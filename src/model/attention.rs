@@ -3,6 +3,7 @@
 use candle_core::{D, Tensor};
 
 use super::Ablation;
+use super::attention_block::{AttentionBlock, BlockShape};
 use super::attention_core::CausalAttention;
 use super::bias::add_bias;
 use super::hooks::Hooks;
@@ -105,6 +106,33 @@ pub fn attention(
         && query_input.dtype() == candle_core::DType::F32
         && key_input.id() == query_input.id()
         && !ablation.is_some_and(|a| a.is_active());
+    if fusable && query_input.id() == value_input.id() {
+        let block = AttentionBlock::new(BlockShape {
+            batch: b,
+            pos,
+            heads: h,
+            d_head: d,
+            d_model: m,
+            scale: scale as f32,
+        });
+        let flat = |t: &Tensor| t.flatten_all();
+        let packed = Tensor::cat(
+            &[
+                flat(&Tensor::cat(
+                    &[heads_matrix(p.w_q)?, heads_matrix(p.w_k)?, heads_matrix(p.w_v)?],
+                    1,
+                )?)?,
+                flat(p.b_q)?,
+                flat(p.b_k)?,
+                flat(p.b_v)?,
+                flat(p.w_o)?,
+                flat(p.b_o)?,
+            ],
+            0,
+        )?;
+        let x = query_input.reshape((b * pos, m))?.contiguous()?;
+        return x.apply_op2(&packed, block)?.reshape((b, pos, m));
+    }
     if fusable {
         let qkv = project_qkv(p, query_input, value_input)?.reshape((b, pos, 3, h, d))?;
         let z = qkv.apply_op1(CausalAttention {

@@ -280,7 +280,7 @@ mod avx2 {
     }
 }
 
-fn forward_any(qkv: &[f32], z: &mut [f32], p: usize, h: usize, d: usize, scale: f32) {
+pub(super) fn forward_any(qkv: &[f32], z: &mut [f32], p: usize, h: usize, d: usize, scale: f32) {
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.
@@ -289,7 +289,7 @@ fn forward_any(qkv: &[f32], z: &mut [f32], p: usize, h: usize, d: usize, scale: 
     forward_sequence::<false>(qkv, z, p, h, d, scale)
 }
 
-fn backward_any(
+pub(super) fn backward_any(
     qkv: &[f32],
     dz: &[f32],
     dqkv: &mut [f32],

@@ -10,6 +10,7 @@
 
 mod ablation;
 mod attention;
+mod attention_block;
 mod attention_core;
 mod bias;
 mod cache;

@@ -1,0 +1,310 @@
+//! A whole attention layer for training as one CPU op with its own backward: the QKV
+//! projection, causal attention and the output projection, from the layer's (normalised) input
+//! `[rows, d_model]` and its parameters packed in one tensor, to its output `[rows, d_model]`
+//! (`hook_attn_out`). In candle's autograd the same layer is about ten ops forward and twenty
+//! backward, each allocating a zeroed gradient and adding into it; fused, the backward is one
+//! op that recomputes what it needs and calls gemm directly, with transposes as strides.
+//!
+//! The packed parameters are `[W_qkv (m × 3hd) | b_qkv (3hd) | W_O (hd × m) | b_O (m)]`, with
+//! `W_qkv`'s columns the heads' q, then k, then v (as `project_qkv` lays them out).
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::attention_core::{backward_any, forward_any};
+
+/// The layer's shape.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockShape {
+    pub batch: usize,
+    pub pos: usize,
+    pub heads: usize,
+    pub d_head: usize,
+    pub d_model: usize,
+    pub scale: f32,
+}
+
+/// The op: one per layer and forward pass. Its forward keeps q, k, v and z for its backward, so
+/// the backward recomputes neither the QKV projection nor the attention.
+pub struct AttentionBlock {
+    pub shape: BlockShape,
+    saved: std::sync::Mutex<Option<(Vec<f32>, Vec<f32>)>>,
+}
+
+impl AttentionBlock {
+    pub fn new(shape: BlockShape) -> Self {
+        Self {
+            shape,
+            saved: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl BlockShape {
+    fn rows(&self) -> usize {
+        self.batch * self.pos
+    }
+    fn hd(&self) -> usize {
+        self.heads * self.d_head
+    }
+    pub fn n_params(&self) -> usize {
+        let (m, hd) = (self.d_model, self.hd());
+        m * 3 * hd + 3 * hd + hd * m + m
+    }
+
+    /// The packed parameters' parts: W_qkv, b_qkv, W_O, b_O.
+    fn split<'a>(&self, params: &'a [f32]) -> (&'a [f32], &'a [f32], &'a [f32], &'a [f32]) {
+        let (m, hd) = (self.d_model, self.hd());
+        let (w_qkv, rest) = params.split_at(m * 3 * hd);
+        let (b_qkv, rest) = rest.split_at(3 * hd);
+        let (w_o, b_o) = rest.split_at(hd * m);
+        (w_qkv, b_qkv, w_o, b_o)
+    }
+
+    fn check(&self, x: &[f32], params: &[f32]) -> candle_core::Result<()> {
+        if x.len() != self.rows() * self.d_model || params.len() != self.n_params() {
+            candle_core::bail!(
+                "attention block {self:?}: input of {} values, parameters of {}",
+                x.len(),
+                params.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// qkv `[rows, 3hd]` (bias added) and z `[rows, hd]`.
+    fn qkv_and_z(&self, x: &[f32], w_qkv: &[f32], b_qkv: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let (n, m, hd) = (self.rows(), self.d_model, self.hd());
+        let mut qkv = vec![0f32; n * 3 * hd];
+        matmul(&mut qkv, (n, 3 * hd, m), (x, m, 1), (w_qkv, 3 * hd, 1), false);
+        add_rows(&mut qkv, b_qkv);
+        let (p, h, d) = (self.pos, self.heads, self.d_head);
+        let mut z = vec![0f32; n * hd];
+        z.par_chunks_mut(p * hd)
+            .zip(qkv.par_chunks(p * 3 * hd))
+            .for_each(|(z, qkv)| forward_any(qkv, z, p, h, d, self.scale));
+        (qkv, z)
+    }
+}
+
+/// The block's own threads, one per core (at most 4): it runs its matrix products and its
+/// sequences in parallel whatever candle's thread count is (toylens keeps candle at one thread,
+/// where its per-op synchronisation would cost more than a second core brings).
+fn pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("toylens-attention-{i}"))
+            .build()
+            .unwrap_or_else(|_| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .build()
+                    .expect("a one-thread pool")
+            })
+    })
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("the attention block needs contiguous inputs".into()))?;
+    Ok(&s.as_slice::<f32>()?[a..b])
+}
+
+/// `dst[m×n] (+)= a[m×k] · b[k×n]`, each operand given as `(slice, row stride, column stride)`
+/// so that transposes are free. Every index is checked against the slices first.
+fn matmul(
+    dst: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    (a, a_rs, a_cs): (&[f32], usize, usize),
+    (b, b_rs, b_cs): (&[f32], usize, usize),
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!(dst.len() >= m * n, "matmul destination too small");
+    assert!((m - 1) * a_rs + (k - 1) * a_cs < a.len(), "matmul lhs out of range");
+    assert!((k - 1) * b_rs + (n - 1) * b_cs < b.len(), "matmul rhs out of range");
+    // SAFETY: every element gemm reads or writes is inside the slices, checked above; dst does
+    // not alias a or b (a `&mut` and two `&` borrows).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            if m * n * k >= 1 << 18 {
+                gemm::Parallelism::Rayon(rayon::current_num_threads())
+            } else {
+                gemm::Parallelism::None
+            },
+        )
+    }
+}
+
+fn add_rows(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    }
+}
+
+fn column_sums(x: &[f32], cols: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    for row in x.chunks_exact(cols) {
+        for (o, v) in out.iter_mut().zip(row) {
+            *o += v;
+        }
+    }
+}
+
+impl CustomOp2 for AttentionBlock {
+    fn name(&self) -> &'static str {
+        "attention-block"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        pool().install(|| self.forward(xs, xl, ps, pl))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        _out: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let op = AttentionBlockGrad {
+            shape: self.shape,
+            saved: std::sync::Mutex::new(saved),
+        };
+        let packed = x.apply_op3_no_bwd(params, &grad, &op)?;
+        let n_x = self.shape.rows() * self.shape.d_model;
+        let dx = packed.narrow(0, 0, n_x)?.reshape(x.shape())?;
+        let dparams = packed.narrow(0, n_x, self.shape.n_params())?;
+        Ok((Some(dx), Some(dparams)))
+    }
+}
+
+impl AttentionBlock {
+    fn forward(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let blk = &self.shape;
+        let (x, params) = (slice(xs, xl)?, slice(ps, pl)?);
+        blk.check(x, params)?;
+        let (w_qkv, b_qkv, w_o, b_o) = blk.split(params);
+        let (qkv, z) = blk.qkv_and_z(x, w_qkv, b_qkv);
+        let (n, m, hd) = (blk.rows(), blk.d_model, blk.hd());
+        let mut out = vec![0f32; n * m];
+        matmul(&mut out, (n, m, hd), (&z, hd, 1), (w_o, m, 1), false);
+        add_rows(&mut out, b_o);
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some((qkv, z));
+        Ok((CpuStorage::F32(out), Shape::from((n, m))))
+    }
+}
+
+/// `(x, params, d out)` to `[dx | d params]`, flat, with the forward's q, k, v and z when it
+/// kept them (recomputed otherwise).
+struct AttentionBlockGrad {
+    shape: BlockShape,
+    saved: std::sync::Mutex<Option<(Vec<f32>, Vec<f32>)>>,
+}
+
+impl CustomOp3 for AttentionBlockGrad {
+    fn name(&self) -> &'static str {
+        "attention-block-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        pool().install(|| self.backward(xs, xl, ps, pl, gs, gl))
+    }
+}
+
+impl AttentionBlockGrad {
+    fn backward(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let blk = &self.shape;
+        let (x, params, dout) = (slice(xs, xl)?, slice(ps, pl)?, slice(gs, gl)?);
+        blk.check(x, params)?;
+        let (n, m, hd) = (blk.rows(), blk.d_model, blk.hd());
+        if dout.len() != n * m {
+            candle_core::bail!("attention block: gradient of {} values, expected {}", dout.len(), n * m);
+        }
+        let (w_qkv, b_qkv, w_o, _) = blk.split(params);
+        let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let (qkv, z) = match saved {
+            Some((qkv, z)) if qkv.len() == n * 3 * hd && z.len() == n * hd => (qkv, z),
+            _ => blk.qkv_and_z(x, w_qkv, b_qkv),
+        };
+        let mut out = vec![0f32; n * m + blk.n_params()];
+        let (dx, dparams) = out.split_at_mut(n * m);
+        let (dw_qkv, rest) = dparams.split_at_mut(m * 3 * hd);
+        let (db_qkv, rest) = rest.split_at_mut(3 * hd);
+        let (dw_o, db_o) = rest.split_at_mut(hd * m);
+        // Output projection: dW_O = zᵀ·dout, db_O = Σ rows, dz = dout·W_Oᵀ.
+        matmul(dw_o, (hd, m, n), (&z, 1, hd), (dout, m, 1), false);
+        column_sums(dout, m, db_o);
+        let mut dz = vec![0f32; n * hd];
+        matmul(&mut dz, (n, hd, m), (dout, m, 1), (w_o, 1, m), false);
+        // Attention.
+        let (p, h, d) = (blk.pos, blk.heads, blk.d_head);
+        let mut dqkv = vec![0f32; n * 3 * hd];
+        dqkv.par_chunks_mut(p * 3 * hd)
+            .zip(qkv.par_chunks(p * 3 * hd))
+            .zip(dz.par_chunks(p * hd))
+            .for_each(|((dqkv, qkv), dz)| backward_any(qkv, dz, dqkv, p, h, d, blk.scale));
+        // QKV projection: dW_qkv = xᵀ·dqkv, db_qkv = Σ rows, dx = dqkv·W_qkvᵀ.
+        matmul(dw_qkv, (m, 3 * hd, n), (x, 1, m), (&dqkv, 3 * hd, 1), false);
+        column_sums(&dqkv, 3 * hd, db_qkv);
+        matmul(dx, (n, m, 3 * hd), (&dqkv, 3 * hd, 1), (w_qkv, 1, 3 * hd), false);
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
