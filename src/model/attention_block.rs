@@ -11,7 +11,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::attention_core::{backward_any, forward_any};
+use super::attention_core::{backward_any, forward_any, probs_len};
 
 /// The layer's shape.
 #[derive(Debug, Clone, Copy)]
@@ -24,11 +24,18 @@ pub struct BlockShape {
     pub scale: f32,
 }
 
+/// What the forward computed and the backward needs.
+struct Saved {
+    qkv: Vec<f32>,
+    z: Vec<f32>,
+    probs: Vec<f32>,
+}
+
 /// The op: one per layer and forward pass. Its forward keeps q, k, v and z for its backward, so
 /// the backward recomputes neither the QKV projection nor the attention.
 pub struct AttentionBlock {
     pub shape: BlockShape,
-    saved: std::sync::Mutex<Option<(Vec<f32>, Vec<f32>)>>,
+    saved: std::sync::Mutex<Option<Saved>>,
 }
 
 impl AttentionBlock {
@@ -72,18 +79,21 @@ impl BlockShape {
         Ok(())
     }
 
-    /// qkv `[rows, 3hd]` (bias added) and z `[rows, hd]`.
-    fn qkv_and_z(&self, x: &[f32], w_qkv: &[f32], b_qkv: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    /// qkv `[rows, 3hd]` (bias added), z `[rows, hd]` and the pattern (see `probs_len`).
+    fn qkv_and_z(&self, x: &[f32], w_qkv: &[f32], b_qkv: &[f32]) -> Saved {
         let (n, m, hd) = (self.rows(), self.d_model, self.hd());
         let mut qkv = vec![0f32; n * 3 * hd];
         matmul(&mut qkv, (n, 3 * hd, m), (x, m, 1), (w_qkv, 3 * hd, 1), false);
         add_rows(&mut qkv, b_qkv);
         let (p, h, d) = (self.pos, self.heads, self.d_head);
         let mut z = vec![0f32; n * hd];
+        let per_seq = probs_len(p, h);
+        let mut probs = vec![0f32; self.batch * per_seq];
         z.par_chunks_mut(p * hd)
             .zip(qkv.par_chunks(p * 3 * hd))
-            .for_each(|(z, qkv)| forward_any(qkv, z, p, h, d, self.scale));
-        (qkv, z)
+            .zip(probs.par_chunks_mut(per_seq))
+            .for_each(|((z, qkv), probs)| forward_any(qkv, z, probs, p, h, d, self.scale));
+        Saved { qkv, z, probs }
     }
 }
 
@@ -225,12 +235,12 @@ impl AttentionBlock {
         let (x, params) = (slice(xs, xl)?, slice(ps, pl)?);
         blk.check(x, params)?;
         let (w_qkv, b_qkv, w_o, b_o) = blk.split(params);
-        let (qkv, z) = blk.qkv_and_z(x, w_qkv, b_qkv);
+        let saved = blk.qkv_and_z(x, w_qkv, b_qkv);
         let (n, m, hd) = (blk.rows(), blk.d_model, blk.hd());
         let mut out = vec![0f32; n * m];
-        matmul(&mut out, (n, m, hd), (&z, hd, 1), (w_o, m, 1), false);
+        matmul(&mut out, (n, m, hd), (&saved.z, hd, 1), (w_o, m, 1), false);
         add_rows(&mut out, b_o);
-        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some((qkv, z));
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved);
         Ok((CpuStorage::F32(out), Shape::from((n, m))))
     }
 }
@@ -239,7 +249,7 @@ impl AttentionBlock {
 /// kept them (recomputed otherwise).
 struct AttentionBlockGrad {
     shape: BlockShape,
-    saved: std::sync::Mutex<Option<(Vec<f32>, Vec<f32>)>>,
+    saved: std::sync::Mutex<Option<Saved>>,
 }
 
 impl CustomOp3 for AttentionBlockGrad {
@@ -279,8 +289,8 @@ impl AttentionBlockGrad {
         }
         let (w_qkv, b_qkv, w_o, _) = blk.split(params);
         let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let (qkv, z) = match saved {
-            Some((qkv, z)) if qkv.len() == n * 3 * hd && z.len() == n * hd => (qkv, z),
+        let Saved { qkv, z, probs } = match saved {
+            Some(s) if s.qkv.len() == n * 3 * hd && s.z.len() == n * hd => s,
             _ => blk.qkv_and_z(x, w_qkv, b_qkv),
         };
         let mut out = vec![0f32; n * m + blk.n_params()];
@@ -299,7 +309,10 @@ impl AttentionBlockGrad {
         dqkv.par_chunks_mut(p * 3 * hd)
             .zip(qkv.par_chunks(p * 3 * hd))
             .zip(dz.par_chunks(p * hd))
-            .for_each(|((dqkv, qkv), dz)| backward_any(qkv, dz, dqkv, p, h, d, blk.scale));
+            .zip(probs.par_chunks(probs_len(p, h)))
+            .for_each(|(((dqkv, qkv), dz), probs)| {
+                backward_any(qkv, dz, probs, dqkv, p, h, d, blk.scale)
+            });
         // QKV projection: dW_qkv = xᵀ·dqkv, db_qkv = Σ rows, dx = dqkv·W_qkvᵀ.
         matmul(dw_qkv, (m, 3 * hd, n), (x, 1, m), (&dqkv, 3 * hd, 1), false);
         column_sums(&dqkv, 3 * hd, db_qkv);

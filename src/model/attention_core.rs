@@ -117,6 +117,13 @@ impl Head {
     /// Loads head `head` of `qkv` (one sequence, `[p, 3, h, d]`) and computes its pattern.
     #[inline(always)]
     fn load<const FUSED: bool>(&mut self, qkv: &[f32], h: usize, head: usize, scale: f32) {
+        self.load_rows(qkv, h, head);
+        self.compute_pattern::<FUSED>(scale);
+    }
+
+    /// Loads head `head`'s q, k and v rows (and the transposes), without the pattern.
+    #[inline(always)]
+    fn load_rows(&mut self, qkv: &[f32], h: usize, head: usize) {
         let (p, d, pp, dp) = (self.p, self.d, self.pp, self.dp);
         for t in 0..p {
             let row = |which: usize| ((t * 3 + which) * h + head) * d;
@@ -128,6 +135,12 @@ impl Head {
                 self.vt[i * pp + t] = self.v[t * dp + i];
             }
         }
+    }
+
+    /// The pattern from the loaded rows.
+    #[inline(always)]
+    fn compute_pattern<const FUSED: bool>(&mut self, scale: f32) {
+        let (p, d, pp, dp) = (self.p, self.d, self.pp, self.dp);
         for q in 0..p {
             let row = &mut self.probs[q * pp..(q + 1) * pp];
             // Scores of query q: Σ_i q[i] · kᵀ[i][..=q].
@@ -162,6 +175,7 @@ impl Head {
 fn forward_sequence<const FUSED: bool>(
     qkv: &[f32],
     z: &mut [f32],
+    probs_out: &mut [f32],
     p: usize,
     h: usize,
     d: usize,
@@ -172,6 +186,10 @@ fn forward_sequence<const FUSED: bool>(
     let mut out = vec![0f32; dp];
     for head in 0..h {
         hd.load::<FUSED>(qkv, h, head, scale);
+        if !probs_out.is_empty() {
+            let n = p * pp;
+            probs_out[head * n..(head + 1) * n].copy_from_slice(&hd.probs);
+        }
         for q in 0..p {
             // z[q] = Σ_k p[q][k] · v[k].
             row_product::<FUSED>(&hd.probs[q * pp..q * pp + q + 1], &hd.v, dp, dp, &mut out);
@@ -185,6 +203,7 @@ fn forward_sequence<const FUSED: bool>(
 fn backward_sequence<const FUSED: bool>(
     qkv: &[f32],
     dz: &[f32],
+    probs_in: &[f32],
     dqkv: &mut [f32],
     p: usize,
     h: usize,
@@ -199,7 +218,13 @@ fn backward_sequence<const FUSED: bool>(
     let (mut ds_t, mut probs_t) = (vec![0f32; p * p], vec![0f32; p * p]);
     let mut grad = vec![0f32; p * dp];
     for head in 0..h {
-        hd.load::<FUSED>(qkv, h, head, scale);
+        if probs_in.is_empty() {
+            hd.load::<FUSED>(qkv, h, head, scale);
+        } else {
+            hd.load_rows(qkv, h, head);
+            let n = p * pp;
+            hd.probs.copy_from_slice(&probs_in[head * n..(head + 1) * n]);
+        }
         for t in 0..p {
             let src = (t * h + head) * d;
             dz_h[t * dp..t * dp + d].copy_from_slice(&dz[src..src + d]);
@@ -257,8 +282,17 @@ fn backward_sequence<const FUSED: bool>(
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn forward(qkv: &[f32], z: &mut [f32], p: usize, h: usize, d: usize, scale: f32) {
-        super::forward_sequence::<true>(qkv, z, p, h, d, scale)
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn forward(
+        qkv: &[f32],
+        z: &mut [f32],
+        probs: &mut [f32],
+        p: usize,
+        h: usize,
+        d: usize,
+        scale: f32,
+    ) {
+        super::forward_sequence::<true>(qkv, z, probs, p, h, d, scale)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -266,13 +300,14 @@ mod avx2 {
     pub unsafe fn backward(
         qkv: &[f32],
         dz: &[f32],
+        probs: &[f32],
         dqkv: &mut [f32],
         p: usize,
         h: usize,
         d: usize,
         scale: f32,
     ) {
-        super::backward_sequence::<true>(qkv, dz, dqkv, p, h, d, scale)
+        super::backward_sequence::<true>(qkv, dz, probs, dqkv, p, h, d, scale)
     }
 
     pub fn available() -> bool {
@@ -280,18 +315,36 @@ mod avx2 {
     }
 }
 
-pub(super) fn forward_any(qkv: &[f32], z: &mut [f32], p: usize, h: usize, d: usize, scale: f32) {
+/// Floats of one sequence's saved pattern: `h` heads of `[p, round_up(p)]`.
+pub(super) fn probs_len(p: usize, h: usize) -> usize {
+    h * p * round_up(p)
+}
+
+/// z for one sequence; writes the pattern into `probs` unless it is empty.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward_any(
+    qkv: &[f32],
+    z: &mut [f32],
+    probs: &mut [f32],
+    p: usize,
+    h: usize,
+    d: usize,
+    scale: f32,
+) {
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        return unsafe { avx2::forward(qkv, z, p, h, d, scale) };
+        return unsafe { avx2::forward(qkv, z, probs, p, h, d, scale) };
     }
-    forward_sequence::<false>(qkv, z, p, h, d, scale)
+    forward_sequence::<false>(qkv, z, probs, p, h, d, scale)
 }
 
+/// d qkv for one sequence; takes the forward's pattern from `probs` unless it is empty.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn backward_any(
     qkv: &[f32],
     dz: &[f32],
+    probs: &[f32],
     dqkv: &mut [f32],
     p: usize,
     h: usize,
@@ -301,9 +354,9 @@ pub(super) fn backward_any(
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        return unsafe { avx2::backward(qkv, dz, dqkv, p, h, d, scale) };
+        return unsafe { avx2::backward(qkv, dz, probs, dqkv, p, h, d, scale) };
     }
-    backward_sequence::<false>(qkv, dz, dqkv, p, h, d, scale)
+    backward_sequence::<false>(qkv, dz, probs, dqkv, p, h, d, scale)
 }
 
 impl CustomOp1 for CausalAttention {
@@ -317,7 +370,7 @@ impl CustomOp1 for CausalAttention {
         let mut z = vec![0f32; b * p * h * d];
         z.par_chunks_mut(p * h * d)
             .zip(qkv.par_chunks(p * 3 * h * d))
-            .for_each(|(z, qkv)| forward_any(qkv, z, p, h, d, self.scale));
+            .for_each(|(z, qkv)| forward_any(qkv, z, &mut [], p, h, d, self.scale));
         Ok((CpuStorage::F32(z), Shape::from((b, p, h, d))))
     }
 
@@ -364,7 +417,7 @@ impl CustomOp2 for CausalAttentionGrad {
         dqkv.par_chunks_mut(p * 3 * h * d)
             .zip(qkv.par_chunks(p * 3 * h * d))
             .zip(dz.par_chunks(p * h * d))
-            .for_each(|((dqkv, qkv), dz)| backward_any(qkv, dz, dqkv, p, h, d, self.scale));
+            .for_each(|((dqkv, qkv), dz)| backward_any(qkv, dz, &[], dqkv, p, h, d, self.scale));
         Ok((CpuStorage::F32(dqkv), layout.shape().clone()))
     }
 }
