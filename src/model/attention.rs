@@ -119,7 +119,11 @@ pub fn attention(
         let packed = Tensor::cat(
             &[
                 flat(&Tensor::cat(
-                    &[heads_matrix(p.w_q)?, heads_matrix(p.w_k)?, heads_matrix(p.w_v)?],
+                    &[
+                        heads_matrix(p.w_q)?,
+                        heads_matrix(p.w_k)?,
+                        heads_matrix(p.w_v)?,
+                    ],
                     1,
                 )?)?,
                 flat(p.b_q)?,

@@ -83,7 +83,13 @@ impl BlockShape {
     fn qkv_and_z(&self, x: &[f32], w_qkv: &[f32], b_qkv: &[f32]) -> Saved {
         let (n, m, hd) = (self.rows(), self.d_model, self.hd());
         let mut qkv = vec![0f32; n * 3 * hd];
-        matmul(&mut qkv, (n, 3 * hd, m), (x, m, 1), (w_qkv, 3 * hd, 1), false);
+        matmul(
+            &mut qkv,
+            (n, 3 * hd, m),
+            (x, m, 1),
+            (w_qkv, 3 * hd, 1),
+            false,
+        );
         add_rows(&mut qkv, b_qkv);
         let (p, h, d) = (self.pos, self.heads, self.d_head);
         let mut z = vec![0f32; n * hd];
@@ -103,7 +109,9 @@ impl BlockShape {
 fn pool() -> &'static rayon::ThreadPool {
     static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+        let n = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(4);
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .thread_name(|i| format!("toylens-attention-{i}"))
@@ -118,9 +126,9 @@ fn pool() -> &'static rayon::ThreadPool {
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("the attention block needs contiguous inputs".into()))?;
+    let (a, b) = l.contiguous_offsets().ok_or_else(|| {
+        candle_core::Error::Msg("the attention block needs contiguous inputs".into())
+    })?;
     Ok(&s.as_slice::<f32>()?[a..b])
 }
 
@@ -137,8 +145,14 @@ fn matmul(
         return;
     }
     assert!(dst.len() >= m * n, "matmul destination too small");
-    assert!((m - 1) * a_rs + (k - 1) * a_cs < a.len(), "matmul lhs out of range");
-    assert!((k - 1) * b_rs + (n - 1) * b_cs < b.len(), "matmul rhs out of range");
+    assert!(
+        (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
+        "matmul lhs out of range"
+    );
+    assert!(
+        (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
+        "matmul rhs out of range"
+    );
     // SAFETY: every element gemm reads or writes is inside the slices, checked above; dst does
     // not alias a or b (a `&mut` and two `&` borrows).
     unsafe {
@@ -285,7 +299,11 @@ impl AttentionBlockGrad {
         blk.check(x, params)?;
         let (n, m, hd) = (blk.rows(), blk.d_model, blk.hd());
         if dout.len() != n * m {
-            candle_core::bail!("attention block: gradient of {} values, expected {}", dout.len(), n * m);
+            candle_core::bail!(
+                "attention block: gradient of {} values, expected {}",
+                dout.len(),
+                n * m
+            );
         }
         let (w_qkv, b_qkv, w_o, _) = blk.split(params);
         let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -316,7 +334,13 @@ impl AttentionBlockGrad {
         // QKV projection: dW_qkv = xᵀ·dqkv, db_qkv = Σ rows, dx = dqkv·W_qkvᵀ.
         matmul(dw_qkv, (m, 3 * hd, n), (x, 1, m), (&dqkv, 3 * hd, 1), false);
         column_sums(&dqkv, 3 * hd, db_qkv);
-        matmul(dx, (n, m, 3 * hd), (&dqkv, 3 * hd, 1), (w_qkv, 1, 3 * hd), false);
+        matmul(
+            dx,
+            (n, m, 3 * hd),
+            (&dqkv, 3 * hd, 1),
+            (w_qkv, 1, 3 * hd),
+            false,
+        );
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }

@@ -200,6 +200,7 @@ fn forward_sequence<const FUSED: bool>(
 
 /// d qkv for one sequence from its `qkv` and `dz`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn backward_sequence<const FUSED: bool>(
     qkv: &[f32],
     dz: &[f32],
@@ -223,7 +224,8 @@ fn backward_sequence<const FUSED: bool>(
         } else {
             hd.load_rows(qkv, h, head);
             let n = p * pp;
-            hd.probs.copy_from_slice(&probs_in[head * n..(head + 1) * n]);
+            hd.probs
+                .copy_from_slice(&probs_in[head * n..(head + 1) * n]);
         }
         for t in 0..p {
             let src = (t * h + head) * d;
