@@ -135,6 +135,18 @@ fn weight_tensors(cfg: &ModelConfig, w: &Weights) -> Vec<(String, Dtype, Vec<usi
         .collect()
 }
 
+/// The metadata of a toylens checkpoint of the default run, for hand-built files.
+fn toylens_meta() -> HashMap<String, String> {
+    HashMap::from([
+        ("format".to_string(), "toylens".to_string()),
+        ("format_version".to_string(), "2".to_string()),
+        (
+            "config".to_string(),
+            serde_json::to_string(&RunConfig::default()).unwrap(),
+        ),
+    ])
+}
+
 fn expect_invalid(bytes: &[u8], needle: &str) {
     match Checkpoint::from_bytes(bytes) {
         Ok(_) => panic!("accepted a file that should fail with \"{needle}\""),
@@ -191,14 +203,7 @@ fn malformed_files_give_clear_errors() {
     // With no config, a tensor beyond the one-layer model's means the shapes cannot say what
     // the model is; with a toylens config, it is simply unexpected.
     expect_invalid(&file_with(t.clone(), None), "no config");
-    let meta = HashMap::from([
-        ("format".to_string(), "toylens".to_string()),
-        ("format_version".to_string(), "2".to_string()),
-        (
-            "config".to_string(),
-            serde_json::to_string(&RunConfig::default()).unwrap(),
-        ),
-    ]);
+    let meta = toylens_meta();
     expect_invalid(
         &file_with(t, Some(meta)),
         "unexpected tensor \"blocks.1.attn.W_Q\"",
@@ -213,14 +218,7 @@ fn malformed_files_give_clear_errors() {
         f32s(&[0.5; 121]),
     ));
     expect_invalid(&file_with(t.clone(), None), "embed.W_E is learned");
-    let meta = HashMap::from([
-        ("format".to_string(), "toylens".to_string()),
-        ("format_version".to_string(), "2".to_string()),
-        (
-            "config".to_string(),
-            serde_json::to_string(&RunConfig::default()).unwrap(),
-        ),
-    ]);
+    let meta = toylens_meta();
     expect_invalid(
         &file_with(t, Some(meta)),
         "embed.W_E does not hold the fixed values",

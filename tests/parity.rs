@@ -2,9 +2,12 @@
 //! (`tests/fixtures/skip_trigram_tl`, a copy of `../shared/fixtures/skip_trigram_tl`) must match
 //! within 1e-5.
 
+mod common;
+
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
+use common::flatten;
 use serde_json::Value;
 use toylens::analysis::inspect;
 use toylens::checkpoint::Checkpoint;
@@ -25,26 +28,6 @@ fn load_fixture_model() -> (Checkpoint, Transformer) {
     let ckpt = Checkpoint::load(&fixture_dir().join("model.safetensors")).unwrap();
     let model = Transformer::new(&ckpt.config.model, &ckpt.weights, &Device::Cpu).unwrap();
     (ckpt, model)
-}
-
-/// Flattens a nested JSON array into its shape and values.
-fn flatten(v: &Value) -> (Vec<usize>, Vec<f64>) {
-    match v {
-        Value::Array(items) => {
-            let mut shape = vec![items.len()];
-            let mut data = Vec::new();
-            let mut inner = None;
-            for item in items {
-                let (s, d) = flatten(item);
-                inner.get_or_insert(s);
-                data.extend(d);
-            }
-            shape.extend(inner.unwrap_or_default());
-            (shape, data)
-        }
-        Value::Number(n) => (vec![], vec![n.as_f64().unwrap()]),
-        other => panic!("unexpected JSON value {other}"),
-    }
 }
 
 /// Max |expected − actual|, after checking the shapes agree (`actual` may carry TL's batch dim).

@@ -7,10 +7,13 @@
 //! recomputed in float64, moves by 1.7e-5. Each model opens from its state dict with the
 //! `config.json` beside it, as a user would open it.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use candle_core::Device;
+use common::flatten;
 use serde_json::Value;
 use toylens::checkpoint::Checkpoint;
 use toylens::model::{ActivationCache, Transformer};
@@ -35,27 +38,6 @@ fn load(name: &str) -> (Checkpoint, Transformer) {
     let ckpt = Checkpoint::load(&dir(name).join("model.safetensors")).unwrap();
     let model = Transformer::new(&ckpt.config.model, &ckpt.weights, &Device::Cpu).unwrap();
     (ckpt, model)
-}
-
-/// Flattens a nested JSON array into its shape and values (`null`, TL's −inf, as −inf).
-fn flatten(v: &Value) -> (Vec<usize>, Vec<f64>) {
-    match v {
-        Value::Array(items) => {
-            let mut shape = vec![items.len()];
-            let mut data = Vec::new();
-            let mut inner = None;
-            for item in items {
-                let (s, d) = flatten(item);
-                inner.get_or_insert(s);
-                data.extend(d);
-            }
-            shape.extend(inner.unwrap_or_default());
-            (shape, data)
-        }
-        Value::Number(n) => (vec![], vec![n.as_f64().unwrap()]),
-        Value::Null => (vec![], vec![f64::NEG_INFINITY]),
-        other => panic!("unexpected JSON value {other}"),
-    }
 }
 
 /// The largest difference between the fixture's value of `hook` and ours (batch dim dropped),

@@ -472,16 +472,7 @@ mod tests {
             .unwrap();
         let pattern = candle_nn::ops::softmax(&scores, D::Minus1).unwrap();
         let composed = pattern.matmul(&v).unwrap().permute((0, 2, 1, 3)).unwrap();
-        let max = |t: Tensor| {
-            t.abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
+        let max = |t: Tensor| crate::model::max_abs(&t);
         assert!(max((&fused - &composed).unwrap()) < 1e-5);
         let g1 = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let g2 = (composed * &w)

@@ -402,6 +402,16 @@ impl Transformer {
     }
 }
 
+/// The largest |value| of a tensor (for tests that compare two computations).
+#[cfg(test)]
+pub(crate) fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .and_then(|a| a.flatten_all())
+        .and_then(|a| a.max(0))
+        .and_then(|a| a.to_scalar::<f32>())
+        .expect("a finite f32 tensor")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,16 +547,7 @@ mod tests {
             let tokens = Tensor::from_vec(tokens, (4, 7), &Device::Cpu).unwrap();
             let (fused, _) = model.forward_hooked(&tokens, false, None).unwrap();
             let (hooked, _) = model.forward_hooked(&tokens, true, None).unwrap();
-            let max = |t: Tensor| {
-                t.abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            };
+            let max = |t: Tensor| max_abs(&t);
             let (diff, scale) = (max((&fused - &hooked).unwrap()), max(hooked.clone()));
             assert!(
                 diff <= 1e-6 * scale.max(1.0),

@@ -1,0 +1,25 @@
+//! Helpers shared by the integration tests that read TransformerLens fixtures.
+
+use serde_json::Value;
+
+/// Flattens a nested JSON array into its shape and values; `null` (TL's masked −inf) becomes
+/// −inf.
+pub fn flatten(v: &Value) -> (Vec<usize>, Vec<f64>) {
+    match v {
+        Value::Array(items) => {
+            let mut shape = vec![items.len()];
+            let mut data = Vec::new();
+            let mut inner = None;
+            for item in items {
+                let (s, d) = flatten(item);
+                inner.get_or_insert(s);
+                data.extend(d);
+            }
+            shape.extend(inner.unwrap_or_default());
+            (shape, data)
+        }
+        Value::Number(n) => (vec![], vec![n.as_f64().unwrap()]),
+        Value::Null => (vec![], vec![f64::NEG_INFINITY]),
+        other => panic!("unexpected JSON value {other}"),
+    }
+}
