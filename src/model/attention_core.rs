@@ -456,16 +456,7 @@ mod tests {
                 .unwrap() // [b, h, p, d]
         };
         let (q, k, v) = (part(0), part(1), part(2));
-        let mask: Vec<f32> = (0..p * p)
-            .map(|i| {
-                if i % p > i / p {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, (p, p), &dev).unwrap();
+        let mask = crate::model::attention::causal_mask(p, &dev).unwrap();
         let scores = (q.matmul(&k.t().unwrap().contiguous().unwrap()).unwrap() / scale)
             .unwrap()
             .broadcast_add(&mask)

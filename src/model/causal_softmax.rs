@@ -132,16 +132,7 @@ mod tests {
             .as_tensor()
             .apply_op1(CausalSoftmax { scale })
             .unwrap();
-        let mask: Vec<f32> = (0..n * n)
-            .map(|i| {
-                if i % n > i / n {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, (n, n), &dev).unwrap();
+        let mask = crate::model::attention::causal_mask(n, &dev).unwrap();
         let composed = candle_nn::ops::softmax(
             &(scores.as_tensor() / scale as f64)
                 .unwrap()
