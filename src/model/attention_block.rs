@@ -79,27 +79,35 @@ impl BlockShape {
         Ok(())
     }
 
-    /// qkv `[rows, 3hd]` (bias added), z `[rows, hd]` and the pattern (see `probs_len`).
-    fn qkv_and_z(&self, x: &[f32], w_qkv: &[f32], b_qkv: &[f32]) -> Saved {
+    /// Buffers for q, k, v, z and the pattern, allocated by the calling thread: buffers made and
+    /// freed on the same thread are reused by the allocator instead of faulted in fresh.
+    fn alloc_saved(&self) -> Saved {
+        let (n, hd) = (self.rows(), self.hd());
+        Saved {
+            qkv: vec![0f32; n * 3 * hd],
+            z: vec![0f32; n * hd],
+            probs: vec![0f32; self.batch * probs_len(self.pos, self.heads)],
+        }
+    }
+
+    /// Fills `saved`: qkv `[rows, 3hd]` (bias added), z `[rows, hd]` and the pattern.
+    fn qkv_and_z(&self, x: &[f32], w_qkv: &[f32], b_qkv: &[f32], saved: &mut Saved) {
         let (n, m, hd) = (self.rows(), self.d_model, self.hd());
-        let mut qkv = vec![0f32; n * 3 * hd];
+        let Saved { qkv, z, probs } = saved;
         matmul(
-            &mut qkv,
+            qkv,
             (n, 3 * hd, m),
             (x, m, 1),
             (w_qkv, 3 * hd, 1),
             false,
         );
-        add_rows(&mut qkv, b_qkv);
+        add_rows(qkv, b_qkv);
         let (p, h, d) = (self.pos, self.heads, self.d_head);
-        let mut z = vec![0f32; n * hd];
         let per_seq = probs_len(p, h);
-        let mut probs = vec![0f32; self.batch * per_seq];
         z.par_chunks_mut(p * hd)
             .zip(qkv.par_chunks(p * 3 * hd))
             .zip(probs.par_chunks_mut(per_seq))
             .for_each(|((z, qkv), probs)| forward_any(qkv, z, probs, p, h, d, self.scale));
-        Saved { qkv, z, probs }
     }
 }
 
@@ -213,7 +221,20 @@ impl CustomOp2 for AttentionBlock {
         ps: &CpuStorage,
         pl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        pool().install(|| self.forward(xs, xl, ps, pl))
+        let blk = &self.shape;
+        let (x, params) = (slice(xs, xl)?, slice(ps, pl)?);
+        blk.check(x, params)?;
+        let (w_qkv, b_qkv, w_o, b_o) = blk.split(params);
+        let (n, m, hd) = (blk.rows(), blk.d_model, blk.hd());
+        let mut saved = blk.alloc_saved();
+        let mut out = vec![0f32; n * m];
+        pool().install(|| {
+            blk.qkv_and_z(x, w_qkv, b_qkv, &mut saved);
+            matmul(&mut out, (n, m, hd), (&saved.z, hd, 1), (w_o, m, 1), false);
+            add_rows(&mut out, b_o);
+        });
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved);
+        Ok((CpuStorage::F32(out), Shape::from((n, m))))
     }
 
     fn bwd(
@@ -234,28 +255,6 @@ impl CustomOp2 for AttentionBlock {
         let dx = packed.narrow(0, 0, n_x)?.reshape(x.shape())?;
         let dparams = packed.narrow(0, n_x, self.shape.n_params())?;
         Ok((Some(dx), Some(dparams)))
-    }
-}
-
-impl AttentionBlock {
-    fn forward(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ps: &CpuStorage,
-        pl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let blk = &self.shape;
-        let (x, params) = (slice(xs, xl)?, slice(ps, pl)?);
-        blk.check(x, params)?;
-        let (w_qkv, b_qkv, w_o, b_o) = blk.split(params);
-        let saved = blk.qkv_and_z(x, w_qkv, b_qkv);
-        let (n, m, hd) = (blk.rows(), blk.d_model, blk.hd());
-        let mut out = vec![0f32; n * m];
-        matmul(&mut out, (n, m, hd), (&saved.z, hd, 1), (w_o, m, 1), false);
-        add_rows(&mut out, b_o);
-        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved);
-        Ok((CpuStorage::F32(out), Shape::from((n, m))))
     }
 }
 
@@ -280,20 +279,6 @@ impl CustomOp3 for AttentionBlockGrad {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        pool().install(|| self.backward(xs, xl, ps, pl, gs, gl))
-    }
-}
-
-impl AttentionBlockGrad {
-    fn backward(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ps: &CpuStorage,
-        pl: &Layout,
-        gs: &CpuStorage,
-        gl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let blk = &self.shape;
         let (x, params, dout) = (slice(xs, xl)?, slice(ps, pl)?, slice(gs, gl)?);
         blk.check(x, params)?;
@@ -307,23 +292,53 @@ impl AttentionBlockGrad {
         }
         let (w_qkv, b_qkv, w_o, _) = blk.split(params);
         let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Saved { qkv, z, probs } = match saved {
+        let saved = match saved {
             Some(s) if s.qkv.len() == n * 3 * hd && s.z.len() == n * hd => s,
-            _ => blk.qkv_and_z(x, w_qkv, b_qkv),
+            _ => {
+                let mut s = blk.alloc_saved();
+                pool().install(|| blk.qkv_and_z(x, w_qkv, b_qkv, &mut s));
+                s
+            }
         };
+        // Every buffer is made here, on the calling thread, and freed here after the pool's work.
         let mut out = vec![0f32; n * m + blk.n_params()];
+        let mut dz = vec![0f32; n * hd];
+        let mut dqkv = vec![0f32; n * 3 * hd];
+        pool().install(|| {
+            blk.backward(x, w_qkv, w_o, dout, &saved, &mut out, &mut dz, &mut dqkv)
+        });
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
+
+impl BlockShape {
+    /// The gradients into `out` (`[dx | d params]`), with `dz` and `dqkv` as scratch.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        x: &[f32],
+        w_qkv: &[f32],
+        w_o: &[f32],
+        dout: &[f32],
+        saved: &Saved,
+        out: &mut [f32],
+        dz: &mut [f32],
+        dqkv: &mut [f32],
+    ) {
+        let blk = self;
+        let (n, m, hd) = (blk.rows(), blk.d_model, blk.hd());
+        let Saved { qkv, z, probs } = saved;
         let (dx, dparams) = out.split_at_mut(n * m);
         let (dw_qkv, rest) = dparams.split_at_mut(m * 3 * hd);
         let (db_qkv, rest) = rest.split_at_mut(3 * hd);
         let (dw_o, db_o) = rest.split_at_mut(hd * m);
         // Output projection: dW_O = zᵀ·dout, db_O = Σ rows, dz = dout·W_Oᵀ.
-        matmul(dw_o, (hd, m, n), (&z, 1, hd), (dout, m, 1), false);
+        matmul(dw_o, (hd, m, n), (z, 1, hd), (dout, m, 1), false);
         column_sums(dout, m, db_o);
-        let mut dz = vec![0f32; n * hd];
-        matmul(&mut dz, (n, hd, m), (dout, m, 1), (w_o, 1, m), false);
+        matmul(dz, (n, hd, m), (dout, m, 1), (w_o, 1, m), false);
         // Attention.
         let (p, h, d) = (blk.pos, blk.heads, blk.d_head);
-        let mut dqkv = vec![0f32; n * 3 * hd];
         dqkv.par_chunks_mut(p * 3 * hd)
             .zip(qkv.par_chunks(p * 3 * hd))
             .zip(dz.par_chunks(p * hd))
@@ -332,16 +347,8 @@ impl AttentionBlockGrad {
                 backward_any(qkv, dz, probs, dqkv, p, h, d, blk.scale)
             });
         // QKV projection: dW_qkv = xᵀ·dqkv, db_qkv = Σ rows, dx = dqkv·W_qkvᵀ.
-        matmul(dw_qkv, (m, 3 * hd, n), (x, 1, m), (&dqkv, 3 * hd, 1), false);
-        column_sums(&dqkv, 3 * hd, db_qkv);
-        matmul(
-            dx,
-            (n, m, 3 * hd),
-            (&dqkv, 3 * hd, 1),
-            (w_qkv, 1, 3 * hd),
-            false,
-        );
-        let len = out.len();
-        Ok((CpuStorage::F32(out), Shape::from(len)))
+        matmul(dw_qkv, (m, 3 * hd, n), (x, 1, m), (dqkv, 3 * hd, 1), false);
+        column_sums(dqkv, 3 * hd, db_qkv);
+        matmul(dx, (n, m, 3 * hd), (dqkv, 3 * hd, 1), (w_qkv, 1, 3 * hd), false);
     }
 }
