@@ -208,8 +208,7 @@ pub fn time_lm_steps(
         }
         let t = Instant::now();
         let tokens = candle_core::Tensor::from_vec(tokens, (batch, seq_len), device)?;
-        let logits = model.forward(&tokens)?;
-        let loss = crate::train::loss::next_token_loss(&logits, &tokens)?;
+        let loss = model.next_token_loss(&tokens)?;
         let grads = loss.backward()?;
         adam.step(&grads)?;
         last = loss.to_scalar::<f32>()? as f64;

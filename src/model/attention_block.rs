@@ -12,6 +12,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::attention_core::{backward_any, forward_any, probs_len};
+use super::cpu::{add_rows, column_sums, matmul, pool, slice};
 
 /// The layer's shape.
 #[derive(Debug, Clone, Copy)]
@@ -94,13 +95,7 @@ impl BlockShape {
     fn qkv_and_z(&self, x: &[f32], w_qkv: &[f32], b_qkv: &[f32], saved: &mut Saved) {
         let (n, m, hd) = (self.rows(), self.d_model, self.hd());
         let Saved { qkv, z, probs } = saved;
-        matmul(
-            qkv,
-            (n, 3 * hd, m),
-            (x, m, 1),
-            (w_qkv, 3 * hd, 1),
-            false,
-        );
+        matmul(qkv, (n, 3 * hd, m), (x, m, 1), (w_qkv, 3 * hd, 1), false);
         add_rows(qkv, b_qkv);
         let (p, h, d) = (self.pos, self.heads, self.d_head);
         let per_seq = probs_len(p, h);
@@ -108,104 +103,6 @@ impl BlockShape {
             .zip(qkv.par_chunks(p * 3 * hd))
             .zip(probs.par_chunks_mut(per_seq))
             .for_each(|((z, qkv), probs)| forward_any(qkv, z, probs, p, h, d, self.scale));
-    }
-}
-
-/// The block's own threads, one per core (at most 4): it runs its matrix products and its
-/// sequences in parallel whatever candle's thread count is (toylens keeps candle at one thread,
-/// where its per-op synchronisation would cost more than a second core brings).
-fn pool() -> &'static rayon::ThreadPool {
-    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        let n = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(4);
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .thread_name(|i| format!("toylens-attention-{i}"))
-            .build()
-            .unwrap_or_else(|_| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(1)
-                    .build()
-                    .expect("a one-thread pool")
-            })
-    })
-}
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let (a, b) = l.contiguous_offsets().ok_or_else(|| {
-        candle_core::Error::Msg("the attention block needs contiguous inputs".into())
-    })?;
-    Ok(&s.as_slice::<f32>()?[a..b])
-}
-
-/// `dst[m×n] (+)= a[m×k] · b[k×n]`, each operand given as `(slice, row stride, column stride)`
-/// so that transposes are free. Every index is checked against the slices first.
-fn matmul(
-    dst: &mut [f32],
-    (m, n, k): (usize, usize, usize),
-    (a, a_rs, a_cs): (&[f32], usize, usize),
-    (b, b_rs, b_cs): (&[f32], usize, usize),
-    accumulate: bool,
-) {
-    if m == 0 || n == 0 || k == 0 {
-        return;
-    }
-    assert!(dst.len() >= m * n, "matmul destination too small");
-    assert!(
-        (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
-        "matmul lhs out of range"
-    );
-    assert!(
-        (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
-        "matmul rhs out of range"
-    );
-    // SAFETY: every element gemm reads or writes is inside the slices, checked above; dst does
-    // not alias a or b (a `&mut` and two `&` borrows).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            if m * n * k >= 1 << 18 {
-                gemm::Parallelism::Rayon(rayon::current_num_threads())
-            } else {
-                gemm::Parallelism::None
-            },
-        )
-    }
-}
-
-fn add_rows(x: &mut [f32], bias: &[f32]) {
-    for row in x.chunks_exact_mut(bias.len()) {
-        for (v, b) in row.iter_mut().zip(bias) {
-            *v += b;
-        }
-    }
-}
-
-fn column_sums(x: &[f32], cols: usize, out: &mut [f32]) {
-    out.fill(0.0);
-    for row in x.chunks_exact(cols) {
-        for (o, v) in out.iter_mut().zip(row) {
-            *o += v;
-        }
     }
 }
 
@@ -304,9 +201,7 @@ impl CustomOp3 for AttentionBlockGrad {
         let mut out = vec![0f32; n * m + blk.n_params()];
         let mut dz = vec![0f32; n * hd];
         let mut dqkv = vec![0f32; n * 3 * hd];
-        pool().install(|| {
-            blk.backward(x, w_qkv, w_o, dout, &saved, &mut out, &mut dz, &mut dqkv)
-        });
+        pool().install(|| blk.backward(x, w_qkv, w_o, dout, &saved, &mut out, &mut dz, &mut dqkv));
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
@@ -349,6 +244,12 @@ impl BlockShape {
         // QKV projection: dW_qkv = xᵀ·dqkv, db_qkv = Σ rows, dx = dqkv·W_qkvᵀ.
         matmul(dw_qkv, (m, 3 * hd, n), (x, 1, m), (dqkv, 3 * hd, 1), false);
         column_sums(dqkv, 3 * hd, db_qkv);
-        matmul(dx, (n, m, 3 * hd), (dqkv, 3 * hd, 1), (w_qkv, 1, 3 * hd), false);
+        matmul(
+            dx,
+            (n, m, 3 * hd),
+            (dqkv, 3 * hd, 1),
+            (w_qkv, 1, 3 * hd),
+            false,
+        );
     }
 }

@@ -15,10 +15,12 @@ mod attention_core;
 mod bias;
 mod cache;
 mod causal_softmax;
+mod cpu;
 mod embed;
 mod fast;
 mod hooks;
 mod layer_norm;
+mod lm_loss;
 mod mlp;
 mod weights;
 
@@ -200,6 +202,53 @@ impl Transformer {
         capture: bool,
         ablation: Option<&Ablation>,
     ) -> candle_core::Result<(Tensor, Vec<(String, Tensor)>)> {
+        let (resid, mut hooks) = self.final_residual(tokens, capture, ablation)?;
+        hooks.add(|| "unembed.hook_in".into(), &resid);
+        let logits = self.unembed(&resid)?;
+        hooks.add(|| "unembed.hook_out".into(), &logits);
+        Ok((logits, hooks.into_vec()))
+    }
+
+    /// Next-token cross-entropy at every position but the last, as TL's
+    /// `lm_cross_entropy_loss` (a scalar that backpropagates into the model). On the CPU with
+    /// learned embeddings the unembedding and the loss run as one fused op.
+    pub fn next_token_loss(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, p) = tokens.dims2()?;
+        let fused = self.device.is_cpu()
+            && self.dtype() == DType::F32
+            && self.cfg.embeddings == Embeddings::Learned
+            && p >= 2;
+        if !fused {
+            return crate::train::loss::next_token_loss(&self.forward(tokens)?, tokens);
+        }
+        let (resid, _) = self.final_residual(tokens, false, None)?;
+        let m = self.cfg.d_model;
+        let packed = Tensor::cat(
+            &[
+                self.param("unembed.W_U").flatten_all()?,
+                self.param("unembed.b_U").flatten_all()?,
+            ],
+            0,
+        )?;
+        let op = lm_loss::NextTokenLoss::new(lm_loss::LossShape {
+            batch: b,
+            pos: p,
+            d_model: m,
+            vocab: self.cfg.d_vocab_out(),
+        });
+        resid
+            .reshape((b * p, m))?
+            .contiguous()?
+            .apply_op3(&packed, &tokens.contiguous()?, op)
+    }
+
+    /// The residual stream after the last block and `ln_final` (TL's `unembed.hook_in`).
+    fn final_residual(
+        &self,
+        tokens: &Tensor,
+        capture: bool,
+        ablation: Option<&Ablation>,
+    ) -> candle_core::Result<(Tensor, Hooks)> {
         let (b, p) = tokens.dims2()?;
         if p == 0 || p > self.cfg.n_ctx {
             candle_core::bail!(
@@ -275,10 +324,7 @@ impl Transformer {
             hooks.add(|| format!("{block}.hook_resid_post"), &resid);
         }
         let resid = self.normalize(&resid, "ln_final", &mut hooks)?;
-        hooks.add(|| "unembed.hook_in".into(), &resid);
-        let logits = self.unembed(&resid)?;
-        hooks.add(|| "unembed.hook_out".into(), &logits);
-        Ok((logits, hooks.into_vec()))
+        Ok((resid, hooks))
     }
 
     /// Logits `[batch, pos, d_vocab_out]` from the general path.
@@ -571,6 +617,45 @@ mod tests {
                     spec.name
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_fused_next_token_loss_equals_the_composed_one_in_value_and_gradients() {
+        let cfg = ModelConfig {
+            n_layers: 1,
+            d_model: 10,
+            n_heads: 2,
+            d_head: 5,
+            d_vocab: 8,
+            d_vocab_out: Some(8),
+            n_ctx: 6,
+            attn_only: true,
+            normalization_type: Some(Normalization::Ln),
+            positional_embedding_type: Positions::Standard,
+            embeddings: Embeddings::Learned,
+            init_range: Some(0.5),
+            ..ModelConfig::default()
+        };
+        let model = Transformer::new(&cfg, &Weights::init(&cfg, 9), &Device::Cpu).unwrap();
+        let tokens: Vec<u32> = (0..3 * 6).map(|i| (i * 3 + 1) % 8).collect();
+        let tokens = Tensor::from_vec(tokens, (3, 6), &Device::Cpu).unwrap();
+        let fused = model.next_token_loss(&tokens).unwrap();
+        let composed =
+            crate::train::loss::next_token_loss(&model.forward(&tokens).unwrap(), &tokens).unwrap();
+        let (a, b) = (
+            fused.to_scalar::<f32>().unwrap(),
+            composed.to_scalar::<f32>().unwrap(),
+        );
+        assert!((a - b).abs() <= 1e-5 * b.abs(), "{a} vs {b}");
+        let (g1, g2) = (fused.backward().unwrap(), composed.backward().unwrap());
+        for (spec, var) in model.specs().iter().zip(model.vars()) {
+            let (x, y) = (
+                g1.get(var.as_tensor()).unwrap(),
+                g2.get(var.as_tensor()).unwrap(),
+            );
+            let (d, size) = (max_abs(&(x - y).unwrap()), max_abs(y));
+            assert!(d <= 1e-5 * size.max(1.0), "{}: {d} of {size}", spec.name);
         }
     }
 }

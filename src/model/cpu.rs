@@ -1,0 +1,102 @@
+//! What the fused CPU ops share: their thread pool, a checked gemm call with transposes as
+//! strides, and row-wise bias helpers.
+
+use candle_core::{CpuStorage, Layout};
+
+/// The fused ops' own threads, one per core (at most 4): they run their matrix products and
+/// sequences in parallel whatever candle's thread count is (toylens keeps candle at one thread,
+/// where its per-op synchronisation would cost more than a second core brings).
+pub fn pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let n = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(4);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("toylens-attention-{i}"))
+            .build()
+            .unwrap_or_else(|_| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .build()
+                    .expect("a one-thread pool")
+            })
+    })
+}
+
+pub fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("fused ops need contiguous inputs".into()))?;
+    Ok(&s.as_slice::<f32>()?[a..b])
+}
+
+/// `dst[m×n] (+)= a[m×k] · b[k×n]`, each operand given as `(slice, row stride, column stride)`
+/// so that transposes are free. Every index is checked against the slices first.
+pub fn matmul(
+    dst: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    (a, a_rs, a_cs): (&[f32], usize, usize),
+    (b, b_rs, b_cs): (&[f32], usize, usize),
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!(dst.len() >= m * n, "matmul destination too small");
+    assert!(
+        (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
+        "matmul lhs out of range"
+    );
+    assert!(
+        (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
+        "matmul rhs out of range"
+    );
+    // SAFETY: every element gemm reads or writes is inside the slices, checked above; dst does
+    // not alias a or b (a `&mut` and two `&` borrows).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            if m * n * k >= 1 << 18 {
+                gemm::Parallelism::Rayon(rayon::current_num_threads())
+            } else {
+                gemm::Parallelism::None
+            },
+        )
+    }
+}
+
+pub fn add_rows(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    }
+}
+
+pub fn column_sums(x: &[f32], cols: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    for row in x.chunks_exact(cols) {
+        for (o, v) in out.iter_mut().zip(row) {
+            *o += v;
+        }
+    }
+}

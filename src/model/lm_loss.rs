@@ -1,0 +1,166 @@
+//! The unembedding and the next-token cross-entropy as one CPU op with its own backward: from
+//! the final residual stream `[batch·pos, d_model]`, `W_U` and `b_U` (packed), and the tokens,
+//! to the mean loss of predicting token `i + 1` at every position `i` but the last — TL's
+//! `lm_cross_entropy_loss`. Composed, the same loss is a matmul, a bias, a log-softmax and a
+//! gather, each with its backward and gradient buffers; fused, it is two gemm calls each way.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::cpu::{add_rows, column_sums, matmul, pool, slice};
+
+/// The loss's shape: `batch` sequences of `pos` tokens, `d_model` in, `vocab` logits out.
+#[derive(Debug, Clone, Copy)]
+pub struct LossShape {
+    pub batch: usize,
+    pub pos: usize,
+    pub d_model: usize,
+    pub vocab: usize,
+}
+
+impl LossShape {
+    fn rows(&self) -> usize {
+        self.batch * self.pos
+    }
+    /// Rows that predict a token (every position but each sequence's last).
+    fn predictions(&self) -> usize {
+        self.batch * (self.pos - 1)
+    }
+    pub fn n_params(&self) -> usize {
+        self.d_model * self.vocab + self.vocab
+    }
+}
+
+/// The op; its forward keeps the softmax of every row for the backward.
+pub struct NextTokenLoss {
+    pub shape: LossShape,
+    probs: std::sync::Mutex<Option<Vec<f32>>>,
+}
+
+impl NextTokenLoss {
+    pub fn new(shape: LossShape) -> Self {
+        Self {
+            shape,
+            probs: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+fn tokens_of<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [u32]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("the loss needs contiguous tokens".into()))?;
+    Ok(&s.as_slice::<u32>()?[a..b])
+}
+
+/// The target of row `r` (the next token), or `None` for a sequence's last position.
+fn target(tokens: &[u32], pos: usize, r: usize) -> Option<usize> {
+    (r % pos + 1 < pos).then(|| tokens[r + 1] as usize)
+}
+
+impl CustomOp3 for NextTokenLoss {
+    fn name(&self) -> &'static str {
+        "next-token-loss"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+        ts: &CpuStorage,
+        tl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let sh = self.shape;
+        let (x, params, tokens) = (slice(xs, xl)?, slice(ps, pl)?, tokens_of(ts, tl)?);
+        let (n, m, v) = (sh.rows(), sh.d_model, sh.vocab);
+        if sh.pos < 2 || x.len() != n * m || params.len() != sh.n_params() || tokens.len() != n {
+            candle_core::bail!("next-token loss {sh:?}: inputs of the wrong size");
+        }
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= v) {
+            candle_core::bail!("next-token loss: token {t} is not below the vocabulary {v}");
+        }
+        let (w_u, b_u) = params.split_at(m * v);
+        let mut probs = vec![0f32; n * v];
+        let mut losses = vec![0f64; n];
+        pool().install(|| {
+            matmul(&mut probs, (n, v, m), (x, m, 1), (w_u, v, 1), false);
+            add_rows(&mut probs, b_u);
+            // Each row's log-sum-exp and softmax, in place.
+            probs
+                .par_chunks_mut(v)
+                .zip(losses.par_iter_mut())
+                .enumerate()
+                .for_each(|(r, (row, loss))| {
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let target_logit = target(tokens, sh.pos, r).map(|t| row[t]);
+                    let mut sum = 0f32;
+                    for l in row.iter_mut() {
+                        *l = (*l - max).exp();
+                        sum += *l;
+                    }
+                    let r_sum = 1.0 / sum;
+                    for l in row.iter_mut() {
+                        *l *= r_sum;
+                    }
+                    if let Some(t) = target_logit {
+                        *loss = (max as f64 + (sum as f64).ln()) - t as f64;
+                    }
+                });
+        });
+        let mean = losses.iter().sum::<f64>() / sh.predictions() as f64;
+        *self.probs.lock().unwrap_or_else(|e| e.into_inner()) = Some(probs);
+        Ok((CpuStorage::F32(vec![mean as f32]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        tokens: &Tensor,
+        _loss: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let sh = self.shape;
+        let (n, m, v) = (sh.rows(), sh.d_model, sh.vocab);
+        let g = grad.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+        let probs = self
+            .probs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| {
+                candle_core::Error::Msg("next-token loss: no forward to go back through".into())
+            })?;
+        let x_host = x.flatten_all()?.to_vec1::<f32>()?;
+        let p_host = params.flatten_all()?.to_vec1::<f32>()?;
+        let t_host = tokens.flatten_all()?.to_vec1::<u32>()?;
+        let (w_u, _) = p_host.split_at(m * v);
+        // dlogits = (softmax − onehot(target)) · g / N, zero on each sequence's last position.
+        let mut dlogits = probs;
+        let scale = g / sh.predictions() as f32;
+        let mut dx = vec![0f32; n * m];
+        let mut dparams = vec![0f32; sh.n_params()];
+        pool().install(|| {
+            dlogits.par_chunks_mut(v).enumerate().for_each(|(r, row)| {
+                match target(&t_host, sh.pos, r) {
+                    Some(t) => {
+                        row[t] -= 1.0;
+                        for l in row.iter_mut() {
+                            *l *= scale;
+                        }
+                    }
+                    None => row.fill(0.0),
+                }
+            });
+            let (dw_u, db_u) = dparams.split_at_mut(m * v);
+            matmul(dw_u, (m, v, n), (&x_host, 1, m), (&dlogits, v, 1), false);
+            column_sums(&dlogits, v, db_u);
+            matmul(&mut dx, (n, m, v), (&dlogits, v, 1), (w_u, 1, v), false);
+        });
+        let dx = Tensor::from_vec(dx, x.shape(), x.device())?;
+        let dparams = Tensor::from_vec(dparams, params.shape(), params.device())?;
+        Ok((Some(dx), Some(dparams), None))
+    }
+}
