@@ -115,23 +115,12 @@ pub fn attention(
             d_model: m,
             scale: scale as f32,
         });
-        let flat = |t: &Tensor| t.flatten_all();
+        // TL's own tensors, flattened and joined: no transposes in the graph.
         let packed = Tensor::cat(
-            &[
-                flat(&Tensor::cat(
-                    &[
-                        heads_matrix(p.w_q)?,
-                        heads_matrix(p.w_k)?,
-                        heads_matrix(p.w_v)?,
-                    ],
-                    1,
-                )?)?,
-                flat(p.b_q)?,
-                flat(p.b_k)?,
-                flat(p.b_v)?,
-                flat(p.w_o)?,
-                flat(p.b_o)?,
-            ],
+            &[p.w_q, p.w_k, p.w_v, p.w_o, p.b_q, p.b_k, p.b_v, p.b_o]
+                .iter()
+                .map(|t| t.flatten_all())
+                .collect::<candle_core::Result<Vec<_>>>()?,
             0,
         )?;
         let x = query_input.reshape((b * pos, m))?.contiguous()?;

@@ -5,8 +5,9 @@
 //! backward, each allocating a zeroed gradient and adding into it; fused, the backward is one
 //! op that recomputes what it needs and calls gemm directly, with transposes as strides.
 //!
-//! The packed parameters are `[W_qkv (m × 3hd) | b_qkv (3hd) | W_O (hd × m) | b_O (m)]`, with
-//! `W_qkv`'s columns the heads' q, then k, then v (as `project_qkv` lays them out).
+//! The packed parameters are the layer's own tensors, flattened in TL's layouts and joined:
+//! `[W_Q | W_K | W_V (h × m × d each) | W_O (h × d × m) | b_Q | b_K | b_V (h × d each) | b_O (m)]`,
+//! so that packing them is one copy, not a transpose per matrix in candle's graph.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -60,13 +61,44 @@ impl BlockShape {
         m * 3 * hd + 3 * hd + hd * m + m
     }
 
-    /// The packed parameters' parts: W_qkv, b_qkv, W_O, b_O.
+    /// The packed parameters' parts: W_Q, W_K, W_V together (TL's layouts), W_O, b_qkv, b_O.
     fn split<'a>(&self, params: &'a [f32]) -> (&'a [f32], &'a [f32], &'a [f32], &'a [f32]) {
         let (m, hd) = (self.d_model, self.hd());
-        let (w_qkv, rest) = params.split_at(m * 3 * hd);
-        let (b_qkv, rest) = rest.split_at(3 * hd);
-        let (w_o, b_o) = rest.split_at(hd * m);
-        (w_qkv, b_qkv, w_o, b_o)
+        let (w_qkv, rest) = params.split_at(3 * hd * m);
+        let (w_o, rest) = rest.split_at(hd * m);
+        let (b_qkv, b_o) = rest.split_at(3 * hd);
+        (w_qkv, w_o, b_qkv, b_o)
+    }
+
+    /// `W_Q, W_K, W_V` (`[h, m, d]` each, one after the other) as the `[m, 3hd]` matrix whose
+    /// columns are every head's q, then k, then v.
+    fn qkv_matrix(&self, native: &[f32]) -> Vec<f32> {
+        let (m, h, d, hd) = (self.d_model, self.heads, self.d_head, self.hd());
+        let mut out = vec![0f32; m * 3 * hd];
+        for which in 0..3 {
+            for head in 0..h {
+                for i in 0..m {
+                    let src = ((which * h + head) * m + i) * d;
+                    let dst = i * 3 * hd + which * hd + head * d;
+                    out[dst..dst + d].copy_from_slice(&native[src..src + d]);
+                }
+            }
+        }
+        out
+    }
+
+    /// The inverse of [`Self::qkv_matrix`]: `[m, 3hd]` back into the three `[h, m, d]`.
+    fn qkv_native(&self, matrix: &[f32], native: &mut [f32]) {
+        let (m, h, d, hd) = (self.d_model, self.heads, self.d_head, self.hd());
+        for which in 0..3 {
+            for head in 0..h {
+                for i in 0..m {
+                    let dst = ((which * h + head) * m + i) * d;
+                    let src = i * 3 * hd + which * hd + head * d;
+                    native[dst..dst + d].copy_from_slice(&matrix[src..src + d]);
+                }
+            }
+        }
     }
 
     fn check(&self, x: &[f32], params: &[f32]) -> candle_core::Result<()> {
@@ -121,7 +153,9 @@ impl CustomOp2 for AttentionBlock {
         let blk = &self.shape;
         let (x, params) = (slice(xs, xl)?, slice(ps, pl)?);
         blk.check(x, params)?;
-        let (w_qkv, b_qkv, w_o, b_o) = blk.split(params);
+        let (w_native, w_o, b_qkv, b_o) = blk.split(params);
+        let w_qkv = blk.qkv_matrix(w_native);
+        let w_qkv = w_qkv.as_slice();
         let (n, m, hd) = (blk.rows(), blk.d_model, blk.hd());
         let mut saved = blk.alloc_saved();
         let mut out = vec![0f32; n * m];
@@ -187,7 +221,9 @@ impl CustomOp3 for AttentionBlockGrad {
                 n * m
             );
         }
-        let (w_qkv, b_qkv, w_o, _) = blk.split(params);
+        let (w_native, w_o, b_qkv, _) = blk.split(params);
+        let w_qkv = blk.qkv_matrix(w_native);
+        let w_qkv = w_qkv.as_slice();
         let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take();
         let saved = match saved {
             Some(s) if s.qkv.len() == n * 3 * hd && s.z.len() == n * hd => s,
@@ -225,9 +261,9 @@ impl BlockShape {
         let (n, m, hd) = (blk.rows(), blk.d_model, blk.hd());
         let Saved { qkv, z, probs } = saved;
         let (dx, dparams) = out.split_at_mut(n * m);
-        let (dw_qkv, rest) = dparams.split_at_mut(m * 3 * hd);
-        let (db_qkv, rest) = rest.split_at_mut(3 * hd);
-        let (dw_o, db_o) = rest.split_at_mut(hd * m);
+        let (dw_native, rest) = dparams.split_at_mut(3 * hd * m);
+        let (dw_o, rest) = rest.split_at_mut(hd * m);
+        let (db_qkv, db_o) = rest.split_at_mut(3 * hd);
         // Output projection: dW_O = zᵀ·dout, db_O = Σ rows, dz = dout·W_Oᵀ.
         matmul(dw_o, (hd, m, n), (z, 1, hd), (dout, m, 1), false);
         column_sums(dout, m, db_o);
@@ -242,7 +278,15 @@ impl BlockShape {
                 backward_any(qkv, dz, probs, dqkv, p, h, d, blk.scale)
             });
         // QKV projection: dW_qkv = xᵀ·dqkv, db_qkv = Σ rows, dx = dqkv·W_qkvᵀ.
-        matmul(dw_qkv, (m, 3 * hd, n), (x, 1, m), (dqkv, 3 * hd, 1), false);
+        let mut dw_qkv = vec![0f32; m * 3 * hd];
+        matmul(
+            &mut dw_qkv,
+            (m, 3 * hd, n),
+            (x, 1, m),
+            (dqkv, 3 * hd, 1),
+            false,
+        );
+        blk.qkv_native(&dw_qkv, dw_native);
         column_sums(dqkv, 3 * hd, db_qkv);
         matmul(
             dx,
