@@ -117,9 +117,9 @@ impl BlockShape {
     fn alloc_saved(&self) -> Saved {
         let (n, hd) = (self.rows(), self.hd());
         Saved {
-            qkv: reuse(n * 3 * hd),
-            z: reuse(n * hd),
-            probs: reuse(self.batch * probs_len(self.pos, self.heads)),
+            qkv: vec![0f32; n * 3 * hd],
+            z: vec![0f32; n * hd],
+            probs: vec![0f32; self.batch * probs_len(self.pos, self.heads)],
         }
     }
 
@@ -238,38 +238,8 @@ impl CustomOp3 for AttentionBlockGrad {
         let mut dz = vec![0f32; n * hd];
         let mut dqkv = vec![0f32; n * 3 * hd];
         pool().install(|| blk.backward(x, w_qkv, w_o, dout, &saved, &mut out, &mut dz, &mut dqkv));
-        for buffer in [saved.qkv, saved.z, saved.probs, dz, dqkv] {
-            recycle(buffer);
-        }
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
-    }
-}
-
-/// Buffers of finished backward passes, for the next step's q, k, v, z, pattern and their
-/// gradients: reused as they are (every element is overwritten before it is read), so a step
-/// neither zeroes nor faults in fresh memory for them.
-static SPARE: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
-
-/// A buffer of `len` values, contents unspecified (a spare one when there is one).
-fn reuse(len: usize) -> Vec<f32> {
-    let spare = {
-        let mut list = SPARE.lock().unwrap_or_else(|e| e.into_inner());
-        let i = list.iter().position(|v| v.len() == len);
-        i.map(|i| list.swap_remove(i))
-    };
-    spare.unwrap_or_else(|| vec![0f32; len])
-}
-
-/// Spares are kept up to this many floats in all (64 MiB): a small model's whole step, while
-/// a large model's buffers are simply freed.
-const SPARE_FLOATS: usize = 16 << 20;
-
-fn recycle(buffer: Vec<f32>) {
-    let mut list = SPARE.lock().unwrap_or_else(|e| e.into_inner());
-    let held: usize = list.iter().map(Vec::len).sum();
-    if held + buffer.len() <= SPARE_FLOATS {
-        list.push(buffer);
     }
 }
 
