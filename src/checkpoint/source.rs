@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{CheckpointError, FORMAT, FORMAT_VERSION, invalid, read_f32};
 use crate::config::{
-    Embeddings, ModelConfig, Normalization, Positions, RunConfig, TaskConfig, model_from_tl_json,
+    Embeddings, ModelConfig, Positions, RunConfig, TaskConfig, model_from_tl_json,
 };
 use crate::model::Weights;
 
@@ -351,6 +351,5 @@ fn infer_skip_trigram(file: &SafeTensors) -> Result<ModelConfig, CheckpointError
             "its embed.W_E is learned (not the identity), so its config cannot be inferred".into(),
         ));
     }
-    debug_assert!(cfg.normalization_type != Some(Normalization::Ln));
     Ok(cfg)
 }

@@ -133,8 +133,7 @@ impl RunConfig {
     pub fn step_floats(&self) -> usize {
         let (m, p) = (&self.model, self.task.seq_len);
         let last_position = 4 * p * m.n_heads * m.d_head + 2 * m.n_heads * p + 2 * m.d_vocab;
-        let per_row = match self.train.path {
-            _ if !m.is_one_layer_token_table() => m.forward_floats_per_sequence(p),
+        let per_row = match self.train.path.for_model(m) {
             PathChoice::Full => m.forward_floats_per_sequence(p),
             PathChoice::LastPosition | PathChoice::Auto => last_position,
             PathChoice::Multiset => 4 * m.n_heads * m.d_vocab + 2 * m.d_vocab,

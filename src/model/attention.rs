@@ -37,8 +37,8 @@ fn heads_matrix(w: &Tensor) -> candle_core::Result<Tensor> {
     w.permute((1, 0, 2))?.contiguous()?.reshape((m, h * d))
 }
 
-/// Queries, keys and values `[b*p, 3*h*d]` in one matmul (two with shortformer positions,
-/// whose queries and keys read a different input than the values).
+/// Queries, keys and values `[b*p, 3, h*d]` for shortformer positions, whose queries and keys
+/// read a different input than the values (a shared input takes the fused attention layer).
 fn project_qkv(
     p: &AttentionParams,
     qk_input: &Tensor,
@@ -54,33 +54,21 @@ fn project_qkv(
             0,
         )
     };
-    if qk_input.id() == v_input.id() {
-        let w = Tensor::cat(
-            &[
-                heads_matrix(p.w_q)?,
-                heads_matrix(p.w_k)?,
-                heads_matrix(p.w_v)?,
-            ],
-            1,
-        )?;
-        add_bias(&flat(qk_input)?.matmul(&w)?, &bias(&[p.b_q, p.b_k, p.b_v])?)
-    } else {
-        let w_qk = Tensor::cat(&[heads_matrix(p.w_q)?, heads_matrix(p.w_k)?], 1)?;
-        let qk = add_bias(&flat(qk_input)?.matmul(&w_qk)?, &bias(&[p.b_q, p.b_k])?)?;
-        let v = add_bias(
-            &flat(v_input)?.matmul(&heads_matrix(p.w_v)?)?,
-            &bias(&[p.b_v])?,
-        )?;
-        // [b*p, 3, h*d] from per-token [q k] and [v] rows.
-        let h_d = v.dim(1)?;
-        Tensor::cat(
-            &[
-                qk.reshape((b * pos, 2, h_d))?,
-                v.reshape((b * pos, 1, h_d))?,
-            ],
-            1,
-        )
-    }
+    let w_qk = Tensor::cat(&[heads_matrix(p.w_q)?, heads_matrix(p.w_k)?], 1)?;
+    let qk = add_bias(&flat(qk_input)?.matmul(&w_qk)?, &bias(&[p.b_q, p.b_k])?)?;
+    let v = add_bias(
+        &flat(v_input)?.matmul(&heads_matrix(p.w_v)?)?,
+        &bias(&[p.b_v])?,
+    )?;
+    // [b*p, 3, h*d] from per-token [q k] and [v] rows.
+    let h_d = v.dim(1)?;
+    Tensor::cat(
+        &[
+            qk.reshape((b * pos, 2, h_d))?,
+            v.reshape((b * pos, 1, h_d))?,
+        ],
+        1,
+    )
 }
 
 /// The attention of one block. The inputs of queries, keys and values are separate because
