@@ -131,11 +131,11 @@ fn main() {
     println!(
         "largest settings: vocab {}, seq_len {}, {} heads of {}, train {} / val {} samples, batch {}",
         cfg.model.d_vocab,
-        cfg.task.seq_len,
+        cfg.task.seq_len(),
         cfg.model.n_heads,
         cfg.model.d_head,
-        cfg.task.train_size,
-        cfg.task.val_size,
+        cfg.task.skip_trigram().unwrap().train_size,
+        cfg.task.skip_trigram().unwrap().val_size,
         cfg.train.batch_size
     );
     // The side panel has scrolled down to the fields; the buttons' actions are applied directly.

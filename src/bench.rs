@@ -7,7 +7,7 @@ use candle_core::Device;
 use serde::Serialize;
 
 use crate::model::{ModelConfig, Transformer, Weights};
-use crate::task::{TaskConfig, TokenRange};
+use crate::task::{SkipTrigramConfig, TaskConfig, TokenRange};
 use crate::train::{ForwardPath, PathChoice, Preset, RunConfig, Trainer};
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,14 +58,14 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 /// A task whose vocabulary is `vocab` (noise tokens fill it) and sequences are `seq_len` long.
 pub fn scaled_config(batch: usize, seq_len: usize, vocab: usize, path: PathChoice) -> RunConfig {
     let mut cfg = RunConfig::from_preset(Preset::Fast);
-    cfg.task = TaskConfig {
+    cfg.task = TaskConfig::SkipTrigram(SkipTrigramConfig {
         seq_len,
         noise_tokens: TokenRange::new(5, vocab as u32 - 1),
         // Several steps per epoch, so most timed steps do not include the validation pass.
         train_size: (batch * 4).min(crate::task::MAX_DATA_TOKENS / seq_len),
         val_size: 1_000,
-        ..TaskConfig::default()
-    };
+        ..SkipTrigramConfig::default()
+    });
     cfg.fit_model_to_task();
     cfg.model.n_ctx = seq_len;
     cfg.train.batch_size = batch;
@@ -96,7 +96,7 @@ fn flops(cfg: &ModelConfig, path: ForwardPath, rows: usize, seq_len: usize) -> f
 pub fn time_steps(cfg: RunConfig, steps: usize, device: &Device) -> anyhow::Result<StepTiming> {
     let (batch, seq_len, vocab) = (
         cfg.train.batch_size,
-        cfg.task.seq_len,
+        cfg.task.seq_len(),
         cfg.task.vocab_size(),
     );
     let model_cfg = cfg.model.clone();
@@ -111,7 +111,7 @@ pub fn time_steps(cfg: RunConfig, steps: usize, device: &Device) -> anyhow::Resu
     while times.len() < steps {
         let t = Instant::now();
         // Steps that end an epoch also validate; they are timed by the notebook run instead.
-        if trainer.step()?.epoch.is_none() {
+        if trainer.step()?.evaluation.is_none() {
             times.push(t.elapsed().as_secs_f64());
         }
     }

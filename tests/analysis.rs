@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 use toylens::analysis::{circuits, exhaustive, head_traces, inspect, inspect_ablated, mean_z};
 use toylens::checkpoint::Checkpoint;
 use toylens::model::{Ablation, HeadMode, Transformer};
-use toylens::task::TaskConfig;
+use toylens::task::{SkipTrigramConfig, TaskConfig};
 
 fn fixture() -> (Checkpoint, Transformer) {
     let ckpt = Checkpoint::load(
@@ -151,7 +151,7 @@ fn ablating_every_head_leaves_the_direct_path_plus_b_o() {
 #[test]
 fn mean_ablation_writes_the_mean_z_through_w_o() {
     let (ckpt, model) = fixture();
-    let val = ckpt.config.task.val_set(0).unwrap();
+    let val = ckpt.config.task.skip_trigram().unwrap().val_set(0).unwrap();
     let means = mean_z(&model, &val).unwrap();
     assert_eq!(means.shape, vec![4, 3, 1]);
     // Independent mean: average hook_z of each validation sequence.
@@ -182,10 +182,10 @@ fn mean_ablation_writes_the_mean_z_through_w_o() {
 
 #[test]
 fn per_pair_accuracy_agrees_with_a_brute_force_loop() {
-    let task = TaskConfig::default();
+    let task = SkipTrigramConfig::default();
     // A partly trained model, so that some pairs are wrong and the table is not all ones.
     let mut cfg = toylens::train::RunConfig::from_preset(toylens::train::Preset::Notebook);
-    cfg.task.train_size = 20_000;
+    cfg.task.skip_trigram_mut().unwrap().train_size = 20_000;
     cfg.train.batch_size = 2_000;
     cfg.train.epochs = 20;
     let ckpt = toylens::train::train_to_checkpoint(cfg, &Device::Cpu, |_| {}).unwrap();
@@ -199,7 +199,13 @@ fn per_pair_accuracy_agrees_with_a_brute_force_loop() {
             for b in 1..=4u32 {
                 for n in 5..=10u32 {
                     let seq = [a, n, b, 0];
-                    let r = inspect_ablated(&model, &task, &seq, ablation.as_ref()).unwrap();
+                    let r = inspect_ablated(
+                        &model,
+                        &TaskConfig::SkipTrigram(task.clone()),
+                        &seq,
+                        ablation.as_ref(),
+                    )
+                    .unwrap();
                     let answer = task.answer(a, b).unwrap();
                     counts[a as usize - 1][b as usize - 1] += 1;
                     hits[a as usize - 1][b as usize - 1] += (r.predicted_token == answer) as usize;
@@ -230,13 +236,13 @@ fn per_pair_accuracy_agrees_with_a_brute_force_loop() {
 #[test]
 fn head_traces_are_within_range_and_grow_with_training() {
     let mut cfg = toylens::train::RunConfig::from_preset(toylens::train::Preset::Fast);
-    cfg.task.train_size = 20_000;
+    cfg.task.skip_trigram_mut().unwrap().train_size = 20_000;
     cfg.train.batch_size = 2_000;
     cfg.train.epochs = 15;
     let ckpt = toylens::train::train_to_checkpoint(cfg.clone(), &Device::Cpu, |_| {}).unwrap();
     let at = |i: usize| {
         let m = Transformer::new(&cfg.model, &ckpt.snapshots[i].weights, &Device::Cpu).unwrap();
-        head_traces(&m, &cfg.task).unwrap()
+        head_traces(&m, cfg.task.skip_trigram().unwrap()).unwrap()
     };
     let (start, end) = (at(0), at(ckpt.snapshots.len() - 1));
     for t in start.iter().chain(&end) {

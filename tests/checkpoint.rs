@@ -21,7 +21,7 @@ fn fixture_bytes() -> Vec<u8> {
 fn trained_checkpoint() -> Checkpoint {
     let mut cfg = RunConfig::from_preset(Preset::Fast);
     cfg.seed = 9;
-    cfg.task.train_size = 10_000;
+    cfg.task.skip_trigram_mut().unwrap().train_size = 10_000;
     cfg.train.batch_size = 5_000;
     cfg.train.epochs = 3;
     let mut trainer = Trainer::new(cfg.clone(), &Device::Cpu).unwrap();
@@ -31,12 +31,12 @@ fn trained_checkpoint() -> Checkpoint {
         weights: trainer.weights().unwrap(),
     });
     while !trainer.is_finished() {
-        if let Some(m) = trainer.step().unwrap().epoch {
-            ckpt.history.push(m);
+        if let Some(m) = trainer.step().unwrap().evaluation {
             ckpt.snapshots.push(Snapshot {
-                epoch: m.epoch,
+                epoch: m.progress(),
                 weights: trainer.weights().unwrap(),
             });
+            ckpt.history.push(m);
         }
     }
     ckpt.weights = trainer.weights().unwrap();

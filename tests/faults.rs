@@ -13,8 +13,8 @@ use toylens::train::{Preset, RunConfig, train_to_checkpoint};
 fn checkpoint(seed: u64, epochs: usize) -> Checkpoint {
     let mut cfg = RunConfig::from_preset(Preset::Fast);
     cfg.seed = seed;
-    cfg.task.train_size = 1_000;
-    cfg.task.val_size = 100;
+    cfg.task.skip_trigram_mut().unwrap().train_size = 1_000;
+    cfg.task.skip_trigram_mut().unwrap().val_size = 100;
     cfg.train.batch_size = 1_000;
     cfg.train.epochs = epochs;
     train_to_checkpoint(cfg, &Device::Cpu, |_| {}).unwrap()

@@ -41,7 +41,7 @@ fn must_not_panic<T>(what: &str, input: &dyn std::fmt::Debug, f: impl FnOnce() -
 
 fn valid_checkpoint() -> Vec<u8> {
     let mut cfg = RunConfig::from_preset(Preset::Fast);
-    cfg.task.train_size = 2_000;
+    cfg.task.skip_trigram_mut().unwrap().train_size = 2_000;
     cfg.train.batch_size = 1_000;
     cfg.train.epochs = 2;
     train_to_checkpoint(cfg, &Device::Cpu, |_| {})
@@ -359,8 +359,10 @@ fn mutated_config_json_is_rejected_or_valid() {
             cfg.validate().unwrap();
             // An accepted config must also be buildable (bounded sizes, consistent shapes).
             let mut small = cfg.clone();
-            small.task.train_size = small.task.train_size.min(500);
-            small.task.val_size = small.task.val_size.min(100);
+            small.task.skip_trigram_mut().unwrap().train_size =
+                small.task.skip_trigram().unwrap().train_size.min(500);
+            small.task.skip_trigram_mut().unwrap().val_size =
+                small.task.skip_trigram().unwrap().val_size.min(100);
             small.train.epochs = 1;
             must_not_panic("Trainer::new", &small, || {
                 toylens::train::Trainer::new(small.clone(), &Device::Cpu).map(|_| ())

@@ -7,6 +7,7 @@ use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
 use toylens::app::session::RunState;
+use toylens::app::views::DataView;
 use toylens::app::{Settings, Tab, ToylensApp};
 
 fn harness_with(settings: Settings) -> Harness<'static, ToylensApp> {
@@ -122,8 +123,8 @@ fn data_tab_shows_the_label_histogram_of_the_current_settings() {
     settle(&mut h);
     h.get_by_label_contains("Training set of seed 0: 100000 samples");
     h.get_by_label_contains("Labels of signal samples");
-    let Some(Ok(summary)) = h.state().analysis.data.latest() else {
-        panic!("no data set");
+    let Some(Ok(DataView::SkipTrigram(summary))) = h.state().analysis.data.latest() else {
+        panic!("no skip-trigram data set");
     };
     let signal = &summary.signal_histogram;
     // Pairs with a == b (label 0) are half as frequent as a != b (label 1).
@@ -136,7 +137,7 @@ fn data_tab_shows_the_label_histogram_of_the_current_settings() {
 
 fn quick_settings(epochs: usize) -> Settings {
     let mut s = Settings::default();
-    s.config.task.train_size = 20_000;
+    s.config.task.skip_trigram_mut().unwrap().train_size = 20_000;
     s.config.train.batch_size = 2_000;
     s.config.train.epochs = epochs;
     s.tab = Tab::Training;
@@ -272,7 +273,7 @@ fn save_by_path_then_reopen() {
 #[test]
 fn an_invalid_setting_disables_train_and_says_why() {
     let mut settings = Settings::default();
-    settings.config.task.seq_len = 2;
+    settings.config.task.skip_trigram_mut().unwrap().seq_len = 2;
     let mut h = harness_with(settings);
     h.run();
     h.get_by_label_contains("seq_len must be at least 3");
@@ -555,7 +556,13 @@ fn an_invalid_setting_never_becomes_the_model_in_view() {
     let mut h = harness();
     h.run();
     for seq_len in [2, 1] {
-        h.state_mut().settings.config.task.seq_len = seq_len;
+        h.state_mut()
+            .settings
+            .config
+            .task
+            .skip_trigram_mut()
+            .unwrap()
+            .seq_len = seq_len;
         h.state_mut().settings.config.fit_model_to_task();
         h.run();
         assert!(!enabled(&h, "Reset"));
@@ -565,7 +572,7 @@ fn an_invalid_setting_never_becomes_the_model_in_view() {
         h.state_mut().confirm = Some(toylens::app::Confirm::Reset);
         h.state_mut().apply(toylens::app::Action::ConfirmYes);
         h.run();
-        assert_eq!(h.state().session.config.task.seq_len, 4);
+        assert_eq!(h.state().session.config.task.seq_len(), 4);
         assert!(h.state().session.config.validate().is_ok());
         for tab in Tab::ALL {
             h.state_mut().settings.tab = tab;
@@ -689,7 +696,7 @@ fn heavy_views_are_computed_off_the_ui_thread() {
     let cases: [(Tab, &str); 3] = [
         (Tab::Evaluate, "evaluating every signal sequence"),
         (Tab::Circuits, "computing the circuits"),
-        (Tab::Data, "generating the training set"),
+        (Tab::Data, "generating the data of the settings"),
     ];
     for (tab, spinner) in cases {
         h.state_mut().settings.tab = tab;

@@ -201,7 +201,7 @@ impl Soak {
                     c.model.d_vocab,
                     c.model.n_heads,
                     c.model.d_head,
-                    c.task.seq_len
+                    c.task.seq_len()
                 ),
             );
         }
@@ -281,8 +281,8 @@ impl Soak {
     /// those; the heavy ones are covered by validation and the views).
     fn light_settings(&self) -> bool {
         let c = &self.app().settings.config;
-        c.task.train_size * c.task.seq_len <= 400_000
-            && c.task.val_size * c.task.seq_len <= 100_000
+        c.task.skip_trigram().unwrap().train_size * c.task.seq_len() <= 400_000
+            && c.task.skip_trigram().unwrap().val_size * c.task.seq_len() <= 100_000
             && c.task.vocab_size() <= 64
             && c.model.n_heads * c.model.d_head <= 64
             && c.model.n_layers * c.model.d_model <= 256

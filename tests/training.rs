@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use candle_core::Device;
 use toylens::model::{ModelConfig, Transformer, Weights, attn};
-use toylens::task::{TaskConfig, TokenRange};
+use toylens::task::{SkipTrigramConfig, TokenRange};
 use toylens::train::batches::PreparedSet;
 use toylens::train::{
-    Command, Event, FinishReason, ForwardPath, PathChoice, Preset, RunConfig, TrainError, Trainer,
-    spawn_training, spawn_worker,
+    Command, Event, FinishReason, ForwardPath, Metrics, PathChoice, Preset, RunConfig, TrainError,
+    Trainer, spawn_training, spawn_worker,
 };
 
 fn loss_and_grads(model: &Transformer, set: &PreparedSet, indices: &[u32]) -> (f32, Vec<Vec<f32>>) {
@@ -52,7 +52,7 @@ fn trained_like_weights(cfg: &ModelConfig, seed: u64) -> Weights {
 }
 
 fn assert_paths_agree(
-    task: TaskConfig,
+    task: SkipTrigramConfig,
     model_cfg: ModelConfig,
     batch: usize,
     trained: Option<Weights>,
@@ -113,7 +113,7 @@ fn fast_paths_match_the_general_path_in_loss_and_gradients() {
     )))
     .unwrap();
     assert_paths_agree(
-        TaskConfig::default(),
+        SkipTrigramConfig::default(),
         ModelConfig::default(),
         10_000,
         Some(fixture.weights),
@@ -122,11 +122,11 @@ fn fast_paths_match_the_general_path_in_loss_and_gradients() {
 
 #[test]
 fn fast_paths_match_on_a_longer_sequence_and_larger_vocabulary() {
-    let task = TaskConfig {
+    let task = SkipTrigramConfig {
         seq_len: 6,
         noise_tokens: TokenRange::new(5, 16),
         train_size: 20_000,
-        ..TaskConfig::default()
+        ..SkipTrigramConfig::default()
     };
     let model = ModelConfig::skip_trigram(17, 6, 2, 3);
     assert_paths_agree(task, model, 4_000, None);
@@ -134,7 +134,7 @@ fn fast_paths_match_on_a_longer_sequence_and_larger_vocabulary() {
 
 #[test]
 fn auto_picks_multiset_only_when_rows_are_few() {
-    let task = TaskConfig::default();
+    let task = SkipTrigramConfig::default();
     let set = PreparedSet::new(
         task.train_set(0).unwrap(),
         PathChoice::Auto,
@@ -146,11 +146,11 @@ fn auto_picks_multiset_only_when_rows_are_few() {
     // 4·6·4 signal + 6^4 noise sequences collapse to this many (last token, multiset) rows.
     let rows = set.multiset_rows().unwrap();
     assert!((300..=400).contains(&rows), "{rows} rows");
-    let long = TaskConfig {
+    let long = SkipTrigramConfig {
         seq_len: 12,
         noise_tokens: TokenRange::new(5, 60),
         train_size: 5_000,
-        ..TaskConfig::default()
+        ..SkipTrigramConfig::default()
     };
     let set = PreparedSet::new(
         long.train_set(0).unwrap(),
@@ -165,7 +165,7 @@ fn auto_picks_multiset_only_when_rows_are_few() {
 fn small_config(seed: u64) -> RunConfig {
     let mut cfg = RunConfig::from_preset(Preset::Fast);
     cfg.seed = seed;
-    cfg.task.train_size = 20_000;
+    cfg.task.skip_trigram_mut().unwrap().train_size = 20_000;
     cfg.train.batch_size = 5_000;
     cfg.train.epochs = 6;
     cfg
@@ -175,7 +175,7 @@ fn run_to_end(cfg: RunConfig) -> (Vec<toylens::train::EpochMetrics>, Weights) {
     let mut trainer = Trainer::new(cfg, &Device::Cpu).unwrap();
     let mut history = Vec::new();
     while !trainer.is_finished() {
-        if let Some(m) = trainer.step().unwrap().epoch {
+        if let Some(Metrics::SkipTrigram(m)) = trainer.step().unwrap().evaluation {
             history.push(m);
         }
     }
@@ -234,12 +234,12 @@ fn every_forward_path_trains_to_the_same_place() {
 #[test]
 fn fast_preset_learns_every_signal_pair() {
     let cfg = RunConfig::from_preset(Preset::Fast);
-    let task = cfg.task.clone();
+    let task = cfg.task.skip_trigram().unwrap().clone();
     let mut trainer = Trainer::new(cfg, &Device::Cpu).unwrap();
     let mut reached = None;
     let mut last = None;
     while !trainer.is_finished() {
-        if let Some(m) = trainer.step().unwrap().epoch {
+        if let Some(Metrics::SkipTrigram(m)) = trainer.step().unwrap().evaluation {
             if reached.is_none() && m.val_acc_signal >= 0.99 {
                 reached = Some(m.epoch);
             }
@@ -251,7 +251,7 @@ fn fast_preset_learns_every_signal_pair() {
     assert!(reached <= 40, "reached 99% only at epoch {reached}");
     assert_eq!(last.val_acc_signal, 1.0);
     // Near the ceilings: accuracy ~0.545, loss ~1.199 (the validation draw moves them a little).
-    let ceilings = trainer.val_data().ceilings();
+    let ceilings = trainer.val_data().unwrap().ceilings();
     assert!((last.val_acc - ceilings.best_acc).abs() < 0.05);
     assert!(last.val_loss < 1.3, "val loss {}", last.val_loss);
     // Every one of the 96 signal sequences is answered correctly.
@@ -313,7 +313,7 @@ fn worker_reports_steps_epochs_snapshots_and_finishes() {
     let snapshots: Vec<&Weights> = events
         .iter()
         .filter_map(|e| match e {
-            Event::Epoch { weights, .. } => Some(weights),
+            Event::Evaluation { weights, .. } => Some(weights),
             _ => None,
         })
         .collect();
@@ -323,7 +323,7 @@ fn worker_reports_steps_epochs_snapshots_and_finishes() {
     let mut trainer = Trainer::new(cfg.clone(), &Device::Cpu).unwrap();
     let mut epoch = 0;
     while !trainer.is_finished() {
-        if trainer.step().unwrap().epoch.is_some() {
+        if trainer.step().unwrap().evaluation.is_some() {
             assert_eq!(
                 &trainer.weights().unwrap(),
                 snapshots[epoch],
@@ -356,8 +356,8 @@ fn worker_pauses_resumes_and_stops_keeping_the_latest_weights() {
     let handle = spawn_training(cfg, None, Device::Cpu, Arc::new(|| {}));
     // Let a few epochs pass, then pause.
     let mut last_epoch_weights = loop {
-        if let Event::Epoch { metrics, weights } = handle.recv().unwrap()
-            && metrics.epoch == 2
+        if let Event::Evaluation { metrics, weights } = handle.recv().unwrap()
+            && metrics.progress() == 2
         {
             break Some(weights);
         }
@@ -368,7 +368,7 @@ fn worker_pauses_resumes_and_stops_keeping_the_latest_weights() {
         match handle.recv().unwrap() {
             Event::Paused => break,
             Event::Step(_) => steps_after_pause += 1,
-            Event::Epoch { weights, .. } => last_epoch_weights = Some(weights),
+            Event::Evaluation { weights, .. } => last_epoch_weights = Some(weights),
             _ => {}
         }
     }
@@ -455,7 +455,7 @@ fn an_invalid_config_is_an_error_event_not_a_crash() {
 #[test]
 fn epoch_train_loss_is_the_true_per_sample_mean() {
     let mut cfg = small_config(5);
-    cfg.task.train_size = 10_001;
+    cfg.task.skip_trigram_mut().unwrap().train_size = 10_001;
     cfg.train.batch_size = 3_000;
     cfg.train.epochs = 1;
     let mut trainer = Trainer::new(cfg, &Device::Cpu).unwrap();
@@ -465,7 +465,7 @@ fn epoch_train_loss_is_the_true_per_sample_mean() {
     for size in sizes {
         let r = trainer.step().unwrap();
         weighted += r.step.loss * size;
-        epoch = r.epoch;
+        epoch = r.evaluation.and_then(|m| m.skip_trigram().copied());
     }
     let epoch = epoch.expect("the fourth step ends the epoch");
     assert!(trainer.is_finished());

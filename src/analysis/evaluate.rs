@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::model::{Ablation, ModelError, NdArray, Transformer, argmax};
 use crate::seed::{Stream, stream_rng};
-use crate::task::{Dataset, TaskConfig};
+use crate::task::{Dataset, SkipTrigramConfig};
 use crate::train::{Tally, evaluate_dataset};
 
 /// More signal sequences than this are not enumerated (length 9 with the default task has 1.2M).
@@ -125,7 +125,7 @@ fn predict(
 
 pub fn exhaustive(
     model: &Transformer,
-    task: &TaskConfig,
+    task: &SkipTrigramConfig,
     ablation: Option<&Ablation>,
     noise_samples: usize,
     seed: u64,
@@ -172,7 +172,7 @@ pub fn exhaustive(
             });
         }
     }
-    let noise_task = TaskConfig {
+    let noise_task = SkipTrigramConfig {
         signal_prob: 0.0,
         ..task.clone()
     };

@@ -106,7 +106,7 @@ pub fn inspection_of(cache: &ActivationCache, n_layers: usize, task: &TaskConfig
         logits: (0..p).map(|i| cache.logits_at(i).to_vec()).collect(),
         probs_last: softmax(&logits_last),
         predicted_token: cache.predicted_token(),
-        expected: task.expected_answer(tokens),
+        expected: task.expected_next(tokens),
         pattern: patterns[0].clone(),
         patterns,
         z: (0..p)

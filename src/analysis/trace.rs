@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::circuits;
 use crate::model::{ModelError, Transformer};
-use crate::task::TaskConfig;
+use crate::task::SkipTrigramConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HeadTrace {
@@ -21,7 +21,10 @@ pub struct HeadTrace {
 
 /// One [`HeadTrace`] per head. Uses every signal sequence when there are at most 5 000, else the
 /// first 5 000 in enumeration order.
-pub fn head_traces(model: &Transformer, task: &TaskConfig) -> Result<Vec<HeadTrace>, ModelError> {
+pub fn head_traces(
+    model: &Transformer,
+    task: &SkipTrigramConfig,
+) -> Result<Vec<HeadTrace>, ModelError> {
     let cfg = model.config().clone();
     let seqs = task.signal_sequences(5_000);
     let p = task.seq_len;

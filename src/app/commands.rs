@@ -214,12 +214,11 @@ impl ToylensApp {
     /// (`RUST_LOG=info toylens` shows it), to compare with the headless CLI.
     fn log_run_performance(&self) {
         if let Some(last) = self.session.history.last() {
-            let samples = last.epoch * self.session.config.task.train_size;
             log::info!(
-                "run finished: {} epochs in {:.3} s of training ({:.0} samples/s); frame time p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms over the last {} frames",
-                last.epoch,
-                last.elapsed_s,
-                samples as f64 / last.elapsed_s.max(1e-9),
+                "run finished: {} {}s, {:.3} s at the last evaluation; frame time p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms over the last {} frames",
+                last.progress(),
+                self.session.config.task.unit().name(),
+                last.elapsed_s(),
                 self.frame_times.percentile(50.0).unwrap_or(0.0),
                 self.frame_times.percentile(95.0).unwrap_or(0.0),
                 self.frame_times.percentile(100.0).unwrap_or(0.0),
@@ -281,7 +280,7 @@ impl ToylensApp {
                 // Steps arrive thousands of times a second; the plots need about one redraw a second.
                 // Each wake-up locks the egui context (the trainer would wait on it) and each frame
                 // costs CPU the trainer could use (~100 ms on a software rasteriser).
-                let urgent = !matches!(event, Event::Step(_) | Event::Epoch { .. });
+                let urgent = !matches!(event, Event::Step(_) | Event::Evaluation { .. });
                 let _ = tx.send(Message::Training { run, event });
                 if urgent || last_wake.get().elapsed() >= TRAINING_FRAME_INTERVAL {
                     last_wake.set(Instant::now());
@@ -358,9 +357,7 @@ impl ToylensApp {
                 self.confirm = Some(Confirm::Reset)
             }
             Action::Reset => self.reset_now(),
-            Action::ApplyPreset(preset) => {
-                self.settings.config.train = preset.train_config();
-            }
+            Action::ApplyPreset(preset) => self.settings.config.apply_preset(preset),
             Action::InspectSequence(tokens) => {
                 self.settings.sequence = tokens
                     .iter()

@@ -6,7 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::Sender;
 
 use super::Message;
-use super::views::{CircuitsKey, CircuitsView, DataKey, DataSummary, ExhaustiveKey, TraceBatch};
+use super::views::{CircuitsKey, CircuitsView, DataKey, DataView, ExhaustiveKey, TraceBatch};
 use crate::analysis::{ExhaustiveReport, Inspection};
 use crate::model::NdArray;
 use crate::train::panic_message;
@@ -17,7 +17,7 @@ pub enum Computed {
         String,
         Result<(Inspection, Vec<Vec<super::views::Thumbnail>>), String>,
     ),
-    Data(DataKey, Result<DataSummary, String>),
+    Data(DataKey, Result<DataView, String>),
     MeanZ(String, Result<NdArray, String>),
     Exhaustive(ExhaustiveKey, Result<ExhaustiveReport, String>),
     Circuits(CircuitsKey, Result<CircuitsView, String>),

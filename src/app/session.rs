@@ -8,9 +8,7 @@ use egui_plot::PlotPoint;
 use super::status::Status;
 use crate::checkpoint::{Checkpoint, Snapshot, snapshot_limit, thinned};
 use crate::model::Weights;
-use crate::train::{
-    Command, EpochMetrics, Event, FinishReason, RunConfig, StepMetrics, TrainingHandle,
-};
+use crate::train::{Command, Event, FinishReason, Metrics, RunConfig, StepMetrics, TrainingHandle};
 
 /// Per-step loss points kept for the plot (thinned beyond twice this).
 const MAX_STEP_POINTS: usize = 200_000;
@@ -40,7 +38,7 @@ impl ActiveRun {
             id,
             handle,
             state: RunState::Running,
-            total_epochs: cfg.train.epochs,
+            total_epochs: cfg.total_units(),
             steps_per_epoch: cfg.steps_per_epoch(),
             path: "",
             last_step: None,
@@ -63,7 +61,8 @@ impl ActiveRun {
     }
 }
 
-/// Plot-ready series, appended as events arrive so that drawing copies nothing.
+/// Plot-ready series, appended as events arrive so that drawing copies nothing. x is the epoch
+/// (the step, for step-counted tasks); each task fills its own curves.
 #[derive(Debug, Default, Clone)]
 pub struct Series {
     pub train_loss: Vec<PlotPoint>,
@@ -72,26 +71,72 @@ pub struct Series {
     pub val_acc: Vec<PlotPoint>,
     pub val_acc_signal: Vec<PlotPoint>,
     pub val_acc_noise: Vec<PlotPoint>,
+    /// Induction: the two halves' losses, and every head's scores `[layer][head]`.
+    pub loss_first_half: Vec<PlotPoint>,
+    pub loss_repeated_half: Vec<PlotPoint>,
+    pub induction_score: Vec<Vec<Vec<PlotPoint>>>,
+    pub prev_token_score: Vec<Vec<Vec<PlotPoint>>>,
+    /// Modular addition: test loss and accuracy, and the total weight norm.
+    pub test_loss: Vec<PlotPoint>,
+    pub test_acc: Vec<PlotPoint>,
+    pub weight_norm: Vec<PlotPoint>,
     /// x is the fractional epoch, so every plot shares one x axis.
     pub step_loss: Vec<PlotPoint>,
 }
 
+/// Appends `scores[l][h]` at `x` to `curves[l][h]`, growing `curves` to the scores' shape.
+fn push_per_head(curves: &mut Vec<Vec<Vec<PlotPoint>>>, x: f64, scores: &[Vec<f64>]) {
+    curves.resize_with(scores.len(), Vec::new);
+    for (layer, values) in curves.iter_mut().zip(scores) {
+        layer.resize_with(values.len(), Vec::new);
+        for (curve, &y) in layer.iter_mut().zip(values) {
+            curve.push(PlotPoint::new(x, y));
+        }
+    }
+}
+
 impl Series {
-    pub fn push_epoch(&mut self, m: &EpochMetrics) {
-        let x = m.epoch as f64;
+    pub fn push(&mut self, metrics: &Metrics) {
+        let x = metrics.progress() as f64;
         let at = |y| PlotPoint::new(x, y);
-        self.train_loss.push(at(m.train_loss));
-        self.val_loss.push(at(m.val_loss));
-        self.train_acc.push(at(m.train_acc));
-        self.val_acc.push(at(m.val_acc));
-        self.val_acc_signal.push(at(m.val_acc_signal));
-        self.val_acc_noise.push(at(m.val_acc_noise));
+        match metrics {
+            Metrics::SkipTrigram(m) => {
+                self.train_loss.push(at(m.train_loss));
+                self.val_loss.push(at(m.val_loss));
+                self.train_acc.push(at(m.train_acc));
+                self.val_acc.push(at(m.val_acc));
+                self.val_acc_signal.push(at(m.val_acc_signal));
+                self.val_acc_noise.push(at(m.val_acc_noise));
+            }
+            Metrics::Induction(m) => {
+                self.train_loss.push(at(m.train_loss));
+                self.loss_first_half.push(at(m.loss_first_half));
+                self.loss_repeated_half.push(at(m.loss_repeated_half));
+                push_per_head(&mut self.induction_score, x, &m.induction_score);
+                push_per_head(&mut self.prev_token_score, x, &m.prev_token_score);
+            }
+            Metrics::ModularAddition(m) => {
+                self.train_loss.push(at(m.train_loss));
+                self.test_loss.push(at(m.test_loss));
+                self.train_acc.push(at(m.train_acc));
+                self.test_acc.push(at(m.test_acc));
+                self.weight_norm.push(at(m.weight_norm));
+            }
+        }
     }
 
-    pub fn from_history(history: &[EpochMetrics]) -> Self {
+    /// The curve runs are compared by: validation, repeated-half or test loss.
+    pub fn headline_loss(&self) -> &[PlotPoint] {
+        [&self.val_loss, &self.loss_repeated_half, &self.test_loss]
+            .into_iter()
+            .find(|c| !c.is_empty())
+            .map_or(&[], |c| c.as_slice())
+    }
+
+    pub fn from_history(history: &[Metrics]) -> Self {
         let mut s = Self::default();
         for m in history {
-            s.push_epoch(m);
+            s.push(m);
         }
         s
     }
@@ -103,7 +148,7 @@ impl Series {
 pub struct Session {
     pub config: RunConfig,
     pub weights: Weights,
-    pub history: Vec<EpochMetrics>,
+    pub history: Vec<Metrics>,
     pub series: Series,
     pub snapshots: Vec<Snapshot>,
     /// Where the model was opened from or last saved to.
@@ -168,7 +213,7 @@ impl Session {
         Checkpoint {
             config: self.config.clone(),
             weights: self.weights.clone(),
-            epoch: self.history.last().map_or(0, |m| m.epoch),
+            epoch: self.history.last().map_or(0, Metrics::progress),
             history: self.history.clone(),
             snapshots: self.snapshots.clone(),
             has_metadata: true,
@@ -243,13 +288,13 @@ impl Session {
                 let x = (step.step as f64) / run.steps_per_epoch.max(1) as f64;
                 self.series.step_loss.push(PlotPoint::new(x, step.loss));
             }
-            Event::Epoch { metrics, weights } => {
-                self.history.push(metrics);
-                self.series.push_epoch(&metrics);
+            Event::Evaluation { metrics, weights } => {
+                self.series.push(&metrics);
                 self.snapshots.push(Snapshot {
-                    epoch: metrics.epoch,
+                    epoch: metrics.progress(),
                     weights: weights.clone(),
                 });
+                self.history.push(metrics);
                 // Long runs keep their whole span at a coarser grain instead of growing without
                 // bound, as checkpoints do (Checkpoint::push_snapshot).
                 let limit = snapshot_limit(&self.config.model);

@@ -16,7 +16,10 @@ use crate::analysis::{
     mean_z,
 };
 use crate::model::{Ablation, HeadMode, ModelConfig, NdArray, Transformer, Weights};
-use crate::task::{Ceilings, Dataset, TaskConfig, parse_sequence};
+use crate::seed::{Stream, stream_rng};
+use crate::task::{
+    Ceilings, Dataset, PairSplit, SkipTrigramConfig, TaskConfig, TaskKind, parse_sequence,
+};
 
 /// The inspector: recomputed (on a background thread, like every view) only when the text, the
 /// weights or the ablation change. A malformed sequence is reported at once, from the parser.
@@ -86,8 +89,83 @@ impl InspectorState {
     }
 }
 
-/// The Data tab's inputs: the task (as JSON) and the seed of the settings.
-pub type DataKey = (String, u64);
+/// The Data tab's inputs: the task (as JSON) and the seed of the settings, and for modular
+/// addition the weights in view (the grid shows which pairs the model gets right).
+pub type DataKey = (String, u64, Option<String>);
+
+/// What the Data tab draws, per task.
+pub enum DataView {
+    SkipTrigram(DataSummary),
+    /// The first training sequences of the seed's stream, flat.
+    Induction {
+        sequences: Vec<u32>,
+        half: usize,
+    },
+    /// The p × p pairs: which are trained on, and (for the model in view, when it was trained
+    /// on this task) which it answers correctly.
+    ModularAddition {
+        p: usize,
+        train_mask: Vec<bool>,
+        correct: Option<Vec<bool>>,
+    },
+}
+
+/// Sequences the induction Data tab lists.
+const INDUCTION_ROWS: usize = 200;
+
+impl DataView {
+    pub fn compute(
+        task: &TaskConfig,
+        seed: u64,
+        model: Option<(ModelConfig, Weights)>,
+    ) -> Result<Self, String> {
+        task.validate().map_err(|e| e.to_string())?;
+        Ok(match task {
+            TaskConfig::SkipTrigram(t) => Self::SkipTrigram(DataSummary::compute(t, seed)?),
+            TaskConfig::Induction(t) => Self::Induction {
+                sequences: t.generate(INDUCTION_ROWS, &mut stream_rng(seed, Stream::TrainData)),
+                half: t.half,
+            },
+            TaskConfig::ModularAddition(t) => {
+                let split = t.split(seed);
+                let correct = match model {
+                    Some((cfg, weights)) => {
+                        let model = cpu_model(&cfg, &weights)?;
+                        let all: Vec<u32> = (0..t.pairs() as u32).collect();
+                        Some(pair_correctness(&model, &split, &all).map_err(|e| e.to_string())?)
+                    }
+                    None => None,
+                };
+                Self::ModularAddition {
+                    p: t.p,
+                    train_mask: split.train_mask(),
+                    correct,
+                }
+            }
+        })
+    }
+}
+
+/// For each pair in `ids`, whether the model's answer is right.
+fn pair_correctness(
+    model: &Transformer,
+    split: &PairSplit,
+    ids: &[u32],
+) -> candle_core::Result<Vec<bool>> {
+    let rows = model.config().forward_chunk_rows(3);
+    let mut correct = Vec::with_capacity(ids.len());
+    for part in ids.chunks(rows) {
+        let tokens: Vec<u32> = part.iter().flat_map(|&i| split.tokens(i)).collect();
+        let input = candle_core::Tensor::from_vec(tokens, (part.len(), 3), model.device())?;
+        let logits = model.forward_last_general(&input)?;
+        let vocab = logits.dim(1)?;
+        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+        for (row, &i) in logits.chunks_exact(vocab).zip(part) {
+            correct.push(crate::model::argmax(row) as u32 == split.label(i));
+        }
+    }
+    Ok(correct)
+}
 
 /// The training set of the settings, with what the Data tab draws from it.
 pub struct DataSummary {
@@ -101,7 +179,7 @@ pub struct DataSummary {
 }
 
 impl DataSummary {
-    pub fn compute(task: &TaskConfig, seed: u64) -> Result<Self, String> {
+    pub fn compute(task: &SkipTrigramConfig, seed: u64) -> Result<Self, String> {
         let data = task.train_set(seed).map_err(|e| e.to_string())?;
         let (signal_histogram, noise_histogram) = data.label_histograms();
         // Data sets hold at most MAX_DATA_TOKENS tokens, so every index fits in u32.
@@ -230,7 +308,7 @@ pub struct AnalysisState {
     pub mean_z: Derived<String, NdArray>,
     pub exhaustive: Derived<ExhaustiveKey, ExhaustiveReport>,
     pub circuits: Derived<CircuitsKey, CircuitsView>,
-    pub data: Derived<DataKey, DataSummary>,
+    pub data: Derived<DataKey, DataView>,
     /// Per-snapshot head traces of the current session.
     pub traces: Vec<(usize, Vec<HeadTrace>)>,
     traces_generation: u64,
@@ -334,6 +412,11 @@ impl ToylensApp {
                             (self.session.config.task.clone(), self.session.config.seed);
                         self.job(
                             move || {
+                                let Some(task) = task.skip_trigram() else {
+                                    return Err("mean ablation needs the skip-trigram task's \
+                                                validation set; use zero ablation"
+                                        .into());
+                                };
                                 let model = cpu_model(&cfg, &weights)?;
                                 let val = task.val_set(seed).map_err(|e| e.to_string())?;
                                 mean_z(&model, &val).map_err(|e| e.to_string())
@@ -379,8 +462,9 @@ impl ToylensApp {
             return;
         }
         let cfg = &self.session.config.model;
+        let task = &self.session.config.task;
         let tokens = match parse_sequence(&self.settings.sequence, cfg.d_vocab, cfg.n_ctx) {
-            Ok(tokens) => tokens,
+            Ok(tokens) => task.complete_sequence(tokens),
             // The last valid view stays on screen under the error.
             Err(e) => {
                 self.inspector.error = Some(e.to_string());
@@ -458,6 +542,9 @@ impl ToylensApp {
 
     /// Starts the exhaustive evaluation if the weights in view or the ablation changed.
     pub fn refresh_exhaustive(&mut self) {
+        if self.session.config.task.skip_trigram().is_none() {
+            return;
+        }
         let ablation = match self.current_ablation() {
             AblationView::Off => None,
             AblationView::Ready(a) => Some(a),
@@ -478,8 +565,15 @@ impl ToylensApp {
         let (task, seed) = (self.session.config.task.clone(), self.session.config.seed);
         self.job(
             move || {
+                let Some(task) = task.skip_trigram() else {
+                    return Err(
+                        "the exhaustive evaluation enumerates skip-trigram sequences; \
+                                this run's task has its metrics on the Training tab"
+                            .into(),
+                    );
+                };
                 let model = cpu_model(&cfg, &weights)?;
-                exhaustive(&model, &task, ablation.as_ref(), 2_000, seed).map_err(|e| e.to_string())
+                exhaustive(&model, task, ablation.as_ref(), 2_000, seed).map_err(|e| e.to_string())
             },
             move |r| Computed::Exhaustive(key, r),
         );
@@ -512,7 +606,17 @@ impl ToylensApp {
         (
             serde_json::to_string(&cfg.task).unwrap_or_default(),
             cfg.seed,
+            self.data_model_in_view().then(|| self.view_key()),
         )
+    }
+
+    /// Whether the Data tab can grade the model in view: modular addition, and the model was
+    /// trained on the very split the settings describe.
+    fn data_model_in_view(&self) -> bool {
+        let (settings, session) = (&self.settings.config, &self.session.config);
+        settings.task.kind() == TaskKind::ModularAddition
+            && settings.task == session.task
+            && settings.seed == session.seed
     }
 
     /// Starts regenerating the Data tab's training set if the task or seed of the settings changed.
@@ -522,8 +626,9 @@ impl ToylensApp {
             return;
         }
         let (task, seed) = (self.settings.config.task.clone(), self.settings.config.seed);
+        let model = self.data_model_in_view().then(|| self.job_inputs());
         self.job(
-            move || DataSummary::compute(&task, seed),
+            move || DataView::compute(&task, seed, model),
             move |r| Computed::Data(key, r),
         );
     }
@@ -551,8 +656,12 @@ impl ToylensApp {
             .take(count)
             .map(|s| (s.epoch, s.weights.clone()))
             .collect();
+        // The head traces measure skip-trigram behaviour; other tasks report their per-head
+        // scores in their metrics.
+        let Some(task) = self.session.config.task.skip_trigram().cloned() else {
+            return;
+        };
         a.traces_running = true;
-        let task = self.session.config.task.clone();
         let generation = self.session.generation;
         self.job(
             move || {

@@ -26,7 +26,7 @@ use thiserror::Error;
 
 use crate::config::{Embeddings, ModelConfig, Positions, RunConfig, model_to_tl_json};
 use crate::model::Weights;
-use crate::train::EpochMetrics;
+use crate::train::Metrics;
 
 /// Value of the `format` metadata key.
 pub const FORMAT: &str = "toylens";
@@ -65,7 +65,7 @@ pub struct Checkpoint {
     pub weights: Weights,
     /// Epochs trained.
     pub epoch: usize,
-    pub history: Vec<EpochMetrics>,
+    pub history: Vec<Metrics>,
     /// Weights after each epoch (epoch 0 is the initialisation when present).
     pub snapshots: Vec<Snapshot>,
     /// False for a state dict saved elsewhere (TransformerLens), which has no toylens run.
@@ -294,7 +294,7 @@ impl Checkpoint {
                 .transpose()
                 .map_err(|_| invalid("metadata \"epoch\" is not a whole number"))?
                 .unwrap_or(0);
-            let history: Vec<EpochMetrics> = parse_meta(&meta, "history")?;
+            let history: Vec<Metrics> = parse_meta(&meta, "history")?;
             let mut snapshots: Vec<Snapshot> = parse_meta(&meta, "snapshots")?;
             for s in &mut snapshots {
                 if found.legacy {

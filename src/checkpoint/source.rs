@@ -11,7 +11,8 @@ use serde::Deserialize;
 
 use super::{CheckpointError, FORMAT, FORMAT_VERSION, invalid, read_f32};
 use crate::config::{
-    Embeddings, ModelConfig, Positions, RunConfig, TaskConfig, model_from_tl_json,
+    Embeddings, InductionConfig, ModelConfig, ModularAdditionConfig, Positions, RunConfig,
+    SkipTrigramConfig, TaskConfig, model_from_tl_json,
 };
 use crate::model::Weights;
 
@@ -122,14 +123,31 @@ pub(super) fn find_config(
     })
 }
 
-/// A TL model with the task that fits it best (the notebook's triggers, noise tokens filling
-/// the vocabulary); [`RunConfig::validate`] says when no task fits it.
+/// A TL model with the task that fits it best: modular addition when it reads one more token
+/// than it predicts (`=`), skip-trigrams when the notebook's tokens fit (noise tokens filling
+/// the vocabulary), else induction over its vocabulary. [`RunConfig::validate`] says when no
+/// task fits it.
 fn bare(model: ModelConfig, origin: String) -> Found {
-    let mut task = TaskConfig::default();
-    if model.d_vocab >= 6 && model.d_vocab != task.vocab_size() {
-        task.noise_tokens.last = model.d_vocab as u32 - 1;
-    }
-    task.seq_len = task.seq_len.min(model.n_ctx);
+    let (vocab, vocab_out) = (model.d_vocab, model.d_vocab_out());
+    let task = if vocab_out + 1 == vocab && vocab_out >= 2 {
+        TaskConfig::ModularAddition(ModularAdditionConfig {
+            p: vocab_out,
+            ..Default::default()
+        })
+    } else if vocab >= 6 && vocab == vocab_out && model.n_ctx >= 3 {
+        let mut task = SkipTrigramConfig::default();
+        if vocab != task.vocab_size() {
+            task.noise_tokens.last = vocab as u32 - 1;
+        }
+        task.seq_len = task.seq_len.min(model.n_ctx);
+        TaskConfig::SkipTrigram(task)
+    } else {
+        TaskConfig::Induction(InductionConfig {
+            vocab,
+            half: (model.n_ctx / 2).clamp(2, 10),
+            ..Default::default()
+        })
+    };
     Found {
         config: RunConfig {
             task,

@@ -15,7 +15,9 @@ pub use train::{Optimizer, PathChoice, Preset, TrainConfig, matches_pattern};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::task::TaskConfig;
+pub use crate::task::{
+    InductionConfig, ModularAdditionConfig, SkipTrigramConfig, TaskConfig, TaskKind, Unit,
+};
 
 /// Activations one training step may hold: 4 GiB of f32, a sixth of this machine's memory.
 pub const MAX_STEP_FLOATS: usize = 1 << 30;
@@ -38,12 +40,43 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
+    /// The preset's whole run. `notebook` and `fast` train the notebook's skip-trigram model.
     pub fn from_preset(preset: Preset) -> Self {
+        let (task, model) = match preset {
+            Preset::Notebook | Preset::Fast => (TaskConfig::default(), ModelConfig::default()),
+            Preset::Induction => (
+                TaskConfig::Induction(InductionConfig::default()),
+                ModelConfig::learned(32, 20, 2, 64, 4, None),
+            ),
+            Preset::Grokking => modular_addition(113, 0.3, 128, 4, 512),
+            Preset::GrokkingFast => modular_addition(59, 0.4, 128, 4, 512),
+        };
         Self {
             seed: 0,
-            task: TaskConfig::default(),
-            model: ModelConfig::default(),
+            task,
+            model,
             train: preset.train_config(),
+        }
+    }
+
+    /// Applies `preset`: a training-only preset changes just the training settings of a
+    /// skip-trigram run; any other preset replaces task, model and training. The seed stays.
+    pub fn apply_preset(&mut self, preset: Preset) {
+        if preset.is_training_only() && self.task.kind() == TaskKind::SkipTrigram {
+            self.train = preset.train_config();
+        } else {
+            *self = Self {
+                seed: self.seed,
+                ..Self::from_preset(preset)
+            };
+        }
+    }
+
+    /// Training length in the task's unit (epochs or steps).
+    pub fn total_units(&self) -> usize {
+        match self.task.unit() {
+            Unit::Epoch => self.train.epochs,
+            Unit::Step => self.train.steps,
         }
     }
 
@@ -57,28 +90,29 @@ impl RunConfig {
     /// Checks every part and that they fit together; the message says what to change.
     pub fn validate(&self) -> Result<(), String> {
         self.validate_parts()?;
-        if self.model.d_vocab != self.task.vocab_size() {
+        let (vocab, vocab_out) = (self.task.vocab_size(), self.task.vocab_out());
+        if self.model.d_vocab != vocab {
             return Err(format!(
-                "model d_vocab ({}) must equal the task's vocabulary size ({})",
+                "model d_vocab ({}) must equal the task's vocabulary size ({vocab})",
                 self.model.d_vocab,
-                self.task.vocab_size()
             ));
         }
-        if self.model.d_vocab_out() != self.task.vocab_size() {
+        if self.model.d_vocab_out() != vocab_out {
             return Err(format!(
-                "model d_vocab_out ({}) must equal the task's vocabulary size ({})",
+                "model d_vocab_out ({}) must equal the task's number of classes ({vocab_out})",
                 self.model.d_vocab_out(),
-                self.task.vocab_size()
             ));
         }
         let fast = matches!(
             self.train.path,
             PathChoice::LastPosition | PathChoice::Multiset
         );
-        if fast && !self.model.is_one_layer_token_table() {
+        if fast
+            && (!self.model.is_one_layer_token_table() || self.task.kind() != TaskKind::SkipTrigram)
+        {
             return Err(format!(
-                "training: the {:?} path is exact only for the one-layer attention-only model with \
-                 one-hot embeddings and no positions; use auto or full",
+                "training: the {:?} path is exact only for skip-trigrams on the one-layer \
+                 attention-only model with one-hot embeddings and no positions; use auto or full",
                 self.train.path
             ));
         }
@@ -94,16 +128,17 @@ impl RunConfig {
         if step_floats > MAX_STEP_FLOATS {
             return Err(format!(
                 "training: a step of batch_size {} would hold about {:.1} GB of activations \
-                 (at most {} GB fit): lower batch_size, seq_len or the vocabulary",
+                 (at most {} GB fit): lower batch_size, the sequence length or the vocabulary",
                 self.train.batch_size,
                 step_floats as f64 * 4.0 / 1e9,
                 (MAX_STEP_FLOATS * 4) >> 30
             ));
         }
-        if self.task.seq_len > self.model.n_ctx {
+        if self.task.seq_len() > self.model.n_ctx {
             return Err(format!(
-                "task seq_len ({}) is longer than the model's n_ctx ({})",
-                self.task.seq_len, self.model.n_ctx
+                "the task's sequences ({} tokens) are longer than the model's n_ctx ({})",
+                self.task.seq_len(),
+                self.model.n_ctx
             ));
         }
         Ok(())
@@ -118,34 +153,63 @@ impl RunConfig {
 
     /// Makes the model's vocabulary and context fit the task (used after editing the task).
     pub fn fit_model_to_task(&mut self) {
-        let vocab = self.task.vocab_size();
+        let (vocab, vocab_out) = (self.task.vocab_size(), self.task.vocab_out());
         self.model.d_vocab = vocab;
-        self.model.d_vocab_out = None;
+        self.model.d_vocab_out = (vocab_out != vocab).then_some(vocab_out);
         if self.model.embeddings == Embeddings::OneHot {
             self.model.d_model = vocab;
         }
-        self.model.n_ctx = self.model.n_ctx.max(self.task.seq_len);
+        self.model.n_ctx = self.model.n_ctx.max(self.task.seq_len());
+    }
+
+    /// Samples one training step sees.
+    pub fn step_batch(&self) -> usize {
+        match &self.task {
+            TaskConfig::SkipTrigram(t) => self.train.batch_size.min(t.train_size),
+            TaskConfig::Induction(_) => self.train.batch_size,
+            TaskConfig::ModularAddition(t) => self.train.batch_size.min(t.train_count()),
+        }
     }
 
     /// Floats of activations one training step holds (forward and backward, about 3× the
     /// forward's largest intermediates), for the path the config asks for. `Auto` takes the
     /// multiset path only where it has fewer rows, so it is counted as the last-position path.
     pub fn step_floats(&self) -> usize {
-        let (m, p) = (&self.model, self.task.seq_len);
+        let (m, p) = (&self.model, self.task.seq_len());
         let last_position = 4 * p * m.n_heads * m.d_head + 2 * m.n_heads * p + 2 * m.d_vocab;
         let per_row = match self.train.path.for_model(m) {
             PathChoice::Full => m.forward_floats_per_sequence(p),
             PathChoice::LastPosition | PathChoice::Auto => last_position,
             PathChoice::Multiset => 4 * m.n_heads * m.d_vocab + 2 * m.d_vocab,
         };
-        per_row
-            .saturating_mul(self.train.batch_size.min(self.task.train_size))
-            .saturating_mul(3)
+        per_row.saturating_mul(self.step_batch()).saturating_mul(3)
     }
 
+    /// Optimiser steps per epoch (1 for step-counted tasks, whose "epoch" is one step).
     pub fn steps_per_epoch(&self) -> usize {
-        self.task.train_size.div_ceil(self.train.batch_size)
+        match &self.task {
+            TaskConfig::SkipTrigram(t) => t.train_size.div_ceil(self.train.batch_size),
+            TaskConfig::Induction(_) => 1,
+            TaskConfig::ModularAddition(t) => t.train_count().div_ceil(self.train.batch_size),
+        }
     }
+}
+
+/// A modular-addition run as in TransformerLens's grokking demo: one layer with a ReLU MLP, no
+/// LayerNorm, learned positions.
+fn modular_addition(
+    p: usize,
+    train_frac: f64,
+    d_model: usize,
+    n_heads: usize,
+    d_mlp: usize,
+) -> (TaskConfig, ModelConfig) {
+    let mut model = ModelConfig::learned(p + 1, 3, 1, d_model, n_heads, Some(d_mlp));
+    model.d_vocab_out = Some(p);
+    (
+        TaskConfig::ModularAddition(ModularAdditionConfig { p, train_frac }),
+        model,
+    )
 }
 
 #[cfg(test)]
@@ -163,11 +227,24 @@ mod tests {
         bad.model.d_vocab = 12;
         bad.model.d_model = 12;
         assert!(bad.validate().unwrap_err().contains("vocabulary size (11)"));
+        for preset in Preset::ALL {
+            let cfg = RunConfig::from_preset(preset);
+            cfg.validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", preset.name()));
+            let json = serde_json::to_string(&cfg).unwrap();
+            assert_eq!(RunConfig::from_json(&json).unwrap(), cfg);
+        }
+        let grok = RunConfig::from_preset(Preset::Grokking);
+        assert_eq!((grok.model.d_vocab, grok.model.d_vocab_out()), (114, 113));
+        assert_eq!(grok.steps_per_epoch(), 1);
+        let mut mixed = grok.clone();
+        mixed.apply_preset(Preset::Fast);
+        assert_eq!(mixed, RunConfig::from_preset(Preset::Fast));
         bad = nb.clone();
         bad.train.lr = -1.0;
         assert!(bad.validate().unwrap_err().contains("lr"));
         bad = nb;
-        bad.task.seq_len = 5;
+        bad.task.skip_trigram_mut().unwrap().seq_len = 5;
         assert!(bad.validate().unwrap_err().contains("n_ctx"));
         bad.fit_model_to_task();
         bad.validate().unwrap();

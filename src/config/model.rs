@@ -226,6 +226,36 @@ impl ModelConfig {
         }
     }
 
+    /// A TransformerLens model with learned embeddings and positions and no LayerNorm;
+    /// attention only unless `d_mlp` is given (then with a ReLU MLP).
+    pub fn learned(
+        d_vocab: usize,
+        n_ctx: usize,
+        n_layers: usize,
+        d_model: usize,
+        n_heads: usize,
+        d_mlp: Option<usize>,
+    ) -> Self {
+        Self {
+            n_layers,
+            d_model,
+            n_heads,
+            d_head: d_model / n_heads,
+            d_vocab,
+            d_vocab_out: None,
+            n_ctx,
+            attn_only: d_mlp.is_none(),
+            d_mlp,
+            act_fn: d_mlp.map(|_| ActFn::Relu),
+            normalization_type: None,
+            positional_embedding_type: Positions::Standard,
+            embeddings: Embeddings::Learned,
+            use_attn_scale: true,
+            attn_scale: None,
+            init_range: None,
+        }
+    }
+
     pub fn d_vocab_out(&self) -> usize {
         self.d_vocab_out.unwrap_or(self.d_vocab)
     }

@@ -3,32 +3,80 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Named training settings.
+/// Named runs. `notebook` and `fast` are training settings for the skip-trigram task; the others
+/// are whole runs (task, model and training) that reproduce a known result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Preset {
     /// The notebook's settings: Adam lr 1e-3, 60 epochs, batch 10 000. Under-trains the task.
     Notebook,
     /// Learns every signal pair within seconds: Adam lr 1e-2, 60 epochs, batch 10 000.
     #[default]
     Fast,
+    /// Induction heads form in a 2-layer attention-only model within a few hundred steps.
+    Induction,
+    /// TransformerLens's grokking demo: modular addition mod 113, 30 % of pairs, weight decay 1.
+    Grokking,
+    /// A smaller modular-addition run that memorises, plateaus and groks within a minute.
+    GrokkingFast,
 }
 
 impl Preset {
-    pub const ALL: [Preset; 2] = [Preset::Notebook, Preset::Fast];
+    pub const ALL: [Preset; 5] = [
+        Preset::Notebook,
+        Preset::Fast,
+        Preset::Induction,
+        Preset::Grokking,
+        Preset::GrokkingFast,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Preset::Notebook => "notebook",
             Preset::Fast => "fast",
+            Preset::Induction => "induction",
+            Preset::Grokking => "grokking",
+            Preset::GrokkingFast => "grokking-fast",
         }
+    }
+
+    /// Whether the preset is training settings only (for the skip-trigram task).
+    pub fn is_training_only(self) -> bool {
+        matches!(self, Preset::Notebook | Preset::Fast)
     }
 
     pub fn train_config(self) -> TrainConfig {
         let base = TrainConfig::default();
+        let adamw = TrainConfig {
+            optimizer: Optimizer::AdamW,
+            lr: 1e-3,
+            weight_decay: 1.0,
+            betas: [0.9, 0.98],
+            // Full batch: every training pair in every step.
+            batch_size: 1_000_000,
+            eval_every: 100,
+            freeze: vec!["*.b_*".into()],
+            ..base.clone()
+        };
         match self {
             Preset::Notebook => TrainConfig { lr: 1e-3, ..base },
             Preset::Fast => TrainConfig { lr: 1e-2, ..base },
+            Preset::Induction => TrainConfig {
+                lr: 1e-3,
+                batch_size: 64,
+                steps: 1_000,
+                eval_every: 25,
+                ..base
+            },
+            Preset::Grokking => TrainConfig {
+                epochs: 25_000,
+                ..adamw
+            },
+            Preset::GrokkingFast => TrainConfig {
+                epochs: 5_000,
+                eval_every: 25,
+                ..adamw
+            },
         }
     }
 }
@@ -98,6 +146,10 @@ pub struct TrainConfig {
     /// Parameters that stay as they are: TL names, where `*` matches any run of characters
     /// (`"*.b_*"` freezes every attention and MLP bias, `"unembed.b_U"` one tensor).
     pub freeze: Vec<String>,
+    /// Training length for tasks that count steps on fresh batches (induction).
+    pub steps: usize,
+    /// Evaluate (and keep a snapshot) every this many epochs or steps, and at the end.
+    pub eval_every: usize,
 }
 
 impl Default for TrainConfig {
@@ -112,6 +164,8 @@ impl Default for TrainConfig {
             betas: [0.9, 0.999],
             eps: 1e-8,
             freeze: Vec::new(),
+            steps: 1_000,
+            eval_every: 1,
         }
     }
 }
@@ -150,6 +204,18 @@ impl TrainConfig {
             return Err(format!(
                 "epochs must be between 1 and 1000000, got {}",
                 self.epochs
+            ));
+        }
+        if self.steps == 0 || self.steps > 100_000_000 {
+            return Err(format!(
+                "steps must be between 1 and 100000000, got {}",
+                self.steps
+            ));
+        }
+        if self.eval_every == 0 || self.eval_every > 100_000_000 {
+            return Err(format!(
+                "eval_every must be between 1 and 100000000, got {}",
+                self.eval_every
             ));
         }
         Ok(())

@@ -1,17 +1,18 @@
 //! The one training loop. Every driver (the CLI's `train` and `sweep`, the app's worker thread,
 //! `bench` and the tests) runs a [`Trainer`] through [`drive`] and sees the run through one
-//! callback. The loop keeps the bookkeeping they would otherwise each repeat: the epoch-0
-//! snapshot, the metric history, a snapshot after every epoch (thinned to a bounded count),
+//! callback. The loop keeps the bookkeeping they would otherwise each repeat: the initial
+//! snapshot, the metric history, a snapshot at every evaluation (thinned to a bounded count),
 //! the final weights, and the last finite weights when the loss diverges.
 
-use super::{EpochMetrics, StepMetrics, TrainError, Trainer};
+use super::{Metrics, StepMetrics, TrainError, Trainer};
 use crate::checkpoint::{Checkpoint, Snapshot};
 use crate::model::Weights;
 
-/// What the loop reports, in order: `Started`, then `Step`s with an `Epoch` after each epoch's
-/// last step.
+/// What the loop reports, in order: `Started`, then `Step`s with an `Evaluation` after each
+/// evaluation period's last step.
 pub enum Progress<'a> {
     Started {
+        /// Epochs, or steps for step-counted tasks.
         total_epochs: usize,
         steps_per_epoch: usize,
         /// The forward path training uses (`multiset`, `last_position` or `full`).
@@ -19,8 +20,8 @@ pub enum Progress<'a> {
         initial_weights: &'a Weights,
     },
     Step(&'a StepMetrics),
-    Epoch {
-        metrics: &'a EpochMetrics,
+    Evaluation {
+        metrics: &'a Metrics,
         weights: &'a Weights,
     },
 }
@@ -79,7 +80,7 @@ pub fn drive(
         weights: initial,
     });
     let mut control = observe(Progress::Started {
-        total_epochs: trainer.config().train.epochs,
+        total_epochs: trainer.config().total_units(),
         steps_per_epoch: trainer.config().steps_per_epoch(),
         path: trainer.path().name(),
         initial_weights: &checkpoint.snapshots[0].weights,
@@ -94,10 +95,9 @@ pub fn drive(
         match trainer.step() {
             Ok(result) => {
                 control = observe(Progress::Step(&result.step));
-                if let Some(metrics) = result.epoch {
+                if let Some(metrics) = result.evaluation {
                     let weights = trainer.weights()?;
-                    checkpoint.history.push(metrics);
-                    if observe(Progress::Epoch {
+                    if observe(Progress::Evaluation {
                         metrics: &metrics,
                         weights: &weights,
                     }) == Control::Stop
@@ -105,9 +105,10 @@ pub fn drive(
                         control = Control::Stop;
                     }
                     checkpoint.push_snapshot(Snapshot {
-                        epoch: metrics.epoch,
+                        epoch: metrics.progress(),
                         weights,
                     });
+                    checkpoint.history.push(metrics);
                 }
             }
             Err(TrainError::Diverged { epoch, step, loss }) => {

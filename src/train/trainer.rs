@@ -1,18 +1,20 @@
 //! The training loop, one step at a time, so a driver (CLI, worker thread, test) can pause or
-//! stop between any two steps.
+//! stop between any two steps. The task decides what a step and an evaluation are; the trainer
+//! keeps the model, the optimiser and the counts.
 
 use std::time::Instant;
 
-use candle_core::Device;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
+use candle_core::{Device, Tensor};
 use thiserror::Error;
 
-use super::batches::{ForwardPath, PreparedSet, Tally};
-use super::{Adam, EpochMetrics, RunConfig, StepMetrics};
+use super::induction::InductionRun;
+use super::modular::ModularRun;
+use super::skip_trigram::SkipTrigramRun;
+use super::{Adam, Metrics, RunConfig, StepMetrics};
 use crate::model::{ModelError, Transformer, Weights};
-use crate::seed::{Stream, stream_rng};
-use crate::task::Dataset;
+use crate::task::{Dataset, PairSplit, TaskConfig};
+
+use super::batches::ForwardPath;
 
 #[derive(Debug, Error)]
 pub enum TrainError {
@@ -39,8 +41,44 @@ pub enum TrainError {
 #[derive(Debug, Clone)]
 pub struct StepResult {
     pub step: StepMetrics,
-    /// Set when the step completed an epoch.
-    pub epoch: Option<EpochMetrics>,
+    /// Set when the step ended an evaluation period (and the last one).
+    pub evaluation: Option<Metrics>,
+}
+
+/// What a task's step reports back.
+pub(super) struct StepOutcome {
+    pub loss: f64,
+    pub acc: Option<f64>,
+    pub samples: usize,
+    /// Whether the step completed an epoch (every step, for step-counted tasks).
+    pub unit_done: bool,
+}
+
+/// Checks the loss, backpropagates it and takes an optimiser step. A non-finite loss leaves
+/// the weights untouched. `at` is the (1-based) epoch and step, for the divergence message.
+pub(super) fn descend(
+    loss: &Tensor,
+    adam: &mut Adam,
+    (epoch, step): (usize, usize),
+) -> Result<f64, TrainError> {
+    let value = loss.to_scalar::<f32>()? as f64;
+    if !value.is_finite() {
+        return Err(TrainError::Diverged {
+            epoch,
+            step,
+            loss: value,
+        });
+    }
+    let grads = loss.backward()?;
+    adam.step(&grads)?;
+    Ok(value)
+}
+
+/// The task's data and its place in it.
+enum TaskRun {
+    SkipTrigram(Box<SkipTrigramRun>),
+    Induction(InductionRun),
+    ModularAddition(ModularRun),
 }
 
 pub struct Trainer {
@@ -48,15 +86,12 @@ pub struct Trainer {
     device: Device,
     model: Transformer,
     adam: Adam,
-    train: PreparedSet,
-    val: PreparedSet,
-    shuffle_rng: ChaCha8Rng,
-    order: Vec<u32>,
-    /// Position in `order` of the next batch.
-    cursor: usize,
-    epoch: usize,
+    run: TaskRun,
+    /// Epochs (or steps, for step-counted tasks) completed.
+    units: usize,
     step: usize,
-    epoch_tally: Tally,
+    /// Training loss summed since the last evaluation, and its step count.
+    loss_since_eval: (f64, usize),
     started: Instant,
     samples: u64,
     busy_s: f64,
@@ -77,9 +112,15 @@ impl Trainer {
         device: &Device,
     ) -> Result<Self, TrainError> {
         cfg.validate().map_err(TrainError::Config)?;
-        let task_err = |e: crate::task::TaskError| TrainError::Config(e.to_string());
-        let train_data = cfg.task.train_set(cfg.seed).map_err(task_err)?;
-        let val_data = cfg.task.val_set(cfg.seed).map_err(task_err)?;
+        let run = match &cfg.task {
+            TaskConfig::SkipTrigram(task) => {
+                TaskRun::SkipTrigram(Box::new(SkipTrigramRun::new(task, &cfg, device)?))
+            }
+            TaskConfig::Induction(task) => TaskRun::Induction(InductionRun::new(task, &cfg)),
+            TaskConfig::ModularAddition(task) => {
+                TaskRun::ModularAddition(ModularRun::new(task, &cfg, device)?)
+            }
+        };
         let model = Transformer::new(&cfg.model, &weights, device)?;
         // Frozen parameters stay out of the optimiser: no update, no weight decay.
         let trainable = model
@@ -90,17 +131,10 @@ impl Trainer {
             .map(|(_, var)| var.clone())
             .collect();
         let adam = Adam::new(trainable, &cfg.train)?;
-        let path = cfg.train.path.for_model(&cfg.model);
-        let train = PreparedSet::new(train_data, path, cfg.train.batch_size, device)?;
-        let val = PreparedSet::new(val_data, path, cfg.task.val_size, device)?;
-        let n = train.data.len() as u32;
         Ok(Self {
-            shuffle_rng: stream_rng(cfg.seed, Stream::Shuffle),
-            order: (0..n).collect(),
-            cursor: 0,
-            epoch: 0,
+            units: 0,
             step: 0,
-            epoch_tally: Tally::default(),
+            loss_since_eval: (0.0, 0),
             started: Instant::now(),
             samples: 0,
             busy_s: 0.0,
@@ -108,8 +142,7 @@ impl Trainer {
             cfg,
             model,
             adam,
-            train,
-            val,
+            run,
         })
     }
 
@@ -119,94 +152,111 @@ impl Trainer {
     pub fn model(&self) -> &Transformer {
         &self.model
     }
-    pub fn train_data(&self) -> &Dataset {
-        &self.train.data
+    /// The skip-trigram training set.
+    pub fn train_data(&self) -> Option<&Dataset> {
+        match &self.run {
+            TaskRun::SkipTrigram(run) => Some(&run.train.data),
+            _ => None,
+        }
     }
-    pub fn val_data(&self) -> &Dataset {
-        &self.val.data
+    /// The skip-trigram validation set.
+    pub fn val_data(&self) -> Option<&Dataset> {
+        match &self.run {
+            TaskRun::SkipTrigram(run) => Some(&run.val.data),
+            _ => None,
+        }
     }
+    /// The modular-addition split.
+    pub fn pair_split(&self) -> Option<&PairSplit> {
+        match &self.run {
+            TaskRun::ModularAddition(run) => Some(&run.split),
+            _ => None,
+        }
+    }
+    /// The forward path training takes.
     pub fn path(&self) -> ForwardPath {
-        self.train.path
+        match &self.run {
+            TaskRun::SkipTrigram(run) => run.train.path,
+            _ => ForwardPath::Full,
+        }
     }
     /// Distinct rows of the training set when training takes the multiset path.
     pub fn multiset_rows(&self) -> Option<usize> {
-        self.train.multiset_rows()
+        match &self.run {
+            TaskRun::SkipTrigram(run) => run.train.multiset_rows(),
+            _ => None,
+        }
     }
-    /// Epochs completed so far.
+    /// Epochs (steps, for step-counted tasks) completed so far.
     pub fn epochs_done(&self) -> usize {
-        self.epoch
+        self.units
     }
     pub fn steps_done(&self) -> usize {
         self.step
     }
     pub fn is_finished(&self) -> bool {
-        self.epoch >= self.cfg.train.epochs
+        self.units >= self.cfg.total_units()
     }
 
-    /// One optimiser step on the next batch. Shuffles at the start of each epoch and evaluates
-    /// the validation set after its last batch. A non-finite loss leaves the weights untouched
-    /// and returns [`TrainError::Diverged`].
+    /// One optimiser step, and an evaluation when it ends an evaluation period. A non-finite
+    /// loss leaves the weights untouched and returns [`TrainError::Diverged`].
     pub fn step(&mut self) -> Result<StepResult, TrainError> {
         if self.is_finished() {
             return Err(TrainError::Finished);
         }
         let step_started = Instant::now();
-        if self.cursor == 0 {
-            self.order.shuffle(&mut self.shuffle_rng);
-            self.epoch_tally = Tally::default();
-        }
-        let end = (self.cursor + self.cfg.train.batch_size).min(self.order.len());
-        let batch = self
-            .train
-            .batch(&self.order[self.cursor..end], &self.device)?;
-        let (loss, logits) = batch.loss(&self.model)?;
-        let loss_value = loss.to_scalar::<f32>()? as f64;
-        if !loss_value.is_finite() {
-            return Err(TrainError::Diverged {
-                epoch: self.epoch + 1,
-                step: self.step + 1,
-                loss: loss_value,
-            });
-        }
-        let grads = loss.backward()?;
-        self.adam.step(&grads)?;
-        let vocab = self.cfg.model.d_vocab_out();
-        let tally = batch.tally(&logits.flatten_all()?.to_vec1::<f32>()?, vocab, loss_value);
-        self.epoch_tally.merge(&tally);
+        let at = (self.units + 1, self.step + 1);
+        let (model, adam, device) = (&self.model, &mut self.adam, &self.device);
+        let outcome = match &mut self.run {
+            TaskRun::SkipTrigram(run) => run.step(model, adam, device, at)?,
+            TaskRun::Induction(run) => run.step(model, adam, device, at)?,
+            TaskRun::ModularAddition(run) => run.step(model, adam, device, at)?,
+        };
         self.step += 1;
-        self.samples += batch.size as u64;
-        self.cursor = end;
+        self.samples += outcome.samples as u64;
+        self.loss_since_eval.0 += outcome.loss;
+        self.loss_since_eval.1 += 1;
         self.busy_s += step_started.elapsed().as_secs_f64();
         let step = StepMetrics {
-            epoch: self.epoch + 1,
+            epoch: at.0,
             step: self.step,
-            loss: loss_value,
-            acc: tally.acc(),
+            loss: outcome.loss,
+            acc: outcome.acc,
             samples: self.samples,
             busy_s: self.busy_s,
         };
-        if self.cursor < self.order.len() {
-            return Ok(StepResult { step, epoch: None });
+        if !outcome.unit_done {
+            return Ok(StepResult {
+                step,
+                evaluation: None,
+            });
         }
-        self.cursor = 0;
-        self.epoch += 1;
-        let val = evaluate_set(&self.model, &self.val, &self.device)?;
-        let train = self.epoch_tally;
-        let metrics = EpochMetrics {
-            epoch: self.epoch,
-            train_loss: train.loss(),
-            train_acc: train.acc(),
-            train_acc_signal: train.acc_signal(),
-            train_acc_noise: train.acc_noise(),
-            val_loss: val.loss(),
-            val_acc: val.acc(),
-            val_acc_signal: val.acc_signal(),
-            val_acc_noise: val.acc_noise(),
-            elapsed_s: self.started.elapsed().as_secs_f64(),
-        };
-        Ok(StepResult {
-            step,
-            epoch: Some(metrics),
+        self.units += 1;
+        let due = self.units.is_multiple_of(self.cfg.train.eval_every) || self.is_finished();
+        let evaluation = if due { Some(self.evaluate()?) } else { None };
+        Ok(StepResult { step, evaluation })
+    }
+
+    /// The task's metrics now.
+    fn evaluate(&mut self) -> Result<Metrics, TrainError> {
+        let (sum, n) = std::mem::take(&mut self.loss_since_eval);
+        let train_loss = sum / n.max(1) as f64;
+        Ok(match &self.run {
+            TaskRun::SkipTrigram(run) => Metrics::SkipTrigram(run.evaluate(
+                &self.model,
+                &self.device,
+                self.units,
+                self.started.elapsed().as_secs_f64(),
+            )?),
+            TaskRun::Induction(run) => Metrics::Induction(run.evaluate(
+                &self.model,
+                self.units,
+                train_loss,
+                self.busy_s,
+            )?),
+            TaskRun::ModularAddition(run) => {
+                Metrics::ModularAddition(run.evaluate(&self.model, self.units, self.busy_s)?)
+            }
         })
     }
 
@@ -214,40 +264,4 @@ impl Trainer {
     pub fn weights(&self) -> Result<Weights, TrainError> {
         Ok(self.model.weights()?)
     }
-}
-
-/// Loss and accuracy of `model` on a whole prepared set, in chunks.
-fn evaluate_set(
-    model: &Transformer,
-    set: &PreparedSet,
-    device: &Device,
-) -> candle_core::Result<Tally> {
-    let n = set.data.len();
-    // Bounded like every analysis pass; the multiset path aggregates within each chunk, which
-    // is just as exact.
-    let cfg = model.config();
-    let chunk = if set.path == ForwardPath::Multiset {
-        let per_row = 4 * cfg.n_heads * cfg.d_vocab;
-        (crate::model::FORWARD_CHUNK_FLOATS / per_row.max(1)).clamp(1, n.max(1))
-    } else {
-        cfg.forward_chunk_rows(set.data.seq_len)
-    };
-    let indices: Vec<u32> = (0..n as u32).collect();
-    let mut total = Tally::default();
-    for part in indices.chunks(chunk) {
-        let batch = set.batch(part, device)?;
-        let (loss, logits) = batch.loss(model)?;
-        let loss = loss.to_scalar::<f32>()? as f64;
-        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
-        total.merge(&batch.tally(&logits, model.config().d_vocab_out(), loss));
-    }
-    Ok(total)
-}
-
-/// Evaluates `model` on `data` with the fastest exact path.
-pub fn evaluate_dataset(model: &Transformer, data: Dataset) -> candle_core::Result<Tally> {
-    let n = data.len();
-    let path = super::PathChoice::Auto.for_model(model.config());
-    let set = PreparedSet::new(data, path, n, model.device())?;
-    evaluate_set(model, &set, model.device())
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use candle_core::Device;
 
 use super::driver::{Control, Ending, Progress, drive};
-use super::{EpochMetrics, RunConfig, StepMetrics, TrainError, Trainer};
+use super::{Metrics, RunConfig, StepMetrics, TrainError, Trainer};
 use crate::model::Weights;
 
 /// What a driver can ask of a running worker.
@@ -45,9 +45,9 @@ pub enum Event {
         initial_weights: Weights,
     },
     Step(StepMetrics),
-    /// An epoch ended; `weights` is a snapshot taken right after it.
-    Epoch {
-        metrics: EpochMetrics,
+    /// An evaluation period ended; `weights` is a snapshot taken right after it.
+    Evaluation {
+        metrics: Metrics,
         weights: Weights,
     },
     Paused,
@@ -231,9 +231,9 @@ fn run(
             emit(Event::Step(*step));
             poll()
         }
-        Progress::Epoch { metrics, weights } => {
-            emit(Event::Epoch {
-                metrics: *metrics,
+        Progress::Evaluation { metrics, weights } => {
+            emit(Event::Evaluation {
+                metrics: metrics.clone(),
                 weights: weights.clone(),
             });
             Control::Continue

@@ -1,30 +1,67 @@
-//! What the model is trained on: label histograms, the signal fraction and a sample table.
+//! What the model is trained on: for skip-trigrams label histograms, the signal fraction and a
+//! sample table; for induction the sequences with their repeated half; for modular addition the
+//! p × p grid of pairs by split and, for the model in view, by correctness.
 
-use egui::{Color32, RichText, Ui};
+use egui::{Color32, RichText, Sense, Ui, vec2};
 use egui_plot::{Bar, BarChart, Legend, Plot};
 
+use crate::app::views::{DataSummary, DataView};
 use crate::app::{Action, DataFilter, ToylensApp};
 
 pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
-    ui.horizontal(|ui| {
-        ui.label("Show");
-        ui.selectable_value(&mut app.settings.data_filter, DataFilter::All, "all");
-        ui.selectable_value(&mut app.settings.data_filter, DataFilter::Signal, "signal");
-        ui.selectable_value(&mut app.settings.data_filter, DataFilter::Noise, "noise");
-        ui.weak("· click a row to inspect it");
-    });
-    let filter = app.settings.data_filter;
-    let seed = app.settings.config.seed;
-    let signal_prob = app.settings.config.task.signal_prob;
     let key = app.data_key();
-    let Some(summary) = super::job_result(
+    let Some(view) = super::job_result(
         ui,
         &app.analysis.data,
         &key,
-        "generating the training set of the settings…",
+        "generating the data of the settings…",
     ) else {
         return;
     };
+    let seed = app.settings.config.seed;
+    let clicked = match view {
+        DataView::SkipTrigram(summary) => {
+            let signal_prob = app
+                .settings
+                .config
+                .task
+                .skip_trigram()
+                .map_or(0.0, |t| t.signal_prob);
+            skip_trigram(
+                summary,
+                &mut app.settings.data_filter,
+                seed,
+                signal_prob,
+                ui,
+            )
+        }
+        DataView::Induction { sequences, half } => induction(sequences, *half, seed, ui),
+        DataView::ModularAddition {
+            p,
+            train_mask,
+            correct,
+        } => modular(*p, train_mask, correct.as_deref(), seed, ui),
+    };
+    if let Some(tokens) = clicked {
+        app.request(Action::InspectSequence(tokens));
+    }
+}
+
+fn skip_trigram(
+    summary: &DataSummary,
+    data_filter: &mut DataFilter,
+    seed: u64,
+    signal_prob: f64,
+    ui: &mut Ui,
+) -> Option<Vec<u32>> {
+    ui.horizontal(|ui| {
+        ui.label("Show");
+        ui.selectable_value(data_filter, DataFilter::All, "all");
+        ui.selectable_value(data_filter, DataFilter::Signal, "signal");
+        ui.selectable_value(data_filter, DataFilter::Noise, "noise");
+        ui.weak("· click a row to inspect it");
+    });
+    let filter = *data_filter;
     let data = &summary.data;
     let ceilings = summary.ceilings;
     ui.label(format!(
@@ -116,7 +153,170 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
                 }
             }
         });
-    if let Some(tokens) = clicked {
-        app.request(Action::InspectSequence(tokens));
+    clicked
+}
+
+const FIRST_HALF: Color32 = Color32::from_rgb(66, 133, 244);
+const REPEATED: Color32 = Color32::from_rgb(234, 120, 40);
+
+/// The first training sequences, the repeated half in its own colour.
+fn induction(sequences: &[u32], half: usize, seed: u64, ui: &mut Ui) -> Option<Vec<u32>> {
+    let len = 2 * half;
+    ui.label(format!(
+        "Training sequences of seed {seed} (the first {} of a fresh stream; every step draws new \
+         ones): {half} random tokens, then the same {half} again. Click a row to inspect it.",
+        sequences.len() / len.max(1)
+    ));
+    ui.horizontal(|ui| {
+        ui.colored_label(FIRST_HALF, "■ random half: unpredictable, loss floor ln V");
+        ui.colored_label(
+            REPEATED,
+            "■ repeated half: predictable by induction, floor 0",
+        );
+    });
+    let mut clicked = None;
+    let row_height = ui.text_style_height(&egui::TextStyle::Monospace) + 6.0;
+    egui::ScrollArea::both()
+        .auto_shrink([false, false])
+        .show_rows(ui, row_height, sequences.len() / len.max(1), |ui, range| {
+            for i in range {
+                let seq = &sequences[i * len..(i + 1) * len];
+                let response = ui
+                    .horizontal(|ui| {
+                        ui.add_sized([50.0, row_height], egui::Label::new(i.to_string()));
+                        for (pos, t) in seq.iter().enumerate() {
+                            let color = if pos < half { FIRST_HALF } else { REPEATED };
+                            ui.label(RichText::new(format!("{t:>3}")).monospace().color(color));
+                        }
+                    })
+                    .response
+                    .interact(Sense::click());
+                if response.on_hover_text("inspect this sequence").clicked() {
+                    clicked = Some(seq.to_vec());
+                }
+            }
+        });
+    clicked
+}
+
+const TRAIN_PAIR: Color32 = Color32::from_rgb(66, 133, 244);
+const TEST_PAIR: Color32 = Color32::from_gray(90);
+const RIGHT: Color32 = Color32::from_rgb(52, 168, 83);
+const WRONG: Color32 = Color32::from_rgb(220, 60, 60);
+
+/// The p × p pairs (rows a, columns b), by split, and by correctness where the model in view
+/// was trained on this split. Clicking a cell inspects `a b =`.
+fn modular(
+    p: usize,
+    train_mask: &[bool],
+    correct: Option<&[bool]>,
+    seed: u64,
+    ui: &mut Ui,
+) -> Option<Vec<u32>> {
+    let train = train_mask.iter().filter(|&&t| t).count();
+    ui.label(format!(
+        "All {} pairs (a, b) of a + b mod {p}, rows a, columns b: {train} train ({:.1} %), {} test; \
+         split of seed {seed}.",
+        p * p,
+        100.0 * train as f64 / (p * p) as f64,
+        p * p - train
+    ));
+    let colour = |i: usize| match (correct, train_mask[i]) {
+        (None, true) => TRAIN_PAIR,
+        (None, false) => TEST_PAIR,
+        (Some(c), true) => {
+            if c[i] {
+                TRAIN_PAIR
+            } else {
+                WRONG
+            }
+        }
+        (Some(c), false) => {
+            if c[i] {
+                RIGHT
+            } else {
+                TEST_PAIR
+            }
+        }
+    };
+    match correct {
+        Some(c) => {
+            let (mut train_right, mut test_right) = (0, 0);
+            for (i, &ok) in c.iter().enumerate() {
+                if ok && train_mask[i] {
+                    train_right += 1;
+                } else if ok {
+                    test_right += 1;
+                }
+            }
+            ui.horizontal_wrapped(|ui| {
+                ui.colored_label(TRAIN_PAIR, format!("■ train, right ({train_right})"));
+                ui.colored_label(WRONG, format!("■ train, wrong ({})", train - train_right));
+                ui.colored_label(RIGHT, format!("■ test, right ({test_right})"));
+                ui.colored_label(
+                    TEST_PAIR,
+                    format!("■ test, wrong ({})", p * p - train - test_right),
+                );
+            });
+        }
+        None => {
+            ui.horizontal_wrapped(|ui| {
+                ui.colored_label(TRAIN_PAIR, "■ train");
+                ui.colored_label(TEST_PAIR, "■ test");
+                ui.weak("(train a model on this split to see which pairs it gets right)");
+            });
+        }
     }
+    let side = (ui.available_height() - 8.0)
+        .min(ui.available_width() - 8.0)
+        .max(100.0);
+    let (response, painter) = ui.allocate_painter(vec2(side, side), Sense::click());
+    let cell = side / p as f32;
+    let origin = response.rect.min;
+    // One rectangle per run of equal colours along a row keeps large p cheap to draw.
+    for a in 0..p {
+        let mut b = 0;
+        while b < p {
+            let c = colour(a * p + b);
+            let start = b;
+            while b < p && colour(a * p + b) == c {
+                b += 1;
+            }
+            let rect = egui::Rect::from_min_size(
+                origin + vec2(start as f32 * cell, a as f32 * cell),
+                vec2((b - start) as f32 * cell, cell),
+            );
+            painter.rect_filled(rect, 0.0, c);
+        }
+    }
+    let pair_at = |pos: egui::Pos2| {
+        let rel = pos - origin;
+        let (a, b) = ((rel.y / cell) as usize, (rel.x / cell) as usize);
+        (a < p && b < p).then_some((a, b))
+    };
+    let hovered = response.hover_pos().and_then(pair_at);
+    let response = match hovered {
+        Some((a, b)) => {
+            let i = a * p + b;
+            let split = if train_mask[i] { "train" } else { "test" };
+            let verdict = correct.map_or(String::new(), |c| {
+                if c[i] {
+                    ", answered right".into()
+                } else {
+                    ", answered wrong".into()
+                }
+            });
+            response.on_hover_text(format!(
+                "{a} + {b} = {} (mod {p}): {split}{verdict}; click to inspect",
+                (a + b) % p
+            ))
+        }
+        None => response,
+    };
+    if response.clicked()
+        && let Some((a, b)) = response.interact_pointer_pos().and_then(pair_at)
+    {
+        return Some(vec![a as u32, b as u32, p as u32]);
+    }
+    None
 }

@@ -9,6 +9,16 @@ use crate::app::{Action, ToylensApp};
 pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     // The whole tab, for "Save PNG…".
     let panel = ui.max_rect();
+    let Some(task) = app.session.config.task.skip_trigram().cloned() else {
+        ui.add_space(20.0);
+        ui.label(format!(
+            "The exhaustive evaluation enumerates skip-trigram sequences. This model's task ({}) \
+             is measured on the Training tab and, pair by pair or sequence by sequence, on the \
+             Data tab.",
+            app.session.config.task.kind().title()
+        ));
+        return;
+    };
     super::analysis_toolbar(app, ui, panel);
     let key = app.exhaustive_key();
     let Some(report) = super::job_result(
@@ -41,7 +51,6 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
                     .map(|&v| v as f32)
                     .collect();
                 let labels: Vec<String> = report.triggers.iter().map(|t| t.to_string()).collect();
-                let task = app.session.config.task.clone();
                 let describe = |r: usize, c: usize, v: f32| {
                     let (a, b) = (report.triggers[r], report.triggers[c]);
                     let answer = task.answer(a, b).map_or("?".into(), |l| l.to_string());
@@ -68,7 +77,6 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
                     ui.strong("pair(s)");
                     ui.strong("accuracy");
                     ui.end_row();
-                    let task = &app.session.config.task;
                     for (label, acc) in report.label_accuracy.iter().enumerate() {
                         let Some(acc) = acc else { continue };
                         let pairs: Vec<String> = task

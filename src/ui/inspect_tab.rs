@@ -7,6 +7,7 @@ use egui_plot::{Bar, BarChart, Plot};
 use super::heatmap::{Heatmap, Scale, legend};
 use crate::analysis::Inspection;
 use crate::app::ToylensApp;
+use crate::task::TaskConfig;
 
 const PREDICTED: Color32 = Color32::from_rgb(66, 133, 244);
 const EXPECTED: Color32 = Color32::from_rgb(52, 168, 83);
@@ -26,14 +27,19 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
         edit.labelled_by(label.id);
         let task = app.session.config.task.clone();
         let mut rng = rand::rng();
-        if ui.button("Random signal").clicked() {
-            app.settings.sequence = join(&task.random_sequence(true, &mut rng));
-        }
-        if ui.button("Random noise").clicked() {
-            app.settings.sequence = join(&task.random_sequence(false, &mut rng));
+        let buttons: &[(&str, bool)] = match task {
+            TaskConfig::SkipTrigram(_) => &[("Random signal", true), ("Random noise", false)],
+            TaskConfig::Induction(_) => &[("Random repeated sequence", true)],
+            TaskConfig::ModularAddition(_) => &[("Random pair", true)],
+        };
+        for &(label, signal) in buttons {
+            if ui.button(label).clicked() {
+                app.settings.sequence = join(&task.random_sequence(signal, &mut rng));
+            }
         }
         ui.weak(format!(
-            "tokens 0..={}, up to {} of them, spaces or commas",
+            "{}; tokens 0..={}, up to {}, spaces or commas",
+            task.sequence_hint(),
             app.session.config.model.d_vocab - 1,
             app.session.config.model.n_ctx
         ));
@@ -122,7 +128,16 @@ fn summary(app: &ToylensApp, r: &Inspection, ui: &mut Ui) {
                 );
             }
             None => {
-                ui.weak("not a signal sequence: no right answer (noise labels are random)");
+                ui.weak(match app.session.config.task {
+                    TaskConfig::SkipTrigram(_) => {
+                        "not a signal sequence: no right answer (noise labels are random)"
+                    }
+                    TaskConfig::Induction(_) => {
+                        "no right answer here: the next token is determined only inside the \
+                         repeated half"
+                    }
+                    TaskConfig::ModularAddition(_) => "not of the form a b =: no right answer",
+                });
             }
         }
         ui.weak(live);

@@ -5,6 +5,7 @@ use egui::{DragValue, RichText, Ui};
 use super::model_settings::{self, row};
 use crate::app::session::RunState;
 use crate::app::{Action, ToylensApp};
+use crate::task::{TaskConfig, TaskKind, Unit};
 use crate::train::{Optimizer, PathChoice, Preset};
 
 pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
@@ -69,17 +70,36 @@ fn controls(app: &mut ToylensApp, ui: &mut Ui) {
     });
 }
 
+/// What each preset does, for its button's tooltip.
+fn preset_hint(preset: Preset) -> &'static str {
+    match preset {
+        Preset::Notebook => "skip-trigrams, the notebook's run: lr 1e-3, 60 epochs (under-trains)",
+        Preset::Fast => "skip-trigrams, every signal pair learned in seconds: lr 1e-2, 60 epochs",
+        Preset::Induction => {
+            "induction heads in a 2-layer attention-only model (d_model 64, 4 heads, learned \
+             positions): repeated random tokens, Adam lr 1e-3, batch 64, 1000 steps"
+        }
+        Preset::Grokking => {
+            "TransformerLens's grokking demo: a + b mod 113, 30% of pairs, 1 layer with a ReLU MLP, \
+             AdamW lr 1e-3, weight decay 1, full batch, biases frozen, 25 000 epochs"
+        }
+        Preset::GrokkingFast => {
+            "a smaller grokking run (mod 59, 40% of pairs) that memorises, plateaus and groks \
+             within a minute"
+        }
+    }
+}
+
 fn settings(app: &mut ToylensApp, ui: &mut Ui) {
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
         ui.label("Preset");
         for preset in Preset::ALL {
-            let active = app.settings.config.train == preset.train_config();
+            let mut applied = app.settings.config.clone();
+            applied.apply_preset(preset);
+            let active = applied == app.settings.config;
             if ui
                 .selectable_label(active, preset.name())
-                .on_hover_text(match preset {
-                    Preset::Notebook => "the notebook's run: lr 1e-3, 60 epochs (under-trains)",
-                    Preset::Fast => "learns every signal pair in seconds: lr 1e-2, 60 epochs",
-                })
+                .on_hover_text(preset_hint(preset))
                 .clicked()
             {
                 app.request(Action::ApplyPreset(preset));
@@ -95,50 +115,34 @@ fn settings(app: &mut ToylensApp, ui: &mut Ui) {
                 row(
                     ui,
                     "Seed",
-                    "drives train data, validation data, init and shuffling",
+                    "drives the data, the split, init and shuffling",
                     |ui| ui.add(DragValue::new(&mut cfg.seed)),
                 );
-                let t = &mut cfg.task;
-                task_changed |= row(ui, "Sequence length", "tokens per sample (>= 3)", |ui| {
-                    ui.add(DragValue::new(&mut t.seq_len).range(1..=64))
-                });
-                task_changed |= row(
+                let kind = cfg.task.kind();
+                let mut picked = kind;
+                row(
                     ui,
-                    "Signal probability",
-                    "share of samples that are signal",
+                    "Task",
+                    "another task brings its preset's model and training",
                     |ui| {
-                        ui.add(
-                            DragValue::new(&mut t.signal_prob)
-                                .speed(0.01)
-                                .range(0.0..=1.0),
-                        )
+                        egui::ComboBox::from_id_salt("task_kind")
+                            .selected_text(kind.title())
+                            .show_ui(ui, |ui| {
+                                for k in TaskKind::ALL {
+                                    ui.selectable_value(&mut picked, k, k.title());
+                                }
+                            })
+                            .response
                     },
                 );
-                task_changed |= row(
-                    ui,
-                    "Noise tokens up to",
-                    "noise tokens are 5..=N; the vocabulary grows with N",
-                    |ui| ui.add(DragValue::new(&mut t.noise_tokens.last).range(5..=999)),
-                );
-                task_changed |= row(ui, "Train samples", "size of the training set", |ui| {
-                    ui.add(
-                        DragValue::new(&mut t.train_size)
-                            .speed(100)
-                            .range(0..=10_000_000),
-                    )
-                });
-                task_changed |= row(
-                    ui,
-                    "Validation samples",
-                    "size of the validation set",
-                    |ui| {
-                        ui.add(
-                            DragValue::new(&mut t.val_size)
-                                .speed(10)
-                                .range(0..=1_000_000),
-                        )
-                    },
-                );
+                if picked != kind {
+                    cfg.apply_preset(match picked {
+                        TaskKind::SkipTrigram => Preset::Fast,
+                        TaskKind::Induction => Preset::Induction,
+                        TaskKind::ModularAddition => Preset::Grokking,
+                    });
+                }
+                task_changed |= task_settings(ui, &mut cfg.task);
             });
         });
     if task_changed {
@@ -152,6 +156,7 @@ fn settings(app: &mut ToylensApp, ui: &mut Ui) {
     egui::CollapsingHeader::new("Training")
         .default_open(true)
         .show(ui, |ui| {
+            let unit = cfg.task.unit();
             egui::Grid::new("train_grid").num_columns(2).show(ui, |ui| {
                 let t = &mut cfg.train;
                 let lr_speed = t.lr.abs().max(1e-6) * 0.02;
@@ -197,9 +202,20 @@ fn settings(app: &mut ToylensApp, ui: &mut Ui) {
                             .range(0..=1_000_000),
                     )
                 });
-                row(ui, "Epochs", "passes over the training set", |ui| {
-                    ui.add(DragValue::new(&mut t.epochs).range(0..=1_000_000))
-                });
+                match unit {
+                    Unit::Epoch => row(ui, "Epochs", "passes over the training set", |ui| {
+                        ui.add(DragValue::new(&mut t.epochs).range(0..=1_000_000))
+                    }),
+                    Unit::Step => row(ui, "Steps", "optimiser steps on fresh batches", |ui| {
+                        ui.add(DragValue::new(&mut t.steps).speed(10).range(0..=10_000_000))
+                    }),
+                };
+                row(
+                    ui,
+                    "Evaluate every",
+                    "epochs (steps) between evaluations and snapshots",
+                    |ui| ui.add(DragValue::new(&mut t.eval_every).range(0..=1_000_000)),
+                );
                 row(ui, "Beta 1", "Adam's first-moment decay", |ui| {
                     ui.add(
                         DragValue::new(&mut t.betas[0])
@@ -246,6 +262,96 @@ fn settings(app: &mut ToylensApp, ui: &mut Ui) {
     if let Some(error) = app.config_error() {
         ui.colored_label(ui.visuals().error_fg_color, error.to_string());
     }
+}
+
+/// The current task's own settings; true when one changed.
+fn task_settings(ui: &mut Ui, task: &mut TaskConfig) -> bool {
+    let mut changed = false;
+    match task {
+        TaskConfig::SkipTrigram(t) => {
+            changed |= row(ui, "Sequence length", "tokens per sample (>= 3)", |ui| {
+                ui.add(DragValue::new(&mut t.seq_len).range(1..=64))
+            });
+            changed |= row(
+                ui,
+                "Signal probability",
+                "share of samples that are signal",
+                |ui| {
+                    ui.add(
+                        DragValue::new(&mut t.signal_prob)
+                            .speed(0.01)
+                            .range(0.0..=1.0),
+                    )
+                },
+            );
+            changed |= row(
+                ui,
+                "Noise tokens up to",
+                "noise tokens are 5..=N; the vocabulary grows with N",
+                |ui| ui.add(DragValue::new(&mut t.noise_tokens.last).range(5..=999)),
+            );
+            changed |= row(ui, "Train samples", "size of the training set", |ui| {
+                ui.add(
+                    DragValue::new(&mut t.train_size)
+                        .speed(100)
+                        .range(0..=10_000_000),
+                )
+            });
+            changed |= row(
+                ui,
+                "Validation samples",
+                "size of the validation set",
+                |ui| {
+                    ui.add(
+                        DragValue::new(&mut t.val_size)
+                            .speed(10)
+                            .range(0..=1_000_000),
+                    )
+                },
+            );
+        }
+        TaskConfig::Induction(t) => {
+            changed |= row(
+                ui,
+                "Vocabulary",
+                "the random tokens are drawn from 0..V",
+                |ui| ui.add(DragValue::new(&mut t.vocab).range(1..=1_000)),
+            );
+            changed |= row(
+                ui,
+                "Half length",
+                "random tokens before the repeat; sequences are twice as long",
+                |ui| ui.add(DragValue::new(&mut t.half).range(1..=256)),
+            );
+            changed |= row(
+                ui,
+                "Validation sequences",
+                "fixed sequences every evaluation measures",
+                |ui| ui.add(DragValue::new(&mut t.val_size).speed(10).range(0..=100_000)),
+            );
+        }
+        TaskConfig::ModularAddition(t) => {
+            changed |= row(
+                ui,
+                "Modulus p",
+                "a + b mod p; tokens 0..p and '=' (p)",
+                |ui| ui.add(DragValue::new(&mut t.p).range(1..=1_000)),
+            );
+            changed |= row(
+                ui,
+                "Train fraction",
+                "share of the p² pairs trained on; the rest is the test set",
+                |ui| {
+                    ui.add(
+                        DragValue::new(&mut t.train_frac)
+                            .speed(0.01)
+                            .range(0.0..=1.0),
+                    )
+                },
+            );
+        }
+    }
+    changed
 }
 
 fn model_summary(app: &ToylensApp, ui: &mut Ui) {

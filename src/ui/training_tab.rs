@@ -7,6 +7,7 @@ use egui_plot::{
 };
 
 use crate::app::{Action, ToylensApp};
+use crate::task::TaskConfig;
 
 /// Longer series are thinned to about this many points for drawing.
 const MAX_DRAWN_POINTS: usize = 1_000;
@@ -37,7 +38,8 @@ const HEADS: [Color32; 6] = [
 ];
 
 pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
-    let ceilings = app.session.config.task.ceilings();
+    let task = app.session.config.task.clone();
+    let unit = task.unit().name();
     let mut reset = false;
     let panel = ui.max_rect();
     ui.horizontal(|ui| {
@@ -69,13 +71,32 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
             }
         });
     });
-    ui.label(
-        RichText::new(format!(
-            "ceilings: best accuracy {:.3}, Bayes cross-entropy {:.3} nats, noise chance {:.3}",
-            ceilings.best_acc, ceilings.bayes_ce, ceilings.best_noise_acc
-        ))
-        .weak(),
-    );
+    let ceiling_text = match &task {
+        TaskConfig::SkipTrigram(t) => {
+            let c = t.ceilings();
+            format!(
+                "ceilings: best accuracy {:.3}, Bayes cross-entropy {:.3} nats, noise chance {:.3}",
+                c.best_acc, c.bayes_ce, c.best_noise_acc
+            )
+        }
+        TaskConfig::Induction(t) => format!(
+            "floors: first half ln V = {:.3} nats (nothing to learn), repeated half 0 (copy by \
+             induction); evaluated every {} steps on {} fixed sequences",
+            (t.vocab as f64).ln(),
+            app.session.config.train.eval_every,
+            t.val_size
+        ),
+        TaskConfig::ModularAddition(t) => format!(
+            "chance accuracy 1/p = {:.4}, chance loss ln p = {:.3}; evaluated every {} epochs on \
+             all {} train and {} test pairs",
+            1.0 / t.p as f64,
+            (t.p as f64).ln(),
+            app.session.config.train.eval_every,
+            t.train_count(),
+            t.pairs() - t.train_count()
+        ),
+    };
+    ui.label(RichText::new(ceiling_text).weak());
     if app.session.history.is_empty() && app.session.series.step_loss.is_empty() {
         ui.add_space(20.0);
         ui.label(
@@ -83,11 +104,10 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
         );
     }
     let log = app.settings.log_loss;
-    let series = &app.session.series;
     let overlays: Vec<(usize, &crate::app::RunRecord)> =
         app.runs.iter().filter(|r| r.shown).enumerate().collect();
     let link = Id::unique("epoch_axis");
-    let rows = if app.settings.show_head_traces {
+    let rows = if app.settings.show_head_traces && task.skip_trigram().is_some() {
         3.0
     } else {
         2.0
@@ -100,7 +120,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
             .width(width)
             .link_axis(link, [true, false])
             .link_cursor(link, [true, false])
-            .x_axis_label("epoch")
+            .x_axis_label(unit)
             .x_grid_spacer(uniform_grid_spacer(steps_1_2_5))
             .y_grid_spacer(uniform_grid_spacer(steps_1_2_5))
             .y_axis_formatter(|mark, _| trim_number(mark.value))
@@ -111,6 +131,30 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
         }
         plot
     };
+    match &task {
+        TaskConfig::SkipTrigram(t) => {
+            skip_trigram_plots(app, ui, t.ceilings(), log, &overlays, base)
+        }
+        TaskConfig::Induction(t) => {
+            induction_plots(app, ui, (t.vocab as f64).ln(), log, &overlays, base)
+        }
+        TaskConfig::ModularAddition(t) => {
+            modular_plots(app, ui, t.p, &overlays, base);
+        }
+    }
+}
+
+/// Loss, accuracy, signal/noise accuracy and the step loss, with the skip-trigram ceilings.
+fn skip_trigram_plots<'a>(
+    app: &ToylensApp,
+    ui: &mut Ui,
+    ceilings: crate::task::Ceilings,
+    log: bool,
+    overlays: &[(usize, &crate::app::RunRecord)],
+    base: impl Fn(&str, &str) -> Plot<'a>,
+) {
+    let series = &app.session.series;
+    let height = ui.available_height() / 2.0;
     let acc_labels = || {
         hover_label(|name, point| format!("{name}\nepoch {:.0}\naccuracy {:.4}", point.x, point.y))
     };
@@ -118,7 +162,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
         loss_plot(base("loss", "cross-entropy (nats)"), log).show(ui, |p| {
             p.line(line("train loss", &series.train_loss, log).color(TRAIN));
             p.line(line("validation loss", &series.val_loss, log).color(VAL));
-            for (i, run) in &overlays {
+            for (i, run) in overlays {
                 p.line(overlay(&run.label, &run.series.val_loss, log, *i));
             }
             p.hline(ceiling("Bayes optimum", ceilings.bayes_ce, log));
@@ -130,7 +174,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
             .show(ui, |p| {
                 p.line(line("train accuracy", &series.train_acc, false).color(TRAIN));
                 p.line(line("validation accuracy", &series.val_acc, false).color(VAL));
-                for (i, run) in &overlays {
+                for (i, run) in overlays {
                     p.line(overlay(&run.label, &run.series.val_acc, false, *i));
                 }
                 p.hline(ceiling("best possible", ceilings.best_acc, false));
@@ -144,7 +188,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
             .show(ui, |p| {
                 p.line(line("signal", &series.val_acc_signal, false).color(SIGNAL));
                 p.line(line("noise", &series.val_acc_noise, false).color(NOISE));
-                for (i, run) in &overlays {
+                for (i, run) in overlays {
                     p.line(overlay(
                         &format!("{} · signal", run.label),
                         &run.series.val_acc_signal,
@@ -175,6 +219,139 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     if app.settings.show_head_traces {
         head_traces(app, ui, base);
     }
+}
+
+/// The two halves' losses with their floors, the step loss, and every head's induction and
+/// previous-token score.
+fn induction_plots<'a>(
+    app: &ToylensApp,
+    ui: &mut Ui,
+    ln_vocab: f64,
+    log: bool,
+    overlays: &[(usize, &crate::app::RunRecord)],
+    base: impl Fn(&str, &str) -> Plot<'a>,
+) {
+    let series = &app.session.series;
+    ui.horizontal(|ui| {
+        loss_plot(base("loss", "next-token loss (nats)"), log).show(ui, |p| {
+            p.line(line("first half", &series.loss_first_half, log).color(TRAIN));
+            p.line(line("repeated half", &series.loss_repeated_half, log).color(VAL));
+            for (i, run) in overlays {
+                p.line(overlay(&run.label, run.series.headline_loss(), log, *i));
+            }
+            p.hline(ceiling("ln V (first-half floor)", ln_vocab, log));
+            p.hline(ceiling("10% of ln V", 0.1 * ln_vocab, log));
+        });
+        if app.settings.show_step_loss {
+            loss_plot(base("step_loss", "training loss per step"), log).show(ui, |p| {
+                p.line(
+                    line("step loss", &series.step_loss, log)
+                        .color(TRAIN)
+                        .width(1.0),
+                );
+                p.line(line("mean per evaluation", &series.train_loss, log).color(VAL));
+                p.hline(ceiling("ln V", ln_vocab, log));
+            });
+        }
+    });
+    ui.horizontal(|ui| {
+        for (id, title, curves) in [
+            (
+                "induction_score",
+                "induction score",
+                &series.induction_score,
+            ),
+            (
+                "prev_token_score",
+                "previous-token score",
+                &series.prev_token_score,
+            ),
+        ] {
+            base(id, title)
+                .include_y(0.0)
+                .include_y(1.0)
+                .label_formatter(hover_label(move |name, p| {
+                    format!("{name}\nstep {:.0}\n{title} {:.3}", p.x, p.y)
+                }))
+                .show(ui, |p| {
+                    for (l, heads) in curves.iter().enumerate() {
+                        for (h, points) in heads.iter().enumerate() {
+                            let mut l_line = line(&format!("L{l}H{h}"), points, false)
+                                .color(HEADS[h % HEADS.len()]);
+                            if l + 1 < curves.len() {
+                                l_line = l_line.style(LineStyle::dashed_dense()).width(1.5);
+                            }
+                            p.line(l_line);
+                        }
+                    }
+                });
+        }
+    });
+    ui.weak(
+        "Induction score: attention from each repeated token to the token after its earlier \
+         occurrence. Previous-token score: attention to the token before. Solid lines are the \
+         last layer, dashed ones earlier layers.",
+    );
+}
+
+/// Train and test loss (log scale) and accuracy with chance, and the total weight norm.
+fn modular_plots<'a>(
+    app: &ToylensApp,
+    ui: &mut Ui,
+    p_mod: usize,
+    overlays: &[(usize, &crate::app::RunRecord)],
+    base: impl Fn(&str, &str) -> Plot<'a>,
+) {
+    let series = &app.session.series;
+    let chance = 1.0 / p_mod as f64;
+    ui.horizontal(|ui| {
+        loss_plot(base("loss", "cross-entropy (nats, log scale)"), true).show(ui, |p| {
+            p.line(line("train loss", &series.train_loss, true).color(TRAIN));
+            p.line(line("test loss", &series.test_loss, true).color(VAL));
+            for (i, run) in overlays {
+                p.line(overlay(&run.label, run.series.headline_loss(), true, *i));
+            }
+            p.hline(ceiling("chance (ln p)", (p_mod as f64).ln(), true));
+        });
+        base("accuracy", "accuracy")
+            .include_y(0.0)
+            .include_y(1.0)
+            .label_formatter(hover_label(|name, point| {
+                format!("{name}\nepoch {:.0}\naccuracy {:.4}", point.x, point.y)
+            }))
+            .show(ui, |p| {
+                p.line(line("train accuracy", &series.train_acc, false).color(TRAIN));
+                p.line(line("test accuracy", &series.test_acc, false).color(VAL));
+                p.hline(ceiling("chance (1/p)", chance, false));
+                p.hline(ceiling("99 %", 0.99, false));
+            });
+    });
+    ui.horizontal(|ui| {
+        base("weight_norm", "total weight norm")
+            .label_formatter(hover_label(|name, point| {
+                format!("{name}\nepoch {:.0}\nnorm {:.3}", point.x, point.y)
+            }))
+            .show(ui, |p| {
+                p.line(line("√Σw²", &series.weight_norm, false).color(SIGNAL));
+            });
+        if app.settings.show_step_loss {
+            loss_plot(
+                base("step_loss", "training loss per step (log scale)"),
+                true,
+            )
+            .show(ui, |p| {
+                p.line(
+                    line("step loss", &series.step_loss, true)
+                        .color(TRAIN)
+                        .width(1.0),
+                );
+            });
+        }
+    });
+    ui.weak(
+        "Grokking: the train loss falls first (memorisation), test accuracy stays near chance \
+         while weight decay shrinks the weight norm, then test accuracy rises suddenly.",
+    );
 }
 
 /// When each head learns its part: attention from the query to the trigger positions, and how

@@ -1,4 +1,4 @@
-//! The skip-trigram task: its parameters, seeded data generation and the sequence parser.
+//! The skip-trigram task: its parameters and seeded data generation.
 //!
 //! A sample is **signal** with probability `signal_prob`: `[a, n…, b, query]` where `a` and `b` are
 //! trigger tokens, the middle is noise, and the label is `answer(sorted(a, b))`. Otherwise it is
@@ -8,8 +8,8 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
+use super::{MAX_DATA_TOKENS, MAX_SEQ_LEN, MAX_VOCAB, TaskError};
 use crate::seed::{Stream, stream_rng};
 
 /// An inclusive range of token ids.
@@ -64,7 +64,7 @@ pub const NOTEBOOK_ANSWERS: [(u32, u32, u32); 10] = [
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct TaskConfig {
+pub struct SkipTrigramConfig {
     /// Tokens per sequence (the notebook's `prompt_length`).
     pub seq_len: usize,
     /// Probability that a sample is signal (the notebook's `1/prob`, 0.5).
@@ -81,7 +81,7 @@ pub struct TaskConfig {
     pub val_size: usize,
 }
 
-impl Default for TaskConfig {
+impl Default for SkipTrigramConfig {
     fn default() -> Self {
         Self {
             seq_len: 4,
@@ -97,32 +97,6 @@ impl Default for TaskConfig {
             val_size: 1_000,
         }
     }
-}
-
-#[derive(Debug, Error, PartialEq)]
-pub enum TaskError {
-    #[error("seq_len must be at least 3 (trigger, trigger, query), got {0}")]
-    SeqLenTooShort(usize),
-    #[error("signal_prob must be between 0 and 1, got {0}")]
-    BadSignalProb(f64),
-    #[error("{0} token range is empty ({1}..={2})")]
-    EmptyRange(&'static str, u32, u32),
-    #[error("{0}")]
-    Overlap(String),
-    #[error("answer_map has no answer for the trigger pair ({0}, {1})")]
-    MissingAnswer(u32, u32),
-    #[error("answer_map entry ({0}, {1}) is not a pair of trigger tokens")]
-    NotTriggerPair(u32, u32),
-    #[error("answer_map gives the pair ({0}, {1}) two different labels")]
-    ConflictingAnswer(u32, u32),
-    #[error("{0} must be at least 1")]
-    EmptySplit(&'static str),
-    #[error("the vocabulary would have {0} tokens; at most {1} are supported")]
-    VocabTooLarge(usize, usize),
-    #[error("seq_len {0} is too long; at most {MAX_SEQ_LEN} tokens are supported")]
-    SeqLenTooLong(usize),
-    #[error("{0} × seq_len is {1} tokens; at most {MAX_DATA_TOKENS} fit in memory")]
-    TooMuchData(&'static str, u128),
 }
 
 /// The best any model can do on this task, given how often samples are signal.
@@ -150,15 +124,7 @@ impl Ceilings {
     }
 }
 
-/// Largest vocabulary we accept: the frozen one-hot embedding is a dense `[vocab, vocab]` matrix
-/// (64 MiB at 4096).
-pub const MAX_VOCAB: usize = 4_096;
-/// Longest sequence we accept.
-pub const MAX_SEQ_LEN: usize = 1_024;
-/// Most tokens a data set may hold (train or validation): 200 MiB of u32.
-pub const MAX_DATA_TOKENS: usize = 50_000_000;
-
-impl TaskConfig {
+impl SkipTrigramConfig {
     /// Number of token ids (and labels) the task uses: everything from 0 to the largest id.
     pub fn vocab_size(&self) -> usize {
         let labels = self.answer_map.iter().map(|a| a.label);
@@ -457,59 +423,13 @@ impl Dataset {
     }
 }
 
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum SequenceError {
-    #[error("the sequence is empty: type token ids such as \"2 5 3 0\"")]
-    Empty,
-    #[error("\"{0}\" is not a token id (use whole numbers separated by spaces or commas)")]
-    NotANumber(String),
-    #[error("token {token} is out of the vocabulary (0..={max})")]
-    OutOfVocab { token: u64, max: usize },
-    #[error("the sequence has {len} tokens; the model takes 1 to {max}")]
-    TooLong { len: usize, max: usize },
-}
-
-/// Parses "2 5 3 0" or "2, 5, 3, 0" into token ids valid for a model of `vocab` tokens and
-/// `n_ctx` positions.
-pub fn parse_sequence(text: &str, vocab: usize, n_ctx: usize) -> Result<Vec<u32>, SequenceError> {
-    let mut tokens = Vec::new();
-    for part in text
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|p| !p.is_empty())
-    {
-        let token: u64 = part
-            .parse()
-            .map_err(|_| SequenceError::NotANumber(part.chars().take(20).collect()))?;
-        if token >= vocab as u64 {
-            return Err(SequenceError::OutOfVocab {
-                token,
-                max: vocab.saturating_sub(1),
-            });
-        }
-        tokens.push(token as u32);
-        if tokens.len() > n_ctx {
-            return Err(SequenceError::TooLong {
-                len: text
-                    .split(|c: char| c.is_whitespace() || c == ',')
-                    .filter(|p| !p.is_empty())
-                    .count(),
-                max: n_ctx,
-            });
-        }
-    }
-    if tokens.is_empty() {
-        return Err(SequenceError::Empty);
-    }
-    Ok(tokens)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn default_task_matches_notebook() {
-        let task = TaskConfig::default();
+        let task = SkipTrigramConfig::default();
         task.validate().unwrap();
         assert_eq!(task.vocab_size(), 11);
         assert_eq!(task.answer(3, 1), Some(2));
@@ -521,7 +441,7 @@ mod tests {
 
     #[test]
     fn generated_samples_follow_the_definition() {
-        let task = TaskConfig::default();
+        let task = SkipTrigramConfig::default();
         let data = task.train_set(7).unwrap();
         assert_eq!(data.len(), 100_000);
         for i in 0..data.len() {
@@ -548,7 +468,7 @@ mod tests {
 
     #[test]
     fn same_seed_same_data_and_streams_differ() {
-        let task = TaskConfig::default();
+        let task = SkipTrigramConfig::default();
         assert_eq!(task.train_set(3).unwrap(), task.train_set(3).unwrap());
         assert_ne!(task.train_set(3).unwrap(), task.train_set(4).unwrap());
         let val = task.val_set(3).unwrap();
@@ -558,20 +478,20 @@ mod tests {
 
     #[test]
     fn invalid_configs_are_rejected_with_reasons() {
-        let mut t = TaskConfig {
+        let mut t = SkipTrigramConfig {
             seq_len: 2,
             ..Default::default()
         };
         assert_eq!(t.validate(), Err(TaskError::SeqLenTooShort(2)));
-        t = TaskConfig {
+        t = SkipTrigramConfig {
             noise_tokens: TokenRange::new(4, 10),
             ..Default::default()
         };
         assert!(matches!(t.validate(), Err(TaskError::Overlap(_))));
-        t = TaskConfig::default();
+        t = SkipTrigramConfig::default();
         t.answer_map.pop();
         assert_eq!(t.validate(), Err(TaskError::MissingAnswer(4, 4)));
-        t = TaskConfig {
+        t = SkipTrigramConfig {
             signal_prob: 1.5,
             ..Default::default()
         };
@@ -580,7 +500,7 @@ mod tests {
 
     #[test]
     fn random_sequences_are_of_the_requested_kind() {
-        let task = TaskConfig::default();
+        let task = SkipTrigramConfig::default();
         let mut rng = stream_rng(0, Stream::Analysis);
         for _ in 0..100 {
             let s = task.random_sequence(true, &mut rng);
@@ -592,37 +512,9 @@ mod tests {
 
     #[test]
     fn exhaustive_signal_space_has_96_sequences() {
-        let seqs = TaskConfig::default().all_signal_sequences();
+        let seqs = SkipTrigramConfig::default().all_signal_sequences();
         assert_eq!(seqs.len(), 96);
         assert_eq!(seqs[0], vec![1, 5, 1, 0]);
         assert_eq!(seqs[95], vec![4, 10, 4, 0]);
-    }
-
-    #[test]
-    fn sequence_parser() {
-        assert_eq!(parse_sequence("2 5 3 0", 11, 4), Ok(vec![2, 5, 3, 0]));
-        assert_eq!(parse_sequence(" 2,5, 3 ,0 ", 11, 4), Ok(vec![2, 5, 3, 0]));
-        assert_eq!(parse_sequence("7", 11, 4), Ok(vec![7]));
-        assert_eq!(parse_sequence("  ", 11, 4), Err(SequenceError::Empty));
-        assert_eq!(
-            parse_sequence("2 x 3", 11, 4),
-            Err(SequenceError::NotANumber("x".into()))
-        );
-        assert_eq!(
-            parse_sequence("2 11", 11, 4),
-            Err(SequenceError::OutOfVocab { token: 11, max: 10 })
-        );
-        assert_eq!(
-            parse_sequence("1 2 3 4 5", 11, 4),
-            Err(SequenceError::TooLong { len: 5, max: 4 })
-        );
-        assert!(matches!(
-            parse_sequence("-1", 11, 4),
-            Err(SequenceError::NotANumber(_))
-        ));
-        assert!(matches!(
-            parse_sequence("99999999999999999999999", 11, 4),
-            Err(SequenceError::NotANumber(_))
-        ));
     }
 }

@@ -1,0 +1,86 @@
+//! `toylens bench`: training and inspection speed.
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use super::in_range;
+use crate::device::{self, DeviceChoice};
+use crate::train::{PathChoice, RunConfig};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Fewer repeats and sizes: a smoke run in a few seconds.
+    #[arg(long)]
+    pub quick: bool,
+    /// Time only training steps of this batch size (with --seq-len and --vocab), instead of the
+    /// whole suite.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Sequence length for --batch (default 4).
+    #[arg(long, default_value_t = 4)]
+    pub seq_len: usize,
+    /// Vocabulary for --batch, d_model = d_vocab (default 11).
+    #[arg(long, default_value_t = 11)]
+    pub vocab: usize,
+    /// Print JSON instead of Markdown tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Time only the 2-layer attention-only language-model step that `benches/tl_step.py`
+    /// times in TransformerLens (batch 64, 20 positions, loss at every position, Adam), and print
+    /// it as JSON.
+    #[arg(long, conflicts_with = "batch")]
+    pub lm_step: bool,
+}
+
+impl BenchArgs {
+    /// The single-config run of `--batch`, checked before anything is allocated.
+    fn single_config(&self) -> Result<Option<RunConfig>> {
+        in_range("--seq-len", self.seq_len, 3, crate::task::MAX_SEQ_LEN)?;
+        // Tokens 0..=9 are the query, triggers and answer labels; noise fills the rest.
+        in_range("--vocab", self.vocab, 10, crate::task::MAX_VOCAB)?;
+        let Some(batch) = self.batch else {
+            return Ok(None);
+        };
+        in_range("--batch", batch, 1, 10_000_000)?;
+        let cfg = crate::bench::scaled_config(batch, self.seq_len, self.vocab, PathChoice::Auto);
+        cfg.validate().map_err(anyhow::Error::msg)?;
+        // Timed steps must not end an epoch, so an epoch needs at least two.
+        if cfg.steps_per_epoch() < 2 {
+            bail!(
+                "--batch {batch} with --seq-len {}: at most {} samples per step fit in the benchmark's data set",
+                self.seq_len,
+                cfg.task.skip_trigram().map_or(0, |t| t.train_size / 2)
+            );
+        }
+        Ok(Some(cfg))
+    }
+}
+
+pub fn bench(args: BenchArgs) -> Result<()> {
+    args.single_config()?;
+    let (device, note) = device::resolve(args.device);
+    if let Some(note) = note {
+        eprintln!("warning: {note}");
+    }
+    if args.lm_step {
+        let steps = if args.quick { 20 } else { 200 };
+        let timing = crate::bench::time_lm_steps(64, 10, steps, 20, &device)?;
+        println!("{}", serde_json::to_string(&timing)?);
+        return Ok(());
+    }
+    if let Some(cfg) = args.single_config()? {
+        let timing = crate::bench::time_steps(cfg, if args.quick { 3 } else { 10 }, &device)?;
+        println!("{}", serde_json::to_string(&timing)?);
+        return Ok(());
+    }
+    let report = crate::bench::run(&device, args.quick)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::bench::to_markdown(&report));
+    }
+    Ok(())
+}

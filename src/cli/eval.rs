@@ -1,0 +1,297 @@
+//! `toylens eval`: a checkpoint's metrics on its task.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use serde::Serialize;
+
+use super::{load_model, print_model_line};
+use crate::analysis::{ExhaustiveReport, exhaustive, mean_z};
+use crate::checkpoint::Checkpoint;
+use crate::device::DeviceChoice;
+use crate::model::Transformer;
+use crate::model::{Ablation, HeadMode};
+use crate::seed::{Stream, stream_rng};
+use crate::task::{Ceilings, MAX_DATA_TOKENS, TaskConfig};
+use crate::train::{evaluate_induction, loss_and_accuracy};
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A toylens checkpoint or a TransformerLens state dict (safetensors).
+    pub checkpoint: PathBuf,
+    /// The state dict's `HookedTransformerConfig` as JSON, when the file has no `tl_config`
+    /// metadata and no `config.json` beside it.
+    #[arg(long, value_name = "FILE")]
+    pub tl_config: Option<PathBuf>,
+    /// Seed of the evaluation data (the validation stream); defaults to the checkpoint's seed,
+    /// which reproduces its validation set.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Number of samples; defaults to the task's validation size.
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Heads to ablate, comma-separated (e.g. `0,2`).
+    #[arg(long, value_delimiter = ',')]
+    pub ablate: Vec<usize>,
+    /// How ablated heads are replaced: by zero, or by their mean over the validation set.
+    #[arg(long, value_enum, default_value = "zero")]
+    pub ablate_mode: HeadMode,
+    /// Evaluate every signal sequence (accuracy per trigger pair and per label, confusion matrix)
+    /// and sampled noise.
+    #[arg(long)]
+    pub exhaustive: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct EvalReport {
+    samples: usize,
+    seed: u64,
+    loss: f64,
+    acc: f64,
+    acc_signal: f64,
+    acc_noise: f64,
+    /// Ceilings for the realised signal fraction of these samples.
+    ceilings: Ceilings,
+    /// The ablation in force, "" if none.
+    ablation: String,
+    #[serde(flatten)]
+    exhaustive: Option<ExhaustiveReport>,
+}
+
+pub fn eval(args: EvalArgs) -> Result<()> {
+    let (checkpoint, model) = load_model(&args.checkpoint, args.tl_config.as_deref(), args.device)?;
+    let seed = args.seed.unwrap_or(checkpoint.config.seed);
+    if args.samples == Some(0) {
+        bail!("--samples must be at least 1");
+    }
+    let task = match &checkpoint.config.task {
+        TaskConfig::SkipTrigram(task) => task,
+        other => {
+            if !args.ablate.is_empty() || args.exhaustive {
+                bail!(
+                    "--ablate and --exhaustive are for skip-trigram checkpoints; this one is {}",
+                    other.kind().name()
+                );
+            }
+            return eval_task(&args, &checkpoint, &model, seed);
+        }
+    };
+    let samples = args.samples.unwrap_or(task.val_size);
+    let n_heads = checkpoint.config.model.n_heads;
+    if let Some(&h) = args.ablate.iter().find(|&&h| h >= n_heads) {
+        bail!("--ablate {h}: the model has heads 0..={}", n_heads - 1);
+    }
+    let data = task
+        .generate(samples, &mut stream_rng(seed, Stream::ValData))
+        .map_err(anyhow::Error::msg)?;
+    let ablation = if args.ablate.is_empty() {
+        None
+    } else {
+        // Mean ablation substitutes each head's mean z over the validation set of the run.
+        let means = if args.ablate_mode == HeadMode::Mean {
+            Some(mean_z(
+                &model,
+                &task
+                    .val_set(checkpoint.config.seed)
+                    .map_err(anyhow::Error::msg)?,
+            )?)
+        } else {
+            None
+        };
+        Some(Ablation::of(n_heads, &args.ablate, args.ablate_mode, means))
+    };
+    let ceilings = data.ceilings();
+    let tally = crate::analysis::evaluate_ablated(&model, &data, ablation.as_ref())?;
+    let exhaustive = if args.exhaustive {
+        Some(exhaustive(&model, task, ablation.as_ref(), 10_000, seed)?)
+    } else {
+        None
+    };
+    let report = EvalReport {
+        samples,
+        seed,
+        loss: tally.loss(),
+        acc: tally.acc(),
+        acc_signal: tally.acc_signal(),
+        acc_noise: tally.acc_noise(),
+        ceilings,
+        ablation: ablation.as_ref().map(|a| a.describe()).unwrap_or_default(),
+        exhaustive,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    print_model_line(&checkpoint);
+    if !report.ablation.is_empty() {
+        println!("ABLATION: {}", report.ablation);
+    }
+    println!(
+        "{} samples (validation stream of seed {seed}, signal fraction {:.3})",
+        samples, ceilings.signal_frac
+    );
+    println!(
+        "loss     {:.4}   Bayes optimum {:.4}",
+        report.loss, ceilings.bayes_ce
+    );
+    println!(
+        "accuracy {:.4}   best possible {:.4}",
+        report.acc, ceilings.best_acc
+    );
+    println!("  signal {:.4}   best possible 1.0000", report.acc_signal);
+    println!(
+        "  noise  {:.4}   chance {:.4}",
+        report.acc_noise, ceilings.best_noise_acc
+    );
+    if let Some(x) = &report.exhaustive {
+        print_exhaustive(x);
+    }
+    Ok(())
+}
+
+fn print_exhaustive(x: &ExhaustiveReport) {
+    println!(
+        "\nall {} signal sequences: accuracy {:.4}; sampled noise ({}): {:.4} (chance {:.4})",
+        x.signal_sequences, x.signal_accuracy, x.noise_samples, x.noise_accuracy, x.noise_chance
+    );
+    println!("accuracy per trigger pair (rows: first token a, columns: second-to-last token b)");
+    let header: String = x.triggers.iter().map(|t| format!("{t:>8}")).collect();
+    println!("{:>6}{header}", "a \\ b");
+    for (a, row) in x.triggers.iter().zip(&x.pair_accuracy) {
+        let cells: String = row.iter().map(|v| format!("{v:>8.3}")).collect();
+        println!("{a:>6}{cells}");
+    }
+    println!("accuracy per answer label");
+    for (label, acc) in x.label_accuracy.iter().enumerate() {
+        if let Some(acc) = acc {
+            println!("  label {label:>2}: {acc:.3}");
+        }
+    }
+    if !x.misses.is_empty() {
+        println!("{} missed sequences, e.g.:", x.misses.len());
+        for m in x.misses.iter().take(8) {
+            println!(
+                "  {:?}: expected {}, predicted {}",
+                m.tokens, m.expected, m.predicted
+            );
+        }
+    }
+}
+
+/// The induction or modular-addition metrics of a checkpoint: on `--samples` fresh sequences of
+/// the validation stream, or on the seed's train/test split.
+fn eval_task(
+    args: &EvalArgs,
+    checkpoint: &Checkpoint,
+    model: &Transformer,
+    seed: u64,
+) -> Result<()> {
+    let report = match &checkpoint.config.task {
+        TaskConfig::Induction(task) => {
+            let samples = args.samples.unwrap_or(task.val_size);
+            let tokens = samples as u128 * task.seq_len() as u128;
+            if tokens > MAX_DATA_TOKENS as u128 {
+                bail!(
+                    "--samples {samples}: {tokens} tokens do not fit in memory (at most \
+                     {MAX_DATA_TOKENS})"
+                );
+            }
+            let data = task.generate(samples, &mut stream_rng(seed, Stream::ValData));
+            let e = evaluate_induction(model, task, &data)?;
+            serde_json::json!({
+                "task": "induction",
+                "samples": samples,
+                "seed": seed,
+                "loss_first_half": e.loss_first_half,
+                "loss_repeated_half": e.loss_repeated_half,
+                "ln_vocab": (task.vocab as f64).ln(),
+                "induction_score": e.induction_score,
+                "prev_token_score": e.prev_token_score,
+            })
+        }
+        TaskConfig::ModularAddition(task) => {
+            if args.samples.is_some() {
+                bail!("--samples does not apply to modular addition: every pair is evaluated");
+            }
+            let split = task.split(seed);
+            let (train_loss, train_acc) = loss_and_accuracy(model, &split, &split.train)?;
+            let (test_loss, test_acc) = loss_and_accuracy(model, &split, &split.test)?;
+            serde_json::json!({
+                "task": "modular_addition",
+                "seed": seed,
+                "p": task.p,
+                "train_pairs": split.train.len(),
+                "test_pairs": split.test.len(),
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "test_loss": test_loss,
+                "test_acc": test_acc,
+                "chance": 1.0 / task.p as f64,
+            })
+        }
+        TaskConfig::SkipTrigram(_) => unreachable!("skip-trigrams are evaluated by eval()"),
+    };
+    if args.json {
+        println!("{report}");
+        return Ok(());
+    }
+    print_model_line(checkpoint);
+    let num = |key: &str| report[key].as_f64().unwrap_or(f64::NAN);
+    match &checkpoint.config.task {
+        TaskConfig::Induction(_) => {
+            println!(
+                "{} sequences (validation stream of seed {seed})",
+                report["samples"]
+            );
+            println!(
+                "loss on the first half    {:.4}   floor ln V {:.4}",
+                num("loss_first_half"),
+                num("ln_vocab")
+            );
+            println!(
+                "loss on the repeated half {:.4}   floor 0",
+                num("loss_repeated_half")
+            );
+            for (name, key) in [
+                ("induction", "induction_score"),
+                ("previous-token", "prev_token_score"),
+            ] {
+                println!("{name} score per head (rows: layers)");
+                for (l, heads) in report[key].as_array().into_iter().flatten().enumerate() {
+                    let cells: String = heads
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|v| format!("{:>7.3}", v.as_f64().unwrap_or(f64::NAN)))
+                        .collect();
+                    println!("  layer {l}{cells}");
+                }
+            }
+        }
+        _ => {
+            println!(
+                "split of seed {seed}: {} training pairs, {} test pairs",
+                report["train_pairs"], report["test_pairs"]
+            );
+            println!(
+                "train loss {:.4e}  acc {:.4}",
+                num("train_loss"),
+                num("train_acc")
+            );
+            println!(
+                "test  loss {:.4e}  acc {:.4}   chance {:.4}",
+                num("test_loss"),
+                num("test_acc"),
+                num("chance")
+            );
+        }
+    }
+    Ok(())
+}

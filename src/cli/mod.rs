@@ -1,0 +1,104 @@
+//! The headless command line: train, evaluate and inspect without a window.
+
+mod bench;
+mod eval;
+mod inspect;
+mod sweep;
+mod train;
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::checkpoint::Checkpoint;
+use crate::device::{self, DeviceChoice};
+use crate::model::Transformer;
+
+pub use bench::BenchArgs;
+pub use eval::EvalArgs;
+pub use inspect::{CircuitsArgs, InspectArgs};
+pub use sweep::SweepArgs;
+pub use train::{TrainArgs, build_config};
+
+/// Train tiny transformers and take them apart. With no subcommand, opens the desktop app.
+#[derive(Debug, Parser)]
+#[command(
+    name = "toylens",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// A checkpoint to open in the desktop app.
+    #[arg(value_name = "FILE.safetensors")]
+    pub file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a model (skip-trigrams, induction or modular addition) and save a checkpoint.
+    Train(TrainArgs),
+    /// Loss and accuracy of a checkpoint, overall, on signal and on noise, with the ceilings.
+    Eval(EvalArgs),
+    /// Logits, attention patterns and the head-to-logit decomposition for one token sequence.
+    Inspect(InspectArgs),
+    /// The OV and QK circuits of every head and the direct path.
+    Circuits(CircuitsArgs),
+    /// Train several configs (seeds × presets × learning rates) and summarise them.
+    Sweep(SweepArgs),
+    /// Measure training and inspection speed, and how it grows with batch, length and vocabulary.
+    Bench(BenchArgs),
+}
+
+/// Fails with a one-line message naming the flag and its range unless `min <= value <= max`.
+fn in_range(flag: &str, value: usize, min: usize, max: usize) -> Result<()> {
+    if !(min..=max).contains(&value) {
+        bail!("{flag} must be between {min} and {max}, got {value}");
+    }
+    Ok(())
+}
+
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Train(args) => train::train(args),
+        Command::Eval(args) => eval::eval(args),
+        Command::Inspect(args) => inspect::inspect(args),
+        Command::Circuits(args) => inspect::circuits(args),
+        Command::Sweep(args) => sweep::sweep(args),
+        Command::Bench(args) => bench::bench(args),
+    }
+}
+
+fn load_checkpoint(
+    path: &std::path::Path,
+    tl_config: Option<&std::path::Path>,
+) -> Result<Checkpoint> {
+    Ok(Checkpoint::load_with(path, tl_config)?)
+}
+
+/// For text output: the model and, for a state dict saved elsewhere, where its config came from.
+fn print_model_line(checkpoint: &Checkpoint) {
+    let model = checkpoint.config.model.describe();
+    if checkpoint.has_metadata {
+        println!("model: {model}");
+    } else {
+        println!("model: {model} ({})", checkpoint.origin);
+    }
+}
+
+fn load_model(
+    path: &std::path::Path,
+    tl_config: Option<&std::path::Path>,
+    choice: DeviceChoice,
+) -> Result<(Checkpoint, Transformer)> {
+    let checkpoint = load_checkpoint(path, tl_config)?;
+    let (device, note) = device::resolve(choice);
+    if let Some(note) = note {
+        eprintln!("warning: {note}");
+    }
+    let model = Transformer::new(&checkpoint.config.model, &checkpoint.weights, &device)?;
+    Ok((checkpoint, model))
+}

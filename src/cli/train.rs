@@ -1,0 +1,436 @@
+//! `toylens train`: one run from a preset, a config file or flags, to a checkpoint.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::device::{self, DeviceChoice};
+use crate::task::{TaskConfig, TaskKind, Unit};
+use crate::train::{
+    Control, Metrics, PathChoice, Preset, Progress, RunConfig, Trainer, drive, history_csv,
+    milestone,
+};
+
+#[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
+pub struct TrainArgs {
+    /// A whole run: `fast` learns skip-trigrams in seconds, `notebook` repeats the notebook's
+    /// run, `induction` grows induction heads, `grokking` is TransformerLens's grokking demo and
+    /// `grokking-fast` a smaller run that groks within a minute.
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+    /// The task, with its preset's model and training (induction: `induction`, modular
+    /// addition: `grokking`); the task flags below change its settings.
+    #[arg(long, value_enum)]
+    pub task: Option<TaskKind>,
+    /// A JSON run config ({"seed", "task", "model", "train"}; missing fields take defaults).
+    /// A training preset (`fast`, `notebook`) and the flags below override it.
+    #[arg(long, value_name = "FILE.json")]
+    pub config: Option<PathBuf>,
+    /// Seed for the data, the split, the init and shuffling.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Number of passes over the training set (skip-trigrams, modular addition).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Number of steps on fresh batches (induction).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Evaluate every this many epochs (steps, for induction).
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Samples per optimiser step.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Weight decay: an L2 term for Adam, decoupled for AdamW.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Forward formulation; every one is exact, `auto` picks the fastest.
+    #[arg(long, value_enum)]
+    pub path: Option<PathChoice>,
+    /// Induction: the vocabulary the random tokens are drawn from.
+    #[arg(long)]
+    pub vocab: Option<usize>,
+    /// Induction: the length of the random half (sequences are twice as long).
+    #[arg(long)]
+    pub half: Option<usize>,
+    /// Modular addition: the modulus p.
+    #[arg(long)]
+    pub p: Option<usize>,
+    /// Modular addition: the fraction of the p² pairs trained on.
+    #[arg(long)]
+    pub train_frac: Option<f64>,
+    /// auto, cpu, cuda or cuda:N. Falls back to the CPU with a message if CUDA is unavailable.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Where to save the checkpoint (safetensors with TransformerLens names).
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub out: PathBuf,
+    /// Print one JSON object per evaluation on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the metrics of every evaluation to this CSV file.
+    #[arg(long, value_name = "FILE.csv")]
+    pub csv: Option<PathBuf>,
+    /// Stop at the task's milestone (signal accuracy 99 %, repeated-half loss under 10 % of
+    /// ln V, test accuracy 99 %) instead of training to the end.
+    #[arg(long)]
+    pub stop_at_milestone: bool,
+}
+
+/// The preset that stands for a task given by `--task`.
+fn preset_of(task: TaskKind) -> Preset {
+    match task {
+        TaskKind::SkipTrigram => Preset::Fast,
+        TaskKind::Induction => Preset::Induction,
+        TaskKind::ModularAddition => Preset::Grokking,
+    }
+}
+
+/// The run config from a file, a preset or task and flags, in that order of precedence (last
+/// wins). A flag that does not apply to the run's task is an error, not silently ignored.
+pub fn build_config(args: &TrainArgs) -> Result<RunConfig> {
+    let mut cfg = match (&args.config, args.preset, args.task) {
+        (Some(path), _, _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config {}", path.display()))?;
+            RunConfig::from_json(&text)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("in {}", path.display()))?
+        }
+        (None, Some(preset), _) => RunConfig::from_preset(preset),
+        (None, None, Some(task)) => RunConfig::from_preset(preset_of(task)),
+        (None, None, None) => RunConfig::default(),
+    };
+    if let (Some(preset), Some(_)) = (args.preset, &args.config) {
+        if !preset.is_training_only() || cfg.task.kind() != TaskKind::SkipTrigram {
+            bail!(
+                "--preset {} is a whole run; use it without --config, or put its settings in the \
+                 config file",
+                preset.name()
+            );
+        }
+        cfg.train = Preset::train_config(preset);
+    }
+    if let Some(task) = args.task
+        && task != cfg.task.kind()
+    {
+        bail!(
+            "--task {} contradicts the {} task of the {}",
+            task.name(),
+            cfg.task.kind().name(),
+            if args.config.is_some() {
+                "config file"
+            } else {
+                "preset"
+            }
+        );
+    }
+    apply_task_flags(args, &mut cfg)?;
+    if let Some(seed) = args.seed {
+        cfg.seed = seed;
+    }
+    let unit = cfg.task.unit();
+    match (args.epochs, args.steps, unit) {
+        (Some(_), _, Unit::Step) => bail!(
+            "the {} task counts steps, not epochs: use --steps",
+            cfg.task.kind().name()
+        ),
+        (_, Some(_), Unit::Epoch) => bail!(
+            "the {} task counts epochs, not steps: use --epochs",
+            cfg.task.kind().name()
+        ),
+        _ => {}
+    }
+    if let Some(epochs) = args.epochs {
+        cfg.train.epochs = epochs;
+    }
+    if let Some(steps) = args.steps {
+        cfg.train.steps = steps;
+    }
+    if let Some(every) = args.eval_every {
+        cfg.train.eval_every = every;
+    }
+    if let Some(lr) = args.lr {
+        cfg.train.lr = lr;
+    }
+    if let Some(b) = args.batch_size {
+        cfg.train.batch_size = b;
+    }
+    if let Some(wd) = args.weight_decay {
+        cfg.train.weight_decay = wd;
+    }
+    if let Some(path) = args.path {
+        cfg.train.path = path;
+    }
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    Ok(cfg)
+}
+
+/// `--vocab`, `--half`, `--p` and `--train-frac`, each only for its task; the model's
+/// vocabulary and context follow the task.
+fn apply_task_flags(args: &TrainArgs, cfg: &mut RunConfig) -> Result<()> {
+    let kind = cfg.task.kind();
+    let wrong = |flag: &str, task: TaskKind| {
+        anyhow::anyhow!(
+            "{flag} is a setting of the {} task, not of {}",
+            task.name(),
+            kind.name()
+        )
+    };
+    let mut changed = false;
+    match &mut cfg.task {
+        TaskConfig::Induction(t) => {
+            if let Some(v) = args.vocab {
+                t.vocab = v;
+                changed = true;
+            }
+            if let Some(h) = args.half {
+                t.half = h;
+                changed = true;
+            }
+        }
+        TaskConfig::ModularAddition(t) => {
+            if let Some(p) = args.p {
+                t.p = p;
+                changed = true;
+            }
+            if let Some(f) = args.train_frac {
+                t.train_frac = f;
+                changed = true;
+            }
+        }
+        TaskConfig::SkipTrigram(_) => {}
+    }
+    if kind != TaskKind::Induction {
+        for (flag, given) in [
+            ("--vocab", args.vocab.is_some()),
+            ("--half", args.half.is_some()),
+        ] {
+            if given {
+                return Err(wrong(flag, TaskKind::Induction));
+            }
+        }
+    }
+    if kind != TaskKind::ModularAddition {
+        for (flag, given) in [
+            ("--p", args.p.is_some()),
+            ("--train-frac", args.train_frac.is_some()),
+        ] {
+            if given {
+                return Err(wrong(flag, TaskKind::ModularAddition));
+            }
+        }
+    }
+    if changed {
+        cfg.task
+            .validate()
+            .map_err(|e| anyhow::anyhow!("task: {e}"))?;
+        cfg.fit_model_to_task();
+    }
+    Ok(())
+}
+
+/// One evaluation as a line of text.
+fn describe(m: &Metrics, total: usize) -> String {
+    match m {
+        Metrics::SkipTrigram(m) => format!(
+            "epoch {:>4}/{total}  train loss {:.4} acc {:.4} | val loss {:.4} acc {:.4} \
+             signal {:.4} noise {:.4}  {:.2}s",
+            m.epoch,
+            m.train_loss,
+            m.train_acc,
+            m.val_loss,
+            m.val_acc,
+            m.val_acc_signal,
+            m.val_acc_noise,
+            m.elapsed_s
+        ),
+        Metrics::Induction(m) => {
+            let last = m.induction_score.last().map(Vec::as_slice).unwrap_or(&[]);
+            format!(
+                "step {:>6}/{total}  loss first half {:.4} repeated half {:.4} | induction \
+                 score of layer {} {}  {:.2}s",
+                m.step,
+                m.loss_first_half,
+                m.loss_repeated_half,
+                m.induction_score.len().saturating_sub(1),
+                last.iter()
+                    .map(|s| format!("{s:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                m.elapsed_s
+            )
+        }
+        Metrics::ModularAddition(m) => format!(
+            "epoch {:>6}/{total}  train loss {:.3e} acc {:.4} | test loss {:.3e} acc {:.4} | \
+             weight norm {:.2}  {:.2}s",
+            m.epoch, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.weight_norm, m.elapsed_s
+        ),
+    }
+}
+
+/// The run's result in two or three lines, with the task's ceilings.
+fn summary(cfg: &RunConfig, last: &Metrics, milestone: Option<usize>) -> Vec<String> {
+    let ln_v = (cfg.task.vocab_out() as f64).ln();
+    match (last, &cfg.task) {
+        (Metrics::SkipTrigram(m), TaskConfig::SkipTrigram(task)) => {
+            let c = task.ceilings();
+            vec![
+                format!(
+                    "validation: loss {:.4} (Bayes optimum {:.4}), acc {:.4} (best possible \
+                     {:.4}), signal {:.4}, noise {:.4} (chance {:.4})",
+                    m.val_loss,
+                    c.bayes_ce,
+                    m.val_acc,
+                    c.best_acc,
+                    m.val_acc_signal,
+                    m.val_acc_noise,
+                    c.best_noise_acc
+                ),
+                match milestone {
+                    Some(e) => format!("validation signal accuracy reached 99% at epoch {e}"),
+                    None => "validation signal accuracy never reached 99%".into(),
+                },
+            ]
+        }
+        (Metrics::Induction(m), _) => vec![
+            format!(
+                "validation: loss on the first half {:.4} (floor ln V = {ln_v:.4}), on the \
+                 repeated half {:.4} (floor 0)",
+                m.loss_first_half, m.loss_repeated_half
+            ),
+            match milestone {
+                Some(s) => format!("the repeated-half loss fell under 10% of ln V at step {s}"),
+                None => "the repeated-half loss never fell under 10% of ln V".into(),
+            },
+        ],
+        (Metrics::ModularAddition(m), _) => vec![
+            format!(
+                "train loss {:.3e} acc {:.4}; test loss {:.3e} acc {:.4} (chance {:.4}); weight \
+                 norm {:.2}",
+                m.train_loss,
+                m.train_acc,
+                m.test_loss,
+                m.test_acc,
+                1.0 / cfg.task.vocab_out() as f64,
+                m.weight_norm
+            ),
+            match milestone {
+                Some(e) => format!("test accuracy reached 99% (grokked) at epoch {e}"),
+                None => "test accuracy never reached 99% (not grokked)".into(),
+            },
+        ],
+        _ => Vec::new(),
+    }
+}
+
+pub fn train(args: TrainArgs) -> Result<()> {
+    let cfg = build_config(&args)?;
+    let (device, note) = device::resolve(args.device);
+    if let Some(note) = note {
+        eprintln!("warning: {note}");
+    }
+    let total = cfg.total_units();
+    let unit = cfg.task.unit().name();
+    let ln_v = (cfg.task.vocab_out() as f64).ln();
+    let total_steps = (cfg.steps_per_epoch() * total) as u64;
+    let progress = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(total_steps);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} steps, {msg} ({eta} left)",
+            )
+            .expect("the template is valid")
+            .progress_chars("=> "),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let say = |line: String| match &progress {
+        Some(bar) => bar.suspend(|| println!("{line}")),
+        None => println!("{line}"),
+    };
+    let mut path_name = "";
+    let mut failed_print = None;
+    let mut reached = false;
+    let trainer = Trainer::new(cfg.clone(), &device)?;
+    let outcome = drive(trainer, |p| {
+        match p {
+            Progress::Started { path, .. } => path_name = path,
+            Progress::Step(step) => {
+                if let Some(bar) = &progress {
+                    bar.set_position(step.step as u64);
+                    bar.set_message(format!("{unit} {}/{total}", step.epoch));
+                }
+            }
+            Progress::Evaluation { metrics: m, .. } => {
+                if args.json {
+                    match serde_json::to_string(m) {
+                        Ok(line) => say(line),
+                        Err(e) => failed_print = Some(e),
+                    }
+                } else {
+                    say(describe(m, total));
+                }
+                reached = milestone(std::slice::from_ref(m), ln_v).is_some();
+            }
+        }
+        if args.stop_at_milestone && reached {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    })?;
+    if let Some(e) = failed_print {
+        return Err(e.into());
+    }
+    if let Some(e) = outcome.ending.divergence() {
+        if let Some(bar) = &progress {
+            bar.finish_and_clear();
+        }
+        bail!("{e}; nothing was saved");
+    }
+    let checkpoint = outcome.checkpoint;
+    let first = milestone(&checkpoint.history, ln_v);
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    checkpoint
+        .save(&args.out)
+        .with_context(|| "saving the checkpoint")?;
+    if let Some(csv) = &args.csv {
+        crate::checkpoint::write_atomically(csv, history_csv(&checkpoint.history).as_bytes())
+            .with_context(|| "writing the CSV")?;
+    }
+    let mut out: Box<dyn Write> = if args.json {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    if let Some(last) = checkpoint.history.last() {
+        let training_s = match last {
+            Metrics::SkipTrigram(m) => m.elapsed_s,
+            _ => last.elapsed_s(),
+        };
+        writeln!(
+            out,
+            "trained {} {unit}s in {training_s:.2} s on {} ({} path)",
+            checkpoint.epoch,
+            device::describe(&device),
+            path_name
+        )?;
+        for line in summary(&cfg, last, first) {
+            writeln!(out, "{line}")?;
+        }
+    }
+    writeln!(out, "saved {}", args.out.display())?;
+    Ok(())
+}

@@ -1,0 +1,321 @@
+//! The tasks a model can be trained on: what a sequence looks like, where the loss is taken, and
+//! what the metrics and ceilings are. Each task's data comes from the run's seed.
+//!
+//! - [`SkipTrigramConfig`]: the reference notebook's task; loss at the last position.
+//! - [`InductionConfig`]: random tokens repeated once; next-token loss at every position.
+//! - [`ModularAdditionConfig`]: `a b =` → `(a + b) mod p`; a seeded split of all pairs.
+
+mod induction;
+mod modular;
+mod sequence;
+mod skip_trigram;
+
+pub use induction::InductionConfig;
+pub use modular::{ModularAdditionConfig, PairSplit};
+pub use sequence::{SequenceError, parse_sequence};
+pub use skip_trigram::{
+    Answer, Ceilings, Dataset, NOTEBOOK_ANSWERS, SkipTrigramConfig, TokenRange,
+};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Largest vocabulary we accept: the frozen one-hot embedding is a dense `[vocab, vocab]` matrix
+/// (64 MiB at 4096).
+pub const MAX_VOCAB: usize = 4_096;
+/// Longest sequence we accept.
+pub const MAX_SEQ_LEN: usize = 1_024;
+/// Most tokens a data set may hold (train or validation): 200 MiB of u32.
+pub const MAX_DATA_TOKENS: usize = 50_000_000;
+
+#[derive(Debug, Error, PartialEq)]
+pub enum TaskError {
+    #[error("seq_len must be at least 3 (trigger, trigger, query), got {0}")]
+    SeqLenTooShort(usize),
+    #[error("signal_prob must be between 0 and 1, got {0}")]
+    BadSignalProb(f64),
+    #[error("{0} token range is empty ({1}..={2})")]
+    EmptyRange(&'static str, u32, u32),
+    #[error("{0}")]
+    Overlap(String),
+    #[error("answer_map has no answer for the trigger pair ({0}, {1})")]
+    MissingAnswer(u32, u32),
+    #[error("answer_map entry ({0}, {1}) is not a pair of trigger tokens")]
+    NotTriggerPair(u32, u32),
+    #[error("answer_map gives the pair ({0}, {1}) two different labels")]
+    ConflictingAnswer(u32, u32),
+    #[error("{0} must be at least 1")]
+    EmptySplit(&'static str),
+    #[error("the vocabulary would have {0} tokens; at most {1} are supported")]
+    VocabTooLarge(usize, usize),
+    #[error("seq_len {0} is too long; at most {MAX_SEQ_LEN} tokens are supported")]
+    SeqLenTooLong(usize),
+    #[error("{0} × seq_len is {1} tokens; at most {MAX_DATA_TOKENS} fit in memory")]
+    TooMuchData(&'static str, u128),
+    /// A setting of the induction or modular-addition task, with what to change.
+    #[error("{0}")]
+    Setting(String),
+}
+
+/// Which task a run trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    SkipTrigram,
+    Induction,
+    ModularAddition,
+}
+
+impl TaskKind {
+    pub const ALL: [TaskKind; 3] = [
+        TaskKind::SkipTrigram,
+        TaskKind::Induction,
+        TaskKind::ModularAddition,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::SkipTrigram => "skip_trigram",
+            TaskKind::Induction => "induction",
+            TaskKind::ModularAddition => "modular_addition",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            TaskKind::SkipTrigram => "Skip-trigrams",
+            TaskKind::Induction => "Induction (repeated tokens)",
+            TaskKind::ModularAddition => "Modular addition",
+        }
+    }
+
+    /// The task with its default settings.
+    pub fn default_config(self) -> TaskConfig {
+        match self {
+            TaskKind::SkipTrigram => TaskConfig::SkipTrigram(SkipTrigramConfig::default()),
+            TaskKind::Induction => TaskConfig::Induction(InductionConfig::default()),
+            TaskKind::ModularAddition => {
+                TaskConfig::ModularAddition(ModularAdditionConfig::default())
+            }
+        }
+    }
+}
+
+/// How a task counts training: passes over a fixed training set, or steps on fresh batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Epoch,
+    Step,
+}
+
+impl Unit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Epoch => "epoch",
+            Unit::Step => "step",
+        }
+    }
+}
+
+/// A task and its settings. In JSON it is an object with a `kind` (`skip_trigram`, `induction`,
+/// `modular_addition`) beside the task's own fields; without `kind` it is a skip-trigram task, as
+/// in every config and checkpoint written before there were other tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskConfig {
+    SkipTrigram(SkipTrigramConfig),
+    Induction(InductionConfig),
+    ModularAddition(ModularAdditionConfig),
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        TaskConfig::SkipTrigram(SkipTrigramConfig::default())
+    }
+}
+
+impl TaskConfig {
+    pub fn kind(&self) -> TaskKind {
+        match self {
+            TaskConfig::SkipTrigram(_) => TaskKind::SkipTrigram,
+            TaskConfig::Induction(_) => TaskKind::Induction,
+            TaskConfig::ModularAddition(_) => TaskKind::ModularAddition,
+        }
+    }
+
+    pub fn skip_trigram(&self) -> Option<&SkipTrigramConfig> {
+        match self {
+            TaskConfig::SkipTrigram(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn skip_trigram_mut(&mut self) -> Option<&mut SkipTrigramConfig> {
+        match self {
+            TaskConfig::SkipTrigram(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn unit(&self) -> Unit {
+        match self {
+            TaskConfig::Induction(_) => Unit::Step,
+            TaskConfig::SkipTrigram(_) | TaskConfig::ModularAddition(_) => Unit::Epoch,
+        }
+    }
+
+    /// Tokens per sequence.
+    pub fn seq_len(&self) -> usize {
+        match self {
+            TaskConfig::SkipTrigram(t) => t.seq_len,
+            TaskConfig::Induction(t) => t.seq_len(),
+            TaskConfig::ModularAddition(_) => 3,
+        }
+    }
+
+    /// Token ids the input uses (the model's `d_vocab`).
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            TaskConfig::SkipTrigram(t) => t.vocab_size(),
+            TaskConfig::Induction(t) => t.vocab,
+            TaskConfig::ModularAddition(t) => t.p + 1,
+        }
+    }
+
+    /// Classes the model predicts (the model's `d_vocab_out`).
+    pub fn vocab_out(&self) -> usize {
+        match self {
+            TaskConfig::ModularAddition(t) => t.p,
+            _ => self.vocab_size(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), TaskError> {
+        match self {
+            TaskConfig::SkipTrigram(t) => t.validate(),
+            TaskConfig::Induction(t) => t.validate(),
+            TaskConfig::ModularAddition(t) => t.validate(),
+        }
+    }
+
+    /// The answer a model should give after the last token of `tokens`, where the task
+    /// determines it.
+    pub fn expected_next(&self, tokens: &[u32]) -> Option<u32> {
+        match self {
+            TaskConfig::SkipTrigram(t) => t.expected_answer(tokens),
+            TaskConfig::Induction(t) => t.expected_next(tokens),
+            TaskConfig::ModularAddition(t) => t.expected_answer(tokens),
+        }
+    }
+
+    /// The sequence the model reads for what the user typed: modular addition's `a b` gets its
+    /// `=`; everything else is read as typed.
+    pub fn complete_sequence(&self, mut tokens: Vec<u32>) -> Vec<u32> {
+        if let TaskConfig::ModularAddition(t) = self
+            && tokens.len() == 2
+        {
+            tokens.push(t.p as u32);
+        }
+        tokens
+    }
+
+    /// A random sequence of the task for the inspector (`signal` matters for skip-trigrams only).
+    pub fn random_sequence(&self, signal: bool, rng: &mut impl rand::Rng) -> Vec<u32> {
+        match self {
+            TaskConfig::SkipTrigram(t) => t.random_sequence(signal, rng),
+            TaskConfig::Induction(t) => t.random_sequence(rng),
+            TaskConfig::ModularAddition(t) => t.random_sequence(rng),
+        }
+    }
+
+    /// What the task's sequences look like, for placeholders and messages.
+    pub fn sequence_hint(&self) -> String {
+        match self {
+            TaskConfig::SkipTrigram(t) => format!(
+                "{} tokens: a, noise…, b, then the query token {}",
+                t.seq_len, t.query_token
+            ),
+            TaskConfig::Induction(t) => format!(
+                "{} random tokens (0..{}) repeated once: {} tokens",
+                t.half,
+                t.vocab - 1,
+                t.seq_len()
+            ),
+            TaskConfig::ModularAddition(t) => format!(
+                "\"a b\" or \"a b {}\" with a, b in 0..{}; the model answers (a + b) mod {}",
+                t.p,
+                t.p - 1,
+                t.p
+            ),
+        }
+    }
+}
+
+impl Serialize for TaskConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let mut value = match self {
+            TaskConfig::SkipTrigram(t) => serde_json::to_value(t),
+            TaskConfig::Induction(t) => serde_json::to_value(t),
+            TaskConfig::ModularAddition(t) => serde_json::to_value(t),
+        }
+        .map_err(S::Error::custom)?;
+        if let serde_json::Value::Object(map) = &mut value {
+            map.insert("kind".into(), self.kind().name().into());
+        }
+        value.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut value = serde_json::Value::deserialize(deserializer)?;
+        let kind = match &mut value {
+            serde_json::Value::Object(map) => match map.remove("kind") {
+                None => TaskKind::SkipTrigram,
+                Some(kind) => serde_json::from_value(kind).map_err(|_| {
+                    D::Error::custom(
+                        "task kind must be \"skip_trigram\", \"induction\" or \"modular_addition\"",
+                    )
+                })?,
+            },
+            _ => return Err(D::Error::custom("task must be an object")),
+        };
+        let task = match kind {
+            TaskKind::SkipTrigram => serde_json::from_value(value).map(TaskConfig::SkipTrigram),
+            TaskKind::Induction => serde_json::from_value(value).map(TaskConfig::Induction),
+            TaskKind::ModularAddition => {
+                serde_json::from_value(value).map(TaskConfig::ModularAddition)
+            }
+        };
+        task.map_err(|e| D::Error::custom(format!("{} task: {e}", kind.name())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_names_the_kind_and_old_configs_are_skip_trigrams() {
+        for kind in TaskKind::ALL {
+            let task = kind.default_config();
+            let text = serde_json::to_string(&task).unwrap();
+            assert!(
+                text.contains(&format!("\"kind\":\"{}\"", kind.name())),
+                "{text}"
+            );
+            assert_eq!(serde_json::from_str::<TaskConfig>(&text).unwrap(), task);
+        }
+        let old: TaskConfig = serde_json::from_str(r#"{"seq_len": 5}"#).unwrap();
+        assert_eq!(old.skip_trigram().unwrap().seq_len, 5);
+        let err = serde_json::from_str::<TaskConfig>(r#"{"kind": "sorting"}"#).unwrap_err();
+        assert!(err.to_string().contains("task kind must be"), "{err}");
+        let err =
+            serde_json::from_str::<TaskConfig>(r#"{"kind": "induction", "p": 3}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("induction task: unknown field"),
+            "{err}"
+        );
+    }
+}

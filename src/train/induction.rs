@@ -1,0 +1,142 @@
+//! Training on the induction task: every step draws a fresh batch of repeated random sequences;
+//! evaluations measure the two halves' losses and every head's induction and previous-token
+//! scores on a fixed validation set.
+
+use candle_core::{Device, Tensor};
+use rand_chacha::ChaCha8Rng;
+
+use super::trainer::{StepOutcome, descend};
+use super::{Adam, InductionMetrics, RunConfig, TrainError};
+use crate::model::Transformer;
+use crate::seed::{Stream, stream_rng};
+use crate::task::InductionConfig;
+
+pub(super) struct InductionRun {
+    task: InductionConfig,
+    rng: ChaCha8Rng,
+    batch_size: usize,
+    val: Vec<u32>,
+}
+
+/// What an evaluation measures, summed over sequences.
+pub struct InductionEval {
+    pub loss_first_half: f64,
+    pub loss_repeated_half: f64,
+    /// `[layer][head]`.
+    pub induction_score: Vec<Vec<f64>>,
+    pub prev_token_score: Vec<Vec<f64>>,
+}
+
+impl InductionRun {
+    pub fn new(task: &InductionConfig, cfg: &RunConfig) -> Self {
+        Self {
+            rng: stream_rng(cfg.seed, Stream::TrainData),
+            batch_size: cfg.train.batch_size,
+            val: task.val_set(cfg.seed),
+            task: task.clone(),
+        }
+    }
+
+    pub fn step(
+        &mut self,
+        model: &Transformer,
+        adam: &mut Adam,
+        device: &Device,
+        at: (usize, usize),
+    ) -> Result<StepOutcome, TrainError> {
+        let tokens = self.task.generate(self.batch_size, &mut self.rng);
+        let tokens = Tensor::from_vec(tokens, (self.batch_size, self.task.seq_len()), device)?;
+        let loss = descend(&model.next_token_loss(&tokens)?, adam, at)?;
+        Ok(StepOutcome {
+            loss,
+            acc: None,
+            samples: self.batch_size,
+            unit_done: true,
+        })
+    }
+
+    pub fn evaluate(
+        &self,
+        model: &Transformer,
+        step: usize,
+        train_loss: f64,
+        elapsed_s: f64,
+    ) -> Result<InductionMetrics, TrainError> {
+        let eval = evaluate_induction(model, &self.task, &self.val)?;
+        Ok(InductionMetrics {
+            step,
+            train_loss,
+            loss_first_half: eval.loss_first_half,
+            loss_repeated_half: eval.loss_repeated_half,
+            induction_score: eval.induction_score,
+            prev_token_score: eval.prev_token_score,
+            elapsed_s,
+        })
+    }
+}
+
+/// The induction task's metrics of `model` on `tokens` (flat, whole sequences), in chunks.
+pub fn evaluate_induction(
+    model: &Transformer,
+    task: &InductionConfig,
+    tokens: &[u32],
+) -> candle_core::Result<InductionEval> {
+    let cfg = model.config();
+    let (len, half) = (task.seq_len(), task.half);
+    let (layers, heads) = (cfg.n_layers, cfg.n_heads);
+    let vocab = cfg.d_vocab_out();
+    let mut first = (0.0, 0usize);
+    let mut repeated = (0.0, 0usize);
+    let mut induction = vec![vec![0.0; heads]; layers];
+    let mut prev = vec![vec![0.0; heads]; layers];
+    let rows = cfg.forward_chunk_rows(len);
+    let count = tokens.len() / len;
+    for chunk in tokens.chunks(rows * len) {
+        let b = chunk.len() / len;
+        let input = Tensor::from_slice(chunk, (b, len), model.device())?;
+        let (logits, hooks) = model.forward_hooked(&input, true, None)?;
+        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+        for (s, seq) in chunk.chunks_exact(len).enumerate() {
+            for i in 0..len - 1 {
+                let row = &logits[(s * len + i) * vocab..(s * len + i + 1) * vocab];
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+                let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+                let nll = max + sum.ln() - row[seq[i + 1] as usize] as f64;
+                if task.first_half_predictions().contains(&i) {
+                    first = (first.0 + nll, first.1 + 1);
+                } else if task.repeated_half_predictions().contains(&i) {
+                    repeated = (repeated.0 + nll, repeated.1 + 1);
+                }
+            }
+        }
+        for (l, (induction, prev)) in induction.iter_mut().zip(&mut prev).enumerate() {
+            let name = format!("blocks.{l}.attn.hook_pattern");
+            let Some((_, pattern)) = hooks.iter().find(|(n, _)| *n == name) else {
+                candle_core::bail!("the forward pass did not capture {name}");
+            };
+            let pattern = pattern.flatten_all()?.to_vec1::<f32>()?; // [b, head, q, k]
+            for (i, matrix) in pattern.chunks_exact(len * len).enumerate() {
+                let h = i % heads;
+                for q in half..len {
+                    induction[h] += matrix[q * len + q - half + 1] as f64;
+                }
+                for q in 1..len {
+                    prev[h] += matrix[q * len + q - 1] as f64;
+                }
+            }
+        }
+    }
+    let mean = |(sum, n): (f64, usize)| sum / n.max(1) as f64;
+    let scale = |scores: &mut Vec<Vec<f64>>, per_seq: usize| {
+        let n = (count * per_seq).max(1) as f64;
+        scores.iter_mut().flatten().for_each(|s| *s /= n);
+    };
+    scale(&mut induction, half);
+    scale(&mut prev, len - 1);
+    Ok(InductionEval {
+        loss_first_half: mean(first),
+        loss_repeated_half: mean(repeated),
+        induction_score: induction,
+        prev_token_score: prev,
+    })
+}
