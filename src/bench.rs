@@ -87,6 +87,19 @@ fn flops(cfg: &ModelConfig, path: ForwardPath, rows: usize, seq_len: usize) -> f
         ForwardPath::LastPosition => r * (h * p * (4.0 * d + 5.0) + 2.0 * h * d * v + 5.0 * v),
         // one score per vocabulary entry per head and row, then W_O.
         ForwardPath::Multiset => r * (h * v * (4.0 * d + 6.0) + 2.0 * h * d * v + 8.0 * v),
+        // the MLP and the unembedding at the scored position, three table rows per head.
+        ForwardPath::FixedQuery => {
+            let (dm, m, c) = (
+                cfg.d_model as f64,
+                if cfg.has_mlp() {
+                    cfg.d_mlp() as f64
+                } else {
+                    0.0
+                },
+                cfg.d_vocab_out() as f64,
+            );
+            r * (4.0 * dm * m + 2.0 * dm * c + 6.0 * h * dm)
+        }
     };
     3.0 * forward
 }

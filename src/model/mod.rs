@@ -18,6 +18,7 @@ mod causal_softmax;
 mod cpu;
 mod embed;
 mod fast;
+mod fixed_query;
 mod hooks;
 mod layer_norm;
 mod lm_loss;
@@ -26,6 +27,7 @@ mod weights;
 
 pub use ablation::{Ablation, HeadMode};
 pub use cache::{ActivationCache, Decomposition, NdArray, argmax, softmax};
+pub use fixed_query::FixedQueryShape;
 pub use weights::{Weights, attn};
 
 pub use crate::config::{
@@ -51,6 +53,17 @@ pub enum ModelError {
     Weights(String),
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
+}
+
+/// Whether modular addition's fixed-query shortcut is implemented for `c`: one layer, learned
+/// embeddings and standard positions, no LayerNorm, a ReLU MLP or none.
+pub fn fixed_query_fits(c: &ModelConfig) -> bool {
+    c.n_layers == 1
+        && c.n_ctx >= 3
+        && c.normalization_type.is_none()
+        && c.positional_embedding_type == Positions::Standard
+        && c.embeddings == Embeddings::Learned
+        && (!c.has_mlp() || c.act_fn == Some(ActFn::Relu))
 }
 
 /// The model: every parameter as a candle `Var` on one device, plus frozen buffers.
@@ -240,6 +253,49 @@ impl Transformer {
             .reshape((b * p, m))?
             .contiguous()?
             .apply_op3(&packed, &tokens.contiguous()?, op)
+    }
+
+    /// The shape of modular addition's fixed-query shortcut ([`fixed_query`]), where it is exact
+    /// and implemented ([`fixed_query_fits`]) and the model is f32 on the CPU.
+    pub fn fixed_query_shape(&self) -> Option<FixedQueryShape> {
+        let c = &self.cfg;
+        let fits = self.device.is_cpu() && self.dtype() == DType::F32 && fixed_query_fits(c);
+        fits.then(|| FixedQueryShape {
+            vocab: c.d_vocab,
+            n_ctx: c.n_ctx,
+            d_model: c.d_model,
+            heads: c.n_heads,
+            d_head: c.d_head,
+            d_mlp: if c.has_mlp() { c.d_mlp() } else { 0 },
+            classes: c.d_vocab_out(),
+            attn_scale: c.attn_scale() as f32,
+        })
+    }
+
+    /// The mean cross-entropy of `a b =` → label at the last position through the fixed-query
+    /// shortcut, and how many samples the model answers right. `pairs` is `[n, 2]` (u32, `=` is
+    /// the last token id), `labels` `[n]`. With `with_grad` the loss backpropagates into every
+    /// parameter; without, it is an evaluation.
+    pub fn fixed_query_loss(
+        &self,
+        pairs: &Tensor,
+        labels: &Tensor,
+        with_grad: bool,
+    ) -> candle_core::Result<(Tensor, usize)> {
+        let shape = self.fixed_query_shape().ok_or_else(|| {
+            candle_core::Error::Msg("this model has no fixed-query shortcut".into())
+        })?;
+        let packed: Vec<Tensor> = fixed_query::PARAM_ORDER
+            .iter()
+            .filter(|name| self.index.contains_key(**name))
+            .map(|name| self.param(name).flatten_all())
+            .collect::<candle_core::Result<_>>()?;
+        let packed = Tensor::cat(&packed, 0)?;
+        let op = fixed_query::FixedQueryLoss::new(shape, with_grad);
+        let report = op.report.clone();
+        let loss = packed.apply_op3(&pairs.contiguous()?, &labels.contiguous()?, op)?;
+        let correct = report.lock().unwrap_or_else(|e| e.into_inner()).correct;
+        Ok((loss, correct))
     }
 
     /// The residual stream after the last block and `ln_final` (TL's `unembed.hook_in`).

@@ -21,6 +21,8 @@ pub enum ForwardPath {
     Full,
     LastPosition,
     Multiset,
+    /// Modular addition's fixed-query shortcut (`crate::model::Transformer::fixed_query_loss`).
+    FixedQuery,
 }
 
 impl ForwardPath {
@@ -29,6 +31,7 @@ impl ForwardPath {
             ForwardPath::Full => "full",
             ForwardPath::LastPosition => "last_position",
             ForwardPath::Multiset => "multiset",
+            ForwardPath::FixedQuery => "fixed_query",
         }
     }
 }

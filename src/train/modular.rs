@@ -14,6 +14,8 @@ use crate::task::{ModularAdditionConfig, PairSplit};
 
 pub(super) struct ModularRun {
     pub split: PairSplit,
+    /// Whether the fixed-query shortcut applies to the model (else the general path).
+    pub shortcut: bool,
     shuffle_rng: ChaCha8Rng,
     order: Vec<u32>,
     cursor: usize,
@@ -22,18 +24,40 @@ pub(super) struct ModularRun {
     full_batch: Option<(Tensor, Tensor)>,
 }
 
-/// Tokens `[n, 3]` and labels `[n]` of the pairs `ids`.
+/// The inputs of the pairs `ids` — `a b =` tokens `[n, 3]`, or just `a b` `[n, 2]` for the
+/// shortcut — and their labels `[n]`.
 fn pairs_on_device(
     split: &PairSplit,
     ids: &[u32],
+    shortcut: bool,
     device: &Device,
 ) -> candle_core::Result<(Tensor, Tensor)> {
-    let tokens: Vec<u32> = ids.iter().flat_map(|&i| split.tokens(i)).collect();
+    let width = if shortcut { 2 } else { 3 };
+    let tokens: Vec<u32> = ids
+        .iter()
+        .flat_map(|&i| split.tokens(i).into_iter().take(width))
+        .collect();
     let labels: Vec<u32> = ids.iter().map(|&i| split.label(i)).collect();
     Ok((
-        Tensor::from_vec(tokens, (ids.len(), 3), device)?,
+        Tensor::from_vec(tokens, (ids.len(), width), device)?,
         Tensor::from_vec(labels, ids.len(), device)?,
     ))
+}
+
+/// The mean loss (a scalar tensor that backpropagates when `with_grad`) and the number of
+/// right answers on a batch, by the shortcut or the general path.
+fn batch_loss(
+    model: &Transformer,
+    (inputs, labels): &(Tensor, Tensor),
+    shortcut: bool,
+    with_grad: bool,
+) -> candle_core::Result<(Tensor, usize)> {
+    if shortcut {
+        return model.fixed_query_loss(inputs, labels, with_grad);
+    }
+    let logits = model.forward_last_general(inputs)?;
+    let loss = candle_nn::loss::cross_entropy(&logits, labels)?;
+    Ok((loss, correct_count(&logits, labels)?))
 }
 
 impl ModularRun {
@@ -43,12 +67,14 @@ impl ModularRun {
         device: &Device,
     ) -> Result<Self, TrainError> {
         let split = task.split(cfg.seed);
+        let shortcut = device.is_cpu() && crate::model::fixed_query_fits(&cfg.model);
         let full_batch = if cfg.train.batch_size >= split.train.len() {
-            Some(pairs_on_device(&split, &split.train, device)?)
+            Some(pairs_on_device(&split, &split.train, shortcut, device)?)
         } else {
             None
         };
         Ok(Self {
+            shortcut,
             order: split.train.clone(),
             split,
             shuffle_rng: stream_rng(cfg.seed, Stream::Shuffle),
@@ -65,7 +91,7 @@ impl ModularRun {
         device: &Device,
         at: (usize, usize),
     ) -> Result<StepOutcome, TrainError> {
-        let (tokens, labels) = match &self.full_batch {
+        let batch = match &self.full_batch {
             Some(batch) => batch.clone(),
             None => {
                 if self.cursor == 0 {
@@ -74,16 +100,16 @@ impl ModularRun {
                 let end = (self.cursor + self.batch_size).min(self.order.len());
                 let ids = &self.order[self.cursor..end];
                 self.cursor = if end == self.order.len() { 0 } else { end };
-                pairs_on_device(&self.split, ids, device)?
+                pairs_on_device(&self.split, ids, self.shortcut, device)?
             }
         };
-        let logits = model.forward_last_general(&tokens)?;
-        let loss = descend(&candle_nn::loss::cross_entropy(&logits, &labels)?, adam, at)?;
-        let acc = accuracy(&logits, &labels)?;
+        let (loss, correct) = batch_loss(model, &batch, self.shortcut, true)?;
+        let loss = descend(&loss, adam, at)?;
+        let samples = batch.1.dim(0)?;
         Ok(StepOutcome {
             loss,
-            acc: Some(acc),
-            samples: labels.dim(0)?,
+            acc: Some(correct as f64 / samples as f64),
+            samples,
             unit_done: self.cursor == 0,
         })
     }
@@ -112,33 +138,40 @@ impl ModularRun {
     }
 }
 
-fn accuracy(logits: &Tensor, labels: &Tensor) -> candle_core::Result<f64> {
+fn correct_count(logits: &Tensor, labels: &Tensor) -> candle_core::Result<usize> {
     let vocab = logits.dim(1)?;
     let logits = logits.flatten_all()?.to_vec1::<f32>()?;
     let labels = labels.to_vec1::<u32>()?;
-    let correct = logits
+    Ok(logits
         .chunks_exact(vocab)
         .zip(&labels)
         .filter(|(row, label)| argmax(row) == **label as usize)
-        .count();
-    Ok(correct as f64 / labels.len().max(1) as f64)
+        .count())
 }
 
-/// Mean cross-entropy and accuracy of `model` on the pairs `ids`, in chunks.
+/// Mean cross-entropy and accuracy of `model` on the pairs `ids`, in chunks, by the shortcut
+/// where it applies.
 pub fn loss_and_accuracy(
     model: &Transformer,
     split: &PairSplit,
     ids: &[u32],
 ) -> candle_core::Result<(f64, f64)> {
-    let rows = model.config().forward_chunk_rows(3);
-    let (mut loss_sum, mut correct) = (0.0, 0.0);
+    let shortcut = model.fixed_query_shape().is_some();
+    let rows = if shortcut {
+        // The shortcut holds a few rows of d_mlp and the classes per sample.
+        let cfg = model.config();
+        let per_row = 4 * (cfg.d_mlp() + cfg.d_model + cfg.d_vocab_out());
+        (crate::model::FORWARD_CHUNK_FLOATS / per_row).max(1)
+    } else {
+        model.config().forward_chunk_rows(3)
+    };
+    let (mut loss_sum, mut correct) = (0.0, 0usize);
     for part in ids.chunks(rows) {
-        let (tokens, labels) = pairs_on_device(split, part, model.device())?;
-        let logits = model.forward_last_general(&tokens)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &labels)?.to_scalar::<f32>()?;
-        loss_sum += loss as f64 * part.len() as f64;
-        correct += accuracy(&logits, &labels)? * part.len() as f64;
+        let batch = pairs_on_device(split, part, shortcut, model.device())?;
+        let (loss, right) = batch_loss(model, &batch, shortcut, false)?;
+        loss_sum += loss.to_scalar::<f32>()? as f64 * part.len() as f64;
+        correct += right;
     }
     let n = ids.len().max(1) as f64;
-    Ok((loss_sum / n, correct / n))
+    Ok((loss_sum / n, correct as f64 / n))
 }

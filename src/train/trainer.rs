@@ -177,6 +177,7 @@ impl Trainer {
     pub fn path(&self) -> ForwardPath {
         match &self.run {
             TaskRun::SkipTrigram(run) => run.train.path,
+            TaskRun::ModularAddition(run) if run.shortcut => ForwardPath::FixedQuery,
             _ => ForwardPath::Full,
         }
     }
