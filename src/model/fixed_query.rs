@@ -592,8 +592,8 @@ impl FixedQueryShape {
             matmul(&mut dx[2], (1, d, e), (dqh, e, 1), (w_q, 1, e), true);
         }
         // Inputs to embeddings: X_j(t) = W_E[t] + W_pos[j], c = W_E[=] + W_pos[2].
-        for j in 0..2 {
-            for (tok, row) in dx[j].chunks_exact(d).enumerate() {
+        for (j, dx_j) in dx.iter().take(2).enumerate() {
+            for (tok, row) in dx_j.chunks_exact(d).enumerate() {
                 let at = o.w_e + tok * d;
                 g[at..at + d].iter_mut().zip(row).for_each(|(a, b)| *a += b);
                 let at = o.w_pos + j * d;

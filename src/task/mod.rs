@@ -61,8 +61,10 @@ pub enum TaskError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskKind {
+    #[value(alias = "skip_trigram")]
     SkipTrigram,
     Induction,
+    #[value(alias = "modular_addition")]
     ModularAddition,
 }
 

@@ -1,0 +1,362 @@
+//! The induction and modular-addition tasks end to end: training, their metrics, checkpoints
+//! that carry the task, and the CLI's presets, flags, JSON and errors.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use candle_core::Device;
+use serde_json::Value;
+use toylens::checkpoint::Checkpoint;
+use toylens::model::Transformer;
+use toylens::task::{InductionConfig, TaskConfig, TaskKind};
+use toylens::train::{
+    Control, Metrics, Preset, Progress, RunConfig, Trainer, drive, evaluate_induction,
+};
+
+fn toylens(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_toylens"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn json_lines(o: &Output) -> Vec<Value> {
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
+/// A small induction run: 2 layers, vocabulary 8, half 4.
+fn small_induction() -> RunConfig {
+    let mut cfg = RunConfig::from_preset(Preset::Induction);
+    cfg.task = TaskConfig::Induction(InductionConfig {
+        vocab: 8,
+        half: 4,
+        val_size: 64,
+    });
+    cfg.model.d_model = 16;
+    cfg.model.d_head = 4;
+    cfg.fit_model_to_task();
+    cfg.train.batch_size = 16;
+    cfg.train.steps = 40;
+    cfg.train.eval_every = 10;
+    cfg
+}
+
+fn run(cfg: RunConfig) -> toylens::train::Outcome {
+    drive(Trainer::new(cfg, &Device::Cpu).unwrap(), |_| {
+        Control::Continue
+    })
+    .unwrap()
+}
+
+#[test]
+fn induction_metrics_are_measured_on_the_definition() {
+    let cfg = small_induction();
+    let outcome = run(cfg.clone());
+    let history = &outcome.checkpoint.history;
+    assert_eq!(history.len(), 4);
+    let steps: Vec<usize> = history.iter().map(Metrics::progress).collect();
+    assert_eq!(steps, [10, 20, 30, 40]);
+    let m = history[0].induction().unwrap();
+    assert_eq!(m.induction_score.len(), 2);
+    assert_eq!(m.induction_score[1].len(), 4);
+    // Early on nothing is learned: both halves sit near ln V.
+    let ln_v = 8f64.ln();
+    assert!((m.loss_first_half - ln_v).abs() < 0.5, "{m:?}");
+    for scores in [&m.induction_score, &m.prev_token_score] {
+        assert!(scores.iter().flatten().all(|s| (0.0..=1.0).contains(s)));
+    }
+    // The scores are the mean attention to the named positions: a model whose heads attend
+    // uniformly to the causal past gives each query q the weight 1/(q+1).
+    let model = Transformer::new(&cfg.model, &outcome.checkpoint.weights, &Device::Cpu).unwrap();
+    let task = cfg.task.clone();
+    let TaskConfig::Induction(task) = task else {
+        unreachable!()
+    };
+    let mut flat = outcome.checkpoint.weights.clone();
+    for name in [
+        "blocks.0.attn.W_Q",
+        "blocks.1.attn.W_Q",
+        "blocks.0.attn.b_Q",
+        "blocks.1.attn.b_Q",
+    ] {
+        flat.get_mut(name).unwrap().fill(0.0);
+    }
+    let uniform = Transformer::new(&cfg.model, &flat, &Device::Cpu).unwrap();
+    let tokens = task.val_set(0);
+    let e = evaluate_induction(&uniform, &task, &tokens).unwrap();
+    let expect_ind: f64 = (4..8).map(|q| 1.0 / (q as f64 + 1.0)).sum::<f64>() / 4.0;
+    let expect_prev: f64 = (1..8).map(|q| 1.0 / (q as f64 + 1.0)).sum::<f64>() / 7.0;
+    for l in 0..2 {
+        for h in 0..4 {
+            let (ind, prev) = (e.induction_score[l][h], e.prev_token_score[l][h]);
+            assert!(
+                (ind - expect_ind).abs() < 1e-5,
+                "L{l}H{h}: {ind} vs {expect_ind}"
+            );
+            assert!(
+                (prev - expect_prev).abs() < 1e-5,
+                "L{l}H{h}: {prev} vs {expect_prev}"
+            );
+        }
+    }
+    // The losses are the mean next-token cross-entropy over each half's predictions.
+    let (logits, _) = model
+        .forward_hooked(
+            &candle_core::Tensor::from_slice(&tokens[..8], (1, 8), &Device::Cpu).unwrap(),
+            false,
+            None,
+        )
+        .unwrap();
+    let rows = logits.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+    let nll = |i: usize| {
+        let r = &rows[i];
+        let max = r.iter().cloned().fold(f32::MIN, f32::max) as f64;
+        let lse = max + r.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+        lse - r[tokens[i + 1] as usize] as f64
+    };
+    let one = evaluate_induction(&model, &task, &tokens[..8]).unwrap();
+    let first = (0..3).map(nll).sum::<f64>() / 3.0;
+    let repeated = (4..7).map(nll).sum::<f64>() / 3.0;
+    assert!((one.loss_first_half - first).abs() < 1e-5);
+    assert!((one.loss_repeated_half - repeated).abs() < 1e-5);
+}
+
+#[test]
+fn checkpoints_carry_the_task_and_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    for cfg in [small_induction(), {
+        let mut c = RunConfig::from_preset(Preset::GrokkingFast);
+        c.task = TaskConfig::ModularAddition(toylens::task::ModularAdditionConfig {
+            p: 11,
+            train_frac: 0.5,
+        });
+        c.model.d_model = 16;
+        c.model.d_head = 4;
+        c.model.d_mlp = Some(32);
+        c.fit_model_to_task();
+        c.train.epochs = 30;
+        c.train.eval_every = 10;
+        c
+    }] {
+        let outcome = run(cfg.clone());
+        let path = dir
+            .path()
+            .join(format!("{}.safetensors", cfg.task.kind().name()));
+        outcome.checkpoint.save(&path).unwrap();
+        let back = Checkpoint::load(&path).unwrap();
+        assert_eq!(back.config, cfg);
+        assert_eq!(back.history, outcome.checkpoint.history);
+        assert_eq!(back.snapshots.len(), outcome.checkpoint.snapshots.len());
+        assert_eq!(back.snapshots.last().unwrap().epoch, cfg.total_units());
+    }
+}
+
+#[test]
+fn modular_addition_memorises_its_training_pairs() {
+    let mut cfg = RunConfig::from_preset(Preset::GrokkingFast);
+    cfg.task = TaskConfig::ModularAddition(toylens::task::ModularAdditionConfig {
+        p: 11,
+        train_frac: 0.5,
+    });
+    cfg.model.d_model = 32;
+    cfg.model.d_head = 8;
+    cfg.model.d_mlp = Some(64);
+    cfg.fit_model_to_task();
+    cfg.train.epochs = 300;
+    cfg.train.eval_every = 100;
+    cfg.train.weight_decay = 0.1;
+    let mut path = "";
+    let outcome = drive(Trainer::new(cfg, &Device::Cpu).unwrap(), |p| {
+        if let Progress::Started { path: p, .. } = p {
+            path = p;
+        }
+        Control::Continue
+    })
+    .unwrap();
+    assert_eq!(path, "fixed_query");
+    let last = outcome
+        .checkpoint
+        .history
+        .last()
+        .unwrap()
+        .modular()
+        .unwrap()
+        .clone();
+    assert_eq!(last.train_acc, 1.0, "{last:?}");
+    assert!(last.train_loss < 0.1, "{last:?}");
+    assert!(last.weight_norm > 0.0);
+}
+
+#[test]
+fn cli_trains_every_new_preset_with_the_documented_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ind.safetensors");
+    let o = toylens(&[
+        "train",
+        "--preset",
+        "induction",
+        "--steps",
+        "50",
+        "--eval-every",
+        "25",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let lines = json_lines(&o);
+    assert_eq!(lines.len(), 2);
+    for key in [
+        "step",
+        "loss_first_half",
+        "loss_repeated_half",
+        "induction_score",
+        "prev_token_score",
+        "elapsed_s",
+    ] {
+        assert!(lines[0].get(key).is_some(), "no {key} in {}", lines[0]);
+    }
+    assert_eq!(lines[1]["step"], 50);
+    assert_eq!(lines[0]["induction_score"].as_array().unwrap().len(), 2);
+    // The checkpoint opens as an induction run: eval measures the task's own metrics.
+    let o = toylens(&["eval", out.to_str().unwrap(), "--json", "--samples", "64"]);
+    let report = &json_lines(&o)[0];
+    assert_eq!(report["task"], "induction");
+    assert!(report["loss_repeated_half"].as_f64().unwrap() > 0.0);
+
+    let out = dir.path().join("mod.safetensors");
+    let o = toylens(&[
+        "train",
+        "--task",
+        "modular_addition",
+        "--p",
+        "11",
+        "--train-frac",
+        "0.5",
+        "--epochs",
+        "20",
+        "--eval-every",
+        "10",
+        "--seed",
+        "3",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let lines = json_lines(&o);
+    assert_eq!(lines.len(), 2);
+    for key in [
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "weight_norm",
+        "elapsed_s",
+    ] {
+        assert!(lines[1].get(key).is_some(), "no {key} in {}", lines[1]);
+    }
+    let ckpt = Checkpoint::load(&out).unwrap();
+    assert_eq!(ckpt.config.task.kind(), TaskKind::ModularAddition);
+    assert_eq!(ckpt.config.seed, 3);
+    assert_eq!(ckpt.config.model.d_vocab_out(), 11);
+    let o = toylens(&["eval", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("test  loss"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = toylens(&["inspect", out.to_str().unwrap(), "3", "4"]);
+    assert!(
+        text(&o.stdout).contains("expected 7"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
+#[test]
+fn cli_flags_that_do_not_fit_the_task_are_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.safetensors");
+    let out = out.to_str().unwrap();
+    for (args, needle) in [
+        (
+            vec!["--preset", "induction", "--epochs", "5"],
+            "use --steps",
+        ),
+        (vec!["--preset", "grokking", "--steps", "5"], "use --epochs"),
+        (
+            vec!["--preset", "fast", "--half", "5"],
+            "--half is a setting of the induction",
+        ),
+        (
+            vec!["--preset", "induction", "--p", "7"],
+            "--p is a setting of the modular_addition",
+        ),
+        (
+            vec!["--task", "induction", "--half", "1"],
+            "half must be at least 2",
+        ),
+        (
+            vec!["--task", "modular_addition", "--train-frac", "1.5"],
+            "train_frac",
+        ),
+        (
+            vec!["--preset", "induction", "--task", "modular_addition"],
+            "contradicts",
+        ),
+        (
+            vec!["--task", "induction", "--eval-every", "0"],
+            "eval_every",
+        ),
+    ] {
+        let mut all = vec!["train"];
+        all.extend(args.iter().copied());
+        all.extend(["--out", out]);
+        let o = toylens(&all);
+        let err = text(&o.stderr);
+        assert!(!o.status.success(), "{all:?} succeeded");
+        assert!(!err.contains("panicked"), "{all:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{all:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{all:?}: \"{err}\" lacks \"{needle}\""
+        );
+        assert!(!Path::new(out).exists());
+    }
+}
+
+#[test]
+fn sweep_runs_a_task_preset_and_summarises_its_milestone() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = toylens(&[
+        "sweep",
+        "--preset",
+        "induction",
+        "--seeds",
+        "0,1",
+        "--steps",
+        "30",
+        "--json",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let rows: Value = serde_json::from_str(&text(&o.stdout)).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["task"], "induction");
+    assert_eq!(rows[0]["trained"], 30);
+    assert!(rows[0]["last"]["induction_score"].is_array());
+    let csv = std::fs::read_to_string(dir.path().join("summary.csv")).unwrap();
+    assert!(csv.starts_with("preset,lr,seed,trained,task,loss,score,milestone"));
+    assert!(csv.contains("induction,0.001,1,30,induction,"), "{csv}");
+}
