@@ -366,3 +366,55 @@ pub fn to_markdown(r: &BenchReport) -> String {
     );
     out
 }
+
+/// Timing of a preset's training step (an epoch, for full-batch modular addition).
+#[derive(Debug, Clone, Serialize)]
+pub struct PresetTiming {
+    pub preset: String,
+    pub path: String,
+    pub samples_per_step: usize,
+    /// Median milliseconds per optimiser step, evaluations excluded.
+    pub ms_per_step: f64,
+    pub flops_per_step: f64,
+    pub gflops: f64,
+}
+
+/// Times `steps` training steps of `preset` (after two warm-up steps), with no evaluation in
+/// between: what `benches/compare_presets.sh` sets against the PyTorch reference scripts.
+pub fn time_preset(preset: Preset, steps: usize, device: &Device) -> anyhow::Result<PresetTiming> {
+    let mut cfg = RunConfig::from_preset(preset);
+    let total = steps + 2;
+    cfg.train.epochs = total.max(cfg.train.epochs);
+    cfg.train.steps = total.max(cfg.train.steps);
+    cfg.train.eval_every = 10 * total;
+    let model_cfg = cfg.model.clone();
+    let seq_len = cfg.task.seq_len();
+    let batch = cfg.step_batch();
+    let mut trainer = Trainer::new(cfg, device)?;
+    trainer.step()?;
+    trainer.step()?;
+    let mut times = Vec::with_capacity(steps);
+    while times.len() < steps {
+        let t = Instant::now();
+        if trainer.step()?.evaluation.is_none() {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let s = median(times);
+    let path = trainer.path();
+    let f = match path {
+        // Next-token loss at every position: the whole forward, backward ≈ 2× forward.
+        ForwardPath::Full if preset == Preset::Induction => {
+            3.0 * forward_flops(&model_cfg, batch * seq_len, seq_len)
+        }
+        _ => flops(&model_cfg, path, batch, seq_len),
+    };
+    Ok(PresetTiming {
+        preset: preset.name().into(),
+        path: path.name().into(),
+        samples_per_step: batch,
+        ms_per_step: s * 1e3,
+        flops_per_step: f,
+        gflops: f / s / 1e9,
+    })
+}

@@ -817,3 +817,83 @@ fn a_general_transformer_lens_model_opens_and_the_inspector_shows_every_layer() 
         assert!((a - b).abs() < 1e-4, "{a} vs {b}");
     }
 }
+
+/// The task presets: each brings its task, model and training; its run trains in the app; the
+/// Training, Data and Inspect tabs show the task's own metrics, data and answers.
+#[test]
+fn task_presets_train_and_show_their_own_views() {
+    use toylens::app::Action;
+    use toylens::task::{ModularAdditionConfig, TaskConfig};
+    use toylens::train::Preset;
+    let mut h = harness();
+    h.run();
+    // Induction, shortened.
+    h.state_mut().apply(Action::ApplyPreset(Preset::Induction));
+    {
+        let cfg = &mut h.state_mut().settings.config;
+        assert_eq!(cfg.task.kind().name(), "induction");
+        assert_eq!(cfg.model.n_layers, 2);
+        cfg.train.steps = 20;
+        cfg.train.eval_every = 10;
+    }
+    h.state_mut().settings.tab = Tab::Training;
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::Button, "Train").click();
+    step_until(&mut h, 120, |app| {
+        !app.session.is_training() && app.session.history.len() == 2
+    });
+    let series = &h.state().session.series;
+    assert_eq!(series.induction_score.len(), 2);
+    assert_eq!(series.induction_score[1].len(), 4);
+    assert_eq!(series.loss_repeated_half.len(), 2);
+    h.run_steps(2);
+    h.get_by_label_contains("floors: first half ln V");
+    h.get_by_label_contains("20 steps trained");
+    h.state_mut().settings.tab = Tab::Data;
+    settle(&mut h);
+    h.get_by_label_contains("repeated half: predictable by induction");
+    h.state_mut().settings.tab = Tab::Inspect;
+    h.state_mut().settings.sequence = "1 2 3 4 5 6 7 8 9 10 1 2".into();
+    settle(&mut h);
+    h.get_by_label_contains("expected 3");
+    // Modular addition, small.
+    h.state_mut()
+        .apply(Action::ApplyPreset(Preset::GrokkingFast));
+    {
+        let cfg = &mut h.state_mut().settings.config;
+        cfg.task = TaskConfig::ModularAddition(ModularAdditionConfig {
+            p: 11,
+            train_frac: 0.5,
+        });
+        cfg.model.d_model = 16;
+        cfg.model.d_head = 4;
+        cfg.model.d_mlp = Some(32);
+        cfg.fit_model_to_task();
+        cfg.train.epochs = 20;
+        cfg.train.eval_every = 10;
+    }
+    h.state_mut().settings.tab = Tab::Training;
+    h.run_steps(2);
+    // The induction model is unsaved: a new run asks first.
+    h.get_by_role_and_label(Role::Button, "Train").click();
+    h.run_steps(2);
+    assert!(h.state().confirm.is_some());
+    h.state_mut().apply(Action::ConfirmYes);
+    step_until(&mut h, 120, |app| {
+        !app.session.is_training() && app.session.series.test_acc.len() == 2
+    });
+    h.run_steps(2);
+    h.get_by_label_contains("chance accuracy 1/p");
+    h.state_mut().settings.tab = Tab::Data;
+    settle(&mut h);
+    h.get_by_label_contains("All 121 pairs");
+    h.get_by_label_contains("train, right");
+    h.state_mut().settings.tab = Tab::Inspect;
+    h.state_mut().settings.sequence = "3 4".into();
+    settle(&mut h);
+    h.get_by_label_contains("expected 7");
+    // The Evaluate tab says where this task's evaluation lives instead of enumerating.
+    h.state_mut().settings.tab = Tab::Evaluate;
+    h.run_steps(2);
+    h.get_by_label_contains("enumerates skip-trigram sequences");
+}

@@ -16,6 +16,7 @@ use rand::{Rng, SeedableRng};
 use toylens::app::{Action, Settings, Tab, ToylensApp};
 use toylens::checkpoint::Checkpoint;
 use toylens::model::HeadMode;
+use toylens::task::{TaskConfig, TaskKind};
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -31,7 +32,42 @@ struct Field {
     max: f64,
 }
 
-const FIELDS: [Field; 17] = [
+const FIELDS: [Field; 24] = [
+    Field {
+        label: "Vocabulary",
+        min: 1.0,
+        max: 1_000.0,
+    },
+    Field {
+        label: "Half length",
+        min: 1.0,
+        max: 256.0,
+    },
+    Field {
+        label: "Validation sequences",
+        min: 0.0,
+        max: 100_000.0,
+    },
+    Field {
+        label: "Modulus p",
+        min: 1.0,
+        max: 1_000.0,
+    },
+    Field {
+        label: "Train fraction",
+        min: 0.0,
+        max: 1.0,
+    },
+    Field {
+        label: "Steps",
+        min: 0.0,
+        max: 10_000_000.0,
+    },
+    Field {
+        label: "Evaluate every",
+        min: 0.0,
+        max: 1_000_000.0,
+    },
     Field {
         label: "Seed",
         min: 0.0,
@@ -253,6 +289,21 @@ impl Soak {
 
     fn set_field(&mut self) {
         let field = &FIELDS[self.rng.random_range(0..FIELDS.len())];
+        // Each task shows its own fields, and the training length in its own unit.
+        let kind = self.app().settings.config.task.kind();
+        let shown = match field.label {
+            "Sequence length" | "Signal probability" | "Noise tokens up to" | "Train samples"
+            | "Validation samples" => kind == TaskKind::SkipTrigram,
+            "Vocabulary" | "Half length" | "Validation sequences" | "Steps" => {
+                kind == TaskKind::Induction
+            }
+            "Modulus p" | "Train fraction" => kind == TaskKind::ModularAddition,
+            "Epochs" => kind != TaskKind::Induction,
+            _ => true,
+        };
+        if !shown {
+            return;
+        }
         // The widget's edges a third of the time, values just past them (which the widget clamps)
         // sometimes, otherwise anywhere in between (mostly small, where most settings are).
         let value = match self.rng.random_range(0..10) {
@@ -281,9 +332,16 @@ impl Soak {
     /// those; the heavy ones are covered by validation and the views).
     fn light_settings(&self) -> bool {
         let c = &self.app().settings.config;
-        c.task.skip_trigram().unwrap().train_size * c.task.seq_len() <= 400_000
-            && c.task.skip_trigram().unwrap().val_size * c.task.seq_len() <= 100_000
-            && c.task.vocab_size() <= 64
+        let data = match &c.task {
+            TaskConfig::SkipTrigram(t) => {
+                t.train_size * t.seq_len <= 400_000 && t.val_size * t.seq_len <= 100_000
+            }
+            TaskConfig::Induction(t) => {
+                c.train.batch_size * t.seq_len() <= 4_000 && t.val_size * t.seq_len() <= 20_000
+            }
+            TaskConfig::ModularAddition(t) => t.p <= 60,
+        };
+        data && c.task.vocab_size() <= 64
             && c.model.n_heads * c.model.d_head <= 64
             && c.model.n_layers * c.model.d_model <= 256
             && (!c.model.has_mlp() || c.model.d_mlp() <= 256)
@@ -428,11 +486,8 @@ impl Soak {
             0..24 => self.set_field(),
             24..30 => self.choose_architecture(),
             30..36 => {
-                let preset = if self.rng.random_bool(0.5) {
-                    "notebook"
-                } else {
-                    "fast"
-                };
+                let presets = ["notebook", "fast", "induction", "grokking", "grokking-fast"];
+                let preset = presets[self.rng.random_range(0..presets.len())];
                 if let Some(n) = self.h.query_all_by_label(preset).next() {
                     n.click_accesskit();
                 }
@@ -460,11 +515,14 @@ impl Soak {
             65..73 => self.type_sequence(),
             73..76 => {
                 self.select_tab(Tab::Inspect);
-                let label = if self.rng.random_bool(0.5) {
-                    "Random signal"
-                } else {
-                    "Random noise"
-                };
+                let labels = [
+                    "Random signal",
+                    "Random noise",
+                    "Random repeated sequence",
+                    "Random pair",
+                ];
+                // Only the current task's buttons exist; the others click nothing.
+                let label = labels[self.rng.random_range(0..labels.len())];
                 self.click(label);
             }
             76..81 => {

@@ -317,13 +317,14 @@ impl Session {
                 self.run = None;
             }
             Event::Finished {
-                reason, weights, ..
+                reason,
+                weights,
+                epochs_done,
             } => {
+                let unit = self.config.task.unit().name();
                 self.notice = Some(Status::Info(match reason {
-                    FinishReason::Completed => format!("trained {} epochs", self.history.len()),
-                    FinishReason::Stopped => {
-                        format!("stopped after {} epochs", self.history.len())
-                    }
+                    FinishReason::Completed => format!("trained {epochs_done} {unit}s"),
+                    FinishReason::Stopped => format!("stopped after {epochs_done} {unit}s"),
                 }));
                 self.set_weights(weights);
                 self.run = None;
@@ -353,10 +354,13 @@ impl Session {
 
     /// A legend label for this run: preset-like lr, seed.
     pub fn label(&self) -> String {
-        let t = &self.config.train;
         format!(
-            "seed {} · lr {} · {} epochs",
-            self.config.seed, t.lr, t.epochs
+            "{} · seed {} · lr {} · {} {}s",
+            self.config.task.kind().name(),
+            self.config.seed,
+            self.config.train.lr,
+            self.config.total_units(),
+            self.config.task.unit().name()
         )
     }
 }

@@ -5,7 +5,7 @@ use clap::Args;
 
 use super::in_range;
 use crate::device::{self, DeviceChoice};
-use crate::train::{PathChoice, RunConfig};
+use crate::train::{PathChoice, Preset, RunConfig};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -33,6 +33,14 @@ pub struct BenchArgs {
     /// it as JSON.
     #[arg(long, conflicts_with = "batch")]
     pub lm_step: bool,
+    /// Time only training steps of this preset (an epoch, for the full-batch grokking presets),
+    /// without evaluations, and print it as JSON: what `benches/compare_presets.sh` compares
+    /// with the PyTorch reference scripts.
+    #[arg(long, value_enum, conflicts_with_all = ["batch", "lm_step"])]
+    pub preset: Option<Preset>,
+    /// Timed steps for --preset (default 100, 10 with --quick).
+    #[arg(long)]
+    pub steps: Option<usize>,
 }
 
 impl BenchArgs {
@@ -64,6 +72,13 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let (device, note) = device::resolve(args.device);
     if let Some(note) = note {
         eprintln!("warning: {note}");
+    }
+    if let Some(preset) = args.preset {
+        let steps = args.steps.unwrap_or(if args.quick { 10 } else { 100 });
+        in_range("--steps", steps, 1, 1_000_000)?;
+        let timing = crate::bench::time_preset(preset, steps, &device)?;
+        println!("{}", serde_json::to_string(&timing)?);
+        return Ok(());
     }
     if args.lm_step {
         let steps = if args.quick { 20 } else { 200 };

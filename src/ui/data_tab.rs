@@ -168,10 +168,15 @@ fn induction(sequences: &[u32], half: usize, seed: u64, ui: &mut Ui) -> Option<V
         sequences.len() / len.max(1)
     ));
     ui.horizontal(|ui| {
-        ui.colored_label(FIRST_HALF, "■ random half: unpredictable, loss floor ln V");
-        ui.colored_label(
+        swatch(
+            ui,
+            FIRST_HALF,
+            "random half: unpredictable, loss floor ln V",
+        );
+        swatch(
+            ui,
             REPEATED,
-            "■ repeated half: predictable by induction, floor 0",
+            "repeated half: predictable by induction, floor 0",
         );
     });
     let mut clicked = None;
@@ -250,19 +255,24 @@ fn modular(
                 }
             }
             ui.horizontal_wrapped(|ui| {
-                ui.colored_label(TRAIN_PAIR, format!("■ train, right ({train_right})"));
-                ui.colored_label(WRONG, format!("■ train, wrong ({})", train - train_right));
-                ui.colored_label(RIGHT, format!("■ test, right ({test_right})"));
-                ui.colored_label(
+                swatch(ui, TRAIN_PAIR, &format!("train, right ({train_right})"));
+                swatch(
+                    ui,
+                    WRONG,
+                    &format!("train, wrong ({})", train - train_right),
+                );
+                swatch(ui, RIGHT, &format!("test, right ({test_right})"));
+                swatch(
+                    ui,
                     TEST_PAIR,
-                    format!("■ test, wrong ({})", p * p - train - test_right),
+                    &format!("test, wrong ({})", p * p - train - test_right),
                 );
             });
         }
         None => {
             ui.horizontal_wrapped(|ui| {
-                ui.colored_label(TRAIN_PAIR, "■ train");
-                ui.colored_label(TEST_PAIR, "■ test");
+                swatch(ui, TRAIN_PAIR, "train");
+                swatch(ui, TEST_PAIR, "test");
                 ui.weak("(train a model on this split to see which pairs it gets right)");
             });
         }
@@ -319,4 +329,13 @@ fn modular(
         return Some(vec![a as u32, b as u32, p as u32]);
     }
     None
+}
+
+/// A colour key: a small filled square and its meaning.
+fn swatch(ui: &mut Ui, color: Color32, text: &str) {
+    ui.horizontal(|ui| {
+        let (rect, _) = ui.allocate_exact_size(vec2(10.0, 10.0), Sense::hover());
+        ui.painter().rect_filled(rect, 1.0, color);
+        ui.label(text);
+    });
 }

@@ -16,6 +16,8 @@ use crate::app::files::Purpose;
 use crate::app::session::RunState;
 use crate::app::{Action, Confirm, Tab, ToylensApp};
 use crate::model::HeadMode;
+use crate::task::Unit;
+use crate::train::Metrics;
 
 pub fn draw(app: &mut ToylensApp, ui: &mut Ui) {
     egui::Panel::top("top_bar").show(ui, |ui| top_bar(app, ui));
@@ -134,8 +136,13 @@ pub fn status_line(app: &ToylensApp) -> String {
     match &app.session.run {
         Some(run) => {
             let (epoch, step) = run.last_step.map_or((0, 0), |s| (s.epoch, s.step));
-            parts.push(format!("epoch {epoch}/{}", run.total_epochs));
-            parts.push(format!("step {step}"));
+            match app.session.config.task.unit() {
+                Unit::Epoch => {
+                    parts.push(format!("epoch {epoch}/{}", run.total_epochs));
+                    parts.push(format!("step {step}"));
+                }
+                Unit::Step => parts.push(format!("step {step}/{}", run.total_epochs)),
+            }
             parts.push(format!("{} samples/s", human(run.samples_per_s())));
             match &run.state {
                 RunState::Running => {
@@ -147,13 +154,14 @@ pub fn status_line(app: &ToylensApp) -> String {
             }
         }
         None => {
-            let epochs = app.session.history.len();
-            parts.push(if epochs == 0 && app.session.file.is_some() {
+            let trained = app.session.history.last().map_or(0, Metrics::progress);
+            let unit = app.session.config.task.unit().name();
+            parts.push(if trained == 0 && app.session.file.is_some() {
                 "no training history".into()
-            } else if epochs == 0 {
+            } else if trained == 0 {
                 "untrained".into()
             } else {
-                format!("{epochs} epochs trained")
+                format!("{trained} {unit}s trained")
             });
         }
     }
@@ -165,7 +173,10 @@ pub fn status_line(app: &ToylensApp) -> String {
 fn scrubber(app: &mut ToylensApp, ui: &mut Ui) {
     let n = app.session.snapshots.len();
     ui.horizontal(|ui| {
-        let label = ui.label("Epoch");
+        let label = ui.label(match app.session.config.task.unit() {
+            Unit::Epoch => "Epoch",
+            Unit::Step => "Step",
+        });
         let mut index = app.view_index().unwrap_or(n - 1);
         let following = app.view_index().is_none();
         let slider = ui

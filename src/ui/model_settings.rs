@@ -150,7 +150,7 @@ pub fn model_settings(ui: &mut Ui, m: &mut ModelConfig) {
         if row(
             ui,
             "Init range",
-            "std of the normal init of every W_* (TL: 0.8/√d_model)",
+            "std of the normal init of every W_* (TL: 0.8/sqrt(d_model))",
             |ui| ui.add(DragValue::new(&mut init).speed(0.001).range(0.0..=1.0)),
         ) {
             m.init_range = Some(init);

@@ -332,7 +332,7 @@ fn modular_plots<'a>(
                 format!("{name}\nepoch {:.0}\nnorm {:.3}", point.x, point.y)
             }))
             .show(ui, |p| {
-                p.line(line("√Σw²", &series.weight_norm, false).color(SIGNAL));
+                p.line(line("weight norm", &series.weight_norm, false).color(SIGNAL));
             });
         if app.settings.show_step_loss {
             loss_plot(
