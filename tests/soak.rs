@@ -131,7 +131,7 @@ const FIELDS: [Field; 24] = [
     Field {
         label: "Weight decay",
         min: -1.0,
-        max: 1.0,
+        max: 10.0,
     },
     Field {
         label: "Batch size",

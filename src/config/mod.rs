@@ -49,7 +49,7 @@ impl RunConfig {
                 ModelConfig::learned(32, 20, 2, 64, 4, None),
             ),
             Preset::Grokking => modular_addition(113, 0.3, 128, 4, 512),
-            Preset::GrokkingFast => modular_addition(59, 0.4, 128, 4, 512),
+            Preset::GrokkingFast => modular_addition(113, 0.3, 128, 4, 256),
         };
         Self {
             seed: 0,
