@@ -242,7 +242,12 @@ fn induction_plots<'a>(
             p.hline(ceiling("ln V (first-half floor)", ln_vocab, log));
             p.hline(ceiling("10% of ln V", 0.1 * ln_vocab, log));
         });
-        if app.settings.show_step_loss {
+        if app.settings.show_step_loss
+            && series.step_loss.is_empty()
+            && !series.train_loss.is_empty()
+        {
+            no_step_losses(ui);
+        } else if app.settings.show_step_loss {
             loss_plot(base("step_loss", "training loss per step"), log).show(ui, |p| {
                 p.line(
                     line("step loss", &series.step_loss, log)
@@ -334,7 +339,12 @@ fn modular_plots<'a>(
             .show(ui, |p| {
                 p.line(line("weight norm", &series.weight_norm, false).color(SIGNAL));
             });
-        if app.settings.show_step_loss {
+        if app.settings.show_step_loss
+            && series.step_loss.is_empty()
+            && !series.train_loss.is_empty()
+        {
+            no_step_losses(ui);
+        } else if app.settings.show_step_loss {
             loss_plot(
                 base("step_loss", "training loss per step (log scale)"),
                 true,
@@ -456,20 +466,37 @@ fn trim_number(v: f64) -> String {
     }
 }
 
+/// In place of the per-step plot of a run opened from a file.
+fn no_step_losses(ui: &mut Ui) {
+    ui.vertical(|ui| {
+        ui.add_space(60.0);
+        ui.weak("Per-step losses are not stored in checkpoints; train to see them.");
+    });
+}
+
+/// A log axis tick: plain where that is short (0.01 to 999), else like 1e-4.
+fn log_tick(x: f64) -> String {
+    if (0.01..1000.0).contains(&x) {
+        trim_number(x)
+    } else {
+        format!("{x:.0e}")
+    }
+}
+
 /// Loss axes and hover text, in log10 space when `log` is on.
 fn loss_plot(plot: Plot<'_>, log: bool) -> Plot<'_> {
     if log {
-        plot.y_axis_formatter(|mark, _| format!("{:.3}", 10f64.powf(mark.value)))
+        plot.y_axis_formatter(|mark, _| log_tick(10f64.powf(mark.value)))
             .label_formatter(hover_label(|name, point| {
                 format!(
-                    "{name}\nepoch {:.2}\nloss {:.4}",
+                    "{name}\nat {:.2}\nloss {:.4e}",
                     point.x,
                     10f64.powf(point.y)
                 )
             }))
     } else {
         plot.label_formatter(hover_label(|name, point| {
-            format!("{name}\nepoch {:.2}\nloss {:.4}", point.x, point.y)
+            format!("{name}\nat {:.2}\nloss {:.4}", point.x, point.y)
         }))
     }
 }
