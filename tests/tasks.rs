@@ -360,3 +360,58 @@ fn sweep_runs_a_task_preset_and_summarises_its_milestone() {
     assert!(csv.starts_with("preset,lr,seed,trained,task,loss,score,milestone"));
     assert!(csv.contains("induction,0.001,1,30,induction,"), "{csv}");
 }
+
+#[test]
+fn progress_measures_follow_their_definitions() {
+    use toylens::analysis::progress_measures;
+    use toylens::model::Weights;
+    let p = 13;
+    let mut cfg = RunConfig::from_preset(Preset::GrokkingFast);
+    cfg.task =
+        TaskConfig::ModularAddition(toylens::task::ModularAdditionConfig { p, train_frac: 0.4 });
+    cfg.model.d_model = 16;
+    cfg.model.d_head = 4;
+    cfg.model.d_mlp = Some(24);
+    cfg.fit_model_to_task();
+    let weights = Weights::init(&cfg.model, 5);
+    let model = Transformer::new(&cfg.model, &weights, &Device::Cpu).unwrap();
+    let TaskConfig::ModularAddition(task) = &cfg.task else {
+        unreachable!()
+    };
+    let split = task.split(5);
+    let m = progress_measures(&model, &split).unwrap().unwrap();
+    // Parseval: the frequencies' squared norms and the constant's add up to ‖W_E[:p]‖².
+    let w_e = &weights.get("embed.W_E")[..p * 16];
+    let total: f64 = w_e.iter().map(|&v| (v as f64).powi(2)).sum();
+    let mean_sq: f64 = (0..16)
+        .map(|j| {
+            let mean = (0..p).map(|t| w_e[t * 16 + j] as f64).sum::<f64>() / p as f64;
+            p as f64 * mean * mean
+        })
+        .sum();
+    let freqs: f64 = m.fourier_norms.iter().map(|n| n * n).sum();
+    assert_eq!(m.fourier_norms.len(), 6);
+    assert!(
+        (freqs + mean_sq - total).abs() < 1e-4 * total,
+        "{freqs} + {mean_sq} vs {total}"
+    );
+    // Five distinct key frequencies in 1..=6, and finite losses near chance for a random model.
+    let mut keys = m.key_frequencies.clone();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), 5);
+    assert!(keys.iter().all(|k| (1..=6).contains(k)));
+    for loss in [m.restricted_loss, m.excluded_loss] {
+        assert!(
+            loss.is_finite() && (loss - (p as f64).ln()).abs() < 1.0,
+            "{m:?}"
+        );
+    }
+    // An attention-only model has no neurons to measure.
+    let mut attn_only = cfg.model.clone();
+    attn_only.attn_only = true;
+    attn_only.d_mlp = None;
+    attn_only.act_fn = None;
+    let model = Transformer::new(&attn_only, &Weights::init(&attn_only, 5), &Device::Cpu).unwrap();
+    assert!(progress_measures(&model, &split).unwrap().is_none());
+}

@@ -12,6 +12,8 @@ use super::status::Status;
 use super::{RunRecord, TRAINING_FRAME_INTERVAL, ToylensApp, recovery};
 use crate::checkpoint::Checkpoint;
 use crate::device::{self, DeviceChoice};
+use crate::seed::{Stream, stream_rng};
+use crate::task::TaskKind;
 use crate::train::{Command, Event, Preset, history_csv, spawn_training_to};
 
 /// Everything that reaches the UI thread from elsewhere.
@@ -184,8 +186,10 @@ impl ToylensApp {
         let file = (!recovered).then(|| path.clone());
         match result.and_then(|c| Session::from_checkpoint(c, file)) {
             Ok(session) => {
+                let before = self.session.config.task.kind();
                 self.session.replace(session);
                 self.settings.config = self.session.config.clone();
+                self.follow_task(before);
                 self.scrubber.index = None;
                 let name = path.file_name().map_or_else(
                     || path.display().to_string(),
@@ -274,6 +278,7 @@ impl ToylensApp {
         );
         let tx = self.tx.clone();
         let ctx = self.ctx.clone();
+        let before = self.session.config.task.kind();
         let result = self.session.start_run(config, move |run, cfg| {
             let last_wake = std::cell::Cell::new(Instant::now() - TRAINING_FRAME_INTERVAL);
             spawn_training_to(cfg, None, device, move |event| {
@@ -289,10 +294,26 @@ impl ToylensApp {
             })
         });
         self.inspector.computed_for = None;
+        self.follow_task(before);
         self.status = Some(match result {
             Ok(()) => Status::Info(note.unwrap_or_else(|| "training…".into())),
             Err(e) => Status::Error(e),
         });
+    }
+
+    /// When the model in view changed task, the inspector's sequence becomes one of the new task's
+    /// (the same one for the same seed), so it shows something meaningful at once.
+    fn follow_task(&mut self, before: TaskKind) {
+        let task = &self.session.config.task;
+        if task.kind() != before {
+            let mut rng = stream_rng(self.session.config.seed, Stream::Analysis);
+            let tokens = task.random_sequence(true, &mut rng);
+            self.settings.sequence = tokens
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(" ");
+        }
     }
 
     /// Replaces the model with an untrained one of the settings, if they are valid.
@@ -303,7 +324,9 @@ impl ToylensApp {
         }
         match Session::untrained(self.settings.config.clone()) {
             Ok(fresh) => {
+                let before = self.session.config.task.kind();
                 self.session.replace(fresh);
+                self.follow_task(before);
                 self.scrubber.index = None;
                 self.status = Some(Status::Info("reset to an untrained model".into()));
             }

@@ -80,6 +80,11 @@ pub struct Series {
     pub test_loss: Vec<PlotPoint>,
     pub test_acc: Vec<PlotPoint>,
     pub weight_norm: Vec<PlotPoint>,
+    /// Progress measures: restricted and excluded loss, and the embedding's norm in each
+    /// Fourier frequency `[k − 1]`.
+    pub restricted_loss: Vec<PlotPoint>,
+    pub excluded_loss: Vec<PlotPoint>,
+    pub fourier_norms: Vec<Vec<PlotPoint>>,
     /// x is the fractional epoch, so every plot shares one x axis.
     pub step_loss: Vec<PlotPoint>,
 }
@@ -121,6 +126,15 @@ impl Series {
                 self.train_acc.push(at(m.train_acc));
                 self.test_acc.push(at(m.test_acc));
                 self.weight_norm.push(at(m.weight_norm));
+                if let Some(progress) = &m.progress {
+                    self.restricted_loss.push(at(progress.restricted_loss));
+                    self.excluded_loss.push(at(progress.excluded_loss));
+                    let norms = &progress.fourier_norms;
+                    self.fourier_norms.resize_with(norms.len(), Vec::new);
+                    for (curve, &y) in self.fourier_norms.iter_mut().zip(norms) {
+                        curve.push(at(y));
+                    }
+                }
             }
         }
     }

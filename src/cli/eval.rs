@@ -223,7 +223,9 @@ fn eval_task(
             let split = task.split(seed);
             let (train_loss, train_acc) = loss_and_accuracy(model, &split, &split.train)?;
             let (test_loss, test_acc) = loss_and_accuracy(model, &split, &split.test)?;
+            let progress = crate::analysis::progress_measures(model, &split)?;
             serde_json::json!({
+                "progress": progress,
                 "task": "modular_addition",
                 "seed": seed,
                 "p": task.p,
@@ -291,6 +293,16 @@ fn eval_task(
                 num("test_acc"),
                 num("chance")
             );
+            let progress = &report["progress"];
+            if !progress.is_null() {
+                println!(
+                    "key frequencies {}; restricted loss {:.4e} (all pairs, key frequencies only), \
+                     excluded loss {:.4e} (training pairs, key frequencies removed)",
+                    progress["key_frequencies"],
+                    progress["restricted_loss"].as_f64().unwrap_or(f64::NAN),
+                    progress["excluded_loss"].as_f64().unwrap_or(f64::NAN)
+                );
+            }
         }
     }
     Ok(())

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::ProgressMeasures;
+
 /// One optimiser step.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct StepMetrics {
@@ -69,6 +71,9 @@ pub struct ModularMetrics {
     pub weight_norm: f64,
     /// Seconds of training so far (steps only; evaluations and pauses excluded).
     pub elapsed_s: f64,
+    /// Nanda et al.'s progress measures, for models with an MLP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressMeasures>,
 }
 
 /// One evaluation. In files each kind is told apart by its fields.
@@ -179,8 +184,18 @@ pub fn history_csv(history: &[Metrics]) -> String {
             }
         }
         Some(Metrics::ModularAddition(_)) => {
-            out += "epoch,train_loss,train_acc,test_loss,test_acc,weight_norm,elapsed_s\n";
+            out += "epoch,train_loss,train_acc,test_loss,test_acc,weight_norm,restricted_loss,excluded_loss,key_frequencies,elapsed_s\n";
             for m in history.iter().filter_map(Metrics::modular) {
+                let measure = |f: fn(&ProgressMeasures) -> f64| {
+                    m.progress
+                        .as_ref()
+                        .map_or(String::new(), |p| f(p).to_string())
+                };
+                let keys = m.progress.as_ref().map_or(String::new(), |p| {
+                    let keys: Vec<String> =
+                        p.key_frequencies.iter().map(|k| k.to_string()).collect();
+                    keys.join(" ")
+                });
                 out += &row(vec![
                     m.epoch.to_string(),
                     m.train_loss.to_string(),
@@ -188,6 +203,9 @@ pub fn history_csv(history: &[Metrics]) -> String {
                     m.test_loss.to_string(),
                     m.test_acc.to_string(),
                     m.weight_norm.to_string(),
+                    measure(|p| p.restricted_loss),
+                    measure(|p| p.excluded_loss),
+                    keys,
                     m.elapsed_s.to_string(),
                 ]);
             }
@@ -246,6 +264,12 @@ mod tests {
                 test_acc: 0.01,
                 weight_norm: 30.0,
                 elapsed_s: 2.0,
+                progress: Some(ProgressMeasures {
+                    fourier_norms: vec![0.5, 3.0],
+                    key_frequencies: vec![2],
+                    restricted_loss: 3.0,
+                    excluded_loss: 5.0,
+                }),
             }),
         ];
         let json = serde_json::to_string(&history).unwrap();

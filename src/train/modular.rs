@@ -134,6 +134,7 @@ impl ModularRun {
             test_acc,
             weight_norm: squares.sqrt(),
             elapsed_s,
+            progress: crate::analysis::progress_measures(model, &self.split)?,
         })
     }
 }

@@ -2,8 +2,8 @@
 
 use egui::{Color32, Id, RichText, Ui};
 use egui_plot::{
-    Corner, GridInput, HLine, HoverPosition, Legend, Line, LineStyle, Plot, PlotPoint, PlotPoints,
-    uniform_grid_spacer,
+    Bar, BarChart, Corner, GridInput, HLine, HoverPosition, Legend, Line, LineStyle, Plot,
+    PlotPoint, PlotPoints, uniform_grid_spacer,
 };
 
 use crate::app::{Action, ToylensApp};
@@ -107,7 +107,9 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     let overlays: Vec<(usize, &crate::app::RunRecord)> =
         app.runs.iter().filter(|r| r.shown).enumerate().collect();
     let link = Id::unique("epoch_axis");
-    let rows = if app.settings.show_head_traces && task.skip_trigram().is_some() {
+    let rows = if task.kind() == crate::task::TaskKind::ModularAddition
+        || (app.settings.show_head_traces && task.skip_trigram().is_some())
+    {
         3.0
     } else {
         2.0
@@ -313,6 +315,8 @@ fn modular_plots<'a>(
         loss_plot(base("loss", "cross-entropy (nats, log scale)"), true).show(ui, |p| {
             p.line(line("train loss", &series.train_loss, true).color(TRAIN));
             p.line(line("test loss", &series.test_loss, true).color(VAL));
+            p.line(line("restricted loss", &series.restricted_loss, true).color(SIGNAL));
+            p.line(line("excluded loss", &series.excluded_loss, true).color(NOISE));
             for (i, run) in overlays {
                 p.line(overlay(&run.label, run.series.headline_loss(), true, *i));
             }
@@ -339,6 +343,10 @@ fn modular_plots<'a>(
             .show(ui, |p| {
                 p.line(line("weight norm", &series.weight_norm, false).color(SIGNAL));
             });
+        key_frequency_plot(app, ui, &base);
+    });
+    ui.horizontal(|ui| {
+        fourier_bars(app, ui, &base);
         if app.settings.show_step_loss
             && series.step_loss.is_empty()
             && !series.train_loss.is_empty()
@@ -360,7 +368,9 @@ fn modular_plots<'a>(
     });
     ui.weak(
         "Grokking: the train loss falls first (memorisation), test accuracy stays near chance \
-         while weight decay shrinks the weight norm, then test accuracy rises suddenly.",
+         while weight decay shrinks the weight norm, then test accuracy rises suddenly. \
+         Restricted loss: all pairs through the key frequencies alone; excluded loss: the \
+         training pairs with them removed (Nanda et al. 2023).",
     );
 }
 
@@ -410,6 +420,71 @@ fn head_traces<'a>(app: &ToylensApp, ui: &mut Ui, base: impl Fn(&str, &str) -> P
                 }
             });
     });
+}
+
+/// The embedding's norm in each of the latest key frequencies, over training.
+fn key_frequency_plot<'a>(app: &ToylensApp, ui: &mut Ui, base: &impl Fn(&str, &str) -> Plot<'a>) {
+    let series = &app.session.series;
+    let keys = latest_key_frequencies(app);
+    base("key_frequencies", "W_E norm per key frequency")
+        .label_formatter(hover_label(|name, point| {
+            format!("{name}\nepoch {:.0}\nnorm {:.3}", point.x, point.y)
+        }))
+        .show(ui, |p| {
+            for (i, &k) in keys.iter().enumerate() {
+                if let Some(points) = series.fourier_norms.get(k - 1) {
+                    p.line(line(&format!("k = {k}"), points, false).color(HEADS[i % HEADS.len()]));
+                }
+            }
+        });
+}
+
+/// The key frequencies of the newest evaluation that measured them.
+fn latest_key_frequencies(app: &ToylensApp) -> Vec<usize> {
+    app.session
+        .history
+        .iter()
+        .rev()
+        .find_map(|m| m.modular().and_then(|m| m.progress.as_ref()))
+        .map(|p| p.key_frequencies.clone())
+        .unwrap_or_default()
+}
+
+/// The embedding's norm in every Fourier frequency at the newest evaluation: sparse once the
+/// model has grokked.
+fn fourier_bars<'a>(app: &ToylensApp, ui: &mut Ui, base: &impl Fn(&str, &str) -> Plot<'a>) {
+    let Some(progress) = app
+        .session
+        .history
+        .iter()
+        .rev()
+        .find_map(|m| m.modular().and_then(|m| m.progress.as_ref()))
+    else {
+        return;
+    };
+    let keys = &progress.key_frequencies;
+    let bars: Vec<Bar> = progress
+        .fourier_norms
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let k = i + 1;
+            let bar = Bar::new(k as f64, v).width(0.8);
+            if keys.contains(&k) {
+                bar.fill(VAL)
+            } else {
+                bar.fill(TRAIN)
+            }
+        })
+        .collect();
+    base("fourier_bars", "W_E norm per frequency (key ones orange)")
+        .link_axis(Id::unique("fourier_bars"), [false, false])
+        .link_cursor(Id::unique("fourier_bars"), [false, false])
+        .x_axis_label("frequency k")
+        .allow_scroll(false)
+        .show(ui, |p| {
+            p.bar_chart(BarChart::new("embedding Fourier norms", bars))
+        });
 }
 
 /// A dashed line of an earlier run, coloured by its place in the overlay list.
