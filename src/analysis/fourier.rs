@@ -20,6 +20,10 @@ use serde::{Deserialize, Serialize};
 use crate::model::Transformer;
 use crate::task::PairSplit;
 
+/// Pairs per forward pass: the activations of every pair are kept, the intermediates of a
+/// chunk only.
+const EVAL_CHUNK: usize = 2_048;
+
 /// How many key frequencies the measures keep (Nanda et al. found five for p = 113).
 pub const KEY_FREQUENCIES: usize = 5;
 
@@ -33,22 +37,73 @@ pub struct ProgressMeasures {
     pub excluded_loss: f64,
 }
 
-/// `[2K, n]`: for each frequency k = 1..=K, the normalised `cos` and `sin` of `2πk·x/p` over `xs`.
-fn trig_rows(p: usize, xs: impl Iterator<Item = usize> + Clone) -> Vec<f32> {
-    let n = xs.clone().count();
+/// `cos` (`which` 0) or `sin` (1) of `2πk·x/p`.
+fn trig(k: usize, x: usize, p: usize, which: usize) -> f64 {
+    let angle = 2.0 * std::f64::consts::PI * (k * x % p) as f64 / p as f64;
+    if which == 0 { angle.cos() } else { angle.sin() }
+}
+
+/// `[2K, xs.len()]`: for each frequency k = 1..=K = (p−1)/2, `cos` and `sin` of `2πk·x/p` over
+/// `xs`, each divided by its norm over a domain in which every residue mod p appears `times`
+/// times (so a chunk of a longer row gets the whole row's normalisation).
+fn trig_rows(p: usize, xs: &[usize], times: usize) -> Vec<f32> {
     let k_max = (p - 1) / 2;
-    let mut rows = Vec::with_capacity(2 * k_max * n);
+    let mut rows = Vec::with_capacity(2 * k_max * xs.len());
     for k in 1..=k_max {
-        for trig in [f64::cos, f64::sin] {
-            let row: Vec<f64> = xs
-                .clone()
-                .map(|x| trig(2.0 * std::f64::consts::PI * (k * x % p) as f64 / p as f64))
-                .collect();
-            let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
-            rows.extend(row.iter().map(|v| (v / norm) as f32));
+        for which in 0..2 {
+            let norm = trig_norm(p, k, which, times);
+            rows.extend(xs.iter().map(|&x| (trig(k, x, p, which) / norm) as f32));
         }
     }
     rows
+}
+
+/// The norm of the `cos`/`sin` row of frequency `k` over a domain in which every residue mod p
+/// occurs `times` times.
+fn trig_norm(p: usize, k: usize, which: usize, times: usize) -> f64 {
+    (times as f64 * (0..p).map(|x| trig(k, x, p, which).powi(2)).sum::<f64>())
+        .sqrt()
+        .max(1e-12)
+}
+
+/// The normalised `cos`/`sin` row of frequency `k` over all p² pairs, given per residue of
+/// `a + b` (`[p]`; pair (a, b) reads entry (a + b) mod p).
+fn residue_row(p: usize, k: usize, which: usize) -> Vec<f32> {
+    let norm = trig_norm(p, k, which, p);
+    (0..p)
+        .map(|x| (trig(k, x, p, which) / norm) as f32)
+        .collect()
+}
+
+/// The MLP's activations and the logits at the scored position for the pairs `ids`.
+fn last_position(
+    model: &Transformer,
+    split: &PairSplit,
+    ids: &[u32],
+) -> candle_core::Result<(Tensor, Tensor)> {
+    if model.fixed_query_shape().is_some() {
+        let pairs: Vec<u32> = ids
+            .iter()
+            .flat_map(|&i| {
+                let (a, b) = split.pair(i);
+                [a, b]
+            })
+            .collect();
+        return model.fixed_query_activations(&pairs);
+    }
+    let tokens: Vec<u32> = ids.iter().flat_map(|&i| split.tokens(i)).collect();
+    let tokens = Tensor::from_vec(tokens, (ids.len(), 3), model.device())?;
+    let (out, hooks) = model.forward_hooked(&tokens, true, None)?;
+    let Some((_, acts)) = hooks
+        .iter()
+        .find(|(name, _)| name == "blocks.0.mlp.hook_post")
+    else {
+        candle_core::bail!("the forward pass did not capture the MLP's activations");
+    };
+    Ok((
+        acts.narrow(1, 2, 1)?.squeeze(1)?.contiguous()?,
+        out.narrow(1, 2, 1)?.squeeze(1)?.contiguous()?,
+    ))
 }
 
 /// The progress measures of a modular-addition model (one layer with an MLP), or `None` for a
@@ -71,37 +126,48 @@ pub fn progress_measures(
         .param("embed.W_E")
         .narrow(0, 0, p)?
         .to_dtype(DType::F32)?;
-    let basis = Tensor::from_vec(trig_rows(p, 0..p), (2 * k_max, p), dev)?;
+    let numbers: Vec<usize> = (0..p).collect();
+    let basis = Tensor::from_vec(trig_rows(p, &numbers, 1), (2 * k_max, p), dev)?;
     let coeffs = basis.matmul(&w_e)?.sqr()?.sum(D::Minus1)?; // [2K]
     let coeffs = coeffs.to_vec1::<f32>()?;
     let fourier_norms: Vec<f64> = coeffs
         .chunks_exact(2)
         .map(|c| ((c[0] + c[1]) as f64).sqrt())
         .collect();
-    // Neuron activations and logits at the scored position, for every pair in order.
+    // Over every pair in order, chunk by chunk: the logits at the scored position, and the
+    // activations' mean and components along cos/sin of 2πk(a+b)/p (each residue of a + b
+    // occurs p times). Only these sums are kept, not every pair's activations.
     let n = p * p;
-    let (mut post, mut logits) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let rows = cfg.forward_chunk_rows(3);
+    let sum_of = |i: usize| (i / p + i % p) % p;
+    let mut logits = Vec::new();
+    let mut components: Option<Tensor> = None; // [2K, d_mlp]
+    let mut post_sum: Option<Tensor> = None; // [d_mlp]
     let ids: Vec<u32> = (0..n as u32).collect();
-    for part in ids.chunks(rows) {
-        let tokens: Vec<u32> = part.iter().flat_map(|&i| split.tokens(i)).collect();
-        let tokens = Tensor::from_vec(tokens, (part.len(), 3), dev)?;
-        let (out, hooks) = model.forward_hooked(&tokens, true, None)?;
-        let Some((_, acts)) = hooks
-            .iter()
-            .find(|(name, _)| name == "blocks.0.mlp.hook_post")
-        else {
-            candle_core::bail!("the forward pass did not capture the MLP's activations");
-        };
-        post.push(acts.narrow(1, 2, 1)?.squeeze(1)?);
-        logits.push(out.narrow(1, 2, 1)?.squeeze(1)?);
+    let chunk = if model.fixed_query_shape().is_some() {
+        EVAL_CHUNK
+    } else {
+        256 // the general path captures every hook of the chunk
+    };
+    for part in ids.chunks(chunk) {
+        let (acts, out) = last_position(model, split, part)?;
+        let sums: Vec<usize> = part.iter().map(|&i| sum_of(i as usize)).collect();
+        let rows = Tensor::from_vec(trig_rows(p, &sums, p), (2 * k_max, part.len()), dev)?;
+        let c = rows.matmul(&acts)?;
+        let total = acts.sum(0)?;
+        components = Some(match components {
+            Some(acc) => (acc + c)?,
+            None => c,
+        });
+        post_sum = Some(match post_sum {
+            Some(acc) => (acc + total)?,
+            None => total,
+        });
+        logits.push(out);
     }
-    let post = Tensor::cat(&post, 0)?; // [n, d_mlp]
+    let (Some(components), Some(post_sum)) = (components, post_sum) else {
+        return Ok(None);
+    };
     let logits = Tensor::cat(&logits, 0)?; // [n, p]
-    // Each frequency's share of the activations, along cos/sin of 2πk(a+b)/p.
-    let sums = (0..n).map(|i| (i / p + i % p) % p);
-    let apb = Tensor::from_vec(trig_rows(p, sums), (2 * k_max, n), dev)?;
-    let components = apb.matmul(&post)?; // [2K, d_mlp]
     let energy = components.sqr()?.sum(D::Minus1)?.to_vec1::<f32>()?;
     let mut by_energy: Vec<(usize, f32)> = energy
         .chunks_exact(2)
@@ -114,30 +180,41 @@ pub fn progress_measures(
         .take(KEY_FREQUENCIES)
         .map(|&(k, _)| k)
         .collect();
+    // The key components' contribution to the logits, without any [n, d_mlp] matrix:
+    // basisᵀ [n, 2·keys] · (components [2·keys, d_mlp] · W_out W_U [d_mlp, p]).
     let key_rows: Vec<u32> = key_frequencies
         .iter()
         .flat_map(|&k| [2 * (k - 1) as u32, 2 * (k - 1) as u32 + 1])
         .collect();
     let key_rows = Tensor::from_vec(key_rows.clone(), key_rows.len(), dev)?;
-    let key_basis = apb.index_select(&key_rows, 0)?; // [2·keys, n]
-    let key_part = key_basis
-        .t()?
-        .matmul(&components.index_select(&key_rows, 0)?)?; // [n, d_mlp]
     let to_logits = model
         .param("blocks.0.mlp.W_out")
         .matmul(model.param("unembed.W_U"))?; // [d_mlp, p]
+    let key_to_logits = components.index_select(&key_rows, 0)?.matmul(&to_logits)?;
+    let all_sums: Vec<usize> = (0..n).map(sum_of).collect();
+    let key_basis: Vec<f32> = key_frequencies
+        .iter()
+        .flat_map(|&k| (0..2).flat_map(move |which| residue_row(p, k, which)))
+        .collect();
+    let key_basis = Tensor::from_vec(key_basis, (key_rows.dim(0)?, p), dev)?; // per residue
+    let residues = Tensor::from_vec(
+        all_sums.iter().map(|&s| s as u32).collect::<Vec<_>>(),
+        n,
+        dev,
+    )?;
+    // [n, 2·keys]: each pair's basis values, looked up by its residue.
+    let per_pair = key_basis.t()?.contiguous()?.index_select(&residues, 0)?;
+    let key_logits = per_pair.matmul(&key_to_logits)?; // [n, p]
     let labels: Vec<u32> = (0..n as u32).map(|i| split.label(i)).collect();
     let labels = Tensor::from_vec(labels, n, dev)?;
     // Restricted: the mean activation plus the key components, bias-corrected, on all pairs.
-    let restricted = post
-        .mean_keepdim(0)?
-        .broadcast_add(&key_part)?
-        .matmul(&to_logits)?;
+    let mean_logits = (post_sum / n as f64)?.unsqueeze(0)?.matmul(&to_logits)?; // [1, p]
+    let restricted = key_logits.broadcast_add(&mean_logits)?;
     let correction = (logits.mean_keepdim(0)? - restricted.mean_keepdim(0)?)?;
     let restricted = restricted.broadcast_add(&correction)?;
     let restricted_loss = candle_nn::loss::cross_entropy(&restricted, &labels)?;
     // Excluded: the logits without the key components' contribution, on the training pairs.
-    let excluded = (&logits - key_part.matmul(&to_logits)?)?;
+    let excluded = (&logits - &key_logits)?;
     let train = Tensor::from_slice(&split.train, split.train.len(), dev)?;
     let excluded_loss = candle_nn::loss::cross_entropy(
         &excluded.index_select(&train, 0)?,

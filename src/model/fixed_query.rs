@@ -271,6 +271,20 @@ impl FixedQueryShape {
     }
 }
 
+/// What the forward pass leaves for the loss and the backward.
+struct Forward {
+    t: Tables,
+    /// Attention weights `[n, h, 3]`.
+    w: Vec<f32>,
+    /// The residual stream after attention `[n, d]`, the MLP's pre- and post-activations
+    /// `[n, d_mlp]`, the residual stream after the MLP `[n, d]` and the logits `[n, classes]`.
+    mid: Vec<f32>,
+    pre: Vec<f32>,
+    post: Vec<f32>,
+    resid: Vec<f32>,
+    logits: Vec<f32>,
+}
+
 /// Softmax over the three keys of each head: `w[h * 3 + j]`.
 fn attention_weights(t: &Tables, h: usize, a: usize, b: usize, w: &mut [f32]) {
     for hh in 0..h {
@@ -293,25 +307,17 @@ fn ov_row<'a>(t: &'a Tables, sh: &FixedQueryShape, hh: usize, j: usize, tok: usi
 }
 
 impl FixedQueryShape {
-    /// Loss (mean cross-entropy), correct count and, if asked, the gradient of the packed
-    /// parameters, for the pairs `[n, 2]` and labels.
-    fn run(
-        &self,
-        p: &[f32],
-        pairs: &[u32],
-        labels: &[u32],
-        with_grad: bool,
-    ) -> (f64, usize, Option<Vec<f32>>) {
-        let (vocab, d, h, e, m, classes) = (
+    /// The scored position's forward pass for the pairs `[n, 2]`.
+    fn forward(&self, p: &[f32], pairs: &[u32]) -> Forward {
+        let (vocab, d, h, m, classes) = (
             self.vocab,
             self.d_model,
             self.heads,
-            self.d_head,
             self.d_mlp,
             self.classes,
         );
         let o = self.offsets();
-        let n = labels.len();
+        let n = pairs.len() / 2;
         let query = vocab - 1;
         let t = self.tables(p, &o, query);
         // Attention at the scored position: weights [n, h, 3] and the residual stream after it.
@@ -368,6 +374,54 @@ impl FixedQueryShape {
             (w_u, classes, 1),
             true,
         );
+        Forward {
+            t,
+            w,
+            mid,
+            pre,
+            post,
+            resid,
+            logits,
+        }
+    }
+
+    /// The MLP's activations `[n, d_mlp]` and the logits `[n, classes]` at the scored position
+    /// for the pairs `[n, 2]`, from the packed parameters.
+    pub fn activations(&self, p: &[f32], pairs: &[u32]) -> (Vec<f32>, Vec<f32>) {
+        let out = pool().install(|| self.forward(p, pairs));
+        (out.post, out.logits)
+    }
+
+    /// Loss (mean cross-entropy), correct count and, if asked, the gradient of the packed
+    /// parameters, for the pairs `[n, 2]` and labels.
+    fn run(
+        &self,
+        p: &[f32],
+        pairs: &[u32],
+        labels: &[u32],
+        with_grad: bool,
+    ) -> (f64, usize, Option<Vec<f32>>) {
+        let (vocab, d, h, e, m, classes) = (
+            self.vocab,
+            self.d_model,
+            self.heads,
+            self.d_head,
+            self.d_mlp,
+            self.classes,
+        );
+        let o = self.offsets();
+        let n = labels.len();
+        let query = vocab - 1;
+        let Forward {
+            t,
+            w,
+            mid,
+            pre,
+            post,
+            resid,
+            mut logits,
+        } = self.forward(p, pairs);
+        let w_u = &p[o.w_u..o.w_u + d * classes];
         let inv_n = 1.0 / n as f32;
         let (loss_sum, correct) = logits
             .par_chunks_mut(classes)

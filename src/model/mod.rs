@@ -298,6 +298,30 @@ impl Transformer {
         Ok((loss, correct))
     }
 
+    /// Through the fixed-query shortcut: the MLP's activations `[n, d_mlp]` (TL's
+    /// `blocks.0.mlp.hook_post` at the last position) and the logits `[n, d_vocab_out]` there,
+    /// for the pairs `[n, 2]` of `a b =` inputs.
+    pub fn fixed_query_activations(&self, pairs: &[u32]) -> candle_core::Result<(Tensor, Tensor)> {
+        let shape = self.fixed_query_shape().ok_or_else(|| {
+            candle_core::Error::Msg("this model has no fixed-query shortcut".into())
+        })?;
+        let packed: Vec<Tensor> = fixed_query::PARAM_ORDER
+            .iter()
+            .filter(|name| self.index.contains_key(**name))
+            .map(|name| self.param(name).flatten_all())
+            .collect::<candle_core::Result<_>>()?;
+        let packed = Tensor::cat(&packed, 0)?.to_vec1::<f32>()?;
+        if let Some(&t) = pairs.iter().find(|&&t| t as usize >= shape.vocab) {
+            candle_core::bail!("token {t} is outside the vocabulary");
+        }
+        let n = pairs.len() / 2;
+        let (post, logits) = shape.activations(&packed, pairs);
+        Ok((
+            Tensor::from_vec(post, (n, shape.d_mlp), &self.device)?,
+            Tensor::from_vec(logits, (n, shape.classes), &self.device)?,
+        ))
+    }
+
     /// The residual stream after the last block and `ln_final` (TL's `unembed.hook_in`).
     fn final_residual(
         &self,

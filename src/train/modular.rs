@@ -162,7 +162,8 @@ pub fn loss_and_accuracy(
         // The shortcut holds a few rows of d_mlp and the classes per sample.
         let cfg = model.config();
         let per_row = 4 * (cfg.d_mlp() + cfg.d_model + cfg.d_vocab_out());
-        (crate::model::FORWARD_CHUNK_FLOATS / per_row).max(1)
+        // Small enough that an evaluation adds little to a training run's memory.
+        (crate::model::FORWARD_CHUNK_FLOATS / 16 / per_row).clamp(1, 4_096)
     } else {
         model.config().forward_chunk_rows(3)
     };
