@@ -14,6 +14,8 @@ use clap::{Parser, Subcommand};
 use crate::checkpoint::Checkpoint;
 use crate::device::{self, DeviceChoice};
 use crate::model::Transformer;
+use crate::task::Unit;
+use crate::train::RunConfig;
 
 pub use bench::BenchArgs;
 pub use eval::EvalArgs;
@@ -57,6 +59,26 @@ pub enum Command {
 fn in_range(flag: &str, value: usize, min: usize, max: usize) -> Result<()> {
     if !(min..=max).contains(&value) {
         bail!("{flag} must be between {min} and {max}, got {value}");
+    }
+    Ok(())
+}
+
+/// Sets the training length from `--epochs` / `--steps`, refusing the one that does not fit the
+/// task's unit.
+fn apply_length(cfg: &mut RunConfig, epochs: Option<usize>, steps: Option<usize>) -> Result<()> {
+    let task = cfg.task.kind().name();
+    match (epochs, steps, cfg.task.unit()) {
+        (Some(_), _, Unit::Step) => bail!("the {task} task counts steps, not epochs: use --steps"),
+        (_, Some(_), Unit::Epoch) => {
+            bail!("the {task} task counts epochs, not steps: use --epochs")
+        }
+        _ => {}
+    }
+    if let Some(epochs) = epochs {
+        cfg.train.epochs = epochs;
+    }
+    if let Some(steps) = steps {
+        cfg.train.steps = steps;
     }
     Ok(())
 }

@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use super::in_range;
 use crate::checkpoint::Checkpoint;
-use crate::task::Unit;
 use crate::train::{Control, Metrics, Preset, Progress, RunConfig, Trainer, drive, milestone};
 
 #[derive(Debug, Args)]
@@ -160,23 +159,8 @@ pub fn sweep(args: SweepArgs) -> Result<()> {
                 if let Some(lr) = lr {
                     cfg.train.lr = lr;
                 }
-                match (args.epochs, args.steps, cfg.task.unit()) {
-                    (Some(_), _, Unit::Step) => bail!(
-                        "{name}: the {} task counts steps, not epochs: use --steps",
-                        cfg.task.kind().name()
-                    ),
-                    (_, Some(_), Unit::Epoch) => bail!(
-                        "{name}: the {} task counts epochs, not steps: use --epochs",
-                        cfg.task.kind().name()
-                    ),
-                    _ => {}
-                }
-                if let Some(e) = args.epochs {
-                    cfg.train.epochs = e;
-                }
-                if let Some(s) = args.steps {
-                    cfg.train.steps = s;
-                }
+                super::apply_length(&mut cfg, args.epochs, args.steps)
+                    .with_context(|| name.clone())?;
                 cfg.validate().map_err(anyhow::Error::msg)?;
                 configs.push((name.clone(), cfg));
             }

@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::device::{self, DeviceChoice};
-use crate::task::{TaskConfig, TaskKind, Unit};
+use crate::task::{TaskConfig, TaskKind};
 use crate::train::{
     Control, Metrics, PathChoice, Preset, Progress, RunConfig, Trainer, drive, history_csv,
     milestone,
@@ -136,24 +136,7 @@ pub fn build_config(args: &TrainArgs) -> Result<RunConfig> {
     if let Some(seed) = args.seed {
         cfg.seed = seed;
     }
-    let unit = cfg.task.unit();
-    match (args.epochs, args.steps, unit) {
-        (Some(_), _, Unit::Step) => bail!(
-            "the {} task counts steps, not epochs: use --steps",
-            cfg.task.kind().name()
-        ),
-        (_, Some(_), Unit::Epoch) => bail!(
-            "the {} task counts epochs, not steps: use --epochs",
-            cfg.task.kind().name()
-        ),
-        _ => {}
-    }
-    if let Some(epochs) = args.epochs {
-        cfg.train.epochs = epochs;
-    }
-    if let Some(steps) = args.steps {
-        cfg.train.steps = steps;
-    }
+    super::apply_length(&mut cfg, args.epochs, args.steps)?;
     if let Some(every) = args.eval_every {
         cfg.train.eval_every = every;
     }

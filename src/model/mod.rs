@@ -285,17 +285,23 @@ impl Transformer {
         let shape = self.fixed_query_shape().ok_or_else(|| {
             candle_core::Error::Msg("this model has no fixed-query shortcut".into())
         })?;
-        let packed: Vec<Tensor> = fixed_query::PARAM_ORDER
-            .iter()
-            .filter(|name| self.index.contains_key(**name))
-            .map(|name| self.param(name).flatten_all())
-            .collect::<candle_core::Result<_>>()?;
-        let packed = Tensor::cat(&packed, 0)?;
+        let packed = self.fixed_query_params()?;
         let op = fixed_query::FixedQueryLoss::new(shape, with_grad);
         let report = op.report.clone();
         let loss = packed.apply_op3(&pairs.contiguous()?, &labels.contiguous()?, op)?;
         let correct = report.lock().unwrap_or_else(|e| e.into_inner()).correct;
         Ok((loss, correct))
+    }
+
+    /// Every parameter the shortcut reads, packed in its order (one copy, like a `cat`, so that
+    /// gradients flow back to each).
+    fn fixed_query_params(&self) -> candle_core::Result<Tensor> {
+        let packed: Vec<Tensor> = fixed_query::PARAM_ORDER
+            .iter()
+            .filter(|name| self.index.contains_key(**name))
+            .map(|name| self.param(name).flatten_all())
+            .collect::<candle_core::Result<_>>()?;
+        Tensor::cat(&packed, 0)
     }
 
     /// Through the fixed-query shortcut: the MLP's activations `[n, d_mlp]` (TL's
@@ -305,12 +311,7 @@ impl Transformer {
         let shape = self.fixed_query_shape().ok_or_else(|| {
             candle_core::Error::Msg("this model has no fixed-query shortcut".into())
         })?;
-        let packed: Vec<Tensor> = fixed_query::PARAM_ORDER
-            .iter()
-            .filter(|name| self.index.contains_key(**name))
-            .map(|name| self.param(name).flatten_all())
-            .collect::<candle_core::Result<_>>()?;
-        let packed = Tensor::cat(&packed, 0)?.to_vec1::<f32>()?;
+        let packed = self.fixed_query_params()?.to_vec1::<f32>()?;
         if let Some(&t) = pairs.iter().find(|&&t| t as usize >= shape.vocab) {
             candle_core::bail!("token {t} is outside the vocabulary");
         }

@@ -156,7 +156,6 @@ fn skip_trigram_plots<'a>(
     base: impl Fn(&str, &str) -> Plot<'a>,
 ) {
     let series = &app.session.series;
-    let height = ui.available_height() / 2.0;
     let acc_labels = || {
         hover_label(|name, point| format!("{name}\nepoch {:.0}\naccuracy {:.4}", point.x, point.y))
     };
@@ -201,22 +200,10 @@ fn skip_trigram_plots<'a>(
                 p.hline(ceiling("signal ceiling", 1.0, false));
                 p.hline(ceiling("noise chance", ceilings.best_noise_acc, false));
             });
-        if app.settings.show_step_loss && series.step_loss.is_empty() && !series.val_loss.is_empty()
-        {
-            ui.vertical(|ui| {
-                ui.add_space(height / 2.0);
-                ui.weak("Per-step losses are not stored in checkpoints; train to see them.");
-            });
-        } else if app.settings.show_step_loss {
-            loss_plot(base("step_loss", "loss per step"), log).show(ui, |p| {
-                p.line(
-                    line("step loss", &series.step_loss, log)
-                        .color(TRAIN)
-                        .width(1.0),
-                );
-                p.hline(ceiling("Bayes optimum", ceilings.bayes_ce, log));
-            });
-        }
+        let bayes = ceilings.bayes_ce;
+        step_loss_plot(app, ui, base("step_loss", "loss per step"), log, move |p| {
+            p.hline(ceiling("Bayes optimum", bayes, log));
+        });
     });
     if app.settings.show_head_traces {
         head_traces(app, ui, base);
@@ -244,22 +231,17 @@ fn induction_plots<'a>(
             p.hline(ceiling("ln V (first-half floor)", ln_vocab, log));
             p.hline(ceiling("10% of ln V", 0.1 * ln_vocab, log));
         });
-        if app.settings.show_step_loss
-            && series.step_loss.is_empty()
-            && !series.train_loss.is_empty()
-        {
-            no_step_losses(ui);
-        } else if app.settings.show_step_loss {
-            loss_plot(base("step_loss", "training loss per step"), log).show(ui, |p| {
-                p.line(
-                    line("step loss", &series.step_loss, log)
-                        .color(TRAIN)
-                        .width(1.0),
-                );
-                p.line(line("mean per evaluation", &series.train_loss, log).color(VAL));
+        let means = &series.train_loss;
+        step_loss_plot(
+            app,
+            ui,
+            base("step_loss", "training loss per step"),
+            log,
+            move |p| {
+                p.line(line("mean per evaluation", means, log).color(VAL));
                 p.hline(ceiling("ln V", ln_vocab, log));
-            });
-        }
+            },
+        );
     });
     ui.horizontal(|ui| {
         for (id, title, curves) in [
@@ -347,24 +329,13 @@ fn modular_plots<'a>(
     });
     ui.horizontal(|ui| {
         fourier_bars(app, ui, &base);
-        if app.settings.show_step_loss
-            && series.step_loss.is_empty()
-            && !series.train_loss.is_empty()
-        {
-            no_step_losses(ui);
-        } else if app.settings.show_step_loss {
-            loss_plot(
-                base("step_loss", "training loss per step (log scale)"),
-                true,
-            )
-            .show(ui, |p| {
-                p.line(
-                    line("step loss", &series.step_loss, true)
-                        .color(TRAIN)
-                        .width(1.0),
-                );
-            });
-        }
+        step_loss_plot(
+            app,
+            ui,
+            base("step_loss", "training loss per step (log scale)"),
+            true,
+            |_| {},
+        );
     });
     ui.weak(
         "Grokking: the train loss falls first (memorisation), test accuracy stays near chance \
@@ -539,6 +510,33 @@ fn trim_number(v: f64) -> String {
     } else {
         text.into()
     }
+}
+
+/// The per-step training loss with `extra` lines, when asked for; for a run opened from a file,
+/// which has none, a note why.
+fn step_loss_plot<'a>(
+    app: &'a ToylensApp,
+    ui: &mut Ui,
+    plot: Plot<'a>,
+    log: bool,
+    extra: impl FnOnce(&mut egui_plot::PlotUi<'a>) + 'a,
+) {
+    let series = &app.session.series;
+    if !app.settings.show_step_loss {
+        return;
+    }
+    if series.step_loss.is_empty() && !series.train_loss.is_empty() {
+        no_step_losses(ui);
+        return;
+    }
+    loss_plot(plot, log).show(ui, move |p| {
+        p.line(
+            line("step loss", &series.step_loss, log)
+                .color(TRAIN)
+                .width(1.0),
+        );
+        extra(p);
+    });
 }
 
 /// In place of the per-step plot of a run opened from a file.
