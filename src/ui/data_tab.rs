@@ -189,10 +189,16 @@ fn induction(sequences: &[u32], half: usize, seed: u64, ui: &mut Ui) -> Option<V
                 let response = ui
                     .horizontal(|ui| {
                         ui.add_sized([50.0, row_height], egui::Label::new(i.to_string()));
-                        for (pos, t) in seq.iter().enumerate() {
-                            let color = if pos < half { FIRST_HALF } else { REPEATED };
-                            ui.label(RichText::new(format!("{t:>3}")).monospace().color(color));
+                        // One label per row, its halves in two colours: one galley to lay out,
+                        // not one per token.
+                        let mut job = egui::text::LayoutJob::default();
+                        let font = egui::TextStyle::Monospace.resolve(ui.style());
+                        for (part, color) in [(&seq[..half], FIRST_HALF), (&seq[half..], REPEATED)]
+                        {
+                            let text: String = part.iter().map(|t| format!("{t:>4}")).collect();
+                            job.append(&text, 0.0, egui::TextFormat::simple(font.clone(), color));
                         }
+                        ui.label(job);
                     })
                     .response
                     .interact(Sense::click());
