@@ -354,7 +354,18 @@ fn format_1_checkpoints_still_open_and_save_as_today_s_format() {
     let bytes = std::fs::read(&new_path).unwrap();
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = header.metadata().as_ref().unwrap();
-    assert_eq!(meta["format_version"], "2");
+    assert_eq!(meta["format_version"], "3");
+    // Format 3 writes snapshot weights as base64 of their f32 bytes; format 2's numbers still
+    // read, to the same values.
+    let back = Checkpoint::load(&new_path).unwrap();
+    assert_eq!(back.snapshots, old.snapshots);
+    let numbers: toylens::checkpoint::Snapshot =
+        serde_json::from_str(r#"{"epoch": 3, "weights": {"w": [1.5, -0.25, 3e-8]}}"#).unwrap();
+    let text = serde_json::to_string(&numbers).unwrap();
+    assert!(!text.contains("1.5"), "{text}");
+    let packed: toylens::checkpoint::Snapshot = serde_json::from_str(&text).unwrap();
+    assert_eq!(packed, numbers);
+    assert_eq!(packed.weights.get("w"), &[1.5, -0.25, 3e-8]);
     let tl: serde_json::Value = serde_json::from_str(&meta["tl_config"]).unwrap();
     assert_eq!(tl["attn_only"], true);
     assert_eq!(tl["positional_embedding_type"], "standard");

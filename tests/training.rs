@@ -363,16 +363,15 @@ fn worker_pauses_resumes_and_stops_keeping_the_latest_weights() {
         }
     };
     handle.send(Command::Pause);
-    let mut steps_after_pause = 0;
+    // Steps the worker took before it saw the command may still be in the channel (how many
+    // depends on how busy the machine is); then Paused, and then nothing.
     loop {
         match handle.recv().unwrap() {
             Event::Paused => break,
-            Event::Step(_) => steps_after_pause += 1,
             Event::Evaluation { weights, .. } => last_epoch_weights = Some(weights),
             _ => {}
         }
     }
-    assert!(steps_after_pause <= 1);
     // Paused: nothing arrives.
     std::thread::sleep(Duration::from_millis(200));
     assert!(handle.try_recv().is_none(), "a paused worker kept training");

@@ -194,14 +194,15 @@ fn toylens_config(meta: &HashMap<String, String>) -> Result<Found, CheckpointErr
         .ok_or_else(|| invalid("metadata has no \"config\""))?;
     let (config, legacy) = match version {
         "1" => (legacy_run_config(text)?, true),
-        v if v == FORMAT_VERSION.to_string() => {
+        // Format 2 differs from 3 only in how snapshots are written (numbers, not base64).
+        v if v == "2" || v == FORMAT_VERSION.to_string() => {
             let cfg: RunConfig =
                 serde_json::from_str(text).map_err(|e| invalid(format!("metadata config: {e}")))?;
             (cfg, false)
         }
         _ => {
             return Err(invalid(format!(
-                "format_version \"{version}\" is not supported (this toylens reads 1 and {FORMAT_VERSION})"
+                "format_version \"{version}\" is not supported (this toylens reads 1 to {FORMAT_VERSION})"
             )));
         }
     };
