@@ -49,6 +49,17 @@ fn small_induction() -> RunConfig {
     cfg
 }
 
+/// The grokking-fast preset's training on a small modular-addition model: 4 heads.
+fn small_modular(p: usize, train_frac: f64, d_model: usize, d_mlp: usize) -> RunConfig {
+    let mut cfg = RunConfig::from_preset(Preset::GrokkingFast);
+    cfg.task = TaskConfig::ModularAddition(toylens::task::ModularAdditionConfig { p, train_frac });
+    cfg.model.d_model = d_model;
+    cfg.model.d_head = d_model / 4;
+    cfg.model.d_mlp = Some(d_mlp);
+    cfg.fit_model_to_task();
+    cfg
+}
+
 fn run(cfg: RunConfig) -> toylens::train::Outcome {
     drive(Trainer::new(cfg, &Device::Cpu).unwrap(), |_| {
         Control::Continue
@@ -133,15 +144,7 @@ fn induction_metrics_are_measured_on_the_definition() {
 fn checkpoints_carry_the_task_and_its_history() {
     let dir = tempfile::tempdir().unwrap();
     for cfg in [small_induction(), {
-        let mut c = RunConfig::from_preset(Preset::GrokkingFast);
-        c.task = TaskConfig::ModularAddition(toylens::task::ModularAdditionConfig {
-            p: 11,
-            train_frac: 0.5,
-        });
-        c.model.d_model = 16;
-        c.model.d_head = 4;
-        c.model.d_mlp = Some(32);
-        c.fit_model_to_task();
+        let mut c = small_modular(11, 0.5, 16, 32);
         c.train.epochs = 30;
         c.train.eval_every = 10;
         c
@@ -161,15 +164,7 @@ fn checkpoints_carry_the_task_and_its_history() {
 
 #[test]
 fn modular_addition_memorises_its_training_pairs() {
-    let mut cfg = RunConfig::from_preset(Preset::GrokkingFast);
-    cfg.task = TaskConfig::ModularAddition(toylens::task::ModularAdditionConfig {
-        p: 11,
-        train_frac: 0.5,
-    });
-    cfg.model.d_model = 32;
-    cfg.model.d_head = 8;
-    cfg.model.d_mlp = Some(64);
-    cfg.fit_model_to_task();
+    let mut cfg = small_modular(11, 0.5, 32, 64);
     cfg.train.epochs = 300;
     cfg.train.eval_every = 100;
     cfg.train.weight_decay = 0.1;
@@ -366,13 +361,7 @@ fn progress_measures_follow_their_definitions() {
     use toylens::analysis::progress_measures;
     use toylens::model::Weights;
     let p = 13;
-    let mut cfg = RunConfig::from_preset(Preset::GrokkingFast);
-    cfg.task =
-        TaskConfig::ModularAddition(toylens::task::ModularAdditionConfig { p, train_frac: 0.4 });
-    cfg.model.d_model = 16;
-    cfg.model.d_head = 4;
-    cfg.model.d_mlp = Some(24);
-    cfg.fit_model_to_task();
+    let cfg = small_modular(p, 0.4, 16, 24);
     let weights = Weights::init(&cfg.model, 5);
     let model = Transformer::new(&cfg.model, &weights, &Device::Cpu).unwrap();
     let TaskConfig::ModularAddition(task) = &cfg.task else {
