@@ -82,17 +82,9 @@ fn last_position(
     ids: &[u32],
 ) -> candle_core::Result<(Tensor, Tensor)> {
     if model.fixed_query_shape().is_some() {
-        let pairs: Vec<u32> = ids
-            .iter()
-            .flat_map(|&i| {
-                let (a, b) = split.pair(i);
-                [a, b]
-            })
-            .collect();
-        return model.fixed_query_activations(&pairs);
+        return model.fixed_query_activations(&split.inputs(ids, false));
     }
-    let tokens: Vec<u32> = ids.iter().flat_map(|&i| split.tokens(i)).collect();
-    let tokens = Tensor::from_vec(tokens, (ids.len(), 3), model.device())?;
+    let tokens = Tensor::from_vec(split.inputs(ids, true), (ids.len(), 3), model.device())?;
     let (out, hooks) = model.forward_hooked(&tokens, true, None)?;
     let Some((_, acts)) = hooks
         .iter()

@@ -17,9 +17,8 @@ use crate::analysis::{
 };
 use crate::model::{Ablation, HeadMode, ModelConfig, NdArray, Transformer, Weights};
 use crate::seed::{Stream, stream_rng};
-use crate::task::{
-    Ceilings, Dataset, PairSplit, SkipTrigramConfig, TaskConfig, TaskKind, parse_sequence,
-};
+use crate::task::{Ceilings, Dataset, SkipTrigramConfig, TaskConfig, TaskKind, parse_sequence};
+use crate::train::right_answers;
 
 /// The inspector: recomputed (on a background thread, like every view) only when the text, the
 /// weights or the ablation change. A malformed sequence is reported at once, from the parser.
@@ -132,7 +131,7 @@ impl DataView {
                     Some((cfg, weights)) => {
                         let model = cpu_model(&cfg, &weights)?;
                         let all: Vec<u32> = (0..t.pairs() as u32).collect();
-                        Some(pair_correctness(&model, &split, &all).map_err(|e| e.to_string())?)
+                        Some(right_answers(&model, &split, &all).map_err(|e| e.to_string())?)
                     }
                     None => None,
                 };
@@ -144,27 +143,6 @@ impl DataView {
             }
         })
     }
-}
-
-/// For each pair in `ids`, whether the model's answer is right.
-fn pair_correctness(
-    model: &Transformer,
-    split: &PairSplit,
-    ids: &[u32],
-) -> candle_core::Result<Vec<bool>> {
-    let rows = model.config().forward_chunk_rows(3);
-    let mut correct = Vec::with_capacity(ids.len());
-    for part in ids.chunks(rows) {
-        let tokens: Vec<u32> = part.iter().flat_map(|&i| split.tokens(i)).collect();
-        let input = candle_core::Tensor::from_vec(tokens, (part.len(), 3), model.device())?;
-        let logits = model.forward_last_general(&input)?;
-        let vocab = logits.dim(1)?;
-        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
-        for (row, &i) in logits.chunks_exact(vocab).zip(part) {
-            correct.push(crate::model::argmax(row) as u32 == split.label(i));
-        }
-    }
-    Ok(correct)
 }
 
 /// The training set of the settings, with what the Data tab draws from it.

@@ -51,6 +51,14 @@ impl PairSplit {
         let (a, b) = self.pair(i);
         (a + b) % self.p as u32
     }
+    /// The pairs `ids` as flat model input: `a b` per pair, or `a b =` with `with_eq`.
+    pub fn inputs(&self, ids: &[u32], with_eq: bool) -> Vec<u32> {
+        let width = if with_eq { 3 } else { 2 };
+        ids.iter()
+            .flat_map(|&i| self.tokens(i).into_iter().take(width))
+            .collect()
+    }
+
     /// `[p × p]`: whether pair `(a, b)` is in the training set.
     pub fn train_mask(&self) -> Vec<bool> {
         let mut mask = vec![false; self.p * self.p];

@@ -33,10 +33,7 @@ fn pairs_on_device(
     device: &Device,
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let width = if shortcut { 2 } else { 3 };
-    let tokens: Vec<u32> = ids
-        .iter()
-        .flat_map(|&i| split.tokens(i).into_iter().take(width))
-        .collect();
+    let tokens = split.inputs(ids, !shortcut);
     let labels: Vec<u32> = ids.iter().map(|&i| split.label(i)).collect();
     Ok((
         Tensor::from_vec(tokens, (ids.len(), width), device)?,
@@ -150,6 +147,43 @@ fn correct_count(logits: &Tensor, labels: &Tensor) -> candle_core::Result<usize>
         .count())
 }
 
+/// Pairs per evaluation chunk.
+fn eval_rows(model: &Transformer, shortcut: bool) -> usize {
+    let cfg = model.config();
+    if shortcut {
+        // The shortcut holds a few rows of d_mlp and the classes per sample; small enough that
+        // an evaluation adds little to a training run's memory.
+        let per_row = 4 * (cfg.d_mlp() + cfg.d_model + cfg.d_vocab_out());
+        (crate::model::FORWARD_CHUNK_FLOATS / 16 / per_row).clamp(1, 4_096)
+    } else {
+        cfg.forward_chunk_rows(3)
+    }
+}
+
+/// Whether `model` answers each of the pairs `ids` right, in chunks, by the shortcut where it
+/// applies.
+pub fn right_answers(
+    model: &Transformer,
+    split: &PairSplit,
+    ids: &[u32],
+) -> candle_core::Result<Vec<bool>> {
+    let shortcut = model.fixed_query_shape().is_some();
+    let mut right = Vec::with_capacity(ids.len());
+    for part in ids.chunks(eval_rows(model, shortcut)) {
+        let logits = if shortcut {
+            model.fixed_query_activations(&split.inputs(part, false))?.1
+        } else {
+            model.forward_last_general(&pairs_on_device(split, part, false, model.device())?.0)?
+        };
+        let classes = logits.dim(1)?;
+        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+        for (row, &i) in logits.chunks_exact(classes).zip(part) {
+            right.push(argmax(row) as u32 == split.label(i));
+        }
+    }
+    Ok(right)
+}
+
 /// Mean cross-entropy and accuracy of `model` on the pairs `ids`, in chunks, by the shortcut
 /// where it applies.
 pub fn loss_and_accuracy(
@@ -158,17 +192,8 @@ pub fn loss_and_accuracy(
     ids: &[u32],
 ) -> candle_core::Result<(f64, f64)> {
     let shortcut = model.fixed_query_shape().is_some();
-    let rows = if shortcut {
-        // The shortcut holds a few rows of d_mlp and the classes per sample.
-        let cfg = model.config();
-        let per_row = 4 * (cfg.d_mlp() + cfg.d_model + cfg.d_vocab_out());
-        // Small enough that an evaluation adds little to a training run's memory.
-        (crate::model::FORWARD_CHUNK_FLOATS / 16 / per_row).clamp(1, 4_096)
-    } else {
-        model.config().forward_chunk_rows(3)
-    };
     let (mut loss_sum, mut correct) = (0.0, 0usize);
-    for part in ids.chunks(rows) {
+    for part in ids.chunks(eval_rows(model, shortcut)) {
         let batch = pairs_on_device(split, part, shortcut, model.device())?;
         let (loss, right) = batch_loss(model, &batch, shortcut, false)?;
         loss_sum += loss.to_scalar::<f32>()? as f64 * part.len() as f64;
