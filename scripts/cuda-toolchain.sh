@@ -5,24 +5,26 @@
 #   eval "$(scripts/cuda-toolchain.sh)"          # installs into ~/.cache/toylens-cuda, prints env
 #   cargo build --release --features cuda
 #
-# Version: CUDA 13.4. The CUDA 12 wheels on PyPI (nvidia-cuda-nvcc-cu12, every 12.x release)
-# ship ptxas and headers but not the nvcc driver, cicc or libdevice, so they cannot compile
-# candle's kernels; the CUDA 13 split wheels can. 13.4 is the newest that cudarc 0.19 knows.
-# PTX from CUDA 13 needs an NVIDIA driver of the R580 series or newer. CUDA_COMPUTE_CAP picks
+# Version: CUDA 13.0 by default (TOYLENS_CUDA_VERSION=13.4 picks a newer one, up to 13.4, the
+# newest that cudarc 0.19 knows). A driver rejects PTX from a toolkit newer than itself, and
+# the R580 drivers (the oldest that run CUDA 13) load 13.0's. The CUDA 12 wheels on PyPI
+# (nvidia-cuda-nvcc-cu12, every 12.x release) ship ptxas and headers but not the nvcc driver,
+# cicc or libdevice, so they cannot compile candle's kernels; the CUDA 13 split wheels can. CUDA_COMPUTE_CAP picks
 # the GPU generation for the statically compiled kernels (80 Ampere, 90 Hopper); the PTX JIT
 # runs code built for 80 on later GPUs too.
 set -euo pipefail
 DEST=${TOYLENS_CUDA_DIR:-$HOME/.cache/toylens-cuda}
-VERSION=${TOYLENS_CUDA_VERSION:-13.4}
+VERSION=${TOYLENS_CUDA_VERSION:-13.0}
 PY=${PYTHON:-python3}
 
-if [ ! -x "$DEST/cuda/bin/nvcc" ]; then
+# A toolkit of another version already there is replaced.
+if [ ! -x "$DEST/cuda/bin/nvcc" ] || [ "$(cat "$DEST/version" 2>/dev/null)" != "$VERSION" ]; then
     echo "installing the CUDA $VERSION toolchain into $DEST" >&2
     rm -rf "$DEST"
     "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --target "$DEST/wheels" \
         "nvidia-cuda-nvcc==$VERSION.*" "nvidia-nvvm==$VERSION.*" "nvidia-cuda-crt==$VERSION.*" \
         "nvidia-cuda-runtime==$VERSION.*" "nvidia-cuda-nvrtc==$VERSION.*" \
-        "nvidia-cuda-cccl<13.5" "nvidia-cublas==$VERSION.*" "nvidia-curand<10.5" >&2
+        "nvidia-cuda-cccl==$VERSION.*" "nvidia-cublas==$VERSION.*" "nvidia-curand<10.5" >&2
     # The cu13 wheels share one prefix, laid out like a CUDA install.
     ln -s "$DEST/wheels/nvidia/cu13" "$DEST/cuda"
     [ -e "$DEST/cuda/lib64" ] || ln -s lib "$DEST/cuda/lib64"
@@ -32,6 +34,7 @@ if [ ! -x "$DEST/cuda/bin/nvcc" ]; then
         [ -e "$plain" ] || ln -s "$(basename "$lib")" "$plain"
     done
     chmod +x "$DEST"/cuda/bin/* "$DEST"/cuda/nvvm/bin/* 2>/dev/null || true
+    echo "$VERSION" >"$DEST/version"
 fi
 
 # candle links the driver library (libcuda.so.1), which only an NVIDIA driver installs. As CUDA

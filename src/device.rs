@@ -85,6 +85,29 @@ pub fn resolve(choice: DeviceChoice) -> (Device, Option<String>) {
     }
 }
 
+/// Whether toylens follows a GPU's rules on the CPU too: none of its fused CPU ops (the GPU runs
+/// candle's own ops instead) and matrix products only on operands cuBLAS accepts
+/// ([`crate::matmul`]). The CPU tests switch it on to run, without a GPU, the code a GPU runs;
+/// `TOYLENS_GPU_RULES=1` does the same for the CLI. Off by default.
+pub fn gpu_rules() -> bool {
+    static FROM_ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    GPU_RULES.load(std::sync::atomic::Ordering::Relaxed)
+        || *FROM_ENV.get_or_init(|| std::env::var("TOYLENS_GPU_RULES").is_ok_and(|v| v == "1"))
+}
+
+static GPU_RULES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Switches [`gpu_rules`] on for the rest of this process (tests that emulate a GPU).
+pub fn follow_gpu_rules() {
+    GPU_RULES.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether toylens's fused CPU ops (hand-written forward and backward on host slices) run for
+/// tensors on `device`: on the CPU, unless it follows a GPU's rules.
+pub fn fused_cpu_ops(device: &Device) -> bool {
+    device.is_cpu() && !gpu_rules()
+}
+
 /// A short human name for a device.
 pub fn describe(device: &Device) -> String {
     match device.location() {

@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod device;
+pub mod matmul;
 pub mod model;
 pub mod seed;
 pub mod task;

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use candle_core::{Device, Tensor};
 
+use crate::matmul::Matmul;
 use crate::model::{Embeddings, ModelConfig, Weights, attn};
 
 /// All circuits of a model. Indices follow TransformerLens: `ov[h][src][out]` is `W_E W_V[h]
@@ -58,7 +59,7 @@ fn compute(cfg: &ModelConfig, w: &Weights) -> candle_core::Result<Circuits> {
                 .unsqueeze(0)?
                 .broadcast_as((h, cfg.d_vocab, m))?
                 .contiguous()?
-                .matmul(&weight)?,
+                .mm(&weight)?,
         };
         if let Some(b) = bias {
             x = x.broadcast_add(&t(&attn(0, b), &[h, 1, d])?)?;
@@ -67,19 +68,20 @@ fn compute(cfg: &ModelConfig, w: &Weights) -> candle_core::Result<Circuits> {
     };
     let w_o = t(&attn(0, "W_O"), &[h, d, m])?;
     let ov_of = |bias: bool| -> candle_core::Result<Vec<Vec<Vec<f32>>>> {
-        let mut ov = per_token("W_V", bias.then_some("b_V"))?.matmul(&w_o)?; // [h, v, m]
+        let mut ov = per_token("W_V", bias.then_some("b_V"))?.mm(&w_o)?; // [h, v, m]
         if let Some(u) = &unembed {
-            ov = ov.broadcast_matmul(u)?;
+            let (h, v, m) = ov.dims3()?;
+            ov = ov.reshape((h * v, m))?.mm(u)?.reshape((h, v, ()))?;
         }
         ov.to_vec3()
     };
     let qk_of = |bias: bool| -> candle_core::Result<Vec<Vec<Vec<f32>>>> {
         let q = per_token("W_Q", bias.then_some("b_Q"))?;
         let k = per_token("W_K", bias.then_some("b_K"))?;
-        (q.matmul(&k.transpose(1, 2)?.contiguous()?)? / cfg.attn_scale())?.to_vec3()
+        (q.mm(&k.transpose(1, 2)?.contiguous()?)? / cfg.attn_scale())?.to_vec3()
     };
     let direct = match (&embed, &unembed) {
-        (Some(e), Some(u)) => e.matmul(u)?.to_vec2()?,
+        (Some(e), Some(u)) => e.mm(u)?.to_vec2()?,
         _ => (0..cfg.d_vocab)
             .map(|s| {
                 (0..cfg.d_vocab)

@@ -17,6 +17,7 @@
 use candle_core::{D, DType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::matmul::Matmul;
 use crate::model::Transformer;
 use crate::task::PairSplit;
 
@@ -120,7 +121,7 @@ pub fn progress_measures(
         .to_dtype(DType::F32)?;
     let numbers: Vec<usize> = (0..p).collect();
     let basis = Tensor::from_vec(trig_rows(p, &numbers, 1), (2 * k_max, p), dev)?;
-    let coeffs = basis.matmul(&w_e)?.sqr()?.sum(D::Minus1)?; // [2K]
+    let coeffs = basis.mm(&w_e)?.sqr()?.sum(D::Minus1)?; // [2K]
     let coeffs = coeffs.to_vec1::<f32>()?;
     let fourier_norms: Vec<f64> = coeffs
         .chunks_exact(2)
@@ -144,7 +145,7 @@ pub fn progress_measures(
         let (acts, out) = last_position(model, split, part)?;
         let sums: Vec<usize> = part.iter().map(|&i| sum_of(i as usize)).collect();
         let rows = Tensor::from_vec(trig_rows(p, &sums, p), (2 * k_max, part.len()), dev)?;
-        let c = rows.matmul(&acts)?;
+        let c = rows.mm(&acts)?;
         let total = acts.sum(0)?;
         components = Some(match components {
             Some(acc) => (acc + c)?,
@@ -181,8 +182,8 @@ pub fn progress_measures(
     let key_rows = Tensor::from_vec(key_rows.clone(), key_rows.len(), dev)?;
     let to_logits = model
         .param("blocks.0.mlp.W_out")
-        .matmul(model.param("unembed.W_U"))?; // [d_mlp, p]
-    let key_to_logits = components.index_select(&key_rows, 0)?.matmul(&to_logits)?;
+        .mm(model.param("unembed.W_U"))?; // [d_mlp, p]
+    let key_to_logits = components.index_select(&key_rows, 0)?.mm(&to_logits)?;
     let all_sums: Vec<usize> = (0..n).map(sum_of).collect();
     let key_basis: Vec<f32> = key_frequencies
         .iter()
@@ -196,11 +197,11 @@ pub fn progress_measures(
     )?;
     // [n, 2·keys]: each pair's basis values, looked up by its residue.
     let per_pair = key_basis.t()?.contiguous()?.index_select(&residues, 0)?;
-    let key_logits = per_pair.matmul(&key_to_logits)?; // [n, p]
+    let key_logits = per_pair.mm(&key_to_logits)?; // [n, p]
     let labels: Vec<u32> = (0..n as u32).map(|i| split.label(i)).collect();
     let labels = Tensor::from_vec(labels, n, dev)?;
     // Restricted: the mean activation plus the key components, bias-corrected, on all pairs.
-    let mean_logits = (post_sum / n as f64)?.unsqueeze(0)?.matmul(&to_logits)?; // [1, p]
+    let mean_logits = (post_sum / n as f64)?.unsqueeze(0)?.mm(&to_logits)?; // [1, p]
     let restricted = key_logits.broadcast_add(&mean_logits)?;
     let correction = (logits.mean_keepdim(0)? - restricted.mean_keepdim(0)?)?;
     let restricted = restricted.broadcast_add(&correction)?;

@@ -7,6 +7,7 @@ use super::attention_block::{AttentionBlock, BlockShape};
 use super::attention_core::CausalAttention;
 use super::bias::add_bias;
 use super::hooks::Hooks;
+use crate::matmul::Matmul;
 
 pub struct AttentionParams<'a> {
     /// `[n_heads, d_model, d_head]`.
@@ -28,7 +29,7 @@ fn project(x: &Tensor, w: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor>
     let (b, p, m) = x.dims3()?;
     let (h, _, d) = w.dims3()?;
     let w = w.permute((1, 0, 2))?.contiguous()?.reshape((m, h * d))?;
-    add_bias(&x.reshape((b * p, m))?.matmul(&w)?, &bias.reshape(h * d)?)?.reshape((b, p, h, d))
+    add_bias(&x.reshape((b * p, m))?.mm(&w)?, &bias.reshape(h * d)?)?.reshape((b, p, h, d))
 }
 
 /// `W [h, m, d]` as the `[m, h*d]` matrix that projects every head at once.
@@ -55,11 +56,8 @@ fn project_qkv(
         )
     };
     let w_qk = Tensor::cat(&[heads_matrix(p.w_q)?, heads_matrix(p.w_k)?], 1)?;
-    let qk = add_bias(&flat(qk_input)?.matmul(&w_qk)?, &bias(&[p.b_q, p.b_k])?)?;
-    let v = add_bias(
-        &flat(v_input)?.matmul(&heads_matrix(p.w_v)?)?,
-        &bias(&[p.b_v])?,
-    )?;
+    let qk = add_bias(&flat(qk_input)?.mm(&w_qk)?, &bias(&[p.b_q, p.b_k])?)?;
+    let v = add_bias(&flat(v_input)?.mm(&heads_matrix(p.w_v)?)?, &bias(&[p.b_v])?)?;
     // [b*p, 3, h*d] from per-token [q k] and [v] rows.
     let h_d = v.dim(1)?;
     Tensor::cat(
@@ -90,7 +88,7 @@ pub fn attention(
     let (b, pos, m) = query_input.dims3()?;
     let (h, _, d) = p.w_q.dims3()?;
     let fusable = !hooks.capturing()
-        && query_input.device().is_cpu()
+        && crate::device::fused_cpu_ops(query_input.device())
         && query_input.dtype() == candle_core::DType::F32
         && key_input.id() == query_input.id()
         && !ablation.is_some_and(|a| a.is_active());
@@ -121,7 +119,7 @@ pub fn attention(
         })?;
         let out = z
             .reshape((b * pos, h * d))?
-            .matmul(&p.w_o.reshape((h * d, m))?)?;
+            .mm(&p.w_o.reshape((h * d, m))?)?;
         return add_bias(&out, p.b_o)?.reshape((b, pos, m));
     }
     let q = project(query_input, p.w_q, p.b_q)?;
@@ -132,14 +130,15 @@ pub fn attention(
     hooks.add(|| format!("{prefix}.hook_v"), &v);
     let q_bh = q.permute((0, 2, 1, 3))?.contiguous()?; // [b, h, q, d]
     let k_bh = k.permute((0, 2, 3, 1))?.contiguous()?; // [b, h, d, k]
-    let raw = q_bh.matmul(&k_bh)?; // [b, h, q, k], not yet scaled
-    let pattern = if raw.device().is_cpu() && raw.dtype() == candle_core::DType::F32 {
-        raw.apply_op1(super::causal_softmax::CausalSoftmax {
-            scale: scale as f32,
-        })?
-    } else {
-        softmax(&scaled_masked(&raw, scale, mask)?)?
-    };
+    let raw = q_bh.mm(&k_bh)?; // [b, h, q, k], not yet scaled
+    let pattern =
+        if crate::device::fused_cpu_ops(raw.device()) && raw.dtype() == candle_core::DType::F32 {
+            raw.apply_op1(super::causal_softmax::CausalSoftmax {
+                scale: scale as f32,
+            })?
+        } else {
+            softmax(&scaled_masked(&raw, scale, mask)?)?
+        };
     if hooks.capturing() {
         hooks.add(
             || format!("{prefix}.hook_attn_scores"),
@@ -148,7 +147,7 @@ pub fn attention(
     }
     hooks.add(|| format!("{prefix}.hook_pattern"), &pattern);
     let v_bh = v.permute((0, 2, 1, 3))?.contiguous()?; // [b, h, k, d]
-    let mut z_bh = pattern.matmul(&v_bh)?; // [b, h, q, d]
+    let mut z_bh = pattern.mm(&v_bh)?; // [b, h, q, d]
     if let Some(ablation) = ablation.filter(|a| a.is_active()) {
         let (keep, replacement) = ablation.tensors(h, pos, d, q.device())?;
         let dtype = z_bh.dtype();
@@ -169,7 +168,7 @@ pub fn attention(
         result.sum(2)?
     } else {
         z.reshape((b * pos, h * d))?
-            .matmul(&p.w_o.reshape((h * d, m))?)?
+            .mm(&p.w_o.reshape((h * d, m))?)?
             .reshape((b, pos, m))?
     };
     add_bias(&out.contiguous()?, p.b_o)

@@ -427,6 +427,7 @@ impl CustomOp2 for CausalAttentionGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matmul::Matmul;
     use candle_core::{D, Device, Var};
 
     /// The fused op against attention composed from candle's ops, in values and gradients.
@@ -457,12 +458,12 @@ mod tests {
         };
         let (q, k, v) = (part(0), part(1), part(2));
         let mask = crate::model::attention::causal_mask(p, &dev).unwrap();
-        let scores = (q.matmul(&k.t().unwrap().contiguous().unwrap()).unwrap() / scale)
+        let scores = (q.mm(&k.t().unwrap().contiguous().unwrap()).unwrap() / scale)
             .unwrap()
             .broadcast_add(&mask)
             .unwrap();
         let pattern = candle_nn::ops::softmax(&scores, D::Minus1).unwrap();
-        let composed = pattern.matmul(&v).unwrap().permute((0, 2, 1, 3)).unwrap();
+        let composed = pattern.mm(&v).unwrap().permute((0, 2, 1, 3)).unwrap();
         let max = |t: Tensor| crate::model::max_abs(&t);
         assert!(max((&fused - &composed).unwrap()) < 1e-5);
         let g1 = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();

@@ -7,7 +7,9 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor
 
 /// `x [.., c] + b [c]`, every row.
 pub fn add_bias(x: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    let fused = x.device().is_cpu() && x.dtype() == DType::F32 && b.dtype() == DType::F32;
+    let fused = crate::device::fused_cpu_ops(x.device())
+        && x.dtype() == DType::F32
+        && b.dtype() == DType::F32;
     if fused && x.is_contiguous() && b.is_contiguous() && b.rank() == 1 {
         x.apply_op2(b, AddBias)
     } else {

@@ -6,6 +6,7 @@ use candle_core::Tensor;
 use super::Transformer;
 use super::bias::add_bias;
 use crate::config::{Embeddings, Positions};
+use crate::matmul::Matmul;
 
 impl Transformer {
     /// `hook_embed`: `W_E[tokens]`, `[batch, pos, d_model]`.
@@ -52,7 +53,7 @@ impl Transformer {
             // W_U is the identity and b_U zero: the residual stream is the logits.
             Embeddings::OneHot => Ok(x.clone()),
             Embeddings::Learned => add_bias(
-                &x.reshape((b * p, m))?.matmul(self.param("unembed.W_U"))?,
+                &x.reshape((b * p, m))?.mm(self.param("unembed.W_U"))?,
                 self.param("unembed.b_U"),
             )?
             .reshape((b, p, self.cfg.d_vocab_out())),

@@ -10,6 +10,7 @@
 use candle_core::{D, Tensor};
 
 use super::{Transformer, attn};
+use crate::matmul::Matmul;
 
 impl Transformer {
     fn check_token_table(&self) -> candle_core::Result<()> {
@@ -58,7 +59,7 @@ impl Transformer {
         let z = v.broadcast_mul(&pattern.unsqueeze(D::Minus1)?)?.sum(1)?; // [b, h, d]
         let out = z
             .reshape((b, h * d))?
-            .matmul(&self.w_o_matrix()?)?
+            .mm(&self.w_o_matrix()?)?
             .broadcast_add(self.param(&attn(0, "b_O")))?;
         // W_U is the identity, so the logits are the residual stream: one-hot(last) + attn_out.
         out + self.identity()?.index_select(&last, 0)?
@@ -89,15 +90,15 @@ impl Transformer {
             .token_table("W_V", "b_V")?
             .permute((1, 0, 2))?
             .contiguous()?; // [h, vocab, d]
-        let scores = (q.matmul(&keys)? / self.cfg.attn_scale())?; // [h, rows, vocab]
+        let scores = (q.mm(&keys)? / self.cfg.attn_scale())?; // [h, rows, vocab]
         // softmax(score + log count) is the attention mass on each token type.
         let pattern = candle_nn::ops::softmax(&scores.broadcast_add(log_counts)?, D::Minus1)?;
-        let z = pattern.matmul(&values)?; // [h, rows, d]
+        let z = pattern.mm(&values)?; // [h, rows, d]
         let out = z
             .permute((1, 0, 2))?
             .contiguous()?
             .reshape((rows, h * d))?
-            .matmul(&self.w_o_matrix()?)?
+            .mm(&self.w_o_matrix()?)?
             .broadcast_add(self.param(&attn(0, "b_O")))?;
         out + self.identity()?.index_select(last, 0)?
     }

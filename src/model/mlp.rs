@@ -5,6 +5,7 @@ use candle_core::Tensor;
 use super::bias::add_bias;
 use super::hooks::Hooks;
 use crate::config::ActFn;
+use crate::matmul::Matmul;
 
 pub struct MlpParams<'a> {
     pub w_in: &'a Tensor,
@@ -31,7 +32,7 @@ pub fn mlp(
     prefix: &str,
 ) -> candle_core::Result<Tensor> {
     let (b, pos, m) = x.dims3()?;
-    let pre = add_bias(&x.reshape((b * pos, m))?.matmul(p.w_in)?, p.b_in)?;
+    let pre = add_bias(&x.reshape((b * pos, m))?.mm(p.w_in)?, p.b_in)?;
     let post = activation(&pre, act)?;
     let f = pre.dim(1)?;
     if hooks.capturing() {
@@ -41,5 +42,5 @@ pub fn mlp(
             &post.reshape((b, pos, f))?,
         );
     }
-    add_bias(&post.matmul(p.w_out)?, p.b_out)?.reshape((b, pos, m))
+    add_bias(&post.mm(p.w_out)?, p.b_out)?.reshape((b, pos, m))
 }

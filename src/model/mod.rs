@@ -39,6 +39,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor, Var};
 use thiserror::Error;
 
+use crate::matmul::Matmul;
 use attention::{AttentionParams, causal_mask};
 use hooks::Hooks;
 use mlp::MlpParams;
@@ -227,7 +228,7 @@ impl Transformer {
     /// learned embeddings the unembedding and the loss run as one fused op.
     pub fn next_token_loss(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
         let (b, p) = tokens.dims2()?;
-        let fused = self.device.is_cpu()
+        let fused = crate::device::fused_cpu_ops(&self.device)
             && self.dtype() == DType::F32
             && self.cfg.embeddings == Embeddings::Learned
             && p >= 2;
@@ -259,7 +260,9 @@ impl Transformer {
     /// and implemented ([`fixed_query_fits`]) and the model is f32 on the CPU.
     pub fn fixed_query_shape(&self) -> Option<FixedQueryShape> {
         let c = &self.cfg;
-        let fits = self.device.is_cpu() && self.dtype() == DType::F32 && fixed_query_fits(c);
+        let fits = crate::device::fused_cpu_ops(&self.device)
+            && self.dtype() == DType::F32
+            && fixed_query_fits(c);
         fits.then(|| FixedQueryShape {
             vocab: c.d_vocab,
             n_ctx: c.n_ctx,
@@ -501,21 +504,21 @@ impl Transformer {
         let w_u = self.w_u()?;
         let result = hook("blocks.0.attn.hook_result")?; // [1, p, h, m]
         let head_out_last = last(result)?; // [h, m]
-        let head_logits_last = head_out_last.matmul(&w_u)?;
+        let head_logits_last = head_out_last.mm(&w_u)?;
         let mut direct = last(hook("hook_embed")?)?;
         if self.cfg.positional_embedding_type == Positions::Standard {
             direct = (direct + last(hook("hook_pos_embed")?)?)?;
         }
-        let direct_logits_last = direct.unsqueeze(0)?.matmul(&w_u)?.squeeze(0)?;
+        let direct_logits_last = direct.unsqueeze(0)?.mm(&w_u)?.squeeze(0)?;
         let bias_logits = (self
             .param(&attn(0, "b_O"))
             .unsqueeze(0)?
-            .matmul(&w_u)?
+            .mm(&w_u)?
             .squeeze(0)?
             + self.b_u()?)?;
         let mlp_logits_last = if self.cfg.has_mlp() {
             let out = last(hook("blocks.0.hook_mlp_out")?)?;
-            Some(NdArray::from_tensor(&out.unsqueeze(0)?.matmul(&w_u)?.squeeze(0)?)?.data)
+            Some(NdArray::from_tensor(&out.unsqueeze(0)?.mm(&w_u)?.squeeze(0)?)?.data)
         } else {
             None
         };

@@ -44,7 +44,9 @@ enum State {
 impl Adam {
     /// The optimiser `cfg` asks for (Adam or AdamW, lr, weight decay, betas, eps) over `vars`.
     pub fn new(vars: Vec<Var>, cfg: &TrainConfig) -> candle_core::Result<Self> {
-        let on_cpu = vars.iter().all(|v| v.device().is_cpu());
+        let on_cpu = vars
+            .iter()
+            .all(|v| crate::device::fused_cpu_ops(v.device()));
         Self::with_placement(vars, cfg, !on_cpu)
     }
 

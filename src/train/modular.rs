@@ -64,7 +64,8 @@ impl ModularRun {
         device: &Device,
     ) -> Result<Self, TrainError> {
         let split = task.split(cfg.seed);
-        let shortcut = device.is_cpu() && crate::model::fixed_query_fits(&cfg.model);
+        let shortcut =
+            crate::device::fused_cpu_ops(device) && crate::model::fixed_query_fits(&cfg.model);
         let full_batch = if cfg.train.batch_size >= split.train.len() {
             Some(pairs_on_device(&split, &split.train, shortcut, device)?)
         } else {

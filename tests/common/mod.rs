@@ -1,4 +1,8 @@
 //! Helpers shared by the integration tests that read TransformerLens fixtures.
+// Each test binary uses only some of them.
+#![allow(dead_code)]
+
+pub mod tl;
 
 use serde_json::Value;
 
