@@ -377,13 +377,41 @@ pub struct PresetTiming {
     pub ms_per_step: f64,
     pub flops_per_step: f64,
     pub gflops: f64,
+    /// With profiling: the median milliseconds of each phase of a step, the device
+    /// synchronised at each phase's end (so their sum exceeds an unprofiled step a little).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phases_ms: Vec<PhaseTiming>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseTiming {
+    pub phase: &'static str,
+    pub ms: f64,
 }
 
 /// Times `steps` training steps of `preset` (after two warm-up steps), with no evaluation in
 /// between: what `benches/compare_presets.sh` sets against the PyTorch reference scripts.
 pub fn time_preset(preset: Preset, steps: usize, device: &Device) -> anyhow::Result<PresetTiming> {
-    let mut cfg = RunConfig::from_preset(preset);
+    time_run(
+        RunConfig::from_preset(preset),
+        preset.name(),
+        steps,
+        false,
+        device,
+    )
+}
+
+/// Times `steps` training steps of `cfg` (after two warm-up steps) without evaluations; with
+/// `profile`, also each phase of a step ([`crate::train::profile`]).
+pub fn time_run(
+    mut cfg: RunConfig,
+    name: &str,
+    steps: usize,
+    profile: bool,
+    device: &Device,
+) -> anyhow::Result<PresetTiming> {
     let total = steps + 2;
+    let induction = matches!(cfg.task, crate::task::TaskConfig::Induction(_));
     cfg.train.epochs = total.max(cfg.train.epochs);
     cfg.train.steps = total.max(cfg.train.steps);
     cfg.train.eval_every = 10 * total;
@@ -394,27 +422,52 @@ pub fn time_preset(preset: Preset, steps: usize, device: &Device) -> anyhow::Res
     trainer.step()?;
     trainer.step()?;
     let mut times = Vec::with_capacity(steps);
+    let mut phases: Vec<crate::train::profile::Phases> = Vec::new();
     while times.len() < steps {
+        if profile {
+            crate::train::profile::start();
+        }
         let t = Instant::now();
-        if trainer.step()?.evaluation.is_none() {
-            times.push(t.elapsed().as_secs_f64());
+        let result = trainer.step()?;
+        let elapsed = t.elapsed().as_secs_f64();
+        let step_phases = crate::train::profile::finish();
+        if result.evaluation.is_none() {
+            times.push(elapsed);
+            phases.push(step_phases);
         }
     }
+    let phases_ms = phases
+        .first()
+        .map(|first| {
+            (0..first.len())
+                .map(|i| PhaseTiming {
+                    phase: first[i].0,
+                    ms: 1e3
+                        * median(
+                            phases
+                                .iter()
+                                .filter_map(|p| p.get(i))
+                                .map(|p| p.1)
+                                .collect(),
+                        ),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let s = median(times);
     let path = trainer.path();
     let f = match path {
         // Next-token loss at every position: the whole forward, backward ≈ 2× forward.
-        ForwardPath::Full if preset == Preset::Induction => {
-            3.0 * forward_flops(&model_cfg, batch * seq_len, seq_len)
-        }
+        ForwardPath::Full if induction => 3.0 * forward_flops(&model_cfg, batch * seq_len, seq_len),
         _ => flops(&model_cfg, path, batch, seq_len),
     };
     Ok(PresetTiming {
-        preset: preset.name().into(),
+        preset: name.into(),
         path: path.name().into(),
         samples_per_step: batch,
         ms_per_step: s * 1e3,
         flops_per_step: f,
         gflops: f / s / 1e9,
+        phases_ms,
     })
 }

@@ -136,6 +136,21 @@ impl ActivationCache {
 }
 
 /// Index of the largest value, the first one on ties; NaN never wins.
+/// The highest-scoring class of each row of `logits [rows, classes]`: on a GPU by candle's
+/// argmax, so that only the answers cross to the host, not the logits; on the CPU by [`argmax`].
+pub fn predictions(logits: &candle_core::Tensor) -> candle_core::Result<Vec<u32>> {
+    if crate::device::fused_cpu_ops(logits.device()) {
+        let classes = logits.dim(1)?;
+        let host = logits.flatten_all()?.to_vec1::<f32>()?;
+        Ok(host
+            .chunks_exact(classes)
+            .map(|r| argmax(r) as u32)
+            .collect())
+    } else {
+        logits.argmax(1)?.to_vec1::<u32>()
+    }
+}
+
 pub fn argmax(values: &[f32]) -> usize {
     let mut best = 0;
     for (i, &v) in values.iter().enumerate() {

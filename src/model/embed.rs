@@ -16,8 +16,7 @@ impl Transformer {
             Embeddings::Learned => self.param("embed.W_E"),
             Embeddings::OneHot => self.identity()?,
         };
-        w_e.index_select(&tokens.flatten_all()?, 0)?
-            .reshape((b, p, self.cfg.d_model))
+        super::gather::gather_rows(&w_e, &tokens.flatten_all()?)?.reshape((b, p, self.cfg.d_model))
     }
 
     /// `embed + W_pos[:pos]` for every sequence, as one bias over the flattened positions (the

@@ -9,7 +9,25 @@
 
 use candle_core::{D, Tensor};
 
+use super::gather::gather_rows;
 use super::{Transformer, attn};
+
+/// The largest `[batch, d_vocab]` count matrix that `forward_last` builds on a GPU (elements).
+const COUNTS_MAX: usize = 1 << 28;
+
+/// `[batch, vocab]`: ln of how often each token occurs in each sequence of `tokens [batch, pos]`
+/// (−inf where absent), as `forward_multiset` takes it.
+pub fn log_counts(
+    tokens: &Tensor,
+    vocab: usize,
+    dtype: candle_core::DType,
+) -> candle_core::Result<Tensor> {
+    let (b, p) = tokens.dims2()?;
+    let ones = Tensor::ones((b, p), dtype, tokens.device())?;
+    Tensor::zeros((b, vocab), dtype, tokens.device())?
+        .scatter_add(&tokens.contiguous()?, &ones, 1)?
+        .log()
+}
 use crate::matmul::Matmul;
 
 impl Transformer {
@@ -44,16 +62,17 @@ impl Transformer {
         let (b, p) = tokens.dims2()?;
         let (h, d) = (self.cfg.n_heads, self.cfg.d_head);
         let last = tokens.narrow(1, p - 1, 1)?.squeeze(1)?.contiguous()?;
+        if !crate::device::fused_cpu_ops(tokens.device()) && b * self.cfg.d_vocab <= COUNTS_MAX {
+            // On a GPU, gathering a key and a value row for every token costs a backward that
+            // loops over all of them (see `gather`); each sequence's token counts give the same
+            // attention with matrix products instead.
+            return self
+                .forward_multiset(&last, &log_counts(tokens, self.cfg.d_vocab, self.dtype())?);
+        }
         let flat = tokens.flatten_all()?;
-        let q = self.token_table("W_Q", "b_Q")?.index_select(&last, 0)?; // [b, h, d]
-        let k = self
-            .token_table("W_K", "b_K")?
-            .index_select(&flat, 0)?
-            .reshape((b, p, h, d))?;
-        let v = self
-            .token_table("W_V", "b_V")?
-            .index_select(&flat, 0)?
-            .reshape((b, p, h, d))?;
+        let q = gather_rows(&self.token_table("W_Q", "b_Q")?, &last)?; // [b, h, d]
+        let k = gather_rows(&self.token_table("W_K", "b_K")?, &flat)?.reshape((b, p, h, d))?;
+        let v = gather_rows(&self.token_table("W_V", "b_V")?, &flat)?.reshape((b, p, h, d))?;
         let scores = (k.broadcast_mul(&q.unsqueeze(1)?)?.sum(D::Minus1)? / self.cfg.attn_scale())?; // [b, p, h]
         let pattern = candle_nn::ops::softmax(&scores, 1)?;
         let z = v.broadcast_mul(&pattern.unsqueeze(D::Minus1)?)?.sum(1)?; // [b, h, d]
@@ -77,9 +96,7 @@ impl Transformer {
         self.check_token_table()?;
         let rows = last.dim(0)?;
         let (h, d) = (self.cfg.n_heads, self.cfg.d_head);
-        let q = self
-            .token_table("W_Q", "b_Q")?
-            .index_select(last, 0)?
+        let q = gather_rows(&self.token_table("W_Q", "b_Q")?, last)?
             .permute((1, 0, 2))?
             .contiguous()?; // [h, rows, d]
         let keys = self

@@ -19,6 +19,7 @@ mod cpu;
 mod embed;
 mod fast;
 mod fixed_query;
+mod gather;
 mod hooks;
 mod layer_norm;
 mod lm_loss;
@@ -26,7 +27,7 @@ mod mlp;
 mod weights;
 
 pub use ablation::{Ablation, HeadMode};
-pub use cache::{ActivationCache, Decomposition, NdArray, argmax, softmax};
+pub use cache::{ActivationCache, Decomposition, NdArray, argmax, predictions, softmax};
 pub use fixed_query::FixedQueryShape;
 pub use weights::{Weights, attn};
 

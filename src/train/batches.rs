@@ -259,31 +259,35 @@ impl Batch<'_> {
         }
     }
 
-    /// Counts correct predictions from the host copy of the logits `[rows × vocab]`.
-    pub fn tally(&self, logits: &[f32], vocab: usize, mean_loss: f64) -> Tally {
+    /// Counts correct predictions; `logits` `[rows, vocab]` are the ones [`Batch::loss`]
+    /// returned.
+    pub fn tally(&self, logits: &Tensor, mean_loss: f64) -> candle_core::Result<Tally> {
         let mut tally = Tally {
             loss_sum: mean_loss * self.size as f64,
             ..Tally::default()
         };
-        let rows = logits.chunks_exact(vocab).map(crate::model::argmax);
+        let vocab = logits.dim(1)?;
+        let rows = crate::model::predictions(logits)?;
         match &self.labels {
             BatchLabels::PerSample { labels, is_signal } => {
-                for ((pred, &label), &signal) in rows.zip(labels).zip(is_signal) {
-                    tally.add(signal, 1.0, if pred as u32 == label { 1.0 } else { 0.0 });
+                for ((&pred, &label), &signal) in rows.iter().zip(labels).zip(is_signal) {
+                    tally.add(signal, 1.0, if pred == label { 1.0 } else { 0.0 });
                 }
             }
             BatchLabels::Counts { counts, is_signal } => {
-                for ((pred, row_counts), &signal) in
-                    rows.zip(counts.chunks_exact(vocab)).zip(is_signal.iter())
+                for ((&pred, row_counts), &signal) in rows
+                    .iter()
+                    .zip(counts.chunks_exact(vocab))
+                    .zip(is_signal.iter())
                 {
                     let n: f32 = row_counts.iter().sum();
                     if n > 0.0 {
-                        tally.add(signal, n as f64, row_counts[pred] as f64);
+                        tally.add(signal, n as f64, row_counts[pred as usize] as f64);
                     }
                 }
             }
         }
-        tally
+        Ok(tally)
     }
 }
 

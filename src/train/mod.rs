@@ -8,6 +8,7 @@ mod induction;
 pub mod loss;
 mod metrics;
 mod modular;
+pub mod profile;
 mod skip_trigram;
 mod trainer;
 pub mod worker;

@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::trainer::{StepOutcome, descend};
 use super::{Adam, ModularMetrics, RunConfig, TrainError};
-use crate::model::{Transformer, argmax};
+use crate::model::{Transformer, predictions};
 use crate::seed::{Stream, stream_rng};
 use crate::task::{ModularAdditionConfig, PairSplit};
 
@@ -138,14 +138,9 @@ impl ModularRun {
 }
 
 fn correct_count(logits: &Tensor, labels: &Tensor) -> candle_core::Result<usize> {
-    let vocab = logits.dim(1)?;
-    let logits = logits.flatten_all()?.to_vec1::<f32>()?;
     let labels = labels.to_vec1::<u32>()?;
-    Ok(logits
-        .chunks_exact(vocab)
-        .zip(&labels)
-        .filter(|(row, label)| argmax(row) == **label as usize)
-        .count())
+    let answers = predictions(logits)?;
+    Ok(answers.iter().zip(&labels).filter(|(a, l)| a == l).count())
 }
 
 /// Pairs per evaluation chunk.
@@ -176,10 +171,8 @@ pub fn right_answers(
         } else {
             model.forward_last_general(&pairs_on_device(split, part, false, model.device())?.0)?
         };
-        let classes = logits.dim(1)?;
-        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
-        for (row, &i) in logits.chunks_exact(classes).zip(part) {
-            right.push(argmax(row) as u32 == split.label(i));
+        for (answer, &i) in predictions(&logits)?.into_iter().zip(part) {
+            right.push(answer == split.label(i));
         }
     }
     Ok(right)

@@ -63,8 +63,7 @@ impl SkipTrigramRun {
         let batch = self.train.batch(&self.order[self.cursor..end], device)?;
         let (loss, logits) = batch.loss(model)?;
         let loss_value = descend(&loss, adam, at)?;
-        let vocab = model.config().d_vocab_out();
-        let tally = batch.tally(&logits.flatten_all()?.to_vec1::<f32>()?, vocab, loss_value);
+        let tally = batch.tally(&logits, loss_value)?;
         self.epoch_tally.merge(&tally);
         self.cursor = end;
         let epoch_done = self.cursor == self.order.len();
@@ -126,8 +125,7 @@ fn evaluate_set(
         let batch = set.batch(part, device)?;
         let (loss, logits) = batch.loss(model)?;
         let loss = loss.to_scalar::<f32>()? as f64;
-        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
-        total.merge(&batch.tally(&logits, model.config().d_vocab_out(), loss));
+        total.merge(&batch.tally(&logits, loss)?);
     }
     Ok(total)
 }

@@ -61,6 +61,7 @@ pub(super) fn descend(
     adam: &mut Adam,
     (epoch, step): (usize, usize),
 ) -> Result<f64, TrainError> {
+    super::profile::mark("forward and loss", loss.device());
     let value = loss.to_scalar::<f32>()? as f64;
     if !value.is_finite() {
         return Err(TrainError::Diverged {
@@ -70,7 +71,9 @@ pub(super) fn descend(
         });
     }
     let grads = loss.backward()?;
+    super::profile::mark("backward", loss.device());
     adam.step(&grads)?;
+    super::profile::mark("optimizer", loss.device());
     Ok(value)
 }
 
@@ -213,6 +216,7 @@ impl Trainer {
             TaskRun::Induction(run) => run.step(model, adam, device, at)?,
             TaskRun::ModularAddition(run) => run.step(model, adam, device, at)?,
         };
+        super::profile::mark("metrics", device);
         self.step += 1;
         self.samples += outcome.samples as u64;
         self.loss_since_eval.0 += outcome.loss;
