@@ -129,7 +129,9 @@ fn transformer_lens_fixtures_match_on_the_gpu_path() {
         let (_, model) = load(name);
         let n_cases = cases(name)["cases"].as_array().unwrap().len();
         let (worst, at, abs) = compare(name, &model);
-        eprintln!("{name}: {n_cases} cases, max |TL − toylens| = {abs:.2e} ({at})");
+        eprintln!(
+            "{name}: {n_cases} cases, max |TL − toylens| = {abs:.2e}; worst at {at}, {worst:.2} of the tolerance"
+        );
         assert!(
             worst <= 1.0,
             "{name}: {at} is {worst:.2}× the tolerance off"

@@ -152,12 +152,15 @@ impl Adam {
         (l2, shrink, bias_correction2_sqrt, step_size): (f64, f64, f64, f64),
     ) -> candle_core::Result<()> {
         for ((var, m), v) in vars.iter().zip(first_moment).zip(second_moment) {
-            let mut theta = var.as_tensor().clone();
+            // Detached, so that the update builds no graph: a leaf's gradient can still refer to
+            // the forward pass (a matmul's is `grad · rhsᵀ`), and a moment computed from it would
+            // keep every step's activations alive through the next moment, and the next.
+            let mut theta = var.as_tensor().detach();
             if shrink != 1.0 {
                 theta = theta.affine(shrink, 0.0)?;
             }
             let mut grad = match grads.get(var.as_tensor()) {
-                Some(g) => g.clone(),
+                Some(g) => g.detach(),
                 None => theta.zeros_like()?,
             };
             if l2 != 0.0 {
@@ -176,6 +179,7 @@ impl Adam {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matmul::Matmul;
     use candle_core::Device;
 
     /// f(x) = sum(x^2) from x = [1, -2], lr 0.1, weight decay 0.5, three steps. Expected values
@@ -264,6 +268,47 @@ mod tests {
                 [0.7028108, -1.7012128],
             ],
         );
+    }
+
+    #[test]
+    fn device_moments_keep_no_graph_between_steps() {
+        // A matmul's gradient is `grad · rhsᵀ`, a tensor that still refers to the forward pass;
+        // moments built from it would chain every step's activations together (a GPU ran out of
+        // its 80 GB after 400 grokking epochs that way).
+        let dev = Device::Cpu;
+        let w = Var::randn(0f32, 1.0, (3, 4), &dev).unwrap();
+        let x = Var::randn(0f32, 1.0, (5, 3), &dev).unwrap();
+        let cfg = TrainConfig {
+            optimizer: Optimizer::AdamW,
+            ..settings(0.01, 0.5)
+        };
+        for decoupled in [false, true] {
+            let cfg = TrainConfig {
+                optimizer: if decoupled {
+                    Optimizer::AdamW
+                } else {
+                    Optimizer::Adam
+                },
+                ..cfg.clone()
+            };
+            let mut adam = Adam::with_placement(vec![w.clone(), x.clone()], &cfg, true).unwrap();
+            for _ in 0..2 {
+                let loss = x.as_tensor().mm(w.as_tensor()).unwrap().sqr().unwrap();
+                let grads = loss.sum_all().unwrap().backward().unwrap();
+                assert!(grads.get(w.as_tensor()).unwrap().track_op(), "the premise");
+                adam.step(&grads).unwrap();
+            }
+            let State::Device {
+                first_moment,
+                second_moment,
+            } = &adam.state
+            else {
+                panic!("device placement")
+            };
+            for m in first_moment.iter().chain(second_moment) {
+                assert!(!m.track_op(), "a moment refers to a graph");
+            }
+        }
     }
 
     #[test]
