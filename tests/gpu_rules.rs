@@ -64,8 +64,13 @@ fn max_json_diff(a: &str, b: &str, skip: &[&str]) -> (f64, String) {
     let mut worst = (0.0, String::new());
     for ((ka, x), (kb, y)) in a.iter().zip(&b) {
         assert_eq!(ka, kb);
-        let d = (x - y).abs();
-        if !(d <= worst.0) {
+        // A NaN on either side counts as the worst difference.
+        let d = if x.is_nan() || y.is_nan() {
+            f64::INFINITY
+        } else {
+            (x - y).abs()
+        };
+        if d > worst.0 {
             worst = (d, ka.clone());
         }
     }

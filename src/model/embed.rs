@@ -16,7 +16,7 @@ impl Transformer {
             Embeddings::Learned => self.param("embed.W_E"),
             Embeddings::OneHot => self.identity()?,
         };
-        super::gather::gather_rows(&w_e, &tokens.flatten_all()?)?.reshape((b, p, self.cfg.d_model))
+        super::gather::gather_rows(w_e, &tokens.flatten_all()?)?.reshape((b, p, self.cfg.d_model))
     }
 
     /// `embed + W_pos[:pos]` for every sequence, as one bias over the flattened positions (the
