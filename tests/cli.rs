@@ -1,5 +1,7 @@
 //! The command line, run as a user would run it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -125,27 +127,8 @@ fn inspect_json_matches_the_fixture() {
     assert_eq!(got["tokens"], serde_json::json!([2, 5, 3, 0]));
     assert_eq!(got["predicted_token"], 5);
     assert_eq!(got["expected"], 5);
-    for key in [
-        "logits",
-        "logits_last",
-        "pattern",
-        "z",
-        "head_out_last",
-        "head_logits_last",
-        "direct_logits_last",
-    ] {
-        let flat = |v: &Value| -> Vec<f64> {
-            let mut out = Vec::new();
-            let mut stack = vec![v.clone()];
-            while let Some(x) = stack.pop() {
-                match x {
-                    Value::Array(items) => stack.extend(items.into_iter().rev()),
-                    Value::Number(n) => out.push(n.as_f64().unwrap()),
-                    _ => panic!("{key}: not numeric"),
-                }
-            }
-            out
-        };
+    for key in common::INSPECT_KEYS {
+        let flat = |v: &Value| common::flatten(v).1;
         let (e, g) = (flat(&case[key]), flat(&got[key]));
         assert_eq!(e.len(), g.len(), "{key}");
         let d = e
@@ -579,12 +562,7 @@ fn inspect_cache_gives_every_tl_hook_of_a_general_model() {
     let cases: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
     let case = &cases["cases"][4];
-    let tokens: Vec<String> = case["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
+    let tokens = common::token_args(case);
     let model = dir.join("model.safetensors");
     let mut args = vec!["inspect", model.to_str().unwrap()];
     args.extend(tokens.iter().map(String::as_str));

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{Device, IndexOp, Tensor};
-use common::tl::{FIXTURES, cases, compare, load};
+use common::tl::load;
 use serde_json::Value;
 use toylens::matmul::Matmul;
 
@@ -130,18 +130,7 @@ fn the_rules_refuse_what_cuda_refuses() {
 #[test]
 fn transformer_lens_fixtures_match_on_the_gpu_path() {
     toylens::device::follow_gpu_rules();
-    for name in FIXTURES {
-        let (_, model) = load(name);
-        let n_cases = cases(name)["cases"].as_array().unwrap().len();
-        let (worst, at, abs) = compare(name, &model);
-        eprintln!(
-            "{name}: {n_cases} cases, max |TL − toylens| = {abs:.2e}; worst at {at}, {worst:.2} of the tolerance"
-        );
-        assert!(
-            worst <= 1.0,
-            "{name}: {at} is {worst:.2}× the tolerance off"
-        );
-    }
+    common::tl::assert_fixtures_match(|name| load(name).1);
 }
 
 #[test]
@@ -152,25 +141,12 @@ fn skip_trigram_fixture_inspects_on_the_gpu_path() {
     let fixture: Value = serde_json::from_str(&text).unwrap();
     let mut worst: f64 = 0.0;
     for case in fixture["cases"].as_array().unwrap() {
-        let tokens: Vec<String> = case["tokens"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.to_string())
-            .collect();
+        let tokens = common::token_args(case);
         let mut args = vec!["inspect", model.to_str().unwrap()];
         args.extend(tokens.iter().map(String::as_str));
         args.push("--json");
         let got: Value = serde_json::from_str(&toylens(&args, true)).unwrap();
-        for key in [
-            "logits",
-            "logits_last",
-            "pattern",
-            "z",
-            "head_out_last",
-            "head_logits_last",
-            "direct_logits_last",
-        ] {
+        for key in common::INSPECT_KEYS {
             let (want, ours) = (common::flatten(&case[key]).1, common::flatten(&got[key]).1);
             assert_eq!(want.len(), ours.len(), "{key}");
             for (a, b) in want.iter().zip(&ours) {

@@ -10,29 +10,21 @@
 mod common;
 
 use candle_core::Device;
-use common::tl::{FIXTURES, cases, compare, load};
+use common::tl::{FIXTURES, compare, load};
 use toylens::model::Transformer;
 
 #[test]
 fn every_hook_of_every_case_matches_transformer_lens_within_1e_5() {
     for name in FIXTURES {
-        let (ckpt, model) = load(name);
+        let (ckpt, _) = load(name);
         assert!(!ckpt.has_metadata);
         assert!(
             ckpt.origin.contains("config.json"),
             "{name}: {}",
             ckpt.origin
         );
-        let n_cases = cases(name)["cases"].as_array().unwrap().len();
-        let (worst, at, abs) = compare(name, &model);
-        eprintln!(
-            "{name}: {n_cases} cases, max |TL − toylens| = {abs:.2e}; worst at {at}, {worst:.2} of the tolerance"
-        );
-        assert!(
-            worst <= 1.0,
-            "{name}: {at} is {worst:.2}× the tolerance off"
-        );
     }
+    common::tl::assert_fixtures_match(|name| load(name).1);
 }
 
 #[test]

@@ -4,7 +4,28 @@
 
 pub mod tl;
 
+/// The fields of `inspect --json` that the skip-trigram fixture's cases hold.
+pub const INSPECT_KEYS: [&str; 7] = [
+    "logits",
+    "logits_last",
+    "pattern",
+    "z",
+    "head_out_last",
+    "head_logits_last",
+    "direct_logits_last",
+];
+
 use serde_json::Value;
+
+/// A fixture case's tokens as command-line arguments.
+pub fn token_args(case: &Value) -> Vec<String> {
+    case["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.to_string())
+        .collect()
+}
 
 /// Flattens a nested JSON array into its shape and values; `null` (TL's masked −inf) becomes
 /// −inf.

@@ -88,3 +88,20 @@ pub fn compare(name: &str, model: &Transformer) -> (f64, String, f64) {
     }
     worst
 }
+
+/// Every case of every fixture through `model_of(name)` must match TL within the tolerance;
+/// prints each fixture's worst difference.
+pub fn assert_fixtures_match(model_of: impl Fn(&str) -> Transformer) {
+    for name in FIXTURES {
+        let model = model_of(name);
+        let n_cases = cases(name)["cases"].as_array().unwrap().len();
+        let (worst, at, abs) = compare(name, &model);
+        eprintln!(
+            "{name}: {n_cases} cases, max |TL − toylens| = {abs:.2e}; worst at {at}, {worst:.2} of the tolerance"
+        );
+        assert!(
+            worst <= 1.0,
+            "{name}: {at} is {worst:.2}× the tolerance off"
+        );
+    }
+}
