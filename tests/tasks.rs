@@ -122,7 +122,7 @@ fn induction_metrics_are_measured_on_the_definition() {
     let (logits, _) = model
         .forward_hooked(
             &candle_core::Tensor::from_slice(&tokens[..8], (1, 8), &Device::Cpu).unwrap(),
-            false,
+            toylens::model::Capture::Nothing,
             None,
         )
         .unwrap();

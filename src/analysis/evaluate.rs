@@ -4,7 +4,7 @@
 use candle_core::{D, Tensor};
 use serde::Serialize;
 
-use crate::model::{Ablation, ModelError, NdArray, Transformer, argmax};
+use crate::model::{Ablation, Capture, ModelError, NdArray, Transformer, argmax};
 use crate::seed::{Stream, stream_rng};
 use crate::task::{Dataset, SkipTrigramConfig};
 use crate::train::{Tally, evaluate_dataset};
@@ -20,7 +20,7 @@ pub fn mean_z(model: &Transformer, data: &Dataset) -> candle_core::Result<NdArra
     for (i, chunk) in data.tokens.chunks(rows * p).enumerate() {
         let n = chunk.len() / p;
         let tokens = Tensor::from_slice(chunk, (n, p), model.device())?;
-        let (_, hooks) = model.forward_hooked(&tokens, true, None)?;
+        let (_, hooks) = model.forward_hooked(&tokens, Capture::Only(&["attn.hook_z"]), None)?;
         let z = hooks
             .into_iter()
             .find(|(name, _)| name == "blocks.0.attn.hook_z")

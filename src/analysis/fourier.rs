@@ -18,7 +18,7 @@ use candle_core::{D, DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::matmul::Matmul;
-use crate::model::Transformer;
+use crate::model::{Capture, Transformer};
 use crate::task::PairSplit;
 
 /// Pairs per forward pass: the activations of every pair are kept, the intermediates of a
@@ -86,7 +86,7 @@ fn last_position(
         return model.fixed_query_activations(&split.inputs(ids, false));
     }
     let tokens = Tensor::from_vec(split.inputs(ids, true), (ids.len(), 3), model.device())?;
-    let (out, hooks) = model.forward_hooked(&tokens, true, None)?;
+    let (out, hooks) = model.forward_hooked(&tokens, Capture::Only(&["mlp.hook_post"]), None)?;
     let Some((_, acts)) = hooks
         .iter()
         .find(|(name, _)| name == "blocks.0.mlp.hook_post")

@@ -5,7 +5,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::circuits;
-use crate::model::{ModelError, Transformer};
+use crate::model::{Capture, ModelError, Transformer};
 use crate::task::SkipTrigramConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -38,7 +38,8 @@ pub fn head_traces(
     for chunk in seqs.chunks(cfg.forward_chunk_rows(p)) {
         let flat: Vec<u32> = chunk.iter().flatten().copied().collect();
         let tokens = Tensor::from_vec(flat, (chunk.len(), p), model.device())?;
-        let (_, hooks) = model.forward_hooked(&tokens, true, None)?;
+        let (_, hooks) =
+            model.forward_hooked(&tokens, Capture::Only(&["attn.hook_pattern"]), None)?;
         let pattern = hooks
             .into_iter()
             .find(|(n, _)| n == "blocks.0.attn.hook_pattern")

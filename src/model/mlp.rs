@@ -36,6 +36,7 @@ pub fn mlp(
     let post = activation(&pre, act)?;
     let f = pre.dim(1)?;
     if hooks.capturing() {
+        // (`add` keeps only the wanted ones; the reshapes are views.)
         hooks.add(|| format!("{prefix}.hook_pre"), &pre.reshape((b, pos, f))?);
         hooks.add(
             || format!("{prefix}.hook_post"),

@@ -42,6 +42,7 @@ use thiserror::Error;
 
 use crate::matmul::Matmul;
 use attention::{AttentionParams, causal_mask};
+pub use hooks::Capture;
 use hooks::Hooks;
 use mlp::MlpParams;
 
@@ -209,12 +210,12 @@ impl Transformer {
     }
 
     /// The general forward pass. `tokens` is `[batch, pos]` (u32, pos ≤ n_ctx); returns the logits
-    /// `[batch, pos, d_vocab_out]` and, if `capture`, every TL hook activation with its batch
-    /// dimension. `ablation` replaces heads' z in layer 0.
+    /// `[batch, pos, d_vocab_out]` and the TL hook activations `capture` asks for, with their
+    /// batch dimension. `ablation` replaces heads' z in layer 0.
     pub fn forward_hooked(
         &self,
         tokens: &Tensor,
-        capture: bool,
+        capture: Capture,
         ablation: Option<&Ablation>,
     ) -> candle_core::Result<(Tensor, Vec<(String, Tensor)>)> {
         let (resid, mut hooks) = self.final_residual(tokens, capture, ablation)?;
@@ -236,7 +237,7 @@ impl Transformer {
         if !fused {
             return crate::train::loss::next_token_loss(&self.forward(tokens)?, tokens);
         }
-        let (resid, _) = self.final_residual(tokens, false, None)?;
+        let (resid, _) = self.final_residual(tokens, Capture::Nothing, None)?;
         let m = self.cfg.d_model;
         let packed = Tensor::cat(
             &[
@@ -331,7 +332,7 @@ impl Transformer {
     fn final_residual(
         &self,
         tokens: &Tensor,
-        capture: bool,
+        capture: Capture,
         ablation: Option<&Ablation>,
     ) -> candle_core::Result<(Tensor, Hooks)> {
         let (b, p) = tokens.dims2()?;
@@ -347,7 +348,7 @@ impl Transformer {
         let positions = self.cfg.positional_embedding_type;
         // Standard positions join the residual stream as one fused add; shortformer positions
         // are added to the queries' and keys' input, so they are kept as a tensor.
-        let pos_embed = if positions == Positions::Shortformer || capture {
+        let pos_embed = if positions == Positions::Shortformer || hooks.wants("hook_pos_embed") {
             Some(self.pos_embed(b, p)?)
         } else {
             None
@@ -414,7 +415,7 @@ impl Transformer {
 
     /// Logits `[batch, pos, d_vocab_out]` from the general path.
     pub fn forward(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
-        Ok(self.forward_hooked(tokens, false, None)?.0)
+        Ok(self.forward_hooked(tokens, Capture::Nothing, None)?.0)
     }
 
     /// Last-position logits `[batch, d_vocab_out]` from the general path.
@@ -428,7 +429,7 @@ impl Transformer {
         tokens: &Tensor,
         ablation: Option<&Ablation>,
     ) -> candle_core::Result<Tensor> {
-        let (logits, _) = self.forward_hooked(tokens, false, ablation)?;
+        let (logits, _) = self.forward_hooked(tokens, Capture::Nothing, ablation)?;
         let p = tokens.dim(1)?;
         logits.narrow(1, p - 1, 1)?.squeeze(1)
     }
@@ -472,7 +473,7 @@ impl Transformer {
             a.check(&self.cfg)?;
         }
         let input = Tensor::from_slice(tokens, (1, tokens.len()), &self.device)?;
-        let (logits, hooks) = self.forward_hooked(&input, true, ablation)?;
+        let (logits, hooks) = self.forward_hooked(&input, Capture::All, ablation)?;
         let mut cache = ActivationCache::new(tokens.to_vec(), NdArray::from_tensor(&logits)?);
         let decomposition = if self.cfg.has_exact_decomposition() {
             Some(self.decompose(tokens, &hooks)?)
@@ -676,8 +677,27 @@ mod tests {
             let model = Transformer::new(&cfg, &Weights::init(&cfg, 5), &Device::Cpu).unwrap();
             let tokens: Vec<u32> = (0..4 * 7).map(|i| (i * 5 + i / 3) % 9).collect();
             let tokens = Tensor::from_vec(tokens, (4, 7), &Device::Cpu).unwrap();
-            let (fused, _) = model.forward_hooked(&tokens, false, None).unwrap();
-            let (hooked, _) = model.forward_hooked(&tokens, true, None).unwrap();
+            let (fused, _) = model
+                .forward_hooked(&tokens, Capture::Nothing, None)
+                .unwrap();
+            let (hooked, all) = model.forward_hooked(&tokens, Capture::All, None).unwrap();
+            // A selective capture keeps exactly the hooks it names, with the same values (to
+            // rounding: without hook_result, attention's output is one product, not a sum).
+            let only = Capture::Only(&["attn.hook_pattern", "hook_embed"]);
+            let (_, some) = model.forward_hooked(&tokens, only, None).unwrap();
+            let names: Vec<&str> = some.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "hook_embed",
+                    "blocks.0.attn.hook_pattern",
+                    "blocks.1.attn.hook_pattern"
+                ]
+            );
+            for (name, t) in &some {
+                let (_, full) = all.iter().find(|(n, _)| n == name).unwrap();
+                assert!(max_abs(&(t - full).unwrap()) < 1e-6, "{name}");
+            }
             let max = |t: Tensor| max_abs(&t);
             let (diff, scale) = (max((&fused - &hooked).unwrap()), max(hooked.clone()));
             assert!(

@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::trainer::{StepOutcome, descend};
 use super::{Adam, InductionMetrics, RunConfig, TrainError};
-use crate::model::Transformer;
+use crate::model::{Capture, Transformer};
 use crate::seed::{Stream, stream_rng};
 use crate::task::InductionConfig;
 
@@ -94,7 +94,8 @@ pub fn evaluate_induction(
     for chunk in tokens.chunks(rows * len) {
         let b = chunk.len() / len;
         let input = Tensor::from_slice(chunk, (b, len), model.device())?;
-        let (logits, hooks) = model.forward_hooked(&input, true, None)?;
+        let (logits, hooks) =
+            model.forward_hooked(&input, Capture::Only(&["attn.hook_pattern"]), None)?;
         let logits = logits.flatten_all()?.to_vec1::<f32>()?;
         for (s, seq) in chunk.chunks_exact(len).enumerate() {
             for i in 0..len - 1 {

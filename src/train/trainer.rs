@@ -77,6 +77,17 @@ pub(super) fn descend(
     Ok(value)
 }
 
+/// Returns the memory an evaluation freed to the OS. An evaluation's temporaries (tens of MB
+/// for modular addition's progress measures) come and go between steps' small allocations, and
+/// mimalloc keeps the pages they leave behind: a grokking-fast run's peak grew by 3–4 MB an
+/// evaluation, to 227 MB over 60 of them. A forced collection on this thread after each one
+/// costs about a millisecond; purging after every free instead made the run 45 % slower.
+fn release_freed_memory() {
+    // SAFETY: mi_collect takes no pointers; it only walks mimalloc's own heap of this thread.
+    // Where mimalloc is not the global allocator (the tests), that heap is empty.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 /// The task's data and its place in it.
 enum TaskRun {
     SkipTrigram(Box<SkipTrigramRun>),
@@ -238,7 +249,13 @@ impl Trainer {
         }
         self.units += 1;
         let due = self.units.is_multiple_of(self.cfg.train.eval_every) || self.is_finished();
-        let evaluation = if due { Some(self.evaluate()?) } else { None };
+        let evaluation = if due {
+            let metrics = self.evaluate()?;
+            release_freed_memory();
+            Some(metrics)
+        } else {
+            None
+        };
         Ok(StepResult { step, evaluation })
     }
 
