@@ -16,6 +16,7 @@ mod bias;
 mod cache;
 mod causal_softmax;
 mod cpu;
+pub(crate) use cpu::pool as cpu_pool;
 mod embed;
 mod fast;
 mod fixed_query;
