@@ -295,8 +295,10 @@ impl ToylensApp {
             }
             self.frame_times.push(ms);
         }
-        if self.settings.show_frame_time {
-            // Keep measuring while the readout is visible.
+        if self.settings.show_frame_time && !self.session.is_training() {
+            // Keep measuring while the readout is visible. Not while training: the trainer's
+            // own wake-ups (one a second) give frames to measure, and four redraws a second
+            // on a software rasteriser took a quarter of the trainer's speed.
             ui.ctx().request_repaint_after(Duration::from_millis(250));
         }
     }
