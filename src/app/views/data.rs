@@ -1,0 +1,148 @@
+//! The Data tab's view: the training data the settings describe, per task, regenerated on a
+//! background thread when the task or the seed changes (for modular addition, graded by the
+//! model in view when it was trained on that split).
+
+use super::{ToylensApp, cpu_model};
+use crate::app::jobs::Computed;
+use crate::app::settings::DataFilter;
+use crate::model::{ModelConfig, Weights};
+use crate::seed::{Stream, stream_rng};
+use crate::task::{Ceilings, Dataset, SkipTrigramConfig, TaskConfig, TaskKind};
+use crate::train::right_answers;
+
+/// The Data tab's inputs: the task (as JSON) and the seed of the settings, and for modular
+/// addition the weights in view (the grid shows which pairs the model gets right).
+pub type DataKey = (String, u64, Option<String>);
+
+/// What the Data tab draws, per task.
+pub enum DataView {
+    SkipTrigram(DataSummary),
+    /// The first training sequences of the seed's stream, flat.
+    Induction {
+        sequences: Vec<u32>,
+        half: usize,
+    },
+    /// The p × p pairs: which are trained on, and (for the model in view, when it was trained
+    /// on this task) which it answers correctly.
+    ModularAddition {
+        p: usize,
+        train_mask: Vec<bool>,
+        correct: Option<Vec<bool>>,
+    },
+}
+
+/// Sequences the induction Data tab lists.
+const INDUCTION_ROWS: usize = 200;
+
+impl DataView {
+    pub fn compute(
+        task: &TaskConfig,
+        seed: u64,
+        model: Option<(ModelConfig, Weights)>,
+    ) -> Result<Self, String> {
+        task.validate().map_err(|e| e.to_string())?;
+        Ok(match task {
+            TaskConfig::SkipTrigram(t) => Self::SkipTrigram(DataSummary::compute(t, seed)?),
+            TaskConfig::Induction(t) => Self::Induction {
+                sequences: t.generate(INDUCTION_ROWS, &mut stream_rng(seed, Stream::TrainData)),
+                half: t.half,
+            },
+            TaskConfig::ModularAddition(t) => {
+                let split = t.split(seed);
+                let correct = match model {
+                    Some((cfg, weights)) => {
+                        let model = cpu_model(&cfg, &weights)?;
+                        let all: Vec<u32> = (0..t.pairs() as u32).collect();
+                        Some(right_answers(&model, &split, &all).map_err(|e| e.to_string())?)
+                    }
+                    None => None,
+                };
+                Self::ModularAddition {
+                    p: t.p,
+                    train_mask: split.train_mask(),
+                    correct,
+                }
+            }
+        })
+    }
+}
+
+/// The training set of the settings, with what the Data tab draws from it.
+pub struct DataSummary {
+    pub data: Dataset,
+    pub ceilings: Ceilings,
+    pub signal_histogram: Vec<usize>,
+    pub noise_histogram: Vec<usize>,
+    /// Indices of the signal and of the noise samples, for the table's filter.
+    signal_rows: Vec<u32>,
+    noise_rows: Vec<u32>,
+}
+
+impl DataSummary {
+    pub fn compute(task: &SkipTrigramConfig, seed: u64) -> Result<Self, String> {
+        let data = task.train_set(seed).map_err(|e| e.to_string())?;
+        let (signal_histogram, noise_histogram) = data.label_histograms();
+        // Data sets hold at most MAX_DATA_TOKENS tokens, so every index fits in u32.
+        let (signal_rows, noise_rows): (Vec<u32>, Vec<u32>) =
+            (0..data.len() as u32).partition(|&i| data.is_signal[i as usize]);
+        Ok(Self {
+            ceilings: data.ceilings(),
+            data,
+            signal_histogram,
+            noise_histogram,
+            signal_rows,
+            noise_rows,
+        })
+    }
+
+    pub fn row_count(&self, filter: DataFilter) -> usize {
+        match filter {
+            DataFilter::All => self.data.len(),
+            DataFilter::Signal => self.signal_rows.len(),
+            DataFilter::Noise => self.noise_rows.len(),
+        }
+    }
+
+    /// The sample index of the `i`-th row of the table under `filter`.
+    pub fn row(&self, filter: DataFilter, i: usize) -> usize {
+        match filter {
+            DataFilter::All => i,
+            DataFilter::Signal => self.signal_rows[i] as usize,
+            DataFilter::Noise => self.noise_rows[i] as usize,
+        }
+    }
+}
+
+impl ToylensApp {
+    pub fn data_key(&self) -> DataKey {
+        let cfg = &self.settings.config;
+        (
+            serde_json::to_string(&cfg.task).unwrap_or_default(),
+            cfg.seed,
+            self.data_model_in_view().then(|| self.view_key()),
+        )
+    }
+
+    /// Whether the Data tab can grade the model in view: modular addition, and the model was
+    /// trained on the very split the settings describe.
+    fn data_model_in_view(&self) -> bool {
+        let (settings, session) = (&self.settings.config, &self.session.config);
+        settings.task.kind() == TaskKind::ModularAddition
+            && settings.task == session.task
+            && settings.seed == session.seed
+    }
+
+    /// Starts regenerating the Data tab's training set if the task or seed of the settings changed.
+    pub fn refresh_data_view(&mut self) {
+        let key = self.data_key();
+        if !self.analysis.data.claim(&key) {
+            return;
+        }
+        let (task, seed) = (self.settings.config.task.clone(), self.settings.config.seed);
+        let model = self.data_model_in_view().then(|| self.job_inputs());
+        self.job(
+            move || DataView::compute(&task, seed, model),
+            move |r| Computed::Data(key, r),
+        );
+    }
+}

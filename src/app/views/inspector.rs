@@ -1,0 +1,174 @@
+//! The inspector's view: one sequence through the model in view, with the ablation, computed
+//! on a background thread when the text, the weights or the ablation change.
+
+use super::{AblationView, ToylensApp, cpu_model};
+use crate::analysis::{Inspection, inspect_ablated};
+use crate::app::jobs::Computed;
+use crate::task::parse_sequence;
+
+/// The inspector: recomputed (on a background thread, like every view) only when the text, the
+/// weights or the ablation change. A malformed sequence is reported at once, from the parser.
+#[derive(Default)]
+pub struct InspectorState {
+    /// The sequence, weights and ablation the shown result or error belongs to.
+    pub computed_for: Option<String>,
+    pub error: Option<String>,
+    pub last_valid: Option<Inspection>,
+    /// The inputs of the inspection being computed.
+    running: Option<String>,
+    /// A newer result is on its way (being computed, or waiting for mean ablation's means).
+    pub waiting: bool,
+    /// A clicked head of layer `focus_layer`: its views are highlighted in every panel, and its
+    /// pattern is drawn large.
+    pub focus_head: Option<usize>,
+    pub focus_layer: usize,
+    /// The position whose logits are shown; `None` follows the last one.
+    pub position: Option<usize>,
+    /// `[layer][head]` thumbnails of `last_valid`'s patterns.
+    pub thumbnails: Vec<Vec<Thumbnail>>,
+}
+
+/// An attention pattern shrunk for the layer × head grid: blocks of `block` × `block` positions
+/// pooled to their largest weight, so a long sequence's thumbnail stays a few thousand cells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thumbnail {
+    /// Cells per side.
+    pub side: usize,
+    /// Positions per cell, per side.
+    pub block: usize,
+    pub values: Vec<f32>,
+}
+
+/// Thumbnails have at most this many cells per side.
+pub const THUMBNAIL_SIDE: usize = 48;
+
+impl Thumbnail {
+    pub fn of(pattern: &[Vec<f32>]) -> Self {
+        let p = pattern.len();
+        let block = p.div_ceil(THUMBNAIL_SIDE).max(1);
+        let side = p.div_ceil(block);
+        let mut values = vec![0.0f32; side * side];
+        for (q, row) in pattern.iter().enumerate() {
+            for (k, &w) in row.iter().enumerate().take(q + 1) {
+                let cell = &mut values[(q / block) * side + k / block];
+                *cell = cell.max(w);
+            }
+        }
+        Self {
+            side,
+            block,
+            values,
+        }
+    }
+
+    /// Every position of the cell is above the diagonal (masked).
+    pub fn masked(&self, r: usize, c: usize) -> bool {
+        c * self.block > (r + 1) * self.block - 1
+    }
+}
+
+impl InspectorState {
+    /// The focused head when it is in layer 0 (the layer circuits and the decomposition show).
+    pub fn focus_in_layer_0(&self) -> Option<usize> {
+        self.focus_head.filter(|_| self.focus_layer == 0)
+    }
+}
+
+impl ToylensApp {
+    /// The inspector's inputs: the sequence, the weights in view and the ablation.
+    pub fn inspector_key(&self) -> String {
+        format!(
+            "{}|{}|{:?}",
+            self.settings.sequence,
+            self.view_key(),
+            self.analysis.ablation
+        )
+    }
+
+    /// Whether the inspector shows the result for what is on screen now.
+    pub fn inspector_current(&self) -> bool {
+        self.inspector.computed_for.as_ref() == Some(&self.inspector_key())
+    }
+
+    /// Starts the inspection if the sequence, the weights in view or the ablation changed; a
+    /// sequence that does not parse is reported at once.
+    pub fn refresh_inspector(&mut self) {
+        let key = self.inspector_key();
+        if self.inspector.computed_for.as_ref() == Some(&key) || self.inspector.running.is_some() {
+            return;
+        }
+        let cfg = &self.session.config.model;
+        let task = &self.session.config.task;
+        let tokens = match parse_sequence(&self.settings.sequence, cfg.d_vocab, cfg.n_ctx) {
+            Ok(tokens) => task.complete_sequence(tokens),
+            // The last valid view stays on screen under the error.
+            Err(e) => {
+                self.inspector.error = Some(e.to_string());
+                self.inspector.waiting = false;
+                self.inspector.computed_for = Some(key);
+                return;
+            }
+        };
+        let ablation = match self.current_ablation() {
+            AblationView::Off => None,
+            AblationView::Ready(a) => Some(a),
+            // The means' arrival repaints, and this runs again.
+            AblationView::Waiting => {
+                self.inspector.waiting = true;
+                return;
+            }
+            AblationView::Failed(e) => {
+                self.inspector.waiting = false;
+                self.inspector.error = Some(e);
+                self.inspector.computed_for = Some(key);
+                return;
+            }
+        };
+        self.inspector.waiting = true;
+        self.inspector.running = Some(key.clone());
+        let (cfg, weights) = self.job_inputs();
+        let task = self.session.config.task.clone();
+        self.job(
+            move || {
+                let model = cpu_model(&cfg, &weights)?;
+                let inspection = inspect_ablated(&model, &task, &tokens, ablation.as_ref())
+                    .map_err(|e| e.to_string())?;
+                let thumbnails = inspection
+                    .patterns
+                    .iter()
+                    .map(|layer| layer.iter().map(|p| Thumbnail::of(p)).collect())
+                    .collect();
+                Ok((inspection, thumbnails))
+            },
+            move |r| Computed::Inspection(key, r),
+        );
+    }
+
+    /// Takes a finished inspection.
+    pub(super) fn inspected(
+        &mut self,
+        key: String,
+        result: Result<(Inspection, Vec<Vec<Thumbnail>>), String>,
+    ) {
+        let inspector = &mut self.inspector;
+        inspector.running = None;
+        inspector.waiting = false;
+        match result {
+            Ok((inspection, thumbnails)) => {
+                inspector.error = None;
+                inspector.thumbnails = thumbnails;
+                if inspector
+                    .focus_head
+                    .is_some_and(|h| h >= inspection.pattern.len())
+                    || inspector.focus_layer >= inspection.n_layers()
+                {
+                    inspector.focus_head = None;
+                    inspector.focus_layer = 0;
+                }
+                inspector.last_valid = Some(inspection);
+            }
+            Err(e) => inspector.error = Some(e),
+        }
+        inspector.computed_for = Some(key);
+    }
+}
