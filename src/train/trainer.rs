@@ -80,16 +80,23 @@ pub(super) fn descend(
 /// Returns the memory an evaluation freed to the OS. An evaluation's temporaries (tens of MB
 /// for modular addition's progress measures) come and go between steps' small allocations, and
 /// mimalloc keeps the pages they leave behind: a grokking-fast run's peak grew by 3–4 MB an
-/// evaluation, to 227 MB over 60 of them. A forced collection on each thread after each one
-/// costs about a millisecond; purging after every free instead made the run 45 % slower.
-fn release_freed_memory() {
+/// evaluation, to 227 MB over 60 of them. A forced collection on each thread costs about a
+/// millisecond, so it follows only evaluations long enough to have made such temporaries (the
+/// notebook preset's 60 small ones cost it 7 %); purging after every free instead made the
+/// grokking-fast run 45 % slower.
+fn release_freed_memory(device: &Device) {
     // SAFETY: mi_collect takes no pointers; it only walks mimalloc's own heap of the calling
     // thread. Where mimalloc is not the global allocator (the tests), that heap is empty.
     let collect = || unsafe { libmimalloc_sys::mi_collect(true) };
     collect();
-    // The fused ops' threads free their own share of the work's buffers.
-    crate::model::cpu_pool().broadcast(|_| collect());
+    if crate::device::fused_cpu_ops(device) {
+        // The fused ops' threads free their own share of the work's buffers.
+        crate::model::cpu_pool().broadcast(|_| collect());
+    }
 }
+
+/// Evaluations shorter than this leave too little behind to be worth a collection.
+const COLLECT_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The task's data and its place in it.
 enum TaskRun {
@@ -253,8 +260,11 @@ impl Trainer {
         self.units += 1;
         let due = self.units.is_multiple_of(self.cfg.train.eval_every) || self.is_finished();
         let evaluation = if due {
+            let started = Instant::now();
             let metrics = self.evaluate()?;
-            release_freed_memory();
+            if started.elapsed() >= COLLECT_AFTER {
+                release_freed_memory(&self.device);
+            }
             Some(metrics)
         } else {
             None
