@@ -35,7 +35,8 @@ impl Matmul for Tensor {
 
 /// `t` itself when cuBLAS takes it as an operand, else a contiguous copy.
 fn gemm_ready(t: &Tensor) -> candle_core::Result<Tensor> {
-    if operand_ok(t.layout(), t.dim(t.rank() - 2)?, t.dim(t.rank() - 1)?) {
+    let (l, r) = (t.layout(), t.rank());
+    if operand_ok(l, t.dim(r - 2)?, t.dim(r - 1)?) && batch_ok(l) {
         Ok(t.clone())
     } else {
         t.contiguous()
@@ -106,7 +107,7 @@ mod tests {
             .broadcast_as((2, 4, 5))
             .unwrap();
         assert_eq!(cublas_rejects(t(&[2, 3, 4]).layout(), w.layout()), None);
-        // A row narrowed out of a wider tensor has a row stride of 1 element anyway.
+        // A single row narrowed out of a wider tensor: one row's stride does not matter.
         let row = t(&[4, 8]).narrow(1, 0, 4).unwrap().i(1..2).unwrap();
         assert_eq!(cublas_rejects(row.layout(), b.layout()), None);
     }

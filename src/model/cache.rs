@@ -135,7 +135,6 @@ impl ActivationCache {
     }
 }
 
-/// Index of the largest value, the first one on ties; NaN never wins.
 /// The highest-scoring class of each row of `logits [rows, classes]`: on a GPU by candle's
 /// argmax, so that only the answers cross to the host, not the logits; on the CPU by [`argmax`].
 pub fn predictions(logits: &candle_core::Tensor) -> candle_core::Result<Vec<u32>> {
@@ -151,6 +150,7 @@ pub fn predictions(logits: &candle_core::Tensor) -> candle_core::Result<Vec<u32>
     }
 }
 
+/// Index of the largest value, the first one on ties; NaN never wins.
 pub fn argmax(values: &[f32]) -> usize {
     let mut best = 0;
     for (i, &v) in values.iter().enumerate() {
