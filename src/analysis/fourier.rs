@@ -21,10 +21,6 @@ use crate::matmul::Matmul;
 use crate::model::{Capture, Transformer};
 use crate::task::PairSplit;
 
-/// Pairs per forward pass: the activations of every pair are kept, the intermediates of a
-/// chunk only.
-const EVAL_CHUNK: usize = 2_048;
-
 /// How many key frequencies the measures keep (Nanda et al. found five for p = 113).
 pub const KEY_FREQUENCIES: usize = 5;
 
@@ -136,12 +132,7 @@ pub fn progress_measures(
     let mut components: Option<Tensor> = None; // [2K, d_mlp]
     let mut post_sum: Option<Tensor> = None; // [d_mlp]
     let ids: Vec<u32> = (0..n as u32).collect();
-    let chunk = if model.fixed_query_shape().is_some() {
-        EVAL_CHUNK
-    } else {
-        256 // the general path captures every hook of the chunk
-    };
-    for part in ids.chunks(chunk) {
+    for part in ids.chunks(crate::train::pairs_per_chunk(model)) {
         let (acts, out) = last_position(model, split, part)?;
         let sums: Vec<usize> = part.iter().map(|&i| sum_of(i as usize)).collect();
         let rows = Tensor::from_vec(trig_rows(p, &sums, p), (2 * k_max, part.len()), dev)?;
@@ -179,7 +170,8 @@ pub fn progress_measures(
         .iter()
         .flat_map(|&k| [2 * (k - 1) as u32, 2 * (k - 1) as u32 + 1])
         .collect();
-    let key_rows = Tensor::from_vec(key_rows.clone(), key_rows.len(), dev)?;
+    let n_keys = key_rows.len();
+    let key_rows = Tensor::from_vec(key_rows, n_keys, dev)?;
     let to_logits = model
         .param("blocks.0.mlp.W_out")
         .mm(model.param("unembed.W_U"))?; // [d_mlp, p]

@@ -97,18 +97,19 @@ impl BenchArgs {
 
 pub fn bench(args: BenchArgs) -> Result<()> {
     // Every argument is checked before the device starts.
-    args.single_config()?;
-    if let Some(preset) = args.preset {
-        args.preset_config(preset)?;
-    }
+    let single = args.single_config()?;
+    let preset_run = args
+        .preset
+        .map(|preset| args.preset_config(preset).map(|cfg| (preset, cfg)))
+        .transpose()?;
+    let preset_steps = args.steps.unwrap_or(if args.quick { 10 } else { 100 });
+    in_range("--steps", preset_steps, 1, 1_000_000)?;
     let (device, note) = device::resolve(args.device);
     if let Some(note) = note {
         eprintln!("warning: {note}");
     }
-    if let Some(preset) = args.preset {
-        let cfg = args.preset_config(preset)?;
-        let steps = args.steps.unwrap_or(if args.quick { 10 } else { 100 });
-        in_range("--steps", steps, 1, 1_000_000)?;
+    if let Some((preset, cfg)) = preset_run {
+        let steps = preset_steps;
         let timing = crate::bench::time_run(cfg, preset.name(), steps, args.profile, &device)?;
         println!("{}", serde_json::to_string(&timing)?);
         return Ok(());
@@ -119,7 +120,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&timing)?);
         return Ok(());
     }
-    if let Some(cfg) = args.single_config()? {
+    if let Some(cfg) = single {
         let timing = crate::bench::time_steps(cfg, if args.quick { 3 } else { 10 }, &device)?;
         println!("{}", serde_json::to_string(&timing)?);
         return Ok(());

@@ -139,9 +139,11 @@ pub fn attention(
         } else {
             softmax(&scaled_masked(&raw, scale, mask)?)?
         };
-    let scores_hook = format!("{prefix}.hook_attn_scores");
-    if hooks.wants(&scores_hook) {
-        hooks.add(|| scores_hook, &scaled_masked(&raw, scale, mask)?);
+    if hooks.wants(|| format!("{prefix}.hook_attn_scores")) {
+        hooks.add(
+            || format!("{prefix}.hook_attn_scores"),
+            &scaled_masked(&raw, scale, mask)?,
+        );
     }
     hooks.add(|| format!("{prefix}.hook_pattern"), &pattern);
     let v_bh = v.permute((0, 2, 1, 3))?.contiguous()?; // [b, h, k, d]
@@ -155,7 +157,7 @@ pub fn attention(
     }
     let z = z_bh.permute((0, 2, 1, 3))?.contiguous()?; // [b, q, h, d]
     hooks.add(|| format!("{prefix}.hook_z"), &z);
-    let out = if hooks.wants(&format!("{prefix}.hook_result")) {
+    let out = if hooks.wants(|| format!("{prefix}.hook_result")) {
         // Each head's write to the residual stream, without b_O, as TL computes it with
         // `use_attn_result` (products, then a sum over d_head): [b, p, h, d, 1] · [h, d, m].
         // (One gemm per head instead rounded further from TL's numbers on an H100: 1.11× its

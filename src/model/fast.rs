@@ -11,6 +11,7 @@ use candle_core::{D, Tensor};
 
 use super::gather::gather_rows;
 use super::{Transformer, attn};
+use crate::matmul::Matmul;
 
 /// The largest `[batch, d_vocab]` count matrix that `forward_last` builds on a GPU (elements).
 const COUNTS_MAX: usize = 1 << 28;
@@ -28,7 +29,6 @@ pub fn log_counts(
         .scatter_add(&tokens.contiguous()?, &ones, 1)?
         .log()
 }
-use crate::matmul::Matmul;
 
 impl Transformer {
     fn check_token_table(&self) -> candle_core::Result<()> {

@@ -77,16 +77,21 @@ struct Offsets {
 }
 
 impl FixedQueryShape {
-    /// Sizes of the packed parameters, in [`PARAM_ORDER`] (MLP entries 0 without MLPs).
-    pub fn sizes(&self) -> [usize; 16] {
-        let (v, d, h, e, m, c) = (
+    /// `(vocab, d_model, heads, d_head, d_mlp, classes)`, the names every loop below uses.
+    fn dims(&self) -> (usize, usize, usize, usize, usize, usize) {
+        (
             self.vocab,
             self.d_model,
             self.heads,
             self.d_head,
             self.d_mlp,
             self.classes,
-        );
+        )
+    }
+
+    /// Sizes of the packed parameters, in [`PARAM_ORDER`] (MLP entries 0 without MLPs).
+    pub fn sizes(&self) -> [usize; 16] {
+        let (v, d, h, e, m, c) = self.dims();
         [
             v * d,
             self.n_ctx * d,
@@ -309,13 +314,7 @@ fn ov_row<'a>(t: &'a Tables, sh: &FixedQueryShape, hh: usize, j: usize, tok: usi
 impl FixedQueryShape {
     /// The scored position's forward pass for the pairs `[n, 2]`.
     fn forward(&self, p: &[f32], pairs: &[u32]) -> Forward {
-        let (vocab, d, h, m, classes) = (
-            self.vocab,
-            self.d_model,
-            self.heads,
-            self.d_mlp,
-            self.classes,
-        );
+        let (vocab, d, h, _, m, classes) = self.dims();
         let o = self.offsets();
         let n = pairs.len() / 2;
         let query = vocab - 1;
@@ -401,14 +400,7 @@ impl FixedQueryShape {
         labels: &[u32],
         with_grad: bool,
     ) -> (f64, usize, Option<Vec<f32>>) {
-        let (vocab, d, h, e, m, classes) = (
-            self.vocab,
-            self.d_model,
-            self.heads,
-            self.d_head,
-            self.d_mlp,
-            self.classes,
-        );
+        let (vocab, d, h, e, m, classes) = self.dims();
         let o = self.offsets();
         let n = labels.len();
         let query = vocab - 1;

@@ -34,23 +34,28 @@ impl Hooks {
         self.capture != Capture::Nothing
     }
 
-    /// Whether the hook `name` is kept.
-    pub fn wants(&self, name: &str) -> bool {
-        match self.capture {
-            Capture::Nothing => false,
-            Capture::All => true,
-            Capture::Only(suffixes) => suffixes.iter().any(|s| name.ends_with(s)),
-        }
+    /// Whether the hook `name()` is kept (the name is formatted only for a selective capture).
+    pub fn wants(&self, name: impl FnOnce() -> String) -> bool {
+        self.kept_name(name).is_some()
     }
 
     /// Records `value` under the hook name `name()` if it is kept (a later value of the same
     /// hook replaces it, as in TL's cache).
     pub fn add(&mut self, name: impl FnOnce() -> String, value: &Tensor) {
-        if self.capturing() {
-            let name = name();
-            if self.wants(&name) {
-                self.captured.retain(|(n, _)| *n != name);
-                self.captured.push((name, value.clone()));
+        if let Some(name) = self.kept_name(name) {
+            self.captured.retain(|(n, _)| *n != name);
+            self.captured.push((name, value.clone()));
+        }
+    }
+
+    /// The hook's name if it is kept.
+    fn kept_name(&self, name: impl FnOnce() -> String) -> Option<String> {
+        match self.capture {
+            Capture::Nothing => None,
+            Capture::All => Some(name()),
+            Capture::Only(suffixes) => {
+                let name = name();
+                suffixes.iter().any(|s| name.ends_with(s)).then_some(name)
             }
         }
     }

@@ -16,7 +16,6 @@ mod bias;
 mod cache;
 mod causal_softmax;
 mod cpu;
-pub(crate) use cpu::pool as cpu_pool;
 mod embed;
 mod fast;
 mod fixed_query;
@@ -29,6 +28,7 @@ mod weights;
 
 pub use ablation::{Ablation, HeadMode};
 pub use cache::{ActivationCache, Decomposition, NdArray, argmax, predictions, softmax};
+pub(crate) use cpu::pool as cpu_pool;
 pub use fixed_query::FixedQueryShape;
 pub use weights::{Weights, attn};
 
@@ -288,10 +288,7 @@ impl Transformer {
         labels: &Tensor,
         with_grad: bool,
     ) -> candle_core::Result<(Tensor, usize)> {
-        let shape = self.fixed_query_shape().ok_or_else(|| {
-            candle_core::Error::Msg("this model has no fixed-query shortcut".into())
-        })?;
-        let packed = self.fixed_query_params()?;
+        let (shape, packed) = self.fixed_query_params()?;
         let op = fixed_query::FixedQueryLoss::new(shape, with_grad);
         let report = op.report.clone();
         let loss = packed.apply_op3(&pairs.contiguous()?, &labels.contiguous()?, op)?;
@@ -299,25 +296,26 @@ impl Transformer {
         Ok((loss, correct))
     }
 
-    /// Every parameter the shortcut reads, packed in its order (one copy, like a `cat`, so that
-    /// gradients flow back to each).
-    fn fixed_query_params(&self) -> candle_core::Result<Tensor> {
+    /// The shortcut's shape and every parameter it reads, packed in its order (one copy, like a
+    /// `cat`, so that gradients flow back to each); an error for a model it does not fit.
+    fn fixed_query_params(&self) -> candle_core::Result<(FixedQueryShape, Tensor)> {
+        let shape = self.fixed_query_shape().ok_or_else(|| {
+            candle_core::Error::Msg("this model has no fixed-query shortcut".into())
+        })?;
         let packed: Vec<Tensor> = fixed_query::PARAM_ORDER
             .iter()
             .filter(|name| self.index.contains_key(**name))
             .map(|name| self.param(name).flatten_all())
             .collect::<candle_core::Result<_>>()?;
-        Tensor::cat(&packed, 0)
+        Ok((shape, Tensor::cat(&packed, 0)?))
     }
 
     /// Through the fixed-query shortcut: the MLP's activations `[n, d_mlp]` (TL's
     /// `blocks.0.mlp.hook_post` at the last position) and the logits `[n, d_vocab_out]` there,
     /// for the pairs `[n, 2]` of `a b =` inputs.
     pub fn fixed_query_activations(&self, pairs: &[u32]) -> candle_core::Result<(Tensor, Tensor)> {
-        let shape = self.fixed_query_shape().ok_or_else(|| {
-            candle_core::Error::Msg("this model has no fixed-query shortcut".into())
-        })?;
-        let packed = self.fixed_query_params()?.to_vec1::<f32>()?;
+        let (shape, packed) = self.fixed_query_params()?;
+        let packed = packed.to_vec1::<f32>()?;
         if let Some(&t) = pairs.iter().find(|&&t| t as usize >= shape.vocab) {
             candle_core::bail!("token {t} is outside the vocabulary");
         }
@@ -349,11 +347,12 @@ impl Transformer {
         let positions = self.cfg.positional_embedding_type;
         // Standard positions join the residual stream as one fused add; shortformer positions
         // are added to the queries' and keys' input, so they are kept as a tensor.
-        let pos_embed = if positions == Positions::Shortformer || hooks.wants("hook_pos_embed") {
-            Some(self.pos_embed(b, p)?)
-        } else {
-            None
-        };
+        let pos_embed =
+            if positions == Positions::Shortformer || hooks.wants(|| "hook_pos_embed".into()) {
+                Some(self.pos_embed(b, p)?)
+            } else {
+                None
+            };
         if let Some(pos) = &pos_embed {
             hooks.add(|| "hook_pos_embed".into(), pos);
         }

@@ -44,10 +44,10 @@ enum State {
 impl Adam {
     /// The optimiser `cfg` asks for (Adam or AdamW, lr, weight decay, betas, eps) over `vars`.
     pub fn new(vars: Vec<Var>, cfg: &TrainConfig) -> candle_core::Result<Self> {
-        let on_cpu = vars
+        let on_host = vars
             .iter()
             .all(|v| crate::device::fused_cpu_ops(v.device()));
-        Self::with_placement(vars, cfg, !on_cpu)
+        Self::with_placement(vars, cfg, !on_host)
     }
 
     /// `on_device` forces the tensor-op update (used to test both against each other).

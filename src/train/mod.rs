@@ -20,7 +20,7 @@ pub use induction::{InductionEval, evaluate_induction};
 pub use metrics::{
     EpochMetrics, InductionMetrics, Metrics, ModularMetrics, StepMetrics, history_csv, milestone,
 };
-pub use modular::{loss_and_accuracy, right_answers};
+pub use modular::{loss_and_accuracy, pairs_per_chunk, right_answers};
 pub use skip_trigram::evaluate_dataset;
 pub use trainer::{StepResult, TrainError, Trainer};
 pub use worker::{

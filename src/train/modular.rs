@@ -143,10 +143,11 @@ fn correct_count(logits: &Tensor, labels: &Tensor) -> candle_core::Result<usize>
     Ok(answers.iter().zip(&labels).filter(|(a, l)| a == l).count())
 }
 
-/// Pairs per evaluation chunk.
-fn eval_rows(model: &Transformer, shortcut: bool) -> usize {
+/// Pairs per evaluation chunk of `model`, by the shortcut where it applies (every pass over
+/// many pairs uses it: loss and accuracy, right answers, the progress measures).
+pub fn pairs_per_chunk(model: &Transformer) -> usize {
     let cfg = model.config();
-    if shortcut {
+    if model.fixed_query_shape().is_some() {
         // The shortcut holds a few rows of d_mlp and the classes per sample; small enough that
         // an evaluation adds little to a training run's memory.
         let per_row = 4 * (cfg.d_mlp() + cfg.d_model + cfg.d_vocab_out());
@@ -165,7 +166,7 @@ pub fn right_answers(
 ) -> candle_core::Result<Vec<bool>> {
     let shortcut = model.fixed_query_shape().is_some();
     let mut right = Vec::with_capacity(ids.len());
-    for part in ids.chunks(eval_rows(model, shortcut)) {
+    for part in ids.chunks(pairs_per_chunk(model)) {
         let logits = if shortcut {
             model.fixed_query_activations(&split.inputs(part, false))?.1
         } else {
@@ -187,7 +188,7 @@ pub fn loss_and_accuracy(
 ) -> candle_core::Result<(f64, f64)> {
     let shortcut = model.fixed_query_shape().is_some();
     let (mut loss_sum, mut correct) = (0.0, 0usize);
-    for part in ids.chunks(eval_rows(model, shortcut)) {
+    for part in ids.chunks(pairs_per_chunk(model)) {
         let batch = pairs_on_device(split, part, shortcut, model.device())?;
         let (loss, right) = batch_loss(model, &batch, shortcut, false)?;
         loss_sum += loss.to_scalar::<f32>()? as f64 * part.len() as f64;

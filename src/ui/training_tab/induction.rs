@@ -61,8 +61,8 @@ pub(super) fn induction_plots<'a>(
                 .show(ui, |p| {
                     for (l, heads) in curves.iter().enumerate() {
                         for (h, points) in heads.iter().enumerate() {
-                            let mut l_line = line(&format!("L{l}H{h}"), points, false)
-                                .color(HEADS[h % HEADS.len()]);
+                            let mut l_line =
+                                line(&format!("L{l}H{h}"), points, false).color(head_colour(h));
                             if l + 1 < curves.len() {
                                 l_line = l_line.style(LineStyle::dashed_dense()).width(1.5);
                             }

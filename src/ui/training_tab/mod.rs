@@ -35,15 +35,20 @@ const OVERLAY: [Color32; 6] = [
     Color32::from_rgb(200, 160, 255),
     Color32::from_rgb(255, 160, 90),
 ];
-/// Colours for heads, in turn.
+/// Colours for heads (and other numbered curves), in turn.
 const HEADS: [Color32; 6] = [
-    Color32::from_rgb(66, 133, 244),
-    Color32::from_rgb(234, 120, 40),
-    Color32::from_rgb(52, 168, 83),
-    Color32::from_rgb(170, 90, 200),
+    TRAIN,
+    VAL,
+    SIGNAL,
+    NOISE,
     Color32::from_rgb(220, 60, 60),
-    Color32::from_rgb(120, 120, 120),
+    Color32::from_gray(120),
 ];
+
+/// The colour of the `i`-th head or numbered curve.
+fn head_colour(i: usize) -> Color32 {
+    HEADS[i % HEADS.len()]
+}
 
 pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     let task = app.session.config.task.clone();
@@ -180,7 +185,7 @@ fn head_traces<'a>(app: &ToylensApp, ui: &mut Ui, base: impl Fn(&str, &str) -> P
                     let pts = per_head(|t| t.attn_to_triggers, h);
                     p.line(
                         Line::new(format!("head {h}"), pts)
-                            .color(HEADS[h % HEADS.len()])
+                            .color(head_colour(h))
                             .width(2.0),
                     );
                 }
@@ -194,7 +199,7 @@ fn head_traces<'a>(app: &ToylensApp, ui: &mut Ui, base: impl Fn(&str, &str) -> P
                     let pts = per_head(|t| t.ov_margin, h);
                     p.line(
                         Line::new(format!("head {h}"), pts)
-                            .color(HEADS[h % HEADS.len()])
+                            .color(head_colour(h))
                             .width(2.0),
                     );
                 }

@@ -5,6 +5,7 @@ use egui::Ui;
 use egui_plot::Plot;
 
 use super::*;
+use crate::analysis::ProgressMeasures;
 
 /// Train and test loss (log scale) and accuracy with chance, and the total weight norm.
 pub(super) fn modular_plots<'a>(
@@ -71,7 +72,7 @@ pub(super) fn modular_plots<'a>(
 /// The embedding's norm in each of the latest key frequencies, over training.
 fn key_frequency_plot<'a>(app: &ToylensApp, ui: &mut Ui, base: &impl Fn(&str, &str) -> Plot<'a>) {
     let series = &app.session.series;
-    let keys = latest_key_frequencies(app);
+    let keys = latest_progress(app).map_or(&[][..], |p| &p.key_frequencies);
     base("key_frequencies", "W_E norm per key frequency")
         .label_formatter(hover_label(|name, point| {
             format!("{name}\nepoch {:.0}\nnorm {:.3}", point.x, point.y)
@@ -79,33 +80,25 @@ fn key_frequency_plot<'a>(app: &ToylensApp, ui: &mut Ui, base: &impl Fn(&str, &s
         .show(ui, |p| {
             for (i, &k) in keys.iter().enumerate() {
                 if let Some(points) = series.fourier_norms.get(k - 1) {
-                    p.line(line(&format!("k = {k}"), points, false).color(HEADS[i % HEADS.len()]));
+                    p.line(line(&format!("k = {k}"), points, false).color(head_colour(i)));
                 }
             }
         });
 }
 
-/// The key frequencies of the newest evaluation that measured them.
-fn latest_key_frequencies(app: &ToylensApp) -> Vec<usize> {
+/// The progress measures of the newest evaluation that measured them.
+fn latest_progress(app: &ToylensApp) -> Option<&ProgressMeasures> {
     app.session
         .history
         .iter()
         .rev()
         .find_map(|m| m.modular().and_then(|m| m.progress.as_ref()))
-        .map(|p| p.key_frequencies.clone())
-        .unwrap_or_default()
 }
 
 /// The embedding's norm in every Fourier frequency at the newest evaluation: sparse once the
 /// model has grokked.
 fn fourier_bars<'a>(app: &ToylensApp, ui: &mut Ui, base: &impl Fn(&str, &str) -> Plot<'a>) {
-    let Some(progress) = app
-        .session
-        .history
-        .iter()
-        .rev()
-        .find_map(|m| m.modular().and_then(|m| m.progress.as_ref()))
-    else {
+    let Some(progress) = latest_progress(app) else {
         return;
     };
     let keys = &progress.key_frequencies;
