@@ -34,7 +34,7 @@ fn main() -> ExitCode {
 }
 
 /// Help and version print as clap prints them; a malformed command line gets one line on stderr
-/// (clap's first line, which names the flag and the problem) and exit code 2.
+/// (clap's first paragraph, which names the flag and the problem, joined) and exit code 2.
 fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     match e.kind() {
@@ -46,7 +46,17 @@ fn usage_error(e: clap::Error) -> ExitCode {
         }
         _ => {
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("error: invalid command line");
+            // A missing argument is named on the lines after the first.
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let first = if first.is_empty() {
+                "error: invalid command line".to_string()
+            } else {
+                first.join(" ")
+            };
             eprintln!("{first} (see --help)");
             ExitCode::from(2)
         }

@@ -117,7 +117,7 @@ fn circuits_match_independent_matrix_products() {
 #[test]
 fn ablating_every_head_leaves_the_direct_path_plus_b_o() {
     let (ckpt, model) = fixture();
-    let all = Ablation::of(3, &[0, 1, 2], HeadMode::Zero, None);
+    let all = Ablation::of(1, 3, &[(0, 0), (0, 1), (0, 2)], HeadMode::Zero, None);
     for tokens in [
         vec![2u32, 5, 3, 0],
         vec![7, 7, 7, 7],
@@ -140,7 +140,7 @@ fn ablating_every_head_leaves_the_direct_path_plus_b_o() {
     // Ablating one head removes exactly that head's contribution.
     let tokens = [1u32, 9, 4, 0];
     let full = inspect(&model, &ckpt.config.task, &tokens).unwrap();
-    let one = Ablation::of(3, &[1], HeadMode::Zero, None);
+    let one = Ablation::of(1, 3, &[(0, 1)], HeadMode::Zero, None);
     let r = inspect_ablated(&model, &ckpt.config.task, &tokens, Some(&one)).unwrap();
     for v in 0..11 {
         let want = full.logits_last[v] - full.head_logits_last.as_ref().unwrap()[1][v];
@@ -152,8 +152,8 @@ fn ablating_every_head_leaves_the_direct_path_plus_b_o() {
 fn mean_ablation_writes_the_mean_z_through_w_o() {
     let (ckpt, model) = fixture();
     let val = ckpt.config.task.skip_trigram().unwrap().val_set(0).unwrap();
-    let means = mean_z(&model, &val).unwrap();
-    assert_eq!(means.shape, vec![4, 3, 1]);
+    let means = mean_z(&model, &val.tokens, val.seq_len).unwrap();
+    assert_eq!(means.shape, vec![1, 4, 3, 1]);
     // Independent mean: average hook_z of each validation sequence.
     let mut sum = vec![0.0f64; 12];
     for i in 0..val.len() {
@@ -168,15 +168,15 @@ fn mean_ablation_writes_the_mean_z_through_w_o() {
     for (m, s) in means.data.iter().zip(&sum) {
         assert!((*m as f64 - s / val.len() as f64).abs() < 1e-5);
     }
-    let ablation = Ablation::of(3, &[0], HeadMode::Mean, Some(means.clone()));
+    let ablation = Ablation::of(1, 3, &[(0, 0)], HeadMode::Mean, Some(means.clone()));
     let r = inspect_ablated(&model, &ckpt.config.task, &[2, 5, 3, 0], Some(&ablation)).unwrap();
-    let z_last = means.at(&[3, 0, 0]);
+    let z_last = means.at(&[0, 3, 0, 0]);
     for v in 0..11 {
         let want = z_last * ckpt.weights.get("blocks.0.attn.W_O")[v]; // W_O[0, 0, v]
         assert!((r.head_out_last.as_ref().unwrap()[0][v] - want).abs() < 1e-5);
     }
     // Without means, mean ablation is refused rather than silently zeroing.
-    let missing = Ablation::of(3, &[0], HeadMode::Mean, None);
+    let missing = Ablation::of(1, 3, &[(0, 0)], HeadMode::Mean, None);
     assert!(inspect_ablated(&model, &ckpt.config.task, &[2, 5, 3, 0], Some(&missing)).is_err());
 }
 
@@ -190,7 +190,10 @@ fn per_pair_accuracy_agrees_with_a_brute_force_loop() {
     cfg.train.epochs = 20;
     let ckpt = toylens::train::train_to_checkpoint(cfg, &Device::Cpu, |_| {}).unwrap();
     let model = Transformer::new(&ckpt.config.model, &ckpt.weights, &Device::Cpu).unwrap();
-    for ablation in [None, Some(Ablation::of(3, &[0], HeadMode::Zero, None))] {
+    for ablation in [
+        None,
+        Some(Ablation::of(1, 3, &[(0, 0)], HeadMode::Zero, None)),
+    ] {
         let report = exhaustive(&model, &task, ablation.as_ref(), 500, 0).unwrap();
         let mut hits = [[0usize; 4]; 4];
         let mut counts = [[0usize; 4]; 4];

@@ -251,6 +251,198 @@ fn circuits_json_has_every_key_with_tl_shapes() {
         assert_eq!(heads[0][0].as_array().unwrap().len(), 11);
     }
     assert_eq!(c["direct"][3][3], 1.0);
+    // The circuits of any model: [layer][head][d_vocab][d_vocab(_out)], copying scores.
+    assert_eq!(c["ov_full"][0][1], c["ov_no_bias"][1]);
+    assert_eq!(c["qk_full"][0].as_array().unwrap().len(), 3);
+    assert_eq!(c["copying_score"][0].as_array().unwrap().len(), 3);
+    assert!(
+        c.get("composition").is_none(),
+        "one layer has nothing to compose"
+    );
+}
+
+fn tl_general(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tl_general")
+        .join(name)
+        .join("model.safetensors")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn dims(v: &Value) -> Vec<usize> {
+    match v.as_array() {
+        Some(a) => std::iter::once(a.len()).chain(dims(&a[0])).collect(),
+        None => Vec::new(),
+    }
+}
+
+#[test]
+fn analyze_json_has_every_key_with_tl_shapes() {
+    // mlp2_ln_gelu: 2 layers of 3 heads, MLPs, LayerNorm, standard positions, vocabulary 10.
+    let m = tl_general("mlp2_ln_gelu");
+    let o = toylens(&[
+        "analyze",
+        &m,
+        "4 7 9 7 4 2 5",
+        "--json",
+        "--corrupt",
+        "4,7,9,7,3,2,5",
+        "--answer",
+        "9",
+        "--wrong",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let labels: Vec<&str> = a["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "L0H0",
+            "L0H1",
+            "L0H2",
+            "L1H0",
+            "L1H1",
+            "L1H2",
+            "0_mlp_out",
+            "1_mlp_out",
+            "embed",
+            "pos_embed",
+            "bias"
+        ]
+    );
+    assert_eq!(dims(&a["dla"]), [11, 10]);
+    assert_eq!(dims(&a["dla_constant"]), [10]);
+    assert_eq!(dims(&a["logit_lens"]), [3, 10]);
+    for kind in ["previous_token", "duplicate_token", "induction"] {
+        assert_eq!(dims(&a["heads"][kind]), [2, 3], "{kind}");
+    }
+    assert_eq!(dims(&a["patching"]["resid_pre"]), [2, 7]);
+    assert_eq!(dims(&a["patching"]["head_out"]), [2, 3]);
+    assert!(
+        a["patching"]["metric_clean"].is_number() && a["patching"]["metric_corrupt"].is_number()
+    );
+    // The rows and the constant sum to the logits the final lens shows.
+    for v in 0..10 {
+        let sum: f64 = (0..11)
+            .map(|c| a["dla"][c][v].as_f64().unwrap())
+            .sum::<f64>()
+            + a["dla_constant"][v].as_f64().unwrap();
+        assert!((sum - a["logit_lens"][2][v].as_f64().unwrap()).abs() < 1e-4);
+    }
+    // --position picks another position; negative counts from the end.
+    let at = |p: &str| -> Value {
+        let o = toylens(&["analyze", &m, "4 7 9 7 4 2 5", "--json", "--position", p]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str(&stdout(&o)).unwrap()
+    };
+    assert_eq!(at("2")["dla"], at("-5")["dla"]);
+    assert_ne!(at("2")["dla"], a["dla"]);
+    assert!(at("-1").get("patching").is_none());
+    // Text output: tables a reader can follow.
+    let o = toylens(&[
+        "analyze",
+        &m,
+        "4",
+        "7",
+        "9",
+        "--corrupt",
+        "4 7 8",
+        "--answer",
+        "1",
+        "--wrong",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for needle in [
+        "direct logit attribution",
+        "logit lens",
+        "head detectors",
+        "activation patching",
+        "L1H2",
+        "final_post",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn analyze_refuses_bad_requests_with_one_line() {
+    let m = tl_general("mlp2_ln_gelu");
+    let run = |args: &[&str]| {
+        let mut all = vec!["analyze", m.as_str()];
+        all.extend(args);
+        toylens(&all)
+    };
+    assert_clean_failure(&run(&["1 2 3", "--position", "3"]), "--position 3");
+    assert_clean_failure(&run(&["1 2 3", "--position", "-4"]), "--position -4");
+    assert_clean_failure(
+        &run(&["1 2 3", "--corrupt", "1 2", "--answer", "1", "--wrong", "2"]),
+        "same length",
+    );
+    assert_clean_failure(
+        &run(&[
+            "1 2 3",
+            "--corrupt",
+            "1 2 4",
+            "--answer",
+            "10",
+            "--wrong",
+            "2",
+        ]),
+        "not an output token",
+    );
+    assert_clean_failure(
+        &run(&[
+            "1 2 3",
+            "--corrupt",
+            "1 2 x",
+            "--answer",
+            "1",
+            "--wrong",
+            "2",
+        ]),
+        "bad --corrupt sequence",
+    );
+    assert_clean_failure(&run(&["1 2 99"]), "bad tokens");
+    let o = run(&["1 2 3", "--corrupt", "1 2 4"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("--answer"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn circuits_json_of_a_two_layer_model_has_composition() {
+    let m = tl_general("attn2_shortformer");
+    let o = toylens(&["circuits", &m, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(dims(&c["ov_full"]), [2, 4, 20, 20]);
+    assert_eq!(dims(&c["qk_full"]), [2, 4, 20, 20]);
+    assert_eq!(dims(&c["copying_score"]), [2, 4]);
+    for mode in ["Q", "K", "V"] {
+        assert_eq!(dims(&c["composition"][mode]), [2, 4, 2, 4], "{mode}");
+        // Layer 1 never composes into layer 0 or itself.
+        assert_eq!(c["composition"][mode][1][2][0][3], 0.0);
+        assert_eq!(c["composition"][mode][0][2][0][3], 0.0);
+        assert!(c["composition"][mode][0][2][1][3].as_f64().unwrap() > 0.0);
+    }
+    assert!(
+        c.get("ov").is_none(),
+        "the one-layer keys are for one-layer models"
+    );
+    let o = toylens(&["circuits", &m]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("K-composition"));
 }
 
 #[test]
@@ -288,6 +480,8 @@ fn eval_exhaustive_json_and_ablation() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_clean_failure(&toylens(&["eval", m, "--ablate", "3"]), "heads 0..=2");
+    assert_clean_failure(&toylens(&["eval", m, "--ablate", "L1H0"]), "layers 0..=0");
+    assert_clean_failure(&toylens(&["eval", m, "--ablate", "L0"]), "L<layer>H<head>");
 }
 
 #[test]
@@ -438,6 +632,49 @@ fn every_numeric_flag_refuses_bad_values_with_one_line() {
                 ("-1", Some(false)),
                 (HUGE, Some(false)),
                 ("3", Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
+            vec!["analyze", &m, "2 5 3 0"],
+            "--position",
+            vec![
+                ("0", Some(true)),
+                ("-1", Some(true)),
+                ("4", Some(false)),
+                ("-5", Some(false)),
+                (HUGE, Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
+            vec!["analyze", &m, "2 5 3 0", "--answer", "1", "--wrong", "2"],
+            "--corrupt",
+            vec![
+                ("2 5 4 0", Some(true)),
+                ("2,5,4,0", Some(true)),
+                ("2 5 4", Some(false)),
+                ("", Some(false)),
+                (HUGE, Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
+            vec![
+                "analyze",
+                &m,
+                "2 5 3 0",
+                "--corrupt",
+                "2 5 4 0",
+                "--wrong",
+                "2",
+            ],
+            "--answer",
+            vec![
+                ("0", Some(true)),
+                ("11", Some(false)),
+                ("-1", Some(false)),
+                (HUGE, Some(false)),
                 ("abc", Some(false)),
             ],
         ),

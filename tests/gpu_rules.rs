@@ -251,3 +251,34 @@ fn ablation_and_exhaustive_evaluation_on_the_gpu_path() {
         assert!(d <= 1e-5, "{args:?}: {d:.2e} at {at}");
     }
 }
+
+#[test]
+fn analyze_gives_the_same_numbers_on_the_gpu_path() {
+    // Attribution, lens, detectors and patching (batched edits) of every general fixture.
+    for (name, tokens, corrupt) in [
+        (
+            "attn2_shortformer",
+            "3 7 11 3 7 11 3 7",
+            "3 7 11 3 7 12 3 7",
+        ),
+        ("mlp1_relu", "4 7 13", "5 7 13"),
+        ("mlp2_ln_gelu", "4 7 9 7 4 2 5", "4 7 9 7 3 2 5"),
+    ] {
+        let model = common::tl::dir(name).join("model.safetensors");
+        let args = [
+            "analyze",
+            model.to_str().unwrap(),
+            tokens,
+            "--json",
+            "--corrupt",
+            corrupt,
+            "--answer",
+            "1",
+            "--wrong",
+            "2",
+        ];
+        let (cpu, gpu) = (toylens(&args, false), toylens(&args, true));
+        let (diff, at) = max_json_diff(&cpu, &gpu, &[]);
+        assert!(diff < 1e-4, "{name}: {at} differs by {diff}");
+    }
+}

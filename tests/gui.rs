@@ -54,6 +54,10 @@ fn settle(h: &mut Harness<'_, ToylensApp>) {
                 Tab::Evaluate => a.exhaustive.is_current(&app.exhaustive_key()),
                 Tab::Circuits => a.circuits.is_current(&app.circuits_key()),
                 Tab::Inspect => app.inspector_current(),
+                Tab::Analyze => {
+                    app.analyze_key().is_ok_and(|k| a.analyze.is_current(&k))
+                        && a.head_circuits.is_current(&app.view_key())
+                }
                 _ => true,
             }
     });
@@ -896,4 +900,88 @@ fn task_presets_train_and_show_their_own_views() {
     h.state_mut().settings.tab = Tab::Evaluate;
     h.run_steps(2);
     h.get_by_label_contains("enumerates skip-trigram sequences");
+}
+
+#[test]
+fn the_analyze_tab_takes_a_two_layer_model_apart() {
+    let mut h = harness();
+    h.run();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tl_general/mlp2_ln_gelu/model.safetensors");
+    open_by_path(&mut h, &model);
+    h.get_by_label("Analyze").click();
+    h.state_mut().settings.sequence = "4 7 9 7 4 2 5".into();
+    settle(&mut h);
+    h.get_by_label("Direct logit attribution");
+    h.get_by_label_contains("rows + constant = ");
+    for label in [
+        "L1H2",
+        "1_mlp_out",
+        "pos_embed",
+        "bias",
+        "Logit lens",
+        "Head detectors",
+    ] {
+        assert!(h.query_all_by_label(label).count() >= 1, "{label} missing");
+    }
+    let a = h
+        .state()
+        .analysis
+        .analyze
+        .latest()
+        .unwrap()
+        .clone()
+        .unwrap();
+    assert!(a.attribution.sum_error() < 1e-5);
+    assert!(a.patching.is_none());
+    h.get_by_label_contains("Type a corrupted sequence");
+    // A corrupted sequence of another length is refused with the reason; the same length patches.
+    h.get_by_label("Corrupted sequence").focus();
+    h.run_steps(2);
+    h.get_by_label("Corrupted sequence").type_text("4 7 9");
+    h.run_steps(2);
+    h.get_by_label_contains("patching needs the same length");
+    h.state_mut().analyze.corrupt = "4 7 9 7 3 2 5".into();
+    settle(&mut h);
+    h.get_by_label_contains("at the last position: clean");
+    let a = h
+        .state()
+        .analysis
+        .analyze
+        .latest()
+        .unwrap()
+        .clone()
+        .unwrap();
+    let p = a.patching.unwrap();
+    assert_eq!(p.resid_pre.len(), 2);
+    assert_eq!(p.resid_pre[0].len(), 7);
+    assert_ne!(
+        p.answer, p.wrong,
+        "auto tokens: the clean answer against another"
+    );
+    // Every layer's heads can be ablated, and the analysis follows.
+    h.get_by_label("Composition scores");
+    h.get_by_label_contains("copying scores:");
+    let heads = h.state().analysis.ablation.len();
+    assert_eq!(heads, 6, "ablation switches for both layers");
+    h.state_mut().analysis.ablation[4] = toylens::model::HeadMode::Zero;
+    settle(&mut h);
+    h.get_by_label_contains("ABLATION ACTIVE: L1H1 zero-ablated");
+    let ablated = h
+        .state()
+        .analysis
+        .analyze
+        .latest()
+        .unwrap()
+        .clone()
+        .unwrap();
+    assert!(
+        ablated
+            .attribution
+            .row("L1H1")
+            .unwrap()
+            .iter()
+            .all(|&x| x == 0.0)
+    );
+    assert_ne!(ablated.attribution.logits, a.attribution.logits);
 }

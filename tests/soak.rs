@@ -388,8 +388,8 @@ impl Soak {
         }
     }
 
-    fn type_sequence(&mut self) {
-        let text = match self.rng.random_range(0..8) {
+    fn random_text(&mut self) -> String {
+        match self.rng.random_range(0..8) {
             0 => String::new(),
             1 => "2 x 3 0".into(),
             2 => "-1 5".into(),
@@ -404,7 +404,11 @@ impl Soak {
                 .map(|_| self.rng.random_range(0..12).to_string())
                 .collect::<Vec<_>>()
                 .join(" "),
-        };
+        }
+    }
+
+    fn type_sequence(&mut self) {
+        let text = self.random_text();
         self.select_tab(Tab::Inspect);
         let Some(node) = self.h.query_by_label("Sequence") else {
             return;
@@ -413,6 +417,48 @@ impl Soak {
         self.frames(1);
         if let Some(node) = self.h.query_by_label("Sequence") {
             node.set_text_value_accesskit(&text);
+        }
+        self.frames(1);
+    }
+
+    /// The Analyze tab's inputs: a corrupted sequence typed or made, metric tokens and a
+    /// position, in range or not.
+    fn analyze_inputs(&mut self) {
+        self.select_tab(Tab::Analyze);
+        match self.rng.random_range(0..4) {
+            0 => {
+                let text = self.random_text();
+                if let Some(node) = self.h.query_by_label("Corrupted sequence") {
+                    node.focus();
+                    self.frames(1);
+                }
+                if let Some(node) = self.h.query_by_label("Corrupted sequence") {
+                    node.set_text_value_accesskit(&text);
+                }
+            }
+            1 => {
+                self.click("Corrupt the answer");
+            }
+            2 => {
+                let pick = |rng: &mut StdRng| match rng.random_range(0..3) {
+                    0 => None,
+                    1 => Some(rng.random_range(0..12)),
+                    _ => Some(rng.random_range(0..u32::MAX)),
+                };
+                let (answer, wrong) = (pick(&mut self.rng), pick(&mut self.rng));
+                let a = &mut self.app_mut().analyze;
+                a.answer = answer;
+                a.wrong = wrong;
+            }
+            _ => {
+                let position = match self.rng.random_range(0..3) {
+                    0 => None,
+                    1 => Some(self.rng.random_range(0..4)),
+                    _ => Some(usize::MAX),
+                };
+                self.app_mut().analyze.position = position;
+                self.app_mut().analyze.head = (self.rng.random_range(0..3), usize::MAX);
+            }
         }
         self.frames(1);
     }
@@ -512,7 +558,13 @@ impl Soak {
                 let tab = Tab::ALL[self.rng.random_range(0..Tab::ALL.len())];
                 self.select_tab(tab);
             }
-            65..73 => self.type_sequence(),
+            65..73 => {
+                if self.rng.random_bool(0.5) {
+                    self.type_sequence();
+                } else {
+                    self.analyze_inputs();
+                }
+            }
             73..76 => {
                 self.select_tab(Tab::Inspect);
                 let labels = [
@@ -526,7 +578,9 @@ impl Soak {
                 self.click(label);
             }
             76..81 => {
-                let heads = self.app().session.config.model.n_heads;
+                let model = &self.app().session.config.model;
+                // Now and then a stale length, as after a model with other layers or heads.
+                let heads = model.n_layers * model.n_heads + self.rng.random_range(0..2);
                 let modes = [HeadMode::Active, HeadMode::Zero, HeadMode::Mean];
                 let ablation = (0..heads)
                     .map(|_| modes[self.rng.random_range(0..3)])

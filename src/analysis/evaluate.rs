@@ -12,30 +12,30 @@ use crate::train::{Tally, evaluate_dataset};
 /// More signal sequences than this are not enumerated (length 9 with the default task has 1.2M).
 pub const MAX_EXHAUSTIVE: usize = 1_000_000;
 
-/// Mean of `hook_z` over `data`, `[pos, head, d_head]`: what mean ablation substitutes.
-pub fn mean_z(model: &Transformer, data: &Dataset) -> candle_core::Result<NdArray> {
-    let p = data.seq_len;
+/// Mean of every layer's `hook_z` over `tokens` (sequences of `p` tokens, flat),
+/// `[layer, pos, head, d_head]`: what mean ablation substitutes.
+pub fn mean_z(model: &Transformer, tokens: &[u32], p: usize) -> candle_core::Result<NdArray> {
     let rows = model.config().forward_chunk_rows(p);
     let mut sum: Option<Tensor> = None;
-    for (i, chunk) in data.tokens.chunks(rows * p).enumerate() {
+    for chunk in tokens.chunks(rows * p) {
         let n = chunk.len() / p;
         let tokens = Tensor::from_slice(chunk, (n, p), model.device())?;
         let (_, hooks) = model.forward_hooked(&tokens, Capture::Only(&["attn.hook_z"]), None)?;
-        let z = hooks
-            .into_iter()
-            .find(|(name, _)| name == "blocks.0.attn.hook_z")
-            .map(|(_, t)| t)
-            .expect("forward captures hook_z");
+        // Every layer's [b, p, h, d] summed over the batch and stacked: [layer, p, h, d].
+        let layers = hooks
+            .iter()
+            .map(|(_, z)| z.sum(0))
+            .collect::<candle_core::Result<Vec<_>>>()?;
         // Detached: the weights are trainable variables, so an attached sum would keep every
         // chunk's whole forward graph alive (hundreds of MB per chunk at large sizes).
-        let part = z.sum(0)?.detach(); // [p, h, d]
-        sum = Some(match (sum, i) {
-            (Some(s), _) => (s + part)?.detach(),
-            (None, _) => part,
+        let part = Tensor::stack(&layers, 0)?.detach();
+        sum = Some(match sum {
+            Some(s) => (s + part)?.detach(),
+            None => part,
         });
     }
     let sum = sum.ok_or_else(|| candle_core::Error::Msg("no data to average".into()))?;
-    NdArray::from_tensor(&(sum / data.len() as f64)?)
+    NdArray::from_tensor(&(sum / (tokens.len() / p) as f64)?)
 }
 
 /// Loss and accuracy on `data`, with heads ablated (the general path) or not (the fastest path).

@@ -6,8 +6,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::Sender;
 
 use super::Message;
-use super::views::{CircuitsKey, CircuitsView, DataKey, DataView, ExhaustiveKey, TraceBatch};
-use crate::analysis::{ExhaustiveReport, Inspection};
+use super::views::{
+    AnalyzeKey, CircuitsKey, CircuitsView, DataKey, DataView, ExhaustiveKey, HeadCircuits,
+    TraceBatch,
+};
+use crate::analysis::{Analysis, ExhaustiveReport, Inspection};
 use crate::model::NdArray;
 use crate::train::panic_message;
 
@@ -21,6 +24,8 @@ pub enum Computed {
     MeanZ(String, Result<NdArray, String>),
     Exhaustive(ExhaustiveKey, Result<ExhaustiveReport, String>),
     Circuits(CircuitsKey, Result<CircuitsView, String>),
+    Analysis(AnalyzeKey, Result<Analysis, String>),
+    HeadCircuits(String, Result<HeadCircuits, String>),
     Traces(TraceBatch),
 }
 

@@ -73,6 +73,7 @@ pub struct ToylensApp {
     pub settings: Settings,
     pub session: Session,
     pub inspector: InspectorState,
+    pub analyze: views::AnalyzeSettings,
     pub frame_times: FrameTimes,
     /// Status-bar message: the outcome of the last file operation, run or action.
     pub status: Option<Status>,
@@ -134,6 +135,7 @@ impl ToylensApp {
             settings,
             session,
             inspector: InspectorState::default(),
+            analyze: Default::default(),
             frame_times: FrameTimes::default(),
             status: Some(Status::Info(format!("opened {BUNDLED_NAME}"))),
             path_field: None,
@@ -196,6 +198,7 @@ impl ToylensApp {
         match self.settings.tab {
             Tab::Data => self.refresh_data_view(),
             Tab::Inspect => self.refresh_inspector(),
+            Tab::Analyze => self.refresh_analyze(),
             Tab::Evaluate => self.refresh_exhaustive(),
             Tab::Circuits => self.refresh_circuits(),
             Tab::Training if self.settings.show_head_traces => self.refresh_traces(),

@@ -11,15 +11,17 @@ pub enum Tab {
     Training,
     #[default]
     Inspect,
+    Analyze,
     Circuits,
     Evaluate,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 5] = [
+    pub const ALL: [Tab; 6] = [
         Tab::Data,
         Tab::Training,
         Tab::Inspect,
+        Tab::Analyze,
         Tab::Circuits,
         Tab::Evaluate,
     ];
@@ -28,6 +30,7 @@ impl Tab {
             Tab::Data => "Data",
             Tab::Training => "Training",
             Tab::Inspect => "Inspect",
+            Tab::Analyze => "Analyze",
             Tab::Circuits => "Circuits",
             Tab::Evaluate => "Evaluate",
         }

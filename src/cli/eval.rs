@@ -34,9 +34,9 @@ pub struct EvalArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
-    /// Heads to ablate, comma-separated (e.g. `0,2`).
+    /// Heads to ablate, comma-separated: `0,2` (heads of layer 0) or TL's names `L1H0,L0H2`.
     #[arg(long, value_delimiter = ',')]
-    pub ablate: Vec<usize>,
+    pub ablate: Vec<String>,
     /// How ablated heads are replaced: by zero, or by their mean over the validation set.
     #[arg(long, value_enum, default_value = "zero")]
     pub ablate_mode: HeadMode,
@@ -84,10 +84,15 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         }
     };
     let samples = args.samples.unwrap_or(task.val_size);
-    let n_heads = checkpoint.config.model.n_heads;
-    if let Some(&h) = args.ablate.iter().find(|&&h| h >= n_heads) {
-        bail!("--ablate {h}: the model has heads 0..={}", n_heads - 1);
-    }
+    let (n_layers, n_heads) = (
+        checkpoint.config.model.n_layers,
+        checkpoint.config.model.n_heads,
+    );
+    let heads = args
+        .ablate
+        .iter()
+        .map(|name| parse_head(name, n_layers, n_heads))
+        .collect::<Result<Vec<_>>>()?;
     let data = task
         .generate(samples, &mut stream_rng(seed, Stream::ValData))
         .map_err(anyhow::Error::msg)?;
@@ -96,16 +101,20 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     } else {
         // Mean ablation substitutes each head's mean z over the validation set of the run.
         let means = if args.ablate_mode == HeadMode::Mean {
-            Some(mean_z(
-                &model,
-                &task
-                    .val_set(checkpoint.config.seed)
-                    .map_err(anyhow::Error::msg)?,
-            )?)
+            let val = task
+                .val_set(checkpoint.config.seed)
+                .map_err(anyhow::Error::msg)?;
+            Some(mean_z(&model, &val.tokens, val.seq_len)?)
         } else {
             None
         };
-        Some(Ablation::of(n_heads, &args.ablate, args.ablate_mode, means))
+        Some(Ablation::of(
+            n_layers,
+            n_heads,
+            &heads,
+            args.ablate_mode,
+            means,
+        ))
     };
     let ceilings = data.ceilings();
     let tally = crate::analysis::evaluate_ablated(&model, &data, ablation.as_ref())?;
@@ -306,4 +315,28 @@ fn eval_task(
         }
     }
     Ok(())
+}
+
+/// A head named `L{layer}H{head}` (TL's label) or by its number in layer 0.
+pub(super) fn parse_head(name: &str, n_layers: usize, n_heads: usize) -> Result<(usize, usize)> {
+    let name = name.trim();
+    let parsed = match name.strip_prefix(['L', 'l']) {
+        Some(rest) => rest
+            .split_once(['H', 'h'])
+            .and_then(|(l, h)| Some((l.parse().ok()?, h.parse().ok()?))),
+        None => name.parse().ok().map(|h| (0, h)),
+    };
+    let Some((layer, head)) = parsed else {
+        bail!(
+            "--ablate {name}: name a head as L<layer>H<head> (e.g. L1H0) or by its number in layer 0"
+        );
+    };
+    if layer >= n_layers || head >= n_heads {
+        bail!(
+            "--ablate {name}: the model has layers 0..={} of heads 0..={}",
+            n_layers - 1,
+            n_heads - 1
+        );
+    }
+    Ok((layer, head))
 }

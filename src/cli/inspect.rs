@@ -6,8 +6,12 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{load_checkpoint, load_model, print_model_line};
-use crate::analysis::{Inspection, cache_json, circuits as circuits_of, inspection_of};
+use crate::analysis::{
+    Circuits, Inspection, cache_json, circuits as circuits_of, composition, full_circuits,
+    inspection_of,
+};
 use crate::device::DeviceChoice;
+use crate::model::head_label;
 use crate::task::parse_sequence;
 
 #[derive(Debug, Args)]
@@ -139,20 +143,100 @@ pub struct CircuitsArgs {
     /// metadata and no `config.json` beside it.
     #[arg(long, value_name = "FILE")]
     pub tl_config: Option<PathBuf>,
-    /// Print JSON (`ov`, `qk`, `ov_no_bias`, `qk_no_bias`, `direct`) instead of text.
+    /// Print JSON instead of text: `ov_full`, `qk_full`, `copying_score`, `ov_svd`, and
+    /// `composition` for models of several layers; one-layer models add `ov`, `qk`,
+    /// `ov_no_bias`, `qk_no_bias` and `direct`.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn circuits(args: CircuitsArgs) -> Result<()> {
     let checkpoint = load_checkpoint(&args.checkpoint, args.tl_config.as_deref())?;
-    let c =
-        circuits_of(&checkpoint.config.model, &checkpoint.weights).map_err(anyhow::Error::msg)?;
+    let (cfg, weights) = (&checkpoint.config.model, &checkpoint.weights);
+    let full = full_circuits(cfg, weights).map_err(anyhow::Error::msg)?;
+    let one_layer = if cfg.n_layers == 1 {
+        Some(circuits_of(cfg, weights).map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
+    let composition = (cfg.n_layers > 1).then(|| composition(cfg, weights));
     if args.json {
-        println!("{}", serde_json::to_string(&c)?);
+        let mut json = serde_json::to_value(&full)?;
+        if let Some(c) = &one_layer {
+            for (key, value) in serde_json::to_value(c)?.as_object().into_iter().flatten() {
+                json[key] = value.clone();
+            }
+        }
+        if let Some(c) = &composition {
+            json["composition"] = serde_json::to_value(c)?;
+        }
+        println!("{json}");
         return Ok(());
     }
     print_model_line(&checkpoint);
+    if let Some(c) = &one_layer {
+        print_one_layer(c);
+    }
+    println!("copying score of each head's full OV circuit (Σλ/Σ|λ|; 1 copies, −1 suppresses):");
+    for (l, row) in full.copying_score.iter().enumerate() {
+        for (h, score) in row.iter().enumerate() {
+            println!("  {:<6}{score:>7.3}", head_label(l, h));
+        }
+    }
+    println!(
+        "\nlargest singular directions of each full OV circuit (source tokens → output tokens):"
+    );
+    for (l, row) in full.ov_svd.iter().enumerate() {
+        for (h, directions) in row.iter().enumerate() {
+            for d in directions {
+                let tokens = |ts: &[(u32, f32)]| {
+                    ts.iter()
+                        .map(|(t, w)| format!("{t}({w:+.2})"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                println!(
+                    "  {:<6}σ {:>8.3}  {}  →  {}",
+                    head_label(l, h),
+                    d.value,
+                    tokens(&d.sources),
+                    tokens(&d.outputs)
+                );
+            }
+        }
+    }
+    if let Some(c) = &composition {
+        for (mode, scores) in [("Q", &c.Q), ("K", &c.K), ("V", &c.V)] {
+            println!("\n{mode}-composition (rows: earlier head, columns: later head):");
+            let later: Vec<(usize, usize)> = (1..cfg.n_layers)
+                .flat_map(|l| (0..cfg.n_heads).map(move |h| (l, h)))
+                .collect();
+            let header: String = later
+                .iter()
+                .map(|&(l, h)| format!("{:>7}", head_label(l, h)))
+                .collect();
+            println!("  {:<6}{header}", "");
+            for (l1, layer) in scores.iter().enumerate().take(cfg.n_layers - 1) {
+                for (h1, row) in layer.iter().enumerate() {
+                    let cells: String = later
+                        .iter()
+                        .map(|&(l2, h2)| {
+                            if l2 > l1 {
+                                format!("{:>7.3}", row[l2][h2])
+                            } else {
+                                format!("{:>7}", "·")
+                            }
+                        })
+                        .collect();
+                    println!("  {:<6}{cells}", head_label(l1, h1));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_one_layer(c: &Circuits) {
     let vocab = c.direct.len();
     let header: String = (0..vocab).map(|v| format!("{v:>7}")).collect();
     for (h, (ov, qk)) in c.ov.iter().zip(&c.qk).enumerate() {
@@ -174,5 +258,4 @@ pub fn circuits(args: CircuitsArgs) -> Result<()> {
         }
         println!();
     }
-    Ok(())
 }

@@ -1,5 +1,6 @@
 //! The headless command line: train, evaluate and inspect without a window.
 
+mod analyze;
 mod bench;
 mod eval;
 mod inspect;
@@ -17,6 +18,7 @@ use crate::model::Transformer;
 use crate::task::Unit;
 use crate::train::RunConfig;
 
+pub use analyze::AnalyzeArgs;
 pub use bench::BenchArgs;
 pub use eval::EvalArgs;
 pub use inspect::{CircuitsArgs, InspectArgs};
@@ -47,7 +49,11 @@ pub enum Command {
     Eval(EvalArgs),
     /// Logits, attention patterns and the head-to-logit decomposition for one token sequence.
     Inspect(InspectArgs),
-    /// The OV and QK circuits of every head and the direct path.
+    /// Direct logit attribution, logit lens, head detectors and activation patching for one
+    /// sequence.
+    Analyze(AnalyzeArgs),
+    /// Every head's full OV and QK circuits, copying scores, OV singular directions and the
+    /// composition scores between layers.
     Circuits(CircuitsArgs),
     /// Train several configs (seeds × presets × learning rates) and summarise them.
     Sweep(SweepArgs),
@@ -88,6 +94,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Train(args) => train::train(args),
         Command::Eval(args) => eval::eval(args),
         Command::Inspect(args) => inspect::inspect(args),
+        Command::Analyze(args) => analyze::analyze(args),
         Command::Circuits(args) => inspect::circuits(args),
         Command::Sweep(args) => sweep::sweep(args),
         Command::Bench(args) => bench::bench(args),

@@ -1,9 +1,11 @@
-//! Switching heads off: zero ablation (the head writes nothing) and mean ablation (the head writes
-//! what it writes on average), both applied to z before W_O, as patching TL's `hook_z` would.
+//! Switching heads off, in any layer: zero ablation (the head writes nothing) and mean ablation
+//! (the head writes what it writes on average), both applied to z before W_O, as patching TL's
+//! `hook_z` would.
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::edits::{Blend, Edits};
 use super::{ModelConfig, ModelError, NdArray};
 
 /// What one head does under ablation.
@@ -28,32 +30,51 @@ impl HeadMode {
     }
 }
 
+/// TL's name of a head, `L{layer}H{head}`.
+pub fn head_label(layer: usize, head: usize) -> String {
+    format!("L{layer}H{head}")
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Ablation {
-    /// One mode per head.
+    pub n_heads: usize,
+    /// One mode per head of every layer, layer by layer: head `h` of layer `l` is at
+    /// `l * n_heads + h`.
     pub modes: Vec<HeadMode>,
-    /// Mean of `hook_z` over a data set, `[pos, head, d_head]`; required by [`HeadMode::Mean`].
+    /// Mean of every layer's `hook_z` over a data set, `[layer, pos, head, d_head]`; required by
+    /// [`HeadMode::Mean`].
     pub mean_z: Option<NdArray>,
 }
 
 impl Ablation {
-    pub fn none(n_heads: usize) -> Self {
+    pub fn none(n_layers: usize, n_heads: usize) -> Self {
         Self {
-            modes: vec![HeadMode::Active; n_heads],
+            n_heads,
+            modes: vec![HeadMode::Active; n_layers * n_heads],
             mean_z: None,
         }
     }
 
-    /// `heads` ablated with `mode`, the others active.
-    pub fn of(n_heads: usize, heads: &[usize], mode: HeadMode, mean_z: Option<NdArray>) -> Self {
-        let mut a = Self::none(n_heads);
-        for &h in heads {
-            if h < n_heads {
-                a.modes[h] = mode;
+    /// `heads` (`(layer, head)`) ablated with `mode`, the others active.
+    pub fn of(
+        n_layers: usize,
+        n_heads: usize,
+        heads: &[(usize, usize)],
+        mode: HeadMode,
+        mean_z: Option<NdArray>,
+    ) -> Self {
+        let mut a = Self::none(n_layers, n_heads);
+        for &(l, h) in heads {
+            if l < n_layers && h < n_heads {
+                a.modes[l * n_heads + h] = mode;
             }
         }
         a.mean_z = mean_z;
         a
+    }
+
+    pub fn n_layers(&self) -> usize {
+        self.modes.len() / self.n_heads.max(1)
     }
 
     pub fn is_active(&self) -> bool {
@@ -64,28 +85,42 @@ impl Ablation {
         self.modes.contains(&HeadMode::Mean)
     }
 
-    /// "head 0 zero-ablated, head 2 mean-ablated", or "" when nothing is ablated.
+    /// "head 0 zero-ablated" for one layer, "L1H2 mean-ablated" for several; "" when nothing
+    /// is ablated.
     pub fn describe(&self) -> String {
+        let layers = self.n_layers();
         self.modes
             .iter()
             .enumerate()
             .filter(|(_, m)| **m != HeadMode::Active)
-            .map(|(h, m)| format!("head {h} {}", m.name()))
+            .map(|(i, m)| {
+                let (l, h) = (i / self.n_heads, i % self.n_heads);
+                if layers == 1 {
+                    format!("head {h} {}", m.name())
+                } else {
+                    format!("{} {}", head_label(l, h), m.name())
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
 
     pub(super) fn check(&self, cfg: &ModelConfig) -> Result<(), ModelError> {
-        if self.modes.len() != cfg.n_heads {
+        if self.n_heads != cfg.n_heads || self.modes.len() != cfg.n_layers * cfg.n_heads {
             return Err(ModelError::Config(format!(
-                "the ablation names {} heads; the model has {}",
+                "the ablation names {} heads in layers of {}; the model has {} layers of {} heads",
                 self.modes.len(),
+                self.n_heads,
+                cfg.n_layers,
                 cfg.n_heads
             )));
         }
         if self.needs_means() {
             let ok = self.mean_z.as_ref().is_some_and(|m| {
-                m.shape.len() == 3 && m.shape[1] == cfg.n_heads && m.shape[2] == cfg.d_head
+                m.shape.len() == 4
+                    && m.shape[0] == cfg.n_layers
+                    && m.shape[2] == cfg.n_heads
+                    && m.shape[3] == cfg.d_head
             });
             if !ok {
                 return Err(ModelError::Config(
@@ -96,40 +131,47 @@ impl Ablation {
         Ok(())
     }
 
-    /// `keep [1, h, 1, 1]` (1 for active heads, 0 for ablated) and `replacement [1, h, p, d]`
-    /// (the mean for mean-ablated heads, 0 elsewhere): `z' = z · keep + replacement`.
-    pub(super) fn tensors(
+    /// The ablation as edits of `hook_z` for sequences of `positions` tokens: for each layer
+    /// with an ablated head, `keep [1, 1, h, 1]` (1 for active heads) and `add [1, p, h, d]`
+    /// (the mean for mean-ablated heads, 0 elsewhere).
+    pub(super) fn edits(
         &self,
-        heads: usize,
         positions: usize,
         d_head: usize,
         device: &Device,
-    ) -> candle_core::Result<(Tensor, Tensor)> {
-        let keep: Vec<f32> = (0..heads)
-            .map(|h| {
-                if self.modes.get(h).copied().unwrap_or_default() == HeadMode::Active {
-                    1.0
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mut replacement = vec![0.0f32; heads * positions * d_head];
-        if let Some(mean) = &self.mean_z {
-            for h in 0..heads {
-                if self.modes.get(h) != Some(&HeadMode::Mean) {
-                    continue;
-                }
-                for q in 0..positions.min(mean.shape[0]) {
-                    for k in 0..d_head {
-                        replacement[(h * positions + q) * d_head + k] = mean.at(&[q, h, k]);
+    ) -> candle_core::Result<Edits> {
+        let heads = self.n_heads;
+        let mut edits = Edits::default();
+        for (layer, modes) in self.modes.chunks(heads.max(1)).enumerate() {
+            if modes.iter().all(|&m| m == HeadMode::Active) {
+                continue;
+            }
+            let keep: Vec<f32> = modes
+                .iter()
+                .map(|&m| if m == HeadMode::Active { 1.0 } else { 0.0 })
+                .collect();
+            let mut add = vec![0.0f32; positions * heads * d_head];
+            if let Some(mean) = &self.mean_z {
+                for (h, _) in modes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| **m == HeadMode::Mean)
+                {
+                    for q in 0..positions.min(mean.shape[1]) {
+                        for k in 0..d_head {
+                            add[(q * heads + h) * d_head + k] = mean.at(&[layer, q, h, k]);
+                        }
                     }
                 }
             }
+            edits.z.push((
+                layer,
+                Blend {
+                    keep: Tensor::from_vec(keep, (1, 1, heads, 1), device)?,
+                    add: Tensor::from_vec(add, (1, positions, heads, d_head), device)?,
+                },
+            ));
         }
-        Ok((
-            Tensor::from_vec(keep, (1, heads, 1, 1), device)?,
-            Tensor::from_vec(replacement, (1, heads, positions, d_head), device)?,
-        ))
+        Ok(edits)
     }
 }

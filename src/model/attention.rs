@@ -2,10 +2,10 @@
 
 use candle_core::{D, Tensor};
 
-use super::Ablation;
 use super::attention_block::{AttentionBlock, BlockShape};
 use super::attention_core::CausalAttention;
 use super::bias::add_bias;
+use super::edits::{Blend, apply_all};
 use super::hooks::Hooks;
 use crate::matmul::Matmul;
 
@@ -72,7 +72,8 @@ fn project_qkv(
 /// The attention of one block. The inputs of queries, keys and values are separate because
 /// shortformer positions reach only the first two. `mask` is the additive causal mask (0 on and
 /// below the diagonal, −inf above) for this length. Returns `hook_attn_out` `[batch, pos,
-/// d_model]`; an ablated head's z is replaced before `W_O`, so everything downstream sees it.
+/// d_model]`. `z_edits` change `hook_z` before `W_O` (ablation, patching), so everything
+/// downstream sees it.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     p: &AttentionParams,
@@ -81,7 +82,7 @@ pub fn attention(
     value_input: &Tensor,
     mask: &Tensor,
     scale: f64,
-    ablation: Option<&Ablation>,
+    z_edits: &[&Blend],
     hooks: &mut Hooks,
     prefix: &str,
 ) -> candle_core::Result<Tensor> {
@@ -91,7 +92,7 @@ pub fn attention(
         && crate::device::fused_cpu_ops(query_input.device())
         && query_input.dtype() == candle_core::DType::F32
         && key_input.id() == query_input.id()
-        && !ablation.is_some_and(|a| a.is_active());
+        && z_edits.is_empty();
     if fusable && query_input.id() == value_input.id() {
         let block = AttentionBlock::new(BlockShape {
             batch: b,
@@ -147,15 +148,8 @@ pub fn attention(
     }
     hooks.add(|| format!("{prefix}.hook_pattern"), &pattern);
     let v_bh = v.permute((0, 2, 1, 3))?.contiguous()?; // [b, h, k, d]
-    let mut z_bh = pattern.mm(&v_bh)?; // [b, h, q, d]
-    if let Some(ablation) = ablation.filter(|a| a.is_active()) {
-        let (keep, replacement) = ablation.tensors(h, pos, d, q.device())?;
-        let dtype = z_bh.dtype();
-        z_bh = z_bh
-            .broadcast_mul(&keep.to_dtype(dtype)?)?
-            .broadcast_add(&replacement.to_dtype(dtype)?)?;
-    }
-    let z = z_bh.permute((0, 2, 1, 3))?.contiguous()?; // [b, q, h, d]
+    let z_bh = pattern.mm(&v_bh)?; // [b, h, q, d]
+    let z = apply_all(z_edits, &z_bh.permute((0, 2, 1, 3))?.contiguous()?)?; // [b, q, h, d]
     hooks.add(|| format!("{prefix}.hook_z"), &z);
     let out = if hooks.wants(|| format!("{prefix}.hook_result")) {
         // Each head's write to the residual stream, without b_O, as TL computes it with

@@ -16,6 +16,7 @@ mod bias;
 mod cache;
 mod causal_softmax;
 mod cpu;
+mod edits;
 mod embed;
 mod fast;
 mod fixed_query;
@@ -26,9 +27,10 @@ mod lm_loss;
 mod mlp;
 mod weights;
 
-pub use ablation::{Ablation, HeadMode};
+pub use ablation::{Ablation, HeadMode, head_label};
 pub use cache::{ActivationCache, Decomposition, NdArray, argmax, predictions, softmax};
 pub(crate) use cpu::pool as cpu_pool;
+pub use edits::{Blend, Edits};
 pub use fixed_query::FixedQueryShape;
 pub use weights::{Weights, attn};
 
@@ -212,14 +214,14 @@ impl Transformer {
 
     /// The general forward pass. `tokens` is `[batch, pos]` (u32, pos ≤ n_ctx); returns the logits
     /// `[batch, pos, d_vocab_out]` and the TL hook activations `capture` asks for, with their
-    /// batch dimension. `ablation` replaces heads' z in layer 0.
+    /// batch dimension. `edits` change activations at hook points (ablation, patching).
     pub fn forward_hooked(
         &self,
         tokens: &Tensor,
         capture: Capture,
-        ablation: Option<&Ablation>,
+        edits: Option<&Edits>,
     ) -> candle_core::Result<(Tensor, Vec<(String, Tensor)>)> {
-        let (resid, mut hooks) = self.final_residual(tokens, capture, ablation)?;
+        let (resid, mut hooks) = self.final_residual(tokens, capture, edits)?;
         hooks.add(|| "unembed.hook_in".into(), &resid);
         let logits = self.unembed(&resid)?;
         hooks.add(|| "unembed.hook_out".into(), &logits);
@@ -332,7 +334,7 @@ impl Transformer {
         &self,
         tokens: &Tensor,
         capture: Capture,
-        ablation: Option<&Ablation>,
+        edits: Option<&Edits>,
     ) -> candle_core::Result<(Tensor, Hooks)> {
         let (b, p) = tokens.dims2()?;
         if p == 0 || p > self.cfg.n_ctx {
@@ -368,6 +370,9 @@ impl Transformer {
         let scale = self.cfg.attn_scale();
         for layer in 0..self.cfg.n_layers {
             let block = format!("blocks.{layer}");
+            if let Some(edits) = edits {
+                resid = edits::apply_all(&edits.resid_pre_at(layer), &resid)?;
+            }
             hooks.add(|| format!("{block}.hook_resid_pre"), &resid);
             // TL normalises the query, key and value inputs separately; they are the same
             // stream here, so once is enough.
@@ -383,7 +388,7 @@ impl Transformer {
                 &normed,
                 &mask,
                 scale,
-                if layer == 0 { ablation } else { None },
+                &edits.map(|e| e.z_at(layer)).unwrap_or_default(),
                 &mut hooks,
                 &format!("{block}.attn"),
             )?;
@@ -429,7 +434,8 @@ impl Transformer {
         tokens: &Tensor,
         ablation: Option<&Ablation>,
     ) -> candle_core::Result<Tensor> {
-        let (logits, _) = self.forward_hooked(tokens, Capture::Nothing, ablation)?;
+        let edits = self.ablation_edits(ablation, tokens.dim(1)?)?;
+        let (logits, _) = self.forward_hooked(tokens, Capture::Nothing, edits.as_ref())?;
         let p = tokens.dim(1)?;
         logits.narrow(1, p - 1, 1)?.squeeze(1)
     }
@@ -462,7 +468,24 @@ impl Transformer {
         self.run_with_cache_ablated(tokens, None)
     }
 
-    /// [`Self::run_with_cache`] with heads of layer 0 ablated.
+    /// An ablation as the edits of a forward pass over `positions` tokens (none when nothing
+    /// is ablated).
+    pub fn ablation_edits(
+        &self,
+        ablation: Option<&Ablation>,
+        positions: usize,
+    ) -> candle_core::Result<Option<Edits>> {
+        match ablation.filter(|a| a.is_active()) {
+            None => Ok(None),
+            Some(a) => {
+                a.check(&self.cfg)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                Ok(Some(a.edits(positions, self.cfg.d_head, &self.device)?))
+            }
+        }
+    }
+
+    /// [`Self::run_with_cache`] with heads ablated.
     pub fn run_with_cache_ablated(
         &self,
         tokens: &[u32],
@@ -473,7 +496,8 @@ impl Transformer {
             a.check(&self.cfg)?;
         }
         let input = Tensor::from_slice(tokens, (1, tokens.len()), &self.device)?;
-        let (logits, hooks) = self.forward_hooked(&input, Capture::All, ablation)?;
+        let edits = self.ablation_edits(ablation, tokens.len())?;
+        let (logits, hooks) = self.forward_hooked(&input, Capture::All, edits.as_ref())?;
         let mut cache = ActivationCache::new(tokens.to_vec(), NdArray::from_tensor(&logits)?);
         let decomposition = if self.cfg.has_exact_decomposition() {
             Some(self.decompose(tokens, &hooks)?)

@@ -220,6 +220,21 @@ impl TaskConfig {
         tokens
     }
 
+    /// The sequences averages over "the data" are taken on (mean ablation), flat, each
+    /// [`Self::seq_len`] long: the validation set of `seed`, or for modular addition every pair.
+    pub fn validation_tokens(&self, seed: u64) -> Result<Vec<u32>, TaskError> {
+        self.validate()?;
+        Ok(match self {
+            TaskConfig::SkipTrigram(t) => t.val_set(seed)?.tokens,
+            TaskConfig::Induction(t) => t.val_set(seed),
+            TaskConfig::ModularAddition(t) => {
+                let split = t.split(seed);
+                let ids: Vec<u32> = (0..t.pairs() as u32).collect();
+                split.inputs(&ids, true)
+            }
+        })
+    }
+
     /// A random sequence of the task for the inspector (`signal` matters for skip-trigrams only).
     pub fn random_sequence(&self, signal: bool, rng: &mut impl rand::Rng) -> Vec<u32> {
         match self {

@@ -128,7 +128,12 @@ impl<'a> Heatmap<'a> {
     }
 
     /// Draws the map; the response carries hover and clicks over the cells.
-    pub fn show(mut self, ui: &mut Ui) -> Response {
+    pub fn show(self, ui: &mut Ui) -> Response {
+        self.show_clickable(ui).0
+    }
+
+    /// Draws the map and says which cell (row, column) was clicked, if any.
+    pub fn show_clickable(mut self, ui: &mut Ui) -> (Response, Option<(usize, usize)>) {
         let font = FontId::proportional(12.0);
         let widest = match &self.row_labels {
             Some(labels) => labels.iter().map(|l| l.len()).max().unwrap_or(1),
@@ -169,7 +174,15 @@ impl<'a> Heatmap<'a> {
         };
         let rows = visible(clip.min.y, clip.max.y, origin.y, self.rows);
         let cols = visible(clip.min.x, clip.max.x, origin.x, self.cols);
-        for c in cols.clone().filter(|_| self.axis_labels) {
+        // Every column label when they fit, else every n-th, so they never run together.
+        let widest_col = match &self.col_labels {
+            Some(labels) => labels.iter().map(|l| l.len()).max().unwrap_or(1),
+            None => self.cols.saturating_sub(1).to_string().len(),
+        };
+        let stride = ((widest_col as f32 * 7.0 + 4.0) / self.cell)
+            .ceil()
+            .max(1.0) as usize;
+        for c in cols.clone().filter(|c| self.axis_labels && c % stride == 0) {
             let label = self.col_label(c);
             let x = origin.x + (c as f32 + 0.5) * self.cell;
             painter.text(
@@ -180,7 +193,11 @@ impl<'a> Heatmap<'a> {
                 text,
             );
         }
-        for r in rows.clone().filter(|_| self.axis_labels) {
+        let row_stride = (14.0 / self.cell).ceil().max(1.0) as usize;
+        for r in rows
+            .clone()
+            .filter(|r| self.axis_labels && r % row_stride == 0)
+        {
             let label = self.row_label(r);
             let y = origin.y + (r as f32 + 0.5) * self.cell;
             painter.text(
@@ -242,13 +259,19 @@ impl<'a> Heatmap<'a> {
                 egui::StrokeKind::Inside,
             );
         }
-        let hovered = response.hover_pos().and_then(|p| {
+        let cell_at = |p: egui::Pos2| {
             let d = p - origin;
             let (c, r) = ((d.x / self.cell).floor(), (d.y / self.cell).floor());
             (c >= 0.0 && r >= 0.0 && (c as usize) < self.cols && (r as usize) < self.rows)
                 .then_some((r as usize, c as usize))
-        });
-        match hovered {
+        };
+        let hovered = response.hover_pos().and_then(cell_at);
+        let clicked = if response.clicked() {
+            response.interact_pointer_pos().and_then(cell_at)
+        } else {
+            None
+        };
+        let response = match hovered {
             Some((r, c)) => {
                 let value = self.value(r, c);
                 let masked = self.masked.is_some_and(|m| m(r, c));
@@ -266,7 +289,8 @@ impl<'a> Heatmap<'a> {
                 response.on_hover_text_at_pointer(text)
             }
             None => response,
-        }
+        };
+        (response, clicked)
     }
 }
 

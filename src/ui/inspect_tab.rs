@@ -16,34 +16,7 @@ const OTHER: Color32 = Color32::from_gray(150);
 pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     // The whole tab, for "Save PNG…".
     let panel = ui.max_rect();
-    ui.horizontal(|ui| {
-        let label = ui.label("Sequence");
-        let edit = ui.add(
-            egui::TextEdit::singleline(&mut app.settings.sequence)
-                .hint_text("e.g. 2 5 3 0")
-                .desired_width(180.0)
-                .font(egui::TextStyle::Monospace),
-        );
-        edit.labelled_by(label.id);
-        let task = app.session.config.task.clone();
-        let mut rng = rand::rng();
-        let buttons: &[(&str, bool)] = match task {
-            TaskConfig::SkipTrigram(_) => &[("Random signal", true), ("Random noise", false)],
-            TaskConfig::Induction(_) => &[("Random repeated sequence", true)],
-            TaskConfig::ModularAddition(_) => &[("Random pair", true)],
-        };
-        for &(label, signal) in buttons {
-            if ui.button(label).clicked() {
-                app.settings.sequence = join(&task.random_sequence(signal, &mut rng));
-            }
-        }
-        ui.weak(format!(
-            "{}; tokens 0..={}, up to {}, spaces or commas",
-            task.sequence_hint(),
-            app.session.config.model.d_vocab - 1,
-            app.session.config.model.n_ctx
-        ));
-    });
+    sequence_row(app, ui);
     super::analysis_toolbar(app, ui, panel);
     app.refresh_inspector();
     // A still note, not a spinner: for small models the result lands a frame later, and an
@@ -87,6 +60,45 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
                  LayerNorm; this model has more layers or normalises before the unembedding.",
             );
         }
+    });
+}
+
+/// The sequence field and the task's random-sequence buttons (shared with the Analyze tab:
+/// both show the same sequence).
+pub fn sequence_row(app: &mut ToylensApp, ui: &mut Ui) {
+    ui.horizontal_wrapped(|ui| {
+        let label = ui.label("Sequence");
+        let edit = ui.add(
+            egui::TextEdit::singleline(&mut app.settings.sequence)
+                .hint_text("e.g. 2 5 3 0")
+                .desired_width(320.0)
+                .font(egui::TextStyle::Monospace),
+        );
+        edit.labelled_by(label.id);
+        let task = app.session.config.task.clone();
+        let mut rng = rand::rng();
+        let buttons: &[(&str, bool)] = match task {
+            TaskConfig::SkipTrigram(_) => &[("Random signal", true), ("Random noise", false)],
+            TaskConfig::Induction(_) => &[("Random repeated sequence", true)],
+            TaskConfig::ModularAddition(_) => &[("Random pair", true)],
+        };
+        for &(label, signal) in buttons {
+            if ui.button(label).clicked() {
+                let mut tokens = task.random_sequence(signal, &mut rng);
+                // A repeated sequence without its last token: the last position then predicts
+                // a repeated token, which the task determines.
+                if let TaskConfig::Induction(_) = task {
+                    tokens.pop();
+                }
+                app.settings.sequence = join(&tokens);
+            }
+        }
+        ui.weak(format!(
+            "{}; tokens 0..={}, up to {}, spaces or commas",
+            task.sequence_hint(),
+            app.session.config.model.d_vocab - 1,
+            app.session.config.model.n_ctx
+        ));
     });
 }
 

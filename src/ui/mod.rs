@@ -1,6 +1,7 @@
 //! Drawing. Each panel reads the app's state, edits only UI fields directly, and asks for
 //! everything else with [`Action`]s that the app applies after the frame.
 
+mod analyze_tab;
 mod circuits_tab;
 mod data_tab;
 mod evaluate_tab;
@@ -15,7 +16,7 @@ use egui::{Color32, RichText, Ui};
 use crate::app::files::Purpose;
 use crate::app::session::RunState;
 use crate::app::{Action, Confirm, Tab, ToylensApp};
-use crate::model::HeadMode;
+use crate::model::{Ablation, HeadMode, head_label};
 use crate::task::Unit;
 use crate::train::Metrics;
 
@@ -45,6 +46,7 @@ pub fn draw(app: &mut ToylensApp, ui: &mut Ui) {
             Tab::Data => data_tab::show(app, ui),
             Tab::Training => training_tab::show(app, ui),
             Tab::Inspect => inspect_tab::show(app, ui),
+            Tab::Analyze => analyze_tab::show(app, ui),
             Tab::Circuits => circuits_tab::show(app, ui),
             Tab::Evaluate => evaluate_tab::show(app, ui),
         }
@@ -230,7 +232,7 @@ fn scrubber(app: &mut ToylensApp, ui: &mut Ui) {
 /// The row above every analysis view: ablation switches, which weights are shown, PNG export of
 /// `panel`, and the ablation banner when one is active.
 pub fn analysis_toolbar(app: &mut ToylensApp, ui: &mut Ui, panel: egui::Rect) {
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
         ablation_controls(app, ui);
         ui.separator();
         ui.label(format!("weights: {}", app.view_label()));
@@ -241,51 +243,58 @@ pub fn analysis_toolbar(app: &mut ToylensApp, ui: &mut Ui, panel: egui::Rect) {
     ablation_banner(app, ui);
 }
 
-/// Per-head ablation switches, shared by the inspector and the evaluation.
+/// Per-head ablation switches for every layer, shared by the analysis views.
 pub fn ablation_controls(app: &mut ToylensApp, ui: &mut Ui) {
-    let heads = app.session.config.model.n_heads;
-    app.analysis.ablation.resize(heads, HeadMode::Active);
-    if app.session.config.model.n_layers > 1 {
-        ui.label("Ablate (layer 0):")
-            .on_hover_text("ablation replaces the z of layer 0's heads");
-    } else {
-        ui.label("Ablate:");
-    }
-    for h in 0..heads {
-        let mode = &mut app.analysis.ablation[h];
-        let label = ui.label(format!("head {h}"));
-        egui::ComboBox::from_id_salt(("ablate", h))
-            .selected_text(match mode {
-                HeadMode::Active => "on",
-                HeadMode::Zero => "zero",
-                HeadMode::Mean => "mean",
-            })
-            .width(60.0)
-            .show_ui(ui, |ui| {
-                ui.selectable_value(mode, HeadMode::Active, "on");
-                ui.selectable_value(mode, HeadMode::Zero, "zero");
-                ui.selectable_value(mode, HeadMode::Mean, "mean")
-                    .on_hover_text("replace z by its mean over the validation set");
-            })
-            .response
-            .labelled_by(label.id);
+    let (layers, heads) = (
+        app.session.config.model.n_layers,
+        app.session.config.model.n_heads,
+    );
+    app.analysis
+        .ablation
+        .resize(layers * heads, HeadMode::Active);
+    ui.label("Ablate:").on_hover_text(
+        "replace a head's z (TL's hook_z) by zero or by its mean over the validation set",
+    );
+    for layer in 0..layers {
+        for h in 0..heads {
+            let mode = &mut app.analysis.ablation[layer * heads + h];
+            let name = if layers == 1 {
+                format!("head {h}")
+            } else {
+                head_label(layer, h)
+            };
+            let label = ui.label(name);
+            egui::ComboBox::from_id_salt(("ablate", layer, h))
+                .selected_text(match mode {
+                    HeadMode::Active => "on",
+                    HeadMode::Zero => "zero",
+                    HeadMode::Mean => "mean",
+                })
+                .width(52.0)
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(mode, HeadMode::Active, "on");
+                    ui.selectable_value(mode, HeadMode::Zero, "zero");
+                    ui.selectable_value(mode, HeadMode::Mean, "mean")
+                        .on_hover_text("replace z by its mean over the validation set");
+                })
+                .response
+                .labelled_by(label.id);
+        }
     }
 }
 
 /// A loud reminder that the numbers shown are not the model's own.
 pub fn ablation_banner(app: &ToylensApp, ui: &mut Ui) {
-    let ablated: Vec<String> = app
-        .analysis
-        .ablation
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| **m != HeadMode::Active)
-        .map(|(h, m)| format!("head {h} {}", m.name()))
-        .collect();
-    if !ablated.is_empty() {
+    let model = &app.session.config.model;
+    let ablation = Ablation {
+        n_heads: model.n_heads,
+        modes: app.analysis.ablation.clone(),
+        mean_z: None,
+    };
+    if ablation.is_active() {
         ui.colored_label(
             ui.visuals().warn_fg_color,
-            RichText::new(format!("ABLATION ACTIVE: {}", ablated.join(", "))).strong(),
+            RichText::new(format!("ABLATION ACTIVE: {}", ablation.describe())).strong(),
         );
     }
 }

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 
+mod analyze;
 mod data;
 mod inspector;
 
+pub use analyze::{AnalyzeKey, AnalyzeSettings, HeadCircuits};
 pub use data::{DataKey, DataSummary, DataView};
 pub use inspector::{InspectorState, THUMBNAIL_SIDE, Thumbnail};
 
@@ -114,6 +116,8 @@ pub struct AnalysisState {
     pub mean_z: Derived<String, NdArray>,
     pub exhaustive: Derived<ExhaustiveKey, ExhaustiveReport>,
     pub circuits: Derived<CircuitsKey, CircuitsView>,
+    pub analyze: Derived<AnalyzeKey, crate::analysis::Analysis>,
+    pub head_circuits: Derived<String, HeadCircuits>,
     pub data: Derived<DataKey, DataView>,
     /// Per-snapshot head traces of the current session.
     pub traces: Vec<(usize, Vec<HeadTrace>)>,
@@ -149,6 +153,8 @@ impl ToylensApp {
             Computed::MeanZ(key, result) => a.mean_z.finish(key, result),
             Computed::Exhaustive(key, result) => a.exhaustive.finish(key, result),
             Computed::Circuits(key, result) => a.circuits.finish(key, result),
+            Computed::Analysis(key, result) => a.analyze.finish(key, result),
+            Computed::HeadCircuits(key, result) => a.head_circuits.finish(key, result),
             Computed::Traces(batch) => {
                 a.traces_running = false;
                 let aligned =
@@ -196,13 +202,17 @@ impl ToylensApp {
 
     /// The ablation the views apply; starts computing the means when mean ablation needs them.
     pub fn current_ablation(&mut self) -> AblationView {
-        let heads = self.session.config.model.n_heads;
-        self.analysis.ablation.resize(heads, HeadMode::Active);
+        let model = &self.session.config.model;
+        let heads = model.n_heads;
+        self.analysis
+            .ablation
+            .resize(model.n_layers * heads, HeadMode::Active);
         let modes = self.analysis.ablation.clone();
         if modes.iter().all(|&m| m == HeadMode::Active) {
             return AblationView::Off;
         }
         let mut ablation = Ablation {
+            n_heads: heads,
             modes,
             mean_z: None,
         };
@@ -218,14 +228,10 @@ impl ToylensApp {
                             (self.session.config.task.clone(), self.session.config.seed);
                         self.job(
                             move || {
-                                let Some(task) = task.skip_trigram() else {
-                                    return Err("mean ablation needs the skip-trigram task's \
-                                                validation set; use zero ablation"
-                                        .into());
-                                };
                                 let model = cpu_model(&cfg, &weights)?;
-                                let val = task.val_set(seed).map_err(|e| e.to_string())?;
-                                mean_z(&model, &val).map_err(|e| e.to_string())
+                                let val =
+                                    task.validation_tokens(seed).map_err(|e| e.to_string())?;
+                                mean_z(&model, &val, task.seq_len()).map_err(|e| e.to_string())
                             },
                             move |r| Computed::MeanZ(key, r),
                         );
@@ -402,6 +408,8 @@ impl ToylensApp {
         a.mean_z.is_running()
             || a.exhaustive.is_running()
             || a.circuits.is_running()
+            || a.analyze.is_running()
+            || a.head_circuits.is_running()
             || a.data.is_running()
             || a.traces_running
     }
