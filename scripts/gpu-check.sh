@@ -3,7 +3,9 @@
 #   1. parity: every case of every TransformerLens fixture (skip-trigram and tl_general) through
 #      `inspect --json --cache --device cuda:0`, against the fixture's values (must be <= 1e-5);
 #   2. `eval` (plain, mean ablation, exhaustive) on cuda:0 against the CPU's (must be <= 1e-5),
-#      and `circuits` (computed from the weights on the host, whatever the device);
+#      and `circuits` (computed from the weights on the host, whatever the device); `analyze`
+#      (attribution, lens, detectors, patching) on cuda:0 against the CPU's, per key
+#      (scripts/gpu-analyze.py);
 #   3. each preset (notebook, fast, induction, grokking-fast to its milestone) trained on cuda:0
 #      and on the CPU: the largest difference between their metric curves and both wall times;
 #   4. `bench` on both devices for the large configurations: the grokking preset (full batch,
@@ -136,6 +138,13 @@ for dev in cuda cpu; do
     step "eval-grokking-fast-$dev" "$BIN" eval "$WORK/runs/grokking-fast-cpu.safetensors" --json --device "$d"
 done
 step circuits "$BIN" circuits "$SKIP" --json
+G=$FIX/tl_general
+step analyze python3 "$REPO/scripts/gpu-analyze.py" "$BIN" "$GPU" \
+    "$G/attn2_shortformer/model.safetensors:3 7 11 3 7 11 3 7 19 2:3 7 11 3 7 11 3 8 19 2:11:12" \
+    "$G/mlp1_relu/model.safetensors:4 7 13:5 7 13:1:2" \
+    "$G/mlp2_ln_gelu/model.safetensors:4 7 9 7 4 2 5:4 7 9 7 3 2 5:9:4" \
+    "$SKIP:2 5 3 0:2 5 4 0:7:8" \
+    "$WORK/runs/induction-cpu.safetensors:5 17 3 28 11 9 22 14 30 6 5 17 3 28 11 9 22 14 30:5 17 3 28 11 9 22 14 30 7 5 17 3 28 11 9 22 14 30:6:7"
 
 # 4. Benchmarks, side by side on this machine.
 for dev in cuda cpu; do
@@ -219,6 +228,7 @@ summary = {
     "parity_inspect_cache_cuda": json.load(open(f"{runs}/parity.json")) if os.path.getsize(f"{runs}/parity.json") else {"error": err("parity")},
     "eval_cuda_vs_cpu": evals,
     "circuits": status("circuits") | {"note": "computed from the weights on the host for every device"},
+    "analyze_cuda_vs_cpu": (lines("analyze") or [status("analyze")])[-1],
     "presets_cuda_vs_cpu": presets,
     "bench": bench,
     "pytorch_grokking_reference_cuda": ref[-1] if ref else None,

@@ -229,6 +229,8 @@ fn patching(app: &mut ToylensApp, a: &Analysis, ui: &mut Ui) {
         let label = ui.label("Corrupted sequence");
         ui.add(
             egui::TextEdit::singleline(&mut app.analyze.corrupt)
+                // A stable id: the messages above it come and go as one types.
+                .id_salt("corrupted sequence")
                 .hint_text("same length; empty for none")
                 .desired_width(200.0)
                 .font(egui::TextStyle::Monospace),

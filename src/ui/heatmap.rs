@@ -303,6 +303,8 @@ fn label(labels: Option<&[String]>, i: usize) -> Cow<'_, str> {
 }
 
 fn format_cell(v: f32) -> String {
+    // No "-0.00": a tiny negative reads as zero, and fits the cell.
+    let v = if v.abs() < 0.005 { 0.0 } else { v };
     if v.abs() >= 10.0 {
         format!("{v:.0}")
     } else {

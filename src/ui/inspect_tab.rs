@@ -70,6 +70,7 @@ pub fn sequence_row(app: &mut ToylensApp, ui: &mut Ui) {
         let label = ui.label("Sequence");
         let edit = ui.add(
             egui::TextEdit::singleline(&mut app.settings.sequence)
+                .id_salt("sequence")
                 .hint_text("e.g. 2 5 3 0")
                 .desired_width(320.0)
                 .font(egui::TextStyle::Monospace),

@@ -60,9 +60,10 @@ impl ToylensApp {
             let corrupt =
                 read(&self.analyze.corrupt).map_err(|e| format!("corrupted sequence: {e}"))?;
             if corrupt.len() != tokens.len() {
+                let tokens_of = |n: usize| format!("{n} token{}", if n == 1 { "" } else { "s" });
                 return Err(format!(
-                    "the corrupted sequence has {} tokens and the sequence {}: patching needs the same length",
-                    corrupt.len(),
+                    "the corrupted sequence has {} and the sequence {}: patching needs the same length",
+                    tokens_of(corrupt.len()),
                     tokens.len()
                 ));
             }
