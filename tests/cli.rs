@@ -421,6 +421,65 @@ fn analyze_refuses_bad_requests_with_one_line() {
 }
 
 #[test]
+fn analyze_ablates_heads_of_any_layer() {
+    let m = tl_general("mlp2_ln_gelu");
+    let run = |extra: &[&str]| -> Value {
+        let mut args = vec!["analyze", m.as_str(), "4 7 9 7 4 2 5", "--json"];
+        args.extend(extra);
+        let o = toylens(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str(&stdout(&o)).unwrap()
+    };
+    let plain = run(&[]);
+    let zero = run(&["--ablate", "L1H1,L0H2"]);
+    let labels = plain["labels"].as_array().unwrap();
+    let row = |v: &Value, label: &str| -> Vec<f64> {
+        let i = labels.iter().position(|l| l == label).unwrap();
+        v["dla"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    assert!(row(&zero, "L1H1").iter().all(|&x| x == 0.0));
+    assert!(row(&zero, "L0H2").iter().all(|&x| x == 0.0));
+    assert!(row(&plain, "L1H1").iter().any(|&x| x != 0.0));
+    assert_ne!(zero["logit_lens"], plain["logit_lens"]);
+    // Mean ablation writes the head's mean z over the task's sequences (this state dict opens
+    // with skip-trigram sequences of 4 tokens): its row is not zero, and not the plain one.
+    let short = |extra: &[&str]| -> Value {
+        let mut args = vec!["analyze", m.as_str(), "4 7 9 7", "--json"];
+        args.extend(extra);
+        let o = toylens(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str(&stdout(&o)).unwrap()
+    };
+    let mean = short(&["--ablate", "L1H1", "--ablate-mode", "mean"]);
+    assert!(row(&mean, "L1H1").iter().any(|&x| x != 0.0));
+    assert_ne!(row(&mean, "L1H1"), row(&short(&[]), "L1H1"));
+    // A longer sequence has positions without a mean: refused, not silently zeroed.
+    let o = toylens(&[
+        "analyze",
+        &m,
+        "4 7 9 7 4",
+        "--ablate",
+        "L1H1",
+        "--ablate-mode",
+        "mean",
+    ]);
+    assert_clean_failure(&o, "means for 4 positions");
+    let o = toylens(&["analyze", &m, "1 2", "--ablate", "L2H0"]);
+    assert_clean_failure(&o, "layers 0..=1");
+    let o = toylens(&["analyze", &m, "1 2", "--ablate", "L1H0"]);
+    assert!(
+        stdout(&o).contains("ABLATION: L1H0 zero-ablated"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
 fn circuits_json_of_a_two_layer_model_has_composition() {
     let m = tl_general("attn2_shortformer");
     let o = toylens(&["circuits", &m, "--json"]);

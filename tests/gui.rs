@@ -902,6 +902,12 @@ fn task_presets_train_and_show_their_own_views() {
     h.get_by_label_contains("enumerates skip-trigram sequences");
 }
 
+/// The analysis the Analyze tab shows.
+fn shown_analysis(h: &Harness<'_, ToylensApp>) -> toylens::analysis::Analysis {
+    let shown = h.state().analysis.analyze.latest().expect("an analysis");
+    shown.clone().expect("a successful analysis")
+}
+
 #[test]
 fn the_analyze_tab_takes_a_two_layer_model_apart() {
     let mut h = harness();
@@ -924,14 +930,7 @@ fn the_analyze_tab_takes_a_two_layer_model_apart() {
     ] {
         assert!(h.query_all_by_label(label).count() >= 1, "{label} missing");
     }
-    let a = h
-        .state()
-        .analysis
-        .analyze
-        .latest()
-        .unwrap()
-        .clone()
-        .unwrap();
+    let a = shown_analysis(&h);
     assert!(a.attribution.sum_error() < 1e-5);
     assert!(a.patching.is_none());
     h.get_by_label_contains("Type a corrupted sequence");
@@ -948,14 +947,7 @@ fn the_analyze_tab_takes_a_two_layer_model_apart() {
     h.state_mut().analyze.corrupt = "4 7 9 7 3 2 5".into();
     settle(&mut h);
     h.get_by_label_contains("at the last position: clean");
-    let a = h
-        .state()
-        .analysis
-        .analyze
-        .latest()
-        .unwrap()
-        .clone()
-        .unwrap();
+    let a = shown_analysis(&h);
     let p = a.patching.unwrap();
     assert_eq!(p.resid_pre.len(), 2);
     assert_eq!(p.resid_pre[0].len(), 7);
@@ -971,14 +963,7 @@ fn the_analyze_tab_takes_a_two_layer_model_apart() {
     h.state_mut().analysis.ablation[4] = toylens::model::HeadMode::Zero;
     settle(&mut h);
     h.get_by_label_contains("ABLATION ACTIVE: L1H1 zero-ablated");
-    let ablated = h
-        .state()
-        .analysis
-        .analyze
-        .latest()
-        .unwrap()
-        .clone()
-        .unwrap();
+    let ablated = shown_analysis(&h);
     assert!(
         ablated
             .attribution

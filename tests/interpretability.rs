@@ -232,38 +232,19 @@ fn patching_refuses_what_it_cannot_compare() {
 
 #[test]
 fn detection_patterns_are_transformer_lens_s() {
-    // TL's get_*_head_detection_pattern for tokens [4, 7, 4, 7, 9], written out by hand.
+    // TL's get_*_head_detection_pattern for tokens [4, 7, 4, 7, 9], written out by hand: one
+    // row per query, one digit per key.
     let tokens = [4, 7, 4, 7, 9];
-    let previous = [
-        [0, 0, 0, 0, 0],
-        [1, 0, 0, 0, 0],
-        [0, 1, 0, 0, 0],
-        [0, 0, 1, 0, 0],
-        [0, 0, 0, 1, 0],
-    ];
-    let duplicate = [
-        [0, 0, 0, 0, 0],
-        [0, 0, 0, 0, 0],
-        [1, 0, 0, 0, 0],
-        [0, 1, 0, 0, 0],
-        [0, 0, 0, 0, 0],
-    ];
-    let induction = [
-        [0, 0, 0, 0, 0],
-        [0, 0, 0, 0, 0],
-        [0, 1, 0, 0, 0],
-        [0, 0, 1, 0, 0],
-        [0, 0, 0, 0, 0],
-    ];
     for (kind, want) in [
-        (HeadKind::PreviousToken, previous),
-        (HeadKind::DuplicateToken, duplicate),
-        (HeadKind::Induction, induction),
+        (HeadKind::PreviousToken, "00000 10000 01000 00100 00010"),
+        (HeadKind::DuplicateToken, "00000 00000 10000 01000 00000"),
+        (HeadKind::Induction, "00000 00000 01000 00100 00000"),
     ] {
         let got = kind.pattern(&tokens);
-        for (q, row) in want.iter().enumerate() {
-            for (k, &w) in row.iter().enumerate() {
-                assert_eq!(got[q][k], w as f32, "{} [{q}][{k}]", kind.name());
+        for (q, row) in want.split(' ').enumerate() {
+            for (k, digit) in row.chars().enumerate() {
+                let w = if digit == '1' { 1.0 } else { 0.0 };
+                assert_eq!(got[q][k], w, "{} [{q}][{k}]", kind.name());
             }
         }
     }

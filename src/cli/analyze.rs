@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
 
+use super::eval::parse_head;
 use super::{load_model, print_model_line};
-use crate::analysis::{Analysis, HeadKind, PatchingSetup, analyze as analyze_tokens};
+use crate::analysis::{Analysis, HeadKind, PatchingSetup, analyze as analyze_tokens, mean_z};
 use crate::device::DeviceChoice;
-use crate::model::{argmax, head_label};
+use crate::model::{Ablation, HeadMode, argmax, head_label};
 use crate::task::parse_sequence;
 
 #[derive(Debug, Args)]
@@ -36,6 +37,14 @@ pub struct AnalyzeArgs {
     pub answer: Option<u32>,
     #[arg(long, requires = "corrupt")]
     pub wrong: Option<u32>,
+    /// Heads to ablate in every run, comma-separated: TL's names `L1H0,L0H2` (or numbers, for
+    /// layer 0).
+    #[arg(long, value_delimiter = ',')]
+    pub ablate: Vec<String>,
+    /// How ablated heads are replaced: by zero, or by their mean z over the task's validation
+    /// set.
+    #[arg(long, value_enum, default_value = "zero", requires = "ablate")]
+    pub ablate_mode: HeadMode,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceChoice,
@@ -80,17 +89,45 @@ pub fn analyze(args: AnalyzeArgs) -> Result<()> {
                 .ok_or_else(|| anyhow!("--corrupt needs --wrong"))?,
         }),
     };
+    let ablation = if args.ablate.is_empty() {
+        None
+    } else {
+        let heads = args
+            .ablate
+            .iter()
+            .map(|name| parse_head(name, cfg.n_layers, cfg.n_heads))
+            .collect::<Result<Vec<_>>>()?;
+        let means = match args.ablate_mode {
+            HeadMode::Mean => {
+                let val = task
+                    .validation_tokens(checkpoint.config.seed)
+                    .map_err(|e| anyhow!("mean ablation needs the task's validation set: {e}"))?;
+                Some(mean_z(&model, &val, task.seq_len())?)
+            }
+            _ => None,
+        };
+        Some(Ablation::of(
+            cfg.n_layers,
+            cfg.n_heads,
+            &heads,
+            args.ablate_mode,
+            means,
+        ))
+    };
     let analysis = analyze_tokens(
         &model,
         &tokens,
         Some(position as usize),
         setup.as_ref(),
-        None,
+        ablation.as_ref(),
     )?;
     if args.json {
         println!("{}", serde_json::to_string(&analysis)?);
     } else {
         print_model_line(&checkpoint);
+        if let Some(a) = &ablation {
+            println!("ABLATION: {}", a.describe());
+        }
         print_analysis(&analysis, cfg.n_layers);
     }
     Ok(())

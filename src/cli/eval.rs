@@ -317,7 +317,7 @@ fn eval_task(
     Ok(())
 }
 
-/// A head named `L{layer}H{head}` (TL's label) or by its number in layer 0.
+/// A head named `L{layer}H{head}` (TL's label) or by its number in layer 0, for `--ablate`.
 pub(super) fn parse_head(name: &str, n_layers: usize, n_heads: usize) -> Result<(usize, usize)> {
     let name = name.trim();
     let parsed = match name.strip_prefix(['L', 'l']) {

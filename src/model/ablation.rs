@@ -131,6 +131,18 @@ impl Ablation {
         Ok(())
     }
 
+    /// Mean ablation has a mean for every position of a sequence of `positions` tokens.
+    pub(super) fn check_positions(&self, positions: usize) -> Result<(), ModelError> {
+        match self.mean_z.as_ref().filter(|_| self.needs_means()) {
+            Some(mean) if positions > mean.shape[1] => Err(ModelError::Tokens(format!(
+                "mean ablation has means for {} positions (the length of the task's sequences); \
+                 this sequence has {positions}: shorten it or use zero ablation",
+                mean.shape[1]
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// The ablation as edits of `hook_z` for sequences of `positions` tokens: for each layer
     /// with an ablated head, `keep [1, 1, h, 1]` (1 for active heads) and `add [1, p, h, d]`
     /// (the mean for mean-ablated heads, 0 elsewhere).
@@ -157,7 +169,7 @@ impl Ablation {
                     .enumerate()
                     .filter(|(_, m)| **m == HeadMode::Mean)
                 {
-                    for q in 0..positions.min(mean.shape[1]) {
+                    for q in 0..positions {
                         for k in 0..d_head {
                             add[(q * heads + h) * d_head + k] = mean.at(&[layer, q, h, k]);
                         }

@@ -434,7 +434,9 @@ impl Transformer {
         tokens: &Tensor,
         ablation: Option<&Ablation>,
     ) -> candle_core::Result<Tensor> {
-        let edits = self.ablation_edits(ablation, tokens.dim(1)?)?;
+        let edits = self
+            .ablation_edits(ablation, tokens.dim(1)?)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let (logits, _) = self.forward_hooked(tokens, Capture::Nothing, edits.as_ref())?;
         let p = tokens.dim(1)?;
         logits.narrow(1, p - 1, 1)?.squeeze(1)
@@ -474,12 +476,12 @@ impl Transformer {
         &self,
         ablation: Option<&Ablation>,
         positions: usize,
-    ) -> candle_core::Result<Option<Edits>> {
+    ) -> Result<Option<Edits>, ModelError> {
         match ablation.filter(|a| a.is_active()) {
             None => Ok(None),
             Some(a) => {
-                a.check(&self.cfg)
-                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                a.check(&self.cfg)?;
+                a.check_positions(positions)?;
                 Ok(Some(a.edits(positions, self.cfg.d_head, &self.device)?))
             }
         }

@@ -57,35 +57,15 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     });
 }
 
-/// The position picker; returns the position the analysis is at.
-fn position_picker(app: &mut ToylensApp, a: &Analysis, ui: &mut Ui) {
-    let last = a.tokens.len() - 1;
-    let mut position = a.attribution.position;
-    ui.horizontal(|ui| {
-        let label = ui.label("Position");
-        let drag = ui
-            .add_enabled(
-                last > 0,
-                egui::DragValue::new(&mut position).range(0..=last),
-            )
-            .labelled_by(label.id)
-            .on_hover_text("the prediction for the token after this position");
-        if drag.changed() {
-            app.analyze.position = (position != last).then_some(position);
-        }
-        if position == last {
-            ui.weak("(the last)");
-        } else if ui.small_button("last").clicked() {
-            app.analyze.position = None;
-        }
-        ui.weak(format!("token {}", a.tokens[position]));
-    });
-}
-
 fn attribution(app: &mut ToylensApp, a: &Analysis, ui: &mut Ui) {
     let at = &a.attribution;
     ui.heading("Direct logit attribution");
-    position_picker(app, a, ui);
+    // The analysis is at the position it was computed for; the picker asks for another.
+    let mut slot = app.analyze.position.or(Some(at.position));
+    super::position_picker(ui, RichText::new("Position"), &a.tokens, &mut slot);
+    if slot != app.analyze.position.or(Some(at.position)) {
+        app.analyze.position = slot;
+    }
     let predicted = argmax(&at.logits);
     let vocab = at.logits.len();
     let mut chosen = app
@@ -420,7 +400,9 @@ fn circuits(app: &mut ToylensApp, ui: &mut Ui) {
             return;
         }
     };
-    let HeadCircuits { full, composition } = circuits;
+    let HeadCircuits {
+        full, composition, ..
+    } = circuits;
     let layers = full.copying_score.len();
     let heads = full.copying_score.first().map_or(0, Vec::len);
     let (mut layer, mut head) = app.analyze.head;
@@ -529,33 +511,36 @@ fn circuits(app: &mut ToylensApp, ui: &mut Ui) {
             }
         }
     });
-    let ov = &full.ov_full[layer][head];
-    let qk = &full.qk_full[layer][head];
+    let vocab_out = full.ov_full[layer][head].first().map_or(0, Vec::len);
+    let vocab = full.ov_full[layer][head].len();
     ui.columns(2, |cols| {
-        for (col, (title, map, what, other)) in cols.iter_mut().zip([
+        for (col, (title, (values, limit), what, other, size)) in cols.iter_mut().zip([
             (
                 "full OV circuit W_E W_V W_O W_U (rows source token, columns output logit)",
-                ov,
+                &circuits.ov_flat[layer][head],
                 "source",
                 "output",
+                vocab_out,
             ),
             (
                 "full QK circuit W_E W_Q W_K^T W_E^T (rows query token, columns key token)",
-                qk,
+                &circuits.qk_flat[layer][head],
                 "query",
                 "key",
+                vocab,
             ),
         ]) {
             col.label(title);
-            let values: Vec<f32> = map.iter().flatten().copied().collect();
-            let scale = Scale::diverging_for(values.iter().copied());
-            let cols_n = map.first().map_or(0, Vec::len);
+            let scale = Scale::Diverging { limit: *limit };
             let describe = |r: usize, c: usize, v: f32| format!("{what} {r}, {other} {c}: {v:.4}");
+            let slot = egui::Id::unique("full circuit").with(what);
             Heatmap {
                 max_width: Some(col.available_width()),
-                min_cell: 2.0,
+                // Drawn as a texture: any vocabulary fits the column.
+                min_cell: 0.1,
                 describe: Some(&describe),
-                ..Heatmap::new(map.len(), cols_n, &values, scale)
+                texture_key: Some((slot, circuits.id ^ (((layer * heads + head) as u64) << 1))),
+                ..Heatmap::new(vocab, size, values, scale)
             }
             .show(col);
             legend(col, scale);

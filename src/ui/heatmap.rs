@@ -77,7 +77,15 @@ pub struct Heatmap<'a> {
     pub min_cell: f32,
     /// Row and column labels; off for thumbnails.
     pub axis_labels: bool,
+    /// Draw the cells as one cached texture when they are smaller than a few pixels: a map of a
+    /// large vocabulary then costs one image per frame, not a rectangle per visible cell. The
+    /// id names the map's one texture slot; the key identifies the values (the texture is rebuilt,
+    /// and the old one freed, when it changes).
+    pub texture_key: Option<(egui::Id, u64)>,
 }
+
+/// Cells smaller than this are drawn as a texture when the map has a `texture_key`.
+const TEXTURE_BELOW_PX: f32 = 6.0;
 
 impl<'a> Heatmap<'a> {
     pub fn new(rows: usize, cols: usize, values: &'a [f32], scale: Scale) -> Self {
@@ -96,6 +104,7 @@ impl<'a> Heatmap<'a> {
             max_width: None,
             min_cell: 10.0,
             axis_labels: true,
+            texture_key: None,
         }
     }
 
@@ -208,7 +217,19 @@ impl<'a> Heatmap<'a> {
                 text,
             );
         }
-        for r in rows {
+        let textured = self
+            .texture_key
+            .filter(|_| self.cell < TEXTURE_BELOW_PX && self.masked.is_none());
+        if let Some(key) = textured {
+            let texture = self.texture(ui, key);
+            let area = Rect::from_min_size(
+                origin,
+                vec2(self.cols as f32 * self.cell, self.rows as f32 * self.cell),
+            );
+            let uv = Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0));
+            painter.image(texture.id(), area, uv, Color32::WHITE);
+        }
+        for r in rows.filter(|_| textured.is_none()) {
             for c in cols.clone() {
                 let cr = cell_rect(r, c).shrink(0.5);
                 let value = self.value(r, c);
@@ -291,6 +312,41 @@ impl<'a> Heatmap<'a> {
             None => response,
         };
         (response, clicked)
+    }
+}
+
+impl Heatmap<'_> {
+    /// The cells as a texture, one texel per cell, kept in egui's memory in slot `id` for the
+    /// values `key`.
+    fn texture(&self, ui: &Ui, (id, key): (egui::Id, u64)) -> egui::TextureHandle {
+        let cached = ui
+            .ctx()
+            .data(|d| d.get_temp::<(u64, egui::TextureHandle)>(id))
+            .filter(|(k, _)| *k == key);
+        if let Some((_, texture)) = cached {
+            return texture;
+        }
+        // One texel per cell, or, for cells under a pixel, per block of cells (the value of
+        // largest magnitude in it, so that a single strong cell still shows).
+        let block = (1.0 / self.cell).ceil().max(1.0) as usize;
+        let (rows, cols) = (self.rows.div_ceil(block), self.cols.div_ceil(block));
+        let pixels: Vec<Color32> = (0..rows * cols)
+            .map(|i| {
+                let (r0, c0) = ((i / cols) * block, (i % cols) * block);
+                let strongest = (r0..(r0 + block).min(self.rows))
+                    .flat_map(|r| (c0..(c0 + block).min(self.cols)).map(move |c| (r, c)))
+                    .map(|(r, c)| self.value(r, c))
+                    .fold(0.0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+                self.scale.color(strongest)
+            })
+            .collect();
+        let image = egui::ColorImage::new([cols, rows], pixels);
+        let texture = ui
+            .ctx()
+            .load_texture("heatmap", image, egui::TextureOptions::NEAREST);
+        ui.ctx()
+            .data_mut(|d| d.insert_temp(id, (key, texture.clone())));
+        texture
     }
 }
 

@@ -159,28 +159,8 @@ fn summary(app: &ToylensApp, r: &Inspection, ui: &mut Ui) {
 
 /// The heading of the logits panel with its position picker; returns the position shown.
 fn logits_position(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) -> usize {
-    let last = r.tokens.len() - 1;
-    let mut position = app.inspector.position.unwrap_or(last).min(last);
-    ui.horizontal(|ui| {
-        ui.heading("Logits at position");
-        let drag = ui
-            .add_enabled(
-                last > 0,
-                egui::DragValue::new(&mut position).range(0..=last),
-            )
-            .on_hover_text("the prediction for the token after this position");
-        if drag.changed() {
-            app.inspector.position = (position != last).then_some(position);
-        }
-        if position == last {
-            ui.weak("(the last)");
-        } else if ui.small_button("last").clicked() {
-            app.inspector.position = None;
-            position = last;
-        }
-        ui.weak(format!("token {}", r.tokens[position]));
-    });
-    position
+    let title = RichText::new("Logits at position").heading();
+    super::position_picker(ui, title, &r.tokens, &mut app.inspector.position)
 }
 
 fn logits_chart(r: &Inspection, position: usize, ui: &mut Ui) {

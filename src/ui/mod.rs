@@ -243,6 +243,39 @@ pub fn analysis_toolbar(app: &mut ToylensApp, ui: &mut Ui, panel: egui::Rect) {
     ablation_banner(app, ui);
 }
 
+/// "Position [n] (the last) token t": picks the position a view shows, `None` in `slot`
+/// following the last one. Returns the position shown.
+pub fn position_picker(
+    ui: &mut Ui,
+    title: RichText,
+    tokens: &[u32],
+    slot: &mut Option<usize>,
+) -> usize {
+    let last = tokens.len() - 1;
+    let mut position = slot.unwrap_or(last).min(last);
+    ui.horizontal(|ui| {
+        let label = ui.label(title);
+        let drag = ui
+            .add_enabled(
+                last > 0,
+                egui::DragValue::new(&mut position).range(0..=last),
+            )
+            .labelled_by(label.id)
+            .on_hover_text("the prediction for the token after this position");
+        if drag.changed() {
+            *slot = (position != last).then_some(position);
+        }
+        if position == last {
+            ui.weak("(the last)");
+        } else if ui.small_button("last").clicked() {
+            *slot = None;
+            position = last;
+        }
+        ui.weak(format!("token {}", tokens[position]));
+    });
+    position
+}
+
 /// Per-head ablation switches for every layer, shared by the analysis views.
 pub fn ablation_controls(app: &mut ToylensApp, ui: &mut Ui) {
     let (layers, heads) = (

@@ -2,7 +2,7 @@
 //! detectors, patching) and the weights in view read as circuits (full OV/QK circuits, copying
 //! scores, singular directions, composition). Each is a background job keyed by its inputs.
 
-use super::{AblationView, ToylensApp, cpu_model};
+use super::{ToylensApp, cpu_model};
 use crate::analysis::{
     Composition, FullCircuits, PatchingSetup, analyze, composition, full_circuits,
 };
@@ -43,6 +43,12 @@ pub struct AnalyzeKey {
 pub struct HeadCircuits {
     pub full: FullCircuits,
     pub composition: Option<Composition>,
+    /// `[layer][head]` full OV and QK circuits flattened row-major, with the largest |value| of
+    /// each (its colour scale), ready to draw.
+    pub ov_flat: Vec<Vec<(Vec<f32>, f32)>>,
+    pub qk_flat: Vec<Vec<(Vec<f32>, f32)>>,
+    /// Changes with the weights: keys the maps' textures.
+    pub id: u64,
 }
 
 impl ToylensApp {
@@ -102,12 +108,12 @@ impl ToylensApp {
         if self.analysis.analyze.is_current(&key) || self.analysis.analyze.is_running() {
             return;
         }
-        let ablation = match self.current_ablation() {
-            AblationView::Off => None,
-            AblationView::Ready(a) => Some(a),
-            AblationView::Waiting => return,
-            AblationView::Failed(e) => {
-                self.analysis.analyze.finish(key, Err(e));
+        let ablation = match self.current_ablation().ready() {
+            Ok(a) => a,
+            Err(failure) => {
+                if let Some(e) = failure {
+                    self.analysis.analyze.finish(key, Err(e));
+                }
                 return;
             }
         };
@@ -171,11 +177,37 @@ impl ToylensApp {
             return;
         }
         let (cfg, weights) = self.job_inputs();
+        let id = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            key.hash(&mut h);
+            h.finish()
+        };
         self.job(
             move || {
+                let full = full_circuits(&cfg, &weights)?;
+                let flat = |maps: &[Vec<Vec<Vec<f32>>>]| -> Vec<Vec<(Vec<f32>, f32)>> {
+                    maps.iter()
+                        .map(|layer| {
+                            layer
+                                .iter()
+                                .map(|map| {
+                                    let values: Vec<f32> = map.iter().flatten().copied().collect();
+                                    let limit = crate::ui::heatmap::Scale::diverging_limit(
+                                        values.iter().copied(),
+                                    );
+                                    (values, limit)
+                                })
+                                .collect()
+                        })
+                        .collect()
+                };
                 Ok(HeadCircuits {
-                    full: full_circuits(&cfg, &weights)?,
+                    ov_flat: flat(&full.ov_full),
+                    qk_flat: flat(&full.qk_full),
                     composition: (cfg.n_layers > 1).then(|| composition(&cfg, &weights)),
+                    full,
+                    id,
                 })
             },
             move |r| Computed::HeadCircuits(key, r),

@@ -134,6 +134,19 @@ pub enum AblationView {
     Failed(String),
 }
 
+impl AblationView {
+    /// The ablation to compute with (`Ok(None)`: none), or why there is none yet: `Err(None)`
+    /// while mean ablation's means are on their way, `Err(Some(reason))` when they failed.
+    pub fn ready(self) -> Result<Option<Ablation>, Option<String>> {
+        match self {
+            AblationView::Off => Ok(None),
+            AblationView::Ready(a) => Ok(Some(a)),
+            AblationView::Waiting => Err(None),
+            AblationView::Failed(e) => Err(Some(e)),
+        }
+    }
+}
+
 impl ToylensApp {
     /// Runs `work` as a background job whose result comes back through `deliver`.
     fn job<T: 'static>(
@@ -260,13 +273,11 @@ impl ToylensApp {
         if self.session.config.task.skip_trigram().is_none() {
             return;
         }
-        let ablation = match self.current_ablation() {
-            AblationView::Off => None,
-            AblationView::Ready(a) => Some(a),
-            AblationView::Waiting => return,
-            AblationView::Failed(e) => {
+        let ablation = match self.current_ablation().ready() {
+            Ok(a) => a,
+            Err(failure) => {
                 let key = self.exhaustive_key();
-                if !self.analysis.exhaustive.is_current(&key) {
+                if let Some(e) = failure.filter(|_| !self.analysis.exhaustive.is_current(&key)) {
                     self.analysis.exhaustive.finish(key, Err(e));
                 }
                 return;
