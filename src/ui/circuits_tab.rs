@@ -44,7 +44,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     let Some(Ok(view)) = app.analysis.circuits.latest() else {
         return;
     };
-    let vocab = view.vocab;
+    let (vocab, view_id) = (view.vocab, view.id);
     let (ov_flat, qk_flat) = (&view.ov, &view.qk);
     let focus = app.inspector.focus_in_layer_0();
     egui::ScrollArea::vertical().show(ui, |ui| {
@@ -83,11 +83,17 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
                     ),
                 ];
                 for (title, values, limit, describe) in maps {
+                    // A large vocabulary's map fits the width as one texture; its colours
+                    // depend on the weights, the options and the (possibly held) scale.
+                    let slot = egui::Id::unique("circuits map").with((h, title));
+                    let key = view_id ^ (limit.to_bits() as u64).rotate_left(17);
                     ui.vertical(|ui| {
                         ui.small(title);
                         let scale = Scale::Diverging { limit };
                         let mut map = Heatmap::new(vocab, vocab, values, scale);
                         map.cell = 30.0;
+                        map.min_cell = 0.1;
+                        map.texture_key = Some((slot, key));
                         map.max_width = Some(width);
                         map.show_values = vocab <= 12;
                         map.describe = Some(describe);

@@ -177,12 +177,7 @@ impl ToylensApp {
             return;
         }
         let (cfg, weights) = self.job_inputs();
-        let id = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            key.hash(&mut h);
-            h.finish()
-        };
+        let id = super::hash_of(&key);
         self.job(
             move || {
                 let full = full_circuits(&cfg, &weights)?;

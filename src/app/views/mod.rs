@@ -24,7 +24,7 @@ use crate::model::{Ablation, HeadMode, ModelConfig, NdArray, Transformer, Weight
 /// The evaluation's inputs: the weights in view and the ablation.
 pub type ExhaustiveKey = (String, Vec<HeadMode>);
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Hash)]
 pub struct CircuitsKey {
     pub view: String,
     pub no_bias: bool,
@@ -40,6 +40,8 @@ pub struct CircuitsView {
     /// The largest |value| of all OV maps and of all QK maps (their shared colour scales).
     pub ov_limit: f32,
     pub qk_limit: f32,
+    /// Changes with the inputs: keys the maps' textures.
+    pub id: u64,
 }
 
 impl CircuitsView {
@@ -76,6 +78,7 @@ impl CircuitsView {
         };
         Ok(Self {
             vocab: cfg.d_vocab,
+            id: hash_of(key),
             ov_limit: limit(&ov),
             qk_limit: limit(&qk),
             ov,
@@ -424,6 +427,14 @@ impl ToylensApp {
             || a.data.is_running()
             || a.traces_running
     }
+}
+
+/// A hash of a view's inputs, to key what is drawn from its result (textures).
+pub fn hash_of(value: &impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
 }
 
 /// A CPU model of `weights`, for a job.
