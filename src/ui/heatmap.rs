@@ -220,7 +220,8 @@ impl<'a> Heatmap<'a> {
         let textured = self
             .texture_key
             .filter(|_| self.cell < TEXTURE_BELOW_PX && self.masked.is_none());
-        if let Some(key) = textured {
+        // Off-screen maps build no texture (a tab of 32 large maps shows two or three at once).
+        if let Some(key) = textured.filter(|_| ui.is_rect_visible(rect)) {
             let texture = self.texture(ui, key);
             let area = Rect::from_min_size(
                 origin,
