@@ -608,6 +608,18 @@ fn every_numeric_flag_refuses_bad_values_with_one_line() {
     type Case<'a> = (Vec<&'a str>, &'a str, Vec<(&'a str, Option<bool>)>);
     let cases: Vec<Case> = vec![
         (
+            vec!["train", "--task", "induction", "--steps", "2", "--out", &o],
+            "--gap-max",
+            vec![
+                ("0", Some(true)),
+                ("3", Some(true)),
+                ("-1", Some(false)),
+                ("5000", Some(false)),
+                (HUGE, Some(false)),
+                ("abc", Some(false)),
+            ],
+        ),
+        (
             vec!["train", "--out", &o, "--epochs", "1"],
             "--seed",
             vec![

@@ -39,6 +39,7 @@ fn small_induction() -> RunConfig {
         vocab: 8,
         half: 4,
         val_size: 64,
+        ..Default::default()
     });
     cfg.model.d_model = 16;
     cfg.model.d_head = 4;
@@ -65,6 +66,78 @@ fn run(cfg: RunConfig) -> toylens::train::Outcome {
         Control::Continue
     })
     .unwrap()
+}
+
+#[test]
+fn induction_metrics_follow_each_sequence_s_gap() {
+    // With a gap of 0..=3 the copy starts at 4..=7: the scores and losses follow each sequence's
+    // own copy. A model whose heads attend uniformly to the causal past gives query q the
+    // weight 1/(q+1), so the induction score is the mean of 1/(q+1) over each copy's queries.
+    let mut cfg = small_induction();
+    let TaskConfig::Induction(task) = &mut cfg.task else {
+        unreachable!()
+    };
+    task.gap_max = 3;
+    let task = task.clone();
+    cfg.fit_model_to_task();
+    assert!(cfg.model.n_ctx >= task.seq_len());
+    let mut weights = toylens::model::Weights::init(&cfg.model, 3);
+    for name in [
+        "blocks.0.attn.W_Q",
+        "blocks.1.attn.W_Q",
+        "blocks.0.attn.b_Q",
+        "blocks.1.attn.b_Q",
+    ] {
+        weights.get_mut(name).unwrap().fill(0.0);
+    }
+    let uniform = Transformer::new(&cfg.model, &weights, &Device::Cpu).unwrap();
+    let tokens = task.val_set(0);
+    let e = evaluate_induction(&uniform, &task, &tokens).unwrap();
+    let starts: Vec<usize> = tokens
+        .chunks_exact(11)
+        .map(|s| task.repeat_start(s))
+        .collect();
+    assert!(starts.iter().any(|&s| s != 4), "some sequences have a gap");
+    let expect: f64 = starts
+        .iter()
+        .map(|&start| {
+            (start..start + 4)
+                .map(|q| 1.0 / (q as f64 + 1.0))
+                .sum::<f64>()
+                / 4.0
+        })
+        .sum::<f64>()
+        / starts.len() as f64;
+    for l in 0..2 {
+        for h in 0..4 {
+            let ind = e.induction_score[l][h];
+            assert!((ind - expect).abs() < 1e-5, "L{l}H{h}: {ind} vs {expect}");
+        }
+    }
+    // The repeated-half loss of one sequence is over its copy's predictions only.
+    let seq = &tokens[..11];
+    let start = task.repeat_start(seq);
+    let (logits, _) = uniform
+        .forward_hooked(
+            &candle_core::Tensor::from_slice(seq, (1, 11), &Device::Cpu).unwrap(),
+            toylens::model::Capture::Nothing,
+            None,
+        )
+        .unwrap();
+    let rows = logits.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+    let nll = |i: usize| {
+        let r = &rows[i];
+        let max = r.iter().cloned().fold(f32::MIN, f32::max) as f64;
+        let lse = max + r.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+        lse - r[seq[i + 1] as usize] as f64
+    };
+    let one = evaluate_induction(&uniform, &task, seq).unwrap();
+    let repeated = (start..start + 3).map(nll).sum::<f64>() / 3.0;
+    assert!((one.loss_repeated_half - repeated).abs() < 1e-5);
+    // And a short run trains on the gapped data end to end.
+    cfg.train.steps = 20;
+    let outcome = run(cfg);
+    assert_eq!(outcome.checkpoint.history.len(), 2);
 }
 
 #[test]

@@ -57,9 +57,13 @@ pub struct TrainArgs {
     /// Induction: the vocabulary the random tokens are drawn from.
     #[arg(long)]
     pub vocab: Option<usize>,
-    /// Induction: the length of the random half (sequences are twice as long).
+    /// Induction: the length of the random half (sequences are twice as long, plus the gap).
     #[arg(long)]
     pub half: Option<usize>,
+    /// Induction: up to this many random tokens between the half and its copy, drawn per
+    /// sequence (0, the default: none). A varying gap leaves no positional shortcut.
+    #[arg(long)]
+    pub gap_max: Option<usize>,
     /// Modular addition: the modulus p.
     #[arg(long)]
     pub p: Option<usize>,
@@ -178,6 +182,10 @@ fn apply_task_flags(args: &TrainArgs, cfg: &mut RunConfig) -> Result<()> {
                 t.half = h;
                 changed = true;
             }
+            if let Some(g) = args.gap_max {
+                t.gap_max = g;
+                changed = true;
+            }
         }
         TaskConfig::ModularAddition(t) => {
             if let Some(p) = args.p {
@@ -195,6 +203,7 @@ fn apply_task_flags(args: &TrainArgs, cfg: &mut RunConfig) -> Result<()> {
         for (flag, given) in [
             ("--vocab", args.vocab.is_some()),
             ("--half", args.half.is_some()),
+            ("--gap-max", args.gap_max.is_some()),
         ] {
             if given {
                 return Err(wrong(flag, TaskKind::Induction));

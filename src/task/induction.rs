@@ -2,6 +2,11 @@
 //! `half` tokens again. The loss is next-token cross-entropy at every position. The first half is
 //! unpredictable (floor ln V); the repeated half is predictable by copying (floor 0), which is
 //! what induction heads learn to do.
+//!
+//! With `gap_max > 0` the copy starts after a gap of 0..=gap_max random tokens, drawn per
+//! sequence, and random tokens fill the rest. The copy is then not a fixed distance back, so a
+//! model cannot find it by position alone: it has to look the earlier token up by content (a
+//! previous-token head feeding an induction head).
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -14,8 +19,10 @@ use crate::seed::{Stream, stream_rng};
 pub struct InductionConfig {
     /// Tokens the random halves are drawn from.
     pub vocab: usize,
-    /// Length of the random half; a sequence is twice as long.
+    /// Length of the random half; a sequence is twice as long, plus `gap_max`.
     pub half: usize,
+    /// The most random tokens between the half and its copy (0: the copy follows at once).
+    pub gap_max: usize,
     /// Sequences in the fixed validation set the metrics are measured on.
     pub val_size: usize,
 }
@@ -25,6 +32,7 @@ impl Default for InductionConfig {
         Self {
             vocab: 32,
             half: 10,
+            gap_max: 0,
             val_size: 512,
         }
     }
@@ -32,7 +40,7 @@ impl Default for InductionConfig {
 
 impl InductionConfig {
     pub fn seq_len(&self) -> usize {
-        2 * self.half
+        2 * self.half + self.gap_max
     }
 
     pub fn validate(&self) -> Result<(), TaskError> {
@@ -51,6 +59,9 @@ impl InductionConfig {
                 self.half
             )));
         }
+        if self.gap_max > MAX_SEQ_LEN {
+            return Err(TaskError::SeqLenTooLong(self.gap_max));
+        }
         if self.seq_len() > MAX_SEQ_LEN {
             return Err(TaskError::SeqLenTooLong(self.seq_len()));
         }
@@ -68,13 +79,32 @@ impl InductionConfig {
     pub fn generate(&self, count: usize, rng: &mut impl Rng) -> Vec<u32> {
         let (half, vocab) = (self.half, self.vocab as u32);
         let mut tokens = vec![0u32; count * self.seq_len()];
-        for seq in tokens.chunks_exact_mut(2 * half) {
-            for t in &mut seq[..half] {
+        for seq in tokens.chunks_exact_mut(self.seq_len()) {
+            if self.gap_max == 0 {
+                for t in &mut seq[..half] {
+                    *t = rng.random_range(0..vocab);
+                }
+                seq.copy_within(..half, half);
+                continue;
+            }
+            let gap = rng.random_range(0..=self.gap_max);
+            for t in seq.iter_mut() {
                 *t = rng.random_range(0..vocab);
             }
-            seq.copy_within(..half, half);
+            seq.copy_within(..half, half + gap);
         }
         tokens
+    }
+
+    /// Where the copy starts in `seq`, a whole sequence of the task: `half` plus the smallest
+    /// gap at which the first half repeats (a larger one is then a coincidence of random tokens
+    /// that a model cannot tell from the copy either).
+    pub fn repeat_start(&self, seq: &[u32]) -> usize {
+        let half = self.half;
+        (0..=self.gap_max)
+            .map(|gap| half + gap)
+            .find(|&start| seq.get(start..start + half) == seq.get(..half))
+            .unwrap_or(half)
     }
 
     /// The fixed validation set of `seed`.
@@ -87,10 +117,18 @@ impl InductionConfig {
     }
 
     /// The token after the last one, where the repetition determines it: position `n` repeats
-    /// position `n - half` for `half ≤ n < 2·half`.
+    /// position `n - half` for `half ≤ n < 2·half`. With a gap, once the copy has begun: position
+    /// `n` repeats `n - start` for the smallest start (`half` plus a gap) whose copy the tokens so
+    /// far agree with.
     pub fn expected_next(&self, tokens: &[u32]) -> Option<u32> {
-        let n = tokens.len();
-        (n >= self.half && n < self.seq_len()).then(|| tokens[n - self.half])
+        let (n, half) = (tokens.len(), self.half);
+        if self.gap_max == 0 {
+            return (n >= half && n < self.seq_len()).then(|| tokens[n - half]);
+        }
+        (half..=half + self.gap_max)
+            .filter(|&start| start < n && n < start + half)
+            .find(|&start| tokens[start..n] == tokens[..n - start])
+            .map(|start| tokens[n - start])
     }
 
     /// Prediction positions whose loss is "first half": those predicting tokens `1..half`.
@@ -100,10 +138,11 @@ impl InductionConfig {
         0..self.half - 1
     }
 
-    /// Prediction positions whose loss is "repeated half": those predicting tokens
-    /// `half + 1..2·half`.
-    pub fn repeated_half_predictions(&self) -> std::ops::Range<usize> {
-        self.half..self.seq_len() - 1
+    /// Prediction positions of `seq` whose loss is "repeated half": those predicting the copy's
+    /// tokens after its first (`half + 1..2·half` without a gap).
+    pub fn repeated_half_predictions(&self, seq: &[u32]) -> std::ops::Range<usize> {
+        let start = self.repeat_start(seq);
+        start..start + self.half - 1
     }
 }
 
@@ -133,6 +172,10 @@ mod tests {
         assert_eq!(task.expected_next(&seq[..10]), Some(5));
         for bad in [
             InductionConfig {
+                gap_max: 5000,
+                ..task.clone()
+            },
+            InductionConfig {
                 vocab: 1,
                 ..task.clone()
             },
@@ -151,5 +194,54 @@ mod tests {
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
+        assert_eq!(task.repeated_half_predictions(&data[..20]), 10..19);
+    }
+
+    #[test]
+    fn with_a_gap_the_copy_starts_anywhere_in_range_and_is_found() {
+        let task = InductionConfig {
+            half: 6,
+            gap_max: 4,
+            ..Default::default()
+        };
+        task.validate().unwrap();
+        let data = task.val_set(0);
+        assert_eq!(data.len(), 512 * 16);
+        let mut starts = std::collections::BTreeSet::new();
+        for seq in data.chunks_exact(16) {
+            let start = task.repeat_start(seq);
+            assert!((6..=10).contains(&start));
+            assert_eq!(seq[start..start + 6], seq[..6]);
+            starts.insert(start);
+            // Inside the copy the next token is known; before it, not.
+            assert_eq!(task.expected_next(&seq[..start + 2]), Some(seq[2]));
+            assert_eq!(task.repeated_half_predictions(seq), start..start + 5);
+        }
+        assert_eq!(starts.len(), 5, "every gap 0..=4 occurs");
+        // A hand-made sequence: gap 2 (tokens 8 8), then the copy of 1 2 3.
+        let task = InductionConfig {
+            half: 3,
+            gap_max: 2,
+            ..Default::default()
+        };
+        let seq = [1, 2, 3, 8, 8, 1, 2, 3, 9, 9];
+        assert_eq!(task.repeat_start(&seq), 5);
+        assert_eq!(task.expected_next(&seq[..6]), Some(2));
+        assert_eq!(
+            task.expected_next(&seq[..5]),
+            None,
+            "the copy has not begun"
+        );
+        assert_eq!(task.expected_next(&seq[..4]), None);
+    }
+
+    #[test]
+    fn without_a_gap_the_data_is_what_it_always_was() {
+        // The same draws as before the gap existed: seed 0's first validation sequence.
+        let task = InductionConfig::default();
+        let mut rng = stream_rng(0, Stream::ValData);
+        let first: Vec<u32> = (0..10).map(|_| rng.random_range(0..32u32)).collect();
+        assert_eq!(task.val_set(0)[..10], first[..]);
+        assert_eq!(task.val_set(0)[10..20], first[..]);
     }
 }

@@ -93,11 +93,17 @@ pub fn evaluate_induction(
     let count = tokens.len() / len;
     for chunk in tokens.chunks(rows * len) {
         let b = chunk.len() / len;
+        // Where each sequence's copy starts (`half`, unless the task has gaps).
+        let starts: Vec<usize> = chunk
+            .chunks_exact(len)
+            .map(|seq| task.repeat_start(seq))
+            .collect();
         let input = Tensor::from_slice(chunk, (b, len), model.device())?;
         let (logits, hooks) =
             model.forward_hooked(&input, Capture::Only(&["attn.hook_pattern"]), None)?;
         let logits = logits.flatten_all()?.to_vec1::<f32>()?;
         for (s, seq) in chunk.chunks_exact(len).enumerate() {
+            let repeated_half = starts[s]..starts[s] + half - 1;
             for i in 0..len - 1 {
                 let row = &logits[(s * len + i) * vocab..(s * len + i + 1) * vocab];
                 let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
@@ -105,7 +111,7 @@ pub fn evaluate_induction(
                 let nll = max + sum.ln() - row[seq[i + 1] as usize] as f64;
                 if task.first_half_predictions().contains(&i) {
                     first = (first.0 + nll, first.1 + 1);
-                } else if task.repeated_half_predictions().contains(&i) {
+                } else if repeated_half.contains(&i) {
                     repeated = (repeated.0 + nll, repeated.1 + 1);
                 }
             }
@@ -117,9 +123,10 @@ pub fn evaluate_induction(
             };
             let pattern = pattern.flatten_all()?.to_vec1::<f32>()?; // [b, head, q, k]
             for (i, matrix) in pattern.chunks_exact(len * len).enumerate() {
-                let h = i % heads;
-                for q in half..len {
-                    induction[h] += matrix[q * len + q - half + 1] as f64;
+                let (h, start) = (i % heads, starts[i / heads]);
+                // Each copied token attends to the token after its earlier occurrence.
+                for q in start..start + half {
+                    induction[h] += matrix[q * len + q - start + 1] as f64;
                 }
                 for q in 1..len {
                     prev[h] += matrix[q * len + q - 1] as f64;

@@ -35,7 +35,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
                 ui,
             )
         }
-        DataView::Induction { sequences, half } => induction(sequences, *half, seed, ui),
+        DataView::Induction { sequences, task } => induction(sequences, task, seed, ui),
         DataView::ModularAddition {
             p,
             train_mask,
@@ -158,13 +158,28 @@ fn skip_trigram(
 
 const FIRST_HALF: Color32 = Color32::from_rgb(66, 133, 244);
 const REPEATED: Color32 = Color32::from_rgb(234, 120, 40);
+const FILLER: Color32 = Color32::from_gray(130);
 
 /// The first training sequences, the repeated half in its own colour.
-fn induction(sequences: &[u32], half: usize, seed: u64, ui: &mut Ui) -> Option<Vec<u32>> {
-    let len = 2 * half;
+fn induction(
+    sequences: &[u32],
+    task: &crate::task::InductionConfig,
+    seed: u64,
+    ui: &mut Ui,
+) -> Option<Vec<u32>> {
+    let (len, half) = (task.seq_len(), task.half);
+    let layout = if task.gap_max == 0 {
+        format!("{half} random tokens, then the same {half} again")
+    } else {
+        format!(
+            "{half} random tokens, a gap of 0 to {} random tokens, the same {half} again, then \
+             random tokens to the end",
+            task.gap_max
+        )
+    };
     ui.label(format!(
         "Training sequences of seed {seed} (the first {} of a fresh stream; every step draws new \
-         ones): {half} random tokens, then the same {half} again. Click a row to inspect it.",
+         ones): {layout}. Click a row to inspect it.",
         sequences.len() / len.max(1)
     ));
     ui.horizontal(|ui| {
@@ -178,6 +193,9 @@ fn induction(sequences: &[u32], half: usize, seed: u64, ui: &mut Ui) -> Option<V
             REPEATED,
             "repeated half: predictable by induction, floor 0",
         );
+        if task.gap_max > 0 {
+            swatch(ui, FILLER, "gap and filler: random");
+        }
     });
     let mut clicked = None;
     let row_height = ui.text_style_height(&egui::TextStyle::Monospace) + 6.0;
@@ -193,8 +211,13 @@ fn induction(sequences: &[u32], half: usize, seed: u64, ui: &mut Ui) -> Option<V
                         // not one per token.
                         let mut job = egui::text::LayoutJob::default();
                         let font = egui::TextStyle::Monospace.resolve(ui.style());
-                        for (part, color) in [(&seq[..half], FIRST_HALF), (&seq[half..], REPEATED)]
-                        {
+                        let start = task.repeat_start(seq);
+                        for (part, color) in [
+                            (&seq[..half], FIRST_HALF),
+                            (&seq[half..start], FILLER),
+                            (&seq[start..start + half], REPEATED),
+                            (&seq[start + half..], FILLER),
+                        ] {
                             let text: String = part.iter().map(|t| format!("{t:>4}")).collect();
                             job.append(&text, 0.0, egui::TextFormat::simple(font.clone(), color));
                         }

@@ -86,10 +86,10 @@ pub fn sequence_row(app: &mut ToylensApp, ui: &mut Ui) {
         for &(label, signal) in buttons {
             if ui.button(label).clicked() {
                 let mut tokens = task.random_sequence(signal, &mut rng);
-                // A repeated sequence without its last token: the last position then predicts
-                // a repeated token, which the task determines.
-                if let TaskConfig::Induction(_) = task {
-                    tokens.pop();
+                // A repeated sequence up to the copy's last token: the last position then
+                // predicts a repeated token, which the task determines.
+                if let TaskConfig::Induction(t) = &task {
+                    tokens.truncate(t.repeat_start(&tokens) + t.half - 1);
                 }
                 app.settings.sequence = join(&tokens);
             }

@@ -325,6 +325,14 @@ fn task_settings(ui: &mut Ui, task: &mut TaskConfig) -> bool {
             );
             changed |= row(
                 ui,
+                "Gap up to",
+                "random tokens between the half and its copy, 0 to this many per sequence: with \
+                 a gap the copy is no fixed distance back, so only real induction (a \
+                 previous-token head and an induction head) finds it",
+                |ui| ui.add(DragValue::new(&mut t.gap_max).range(0..=256)),
+            );
+            changed |= row(
+                ui,
                 "Validation sequences",
                 "fixed sequences every evaluation measures",
                 |ui| ui.add(DragValue::new(&mut t.val_size).speed(10).range(0..=100_000)),

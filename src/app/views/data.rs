@@ -20,7 +20,7 @@ pub enum DataView {
     /// The first training sequences of the seed's stream, flat.
     Induction {
         sequences: Vec<u32>,
-        half: usize,
+        task: crate::task::InductionConfig,
     },
     /// The p × p pairs: which are trained on, and (for the model in view, when it was trained
     /// on this task) which it answers correctly.
@@ -45,7 +45,7 @@ impl DataView {
             TaskConfig::SkipTrigram(t) => Self::SkipTrigram(DataSummary::compute(t, seed)?),
             TaskConfig::Induction(t) => Self::Induction {
                 sequences: t.generate(INDUCTION_ROWS, &mut stream_rng(seed, Stream::TrainData)),
-                half: t.half,
+                task: t.clone(),
             },
             TaskConfig::ModularAddition(t) => {
                 let split = t.split(seed);
