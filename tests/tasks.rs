@@ -61,6 +61,38 @@ fn small_modular(p: usize, train_frac: f64, d_model: usize, d_mlp: usize) -> Run
     cfg
 }
 
+/// The model with every query weight and bias zeroed: each head attends uniformly to the causal
+/// past, so query q gives each key the weight 1/(q+1).
+fn uniform_attention(cfg: &RunConfig, weights: &toylens::model::Weights) -> Transformer {
+    let mut flat = weights.clone();
+    for name in [
+        "blocks.0.attn.W_Q",
+        "blocks.1.attn.W_Q",
+        "blocks.0.attn.b_Q",
+        "blocks.1.attn.b_Q",
+    ] {
+        flat.get_mut(name).unwrap().fill(0.0);
+    }
+    Transformer::new(&cfg.model, &flat, &Device::Cpu).unwrap()
+}
+
+/// Next-token cross-entropy at every position of one sequence, computed from its logits.
+fn next_token_nll(model: &Transformer, seq: &[u32]) -> Vec<f64> {
+    let input = candle_core::Tensor::from_slice(seq, (1, seq.len()), &Device::Cpu).unwrap();
+    let (logits, _) = model
+        .forward_hooked(&input, toylens::model::Capture::Nothing, None)
+        .unwrap();
+    let rows = logits.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+    (0..seq.len() - 1)
+        .map(|i| {
+            let r = &rows[i];
+            let max = r.iter().cloned().fold(f32::MIN, f32::max) as f64;
+            let lse = max + r.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+            lse - r[seq[i + 1] as usize] as f64
+        })
+        .collect()
+}
+
 fn run(cfg: RunConfig) -> toylens::train::Outcome {
     drive(Trainer::new(cfg, &Device::Cpu).unwrap(), |_| {
         Control::Continue
@@ -81,16 +113,7 @@ fn induction_metrics_follow_each_sequence_s_gap() {
     let task = task.clone();
     cfg.fit_model_to_task();
     assert!(cfg.model.n_ctx >= task.seq_len());
-    let mut weights = toylens::model::Weights::init(&cfg.model, 3);
-    for name in [
-        "blocks.0.attn.W_Q",
-        "blocks.1.attn.W_Q",
-        "blocks.0.attn.b_Q",
-        "blocks.1.attn.b_Q",
-    ] {
-        weights.get_mut(name).unwrap().fill(0.0);
-    }
-    let uniform = Transformer::new(&cfg.model, &weights, &Device::Cpu).unwrap();
+    let uniform = uniform_attention(&cfg, &toylens::model::Weights::init(&cfg.model, 3));
     let tokens = task.val_set(0);
     let e = evaluate_induction(&uniform, &task, &tokens).unwrap();
     let starts: Vec<usize> = tokens
@@ -117,22 +140,9 @@ fn induction_metrics_follow_each_sequence_s_gap() {
     // The repeated-half loss of one sequence is over its copy's predictions only.
     let seq = &tokens[..11];
     let start = task.repeat_start(seq);
-    let (logits, _) = uniform
-        .forward_hooked(
-            &candle_core::Tensor::from_slice(seq, (1, 11), &Device::Cpu).unwrap(),
-            toylens::model::Capture::Nothing,
-            None,
-        )
-        .unwrap();
-    let rows = logits.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
-    let nll = |i: usize| {
-        let r = &rows[i];
-        let max = r.iter().cloned().fold(f32::MIN, f32::max) as f64;
-        let lse = max + r.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
-        lse - r[seq[i + 1] as usize] as f64
-    };
+    let nll = next_token_nll(&uniform, seq);
     let one = evaluate_induction(&uniform, &task, seq).unwrap();
-    let repeated = (start..start + 3).map(nll).sum::<f64>() / 3.0;
+    let repeated = nll[start..start + 3].iter().sum::<f64>() / 3.0;
     assert!((one.loss_repeated_half - repeated).abs() < 1e-5);
     // And a short run trains on the gapped data end to end.
     cfg.train.steps = 20;
@@ -164,16 +174,7 @@ fn induction_metrics_are_measured_on_the_definition() {
     let TaskConfig::Induction(task) = task else {
         unreachable!()
     };
-    let mut flat = outcome.checkpoint.weights.clone();
-    for name in [
-        "blocks.0.attn.W_Q",
-        "blocks.1.attn.W_Q",
-        "blocks.0.attn.b_Q",
-        "blocks.1.attn.b_Q",
-    ] {
-        flat.get_mut(name).unwrap().fill(0.0);
-    }
-    let uniform = Transformer::new(&cfg.model, &flat, &Device::Cpu).unwrap();
+    let uniform = uniform_attention(&cfg, &outcome.checkpoint.weights);
     let tokens = task.val_set(0);
     let e = evaluate_induction(&uniform, &task, &tokens).unwrap();
     let expect_ind: f64 = (4..8).map(|q| 1.0 / (q as f64 + 1.0)).sum::<f64>() / 4.0;
@@ -192,23 +193,10 @@ fn induction_metrics_are_measured_on_the_definition() {
         }
     }
     // The losses are the mean next-token cross-entropy over each half's predictions.
-    let (logits, _) = model
-        .forward_hooked(
-            &candle_core::Tensor::from_slice(&tokens[..8], (1, 8), &Device::Cpu).unwrap(),
-            toylens::model::Capture::Nothing,
-            None,
-        )
-        .unwrap();
-    let rows = logits.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
-    let nll = |i: usize| {
-        let r = &rows[i];
-        let max = r.iter().cloned().fold(f32::MIN, f32::max) as f64;
-        let lse = max + r.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
-        lse - r[tokens[i + 1] as usize] as f64
-    };
+    let nll = next_token_nll(&model, &tokens[..8]);
     let one = evaluate_induction(&model, &task, &tokens[..8]).unwrap();
-    let first = (0..3).map(nll).sum::<f64>() / 3.0;
-    let repeated = (4..7).map(nll).sum::<f64>() / 3.0;
+    let first = nll[0..3].iter().sum::<f64>() / 3.0;
+    let repeated = nll[4..7].iter().sum::<f64>() / 3.0;
     assert!((one.loss_first_half - first).abs() < 1e-5);
     assert!((one.loss_repeated_half - repeated).abs() < 1e-5);
 }

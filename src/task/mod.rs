@@ -12,7 +12,7 @@ mod skip_trigram;
 
 pub use induction::InductionConfig;
 pub use modular::{ModularAdditionConfig, PairSplit};
-pub use sequence::{SequenceError, parse_sequence};
+pub use sequence::{SequenceError, format_sequence, parse_sequence};
 pub use skip_trigram::{
     Answer, Ceilings, Dataset, NOTEBOOK_ANSWERS, SkipTrigramConfig, TokenRange,
 };

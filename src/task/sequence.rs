@@ -16,6 +16,15 @@ pub enum SequenceError {
 
 /// Parses "2 5 3 0" or "2, 5, 3, 0" into token ids valid for a model of `vocab` tokens and
 /// `n_ctx` positions.
+/// `tokens` as [`parse_sequence`] reads them back: ids separated by spaces.
+pub fn format_sequence(tokens: &[u32]) -> String {
+    tokens
+        .iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn parse_sequence(text: &str, vocab: usize, n_ctx: usize) -> Result<Vec<u32>, SequenceError> {
     let mut tokens = Vec::new();
     for part in text

@@ -9,6 +9,7 @@ use crate::analysis::{Analysis, HeadKind, Patching};
 use crate::app::ToylensApp;
 use crate::app::views::HeadCircuits;
 use crate::model::{argmax, head_label, softmax};
+use crate::task::format_sequence;
 
 const PREDICTED: Color32 = Color32::from_rgb(66, 133, 244);
 const CHOSEN: Color32 = Color32::from_rgb(52, 168, 83);
@@ -226,7 +227,7 @@ fn patching(app: &mut ToylensApp, a: &Analysis, ui: &mut Ui) {
         {
             let answer = argmax(&a.attribution.logits) as u32;
             let vocab = app.session.config.model.d_vocab;
-            app.analyze.corrupt = join(&corrupt_answer(&a.tokens, answer, vocab));
+            app.analyze.corrupt = format_sequence(&corrupt_answer(&a.tokens, answer, vocab));
         }
         let vocab = app.session.config.model.d_vocab_out() as u32;
         let auto = a.patching.as_ref().map(|p| (p.answer, p.wrong));
@@ -568,14 +569,6 @@ fn circuits(app: &mut ToylensApp, ui: &mut Ui) {
     if let Some(head) = picked {
         select_head(app, head);
     }
-}
-
-fn join(tokens: &[u32]) -> String {
-    tokens
-        .iter()
-        .map(|t| t.to_string())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The sequence with the answer taken away: every earlier copy of `answer` (what an induction

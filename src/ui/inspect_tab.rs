@@ -7,7 +7,7 @@ use egui_plot::{Bar, BarChart, Plot};
 use super::heatmap::{Heatmap, Scale, legend};
 use crate::analysis::Inspection;
 use crate::app::ToylensApp;
-use crate::task::TaskConfig;
+use crate::task::{TaskConfig, format_sequence};
 
 const PREDICTED: Color32 = Color32::from_rgb(66, 133, 244);
 const EXPECTED: Color32 = Color32::from_rgb(52, 168, 83);
@@ -91,7 +91,7 @@ pub fn sequence_row(app: &mut ToylensApp, ui: &mut Ui) {
                 if let TaskConfig::Induction(t) = &task {
                     tokens.truncate(t.repeat_start(&tokens) + t.half - 1);
                 }
-                app.settings.sequence = join(&tokens);
+                app.settings.sequence = format_sequence(&tokens);
             }
         }
         ui.weak(format!(
@@ -101,14 +101,6 @@ pub fn sequence_row(app: &mut ToylensApp, ui: &mut Ui) {
             app.session.config.model.n_ctx
         ));
     });
-}
-
-fn join(tokens: &[u32]) -> String {
-    tokens
-        .iter()
-        .map(|t| t.to_string())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn summary(app: &ToylensApp, r: &Inspection, ui: &mut Ui) {
