@@ -286,6 +286,35 @@ fn cli_trains_every_new_preset_with_the_documented_json() {
     let report = &json_lines(&o)[0];
     assert_eq!(report["task"], "induction");
     assert!(report["loss_repeated_half"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["ablation"], "");
+    // Heads of any layer can be ablated: zero or mean, the metrics move, the report says so.
+    for mode in ["zero", "mean"] {
+        let o = toylens(&[
+            "eval",
+            out.to_str().unwrap(),
+            "--json",
+            "--samples",
+            "64",
+            "--ablate",
+            "L1H0,L1H1,L1H2,L1H3",
+            "--ablate-mode",
+            mode,
+        ]);
+        let ablated = &json_lines(&o)[0];
+        assert_eq!(
+            ablated["ablation"],
+            format!(
+                "L1H0 {m}-ablated, L1H1 {m}-ablated, L1H2 {m}-ablated, L1H3 {m}-ablated",
+                m = mode
+            )
+        );
+        assert_ne!(ablated["loss_repeated_half"], report["loss_repeated_half"]);
+        // A zero-ablated head attends as before: the ablation changes z, not the pattern.
+        assert_eq!(
+            ablated["prev_token_score"][1],
+            report["prev_token_score"][1]
+        );
+    }
 
     let out = dir.path().join("mod.safetensors");
     let o = toylens(&[
@@ -330,6 +359,23 @@ fn cli_trains_every_new_preset_with_the_documented_json() {
         "{}",
         text(&o.stdout)
     );
+    // Ablated, through the general path: the losses move and the progress measures (of the
+    // unablated MLP) are not reported. Ablating nothing that matters gives the same numbers.
+    let eval_json = |extra: &[&str]| -> Value {
+        let mut args = vec!["eval", out.to_str().unwrap(), "--json"];
+        args.extend(extra);
+        json_lines(&toylens(&args))[0].clone()
+    };
+    let plain = eval_json(&[]);
+    let ablated = eval_json(&["--ablate", "L0H0,L0H1,L0H2,L0H3"]);
+    assert_eq!(
+        ablated["ablation"],
+        "head 0 zero-ablated, head 1 zero-ablated, head 2 zero-ablated, head 3 zero-ablated"
+    );
+    assert!(ablated["progress"].is_null() && !plain["progress"].is_null());
+    assert_ne!(ablated["test_loss"], plain["test_loss"]);
+    let mean = eval_json(&["--ablate", "L0H1", "--ablate-mode", "mean"]);
+    assert!(mean["test_loss"].as_f64().unwrap().is_finite());
     let o = toylens(&["inspect", out.to_str().unwrap(), "3", "4"]);
     assert!(
         text(&o.stdout).contains("expected 7"),

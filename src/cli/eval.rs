@@ -14,7 +14,7 @@ use crate::model::Transformer;
 use crate::model::{Ablation, HeadMode};
 use crate::seed::{Stream, stream_rng};
 use crate::task::{Ceilings, MAX_DATA_TOKENS, TaskConfig};
-use crate::train::{evaluate_induction, loss_and_accuracy};
+use crate::train::{evaluate_induction_ablated, loss_and_accuracy, loss_and_accuracy_ablated};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -74,13 +74,14 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let task = match &checkpoint.config.task {
         TaskConfig::SkipTrigram(task) => task,
         other => {
-            if !args.ablate.is_empty() || args.exhaustive {
+            if args.exhaustive {
                 bail!(
-                    "--ablate and --exhaustive are for skip-trigram checkpoints; this one is {}",
+                    "--exhaustive enumerates skip-trigram sequences; this checkpoint's task is {}",
                     other.kind().name()
                 );
             }
-            return eval_task(&args, &checkpoint, &model, seed);
+            let ablation = task_ablation(&args, &checkpoint, &model)?;
+            return eval_task(&args, &checkpoint, &model, seed, ablation.as_ref());
         }
     };
     let samples = args.samples.unwrap_or(task.val_size);
@@ -196,12 +197,48 @@ fn print_exhaustive(x: &ExhaustiveReport) {
 
 /// The induction or modular-addition metrics of a checkpoint: on `--samples` fresh sequences of
 /// the validation stream, or on the seed's train/test split.
+/// The heads `--ablate` names, with their mean z over the task's validation set for
+/// `--ablate-mode mean`.
+fn task_ablation(
+    args: &EvalArgs,
+    checkpoint: &Checkpoint,
+    model: &Transformer,
+) -> Result<Option<Ablation>> {
+    if args.ablate.is_empty() {
+        return Ok(None);
+    }
+    let (cfg, task) = (&checkpoint.config.model, &checkpoint.config.task);
+    let heads = args
+        .ablate
+        .iter()
+        .map(|name| parse_head(name, cfg.n_layers, cfg.n_heads))
+        .collect::<Result<Vec<_>>>()?;
+    let means = match args.ablate_mode {
+        HeadMode::Mean => {
+            let val = task
+                .validation_tokens(checkpoint.config.seed)
+                .map_err(anyhow::Error::msg)?;
+            Some(mean_z(model, &val, task.seq_len())?)
+        }
+        _ => None,
+    };
+    Ok(Some(Ablation::of(
+        cfg.n_layers,
+        cfg.n_heads,
+        &heads,
+        args.ablate_mode,
+        means,
+    )))
+}
+
 fn eval_task(
     args: &EvalArgs,
     checkpoint: &Checkpoint,
     model: &Transformer,
     seed: u64,
+    ablation: Option<&Ablation>,
 ) -> Result<()> {
+    let ablated = ablation.map(|a| a.describe()).unwrap_or_default();
     let report = match &checkpoint.config.task {
         TaskConfig::Induction(task) => {
             let samples = args.samples.unwrap_or(task.val_size);
@@ -213,9 +250,10 @@ fn eval_task(
                 );
             }
             let data = task.generate(samples, &mut stream_rng(seed, Stream::ValData));
-            let e = evaluate_induction(model, task, &data)?;
+            let e = evaluate_induction_ablated(model, task, &data, ablation)?;
             serde_json::json!({
                 "task": "induction",
+                "ablation": ablated,
                 "samples": samples,
                 "seed": seed,
                 "loss_first_half": e.loss_first_half,
@@ -230,12 +268,23 @@ fn eval_task(
                 bail!("--samples does not apply to modular addition: every pair is evaluated");
             }
             let split = task.split(seed);
-            let (train_loss, train_acc) = loss_and_accuracy(model, &split, &split.train)?;
-            let (test_loss, test_acc) = loss_and_accuracy(model, &split, &split.test)?;
-            let progress = crate::analysis::progress_measures(model, &split)?;
+            let ((train_loss, train_acc), (test_loss, test_acc), progress) = match ablation {
+                None => (
+                    loss_and_accuracy(model, &split, &split.train)?,
+                    loss_and_accuracy(model, &split, &split.test)?,
+                    Some(crate::analysis::progress_measures(model, &split)?),
+                ),
+                // The progress measures read the unablated MLP: not reported under ablation.
+                Some(a) => (
+                    loss_and_accuracy_ablated(model, &split, &split.train, a)?,
+                    loss_and_accuracy_ablated(model, &split, &split.test, a)?,
+                    None,
+                ),
+            };
             serde_json::json!({
                 "progress": progress,
                 "task": "modular_addition",
+                "ablation": ablated,
                 "seed": seed,
                 "p": task.p,
                 "train_pairs": split.train.len(),
@@ -254,6 +303,9 @@ fn eval_task(
         return Ok(());
     }
     print_model_line(checkpoint);
+    if !ablated.is_empty() {
+        println!("ABLATION: {ablated}");
+    }
     let num = |key: &str| report[key].as_f64().unwrap_or(f64::NAN);
     match &checkpoint.config.task {
         TaskConfig::Induction(_) => {

@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::trainer::{StepOutcome, descend};
 use super::{Adam, InductionMetrics, RunConfig, TrainError};
-use crate::model::{Capture, Transformer};
+use crate::model::{Ablation, Capture, Transformer};
 use crate::seed::{Stream, stream_rng};
 use crate::task::InductionConfig;
 
@@ -81,8 +81,21 @@ pub fn evaluate_induction(
     task: &InductionConfig,
     tokens: &[u32],
 ) -> candle_core::Result<InductionEval> {
+    evaluate_induction_ablated(model, task, tokens, None)
+}
+
+/// [`evaluate_induction`] with heads ablated.
+pub fn evaluate_induction_ablated(
+    model: &Transformer,
+    task: &InductionConfig,
+    tokens: &[u32],
+    ablation: Option<&Ablation>,
+) -> candle_core::Result<InductionEval> {
     let cfg = model.config();
     let (len, half) = (task.seq_len(), task.half);
+    let edits = model
+        .ablation_edits(ablation, len)
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let (layers, heads) = (cfg.n_layers, cfg.n_heads);
     let vocab = cfg.d_vocab_out();
     let mut first = (0.0, 0usize);
@@ -99,8 +112,8 @@ pub fn evaluate_induction(
             .map(|seq| task.repeat_start(seq))
             .collect();
         let input = Tensor::from_slice(chunk, (b, len), model.device())?;
-        let (logits, hooks) =
-            model.forward_hooked(&input, Capture::Only(&["attn.hook_pattern"]), None)?;
+        let capture = Capture::Only(&["attn.hook_pattern"]);
+        let (logits, hooks) = model.forward_hooked(&input, capture, edits.as_ref())?;
         let logits = logits.flatten_all()?.to_vec1::<f32>()?;
         for (s, seq) in chunk.chunks_exact(len).enumerate() {
             let repeated_half = starts[s]..starts[s] + half - 1;

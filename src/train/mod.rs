@@ -16,11 +16,11 @@ pub mod worker;
 pub use adam::Adam;
 pub use batches::{ForwardPath, Tally};
 pub use driver::{Control, Ending, Outcome, Progress, drive};
-pub use induction::{InductionEval, evaluate_induction};
+pub use induction::{InductionEval, evaluate_induction, evaluate_induction_ablated};
 pub use metrics::{
     EpochMetrics, InductionMetrics, Metrics, ModularMetrics, StepMetrics, history_csv, milestone,
 };
-pub use modular::{loss_and_accuracy, pairs_per_chunk, right_answers};
+pub use modular::{loss_and_accuracy, loss_and_accuracy_ablated, pairs_per_chunk, right_answers};
 pub use skip_trigram::evaluate_dataset;
 pub use trainer::{StepResult, TrainError, Trainer};
 pub use worker::{

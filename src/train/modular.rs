@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::trainer::{StepOutcome, descend};
 use super::{Adam, ModularMetrics, RunConfig, TrainError};
-use crate::model::{Transformer, predictions};
+use crate::model::{Ablation, Transformer, predictions};
 use crate::seed::{Stream, stream_rng};
 use crate::task::{ModularAdditionConfig, PairSplit};
 
@@ -181,6 +181,32 @@ pub fn right_answers(
 
 /// Mean cross-entropy and accuracy of `model` on the pairs `ids`, in chunks, by the shortcut
 /// where it applies.
+/// Mean loss and accuracy on the pairs `ids` with heads ablated: through the general path (the
+/// fixed-query shortcut has no hook to edit), `a b =` in chunks.
+pub fn loss_and_accuracy_ablated(
+    model: &Transformer,
+    split: &PairSplit,
+    ids: &[u32],
+    ablation: &Ablation,
+) -> candle_core::Result<(f64, f64)> {
+    let (mut loss_sum, mut correct) = (0.0, 0usize);
+    for part in ids.chunks(pairs_per_chunk(model)) {
+        let inputs = Tensor::from_vec(split.inputs(part, true), (part.len(), 3), model.device())?;
+        let labels: Vec<u32> = part.iter().map(|&i| split.label(i)).collect();
+        let logits = model.forward_last_ablated(&inputs, Some(ablation))?;
+        let targets = Tensor::from_slice(&labels, part.len(), model.device())?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &targets)?.to_scalar::<f32>()?;
+        loss_sum += loss as f64 * part.len() as f64;
+        correct += predictions(&logits)?
+            .iter()
+            .zip(&labels)
+            .filter(|(p, l)| p == l)
+            .count();
+    }
+    let n = ids.len().max(1) as f64;
+    Ok((loss_sum / n, correct as f64 / n))
+}
+
 pub fn loss_and_accuracy(
     model: &Transformer,
     split: &PairSplit,
