@@ -178,6 +178,18 @@ fn same_run_both_ways(args: &[&str], inspect: &str, skip: &[&str]) {
     for (what, command) in [
         ("eval", vec!["eval", trained, "--json"]),
         (
+            "eval with mean ablation",
+            vec![
+                "eval",
+                trained,
+                "--json",
+                "--ablate",
+                "0",
+                "--ablate-mode",
+                "mean",
+            ],
+        ),
+        (
             "inspect --cache",
             vec!["inspect", trained, inspect, "--json", "--cache"],
         ),
