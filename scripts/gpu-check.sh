@@ -136,6 +136,8 @@ for dev in cuda cpu; do
     step "eval-exhaustive-$dev" "$BIN" eval "$SKIP" --json --device "$d" --exhaustive
     step "eval-induction-$dev" "$BIN" eval "$WORK/runs/induction-cpu.safetensors" --json --device "$d"
     step "eval-grokking-fast-$dev" "$BIN" eval "$WORK/runs/grokking-fast-cpu.safetensors" --json --device "$d"
+    step "eval-induction-ablated-$dev" "$BIN" eval "$WORK/runs/induction-cpu.safetensors" --json --device "$d" --ablate L0H1,L1H2 --ablate-mode mean
+    step "eval-grokking-fast-ablated-$dev" "$BIN" eval "$WORK/runs/grokking-fast-cpu.safetensors" --json --device "$d" --ablate 0,3 --ablate-mode mean
 done
 step circuits "$BIN" circuits "$SKIP" --json
 G=$FIX/tl_general
@@ -209,7 +211,8 @@ for p in ["notebook", "fast", "induction", "grokking-fast"]:
                   "cuda": status(f"{p}-cuda") | {"last": last(a)},
                   "cpu": status(f"{p}-cpu") | {"last": last(b)}}
 evals = {}
-for e in ["skip-trigram", "mean-ablation", "exhaustive", "induction", "grokking-fast"]:
+for e in ["skip-trigram", "mean-ablation", "exhaustive", "induction", "grokking-fast",
+          "induction-ablated", "grokking-fast-ablated"]:
     a, b = lines(f"eval-{e}-cuda"), lines(f"eval-{e}-cpu")
     d, at = max_diff(a, b, skip=("elapsed", "wall"))
     evals[e] = {"max_abs_diff": d, "at": at, "cuda": status(f"eval-{e}-cuda"), "cpu": status(f"eval-{e}-cpu")}
