@@ -974,3 +974,48 @@ fn the_analyze_tab_takes_a_two_layer_model_apart() {
     );
     assert_ne!(ablated.attribution.logits, a.attribution.logits);
 }
+
+#[test]
+fn the_analyze_tab_follows_the_weights_live_while_training() {
+    let mut settings = quick_settings(200);
+    settings.tab = Tab::Analyze;
+    let mut h = harness_with(settings);
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Train").click();
+    h.run_steps(2);
+    assert!(h.state().session.is_training());
+    // While the run goes on, analyses of newer and newer weights arrive; each one is of the
+    // weights it was keyed by, and they differ.
+    let mut seen: Vec<(String, f32)> = Vec::new();
+    step_until(&mut h, 120, |app| {
+        app.session.is_training()
+            && app
+                .analysis
+                .analyze
+                .latest()
+                .and_then(|r| r.as_ref().ok())
+                .is_some_and(|a| a.attribution.sum_error() < 1e-5)
+            && app.session.history.len() >= 3
+    });
+    for _ in 0..200 {
+        h.run_steps(1);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let app = h.state();
+        let Ok(key) = app.analyze_key() else { continue };
+        if let Some(Ok(a)) = app.analysis.analyze.get(&key)
+            && seen.last().is_none_or(|(v, _)| *v != key.view)
+        {
+            seen.push((key.view.clone(), a.attribution.logits[0]));
+        }
+        if seen.len() >= 3 || !app.session.is_training() {
+            break;
+        }
+    }
+    assert!(seen.len() >= 2, "analyses of only {seen:?} while training");
+    assert!(
+        seen.windows(2).any(|w| w[0].1 != w[1].1),
+        "the logits did not change with the weights: {seen:?}"
+    );
+    h.state_mut().apply(toylens::app::Action::Stop);
+    step_until(&mut h, 60, |app| !app.session.is_training());
+}
