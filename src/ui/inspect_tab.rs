@@ -56,9 +56,15 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
         } else {
             ui.heading("Head-to-logit decomposition");
             ui.weak(
-                "The head-to-logit decomposition is exact only for one-layer models without \
-                 LayerNorm; this model has more layers or normalises before the unembedding.",
+                "This split of the logits is exact only for one-layer models without LayerNorm; \
+                 this model has more layers or normalises before the unembedding.",
             );
+            ui.horizontal(|ui| {
+                ui.weak("The Analyze tab attributes the logits of any model, through its layers and LayerNorm:");
+                if ui.button("Direct logit attribution").clicked() {
+                    app.settings.tab = crate::app::Tab::Analyze;
+                }
+            });
         }
     });
 }
