@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
 
-use super::eval::parse_head;
+use super::eval::ablation_of;
 use super::{load_model, print_model_line};
-use crate::analysis::{Analysis, HeadKind, PatchingSetup, analyze as analyze_tokens, mean_z};
+use crate::analysis::{Analysis, HeadKind, PatchingSetup, analyze as analyze_tokens};
 use crate::device::DeviceChoice;
-use crate::model::{Ablation, HeadMode, argmax, head_label};
+use crate::model::{HeadMode, argmax, head_label};
 use crate::task::parse_sequence;
 
 #[derive(Debug, Args)]
@@ -89,31 +89,7 @@ pub fn analyze(args: AnalyzeArgs) -> Result<()> {
                 .ok_or_else(|| anyhow!("--corrupt needs --wrong"))?,
         }),
     };
-    let ablation = if args.ablate.is_empty() {
-        None
-    } else {
-        let heads = args
-            .ablate
-            .iter()
-            .map(|name| parse_head(name, cfg.n_layers, cfg.n_heads))
-            .collect::<Result<Vec<_>>>()?;
-        let means = match args.ablate_mode {
-            HeadMode::Mean => {
-                let val = task
-                    .validation_tokens(checkpoint.config.seed)
-                    .map_err(|e| anyhow!("mean ablation needs the task's validation set: {e}"))?;
-                Some(mean_z(&model, &val, task.seq_len())?)
-            }
-            _ => None,
-        };
-        Some(Ablation::of(
-            cfg.n_layers,
-            cfg.n_heads,
-            &heads,
-            args.ablate_mode,
-            means,
-        ))
-    };
+    let ablation = ablation_of(&args.ablate, args.ablate_mode, &checkpoint, &model)?;
     let analysis = analyze_tokens(
         &model,
         &tokens,

@@ -80,43 +80,15 @@ pub fn eval(args: EvalArgs) -> Result<()> {
                     other.kind().name()
                 );
             }
-            let ablation = task_ablation(&args, &checkpoint, &model)?;
+            let ablation = ablation_of(&args.ablate, args.ablate_mode, &checkpoint, &model)?;
             return eval_task(&args, &checkpoint, &model, seed, ablation.as_ref());
         }
     };
     let samples = args.samples.unwrap_or(task.val_size);
-    let (n_layers, n_heads) = (
-        checkpoint.config.model.n_layers,
-        checkpoint.config.model.n_heads,
-    );
-    let heads = args
-        .ablate
-        .iter()
-        .map(|name| parse_head(name, n_layers, n_heads))
-        .collect::<Result<Vec<_>>>()?;
+    let ablation = ablation_of(&args.ablate, args.ablate_mode, &checkpoint, &model)?;
     let data = task
         .generate(samples, &mut stream_rng(seed, Stream::ValData))
         .map_err(anyhow::Error::msg)?;
-    let ablation = if args.ablate.is_empty() {
-        None
-    } else {
-        // Mean ablation substitutes each head's mean z over the validation set of the run.
-        let means = if args.ablate_mode == HeadMode::Mean {
-            let val = task
-                .val_set(checkpoint.config.seed)
-                .map_err(anyhow::Error::msg)?;
-            Some(mean_z(&model, &val.tokens, val.seq_len)?)
-        } else {
-            None
-        };
-        Some(Ablation::of(
-            n_layers,
-            n_heads,
-            &heads,
-            args.ablate_mode,
-            means,
-        ))
-    };
     let ceilings = data.ceilings();
     let tally = crate::analysis::evaluate_ablated(&model, &data, ablation.as_ref())?;
     let exhaustive = if args.exhaustive {
@@ -197,40 +169,6 @@ fn print_exhaustive(x: &ExhaustiveReport) {
 
 /// The induction or modular-addition metrics of a checkpoint: on `--samples` fresh sequences of
 /// the validation stream, or on the seed's train/test split.
-/// The heads `--ablate` names, with their mean z over the task's validation set for
-/// `--ablate-mode mean`.
-fn task_ablation(
-    args: &EvalArgs,
-    checkpoint: &Checkpoint,
-    model: &Transformer,
-) -> Result<Option<Ablation>> {
-    if args.ablate.is_empty() {
-        return Ok(None);
-    }
-    let (cfg, task) = (&checkpoint.config.model, &checkpoint.config.task);
-    let heads = args
-        .ablate
-        .iter()
-        .map(|name| parse_head(name, cfg.n_layers, cfg.n_heads))
-        .collect::<Result<Vec<_>>>()?;
-    let means = match args.ablate_mode {
-        HeadMode::Mean => {
-            let val = task
-                .validation_tokens(checkpoint.config.seed)
-                .map_err(anyhow::Error::msg)?;
-            Some(mean_z(model, &val, task.seq_len())?)
-        }
-        _ => None,
-    };
-    Ok(Some(Ablation::of(
-        cfg.n_layers,
-        cfg.n_heads,
-        &heads,
-        args.ablate_mode,
-        means,
-    )))
-}
-
 fn eval_task(
     args: &EvalArgs,
     checkpoint: &Checkpoint,
@@ -369,8 +307,44 @@ fn eval_task(
     Ok(())
 }
 
+/// The ablation `--ablate NAMES --ablate-mode MODE` asks for (`None` without heads); mean
+/// ablation substitutes each head's mean z over the validation set of the checkpoint's run.
+pub(super) fn ablation_of(
+    names: &[String],
+    mode: HeadMode,
+    checkpoint: &Checkpoint,
+    model: &Transformer,
+) -> Result<Option<Ablation>> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let (cfg, task) = (&checkpoint.config.model, &checkpoint.config.task);
+    let heads = names
+        .iter()
+        .map(|name| parse_head(name, cfg.n_layers, cfg.n_heads))
+        .collect::<Result<Vec<_>>>()?;
+    let means = match mode {
+        HeadMode::Mean => {
+            let val = task
+                .validation_tokens(checkpoint.config.seed)
+                .map_err(|e| {
+                    anyhow::anyhow!("mean ablation needs the task's validation set: {e}")
+                })?;
+            Some(mean_z(model, &val, task.seq_len())?)
+        }
+        HeadMode::Zero | HeadMode::Active => None,
+    };
+    Ok(Some(Ablation::of(
+        cfg.n_layers,
+        cfg.n_heads,
+        &heads,
+        mode,
+        means,
+    )))
+}
+
 /// A head named `L{layer}H{head}` (TL's label) or by its number in layer 0, for `--ablate`.
-pub(super) fn parse_head(name: &str, n_layers: usize, n_heads: usize) -> Result<(usize, usize)> {
+fn parse_head(name: &str, n_layers: usize, n_heads: usize) -> Result<(usize, usize)> {
     let name = name.trim();
     let parsed = match name.strip_prefix(['L', 'l']) {
         Some(rest) => rest

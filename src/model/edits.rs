@@ -30,10 +30,6 @@ pub struct Edits {
 }
 
 impl Edits {
-    pub fn is_empty(&self) -> bool {
-        self.resid_pre.is_empty() && self.z.is_empty()
-    }
-
     /// The edits of `blocks.{layer}.hook_resid_pre`, in order.
     pub fn resid_pre_at(&self, layer: usize) -> Vec<&Blend> {
         at(&self.resid_pre, layer)
@@ -42,13 +38,6 @@ impl Edits {
     /// The edits of `blocks.{layer}.attn.hook_z`, in order.
     pub fn z_at(&self, layer: usize) -> Vec<&Blend> {
         at(&self.z, layer)
-    }
-
-    /// Both sets of edits, `self`'s first (an ablation, then a patch).
-    pub fn and(mut self, other: Edits) -> Edits {
-        self.resid_pre.extend(other.resid_pre);
-        self.z.extend(other.z);
-        self
     }
 }
 

@@ -471,20 +471,21 @@ impl Transformer {
     }
 
     /// An ablation as the edits of a forward pass over `positions` tokens (none when nothing
-    /// is ablated).
+    /// is ablated), after checking that it fits the model and, for mean ablation, the length.
     pub fn ablation_edits(
         &self,
         ablation: Option<&Ablation>,
         positions: usize,
     ) -> Result<Option<Edits>, ModelError> {
-        match ablation.filter(|a| a.is_active()) {
-            None => Ok(None),
-            Some(a) => {
-                a.check(&self.cfg)?;
-                a.check_positions(positions)?;
-                Ok(Some(a.edits(positions, self.cfg.d_head, &self.device)?))
-            }
+        let Some(a) = ablation else {
+            return Ok(None);
+        };
+        a.check(&self.cfg)?;
+        if !a.is_active() {
+            return Ok(None);
         }
+        a.check_positions(positions)?;
+        Ok(Some(a.edits(positions, self.cfg.d_head, &self.device)?))
     }
 
     /// [`Self::run_with_cache`] with heads ablated.
@@ -494,11 +495,8 @@ impl Transformer {
         ablation: Option<&Ablation>,
     ) -> Result<ActivationCache, ModelError> {
         self.check_tokens(tokens)?;
-        if let Some(a) = ablation {
-            a.check(&self.cfg)?;
-        }
-        let input = Tensor::from_slice(tokens, (1, tokens.len()), &self.device)?;
         let edits = self.ablation_edits(ablation, tokens.len())?;
+        let input = Tensor::from_slice(tokens, (1, tokens.len()), &self.device)?;
         let (logits, hooks) = self.forward_hooked(&input, Capture::All, edits.as_ref())?;
         let mut cache = ActivationCache::new(tokens.to_vec(), NdArray::from_tensor(&logits)?);
         let decomposition = if self.cfg.has_exact_decomposition() {
