@@ -4,7 +4,8 @@
 
 use super::{ToylensApp, cpu_model};
 use crate::analysis::{
-    Composition, FullCircuits, PatchingSetup, analyze, composition, full_circuits,
+    Composition, FullCircuits, PatchingSetup, SingularDirection, analyze, composition,
+    full_circuits,
 };
 use crate::app::jobs::Computed;
 use crate::model::{HeadMode, argmax};
@@ -39,16 +40,57 @@ pub struct AnalyzeKey {
     pub ablation: Vec<HeadMode>,
 }
 
-/// The weights in view as circuits.
+/// The weights in view as circuits, ready to draw.
 pub struct HeadCircuits {
-    pub full: FullCircuits,
+    /// `[layer][head]`, as [`FullCircuits`] has them.
+    pub copying_score: Vec<Vec<f32>>,
+    pub ov_svd: Vec<Vec<Vec<SingularDirection>>>,
+    /// `[layer][head]` full OV and QK circuits.
+    pub ov: Vec<Vec<FlatMap>>,
+    pub qk: Vec<Vec<FlatMap>>,
     pub composition: Option<Composition>,
-    /// `[layer][head]` full OV and QK circuits flattened row-major, with the largest |value| of
-    /// each (its colour scale), ready to draw.
-    pub ov_flat: Vec<Vec<(Vec<f32>, f32)>>,
-    pub qk_flat: Vec<Vec<(Vec<f32>, f32)>>,
     /// Changes with the weights: keys the maps' textures.
     pub id: u64,
+}
+
+/// A map flattened row-major, with the largest |value| (its colour scale).
+pub struct FlatMap {
+    pub rows: usize,
+    pub cols: usize,
+    pub values: Vec<f32>,
+    pub limit: f32,
+}
+
+impl FlatMap {
+    fn of(map: Vec<Vec<f32>>) -> Self {
+        let (rows, cols) = (map.len(), map.first().map_or(0, Vec::len));
+        let values: Vec<f32> = map.into_iter().flatten().collect();
+        let limit = crate::ui::heatmap::Scale::diverging_limit(values.iter().copied());
+        Self {
+            rows,
+            cols,
+            values,
+            limit,
+        }
+    }
+}
+
+impl HeadCircuits {
+    fn new(full: FullCircuits, composition: Option<Composition>, id: u64) -> Self {
+        let flat = |maps: Vec<Vec<Vec<Vec<f32>>>>| -> Vec<Vec<FlatMap>> {
+            maps.into_iter()
+                .map(|layer| layer.into_iter().map(FlatMap::of).collect())
+                .collect()
+        };
+        Self {
+            copying_score: full.copying_score,
+            ov_svd: full.ov_svd,
+            ov: flat(full.ov_full),
+            qk: flat(full.qk_full),
+            composition,
+            id,
+        }
+    }
 }
 
 impl ToylensApp {
@@ -181,29 +223,8 @@ impl ToylensApp {
         self.job(
             move || {
                 let full = full_circuits(&cfg, &weights)?;
-                let flat = |maps: &[Vec<Vec<Vec<f32>>>]| -> Vec<Vec<(Vec<f32>, f32)>> {
-                    maps.iter()
-                        .map(|layer| {
-                            layer
-                                .iter()
-                                .map(|map| {
-                                    let values: Vec<f32> = map.iter().flatten().copied().collect();
-                                    let limit = crate::ui::heatmap::Scale::diverging_limit(
-                                        values.iter().copied(),
-                                    );
-                                    (values, limit)
-                                })
-                                .collect()
-                        })
-                        .collect()
-                };
-                Ok(HeadCircuits {
-                    ov_flat: flat(&full.ov_full),
-                    qk_flat: flat(&full.qk_full),
-                    composition: (cfg.n_layers > 1).then(|| composition(&cfg, &weights)),
-                    full,
-                    id,
-                })
+                let composition = (cfg.n_layers > 1).then(|| composition(&cfg, &weights));
+                Ok(HeadCircuits::new(full, composition, id))
             },
             move |r| Computed::HeadCircuits(key, r),
         );
