@@ -14,7 +14,8 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
 use toylens::app::{Action, Settings, Tab, ToylensApp};
 
-/// As in the app's `main`: mimalloc, and candle on one thread unless RAYON_NUM_THREADS says.
+/// As in the app's `main`: mimalloc (purging only on request), and candle on one thread unless
+/// RAYON_NUM_THREADS says.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -22,13 +23,17 @@ struct Bench {
     h: Harness<'static, ToylensApp>,
     /// (phase, frame ms) of every frame.
     frames: Vec<(String, f32)>,
+    /// When each frame of `frames` ran.
+    spans: Vec<(Instant, Instant)>,
 }
 
 impl Bench {
     fn step(&mut self, phase: &str) {
+        let start = Instant::now();
         self.h.step();
         if let Some(&ms) = self.h.state().frame_times.recent_ms.back() {
             self.frames.push((phase.to_string(), ms));
+            self.spans.push((start, Instant::now()));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -71,6 +76,7 @@ impl Bench {
 fn main() {
     // RUST_LOG=toylens=debug shows where each frame over 50 ms went.
     env_logger::init();
+    toylens::memory::purge_only_on_request();
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         // SAFETY: first thing in main, before any other thread exists.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
@@ -85,7 +91,9 @@ fn main() {
     let mut b = Bench {
         h,
         frames: Vec::new(),
+        spans: Vec::new(),
     };
+    let steal = StealSampler::start();
     b.step("start");
     for (label, value) in [
         ("Sequence length", 64.0),
@@ -140,7 +148,7 @@ fn main() {
     );
     // The side panel has scrolled down to the fields; the buttons' actions are applied directly.
     b.h.state_mut().apply(Action::Reset);
-    b.step("reset");
+    b.until("reset", Duration::from_secs(60), |app| !app.resetting);
     assert_eq!(
         b.h.state().session.config.model.d_vocab,
         1000,
@@ -207,6 +215,23 @@ fn main() {
         );
     }
 
+    // The largest modular-addition grid the side panel allows: 2048² pairs.
+    {
+        let cfg = &mut b.h.state_mut().settings.config;
+        cfg.task =
+            toylens::task::TaskConfig::ModularAddition(toylens::task::ModularAdditionConfig {
+                p: toylens::task::MAX_P,
+                train_frac: 0.3,
+            });
+        cfg.fit_model_to_task();
+    }
+    b.h.state_mut().settings.tab = Tab::Data;
+    let phase = format!("Data tab, p = {}", toylens::task::MAX_P);
+    b.until(&phase, Duration::from_secs(120), |app| !app.views_busy());
+    for _ in 0..20 {
+        b.step(&phase);
+    }
+
     let mut phases: Vec<String> = Vec::new();
     for (p, _) in &b.frames {
         if !phases.contains(p) {
@@ -235,4 +260,81 @@ fn main() {
         .max_by(|a, c| a.1.total_cmp(&c.1))
         .expect("frames");
     println!("\nslowest frame: {:.1} ms ({})", worst.1, worst.0);
+
+    // On a virtual machine the host can stop the vCPUs ("steal"): a frame that ran while it did
+    // took longer for reasons outside the app.
+    let samples = steal.stop();
+    let slow: Vec<(usize, f64)> = (0..b.frames.len())
+        .filter(|&i| b.frames[i].1 > 50.0)
+        .map(|i| (i, stolen_ms(&samples, b.spans[i])))
+        .collect();
+    let clean = (0..b.frames.len())
+        .filter(|&i| stolen_ms(&samples, b.spans[i]) == 0.0)
+        .max_by(|&x, &y| b.frames[x].1.total_cmp(&b.frames[y].1));
+    println!(
+        "host steal over the run: {:.0} ms of CPU; frames over 50 ms: {}, of which {} ran while \
+         the host stole CPU",
+        samples.last().map_or(0.0, |s| s.1) - samples.first().map_or(0.0, |s| s.1),
+        slow.len(),
+        slow.iter().filter(|(_, ms)| *ms > 0.0).count()
+    );
+    for (i, ms) in &slow {
+        println!(
+            "  {:.1} ms ({}): {ms:.0} ms stolen from the machine meanwhile",
+            b.frames[*i].1, b.frames[*i].0
+        );
+    }
+    if let Some(i) = clean {
+        println!(
+            "slowest frame with no steal during it: {:.1} ms ({})",
+            b.frames[i].1, b.frames[i].0
+        );
+    }
+}
+
+/// Samples the machine's total steal time (`/proc/stat`, all CPUs) every 20 ms.
+struct StealSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(Instant, f64)>>,
+}
+
+impl StealSampler {
+    fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(ms) = steal_ms() {
+                    samples.push((Instant::now(), ms));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            samples
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> Vec<(Instant, f64)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// Steal time of all CPUs so far, in ms (`/proc/stat` counts in 10 ms ticks); `None` off Linux.
+fn steal_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?;
+    let steal: f64 = cpu.split_whitespace().nth(8)?.parse().ok()?;
+    Some(steal * 10.0)
+}
+
+/// Steal that the samples around `span` saw grow (a sample's 10 ms ticks widen the window).
+fn stolen_ms(samples: &[(Instant, f64)], span: (Instant, Instant)) -> f64 {
+    let before = samples.iter().rev().find(|s| s.0 <= span.0);
+    let after = samples.iter().find(|s| s.0 >= span.1);
+    match (before, after) {
+        (Some(b), Some(a)) => a.1 - b.1,
+        _ => 0.0,
+    }
 }

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod device;
 pub mod matmul;
+pub mod memory;
 pub mod model;
 pub mod seed;
 pub mod task;

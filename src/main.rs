@@ -14,6 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     #[cfg(feature = "gui")]
     toylens::app::LAUNCHED.get_or_init(std::time::Instant::now);
+    toylens::memory::purge_only_on_request();
     restore_default_sigpipe();
     pin_compute_threads();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();

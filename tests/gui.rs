@@ -424,7 +424,7 @@ fn scrubbing_to_epoch_k_shows_exactly_the_weights_saved_at_epoch_k() {
         )
         .unwrap();
         let want = toylens::analysis::inspect(&model, &bundled.config.task, &[2, 5, 3, 0]).unwrap();
-        assert_eq!(h.state().inspector.last_valid.as_ref(), Some(&want));
+        assert_eq!(h.state().inspector.last_valid.as_deref(), Some(&want));
     }
     // Epoch 0 is the initialisation: it cannot answer yet.
     h.state_mut()
@@ -892,6 +892,24 @@ fn task_presets_train_and_show_their_own_views() {
     settle(&mut h);
     h.get_by_label_contains("All 121 pairs");
     h.get_by_label_contains("train, right");
+    // The grid is drawn from an image the data job made, one pixel per pair, coloured by split
+    // and by the model's answers.
+    match h.state().analysis.data.latest() {
+        Some(Ok(toylens::app::views::DataView::ModularAddition {
+            train_mask,
+            correct: Some(correct),
+            grid,
+            ..
+        })) => {
+            assert_eq!(grid.size, [11, 11]);
+            for i in 0..121 {
+                let want = toylens::app::views::pair_colour(train_mask[i], Some(correct[i]));
+                assert_eq!(grid.pixels[i], want, "pair {i}");
+            }
+            assert!(grid.pixels.contains(&toylens::app::views::TRAIN_PAIR));
+        }
+        _ => panic!("no graded modular-addition data view"),
+    }
     h.state_mut().settings.tab = Tab::Inspect;
     h.state_mut().settings.sequence = "3 4".into();
     settle(&mut h);
@@ -903,7 +921,7 @@ fn task_presets_train_and_show_their_own_views() {
 }
 
 /// The analysis the Analyze tab shows.
-fn shown_analysis(h: &Harness<'_, ToylensApp>) -> toylens::analysis::Analysis {
+fn shown_analysis(h: &Harness<'_, ToylensApp>) -> std::sync::Arc<toylens::analysis::Analysis> {
     let shown = h.state().analysis.analyze.latest().expect("an analysis");
     shown.clone().expect("a successful analysis")
 }
@@ -953,7 +971,7 @@ fn the_analyze_tab_takes_a_two_layer_model_apart() {
     settle(&mut h);
     h.get_by_label_contains("at the last position: clean");
     let a = shown_analysis(&h);
-    let p = a.patching.unwrap();
+    let p = a.patching.as_ref().unwrap();
     assert_eq!(p.resid_pre.len(), 2);
     assert_eq!(p.resid_pre[0].len(), 7);
     assert_ne!(

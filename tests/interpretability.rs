@@ -494,3 +494,37 @@ fn one_hot_models_attribute_through_identity_embeddings() {
     assert_eq!(embed[1], 0.0);
     assert!(a.attribution.sum_error() < 1e-6);
 }
+
+#[test]
+fn copying_scores_read_the_tokens_both_vocabularies_share_when_they_differ() {
+    // Modular addition reads p + 1 tokens (the numbers and `=`) and predicts p: the full OV
+    // circuit is not square and has no eigenvalues. The score is taken over the tokens it can
+    // both read and predict; it was a crash (a gemm of 7 × 8 by 8 × 7 the wrong way round).
+    let (mut cfg, _) = two_layer(|_, _| {});
+    cfg.d_vocab_out = Some(7);
+    let mut w = Weights::zeros(&cfg);
+    for i in 0..cfg.d_vocab {
+        w.get_mut("embed.W_E").unwrap()[i * 8 + i] = 1.0;
+    }
+    for i in 0..7 {
+        w.get_mut("unembed.W_U").unwrap()[i * 7 + i] = 1.0;
+    }
+    // L0H0 copies token 2; L0H1 maps the input-only token 7 (`=`) onto output 1 and otherwise
+    // suppresses token 3.
+    put(&mut w, 0, "W_V", 0, 2, 0, 1.0);
+    put(&mut w, 0, "W_O", 0, 0, 2, 3.0);
+    put(&mut w, 0, "W_V", 1, 7, 0, 1.0);
+    put(&mut w, 0, "W_O", 1, 0, 1, 5.0);
+    put(&mut w, 0, "W_V", 1, 3, 1, 1.0);
+    put(&mut w, 0, "W_O", 1, 1, 3, -2.0);
+    let f = full_circuits(&cfg, &w).unwrap();
+    assert_eq!(f.ov_full[0][0].len(), 8);
+    assert_eq!(f.ov_full[0][0][0].len(), 7);
+    assert_eq!(f.ov_full[0][1][7][1], 5.0);
+    assert!((f.copying_score[0][0] - 1.0).abs() < 1e-6);
+    assert!((f.copying_score[0][1] + 1.0).abs() < 1e-6);
+    assert!(
+        f.copying_score[1][0].is_nan(),
+        "a zero circuit has no copying score"
+    );
+}

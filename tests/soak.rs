@@ -521,6 +521,15 @@ impl Soak {
         assert!(!self.app().busy_io, "a file operation never finished");
     }
 
+    /// A Reset builds its model on a worker; it arrives within a few frames.
+    fn wait_for_reset(&mut self) {
+        let start = Instant::now();
+        while self.app().resetting && start.elapsed() < Duration::from_secs(30) {
+            self.frames(1);
+        }
+        assert!(!self.app().resetting, "a reset never finished");
+    }
+
     fn app_mut(&mut self) -> &mut ToylensApp {
         self.h.state_mut()
     }
@@ -552,6 +561,7 @@ impl Soak {
             50..55 => {
                 if self.click("Reset") {
                     self.answer_confirmation();
+                    self.wait_for_reset();
                 }
             }
             55..65 => {
@@ -634,10 +644,17 @@ impl Soak {
             .validate()
             .unwrap_or_else(|e| panic!("invalid model in view after action {}: {e}", self.actions));
         assert!(session.weights.all_finite(), "non-finite weights in view");
+        // A view's computation that panics is shown as an error, but it is a bug all the same.
+        assert_eq!(
+            toylens::app::jobs::crashed_jobs(),
+            0,
+            "a background job crashed by action {} (its panic is printed above)",
+            self.actions
+        );
         // Buttons are enabled exactly when their action is possible (no modal in the way).
         if app.confirm.is_none() {
             let training = session.is_training();
-            let config_ok = app.settings.config.validate().is_ok();
+            let config_ok = app.settings.config.validate().is_ok() && !app.resetting;
             assert_eq!(
                 self.button_enabled("Train"),
                 Some(!training && config_ok),
@@ -651,7 +668,7 @@ impl Soak {
                 "Reset"
             );
             assert_eq!(self.button_enabled("Stop"), Some(training), "Stop");
-            let can_save = !training && !app.busy_io;
+            let can_save = !training && !app.busy_io && !app.resetting;
             assert_eq!(self.button_enabled("Save…"), Some(can_save), "Save");
         }
         // No unsaved model is marked saved, and none is replaced without a "Discard".
@@ -680,6 +697,8 @@ struct Before {
 
 #[test]
 fn thousands_of_random_user_actions() {
+    // RUST_LOG=toylens=debug logs each frame over 50 ms with where its time went.
+    let _ = env_logger::builder().is_test(true).try_init();
     let steps = env_number("TOYLENS_SOAK_STEPS", 250) as usize;
     let seed = env_number("TOYLENS_SOAK_SEED", 7);
     let mut soak = Soak::new(seed);

@@ -382,6 +382,16 @@ fn cli_trains_every_new_preset_with_the_documented_json() {
         "{}",
         text(&o.stdout)
     );
+    // Its circuits: the OV circuit reads p + 1 tokens and writes p, so the copying score is
+    // taken over the p numbers (this panicked on the non-square circuit).
+    let o = toylens(&["circuits", out.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let c: Value = serde_json::from_str(&text(&o.stdout)).unwrap();
+    assert_eq!(c["ov_full"][0][0].as_array().unwrap().len(), 12);
+    assert_eq!(c["ov_full"][0][0][0].as_array().unwrap().len(), 11);
+    let scores = c["copying_score"][0].as_array().unwrap();
+    assert_eq!(scores.len(), 4);
+    assert!(scores.iter().all(|s| s.as_f64().unwrap().abs() <= 1.0));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! `W_E W_Q W_Kᵀ W_Eᵀ`, the copying score of the OV circuit, and its singular directions read
 //! out as tokens.
 
-use nalgebra::{DMatrix, DVector};
+use nalgebra::{DMatrix, DMatrixView, DVector};
 use serde::Serialize;
 
 use super::linalg::HostWeights;
@@ -21,6 +21,7 @@ pub struct FullCircuits {
     pub qk_full: Vec<Vec<Vec<Vec<f32>>>>,
     /// `[layer][head]`: Σλ / Σ|λ| over the eigenvalues λ of the full OV circuit (its real
     /// part): 1 for a head that copies the token it attends to, −1 for one that suppresses it.
+    /// Where `d_vocab_out` differs from `d_vocab`, over the first `min` tokens of both.
     pub copying_score: Vec<Vec<f32>>,
     /// `[layer][head]`: the largest singular directions of the full OV circuit.
     pub ov_svd: Vec<Vec<Vec<SingularDirection>>>,
@@ -40,6 +41,9 @@ pub struct SingularDirection {
 pub fn full_circuits(cfg: &ModelConfig, weights: &Weights) -> Result<FullCircuits, String> {
     let host = HostWeights::new(cfg, weights);
     let (w_e, w_u) = (host.w_e(), host.w_u());
+    // The copying score needs a square circuit: where the vocabularies differ (modular
+    // addition reads `=` but never predicts it), it is taken over the tokens in both.
+    let shared = cfg.d_vocab.min(cfg.d_vocab_out());
     let mut out = FullCircuits {
         ov_full: Vec::new(),
         qk_full: Vec::new(),
@@ -57,7 +61,7 @@ pub fn full_circuits(cfg: &ModelConfig, weights: &Weights) -> Result<FullCircuit
             let q = &w_e * host.head(l, "W_Q", h);
             let k = &w_e * host.head(l, "W_K", h);
             qk_layer.push(rows(&(&q * k.transpose())));
-            copy_layer.push(copying_score(&a, &b));
+            copy_layer.push(copying_score(&a.rows(0, shared), &b.columns(0, shared)));
             svd_layer.push(singular_directions(&a, &b)?);
         }
         out.ov_full.push(ov_layer);
@@ -70,7 +74,7 @@ pub fn full_circuits(cfg: &ModelConfig, weights: &Weights) -> Result<FullCircuit
 
 /// The eigenvalues of `a b` that are not zero are those of `b a` (`[d, d]`, small): their
 /// sum's real part over the sum of their magnitudes, as TL's `FactoredMatrix.eigenvalues`.
-fn copying_score(a: &DMatrix<f64>, b: &DMatrix<f64>) -> f32 {
+fn copying_score(a: &DMatrixView<f64>, b: &DMatrixView<f64>) -> f32 {
     let eigen = (b * a).complex_eigenvalues();
     let sum: f64 = eigen.iter().map(|z| z.re).sum();
     let magnitude: f64 = eigen.iter().map(|z| z.norm()).sum();

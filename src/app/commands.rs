@@ -31,6 +31,8 @@ pub enum Message {
         path: PathBuf,
         result: Result<Checkpoint, String>,
     },
+    /// A Reset's untrained model, built on a worker.
+    ResetReady(Result<Box<Session>, String>),
     Saved {
         path: PathBuf,
         result: Result<(), String>,
@@ -91,6 +93,9 @@ impl ToylensApp {
         if self.session.is_training() {
             return Some("a run is in progress".into());
         }
+        if self.resetting {
+            return Some("the model is being reset".into());
+        }
         self.config_error()
             .map(|e| format!("fix the settings first: {e}"))
     }
@@ -105,6 +110,8 @@ impl ToylensApp {
     pub fn save_blocker(&self) -> Option<String> {
         if self.busy_io {
             Some("a file operation is in progress".into())
+        } else if self.resetting {
+            Some("the model is being reset".into())
         } else if self.session.is_training() {
             Some("stop or pause training first".into())
         } else {
@@ -147,6 +154,7 @@ impl ToylensApp {
                 (None, false) => {}
             },
             Message::Opened { path, result } => self.opened(path, result),
+            Message::ResetReady(result) => self.reset_ready(result),
             Message::Saved {
                 path,
                 result,
@@ -322,10 +330,37 @@ impl ToylensApp {
             self.status = Some(Status::Error(format!("cannot reset: {reason}")));
             return;
         }
-        match Session::untrained(self.settings.config.clone()) {
+        // Drawing a large model's initial weights (4 M normal samples at the widest settings)
+        // takes longer than a frame may: a worker builds the model, `reset_ready` shows it.
+        self.resetting = true;
+        self.status = Some(Status::Info("resetting…".into()));
+        let config = self.settings.config.clone();
+        let (tx, wake) = (self.tx.clone(), self.wake());
+        let spawned = std::thread::Builder::new()
+            .name("toylens-reset".into())
+            .spawn(move || {
+                super::jobs::yield_to_ui();
+                let built = std::panic::catch_unwind(|| Session::untrained(config).map(Box::new))
+                    .unwrap_or_else(|panic| {
+                        Err(format!("crashed: {}", crate::train::panic_message(&*panic)))
+                    });
+                let _ = tx.send(Message::ResetReady(built));
+                wake();
+            });
+        if let Err(e) = spawned {
+            self.resetting = false;
+            self.status = Some(Status::Error(format!("cannot reset: {e}")));
+        }
+    }
+
+    /// A Reset's model arrived: it replaces the one in view (nothing else could meanwhile, since
+    /// Train, Reset, Open and Save wait for it).
+    fn reset_ready(&mut self, result: Result<Box<Session>, String>) {
+        self.resetting = false;
+        match result {
             Ok(fresh) => {
                 let before = self.session.config.task.kind();
-                self.session.replace(fresh);
+                self.session.replace(*fresh);
                 self.follow_task(before);
                 self.scrubber.index = None;
                 self.status = Some(Status::Info("reset to an untrained model".into()));
@@ -346,6 +381,11 @@ impl ToylensApp {
                 Some(path) => self.apply(Action::SavePath(path)),
                 None => self.pick(Purpose::Save),
             },
+            Action::OpenDropped(_) | Action::OpenPath(_) if self.resetting => {
+                self.status = Some(Status::Error(
+                    "cannot open: the model is being reset".into(),
+                ))
+            }
             Action::OpenDropped(path) if self.session.dirty => {
                 self.confirm = Some(Confirm::OpenFile(path))
             }

@@ -3,6 +3,7 @@
 //! as a [`Message::Computed`], so no frame ever waits for one.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 
 use super::Message;
@@ -92,6 +93,32 @@ impl<K: Clone + PartialEq, T> Derived<K, T> {
     }
 }
 
+/// Lowers the calling thread's priority (nice 10), so that background work yields the CPU to the
+/// UI thread: on a 2-core machine the trainer, a job and the UI compete for the cores, and with
+/// equal shares a frame waited behind them for tens of milliseconds. Where the OS offers no such
+/// call, threads keep their priority.
+pub fn yield_to_ui() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread; on Linux a thread id names one thread.
+    unsafe {
+        let tid = libc::gettid();
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) != 0 {
+            log::debug!("cannot lower a background thread's priority");
+        }
+    }
+}
+
+/// Background jobs that panicked since the app started: each is a bug, shown as an error in
+/// its view instead of taking the app down. The soak test asserts there are none.
+static CRASHES: AtomicUsize = AtomicUsize::new(0);
+
+pub fn crashed_jobs() -> usize {
+    CRASHES.load(Ordering::Relaxed)
+}
+
+/// Jobs that ran longer than this give the memory they freed back to the OS.
+const RELEASE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs `work` on a new thread and sends what `deliver` makes of its result. A panic in `work`
 /// becomes an error result, so a failing view never takes the app down.
 pub fn spawn<T: 'static>(
@@ -103,14 +130,22 @@ pub fn spawn<T: 'static>(
     let started = std::thread::Builder::new()
         .name("toylens-view".into())
         .spawn(move || {
+            yield_to_ui();
+            let began = std::time::Instant::now();
             let result = catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|panic| {
-                Err(format!(
-                    "the computation crashed: {}",
-                    panic_message(&*panic)
-                ))
+                let message = panic_message(&*panic);
+                log::error!("a background job crashed: {message}");
+                CRASHES.fetch_add(1, Ordering::Relaxed);
+                Err(format!("the computation crashed: {message}"))
             });
             let _ = tx.send(Message::Computed(deliver(result)));
             wake();
+            // A long job's temporaries go back to the OS on this thread, after the result is out.
+            // Short ones (the head metrics' batches, the inspector) leave theirs for the next
+            // job to reuse: purging and faulting pages back in at that rate cost frames here.
+            if began.elapsed() > RELEASE_AFTER {
+                crate::memory::release_freed();
+            }
         });
     if let Err(e) = started {
         log::error!("cannot start a background job: {e}");
@@ -123,7 +158,11 @@ pub fn drop_later<T: Send + 'static>(value: T) {
     // If no thread can be started, the value is dropped here, which is only slower.
     let _ = std::thread::Builder::new()
         .name("toylens-free".into())
-        .spawn(move || drop(value));
+        .spawn(move || {
+            yield_to_ui();
+            drop(value);
+            crate::memory::release_freed();
+        });
 }
 
 #[cfg(test)]

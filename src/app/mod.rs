@@ -83,6 +83,8 @@ pub struct ToylensApp {
     /// False in tests, which must never open a native dialog.
     pub dialogs_enabled: bool,
     pub busy_io: bool,
+    /// A Reset's untrained model is being built on a worker.
+    pub resetting: bool,
     pub scrubber: Scrubber,
     pub analysis: AnalysisState,
     pub runs: Vec<RunRecord>,
@@ -142,6 +144,7 @@ impl ToylensApp {
             confirm: None,
             dialogs_enabled: true,
             busy_io: false,
+            resetting: false,
             scrubber: Scrubber::default(),
             analysis: AnalysisState::default(),
             runs: Vec::new(),

@@ -11,7 +11,7 @@ mod sequence;
 mod skip_trigram;
 
 pub use induction::InductionConfig;
-pub use modular::{ModularAdditionConfig, PairSplit};
+pub use modular::{MAX_P, ModularAdditionConfig, PairSplit};
 pub use sequence::{SequenceError, format_sequence, parse_sequence};
 pub use skip_trigram::{
     Answer, Ceilings, Dataset, NOTEBOOK_ANSWERS, SkipTrigramConfig, TokenRange,

@@ -85,13 +85,10 @@ pub(super) fn descend(
 /// notebook preset's 60 small ones cost it 7 %); purging after every free instead made the
 /// grokking-fast run 45 % slower.
 fn release_freed_memory(device: &Device) {
-    // SAFETY: mi_collect takes no pointers; it only walks mimalloc's own heap of the calling
-    // thread. Where mimalloc is not the global allocator (the tests), that heap is empty.
-    let collect = || unsafe { libmimalloc_sys::mi_collect(true) };
-    collect();
+    crate::memory::release_freed();
     if crate::device::fused_cpu_ops(device) {
         // The fused ops' threads free their own share of the work's buffers.
-        crate::model::cpu_pool().broadcast(|_| collect());
+        crate::model::cpu_pool().broadcast(|_| crate::memory::release_freed());
     }
 }
 

@@ -145,16 +145,18 @@ where
     let (command_tx, command_rx) = channel();
     let thread = std::thread::Builder::new()
         .name("toylens-train".into())
-        .spawn(
-            move || match catch_unwind(AssertUnwindSafe(|| job(&command_rx, &sink))) {
+        .spawn(move || {
+            match catch_unwind(AssertUnwindSafe(|| job(&command_rx, &sink))) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => sink(Event::Error(e.to_string())),
                 Err(panic) => sink(Event::Error(format!(
                     "the training thread crashed: {}",
                     panic_message(&*panic)
                 ))),
-            },
-        )
+            }
+            // The run's buffers go back to the OS here, not on whichever thread frees next.
+            crate::memory::release_freed();
+        })
         .expect("spawning a thread only fails when the OS is out of resources");
     TrainingHandle {
         commands: command_tx,

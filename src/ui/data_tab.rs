@@ -5,7 +5,7 @@
 use egui::{Color32, RichText, Sense, Ui, vec2};
 use egui_plot::{Bar, BarChart, Legend, Plot};
 
-use crate::app::views::{DataSummary, DataView};
+use crate::app::views::{DataSummary, DataView, RIGHT, TEST_PAIR, TRAIN_PAIR, WRONG};
 use crate::app::{Action, DataFilter, ToylensApp};
 
 pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
@@ -40,7 +40,16 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
             p,
             train_mask,
             correct,
-        } => modular(*p, train_mask, correct.as_deref(), seed, ui),
+            grid,
+            grid_id,
+        } => modular(
+            *p,
+            train_mask,
+            correct.as_deref(),
+            (grid, *grid_id),
+            seed,
+            ui,
+        ),
     };
     if let Some(tokens) = clicked {
         app.request(Action::InspectSequence(tokens));
@@ -233,17 +242,13 @@ fn induction(
     clicked
 }
 
-const TRAIN_PAIR: Color32 = Color32::from_rgb(66, 133, 244);
-const TEST_PAIR: Color32 = Color32::from_gray(90);
-const RIGHT: Color32 = Color32::from_rgb(52, 168, 83);
-const WRONG: Color32 = Color32::from_rgb(220, 60, 60);
-
 /// The p × p pairs (rows a, columns b), by split, and by correctness where the model in view
 /// was trained on this split. Clicking a cell inspects `a b =`.
 fn modular(
     p: usize,
     train_mask: &[bool],
     correct: Option<&[bool]>,
+    (grid, grid_id): (&egui::ColorImage, u64),
     seed: u64,
     ui: &mut Ui,
 ) -> Option<Vec<u32>> {
@@ -255,24 +260,6 @@ fn modular(
         100.0 * train as f64 / (p * p) as f64,
         p * p - train
     ));
-    let colour = |i: usize| match (correct, train_mask[i]) {
-        (None, true) => TRAIN_PAIR,
-        (None, false) => TEST_PAIR,
-        (Some(c), true) => {
-            if c[i] {
-                TRAIN_PAIR
-            } else {
-                WRONG
-            }
-        }
-        (Some(c), false) => {
-            if c[i] {
-                RIGHT
-            } else {
-                TEST_PAIR
-            }
-        }
-    };
     match correct {
         Some(c) => {
             let (mut train_right, mut test_right) = (0, 0);
@@ -312,22 +299,25 @@ fn modular(
     let (response, painter) = ui.allocate_painter(vec2(side, side), Sense::click());
     let cell = side / p as f32;
     let origin = response.rect.min;
-    // One rectangle per run of equal colours along a row keeps large p cheap to draw.
-    for a in 0..p {
-        let mut b = 0;
-        while b < p {
-            let c = colour(a * p + b);
-            let start = b;
-            while b < p && colour(a * p + b) == c {
-                b += 1;
-            }
-            let rect = egui::Rect::from_min_size(
-                origin + vec2(start as f32 * cell, a as f32 * cell),
-                vec2((b - start) as f32 * cell, cell),
-            );
-            painter.rect_filled(rect, 0.0, c);
+    // One texture, uploaded once per grid the job made.
+    let slot = egui::Id::unique("modular grid");
+    let cached = ui
+        .ctx()
+        .data(|d| d.get_temp::<(u64, egui::TextureHandle)>(slot))
+        .filter(|(id, _)| *id == grid_id);
+    let texture = match cached {
+        Some((_, texture)) => texture,
+        None => {
+            let texture =
+                ui.ctx()
+                    .load_texture("modular_grid", grid.clone(), egui::TextureOptions::NEAREST);
+            ui.ctx()
+                .data_mut(|d| d.insert_temp(slot, (grid_id, texture.clone())));
+            texture
         }
-    }
+    };
+    let uv = egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0));
+    painter.image(texture.id(), response.rect, uv, Color32::WHITE);
     let pair_at = |pos: egui::Pos2| {
         let rel = pos - origin;
         let (a, b) = ((rel.y / cell) as usize, (rel.x / cell) as usize);

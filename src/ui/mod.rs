@@ -58,7 +58,7 @@ fn top_bar(app: &mut ToylensApp, ui: &mut Ui) {
     ui.horizontal(|ui| {
         ui.strong("toylens");
         ui.separator();
-        let idle = !app.busy_io;
+        let idle = !app.busy_io && !app.resetting;
         if ui.add_enabled(idle, egui::Button::new("Open…")).clicked() {
             app.request(Action::Open);
         }
@@ -342,7 +342,7 @@ fn status_bar(app: &mut ToylensApp, ui: &mut Ui) {
             };
             ui.colored_label(color, status.text());
         }
-        if app.views_busy() || app.busy_io {
+        if app.views_busy() || app.busy_io || app.resetting {
             ui.spinner();
         }
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {

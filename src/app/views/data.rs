@@ -28,8 +28,32 @@ pub enum DataView {
         p: usize,
         train_mask: Vec<bool>,
         correct: Option<Vec<bool>>,
+        /// The grid as an image, one pixel per pair, made here: at p = 2048 it is 4 M pairs,
+        /// which a frame could neither colour nor draw as rectangles in time.
+        grid: egui::ColorImage,
+        /// Unique to this result: the Data tab uploads `grid` once per id.
+        grid_id: u64,
     },
 }
+
+/// The colours of the modular-addition grid.
+pub const TRAIN_PAIR: egui::Color32 = egui::Color32::from_rgb(66, 133, 244);
+pub const TEST_PAIR: egui::Color32 = egui::Color32::from_gray(90);
+pub const RIGHT: egui::Color32 = egui::Color32::from_rgb(52, 168, 83);
+pub const WRONG: egui::Color32 = egui::Color32::from_rgb(220, 60, 60);
+
+/// Pair `i`'s colour: its split, and once a model answered, whether it got it right (train
+/// pairs answered wrong and test pairs answered right stand out).
+pub fn pair_colour(train: bool, correct: Option<bool>) -> egui::Color32 {
+    match (correct, train) {
+        (None, true) | (Some(true), true) => TRAIN_PAIR,
+        (None, false) | (Some(false), false) => TEST_PAIR,
+        (Some(false), true) => WRONG,
+        (Some(true), false) => RIGHT,
+    }
+}
+
+static GRIDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Sequences the induction Data tab lists.
 const INDUCTION_ROWS: usize = 200;
@@ -57,10 +81,16 @@ impl DataView {
                     }
                     None => None,
                 };
+                let train_mask = split.train_mask();
+                let pixels = (0..train_mask.len())
+                    .map(|i| pair_colour(train_mask[i], correct.as_ref().map(|c| c[i])))
+                    .collect();
                 Self::ModularAddition {
                     p: t.p,
-                    train_mask: split.train_mask(),
+                    train_mask,
                     correct,
+                    grid: egui::ColorImage::new([t.p, t.p], pixels),
+                    grid_id: GRIDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 }
             }
         })

@@ -1,6 +1,8 @@
 //! The inspector's view: one sequence through the model in view, with the ablation, computed
 //! on a background thread when the text, the weights or the ablation change.
 
+use std::sync::Arc;
+
 use super::{AblationView, ToylensApp, cpu_model};
 use crate::analysis::{Inspection, inspect_ablated};
 use crate::app::jobs::Computed;
@@ -13,7 +15,9 @@ pub struct InspectorState {
     /// The sequence, weights and ablation the shown result or error belongs to.
     pub computed_for: Option<String>,
     pub error: Option<String>,
-    pub last_valid: Option<Inspection>,
+    /// Shared with each frame that draws it: cloning the inspection itself (megabytes at a large
+    /// vocabulary) every frame made the UI thread's allocator fault fresh pages.
+    pub last_valid: Option<Arc<Inspection>>,
     /// The inputs of the inspection being computed.
     running: Option<String>,
     /// A newer result is on its way (being computed, or waiting for mean ablation's means).
@@ -25,7 +29,7 @@ pub struct InspectorState {
     /// The position whose logits are shown; `None` follows the last one.
     pub position: Option<usize>,
     /// `[layer][head]` thumbnails of `last_valid`'s patterns.
-    pub thumbnails: Vec<Vec<Thumbnail>>,
+    pub thumbnails: Arc<Vec<Vec<Thumbnail>>>,
 }
 
 /// An attention pattern shrunk for the layer × head grid: blocks of `block` × `block` positions
@@ -156,7 +160,7 @@ impl ToylensApp {
         match result {
             Ok((inspection, thumbnails)) => {
                 inspector.error = None;
-                inspector.thumbnails = thumbnails;
+                inspector.thumbnails = Arc::new(thumbnails);
                 if inspector
                     .focus_head
                     .is_some_and(|h| h >= inspection.pattern.len())
@@ -165,7 +169,7 @@ impl ToylensApp {
                     inspector.focus_head = None;
                     inspector.focus_layer = 0;
                 }
-                inspector.last_valid = Some(inspection);
+                inspector.last_valid = Some(Arc::new(inspection));
             }
             Err(e) => inspector.error = Some(e),
         }

@@ -13,7 +13,7 @@ mod data;
 mod inspector;
 
 pub use analyze::{AnalyzeKey, AnalyzeSettings, HeadCircuits};
-pub use data::{DataKey, DataSummary, DataView};
+pub use data::{DataKey, DataSummary, DataView, RIGHT, TEST_PAIR, TRAIN_PAIR, WRONG, pair_colour};
 pub use inspector::{InspectorState, THUMBNAIL_SIDE, Thumbnail};
 
 use super::ToylensApp;
@@ -119,7 +119,8 @@ pub struct AnalysisState {
     pub mean_z: Derived<String, NdArray>,
     pub exhaustive: Derived<ExhaustiveKey, ExhaustiveReport>,
     pub circuits: Derived<CircuitsKey, CircuitsView>,
-    pub analyze: Derived<AnalyzeKey, crate::analysis::Analysis>,
+    /// Shared with the frames that draw it, which no longer copy it each frame.
+    pub analyze: Derived<AnalyzeKey, std::sync::Arc<crate::analysis::Analysis>>,
     pub head_circuits: Derived<String, HeadCircuits>,
     pub data: Derived<DataKey, DataView>,
     /// Per-snapshot head traces of the current session.
@@ -169,7 +170,9 @@ impl ToylensApp {
             Computed::MeanZ(key, result) => a.mean_z.finish(key, result),
             Computed::Exhaustive(key, result) => a.exhaustive.finish(key, result),
             Computed::Circuits(key, result) => a.circuits.finish(key, result),
-            Computed::Analysis(key, result) => a.analyze.finish(key, result),
+            Computed::Analysis(key, result) => {
+                a.analyze.finish(key, result.map(std::sync::Arc::new))
+            }
             Computed::HeadCircuits(key, result) => a.head_circuits.finish(key, result),
             Computed::Traces(batch) => {
                 a.traces_running = false;
