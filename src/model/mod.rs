@@ -573,6 +573,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_clone_shares_each_tensor_until_one_side_writes_to_it() {
+        let cfg = ModelConfig::default();
+        let a = Weights::init(&cfg, 0);
+        let mut b = a.clone();
+        for (name, values) in a.iter() {
+            assert_eq!(values.as_ptr(), b.get(name).as_ptr(), "{name} was copied");
+        }
+        let name = "blocks.0.attn.W_Q";
+        let before = a.get(name)[0];
+        b.get_mut(name).unwrap()[0] = before + 1.0;
+        assert_eq!(a.get(name)[0], before, "a write reached the original");
+        assert_eq!(b.get(name)[0], before + 1.0);
+        assert_ne!(a.get(name).as_ptr(), b.get(name).as_ptr());
+        // The tensors not written to are still shared.
+        assert_eq!(
+            a.get("blocks.0.attn.W_K").as_ptr(),
+            b.get("blocks.0.attn.W_K").as_ptr()
+        );
+    }
+
+    #[test]
     fn init_is_seeded_and_scaled() {
         let cfg = ModelConfig::default();
         let a = Weights::init(&cfg, 1);
