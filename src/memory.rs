@@ -27,7 +27,8 @@ pub fn purge_only_on_request() {
 }
 
 /// The current purge delay in ms.
-pub fn purge_delay_ms() -> i64 {
+#[cfg(test)]
+fn purge_delay_ms() -> i64 {
     // SAFETY: as above.
     unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) as i64 }
 }

@@ -895,18 +895,22 @@ fn task_presets_train_and_show_their_own_views() {
     // The grid is drawn from an image the data job made, one pixel per pair, coloured by split
     // and by the model's answers.
     match h.state().analysis.data.latest() {
-        Some(Ok(toylens::app::views::DataView::ModularAddition {
-            train_mask,
-            correct: Some(correct),
-            grid,
-            ..
-        })) => {
-            assert_eq!(grid.size, [11, 11]);
-            for i in 0..121 {
-                let want = toylens::app::views::pair_colour(train_mask[i], Some(correct[i]));
-                assert_eq!(grid.pixels[i], want, "pair {i}");
+        Some(Ok(toylens::app::views::DataView::ModularAddition(grid))) => {
+            let correct = grid.correct.as_ref().expect("graded by the model");
+            assert_eq!(grid.image.size, [11, 11]);
+            for (i, &ok) in correct.iter().enumerate() {
+                let want = toylens::app::views::pair_colour(grid.train_mask[i], Some(ok));
+                assert_eq!(grid.image.pixels[i], want, "pair {i}");
             }
-            assert!(grid.pixels.contains(&toylens::app::views::TRAIN_PAIR));
+            assert!(grid.image.pixels.contains(&toylens::app::views::TRAIN_PAIR));
+            // The counts the legend shows, made by the job.
+            let right = |train: bool| {
+                (0..121)
+                    .filter(|&i| correct[i] && grid.train_mask[i] == train)
+                    .count()
+            };
+            assert_eq!(grid.right, Some((right(true), right(false))));
+            assert_eq!(grid.train, grid.train_mask.iter().filter(|&&t| t).count());
         }
         _ => panic!("no graded modular-addition data view"),
     }

@@ -335,18 +335,12 @@ impl ToylensApp {
         self.resetting = true;
         self.status = Some(Status::Info("resetting…".into()));
         let config = self.settings.config.clone();
-        let (tx, wake) = (self.tx.clone(), self.wake());
-        let spawned = std::thread::Builder::new()
-            .name("toylens-reset".into())
-            .spawn(move || {
-                super::jobs::yield_to_ui();
-                let built = std::panic::catch_unwind(|| Session::untrained(config).map(Box::new))
-                    .unwrap_or_else(|panic| {
-                        Err(format!("crashed: {}", crate::train::panic_message(&*panic)))
-                    });
-                let _ = tx.send(Message::ResetReady(built));
-                wake();
-            });
+        let spawned = super::jobs::run_off_ui(
+            self.tx.clone(),
+            self.wake(),
+            move || Session::untrained(config).map(Box::new),
+            Message::ResetReady,
+        );
         if let Err(e) = spawned {
             self.resetting = false;
             self.status = Some(Status::Error(format!("cannot reset: {e}")));

@@ -119,16 +119,31 @@ pub fn crashed_jobs() -> usize {
 /// Jobs that ran longer than this give the memory they freed back to the OS.
 const RELEASE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Runs `work` on a new thread and sends what `deliver` makes of its result. A panic in `work`
-/// becomes an error result, so a failing view never takes the app down.
+/// Runs a view's `work` on a new thread and sends what `deliver` makes of its result (see
+/// [`run_off_ui`]); a thread that cannot be started is logged.
 pub fn spawn<T: 'static>(
     tx: Sender<Message>,
     wake: impl Fn() + Send + 'static,
     work: impl FnOnce() -> Result<T, String> + Send + 'static,
     deliver: impl FnOnce(Result<T, String>) -> Computed + Send + 'static,
 ) {
-    let started = std::thread::Builder::new()
-        .name("toylens-view".into())
+    let deliver = move |result| Message::Computed(deliver(result));
+    if let Err(e) = run_off_ui(tx, wake, work, deliver) {
+        log::error!("cannot start a background job: {e}");
+    }
+}
+
+/// Runs `work` on a new thread of lower priority and sends what `deliver` makes of its result.
+/// A panic in `work` becomes an error result (and counts in [`crashed_jobs`]), so a failing job
+/// never takes the app down.
+pub fn run_off_ui<T: 'static>(
+    tx: Sender<Message>,
+    wake: impl Fn() + Send + 'static,
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+    deliver: impl FnOnce(Result<T, String>) -> Message + Send + 'static,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("toylens-job".into())
         .spawn(move || {
             yield_to_ui();
             let began = std::time::Instant::now();
@@ -138,7 +153,7 @@ pub fn spawn<T: 'static>(
                 CRASHES.fetch_add(1, Ordering::Relaxed);
                 Err(format!("the computation crashed: {message}"))
             });
-            let _ = tx.send(Message::Computed(deliver(result)));
+            let _ = tx.send(deliver(result));
             wake();
             // A long job's temporaries go back to the OS on this thread, after the result is out.
             // Short ones (the head metrics' batches, the inspector) leave theirs for the next
@@ -146,10 +161,8 @@ pub fn spawn<T: 'static>(
             if began.elapsed() > RELEASE_AFTER {
                 crate::memory::release_freed();
             }
-        });
-    if let Err(e) = started {
-        log::error!("cannot start a background job: {e}");
-    }
+        })
+        .map(drop)
 }
 
 /// Frees `value` on another thread: a data set or a model's history can be hundreds of MB, and

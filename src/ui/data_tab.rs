@@ -5,7 +5,8 @@
 use egui::{Color32, RichText, Sense, Ui, vec2};
 use egui_plot::{Bar, BarChart, Legend, Plot};
 
-use crate::app::views::{DataSummary, DataView, RIGHT, TEST_PAIR, TRAIN_PAIR, WRONG};
+use super::heatmap::cached_texture;
+use crate::app::views::{DataSummary, DataView, PairGrid, RIGHT, TEST_PAIR, TRAIN_PAIR, WRONG};
 use crate::app::{Action, DataFilter, ToylensApp};
 
 pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
@@ -36,20 +37,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
             )
         }
         DataView::Induction { sequences, task } => induction(sequences, task, seed, ui),
-        DataView::ModularAddition {
-            p,
-            train_mask,
-            correct,
-            grid,
-            grid_id,
-        } => modular(
-            *p,
-            train_mask,
-            correct.as_deref(),
-            (grid, *grid_id),
-            seed,
-            ui,
-        ),
+        DataView::ModularAddition(grid) => modular(grid, seed, ui),
     };
     if let Some(tokens) = clicked {
         app.request(Action::InspectSequence(tokens));
@@ -244,15 +232,15 @@ fn induction(
 
 /// The p × p pairs (rows a, columns b), by split, and by correctness where the model in view
 /// was trained on this split. Clicking a cell inspects `a b =`.
-fn modular(
-    p: usize,
-    train_mask: &[bool],
-    correct: Option<&[bool]>,
-    (grid, grid_id): (&egui::ColorImage, u64),
-    seed: u64,
-    ui: &mut Ui,
-) -> Option<Vec<u32>> {
-    let train = train_mask.iter().filter(|&&t| t).count();
+fn modular(grid: &PairGrid, seed: u64, ui: &mut Ui) -> Option<Vec<u32>> {
+    let PairGrid {
+        p,
+        ref train_mask,
+        ref correct,
+        train,
+        right,
+        ..
+    } = *grid;
     ui.label(format!(
         "All {} pairs (a, b) of a + b mod {p}, rows a, columns b: {train} train ({:.1} %), {} test; \
          split of seed {seed}.",
@@ -260,16 +248,8 @@ fn modular(
         100.0 * train as f64 / (p * p) as f64,
         p * p - train
     ));
-    match correct {
-        Some(c) => {
-            let (mut train_right, mut test_right) = (0, 0);
-            for (i, &ok) in c.iter().enumerate() {
-                if ok && train_mask[i] {
-                    train_right += 1;
-                } else if ok {
-                    test_right += 1;
-                }
-            }
+    match right {
+        Some((train_right, test_right)) => {
             ui.horizontal_wrapped(|ui| {
                 swatch(ui, TRAIN_PAIR, &format!("train, right ({train_right})"));
                 swatch(
@@ -301,21 +281,7 @@ fn modular(
     let origin = response.rect.min;
     // One texture, uploaded once per grid the job made.
     let slot = egui::Id::unique("modular grid");
-    let cached = ui
-        .ctx()
-        .data(|d| d.get_temp::<(u64, egui::TextureHandle)>(slot))
-        .filter(|(id, _)| *id == grid_id);
-    let texture = match cached {
-        Some((_, texture)) => texture,
-        None => {
-            let texture =
-                ui.ctx()
-                    .load_texture("modular_grid", grid.clone(), egui::TextureOptions::NEAREST);
-            ui.ctx()
-                .data_mut(|d| d.insert_temp(slot, (grid_id, texture.clone())));
-            texture
-        }
-    };
+    let texture = cached_texture(ui.ctx(), slot, grid.id, || grid.image.clone());
     let uv = egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0));
     painter.image(texture.id(), response.rect, uv, Color32::WHITE);
     let pair_at = |pos: egui::Pos2| {
@@ -328,7 +294,7 @@ fn modular(
         Some((a, b)) => {
             let i = a * p + b;
             let split = if train_mask[i] { "train" } else { "test" };
-            let verdict = correct.map_or(String::new(), |c| {
+            let verdict = correct.as_ref().map_or(String::new(), |c| {
                 if c[i] {
                     ", answered right".into()
                 } else {

@@ -320,35 +320,43 @@ impl Heatmap<'_> {
     /// The cells as a texture, one texel per cell, kept in egui's memory in slot `id` for the
     /// values `key`.
     fn texture(&self, ui: &Ui, (id, key): (egui::Id, u64)) -> egui::TextureHandle {
-        let cached = ui
-            .ctx()
-            .data(|d| d.get_temp::<(u64, egui::TextureHandle)>(id))
-            .filter(|(k, _)| *k == key);
-        if let Some((_, texture)) = cached {
-            return texture;
-        }
-        // One texel per cell, or, for cells under a pixel, per block of cells (the value of
-        // largest magnitude in it, so that a single strong cell still shows).
-        let block = (1.0 / self.cell).ceil().max(1.0) as usize;
-        let (rows, cols) = (self.rows.div_ceil(block), self.cols.div_ceil(block));
-        let pixels: Vec<Color32> = (0..rows * cols)
-            .map(|i| {
-                let (r0, c0) = ((i / cols) * block, (i % cols) * block);
-                let strongest = (r0..(r0 + block).min(self.rows))
-                    .flat_map(|r| (c0..(c0 + block).min(self.cols)).map(move |c| (r, c)))
-                    .map(|(r, c)| self.value(r, c))
-                    .fold(0.0f32, |m, v| if v.abs() > m.abs() { v } else { m });
-                self.scale.color(strongest)
-            })
-            .collect();
-        let image = egui::ColorImage::new([cols, rows], pixels);
-        let texture = ui
-            .ctx()
-            .load_texture("heatmap", image, egui::TextureOptions::NEAREST);
-        ui.ctx()
-            .data_mut(|d| d.insert_temp(id, (key, texture.clone())));
-        texture
+        cached_texture(ui.ctx(), id, key, || {
+            // One texel per cell, or, for cells under a pixel, per block of cells (the value of
+            // largest magnitude in it, so that a single strong cell still shows).
+            let block = (1.0 / self.cell).ceil().max(1.0) as usize;
+            let (rows, cols) = (self.rows.div_ceil(block), self.cols.div_ceil(block));
+            let pixels: Vec<Color32> = (0..rows * cols)
+                .map(|i| {
+                    let (r0, c0) = ((i / cols) * block, (i % cols) * block);
+                    let strongest = (r0..(r0 + block).min(self.rows))
+                        .flat_map(|r| (c0..(c0 + block).min(self.cols)).map(move |c| (r, c)))
+                        .map(|(r, c)| self.value(r, c))
+                        .fold(0.0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+                    self.scale.color(strongest)
+                })
+                .collect();
+            egui::ColorImage::new([cols, rows], pixels)
+        })
     }
+}
+
+/// The texture in egui's memory slot `slot` if it was made for `key`; otherwise one made from
+/// `image` now, which replaces it there (the old one is freed with its last handle).
+pub fn cached_texture(
+    ctx: &egui::Context,
+    slot: egui::Id,
+    key: u64,
+    image: impl FnOnce() -> egui::ColorImage,
+) -> egui::TextureHandle {
+    let cached = ctx
+        .data(|d| d.get_temp::<(u64, egui::TextureHandle)>(slot))
+        .filter(|(k, _)| *k == key);
+    if let Some((_, texture)) = cached {
+        return texture;
+    }
+    let texture = ctx.load_texture("heatmap", image(), egui::TextureOptions::NEAREST);
+    ctx.data_mut(|d| d.insert_temp(slot, (key, texture.clone())));
+    texture
 }
 
 /// Label `i` of `labels`, or the index itself when the map has no labels.

@@ -24,16 +24,49 @@ pub enum DataView {
     },
     /// The p × p pairs: which are trained on, and (for the model in view, when it was trained
     /// on this task) which it answers correctly.
-    ModularAddition {
-        p: usize,
-        train_mask: Vec<bool>,
-        correct: Option<Vec<bool>>,
-        /// The grid as an image, one pixel per pair, made here: at p = 2048 it is 4 M pairs,
-        /// which a frame could neither colour nor draw as rectangles in time.
-        grid: egui::ColorImage,
-        /// Unique to this result: the Data tab uploads `grid` once per id.
-        grid_id: u64,
-    },
+    ModularAddition(PairGrid),
+}
+
+/// The modular-addition pairs, counted and drawn once by the job: at p = 2048 there are 4 M,
+/// which a frame could neither count nor colour in time.
+pub struct PairGrid {
+    pub p: usize,
+    pub train_mask: Vec<bool>,
+    pub correct: Option<Vec<bool>>,
+    /// Training pairs.
+    pub train: usize,
+    /// Training and test pairs answered right, where `correct` is known.
+    pub right: Option<(usize, usize)>,
+    /// One pixel per pair (row a, column b), coloured by [`pair_colour`].
+    pub image: egui::ColorImage,
+    /// Unique to this result: the Data tab uploads `image` once per id.
+    pub id: u64,
+}
+
+impl PairGrid {
+    fn new(p: usize, train_mask: Vec<bool>, correct: Option<Vec<bool>>) -> Self {
+        let known = |i: usize| correct.as_ref().map(|c| c[i]);
+        let pixels = (0..train_mask.len())
+            .map(|i| pair_colour(train_mask[i], known(i)))
+            .collect();
+        let right = correct.as_ref().map(|c| {
+            let right = |train: bool| {
+                (0..c.len())
+                    .filter(|&i| c[i] && train_mask[i] == train)
+                    .count()
+            };
+            (right(true), right(false))
+        });
+        Self {
+            p,
+            train: train_mask.iter().filter(|&&t| t).count(),
+            right,
+            image: egui::ColorImage::new([p, p], pixels),
+            id: GRIDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            train_mask,
+            correct,
+        }
+    }
 }
 
 /// The colours of the modular-addition grid.
@@ -81,17 +114,7 @@ impl DataView {
                     }
                     None => None,
                 };
-                let train_mask = split.train_mask();
-                let pixels = (0..train_mask.len())
-                    .map(|i| pair_colour(train_mask[i], correct.as_ref().map(|c| c[i])))
-                    .collect();
-                Self::ModularAddition {
-                    p: t.p,
-                    train_mask,
-                    correct,
-                    grid: egui::ColorImage::new([t.p, t.p], pixels),
-                    grid_id: GRIDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                }
+                Self::ModularAddition(PairGrid::new(t.p, split.train_mask(), correct))
             }
         })
     }

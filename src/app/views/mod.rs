@@ -13,7 +13,9 @@ mod data;
 mod inspector;
 
 pub use analyze::{AnalyzeKey, AnalyzeSettings, HeadCircuits};
-pub use data::{DataKey, DataSummary, DataView, RIGHT, TEST_PAIR, TRAIN_PAIR, WRONG, pair_colour};
+pub use data::{
+    DataKey, DataSummary, DataView, PairGrid, RIGHT, TEST_PAIR, TRAIN_PAIR, WRONG, pair_colour,
+};
 pub use inspector::{InspectorState, THUMBNAIL_SIDE, Thumbnail};
 
 use super::ToylensApp;
