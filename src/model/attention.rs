@@ -7,6 +7,7 @@ use super::attention_core::CausalAttention;
 use super::bias::add_bias;
 use super::edits::{Blend, apply_all};
 use super::hooks::Hooks;
+use super::ordered::Order;
 use crate::matmul::Matmul;
 
 pub struct AttentionParams<'a> {
@@ -25,11 +26,15 @@ pub struct AttentionParams<'a> {
 }
 
 /// `x [batch, pos, d_model] · W [h, d_model, d] + b [h, d]` as `[batch, pos, h, d]`.
-fn project(x: &Tensor, w: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+fn project(x: &Tensor, w: &Tensor, bias: &Tensor, order: Order) -> candle_core::Result<Tensor> {
     let (b, p, m) = x.dims3()?;
     let (h, _, d) = w.dims3()?;
     let w = w.permute((1, 0, 2))?.contiguous()?.reshape((m, h * d))?;
-    add_bias(&x.reshape((b * p, m))?.mm(&w)?, &bias.reshape(h * d)?)?.reshape((b, p, h, d))
+    add_bias(
+        &order.mm(&x.reshape((b * p, m))?, &w)?,
+        &bias.reshape(h * d)?,
+    )?
+    .reshape((b, p, h, d))
 }
 
 /// `W [h, m, d]` as the `[m, h*d]` matrix that projects every head at once.
@@ -123,22 +128,23 @@ pub fn attention(
             .mm(&p.w_o.reshape((h * d, m))?)?;
         return add_bias(&out, p.b_o)?.reshape((b, pos, m));
     }
-    let q = project(query_input, p.w_q, p.b_q)?;
-    let k = project(key_input, p.w_k, p.b_k)?;
-    let v = project(value_input, p.w_v, p.b_v)?;
+    let order = hooks.order(query_input.device());
+    let q = project(query_input, p.w_q, p.b_q, order)?;
+    let k = project(key_input, p.w_k, p.b_k, order)?;
+    let v = project(value_input, p.w_v, p.b_v, order)?;
     hooks.add(|| format!("{prefix}.hook_q"), &q);
     hooks.add(|| format!("{prefix}.hook_k"), &k);
     hooks.add(|| format!("{prefix}.hook_v"), &v);
     let q_bh = q.permute((0, 2, 1, 3))?.contiguous()?; // [b, h, q, d]
     let k_bh = k.permute((0, 2, 3, 1))?.contiguous()?; // [b, h, d, k]
-    let raw = q_bh.mm(&k_bh)?; // [b, h, q, k], not yet scaled
+    let raw = order.mm(&q_bh, &k_bh)?; // [b, h, q, k], not yet scaled
     let pattern =
         if crate::device::fused_cpu_ops(raw.device()) && raw.dtype() == candle_core::DType::F32 {
             raw.apply_op1(super::causal_softmax::CausalSoftmax {
                 scale: scale as f32,
             })?
         } else {
-            softmax(&scaled_masked(&raw, scale, mask)?)?
+            softmax(&scaled_masked(&raw, scale, mask)?, order)?
         };
     if hooks.wants(|| format!("{prefix}.hook_attn_scores")) {
         hooks.add(
@@ -148,7 +154,7 @@ pub fn attention(
     }
     hooks.add(|| format!("{prefix}.hook_pattern"), &pattern);
     let v_bh = v.permute((0, 2, 1, 3))?.contiguous()?; // [b, h, k, d]
-    let z_bh = pattern.mm(&v_bh)?; // [b, h, q, d]
+    let z_bh = order.mm(&pattern, &v_bh)?; // [b, h, q, d]
     let z = apply_all(z_edits, &z_bh.permute((0, 2, 1, 3))?.contiguous()?)?; // [b, q, h, d]
     hooks.add(|| format!("{prefix}.hook_z"), &z);
     let out = if hooks.wants(|| format!("{prefix}.hook_result")) {
@@ -156,15 +162,15 @@ pub fn attention(
         // `use_attn_result` (products, then a sum over d_head): [b, p, h, d, 1] · [h, d, m].
         // (One gemm per head instead rounded further from TL's numbers on an H100: 1.11× its
         // tolerance on a fixture logit, against 1.005× this way.)
-        let result = z
+        let products = z
             .unsqueeze(4)?
-            .broadcast_mul(&p.w_o.unsqueeze(0)?.unsqueeze(0)?)?
-            .sum(3)?; // [b, p, h, m]
+            .broadcast_mul(&p.w_o.unsqueeze(0)?.unsqueeze(0)?)?;
+        let result = order.sum(&products, 3)?; // [b, p, h, m]
         hooks.add(|| format!("{prefix}.hook_result"), &result);
-        result.sum(2)?
+        order.sum(&result, 2)?
     } else {
-        z.reshape((b * pos, h * d))?
-            .mm(&p.w_o.reshape((h * d, m))?)?
+        order
+            .mm(&z.reshape((b * pos, h * d))?, &p.w_o.reshape((h * d, m))?)?
             .reshape((b, pos, m))?
     };
     add_bias(&out.contiguous()?, p.b_o)
@@ -193,9 +199,10 @@ fn scaled_masked(raw: &Tensor, scale: f64, mask: &Tensor) -> candle_core::Result
 
 /// Softmax over the last dimension as PyTorch's CPU kernel computes it: `exp(x − max)` times the
 /// reciprocal of its sum (not a division), which keeps toylens's patterns within an ulp of TL's.
-pub fn softmax(x: &Tensor) -> candle_core::Result<Tensor> {
+fn softmax(x: &Tensor, order: Order) -> candle_core::Result<Tensor> {
+    let last = x.rank() - 1;
     let max = x.max_keepdim(D::Minus1)?;
-    let exp = x.broadcast_sub(&max)?.exp()?;
-    let sum = exp.sum_keepdim(D::Minus1)?;
+    let exp = order.exp(&x.broadcast_sub(&max)?)?;
+    let sum = order.sum_keepdim(&exp, last)?;
     exp.broadcast_mul(&sum.recip()?)
 }

@@ -5,8 +5,8 @@ use candle_core::Tensor;
 
 use super::Transformer;
 use super::bias::add_bias;
+use super::ordered::Order;
 use crate::config::{Embeddings, Positions};
-use crate::matmul::Matmul;
 
 impl Transformer {
     /// `hook_embed`: `W_E[tokens]`, `[batch, pos, d_model]`.
@@ -46,13 +46,13 @@ impl Transformer {
     }
 
     /// Logits `[batch, pos, d_vocab_out]` from the final residual stream `[batch, pos, d_model]`.
-    pub(super) fn unembed(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(super) fn unembed(&self, x: &Tensor, order: Order) -> candle_core::Result<Tensor> {
         let (b, p, m) = x.dims3()?;
         match self.cfg.embeddings {
             // W_U is the identity and b_U zero: the residual stream is the logits.
             Embeddings::OneHot => Ok(x.clone()),
             Embeddings::Learned => add_bias(
-                &x.reshape((b * p, m))?.mm(self.param("unembed.W_U"))?,
+                &order.mm(&x.reshape((b * p, m))?, self.param("unembed.W_U"))?,
                 self.param("unembed.b_U"),
             )?
             .reshape((b, p, self.cfg.d_vocab_out())),

@@ -2,6 +2,8 @@
 
 use candle_core::Tensor;
 
+use super::ordered::Order;
+
 /// Which activations a forward pass keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capture {
@@ -26,6 +28,17 @@ impl Hooks {
         Self {
             capture,
             captured: Vec::new(),
+        }
+    }
+
+    /// How this pass orders its sums: a full cache on a GPU (or under the GPU rules) takes its
+    /// products and reductions in index order, as the CPU does (see `ordered.rs`).
+    pub fn order(&self, device: &candle_core::Device) -> Order {
+        let gpu = device.is_cuda() || crate::device::gpu_rules();
+        if self.capture == Capture::All && gpu {
+            Order::Sequential
+        } else {
+            Order::Backend
         }
     }
 

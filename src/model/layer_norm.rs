@@ -1,6 +1,6 @@
 //! TransformerLens's LayerNorm ("LN") and LayerNormPre ("LNPre").
 
-use candle_core::{D, Tensor};
+use candle_core::Tensor;
 
 use super::hooks::Hooks;
 use crate::config::LN_EPS;
@@ -14,8 +14,9 @@ pub fn layer_norm(
     hooks: &mut Hooks,
     prefix: &str,
 ) -> candle_core::Result<Tensor> {
-    let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-    let scale = (centred.sqr()?.mean_keepdim(D::Minus1)? + LN_EPS)?.sqrt()?;
+    let (order, last) = (hooks.order(x.device()), x.rank() - 1);
+    let centred = x.broadcast_sub(&order.mean_keepdim(x, last)?)?;
+    let scale = (order.mean_keepdim(&centred.sqr()?, last)? + LN_EPS)?.sqrt()?;
     hooks.add(|| format!("{prefix}.hook_scale"), &scale);
     let normalized = centred.broadcast_div(&scale)?;
     hooks.add(|| format!("{prefix}.hook_normalized"), &normalized);

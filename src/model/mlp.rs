@@ -5,7 +5,6 @@ use candle_core::Tensor;
 use super::bias::add_bias;
 use super::hooks::Hooks;
 use crate::config::ActFn;
-use crate::matmul::Matmul;
 
 pub struct MlpParams<'a> {
     pub w_in: &'a Tensor,
@@ -32,8 +31,9 @@ pub fn mlp(
     prefix: &str,
 ) -> candle_core::Result<Tensor> {
     let (b, pos, m) = x.dims3()?;
-    let pre = add_bias(&x.reshape((b * pos, m))?.mm(p.w_in)?, p.b_in)?;
-    let post = activation(&pre, act)?;
+    let order = hooks.order(x.device());
+    let pre = add_bias(&order.mm(&x.reshape((b * pos, m))?, p.w_in)?, p.b_in)?;
+    let post = order.in_f64(&pre, |pre| activation(pre, act))?;
     let f = pre.dim(1)?;
     if hooks.capturing() {
         // (`add` keeps only the wanted ones; the reshapes are views.)
@@ -43,5 +43,5 @@ pub fn mlp(
             &post.reshape((b, pos, f))?,
         );
     }
-    add_bias(&post.mm(p.w_out)?, p.b_out)?.reshape((b, pos, m))
+    add_bias(&order.mm(&post, p.w_out)?, p.b_out)?.reshape((b, pos, m))
 }

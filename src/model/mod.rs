@@ -25,6 +25,7 @@ mod hooks;
 mod layer_norm;
 mod lm_loss;
 mod mlp;
+mod ordered;
 mod weights;
 
 pub use ablation::{Ablation, HeadMode, head_label};
@@ -223,7 +224,7 @@ impl Transformer {
     ) -> candle_core::Result<(Tensor, Vec<(String, Tensor)>)> {
         let (resid, mut hooks) = self.final_residual(tokens, capture, edits)?;
         hooks.add(|| "unembed.hook_in".into(), &resid);
-        let logits = self.unembed(&resid)?;
+        let logits = self.unembed(&resid, hooks.order(resid.device()))?;
         hooks.add(|| "unembed.hook_out".into(), &logits);
         Ok((logits, hooks.into_vec()))
     }
