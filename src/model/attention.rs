@@ -99,24 +99,7 @@ pub fn attention(
         && key_input.id() == query_input.id()
         && z_edits.is_empty();
     if fusable && query_input.id() == value_input.id() {
-        let block = AttentionBlock::new(BlockShape {
-            batch: b,
-            pos,
-            heads: h,
-            d_head: d,
-            d_model: m,
-            scale: scale as f32,
-        });
-        // TL's own tensors, flattened and joined: no transposes in the graph.
-        let packed = Tensor::cat(
-            &[p.w_q, p.w_k, p.w_v, p.w_o, p.b_q, p.b_k, p.b_v, p.b_o]
-                .iter()
-                .map(|t| t.flatten_all())
-                .collect::<candle_core::Result<Vec<_>>>()?,
-            0,
-        )?;
-        let x = query_input.reshape((b * pos, m))?.contiguous()?;
-        return x.apply_op2(&packed, block)?.reshape((b, pos, m));
+        return fused_layer(p, query_input, scale, false);
     }
     if fusable {
         let qkv = project_qkv(p, query_input, value_input)?.reshape((b, pos, 3, h, d))?;
@@ -174,6 +157,51 @@ pub fn attention(
             .reshape((b, pos, m))?
     };
     add_bias(&out.contiguous()?, p.b_o)
+}
+
+/// The whole layer as one CPU op, from TL's own tensors flattened and joined (no transposes in
+/// the graph); with `residual`, its output is `x + attention(x)`.
+fn fused_layer(
+    p: &AttentionParams,
+    x: &Tensor,
+    scale: f64,
+    residual: bool,
+) -> candle_core::Result<Tensor> {
+    let (b, pos, m) = x.dims3()?;
+    let (h, _, d) = p.w_q.dims3()?;
+    let block = AttentionBlock::new(BlockShape {
+        batch: b,
+        pos,
+        heads: h,
+        d_head: d,
+        d_model: m,
+        scale: scale as f32,
+        residual,
+    });
+    let packed = Tensor::cat(
+        &[p.w_q, p.w_k, p.w_v, p.w_o, p.b_q, p.b_k, p.b_v, p.b_o]
+            .iter()
+            .map(|t| t.flatten_all())
+            .collect::<candle_core::Result<Vec<_>>>()?,
+        0,
+    )?;
+    let flat = x.reshape((b * pos, m))?.contiguous()?;
+    flat.apply_op2(&packed, block)?.reshape((b, pos, m))
+}
+
+/// `resid + attention(resid)` as one fused CPU op, for a layer that reads the residual stream
+/// itself (attention-only, no LayerNorm, no shortformer positions) when nothing is captured or
+/// edited; `None` where that does not apply.
+pub fn fused_residual_layer(
+    p: &AttentionParams,
+    resid: &Tensor,
+    scale: f64,
+    hooks: &Hooks,
+) -> Option<candle_core::Result<Tensor>> {
+    let fusable = !hooks.capturing()
+        && crate::device::fused_cpu_ops(resid.device())
+        && resid.dtype() == candle_core::DType::F32;
+    fusable.then(|| fused_layer(p, resid, scale, true))
 }
 
 /// The additive causal mask `[n, n]`: 0 on and below the diagonal, −inf above (TL's `IGNORE`).

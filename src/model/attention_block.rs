@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use super::attention_core::{backward_any, forward_any, probs_len};
 use super::cpu::{add_rows, column_sums, matmul, pool, slice};
+use super::scratch;
 
 /// The layer's shape.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +25,10 @@ pub struct BlockShape {
     pub d_head: usize,
     pub d_model: usize,
     pub scale: f32,
+    /// The layer's output is its input plus the attention's (`x + attn(x)`, the residual
+    /// stream of an attention-only model without LayerNorm), so that the residual add and the
+    /// sum of its two gradients are not separate ops in candle's graph.
+    pub residual: bool,
 }
 
 /// What the forward computed and the backward needs.
@@ -31,6 +36,14 @@ struct Saved {
     qkv: Vec<f32>,
     z: Vec<f32>,
     probs: Vec<f32>,
+}
+
+impl Drop for Saved {
+    fn drop(&mut self) {
+        for buffer in [&mut self.qkv, &mut self.z, &mut self.probs] {
+            scratch::give(std::mem::take(buffer));
+        }
+    }
 }
 
 /// The op: one per layer and forward pass. Its forward keeps q, k, v and z for its backward, so
@@ -117,9 +130,9 @@ impl BlockShape {
     fn alloc_saved(&self) -> Saved {
         let (n, hd) = (self.rows(), self.hd());
         Saved {
-            qkv: vec![0f32; n * 3 * hd],
-            z: vec![0f32; n * hd],
-            probs: vec![0f32; self.batch * probs_len(self.pos, self.heads)],
+            qkv: scratch::take(n * 3 * hd),
+            z: scratch::take(n * hd),
+            probs: scratch::take(self.batch * probs_len(self.pos, self.heads)),
         }
     }
 
@@ -163,6 +176,10 @@ impl CustomOp2 for AttentionBlock {
             blk.qkv_and_z(x, w_qkv, b_qkv, &mut saved);
             matmul(&mut out, (n, m, hd), (&saved.z, hd, 1), (w_o, m, 1), false);
             add_rows(&mut out, b_o);
+            if blk.residual {
+                // x + attn_out, as candle's add would round it.
+                out.iter_mut().zip(x).for_each(|(o, x)| *o += x);
+            }
         });
         *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved);
         Ok((CpuStorage::F32(out), Shape::from((n, m))))
@@ -235,9 +252,10 @@ impl CustomOp3 for AttentionBlockGrad {
         };
         // Every buffer is made here, on the calling thread, and freed here after the pool's work.
         let mut out = vec![0f32; n * m + blk.n_params()];
-        let mut dz = vec![0f32; n * hd];
-        let mut dqkv = vec![0f32; n * 3 * hd];
+        let (mut dz, mut dqkv) = (scratch::take(n * hd), scratch::take(n * 3 * hd));
         pool().install(|| blk.backward(x, w_qkv, w_o, dout, &saved, &mut out, &mut dz, &mut dqkv));
+        scratch::give(dz);
+        scratch::give(dqkv);
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
@@ -278,7 +296,7 @@ impl BlockShape {
                 backward_any(qkv, dz, probs, dqkv, p, h, d, blk.scale)
             });
         // QKV projection: dW_qkv = xᵀ·dqkv, db_qkv = Σ rows, dx = dqkv·W_qkvᵀ.
-        let mut dw_qkv = vec![0f32; m * 3 * hd];
+        let mut dw_qkv = scratch::take(m * 3 * hd);
         matmul(
             &mut dw_qkv,
             (m, 3 * hd, n),
@@ -287,6 +305,7 @@ impl BlockShape {
             false,
         );
         blk.qkv_native(&dw_qkv, dw_native);
+        scratch::give(dw_qkv);
         column_sums(dqkv, 3 * hd, db_qkv);
         matmul(
             dx,
@@ -295,5 +314,9 @@ impl BlockShape {
             (w_qkv, 1, 3 * hd),
             false,
         );
+        if blk.residual {
+            // The residual path's gradient joins the attention's, as candle would sum them.
+            dx.iter_mut().zip(dout).for_each(|(g, d)| *g += d);
+        }
     }
 }

@@ -26,6 +26,7 @@ mod layer_norm;
 mod lm_loss;
 mod mlp;
 mod ordered;
+mod scratch;
 mod weights;
 
 pub use ablation::{Ablation, HeadMode, head_label};
@@ -33,6 +34,7 @@ pub use cache::{ActivationCache, Decomposition, NdArray, argmax, predictions, so
 pub(crate) use cpu::pool as cpu_pool;
 pub use edits::{Blend, Edits};
 pub use fixed_query::FixedQueryShape;
+pub(crate) use scratch::release as release_scratch;
 pub use weights::{Weights, attn};
 
 pub use crate::config::{
@@ -375,6 +377,17 @@ impl Transformer {
                 resid = edits::apply_all(&edits.resid_pre_at(layer), &resid)?;
             }
             hooks.add(|| format!("{block}.hook_resid_pre"), &resid);
+            let plain_stream = !self.cfg.has_mlp()
+                && self.cfg.normalization_type.is_none()
+                && shortformer.is_none()
+                && edits.is_none();
+            if plain_stream {
+                let p = self.attention_params(layer);
+                if let Some(out) = attention::fused_residual_layer(&p, &resid, scale, &hooks) {
+                    resid = out?;
+                    continue; // (nothing is captured)
+                }
+            }
             // TL normalises the query, key and value inputs separately; they are the same
             // stream here, so once is enough.
             let normed = self.normalize(&resid, &format!("{block}.ln1"), &mut hooks)?;
