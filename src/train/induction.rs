@@ -5,7 +5,7 @@
 use candle_core::{Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 
-use super::trainer::{StepOutcome, descend};
+use super::trainer::{StepOutcome, update};
 use super::{Adam, InductionMetrics, RunConfig, TrainError};
 use crate::model::{Ablation, Capture, Transformer};
 use crate::seed::{Stream, stream_rng};
@@ -46,7 +46,8 @@ impl InductionRun {
     ) -> Result<StepOutcome, TrainError> {
         let tokens = self.task.generate(self.batch_size, &mut self.rng);
         let tokens = Tensor::from_vec(tokens, (self.batch_size, self.task.seq_len()), device)?;
-        let loss = descend(&model.next_token_loss(&tokens)?, adam, at)?;
+        let (loss, grads) = super::lm_step::next_token_loss_and_grads(model, &tokens)?;
+        let loss = update(loss, &grads, adam, device, at)?;
         Ok(StepOutcome {
             loss,
             acc: None,

@@ -5,6 +5,7 @@ mod adam;
 pub mod batches;
 pub mod driver;
 mod induction;
+pub mod lm_step;
 pub mod loss;
 mod metrics;
 mod modular;

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, backprop::GradStore};
 use thiserror::Error;
 
 use super::induction::InductionRun;
@@ -63,18 +63,37 @@ pub(super) fn descend(
 ) -> Result<f64, TrainError> {
     super::profile::mark("forward and loss", loss.device());
     let value = loss.to_scalar::<f32>()? as f64;
-    if !value.is_finite() {
-        return Err(TrainError::Diverged {
+    check_finite(value, (epoch, step))?;
+    let grads = loss.backward()?;
+    super::profile::mark("backward", loss.device());
+    update(value, &grads, adam, loss.device(), (epoch, step))
+}
+
+/// [`descend`]'s last part, for a loss whose gradients are already taken: an optimiser step
+/// unless the loss is not finite.
+pub(super) fn update(
+    value: f64,
+    grads: &GradStore,
+    adam: &mut Adam,
+    device: &Device,
+    at: (usize, usize),
+) -> Result<f64, TrainError> {
+    check_finite(value, at)?;
+    adam.step(grads)?;
+    super::profile::mark("optimizer", device);
+    Ok(value)
+}
+
+fn check_finite(value: f64, (epoch, step): (usize, usize)) -> Result<(), TrainError> {
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err(TrainError::Diverged {
             epoch,
             step,
             loss: value,
-        });
+        })
     }
-    let grads = loss.backward()?;
-    super::profile::mark("backward", loss.device());
-    adam.step(&grads)?;
-    super::profile::mark("optimizer", loss.device());
-    Ok(value)
 }
 
 /// Returns the memory an evaluation freed to the OS. An evaluation's temporaries (tens of MB
@@ -229,11 +248,25 @@ impl Trainer {
         let step_started = Instant::now();
         let at = (self.units + 1, self.step + 1);
         let (model, adam, device) = (&self.model, &mut self.adam, &self.device);
-        let outcome = match &mut self.run {
-            TaskRun::SkipTrigram(run) => run.step(model, adam, device, at)?,
-            TaskRun::Induction(run) => run.step(model, adam, device, at)?,
-            TaskRun::ModularAddition(run) => run.step(model, adam, device, at)?,
+        let run = &mut self.run;
+        let mut step = || match run {
+            TaskRun::SkipTrigram(run) => run.step(model, adam, device, at),
+            TaskRun::Induction(run) => run.step(model, adam, device, at),
+            TaskRun::ModularAddition(run) => run.step(model, adam, device, at),
         };
+        let outcome = if crate::device::fused_cpu_ops(device) {
+            // On the fused ops' own threads, so that each of the step's parallel parts starts
+            // without waking a pool and blocking this thread (3 % of the LM step).
+            let clock = super::profile::suspend();
+            let (outcome, clock) = crate::model::cpu_pool().install(|| {
+                super::profile::resume(clock);
+                (step(), super::profile::suspend())
+            });
+            super::profile::resume(clock);
+            outcome
+        } else {
+            step()
+        }?;
         super::profile::mark("metrics", device);
         self.step += 1;
         self.samples += outcome.samples as u64;
