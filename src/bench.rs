@@ -409,7 +409,9 @@ pub fn time_run(
     profile: bool,
     device: &Device,
 ) -> anyhow::Result<PresetTiming> {
-    let total = steps + 2;
+    // Two warm-up steps, the timed ones, and one more: the run's last step also evaluates, and
+    // a step that evaluates is not timed.
+    let total = steps + 3;
     let induction = matches!(cfg.task, crate::task::TaskConfig::Induction(_));
     cfg.train.epochs = total.max(cfg.train.epochs);
     cfg.train.steps = total.max(cfg.train.steps);

@@ -35,7 +35,6 @@ fn purge_delay_ms() -> i64 {
 
 /// Gives the memory freed so far, by any thread, back to the OS, on the calling thread.
 pub fn release_freed() {
-    crate::model::release_scratch();
     // SAFETY: mi_collect takes no pointers; it walks mimalloc's own heap of the calling thread
     // and the process's arenas. Where mimalloc is not the global allocator (the tests), both
     // are empty.

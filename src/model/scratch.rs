@@ -6,8 +6,8 @@
 
 use std::sync::Mutex;
 
-/// At most this many idle buffers are kept, and at most this many floats in all, so that a
-/// large model's scratch does not outlive its run (`release` drops them all).
+/// At most this many idle buffers are kept, and at most this many floats in all; the training
+/// worker drops them all (`release`) when its run ends.
 const MAX_BUFFERS: usize = 32;
 const MAX_FLOATS: usize = 64 << 20;
 
@@ -37,7 +37,8 @@ pub fn give(buffer: Vec<f32>) {
     }
 }
 
-/// Frees every idle buffer (at the end of a run, before memory goes back to the OS).
+/// Frees every idle buffer (at the end of a run, before memory goes back to the OS; not after
+/// each evaluation, which would make the next step allocate them all again).
 pub fn release() {
     IDLE.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }

@@ -154,7 +154,9 @@ where
                     panic_message(&*panic)
                 ))),
             }
-            // The run's buffers go back to the OS here, not on whichever thread frees next.
+            // The run's buffers go back to the OS here, not on whichever thread frees next
+            // (the fused ops' scratch, kept from step to step, with them).
+            crate::model::release_scratch();
             crate::memory::release_freed();
         })
         .expect("spawning a thread only fails when the OS is out of resources");
