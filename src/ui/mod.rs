@@ -9,6 +9,7 @@ pub mod heatmap;
 mod inspect_tab;
 mod model_settings;
 mod side_panel;
+mod spinner;
 mod training_tab;
 
 use egui::{Color32, RichText, Ui};
@@ -343,7 +344,7 @@ fn status_bar(app: &mut ToylensApp, ui: &mut Ui) {
             ui.colored_label(color, status.text());
         }
         if app.views_busy() || app.busy_io || app.resetting {
-            ui.spinner();
+            ui.add(spinner::CalmSpinner);
         }
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
             ui.checkbox(&mut app.settings.show_frame_time, "frame time");
@@ -413,7 +414,7 @@ pub fn job_result<'a, K: Clone + PartialEq, T>(
 ) -> Option<&'a T> {
     if !slot.is_current(key) {
         ui.horizontal(|ui| {
-            ui.spinner();
+            ui.add(spinner::CalmSpinner);
             ui.weak(busy);
         });
     }
