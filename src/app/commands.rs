@@ -2,7 +2,7 @@
 //! (and `logic()`) change the app's state; panels draw and queue [`Action`]s.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::files::{self, Purpose};
 use super::jobs::Computed;
@@ -295,9 +295,14 @@ impl ToylensApp {
                 // costs CPU the trainer could use (~100 ms on a software rasteriser).
                 let urgent = !matches!(event, Event::Step(_) | Event::Evaluation { .. });
                 let _ = tx.send(Message::Training { run, event });
-                if urgent || last_wake.get().elapsed() >= TRAINING_FRAME_INTERVAL {
-                    last_wake.set(Instant::now());
+                if urgent {
                     ctx.request_repaint();
+                } else if last_wake.get().elapsed() >= TRAINING_FRAME_INTERVAL {
+                    last_wake.set(Instant::now());
+                    // A delayed request draws one frame; an immediate one draws two (egui's
+                    // settling frame), and on a software rasteriser that second frame of plots
+                    // took CPU the trainer uses.
+                    ctx.request_repaint_after(Duration::from_millis(1));
                 }
             })
         });
