@@ -93,9 +93,7 @@ pub fn attention(
 ) -> candle_core::Result<Tensor> {
     let (b, pos, m) = query_input.dims3()?;
     let (h, _, d) = p.w_q.dims3()?;
-    let fusable = !hooks.capturing()
-        && crate::device::fused_cpu_ops(query_input.device())
-        && query_input.dtype() == candle_core::DType::F32
+    let fusable = fused_ops_apply(hooks, query_input)
         && key_input.id() == query_input.id()
         && z_edits.is_empty();
     if fusable && query_input.id() == value_input.id() {
@@ -198,10 +196,15 @@ pub fn fused_residual_layer(
     scale: f64,
     hooks: &Hooks,
 ) -> Option<candle_core::Result<Tensor>> {
-    let fusable = !hooks.capturing()
-        && crate::device::fused_cpu_ops(resid.device())
-        && resid.dtype() == candle_core::DType::F32;
-    fusable.then(|| fused_layer(p, resid, scale, true))
+    fused_ops_apply(hooks, resid).then(|| fused_layer(p, resid, scale, true))
+}
+
+/// Whether a layer reading `x` may run as fused CPU ops: nothing is captured (they expose no
+/// intermediates), the CPU's fused ops are on, and the values are float32.
+fn fused_ops_apply(hooks: &Hooks, x: &Tensor) -> bool {
+    !hooks.capturing()
+        && crate::device::fused_cpu_ops(x.device())
+        && x.dtype() == candle_core::DType::F32
 }
 
 /// The additive causal mask `[n, n]`: 0 on and below the diagonal, −inf above (TL's `IGNORE`).

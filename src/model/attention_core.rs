@@ -1,12 +1,14 @@
 //! Causal attention for training, fused into one CPU op with its own backward: from the
 //! projected queries, keys and values `[batch, pos, 3, head, d_head]` (as one matmul writes them)
 //! to `z` `[batch, pos, head, d_head]`, without materialising the `[batch, head, query, key]`
-//! scores and pattern or transposing q, k and v. Composed from candle's ops the same step is a
-//! dozen ops forward and twice that backward, each allocating and accumulating a gradient; fused
-//! it is one pass each way, parallel over the batch.
+//! scores and pattern in the graph: each head's q, k and v are read where they lie, with only
+//! its small kᵀ and vᵀ copied out. Composed from candle's ops the same step is a dozen ops
+//! forward and twice that backward, each allocating and accumulating a gradient; fused it is one
+//! pass each way, parallel over the batch.
 //!
 //! The arithmetic is exactly the definition: `s = q·k / scale` for keys up to the query,
-//! `p = softmax(s)`, `z = Σ p v`; backward recomputes `p` rather than storing it. Tests prove it
+//! `p = softmax(s)`, `z = Σ p v`; backward takes `p` from the forward where the attention layer
+//! kept it, and recomputes it otherwise. Tests prove it
 //! equal to the composed path in values and gradients; the activation cache (`run_with_cache`)
 //! keeps the composed path, whose intermediates are TL's hooks.
 

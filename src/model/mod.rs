@@ -34,7 +34,7 @@ pub use cache::{ActivationCache, Decomposition, NdArray, argmax, predictions, so
 pub(crate) use cpu::pool as cpu_pool;
 pub use edits::{Blend, Edits};
 pub use fixed_query::FixedQueryShape;
-pub use scratch::release as release_scratch;
+pub(crate) use scratch::release as release_scratch;
 pub use weights::{Weights, attn};
 
 pub use crate::config::{

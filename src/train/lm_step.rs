@@ -6,7 +6,7 @@
 //! step of a small model is some twenty short parallel sections (each matrix product, each
 //! layer's attention) with candle's own ops between them on one thread, and waking the second
 //! core for each section cost as much as it brought. Two halves keep both cores busy from the
-//! first op to the last, with one join. There are always two halves, whatever the number of
+//! first op to the last, with two joins (forward, backward). There are always two halves, whatever the number of
 //! cores, so a run's numbers do not depend on the machine.
 
 use candle_core::Tensor;
@@ -41,22 +41,17 @@ pub fn next_token_loss_and_grads(
         first as f64 / batch as f64,
         (batch - first) as f64 / batch as f64,
     ];
-    // One hand-over to the fused ops' threads (none when the trainer already runs there).
-    crate::model::cpu_pool().install(|| split_step(model, &halves, weights))
-}
-
-fn split_step(
-    model: &Transformer,
-    halves: &[Tensor; 2],
-    weights: [f64; 2],
-) -> candle_core::Result<(f64, GradStore)> {
-    let (a, b) = rayon::join(
-        || model.next_token_loss(&halves[0]),
-        || model.next_token_loss(&halves[1]),
-    );
+    // Both halves on the fused ops' threads; the phases are marked on this one.
+    let pool = crate::model::cpu_pool();
+    let (a, b) = pool.install(|| {
+        rayon::join(
+            || model.next_token_loss(&halves[0]),
+            || model.next_token_loss(&halves[1]),
+        )
+    });
     let losses = [a?, b?];
     super::profile::mark("forward and loss", model.device());
-    let (a, b) = rayon::join(|| losses[0].backward(), || losses[1].backward());
+    let (a, b) = pool.install(|| rayon::join(|| losses[0].backward(), || losses[1].backward()));
     let (mut grads, other) = (a?, b?);
     let mut value = 0.0;
     for (loss, w) in losses.iter().zip(weights) {

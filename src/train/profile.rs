@@ -11,11 +11,8 @@ use candle_core::Device;
 /// The phases of one step, in order, and the seconds each took.
 pub type Phases = Vec<(&'static str, f64)>;
 
-/// When the current phase began, and the phases so far.
-pub type Clock = (Instant, Phases);
-
 thread_local! {
-    static CLOCK: RefCell<Option<Clock>> = const { RefCell::new(None) };
+    static CLOCK: RefCell<Option<(Instant, Phases)>> = const { RefCell::new(None) };
 }
 
 /// Starts timing a step on this thread.
@@ -33,16 +30,6 @@ pub fn mark(name: &'static str, device: &Device) {
             *since = Instant::now();
         }
     })
-}
-
-/// This thread's timing, taken off it: a step that moves to another thread carries it there.
-pub fn suspend() -> Option<Clock> {
-    CLOCK.with(|c| c.borrow_mut().take())
-}
-
-/// Puts timing taken by [`suspend`] on this thread.
-pub fn resume(clock: Option<Clock>) {
-    CLOCK.with(|c| *c.borrow_mut() = clock);
 }
 
 /// The phases timed since [`start`], and stops timing.

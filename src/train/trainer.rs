@@ -248,25 +248,11 @@ impl Trainer {
         let step_started = Instant::now();
         let at = (self.units + 1, self.step + 1);
         let (model, adam, device) = (&self.model, &mut self.adam, &self.device);
-        let run = &mut self.run;
-        let mut step = || match run {
-            TaskRun::SkipTrigram(run) => run.step(model, adam, device, at),
-            TaskRun::Induction(run) => run.step(model, adam, device, at),
-            TaskRun::ModularAddition(run) => run.step(model, adam, device, at),
+        let outcome = match &mut self.run {
+            TaskRun::SkipTrigram(run) => run.step(model, adam, device, at)?,
+            TaskRun::Induction(run) => run.step(model, adam, device, at)?,
+            TaskRun::ModularAddition(run) => run.step(model, adam, device, at)?,
         };
-        let outcome = if crate::device::fused_cpu_ops(device) {
-            // On the fused ops' own threads, so that each of the step's parallel parts starts
-            // without waking a pool and blocking this thread (3 % of the LM step).
-            let clock = super::profile::suspend();
-            let (outcome, clock) = crate::model::cpu_pool().install(|| {
-                super::profile::resume(clock);
-                (step(), super::profile::suspend())
-            });
-            super::profile::resume(clock);
-            outcome
-        } else {
-            step()
-        }?;
         super::profile::mark("metrics", device);
         self.step += 1;
         self.samples += outcome.samples as u64;
