@@ -32,10 +32,11 @@ pub struct BlockShape {
 }
 
 /// What the forward computed and the backward needs.
-struct Saved {
+pub(super) struct Saved {
     qkv: Vec<f32>,
     z: Vec<f32>,
-    probs: Vec<f32>,
+    /// The pattern, per sequence `[head, query, key rounded up]` (see `probs_len`).
+    pub(super) probs: Vec<f32>,
 }
 
 impl Drop for Saved {
@@ -74,39 +75,80 @@ impl BlockShape {
         m * 3 * hd + 3 * hd + hd * m + m
     }
 
-    /// The packed parameters' parts: W_Q, W_K, W_V together (TL's layouts), W_O, b_qkv, b_O.
-    fn split<'a>(&self, params: &'a [f32]) -> (&'a [f32], &'a [f32], &'a [f32], &'a [f32]) {
+    /// The packed parameters' parts, in TL's layouts.
+    fn split<'a>(&self, params: &'a [f32]) -> LayerParams<'a> {
         let (m, hd) = (self.d_model, self.hd());
-        let (w_qkv, rest) = params.split_at(3 * hd * m);
+        let (w_q, rest) = params.split_at(hd * m);
+        let (w_k, rest) = rest.split_at(hd * m);
+        let (w_v, rest) = rest.split_at(hd * m);
         let (w_o, rest) = rest.split_at(hd * m);
-        let (b_qkv, b_o) = rest.split_at(3 * hd);
-        (w_qkv, w_o, b_qkv, b_o)
+        let (b_q, rest) = rest.split_at(hd);
+        let (b_k, rest) = rest.split_at(hd);
+        let (b_v, b_o) = rest.split_at(hd);
+        LayerParams {
+            w_q,
+            w_k,
+            w_v,
+            w_o,
+            b_q,
+            b_k,
+            b_v,
+            b_o,
+        }
     }
 
-    /// `W_Q, W_K, W_V` (`[h, m, d]` each, one after the other) as the `[m, 3hd]` matrix whose
-    /// columns are every head's q, then k, then v.
-    fn qkv_matrix(&self, native: &[f32]) -> Vec<f32> {
+    /// The packed gradients' parts, laid out as [`Self::split`]'s.
+    fn split_mut<'a>(&self, grads: &'a mut [f32]) -> LayerGrads<'a> {
+        let (m, hd) = (self.d_model, self.hd());
+        let (w_q, rest) = grads.split_at_mut(hd * m);
+        let (w_k, rest) = rest.split_at_mut(hd * m);
+        let (w_v, rest) = rest.split_at_mut(hd * m);
+        let (w_o, rest) = rest.split_at_mut(hd * m);
+        let (b_q, rest) = rest.split_at_mut(hd);
+        let (b_k, rest) = rest.split_at_mut(hd);
+        let (b_v, b_o) = rest.split_at_mut(hd);
+        LayerGrads {
+            w_q,
+            w_k,
+            w_v,
+            w_o,
+            b_q,
+            b_k,
+            b_v,
+            b_o,
+        }
+    }
+
+    /// The layer's weights as the kernels take them: W_Q, W_K, W_V (`[h, m, d]` each) as the
+    /// `[m, 3hd]` matrix whose columns are every head's q, then k, then v, and their biases
+    /// joined likewise.
+    pub(super) fn prepare<'a>(&self, p: &LayerParams<'a>) -> Prepared<'a> {
         let (m, h, d, hd) = (self.d_model, self.heads, self.d_head, self.hd());
-        let mut out = vec![0f32; m * 3 * hd];
-        for which in 0..3 {
+        let mut w_qkv = vec![0f32; m * 3 * hd];
+        for (which, native) in [p.w_q, p.w_k, p.w_v].into_iter().enumerate() {
             for head in 0..h {
                 for i in 0..m {
-                    let src = ((which * h + head) * m + i) * d;
+                    let src = (head * m + i) * d;
                     let dst = i * 3 * hd + which * hd + head * d;
-                    out[dst..dst + d].copy_from_slice(&native[src..src + d]);
+                    w_qkv[dst..dst + d].copy_from_slice(&native[src..src + d]);
                 }
             }
         }
-        out
+        Prepared {
+            w_qkv,
+            b_qkv: [p.b_q, p.b_k, p.b_v].concat(),
+            w_o: p.w_o,
+            b_o: p.b_o,
+        }
     }
 
-    /// The inverse of [`Self::qkv_matrix`]: `[m, 3hd]` back into the three `[h, m, d]`.
-    fn qkv_native(&self, matrix: &[f32], native: &mut [f32]) {
+    /// The inverse of [`Self::prepare`]'s reordering: `[m, 3hd]` back into the three `[h, m, d]`.
+    fn qkv_native(&self, matrix: &[f32], natives: [&mut [f32]; 3]) {
         let (m, h, d, hd) = (self.d_model, self.heads, self.d_head, self.hd());
-        for which in 0..3 {
+        for (which, native) in natives.into_iter().enumerate() {
             for head in 0..h {
                 for i in 0..m {
-                    let dst = ((which * h + head) * m + i) * d;
+                    let dst = (head * m + i) * d;
                     let src = i * 3 * hd + which * hd + head * d;
                     native[dst..dst + d].copy_from_slice(&matrix[src..src + d]);
                 }
@@ -127,7 +169,7 @@ impl BlockShape {
 
     /// Buffers for q, k, v, z and the pattern, allocated by the calling thread: buffers made and
     /// freed on the same thread are reused by the allocator instead of faulted in fresh.
-    fn alloc_saved(&self) -> Saved {
+    pub(super) fn alloc_saved(&self) -> Saved {
         let (n, hd) = (self.rows(), self.hd());
         Saved {
             qkv: scratch::take(n * 3 * hd),
@@ -137,11 +179,11 @@ impl BlockShape {
     }
 
     /// Fills `saved`: qkv `[rows, 3hd]` (bias added), z `[rows, hd]` and the pattern.
-    fn qkv_and_z(&self, x: &[f32], w_qkv: &[f32], b_qkv: &[f32], saved: &mut Saved) {
+    fn qkv_and_z(&self, x: &[f32], w: &Prepared, saved: &mut Saved) {
         let (n, m, hd) = (self.rows(), self.d_model, self.hd());
         let Saved { qkv, z, probs } = saved;
-        matmul(qkv, (n, 3 * hd, m), (x, m, 1), (w_qkv, 3 * hd, 1), false);
-        add_rows(qkv, b_qkv);
+        matmul(qkv, (n, 3 * hd, m), (x, m, 1), (&w.w_qkv, 3 * hd, 1), false);
+        add_rows(qkv, &w.b_qkv);
         let (p, h, d) = (self.pos, self.heads, self.d_head);
         let per_seq = probs_len(p, h);
         z.par_chunks_mut(p * hd)
@@ -149,6 +191,53 @@ impl BlockShape {
             .zip(probs.par_chunks_mut(per_seq))
             .for_each(|((z, qkv), probs)| forward_any(qkv, z, probs, p, h, d, self.scale));
     }
+
+    /// The layer's output `[rows, d_model]` into `out`, keeping in `saved` what the backward
+    /// needs. Runs on the fused ops' pool.
+    pub(super) fn forward(&self, x: &[f32], w: &Prepared, saved: &mut Saved, out: &mut [f32]) {
+        let (n, m, hd) = (self.rows(), self.d_model, self.hd());
+        pool().install(|| {
+            self.qkv_and_z(x, w, saved);
+            matmul(out, (n, m, hd), (&saved.z, hd, 1), (w.w_o, m, 1), false);
+            add_rows(out, w.b_o);
+            if self.residual {
+                // x + attn_out, as candle's add would round it.
+                out.iter_mut().zip(x).for_each(|(o, x)| *o += x);
+            }
+        });
+    }
+}
+
+/// A layer's parameters as host slices, in TL's layouts (`W_Q` `[h, m, d]`, …, `b_O` `[m]`).
+pub(super) struct LayerParams<'a> {
+    pub w_q: &'a [f32],
+    pub w_k: &'a [f32],
+    pub w_v: &'a [f32],
+    pub w_o: &'a [f32],
+    pub b_q: &'a [f32],
+    pub b_k: &'a [f32],
+    pub b_v: &'a [f32],
+    pub b_o: &'a [f32],
+}
+
+/// Their gradients, in the same layouts.
+pub(super) struct LayerGrads<'a> {
+    pub w_q: &'a mut [f32],
+    pub w_k: &'a mut [f32],
+    pub w_v: &'a mut [f32],
+    pub w_o: &'a mut [f32],
+    pub b_q: &'a mut [f32],
+    pub b_k: &'a mut [f32],
+    pub b_v: &'a mut [f32],
+    pub b_o: &'a mut [f32],
+}
+
+/// A layer's weights as the kernels read them ([`BlockShape::prepare`]).
+pub(super) struct Prepared<'a> {
+    w_qkv: Vec<f32>,
+    b_qkv: Vec<f32>,
+    w_o: &'a [f32],
+    b_o: &'a [f32],
 }
 
 impl CustomOp2 for AttentionBlock {
@@ -166,21 +255,11 @@ impl CustomOp2 for AttentionBlock {
         let blk = &self.shape;
         let (x, params) = (slice(xs, xl)?, slice(ps, pl)?);
         blk.check(x, params)?;
-        let (w_native, w_o, b_qkv, b_o) = blk.split(params);
-        let w_qkv = blk.qkv_matrix(w_native);
-        let w_qkv = w_qkv.as_slice();
-        let (n, m, hd) = (blk.rows(), blk.d_model, blk.hd());
+        let weights = blk.prepare(&blk.split(params));
+        let (n, m) = (blk.rows(), blk.d_model);
         let mut saved = blk.alloc_saved();
         let mut out = vec![0f32; n * m];
-        pool().install(|| {
-            blk.qkv_and_z(x, w_qkv, b_qkv, &mut saved);
-            matmul(&mut out, (n, m, hd), (&saved.z, hd, 1), (w_o, m, 1), false);
-            add_rows(&mut out, b_o);
-            if blk.residual {
-                // x + attn_out, as candle's add would round it.
-                out.iter_mut().zip(x).for_each(|(o, x)| *o += x);
-            }
-        });
+        blk.forward(x, &weights, &mut saved, &mut out);
         *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved);
         Ok((CpuStorage::F32(out), Shape::from((n, m))))
     }
@@ -238,54 +317,77 @@ impl CustomOp3 for AttentionBlockGrad {
                 n * m
             );
         }
-        let (w_native, w_o, b_qkv, _) = blk.split(params);
-        let w_qkv = blk.qkv_matrix(w_native);
-        let w_qkv = w_qkv.as_slice();
+        let weights = blk.prepare(&blk.split(params));
         let saved = self.saved.lock().unwrap_or_else(|e| e.into_inner()).take();
         let saved = match saved {
             Some(s) if s.qkv.len() == n * 3 * hd && s.z.len() == n * hd => s,
             _ => {
                 let mut s = blk.alloc_saved();
-                pool().install(|| blk.qkv_and_z(x, w_qkv, b_qkv, &mut s));
+                pool().install(|| blk.qkv_and_z(x, &weights, &mut s));
                 s
             }
         };
-        // Every buffer is made here, on the calling thread, and freed here after the pool's work.
         let mut out = vec![0f32; n * m + blk.n_params()];
-        let (mut dz, mut dqkv) = (scratch::take(n * hd), scratch::take(n * 3 * hd));
-        pool().install(|| blk.backward(x, w_qkv, w_o, dout, &saved, &mut out, &mut dz, &mut dqkv));
-        scratch::give(dz);
-        scratch::give(dqkv);
+        let (dx, dparams) = out.split_at_mut(n * m);
+        blk.backward(x, &weights, dout, &saved, dx, blk.split_mut(dparams));
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
 }
 
 impl BlockShape {
-    /// The gradients into `out` (`[dx | d params]`), with `dz` and `dqkv` as scratch.
-    #[allow(clippy::too_many_arguments)]
-    fn backward(
+    /// The gradients of the input (`dx`) and of the parameters, from the output's (`dout`).
+    /// Runs on the fused ops' pool; its scratch is taken and given back on the calling thread.
+    pub(super) fn backward(
         &self,
         x: &[f32],
-        w_qkv: &[f32],
-        w_o: &[f32],
+        w: &Prepared,
         dout: &[f32],
         saved: &Saved,
-        out: &mut [f32],
+        dx: &mut [f32],
+        grads: LayerGrads,
+    ) {
+        let (n, hd) = (self.rows(), self.hd());
+        let (mut dz, mut dqkv) = (scratch::take(n * hd), scratch::take(n * 3 * hd));
+        let mut dw_qkv = scratch::take(self.d_model * 3 * hd);
+        pool().install(|| {
+            self.backward_into(
+                x,
+                w,
+                dout,
+                saved,
+                dx,
+                grads,
+                &mut dz,
+                &mut dqkv,
+                &mut dw_qkv,
+            )
+        });
+        for buffer in [dz, dqkv, dw_qkv] {
+            scratch::give(buffer);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn backward_into(
+        &self,
+        x: &[f32],
+        w: &Prepared,
+        dout: &[f32],
+        saved: &Saved,
+        dx: &mut [f32],
+        grads: LayerGrads,
         dz: &mut [f32],
         dqkv: &mut [f32],
+        dw_qkv: &mut [f32],
     ) {
         let blk = self;
         let (n, m, hd) = (blk.rows(), blk.d_model, blk.hd());
         let Saved { qkv, z, probs } = saved;
-        let (dx, dparams) = out.split_at_mut(n * m);
-        let (dw_native, rest) = dparams.split_at_mut(3 * hd * m);
-        let (dw_o, rest) = rest.split_at_mut(hd * m);
-        let (db_qkv, db_o) = rest.split_at_mut(3 * hd);
         // Output projection: dW_O = zᵀ·dout, db_O = Σ rows, dz = dout·W_Oᵀ.
-        matmul(dw_o, (hd, m, n), (z, 1, hd), (dout, m, 1), false);
-        column_sums(dout, m, db_o);
-        matmul(dz, (n, hd, m), (dout, m, 1), (w_o, 1, m), false);
+        matmul(grads.w_o, (hd, m, n), (z, 1, hd), (dout, m, 1), false);
+        column_sums(dout, m, grads.b_o);
+        matmul(dz, (n, hd, m), (dout, m, 1), (w.w_o, 1, m), false);
         // Attention.
         let (p, h, d) = (blk.pos, blk.heads, blk.d_head);
         dqkv.par_chunks_mut(p * 3 * hd)
@@ -296,22 +398,18 @@ impl BlockShape {
                 backward_any(qkv, dz, probs, dqkv, p, h, d, blk.scale)
             });
         // QKV projection: dW_qkv = xᵀ·dqkv, db_qkv = Σ rows, dx = dqkv·W_qkvᵀ.
-        let mut dw_qkv = scratch::take(m * 3 * hd);
-        matmul(
-            &mut dw_qkv,
-            (m, 3 * hd, n),
-            (x, 1, m),
-            (dqkv, 3 * hd, 1),
-            false,
-        );
-        blk.qkv_native(&dw_qkv, dw_native);
-        scratch::give(dw_qkv);
-        column_sums(dqkv, 3 * hd, db_qkv);
+        matmul(dw_qkv, (m, 3 * hd, n), (x, 1, m), (dqkv, 3 * hd, 1), false);
+        blk.qkv_native(dw_qkv, [grads.w_q, grads.w_k, grads.w_v]);
+        let mut db_qkv = vec![0f32; 3 * hd];
+        column_sums(dqkv, 3 * hd, &mut db_qkv);
+        for (which, out) in [grads.b_q, grads.b_k, grads.b_v].into_iter().enumerate() {
+            out.copy_from_slice(&db_qkv[which * hd..(which + 1) * hd]);
+        }
         matmul(
             dx,
             (n, m, 3 * hd),
             (dqkv, 3 * hd, 1),
-            (w_qkv, 1, 3 * hd),
+            (&w.w_qkv, 1, 3 * hd),
             false,
         );
         if blk.residual {

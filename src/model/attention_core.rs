@@ -345,6 +345,11 @@ mod avx2 {
     }
 }
 
+/// How far apart the rows of a saved pattern lie: `p` rounded up to whole vectors.
+pub(super) fn key_stride(p: usize) -> usize {
+    round_up(p)
+}
+
 /// Floats of one sequence's saved pattern: `h` heads of `[p, round_up(p)]`.
 pub(super) fn probs_len(p: usize, h: usize) -> usize {
     h * p * round_up(p)

@@ -29,6 +29,81 @@ impl LossShape {
     pub fn n_params(&self) -> usize {
         self.d_model * self.vocab + self.vocab
     }
+
+    /// The mean loss of the final residual stream `x` `[rows, d_model]`; the softmax of every
+    /// row's logits goes into `probs` `[rows, vocab]` for the backward. The tokens are checked
+    /// against the vocabulary by the caller. Runs on the fused ops' pool.
+    pub(super) fn forward(
+        &self,
+        x: &[f32],
+        w_u: &[f32],
+        b_u: &[f32],
+        tokens: &[u32],
+        probs: &mut [f32],
+    ) -> f64 {
+        let (n, m, v) = (self.rows(), self.d_model, self.vocab);
+        let mut losses = vec![0f64; n];
+        pool().install(|| {
+            matmul(probs, (n, v, m), (x, m, 1), (w_u, v, 1), false);
+            add_rows(probs, b_u);
+            probs
+                .par_chunks_mut(v)
+                .zip(losses.par_iter_mut())
+                .enumerate()
+                .for_each(|(r, (row, loss))| {
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let target_logit = target(tokens, self.pos, r).map(|t| row[t]);
+                    let mut sum = 0f32;
+                    for l in row.iter_mut() {
+                        *l = (*l - max).exp();
+                        sum += *l;
+                    }
+                    let r_sum = 1.0 / sum;
+                    for l in row.iter_mut() {
+                        *l *= r_sum;
+                    }
+                    if let Some(t) = target_logit {
+                        *loss = (max as f64 + (sum as f64).ln()) - t as f64;
+                    }
+                });
+        });
+        losses.iter().sum::<f64>() / self.predictions() as f64
+    }
+
+    /// The gradients of `g` times the loss: `dx` `[rows, d_model]`, `dw_u` and `db_u`, from the
+    /// forward's `probs`, which become the logits' gradient. Runs on the fused ops' pool.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn backward(
+        &self,
+        x: &[f32],
+        w_u: &[f32],
+        tokens: &[u32],
+        probs: &mut [f32],
+        g: f32,
+        dx: &mut [f32],
+        dw_u: &mut [f32],
+        db_u: &mut [f32],
+    ) {
+        let (n, m, v) = (self.rows(), self.d_model, self.vocab);
+        let scale = g / self.predictions() as f32;
+        let dlogits = probs;
+        pool().install(|| {
+            dlogits.par_chunks_mut(v).enumerate().for_each(|(r, row)| {
+                match target(tokens, self.pos, r) {
+                    Some(t) => {
+                        row[t] -= 1.0;
+                        for l in row.iter_mut() {
+                            *l *= scale;
+                        }
+                    }
+                    None => row.fill(0.0),
+                }
+            });
+            matmul(dw_u, (m, v, n), (x, 1, m), (dlogits, v, 1), false);
+            column_sums(dlogits, v, db_u);
+            matmul(dx, (n, m, v), (dlogits, v, 1), (w_u, 1, v), false);
+        });
+    }
 }
 
 /// The op; its forward keeps the softmax of every row for the backward.
@@ -83,33 +158,7 @@ impl CustomOp3 for NextTokenLoss {
         }
         let (w_u, b_u) = params.split_at(m * v);
         let mut probs = vec![0f32; n * v];
-        let mut losses = vec![0f64; n];
-        pool().install(|| {
-            matmul(&mut probs, (n, v, m), (x, m, 1), (w_u, v, 1), false);
-            add_rows(&mut probs, b_u);
-            // Each row's log-sum-exp and softmax, in place.
-            probs
-                .par_chunks_mut(v)
-                .zip(losses.par_iter_mut())
-                .enumerate()
-                .for_each(|(r, (row, loss))| {
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let target_logit = target(tokens, sh.pos, r).map(|t| row[t]);
-                    let mut sum = 0f32;
-                    for l in row.iter_mut() {
-                        *l = (*l - max).exp();
-                        sum += *l;
-                    }
-                    let r_sum = 1.0 / sum;
-                    for l in row.iter_mut() {
-                        *l *= r_sum;
-                    }
-                    if let Some(t) = target_logit {
-                        *loss = (max as f64 + (sum as f64).ln()) - t as f64;
-                    }
-                });
-        });
-        let mean = losses.iter().sum::<f64>() / sh.predictions() as f64;
+        let mean = sh.forward(x, w_u, b_u, tokens, &mut probs);
         *self.probs.lock().unwrap_or_else(|e| e.into_inner()) = Some(probs);
         Ok((CpuStorage::F32(vec![mean as f32]), Shape::from(())))
     }
@@ -137,28 +186,11 @@ impl CustomOp3 for NextTokenLoss {
         let p_host = params.flatten_all()?.to_vec1::<f32>()?;
         let t_host = tokens.flatten_all()?.to_vec1::<u32>()?;
         let (w_u, _) = p_host.split_at(m * v);
-        // dlogits = (softmax − onehot(target)) · g / N, zero on each sequence's last position.
         let mut dlogits = probs;
-        let scale = g / sh.predictions() as f32;
         let mut dx = vec![0f32; n * m];
         let mut dparams = vec![0f32; sh.n_params()];
-        pool().install(|| {
-            dlogits.par_chunks_mut(v).enumerate().for_each(|(r, row)| {
-                match target(&t_host, sh.pos, r) {
-                    Some(t) => {
-                        row[t] -= 1.0;
-                        for l in row.iter_mut() {
-                            *l *= scale;
-                        }
-                    }
-                    None => row.fill(0.0),
-                }
-            });
-            let (dw_u, db_u) = dparams.split_at_mut(m * v);
-            matmul(dw_u, (m, v, n), (&x_host, 1, m), (&dlogits, v, 1), false);
-            column_sums(&dlogits, v, db_u);
-            matmul(&mut dx, (n, m, v), (&dlogits, v, 1), (w_u, 1, v), false);
-        });
+        let (dw_u, db_u) = dparams.split_at_mut(m * v);
+        sh.backward(&x_host, w_u, &t_host, &mut dlogits, g, &mut dx, dw_u, db_u);
         let dx = Tensor::from_vec(dx, x.shape(), x.device())?;
         let dparams = Tensor::from_vec(dparams, params.shape(), params.device())?;
         Ok((Some(dx), Some(dparams), None))

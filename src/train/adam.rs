@@ -6,8 +6,30 @@
 //! On the CPU the parameters are a few hundred floats, where a dozen tensor ops per parameter cost
 //! far more than the arithmetic; there the same update runs in place on plain slices.
 
+use std::borrow::Cow;
+
 use candle_core::{Tensor, Var, backprop::GradStore};
 use rayon::prelude::*;
+
+/// Where a step's gradients are read from: candle's store, or host values.
+pub trait GradSource {
+    /// The gradient of parameter `t` as host values.
+    fn host(&self, t: &Tensor) -> candle_core::Result<Option<Cow<'_, [f32]>>>;
+    /// The gradient of parameter `t` as a tensor on its device.
+    fn tensor(&self, t: &Tensor) -> candle_core::Result<Option<Tensor>>;
+}
+
+impl GradSource for GradStore {
+    fn host(&self, t: &Tensor) -> candle_core::Result<Option<Cow<'_, [f32]>>> {
+        self.get(t)
+            .map(|g| Ok(g.flatten_all()?.to_vec1::<f32>()?.into()))
+            .transpose()
+    }
+
+    fn tensor(&self, t: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(self.get(t).cloned())
+    }
+}
 
 use crate::config::{Optimizer, TrainConfig};
 
@@ -90,7 +112,7 @@ impl Adam {
     }
 
     /// One update from `grads`. A variable without a gradient is treated as having gradient 0.
-    pub fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+    pub fn step(&mut self, grads: &impl GradSource) -> candle_core::Result<()> {
         self.steps += 1;
         let h = self.hyper;
         let bias_correction1 = 1.0 - h.beta1.powi(self.steps);
@@ -118,27 +140,23 @@ impl Adam {
                 first_moment,
                 second_moment,
             } => {
-                // Scalars stay f64, as PyTorch passes them; tensors stay f32.
-                let (bc2, lr) = (bias_correction2_sqrt, step_size);
+                let scalars = HostScalars {
+                    h,
+                    l2,
+                    shrink,
+                    bc2: bias_correction2_sqrt,
+                    lr: step_size,
+                };
                 let update = |theta: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]| {
-                    for i in 0..theta.len() {
-                        if shrink != 1.0 {
-                            theta[i] = (theta[i] as f64 * shrink) as f32;
-                        }
-                        let g = (grad[i] as f64 + l2 * theta[i] as f64) as f32;
-                        m[i] = (h.beta1 * m[i] as f64 + (1.0 - h.beta1) * g as f64) as f32;
-                        v[i] = (h.beta2 * v[i] as f64 + (1.0 - h.beta2) * (g * g) as f64) as f32;
-                        let denom = (v[i].sqrt() as f64 / bc2 + h.eps) as f32;
-                        theta[i] -= (lr * (m[i] / denom) as f64) as f32;
-                    }
+                    host_update(theta, grad, m, v, scalars)
                 };
                 let mut thetas = Vec::with_capacity(self.vars.len());
                 let mut grad_values = Vec::with_capacity(self.vars.len());
                 for var in &self.vars {
                     let theta = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-                    grad_values.push(match grads.get(var.as_tensor()) {
-                        Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
-                        None => vec![0.0; theta.len()],
+                    grad_values.push(match grads.host(var.as_tensor())? {
+                        Some(g) => g,
+                        None => vec![0.0; theta.len()].into(),
                     });
                     thetas.push(theta);
                 }
@@ -172,7 +190,7 @@ impl Adam {
         vars: &[Var],
         first_moment: &mut [Tensor],
         second_moment: &mut [Tensor],
-        grads: &GradStore,
+        grads: &impl GradSource,
         h: Hyper,
         (l2, shrink, bias_correction2_sqrt, step_size): (f64, f64, f64, f64),
     ) -> candle_core::Result<()> {
@@ -184,7 +202,7 @@ impl Adam {
             if shrink != 1.0 {
                 theta = theta.affine(shrink, 0.0)?;
             }
-            let mut grad = match grads.get(var.as_tensor()) {
+            let mut grad = match grads.tensor(var.as_tensor())? {
                 Some(g) => g.detach(),
                 None => theta.zeros_like()?,
             };
@@ -198,6 +216,68 @@ impl Adam {
             var.set(&(theta - update)?)?;
         }
         Ok(())
+    }
+}
+
+/// The scalars of one host update. They stay f64, as PyTorch passes them; tensors stay f32.
+#[derive(Clone, Copy)]
+struct HostScalars {
+    h: Hyper,
+    l2: f64,
+    shrink: f64,
+    bc2: f64,
+    lr: f64,
+}
+
+/// The update of one run of elements, compiled for AVX2 where the CPU has it: the same
+/// operations on each element (no FMA contraction), eight at a time instead of one.
+fn host_update(theta: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], s: HostScalars) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { host_update_avx2(theta, grad, m, v, s) };
+    }
+    host_update_plain(theta, grad, m, v, s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn host_update_avx2(
+    theta: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    s: HostScalars,
+) {
+    host_update_plain(theta, grad, m, v, s)
+}
+
+#[inline(always)]
+fn host_update_plain(
+    theta: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    s: HostScalars,
+) {
+    let HostScalars {
+        h,
+        l2,
+        shrink,
+        bc2,
+        lr,
+    } = s;
+    if shrink != 1.0 {
+        theta
+            .iter_mut()
+            .for_each(|t| *t = (*t as f64 * shrink) as f32);
+    }
+    for (((theta, &grad), m), v) in theta.iter_mut().zip(grad).zip(m).zip(v) {
+        let g = (grad as f64 + l2 * *theta as f64) as f32;
+        *m = (h.beta1 * *m as f64 + (1.0 - h.beta1) * g as f64) as f32;
+        *v = (h.beta2 * *v as f64 + (1.0 - h.beta2) * (g * g) as f64) as f32;
+        let denom = (v.sqrt() as f64 / bc2 + h.eps) as f32;
+        *theta -= (lr * (*m / denom) as f64) as f32;
     }
 }
 

@@ -8,11 +8,43 @@
 //! core for each section cost as much as it brought. Two halves keep both cores busy from the
 //! first op to the last, with two joins (forward, backward). There are always two halves, whatever the number of
 //! cores, so a run's numbers do not depend on the machine.
+//!
+//! Where the model is the plainest kind (attention only, no LayerNorm: the induction task's),
+//! each half runs as one direct pass over the parameters' host memory instead of a candle graph
+//! ([`Transformer::direct_loss_and_grads`]), with the same numbers and one join.
 
 use candle_core::Tensor;
 use candle_core::backprop::GradStore;
 
-use crate::model::Transformer;
+use std::borrow::Cow;
+
+use super::adam::GradSource;
+use crate::model::{HostGrads, Transformer};
+
+/// A step's gradients: from candle's graph, or from the direct pass.
+pub enum Gradients {
+    Graph(GradStore),
+    Host(HostGrads),
+}
+
+impl GradSource for Gradients {
+    fn host(&self, t: &Tensor) -> candle_core::Result<Option<Cow<'_, [f32]>>> {
+        match self {
+            Gradients::Graph(store) => store.host(t),
+            Gradients::Host(host) => Ok(host.get(t).map(Into::into)),
+        }
+    }
+
+    fn tensor(&self, t: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        match self {
+            Gradients::Graph(store) => store.tensor(t),
+            Gradients::Host(host) => host
+                .get(t)
+                .map(|g| Tensor::from_slice(g, t.shape(), t.device()))
+                .transpose(),
+        }
+    }
+}
 
 /// Batches smaller than this run whole.
 const MIN_SPLIT_BATCH: usize = 8;
@@ -21,7 +53,7 @@ const MIN_SPLIT_BATCH: usize = 8;
 pub fn next_token_loss_and_grads(
     model: &Transformer,
     tokens: &Tensor,
-) -> candle_core::Result<(f64, GradStore)> {
+) -> candle_core::Result<(f64, Gradients)> {
     let batch = tokens.dim(0)?;
     if !crate::device::fused_cpu_ops(model.device()) || batch < MIN_SPLIT_BATCH {
         let loss = model.next_token_loss(tokens)?;
@@ -29,17 +61,32 @@ pub fn next_token_loss_and_grads(
         let value = loss.to_scalar::<f32>()? as f64;
         let grads = loss.backward()?;
         super::profile::mark("backward", loss.device());
-        return Ok((value, grads));
+        return Ok((value, Gradients::Graph(grads)));
     }
     let first = batch / 2;
-    let halves = [
-        tokens.narrow(0, 0, first)?,
-        tokens.narrow(0, first, batch - first)?,
-    ];
     // Each half's share of the mean: its fraction of the sequences, all of one length.
     let weights = [
         first as f64 / batch as f64,
         (batch - first) as f64 / batch as f64,
+    ];
+    if model.direct_step_fits() {
+        direct_halves(model, tokens, first, weights)
+    } else {
+        graph_halves(model, tokens, first, weights)
+    }
+}
+
+/// The two halves as candle graphs, one per core; the loss and gradients their weighted sums.
+fn graph_halves(
+    model: &Transformer,
+    tokens: &Tensor,
+    first: usize,
+    weights: [f64; 2],
+) -> candle_core::Result<(f64, Gradients)> {
+    let batch = tokens.dim(0)?;
+    let halves = [
+        tokens.narrow(0, 0, first)?,
+        tokens.narrow(0, first, batch - first)?,
     ];
     // Both halves on the fused ops' threads; the phases are marked on this one.
     let pool = crate::model::cpu_pool();
@@ -68,7 +115,33 @@ pub fn next_token_loss_and_grads(
         grads.insert(t, joined);
     }
     super::profile::mark("backward", model.device());
-    Ok((value, grads))
+    Ok((value, Gradients::Graph(grads)))
+}
+
+/// The two halves as direct passes, one per core; their losses and gradients joined as the
+/// graph's halves are.
+fn direct_halves(
+    model: &Transformer,
+    tokens: &Tensor,
+    first: usize,
+    weights: [f64; 2],
+) -> candle_core::Result<(f64, Gradients)> {
+    let (batch, pos) = tokens.dims2()?;
+    let tokens = tokens.flatten_all()?.to_vec1::<u32>()?;
+    let (a, b) = tokens.split_at(first * pos);
+    let params = model.host_params();
+    let (a, b) = crate::model::cpu_pool().install(|| {
+        rayon::join(
+            || model.direct_loss_and_grads(&params, a, first, pos),
+            || model.direct_loss_and_grads(&params, b, batch - first, pos),
+        )
+    });
+    drop(params);
+    let ((loss_a, grads_a), (loss_b, grads_b)) = (a?, b?);
+    super::profile::mark("forward and backward", model.device());
+    let value = weights[0] * loss_a as f64 + weights[1] * loss_b as f64;
+    let grads = HostGrads::weighted_sum(vec![(grads_a, weights[0]), (grads_b, weights[1])]);
+    Ok((value, Gradients::Host(grads)))
 }
 
 #[cfg(test)]
@@ -105,7 +178,7 @@ mod tests {
         let whole_grads = whole.backward().unwrap();
         for var in model.vars() {
             let (g, w) = (
-                grads.get(var.as_tensor()).unwrap(),
+                grads.tensor(var.as_tensor()).unwrap().unwrap(),
                 whole_grads.get(var.as_tensor()).unwrap(),
             );
             let diff = crate::model::max_abs(&(g - w).unwrap());
@@ -114,6 +187,46 @@ mod tests {
                 scale > 0.0 && diff <= 1e-6 * scale.max(1.0),
                 "{diff} of {scale}"
             );
+        }
+    }
+
+    /// The direct halves give the graph halves' loss and gradients bit for bit, so a run's
+    /// numbers do not depend on which one trained it.
+    #[test]
+    fn direct_halves_equal_graph_halves_exactly() {
+        let cfg = ModelConfig {
+            n_layers: 2,
+            d_model: 16,
+            n_heads: 2,
+            d_head: 8,
+            d_vocab: 11,
+            n_ctx: 6,
+            attn_only: true,
+            positional_embedding_type: Positions::Standard,
+            embeddings: Embeddings::Learned,
+            init_range: Some(0.4),
+            ..ModelConfig::default()
+        };
+        let model = Transformer::new(&cfg, &Weights::init(&cfg, 4), &Device::Cpu).unwrap();
+        assert!(model.direct_step_fits());
+        let tokens: Vec<u32> = (0..9 * 5).map(|i| (i * 5 + i / 4) % 11).collect();
+        let tokens = Tensor::from_vec(tokens, (9, 5), &Device::Cpu).unwrap();
+        let weights = [4.0 / 9.0, 5.0 / 9.0];
+        let (direct, host) = direct_halves(&model, &tokens, 4, weights).unwrap();
+        let (graph, store) = graph_halves(&model, &tokens, 4, weights).unwrap();
+        assert_eq!(
+            direct.to_bits(),
+            graph.to_bits(),
+            "{direct} against {graph}"
+        );
+        for var in model.vars() {
+            let t = var.as_tensor();
+            let (a, b) = (
+                host.host(t).unwrap().unwrap(),
+                store.host(t).unwrap().unwrap(),
+            );
+            assert!(a.iter().any(|&g| g != 0.0));
+            assert_eq!(a, b);
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor, backprop::GradStore};
+use candle_core::{Device, Tensor};
 use thiserror::Error;
 
 use super::induction::InductionRun;
@@ -73,7 +73,7 @@ pub(super) fn descend(
 /// unless the loss is not finite.
 pub(super) fn update(
     value: f64,
-    grads: &GradStore,
+    grads: &impl super::adam::GradSource,
     adam: &mut Adam,
     device: &Device,
     at: (usize, usize),
