@@ -181,10 +181,21 @@ impl BlockShape {
     /// Fills `saved`: qkv `[rows, 3hd]` (bias added), z `[rows, hd]` and the pattern.
     fn qkv_and_z(&self, x: &[f32], w: &Prepared, saved: &mut Saved) {
         let (n, m, hd) = (self.rows(), self.d_model, self.hd());
+        matmul(
+            &mut saved.qkv,
+            (n, 3 * hd, m),
+            (x, m, 1),
+            (&w.w_qkv, 3 * hd, 1),
+            false,
+        );
+        add_rows(&mut saved.qkv, &w.b_qkv);
+        self.attend(saved);
+    }
+
+    /// z and the pattern from the q, k and v in `saved`.
+    fn attend(&self, saved: &mut Saved) {
         let Saved { qkv, z, probs } = saved;
-        matmul(qkv, (n, 3 * hd, m), (x, m, 1), (&w.w_qkv, 3 * hd, 1), false);
-        add_rows(qkv, &w.b_qkv);
-        let (p, h, d) = (self.pos, self.heads, self.d_head);
+        let (p, h, d, hd) = (self.pos, self.heads, self.d_head, self.hd());
         let per_seq = probs_len(p, h);
         z.par_chunks_mut(p * hd)
             .zip(qkv.par_chunks(p * 3 * hd))
@@ -192,18 +203,40 @@ impl BlockShape {
             .for_each(|((z, qkv), probs)| forward_any(qkv, z, probs, p, h, d, self.scale));
     }
 
+    /// The output projection of `saved`'s z, plus `x` for a residual layer.
+    fn project_out(&self, x: &[f32], w: &Prepared, saved: &Saved, out: &mut [f32]) {
+        let (n, m, hd) = (self.rows(), self.d_model, self.hd());
+        matmul(out, (n, m, hd), (&saved.z, hd, 1), (w.w_o, m, 1), false);
+        add_rows(out, w.b_o);
+        if self.residual {
+            // x + attn_out, as candle's add would round it.
+            out.iter_mut().zip(x).for_each(|(o, x)| *o += x);
+        }
+    }
+
     /// The layer's output `[rows, d_model]` into `out`, keeping in `saved` what the backward
     /// needs. Runs on the fused ops' pool.
     pub(super) fn forward(&self, x: &[f32], w: &Prepared, saved: &mut Saved, out: &mut [f32]) {
-        let (n, m, hd) = (self.rows(), self.d_model, self.hd());
         pool().install(|| {
             self.qkv_and_z(x, w, saved);
-            matmul(out, (n, m, hd), (&saved.z, hd, 1), (w.w_o, m, 1), false);
-            add_rows(out, w.b_o);
-            if self.residual {
-                // x + attn_out, as candle's add would round it.
-                out.iter_mut().zip(x).for_each(|(o, x)| *o += x);
-            }
+            self.project_out(x, w, saved, out);
+        });
+    }
+
+    /// [`Self::forward`] with q, k and v (bias included) already computed by `fill_qkv` into
+    /// the `[rows, 3hd]` buffer it is given.
+    pub(super) fn forward_from_qkv(
+        &self,
+        x: &[f32],
+        w: &Prepared,
+        saved: &mut Saved,
+        out: &mut [f32],
+        fill_qkv: impl FnOnce(&mut [f32]),
+    ) {
+        fill_qkv(&mut saved.qkv);
+        pool().install(|| {
+            self.attend(saved);
+            self.project_out(x, w, saved, out);
         });
     }
 }
@@ -368,6 +401,44 @@ impl BlockShape {
         }
     }
 
+    /// The output projection's and the attention's backward: dW_O and db_O into `grads`, and
+    /// the gradient of q, k and v into `dqkv` (`dz` is scratch).
+    fn backward_to_qkv(
+        &self,
+        w: &Prepared,
+        dout: &[f32],
+        saved: &Saved,
+        (dw_o, db_o): (&mut [f32], &mut [f32]),
+        dz: &mut [f32],
+        dqkv: &mut [f32],
+    ) {
+        let (n, m, hd) = (self.rows(), self.d_model, self.hd());
+        let Saved { qkv, z, probs } = saved;
+        // Output projection: dW_O = zᵀ·dout, db_O = Σ rows, dz = dout·W_Oᵀ.
+        matmul(dw_o, (hd, m, n), (z, 1, hd), (dout, m, 1), false);
+        column_sums(dout, m, db_o);
+        matmul(dz, (n, hd, m), (dout, m, 1), (w.w_o, 1, m), false);
+        // Attention.
+        let (p, h, d) = (self.pos, self.heads, self.d_head);
+        dqkv.par_chunks_mut(p * 3 * hd)
+            .zip(qkv.par_chunks(p * 3 * hd))
+            .zip(dz.par_chunks(p * hd))
+            .zip(probs.par_chunks(probs_len(p, h)))
+            .for_each(|(((dqkv, qkv), dz), probs)| {
+                backward_any(qkv, dz, probs, dqkv, p, h, d, self.scale)
+            });
+    }
+
+    /// The QKV biases' gradients: `dqkv`'s column sums, split into `b_Q`, `b_K` and `b_V`.
+    fn qkv_bias_grads(&self, dqkv: &[f32], [b_q, b_k, b_v]: [&mut [f32]; 3]) {
+        let hd = self.hd();
+        let mut db_qkv = vec![0f32; 3 * hd];
+        column_sums(dqkv, 3 * hd, &mut db_qkv);
+        for (which, out) in [b_q, b_k, b_v].into_iter().enumerate() {
+            out.copy_from_slice(&db_qkv[which * hd..(which + 1) * hd]);
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn backward_into(
         &self,
@@ -381,30 +452,12 @@ impl BlockShape {
         dqkv: &mut [f32],
         dw_qkv: &mut [f32],
     ) {
-        let blk = self;
-        let (n, m, hd) = (blk.rows(), blk.d_model, blk.hd());
-        let Saved { qkv, z, probs } = saved;
-        // Output projection: dW_O = zᵀ·dout, db_O = Σ rows, dz = dout·W_Oᵀ.
-        matmul(grads.w_o, (hd, m, n), (z, 1, hd), (dout, m, 1), false);
-        column_sums(dout, m, grads.b_o);
-        matmul(dz, (n, hd, m), (dout, m, 1), (w.w_o, 1, m), false);
-        // Attention.
-        let (p, h, d) = (blk.pos, blk.heads, blk.d_head);
-        dqkv.par_chunks_mut(p * 3 * hd)
-            .zip(qkv.par_chunks(p * 3 * hd))
-            .zip(dz.par_chunks(p * hd))
-            .zip(probs.par_chunks(probs_len(p, h)))
-            .for_each(|(((dqkv, qkv), dz), probs)| {
-                backward_any(qkv, dz, probs, dqkv, p, h, d, blk.scale)
-            });
+        let (n, m, hd) = (self.rows(), self.d_model, self.hd());
+        self.backward_to_qkv(w, dout, saved, (grads.w_o, grads.b_o), dz, dqkv);
         // QKV projection: dW_qkv = xᵀ·dqkv, db_qkv = Σ rows, dx = dqkv·W_qkvᵀ.
         matmul(dw_qkv, (m, 3 * hd, n), (x, 1, m), (dqkv, 3 * hd, 1), false);
-        blk.qkv_native(dw_qkv, [grads.w_q, grads.w_k, grads.w_v]);
-        let mut db_qkv = vec![0f32; 3 * hd];
-        column_sums(dqkv, 3 * hd, &mut db_qkv);
-        for (which, out) in [grads.b_q, grads.b_k, grads.b_v].into_iter().enumerate() {
-            out.copy_from_slice(&db_qkv[which * hd..(which + 1) * hd]);
-        }
+        self.qkv_native(dw_qkv, [grads.w_q, grads.w_k, grads.w_v]);
+        self.qkv_bias_grads(dqkv, [grads.b_q, grads.b_k, grads.b_v]);
         matmul(
             dx,
             (n, m, 3 * hd),
@@ -412,9 +465,43 @@ impl BlockShape {
             (&w.w_qkv, 1, 3 * hd),
             false,
         );
-        if blk.residual {
+        if self.residual {
             // The residual path's gradient joins the attention's, as candle would sum them.
             dx.iter_mut().zip(dout).for_each(|(g, d)| *g += d);
         }
+    }
+
+    /// The backward of a layer whose q, k and v came from tables (see `forward_from_qkv`): the
+    /// gradients of W_O, b_O and the QKV biases into `grads`, and of q, k and v into `dqkv`,
+    /// from which the caller takes the tables' own. Runs on the fused ops' pool.
+    pub(super) fn backward_from_qkv(
+        &self,
+        w: &Prepared,
+        dout: &[f32],
+        saved: &Saved,
+        grads: LayerGrads,
+        dqkv: &mut [f32],
+    ) {
+        let mut dz = scratch::take(self.rows() * self.hd());
+        pool().install(|| {
+            self.backward_to_qkv(w, dout, saved, (grads.w_o, grads.b_o), &mut dz, dqkv);
+            self.qkv_bias_grads(dqkv, [grads.b_q, grads.b_k, grads.b_v]);
+        });
+        scratch::give(dz);
+    }
+
+    /// W_Q, W_K and W_V's gradients from the `[m, 3hd]` one (the kernels' layout).
+    pub(super) fn qkv_weight_grads(&self, dw_qkv: &[f32], grads: LayerGrads) {
+        self.qkv_native(dw_qkv, [grads.w_q, grads.w_k, grads.w_v]);
+    }
+
+    /// The kernels' `[m, 3hd]` W_QKV.
+    pub(super) fn w_qkv<'w>(&self, w: &'w Prepared) -> &'w [f32] {
+        &w.w_qkv
+    }
+
+    /// The kernels' `[3hd]` QKV bias.
+    pub(super) fn b_qkv<'w>(&self, w: &'w Prepared) -> &'w [f32] {
+        &w.b_qkv
     }
 }

@@ -190,43 +190,58 @@ mod tests {
         }
     }
 
-    /// The direct halves give the graph halves' loss and gradients bit for bit, so a run's
-    /// numbers do not depend on which one trained it.
+    /// The direct halves give the graph halves' loss and gradients: bit for bit where layer 0
+    /// takes no tables (a vocabulary larger than the halves), to rounding where it does, so a
+    /// run's numbers do not depend on which one trained it beyond rounding.
     #[test]
-    fn direct_halves_equal_graph_halves_exactly() {
-        let cfg = ModelConfig {
-            n_layers: 2,
-            d_model: 16,
-            n_heads: 2,
-            d_head: 8,
-            d_vocab: 11,
-            n_ctx: 6,
-            attn_only: true,
-            positional_embedding_type: Positions::Standard,
-            embeddings: Embeddings::Learned,
-            init_range: Some(0.4),
-            ..ModelConfig::default()
-        };
-        let model = Transformer::new(&cfg, &Weights::init(&cfg, 4), &Device::Cpu).unwrap();
-        assert!(model.direct_step_fits());
-        let tokens: Vec<u32> = (0..9 * 5).map(|i| (i * 5 + i / 4) % 11).collect();
-        let tokens = Tensor::from_vec(tokens, (9, 5), &Device::Cpu).unwrap();
-        let weights = [4.0 / 9.0, 5.0 / 9.0];
-        let (direct, host) = direct_halves(&model, &tokens, 4, weights).unwrap();
-        let (graph, store) = graph_halves(&model, &tokens, 4, weights).unwrap();
-        assert_eq!(
-            direct.to_bits(),
-            graph.to_bits(),
-            "{direct} against {graph}"
-        );
-        for var in model.vars() {
-            let t = var.as_tensor();
-            let (a, b) = (
-                host.host(t).unwrap().unwrap(),
-                store.host(t).unwrap().unwrap(),
-            );
-            assert!(a.iter().any(|&g| g != 0.0));
-            assert_eq!(a, b);
+    fn direct_halves_equal_graph_halves() {
+        for (vocab, exact) in [(60, true), (11, false)] {
+            let cfg = ModelConfig {
+                n_layers: 2,
+                d_model: 16,
+                n_heads: 2,
+                d_head: 8,
+                d_vocab: vocab,
+                n_ctx: 6,
+                attn_only: true,
+                positional_embedding_type: Positions::Standard,
+                embeddings: Embeddings::Learned,
+                init_range: Some(0.4),
+                ..ModelConfig::default()
+            };
+            let model = Transformer::new(&cfg, &Weights::init(&cfg, 4), &Device::Cpu).unwrap();
+            assert!(model.direct_step_fits());
+            let tokens: Vec<u32> = (0..9 * 5).map(|i| (i * 5 + i / 4) % 11).collect();
+            let tokens = Tensor::from_vec(tokens, (9, 5), &Device::Cpu).unwrap();
+            let weights = [4.0 / 9.0, 5.0 / 9.0];
+            let (direct, host) = direct_halves(&model, &tokens, 4, weights).unwrap();
+            let (graph, store) = graph_halves(&model, &tokens, 4, weights).unwrap();
+            let close = |a: f64, b: f64, scale: f64| (a - b).abs() <= 1e-5 * scale.max(1.0);
+            if exact {
+                assert_eq!(
+                    direct.to_bits(),
+                    graph.to_bits(),
+                    "{direct} against {graph}"
+                );
+            } else {
+                assert!(close(direct, graph, graph), "{direct} against {graph}");
+            }
+            for var in model.vars() {
+                let t = var.as_tensor();
+                let (a, b) = (
+                    host.host(t).unwrap().unwrap(),
+                    store.host(t).unwrap().unwrap(),
+                );
+                assert!(a.iter().any(|&g| g != 0.0));
+                if exact {
+                    assert_eq!(a, b);
+                } else {
+                    let scale = b.iter().fold(0f32, |m, g| m.max(g.abs())) as f64;
+                    for (x, y) in a.iter().zip(b.iter()) {
+                        assert!(close(*x as f64, *y as f64, scale), "{x} against {y}");
+                    }
+                }
+            }
         }
     }
 }
