@@ -13,7 +13,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::attention_core::{backward_any, forward_any, probs_len};
-use super::cpu::{add_rows, column_sums, matmul, pool, slice};
+use super::cpu::{add_rows, column_sums, matmul, pool, slice, with_avx2};
 use super::scratch;
 
 /// The layer's shape.
@@ -210,7 +210,7 @@ impl BlockShape {
         add_rows(out, w.b_o);
         if self.residual {
             // x + attn_out, as candle's add would round it.
-            out.iter_mut().zip(x).for_each(|(o, x)| *o += x);
+            with_avx2(|| out.iter_mut().zip(x).for_each(|(o, x)| *o += x));
         }
     }
 
@@ -467,7 +467,7 @@ impl BlockShape {
         );
         if self.residual {
             // The residual path's gradient joins the attention's, as candle would sum them.
-            dx.iter_mut().zip(dout).for_each(|(g, d)| *g += d);
+            with_avx2(|| dx.iter_mut().zip(dout).for_each(|(g, d)| *g += d));
         }
     }
 

@@ -12,7 +12,7 @@
 use candle_core::{Storage, StorageRef, Tensor, TensorId};
 
 use super::attention_block::{BlockShape, LayerGrads, LayerParams, Prepared, Saved};
-use super::cpu::matmul;
+use super::cpu::{matmul, with_avx2};
 use super::lm_loss::LossShape;
 use super::{Transformer, scratch};
 use crate::config::{Embeddings, Positions};
@@ -227,13 +227,15 @@ impl Transformer {
         let (w_e, w_pos) = (params.get("embed.W_E")?, params.get("pos_embed.W_pos")?);
         // The residual stream of every layer: each layer's input is kept for its backward.
         let mut stream = vec![scratch::take(n * m)];
-        for (r, row) in stream[0].chunks_exact_mut(m).enumerate() {
-            let (t, p) = (tokens[r] as usize, r % pos);
-            let (e, q) = (&w_e[t * m..(t + 1) * m], &w_pos[p * m..(p + 1) * m]);
-            row.iter_mut()
-                .zip(e.iter().zip(q))
-                .for_each(|(x, (e, q))| *x = e + q);
-        }
+        with_avx2(|| {
+            for (r, row) in stream[0].chunks_exact_mut(m).enumerate() {
+                let (t, p) = (tokens[r] as usize, r % pos);
+                let (e, q) = (&w_e[t * m..(t + 1) * m], &w_pos[p * m..(p + 1) * m]);
+                row.iter_mut()
+                    .zip(e.iter().zip(q))
+                    .for_each(|(x, (e, q))| *x = e + q);
+            }
+        });
         let shape = BlockShape {
             batch,
             pos,
@@ -257,13 +259,16 @@ impl Transformer {
                 let by_token = table(w_e, w_qkv, m, width);
                 let by_position = table(&w_pos[..pos * m], w_qkv, m, width);
                 let fill = |qkv: &mut [f32]| {
-                    for (r, row) in qkv.chunks_exact_mut(width).enumerate() {
-                        let (t, p) = (tokens[r] as usize, r % pos);
-                        let (a, b) = (&by_token[t * width..], &by_position[p * width..]);
-                        for (i, x) in row.iter_mut().enumerate() {
-                            *x = a[i] + b[i] + b_qkv[i];
+                    with_avx2(|| {
+                        for (r, row) in qkv.chunks_exact_mut(width).enumerate() {
+                            let (t, p) = (tokens[r] as usize, r % pos);
+                            let a = &by_token[t * width..(t + 1) * width];
+                            let b = &by_position[p * width..(p + 1) * width];
+                            for ((x, a), (b, c)) in row.iter_mut().zip(a).zip(b.iter().zip(b_qkv)) {
+                                *x = a + b + c;
+                            }
                         }
-                    }
+                    })
                 };
                 shape.forward_from_qkv(&stream[0], &weights, &mut saved, &mut out, fill);
             } else {
@@ -397,12 +402,14 @@ impl Transformer {
             let vocab_in = c.d_vocab;
             let (mut by_token, mut by_position) =
                 (vec![0f32; vocab_in * width], vec![0f32; pos * width]);
-            for (r, row) in dqkv.chunks_exact(width).enumerate() {
-                let (t, p) = (tokens[r] as usize, r % pos);
-                let add = |sum: &mut [f32]| sum.iter_mut().zip(row).for_each(|(s, d)| *s += d);
-                add(&mut by_token[t * width..(t + 1) * width]);
-                add(&mut by_position[p * width..(p + 1) * width]);
-            }
+            with_avx2(|| {
+                for (r, row) in dqkv.chunks_exact(width).enumerate() {
+                    let (t, p) = (tokens[r] as usize, r % pos);
+                    let add = |sum: &mut [f32]| sum.iter_mut().zip(row).for_each(|(s, d)| *s += d);
+                    add(&mut by_token[t * width..(t + 1) * width]);
+                    add(&mut by_position[p * width..(p + 1) * width]);
+                }
+            });
             scratch::give(dqkv);
             let (w_e, w_pos) = (params.get("embed.W_E")?, params.get("pos_embed.W_pos")?);
             // dW_QKV = W_Eᵀ·(by token) + W_posᵀ·(by position).
@@ -424,13 +431,15 @@ impl Transformer {
         // order, as candle's index-add) and to its position's row of W_pos (summed over the
         // batch, as the bias it joined as).
         let d_embed = grads.get("embed.W_E");
-        for (r, row) in dx.chunks_exact(m).enumerate() {
-            let t = tokens[r] as usize;
-            d_embed[t * m..(t + 1) * m]
-                .iter_mut()
-                .zip(row)
-                .for_each(|(g, d)| *g += d);
-        }
+        with_avx2(|| {
+            for (r, row) in dx.chunks_exact(m).enumerate() {
+                let t = tokens[r] as usize;
+                d_embed[t * m..(t + 1) * m]
+                    .iter_mut()
+                    .zip(row)
+                    .for_each(|(g, d)| *g += d);
+            }
+        });
         let d_pos = grads.get("pos_embed.W_pos");
         super::cpu::column_sums(&dx, pos * m, &mut d_pos[..pos * m]);
         if let Some((w_qkv, by_token, by_position, width)) = qkv_path {
