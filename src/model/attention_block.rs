@@ -75,48 +75,28 @@ impl BlockShape {
         m * 3 * hd + 3 * hd + hd * m + m
     }
 
-    /// The packed parameters' parts, in TL's layouts.
-    fn split<'a>(&self, params: &'a [f32]) -> LayerParams<'a> {
+    /// The packed parameters' parts' lengths, in [`LAYER_PARAMS`]' order.
+    fn part_lens(&self) -> [usize; 8] {
         let (m, hd) = (self.d_model, self.hd());
-        let (w_q, rest) = params.split_at(hd * m);
-        let (w_k, rest) = rest.split_at(hd * m);
-        let (w_v, rest) = rest.split_at(hd * m);
-        let (w_o, rest) = rest.split_at(hd * m);
-        let (b_q, rest) = rest.split_at(hd);
-        let (b_k, rest) = rest.split_at(hd);
-        let (b_v, b_o) = rest.split_at(hd);
-        LayerParams {
-            w_q,
-            w_k,
-            w_v,
-            w_o,
-            b_q,
-            b_k,
-            b_v,
-            b_o,
-        }
+        [hd * m, hd * m, hd * m, hd * m, hd, hd, hd, m]
+    }
+
+    /// The packed parameters' parts, in TL's layouts.
+    fn split<'a>(&self, mut params: &'a [f32]) -> LayerParams<'a> {
+        Layer::from(self.part_lens().map(|n| {
+            let (part, rest) = params.split_at(n);
+            params = rest;
+            part
+        }))
     }
 
     /// The packed gradients' parts, laid out as [`Self::split`]'s.
-    fn split_mut<'a>(&self, grads: &'a mut [f32]) -> LayerGrads<'a> {
-        let (m, hd) = (self.d_model, self.hd());
-        let (w_q, rest) = grads.split_at_mut(hd * m);
-        let (w_k, rest) = rest.split_at_mut(hd * m);
-        let (w_v, rest) = rest.split_at_mut(hd * m);
-        let (w_o, rest) = rest.split_at_mut(hd * m);
-        let (b_q, rest) = rest.split_at_mut(hd);
-        let (b_k, rest) = rest.split_at_mut(hd);
-        let (b_v, b_o) = rest.split_at_mut(hd);
-        LayerGrads {
-            w_q,
-            w_k,
-            w_v,
-            w_o,
-            b_q,
-            b_k,
-            b_v,
-            b_o,
-        }
+    fn split_mut<'a>(&self, mut grads: &'a mut [f32]) -> LayerGrads<'a> {
+        Layer::from(self.part_lens().map(|n| {
+            let (part, rest) = std::mem::take(&mut grads).split_at_mut(n);
+            grads = rest;
+            part
+        }))
     }
 
     /// The layer's weights as the kernels take them: W_Q, W_K, W_V (`[h, m, d]` each) as the
@@ -241,29 +221,40 @@ impl BlockShape {
     }
 }
 
-/// A layer's parameters as host slices, in TL's layouts (`W_Q` `[h, m, d]`, …, `b_O` `[m]`).
-pub(super) struct LayerParams<'a> {
-    pub w_q: &'a [f32],
-    pub w_k: &'a [f32],
-    pub w_v: &'a [f32],
-    pub w_o: &'a [f32],
-    pub b_q: &'a [f32],
-    pub b_k: &'a [f32],
-    pub b_v: &'a [f32],
-    pub b_o: &'a [f32],
+/// A layer's parameters' names in TL's `blocks.{l}.attn.*`, in the order they are packed.
+pub(super) const LAYER_PARAMS: [&str; 8] = ["W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"];
+
+/// One value per parameter of a layer: its host values (`LayerParams`) or gradients
+/// (`LayerGrads`), in TL's layouts (`W_Q` `[h, m, d]`, …, `b_O` `[m]`).
+pub(super) struct Layer<T> {
+    pub w_q: T,
+    pub w_k: T,
+    pub w_v: T,
+    pub w_o: T,
+    pub b_q: T,
+    pub b_k: T,
+    pub b_v: T,
+    pub b_o: T,
 }
 
-/// Their gradients, in the same layouts.
-pub(super) struct LayerGrads<'a> {
-    pub w_q: &'a mut [f32],
-    pub w_k: &'a mut [f32],
-    pub w_v: &'a mut [f32],
-    pub w_o: &'a mut [f32],
-    pub b_q: &'a mut [f32],
-    pub b_k: &'a mut [f32],
-    pub b_v: &'a mut [f32],
-    pub b_o: &'a mut [f32],
+impl<T> From<[T; 8]> for Layer<T> {
+    /// From values in [`LAYER_PARAMS`]' order.
+    fn from([w_q, w_k, w_v, w_o, b_q, b_k, b_v, b_o]: [T; 8]) -> Self {
+        Self {
+            w_q,
+            w_k,
+            w_v,
+            w_o,
+            b_q,
+            b_k,
+            b_v,
+            b_o,
+        }
+    }
 }
+
+pub(super) type LayerParams<'a> = Layer<&'a [f32]>;
+pub(super) type LayerGrads<'a> = Layer<&'a mut [f32]>;
 
 /// A layer's weights as the kernels read them ([`BlockShape::prepare`]).
 pub(super) struct Prepared<'a> {

@@ -11,7 +11,9 @@
 
 use candle_core::{Storage, StorageRef, Tensor, TensorId};
 
-use super::attention_block::{BlockShape, LayerGrads, LayerParams, Prepared, Saved};
+use super::attention_block::{
+    BlockShape, LAYER_PARAMS, Layer, LayerGrads, LayerParams, Prepared, Saved,
+};
 use super::cpu::{matmul, with_avx2};
 use super::lm_loss::LossShape;
 use super::{Transformer, scratch};
@@ -88,17 +90,11 @@ impl<'a> HostParams<'a> {
     }
 
     fn layer(&self, l: usize) -> candle_core::Result<LayerParams<'_>> {
-        let p = |s: &str| self.get(&format!("blocks.{l}.attn.{s}"));
-        Ok(LayerParams {
-            w_q: p("W_Q")?,
-            w_k: p("W_K")?,
-            w_v: p("W_V")?,
-            w_o: p("W_O")?,
-            b_q: p("b_Q")?,
-            b_k: p("b_K")?,
-            b_v: p("b_V")?,
-            b_o: p("b_O")?,
-        })
+        let mut parts = [&[][..]; 8];
+        for (part, name) in parts.iter_mut().zip(LAYER_PARAMS) {
+            *part = self.get(&format!("blocks.{l}.attn.{name}"))?;
+        }
+        Ok(Layer::from(parts))
     }
 }
 
@@ -133,25 +129,13 @@ impl<'m> GradBuffers<'m> {
 
     /// Layer `l`'s gradients, borrowed all at once.
     fn layer(&mut self, l: usize) -> LayerGrads<'_> {
-        let names = ["W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"]
-            .map(|s| self.index(&format!("blocks.{l}.attn.{s}")));
+        let indices = LAYER_PARAMS.map(|s| self.index(&format!("blocks.{l}.attn.{s}")));
         let mut parts: Vec<Option<&mut [f32]>> = self
             .values
             .iter_mut()
             .map(|v| Some(v.as_mut_slice()))
             .collect();
-        let mut take = |i: usize| parts[i].take().expect("distinct parameters");
-        let [w_q, w_k, w_v, w_o, b_q, b_k, b_v, b_o] = names.map(&mut take);
-        LayerGrads {
-            w_q,
-            w_k,
-            w_v,
-            w_o,
-            b_q,
-            b_k,
-            b_v,
-            b_o,
-        }
+        Layer::from(indices.map(|i| parts[i].take().expect("distinct parameters")))
     }
 
     fn finish(self) -> HostGrads {

@@ -152,14 +152,14 @@ mod tests {
     use candle_core::Device;
 
     /// The halves' mean equals the whole batch's loss and gradients, to rounding.
-    #[test]
-    fn two_halves_give_the_whole_batchs_loss_and_gradients() {
+    /// A 2-layer attention-only model of vocabulary `vocab` and 6 positions.
+    fn model(vocab: usize, seed: u64) -> Transformer {
         let cfg = ModelConfig {
             n_layers: 2,
             d_model: 16,
             n_heads: 2,
             d_head: 8,
-            d_vocab: 11,
+            d_vocab: vocab,
             n_ctx: 6,
             attn_only: true,
             positional_embedding_type: Positions::Standard,
@@ -167,7 +167,12 @@ mod tests {
             init_range: Some(0.4),
             ..ModelConfig::default()
         };
-        let model = Transformer::new(&cfg, &Weights::init(&cfg, 3), &Device::Cpu).unwrap();
+        Transformer::new(&cfg, &Weights::init(&cfg, seed), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn two_halves_give_the_whole_batchs_loss_and_gradients() {
+        let model = model(11, 3);
         // An odd batch: halves of 4 and 5 sequences, weighted by their sizes.
         let tokens: Vec<u32> = (0..9 * 6).map(|i| (i * 7 + i / 5) % 11).collect();
         let tokens = Tensor::from_vec(tokens, (9, 6), &Device::Cpu).unwrap();
@@ -196,20 +201,7 @@ mod tests {
     #[test]
     fn direct_halves_equal_graph_halves() {
         for (vocab, exact) in [(60, true), (11, false)] {
-            let cfg = ModelConfig {
-                n_layers: 2,
-                d_model: 16,
-                n_heads: 2,
-                d_head: 8,
-                d_vocab: vocab,
-                n_ctx: 6,
-                attn_only: true,
-                positional_embedding_type: Positions::Standard,
-                embeddings: Embeddings::Learned,
-                init_range: Some(0.4),
-                ..ModelConfig::default()
-            };
-            let model = Transformer::new(&cfg, &Weights::init(&cfg, 4), &Device::Cpu).unwrap();
+            let model = model(vocab, 4);
             assert!(model.direct_step_fits());
             let tokens: Vec<u32> = (0..9 * 5).map(|i| (i * 5 + i / 4) % 11).collect();
             let tokens = Tensor::from_vec(tokens, (9, 5), &Device::Cpu).unwrap();
