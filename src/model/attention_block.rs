@@ -122,8 +122,10 @@ impl BlockShape {
         }
     }
 
-    /// The inverse of [`Self::prepare`]'s reordering: `[m, 3hd]` back into the three `[h, m, d]`.
-    fn qkv_native(&self, matrix: &[f32], natives: [&mut [f32]; 3]) {
+    /// W_Q, W_K and W_V's gradients from the `[m, 3hd]` one (the kernels' layout): the inverse
+    /// of [`Self::prepare`]'s reordering.
+    pub(super) fn qkv_weight_grads(&self, matrix: &[f32], grads: &mut LayerGrads) {
+        let natives = [&mut *grads.w_q, &mut *grads.w_k, &mut *grads.w_v];
         let (m, h, d, hd) = (self.d_model, self.heads, self.d_head, self.hd());
         for (which, native) in natives.into_iter().enumerate() {
             for head in 0..h {
@@ -258,8 +260,10 @@ pub(super) type LayerGrads<'a> = Layer<&'a mut [f32]>;
 
 /// A layer's weights as the kernels read them ([`BlockShape::prepare`]).
 pub(super) struct Prepared<'a> {
-    w_qkv: Vec<f32>,
-    b_qkv: Vec<f32>,
+    /// W_Q, W_K and W_V as `[m, 3hd]`.
+    pub w_qkv: Vec<f32>,
+    /// b_Q, b_K and b_V joined, `[3hd]`.
+    pub b_qkv: Vec<f32>,
     w_o: &'a [f32],
     b_o: &'a [f32],
 }
@@ -369,130 +373,73 @@ impl BlockShape {
         dout: &[f32],
         saved: &Saved,
         dx: &mut [f32],
-        grads: LayerGrads,
+        mut grads: LayerGrads,
     ) {
-        let (n, hd) = (self.rows(), self.hd());
-        let (mut dz, mut dqkv) = (scratch::take(n * hd), scratch::take(n * 3 * hd));
-        let mut dw_qkv = scratch::take(self.d_model * 3 * hd);
+        let (n, m, hd) = (self.rows(), self.d_model, self.hd());
+        let mut dqkv = scratch::take(n * 3 * hd);
+        let mut dw_qkv = scratch::take(m * 3 * hd);
+        self.backward_from_qkv(w, dout, saved, &mut grads, &mut dqkv);
         pool().install(|| {
-            self.backward_into(
-                x,
-                w,
-                dout,
-                saved,
-                dx,
-                grads,
-                &mut dz,
-                &mut dqkv,
+            // QKV projection: dW_qkv = xᵀ·dqkv, dx = dqkv·W_qkvᵀ.
+            matmul(
                 &mut dw_qkv,
-            )
+                (m, 3 * hd, n),
+                (x, 1, m),
+                (&dqkv, 3 * hd, 1),
+                false,
+            );
+            self.qkv_weight_grads(&dw_qkv, &mut grads);
+            let w_qkv = (&w.w_qkv[..], 1, 3 * hd);
+            matmul(dx, (n, m, 3 * hd), (&dqkv, 3 * hd, 1), w_qkv, false);
+            if self.residual {
+                // The residual path's gradient joins the attention's, as candle would sum them.
+                with_avx2(|| dx.iter_mut().zip(dout).for_each(|(g, d)| *g += d));
+            }
         });
-        for buffer in [dz, dqkv, dw_qkv] {
+        for buffer in [dqkv, dw_qkv] {
             scratch::give(buffer);
         }
     }
 
-    /// The output projection's and the attention's backward: dW_O and db_O into `grads`, and
-    /// the gradient of q, k and v into `dqkv` (`dz` is scratch).
-    fn backward_to_qkv(
-        &self,
-        w: &Prepared,
-        dout: &[f32],
-        saved: &Saved,
-        (dw_o, db_o): (&mut [f32], &mut [f32]),
-        dz: &mut [f32],
-        dqkv: &mut [f32],
-    ) {
-        let (n, m, hd) = (self.rows(), self.d_model, self.hd());
-        let Saved { qkv, z, probs } = saved;
-        // Output projection: dW_O = zᵀ·dout, db_O = Σ rows, dz = dout·W_Oᵀ.
-        matmul(dw_o, (hd, m, n), (z, 1, hd), (dout, m, 1), false);
-        column_sums(dout, m, db_o);
-        matmul(dz, (n, hd, m), (dout, m, 1), (w.w_o, 1, m), false);
-        // Attention.
-        let (p, h, d) = (self.pos, self.heads, self.d_head);
-        dqkv.par_chunks_mut(p * 3 * hd)
-            .zip(qkv.par_chunks(p * 3 * hd))
-            .zip(dz.par_chunks(p * hd))
-            .zip(probs.par_chunks(probs_len(p, h)))
-            .for_each(|(((dqkv, qkv), dz), probs)| {
-                backward_any(qkv, dz, probs, dqkv, p, h, d, self.scale)
-            });
-    }
-
-    /// The QKV biases' gradients: `dqkv`'s column sums, split into `b_Q`, `b_K` and `b_V`.
-    fn qkv_bias_grads(&self, dqkv: &[f32], [b_q, b_k, b_v]: [&mut [f32]; 3]) {
-        let hd = self.hd();
-        let mut db_qkv = vec![0f32; 3 * hd];
-        column_sums(dqkv, 3 * hd, &mut db_qkv);
-        for (which, out) in [b_q, b_k, b_v].into_iter().enumerate() {
-            out.copy_from_slice(&db_qkv[which * hd..(which + 1) * hd]);
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn backward_into(
-        &self,
-        x: &[f32],
-        w: &Prepared,
-        dout: &[f32],
-        saved: &Saved,
-        dx: &mut [f32],
-        grads: LayerGrads,
-        dz: &mut [f32],
-        dqkv: &mut [f32],
-        dw_qkv: &mut [f32],
-    ) {
-        let (n, m, hd) = (self.rows(), self.d_model, self.hd());
-        self.backward_to_qkv(w, dout, saved, (grads.w_o, grads.b_o), dz, dqkv);
-        // QKV projection: dW_qkv = xᵀ·dqkv, db_qkv = Σ rows, dx = dqkv·W_qkvᵀ.
-        matmul(dw_qkv, (m, 3 * hd, n), (x, 1, m), (dqkv, 3 * hd, 1), false);
-        self.qkv_native(dw_qkv, [grads.w_q, grads.w_k, grads.w_v]);
-        self.qkv_bias_grads(dqkv, [grads.b_q, grads.b_k, grads.b_v]);
-        matmul(
-            dx,
-            (n, m, 3 * hd),
-            (dqkv, 3 * hd, 1),
-            (&w.w_qkv, 1, 3 * hd),
-            false,
-        );
-        if self.residual {
-            // The residual path's gradient joins the attention's, as candle would sum them.
-            with_avx2(|| dx.iter_mut().zip(dout).for_each(|(g, d)| *g += d));
-        }
-    }
-
-    /// The backward of a layer whose q, k and v came from tables (see `forward_from_qkv`): the
-    /// gradients of W_O, b_O and the QKV biases into `grads`, and of q, k and v into `dqkv`,
-    /// from which the caller takes the tables' own. Runs on the fused ops' pool.
+    /// The backward down to q, k and v: the gradients of W_O, b_O and the QKV biases into
+    /// `grads`, and of q, k and v into `dqkv`. [`Self::backward`] goes on through the QKV
+    /// projection; a layer whose q, k and v came from tables (`forward_from_qkv`) goes back
+    /// through those instead. Runs on the fused ops' pool.
     pub(super) fn backward_from_qkv(
         &self,
         w: &Prepared,
         dout: &[f32],
         saved: &Saved,
-        grads: LayerGrads,
+        grads: &mut LayerGrads,
         dqkv: &mut [f32],
     ) {
-        let mut dz = scratch::take(self.rows() * self.hd());
+        let (n, m, hd) = (self.rows(), self.d_model, self.hd());
+        let mut dz = scratch::take(n * hd);
         pool().install(|| {
-            self.backward_to_qkv(w, dout, saved, (grads.w_o, grads.b_o), &mut dz, dqkv);
-            self.qkv_bias_grads(dqkv, [grads.b_q, grads.b_k, grads.b_v]);
+            let Saved { qkv, z, probs } = saved;
+            // Output projection: dW_O = zᵀ·dout, db_O = Σ rows, dz = dout·W_Oᵀ.
+            matmul(grads.w_o, (hd, m, n), (z, 1, hd), (dout, m, 1), false);
+            column_sums(dout, m, grads.b_o);
+            matmul(&mut dz, (n, hd, m), (dout, m, 1), (w.w_o, 1, m), false);
+            // Attention.
+            let (p, h, d) = (self.pos, self.heads, self.d_head);
+            dqkv.par_chunks_mut(p * 3 * hd)
+                .zip(qkv.par_chunks(p * 3 * hd))
+                .zip(dz.par_chunks(p * hd))
+                .zip(probs.par_chunks(probs_len(p, h)))
+                .for_each(|(((dqkv, qkv), dz), probs)| {
+                    backward_any(qkv, dz, probs, dqkv, p, h, d, self.scale)
+                });
+            // The QKV biases: dqkv's column sums, split into b_Q, b_K and b_V.
+            let mut db_qkv = vec![0f32; 3 * hd];
+            column_sums(dqkv, 3 * hd, &mut db_qkv);
+            for (which, out) in [&mut *grads.b_q, &mut *grads.b_k, &mut *grads.b_v]
+                .into_iter()
+                .enumerate()
+            {
+                out.copy_from_slice(&db_qkv[which * hd..(which + 1) * hd]);
+            }
         });
         scratch::give(dz);
-    }
-
-    /// W_Q, W_K and W_V's gradients from the `[m, 3hd]` one (the kernels' layout).
-    pub(super) fn qkv_weight_grads(&self, dw_qkv: &[f32], grads: LayerGrads) {
-        self.qkv_native(dw_qkv, [grads.w_q, grads.w_k, grads.w_v]);
-    }
-
-    /// The kernels' `[m, 3hd]` W_QKV.
-    pub(super) fn w_qkv<'w>(&self, w: &'w Prepared) -> &'w [f32] {
-        &w.w_qkv
-    }
-
-    /// The kernels' `[3hd]` QKV bias.
-    pub(super) fn b_qkv<'w>(&self, w: &'w Prepared) -> &'w [f32] {
-        &w.b_qkv
     }
 }

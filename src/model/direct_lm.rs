@@ -127,20 +127,21 @@ impl<'m> GradBuffers<'m> {
             .expect("a parameter the model's config implies")
     }
 
-    fn get(&mut self, name: &str) -> &mut [f32] {
-        let i = self.index(name);
-        &mut self.values[i]
-    }
-
-    /// Layer `l`'s gradients, borrowed all at once.
-    fn layer(&mut self, l: usize) -> LayerGrads<'_> {
-        let indices = LAYER_PARAMS.map(|s| self.index(&format!("blocks.{l}.attn.{s}")));
-        let mut parts: Vec<Option<&mut [f32]>> = self
+    /// The gradients of the parameters `names` (distinct), borrowed all at once.
+    fn parts<const N: usize>(&mut self, names: [&str; N]) -> [&mut [f32]; N] {
+        let indices = names.map(|name| self.index(name));
+        let mut all: Vec<Option<&mut [f32]>> = self
             .values
             .iter_mut()
             .map(|v| Some(v.as_mut_slice()))
             .collect();
-        Layer::from(indices.map(|i| parts[i].take().expect("distinct parameters")))
+        indices.map(|i| all[i].take().expect("distinct parameters"))
+    }
+
+    /// Layer `l`'s gradients.
+    fn layer(&mut self, l: usize) -> LayerGrads<'_> {
+        let names = LAYER_PARAMS.map(|s| format!("blocks.{l}.attn.{s}"));
+        Layer::from(self.parts(names.each_ref().map(String::as_str)))
     }
 
     fn finish(self) -> HostGrads {
@@ -243,7 +244,7 @@ impl Transformer {
                 // Layer 0 reads the embeddings alone, so its q, k and v are rows of two small
                 // tables: (W_E·W_QKV)[token] + (W_pos·W_QKV)[position] + b, instead of a
                 // product over every row of the batch.
-                let (w_qkv, b_qkv) = (shape.w_qkv(&weights), shape.b_qkv(&weights));
+                let (w_qkv, b_qkv) = (&weights.w_qkv, &weights.b_qkv);
                 let width = w_qkv.len() / m;
                 let by_token = table(w_e, w_qkv, m, width);
                 let by_position = table(&w_pos[..pos * m], w_qkv, m, width);
@@ -358,21 +359,10 @@ impl Transformer {
 
         let mut grads = GradBuffers::new(self);
         let mut dx = scratch::take(n * m);
-        let (mut dw_u, mut db_u) = (vec![0f32; m * vocab], vec![0f32; vocab]);
+        let [dw_u, db_u] = grads.parts(["unembed.W_U", "unembed.b_U"]);
         // d loss / d loss = 1, as candle's backward starts.
         let (dlogits, one) = (&mut probs, 1.0);
-        loss_shape.backward(
-            final_stream,
-            w_u,
-            tokens,
-            dlogits,
-            one,
-            &mut dx,
-            &mut dw_u,
-            &mut db_u,
-        );
-        grads.get("unembed.W_U").copy_from_slice(&dw_u);
-        grads.get("unembed.b_U").copy_from_slice(&db_u);
+        loss_shape.backward(final_stream, w_u, tokens, dlogits, one, &mut dx, dw_u, db_u);
         scratch::give(probs);
         let mut dprev = scratch::take(n * m);
         let first = usize::from(tables);
@@ -380,46 +370,10 @@ impl Transformer {
             shape.backward(&stream[l], weights, &dx, saved, &mut dprev, grads.layer(l));
             std::mem::swap(&mut dx, &mut dprev);
         }
-        // With tables, layer 0's q, k and v gradients go back through them: summed by token
-        // and by position first, then multiplied out (`dx` is still the gradient of layer 0's
-        // output, which its residual path passes to the embeddings as it is).
-        let qkv_path = if tables {
-            let (weights, saved) = &layers[0];
-            let width = shape.w_qkv(weights).len() / m;
-            let mut dqkv = scratch::take(n * width);
-            shape.backward_from_qkv(weights, &dx, saved, grads.layer(0), &mut dqkv);
-            let vocab_in = c.d_vocab;
-            let (mut by_token, mut by_position) =
-                (vec![0f32; vocab_in * width], vec![0f32; pos * width]);
-            with_avx2(|| {
-                for (r, row) in dqkv.chunks_exact(width).enumerate() {
-                    let (t, p) = (tokens[r] as usize, r % pos);
-                    let add = |sum: &mut [f32]| sum.iter_mut().zip(row).for_each(|(s, d)| *s += d);
-                    add(&mut by_token[t * width..(t + 1) * width]);
-                    add(&mut by_position[p * width..(p + 1) * width]);
-                }
-            });
-            scratch::give(dqkv);
-            let (w_e, w_pos) = (params.get("embed.W_E")?, params.get("pos_embed.W_pos")?);
-            // dW_QKV = W_Eᵀ·(by token) + W_posᵀ·(by position).
-            let mut dw_qkv = vec![0f32; m * width];
-            super::cpu::pool().install(|| {
-                let rows = [(w_e, &by_token, vocab_in), (w_pos, &by_position, pos)];
-                for (i, (w, sums, k)) in rows.into_iter().enumerate() {
-                    let dims = (m, width, k);
-                    matmul(&mut dw_qkv, dims, (w, 1, m), (sums, width, 1), i > 0);
-                }
-            });
-            shape.qkv_weight_grads(&dw_qkv, grads.layer(0));
-            Some((shape.w_qkv(weights).to_vec(), by_token, by_position, width))
-        } else {
-            None
-        };
-        drop(layers);
         // The embeddings': each row of the stream's gradient goes to its token's row of W_E (in
         // order, as candle's index-add) and to its position's row of W_pos (summed over the
         // batch, as the bias it joined as).
-        let d_embed = grads.get("embed.W_E");
+        let [d_embed, d_pos] = grads.parts(["embed.W_E", "pos_embed.W_pos"]);
         with_avx2(|| {
             for (r, row) in dx.chunks_exact(m).enumerate() {
                 let t = tokens[r] as usize;
@@ -429,35 +383,77 @@ impl Transformer {
                     .for_each(|(g, d)| *g += d);
             }
         });
-        let d_pos = grads.get("pos_embed.W_pos");
         super::cpu::column_sums(&dx, pos * m, &mut d_pos[..pos * m]);
-        if let Some((w_qkv, by_token, by_position, width)) = qkv_path {
-            // …plus the q, k and v path: (sums by token or position)·W_QKVᵀ.
-            let k = width;
-            super::cpu::pool().install(|| {
-                let d_pos = &mut grads.get("pos_embed.W_pos")[..pos * m];
-                matmul(
-                    d_pos,
-                    (pos, m, k),
-                    (&by_position, k, 1),
-                    (&w_qkv, 1, k),
-                    true,
-                );
-                let d_embed = grads.get("embed.W_E");
-                let rows = c.d_vocab;
-                matmul(
-                    d_embed,
-                    (rows, m, k),
-                    (&by_token, k, 1),
-                    (&w_qkv, 1, k),
-                    true,
-                );
-            });
+        if tables {
+            // `dx` is the gradient of layer 0's output, whose residual path has just passed it
+            // to the embeddings as it is; its q, k and v path goes back through the tables.
+            let (weights, saved) = &layers[0];
+            self.table_backward(&shape, params, tokens, weights, saved, &dx, &mut grads)?;
         }
+        drop(layers);
         for buffer in stream.into_iter().chain([dx, dprev]) {
             scratch::give(buffer);
         }
         Ok((loss, grads.finish()))
+    }
+
+    /// Layer 0's backward where its q, k and v came from the tables: dq, dk and dv summed by
+    /// token and by position first, then multiplied out: into dW_QKV, and through W_QKVᵀ into
+    /// the embeddings' gradients (added to what is there).
+    #[allow(clippy::too_many_arguments)]
+    fn table_backward(
+        &self,
+        shape: &BlockShape,
+        params: &HostParams,
+        tokens: &[u32],
+        weights: &Prepared,
+        saved: &Saved,
+        dout: &[f32],
+        grads: &mut GradBuffers,
+    ) -> candle_core::Result<()> {
+        let (pos, m, vocab_in) = (shape.pos, shape.d_model, self.cfg.d_vocab);
+        let w_qkv = &weights.w_qkv[..];
+        let width = w_qkv.len() / m;
+        let mut dqkv = scratch::take(tokens.len() * width);
+        shape.backward_from_qkv(weights, dout, saved, &mut grads.layer(0), &mut dqkv);
+        let (mut by_token, mut by_position) =
+            (vec![0f32; vocab_in * width], vec![0f32; pos * width]);
+        with_avx2(|| {
+            for (r, row) in dqkv.chunks_exact(width).enumerate() {
+                let (t, p) = (tokens[r] as usize, r % pos);
+                let add = |sum: &mut [f32]| sum.iter_mut().zip(row).for_each(|(s, d)| *s += d);
+                add(&mut by_token[t * width..(t + 1) * width]);
+                add(&mut by_position[p * width..(p + 1) * width]);
+            }
+        });
+        scratch::give(dqkv);
+        let (w_e, w_pos) = (params.get("embed.W_E")?, params.get("pos_embed.W_pos")?);
+        let sums = [
+            (w_e, &by_token, vocab_in),
+            (&w_pos[..pos * m], &by_position, pos),
+        ];
+        let mut dw_qkv = vec![0f32; m * width];
+        super::cpu::pool().install(|| {
+            for (i, (rows, sum, k)) in sums.iter().enumerate() {
+                // dW_QKV = W_Eᵀ·(by token) + W_posᵀ·(by position).
+                matmul(
+                    &mut dw_qkv,
+                    (m, width, *k),
+                    (rows, 1, m),
+                    (sum, width, 1),
+                    i > 0,
+                );
+            }
+        });
+        shape.qkv_weight_grads(&dw_qkv, &mut grads.layer(0));
+        let [d_embed, d_pos] = grads.parts(["embed.W_E", "pos_embed.W_pos"]);
+        super::cpu::pool().install(|| {
+            for (d, (_, sum, k)) in [d_embed, &mut d_pos[..pos * m]].into_iter().zip(sums) {
+                // d embedding += (by token or position)·W_QKVᵀ.
+                matmul(d, (k, m, width), (sum, width, 1), (w_qkv, 1, width), true);
+            }
+        });
+        Ok(())
     }
 }
 
