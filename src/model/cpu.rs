@@ -86,7 +86,9 @@ pub fn matmul(
 
 /// Runs `f` compiled for AVX2 where the CPU has it: `f`'s loops, inlined here, then run eight
 /// floats at a time. Only for code whose result does not depend on the vector width
-/// (elementwise work, or sums that keep each element's own order).
+/// (elementwise work, or sums that keep each element's own order), and only for short loops:
+/// a closure LLVM does not inline keeps the baseline code (Adam's update, a longer body, did
+/// not inline, so it has its own `#[target_feature]` function).
 #[inline(always)]
 pub fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
