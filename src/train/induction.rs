@@ -117,7 +117,7 @@ fn evaluate(
     let mut induction = vec![vec![0.0; heads]; layers];
     let mut prev = vec![vec![0.0; heads]; layers];
     // Without ablation the plainest models run the direct forward pass (the training step's
-    // kernels, a tenth of the graph's time), a training batch's worth of sequences at a time.
+    // kernels, a third of the graph's time or less), a training batch's worth at a time.
     let direct = (allow_direct && ablation.is_none() && model.direct_step_fits())
         .then(|| model.host_params());
     let rows = match direct {

@@ -6,17 +6,18 @@
 //! step of a small model is some twenty short parallel sections (each matrix product, each
 //! layer's attention) with candle's own ops between them on one thread, and waking the second
 //! core for each section cost as much as it brought. Two halves keep both cores busy from the
-//! first op to the last, with two joins (forward, backward). There are always two halves, whatever the number of
-//! cores, so a run's numbers do not depend on the machine.
+//! first op to the last, with two joins (forward, backward). There are always two halves,
+//! whatever the number of cores, so a run's numbers do not depend on the machine.
 //!
 //! Where the model is the plainest kind (attention only, no LayerNorm: the induction task's),
 //! each half runs as one direct pass over the parameters' host memory instead of a candle graph
-//! ([`Transformer::direct_loss_and_grads`]), with the same numbers and one join.
+//! ([`Transformer::direct_loss_and_grads`]), with one join and the graph's numbers (to rounding
+//! where layer 0 takes its tables).
+
+use std::borrow::Cow;
 
 use candle_core::Tensor;
 use candle_core::backprop::GradStore;
-
-use std::borrow::Cow;
 
 use super::adam::GradSource;
 use crate::model::{HostGrads, Transformer};
