@@ -7,8 +7,9 @@ use candle_core::Device;
 use serde::Serialize;
 
 use crate::model::{ModelConfig, Transformer, Weights};
+use crate::objective::ForwardPath;
 use crate::task::{SkipTrigramConfig, TaskConfig, TokenRange};
-use crate::train::{ForwardPath, PathChoice, Preset, RunConfig, Trainer};
+use crate::train::{PathChoice, Preset, RunConfig, Trainer};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StepTiming {
@@ -16,6 +17,8 @@ pub struct StepTiming {
     pub seq_len: usize,
     pub vocab: usize,
     pub path: String,
+    /// The model's plan in words ([`crate::model::Plan`]).
+    pub plan: String,
     /// Median milliseconds per optimiser step (forward, backward, Adam, metrics).
     pub ms_per_step: f64,
     pub samples_per_s: f64,
@@ -88,6 +91,8 @@ fn flops(cfg: &ModelConfig, path: ForwardPath, rows: usize, seq_len: usize) -> f
         // one score per vocabulary entry per head and row, then W_O.
         ForwardPath::Multiset => r * (h * v * (4.0 * d + 6.0) + 2.0 * h * d * v + 8.0 * v),
         // the MLP and the unembedding at the scored position, three table rows per head.
+        // every position predicts the next token: the whole forward pass.
+        ForwardPath::NextToken => forward_flops(cfg, rows * seq_len, seq_len),
         ForwardPath::FixedQuery => {
             let (dm, m, c) = (
                 cfg.d_model as f64,
@@ -135,6 +140,7 @@ pub fn time_steps(cfg: RunConfig, steps: usize, device: &Device) -> anyhow::Resu
         seq_len,
         vocab,
         path: path.name().into(),
+        plan: trainer.model().plan().to_string(),
         ms_per_step: s * 1e3,
         samples_per_s: batch as f64 / s,
         flops_per_step: f,
@@ -208,7 +214,7 @@ pub fn time_lm_steps(
         lr: 1e-3,
         ..Default::default()
     };
-    let mut adam = crate::train::Adam::new(model.vars().to_vec(), &train)?;
+    let mut adam = crate::train::Adam::new(model.vars().to_vec(), &train, model.plan().adam)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let mut times = Vec::with_capacity(steps);
     let mut last = f64::NAN;
@@ -371,6 +377,8 @@ pub fn to_markdown(r: &BenchReport) -> String {
 pub struct PresetTiming {
     pub preset: String,
     pub path: String,
+    /// The model's plan in words ([`crate::model::Plan`]).
+    pub plan: String,
     pub samples_per_step: usize,
     /// Median milliseconds per optimiser step, evaluations excluded.
     pub ms_per_step: f64,
@@ -388,18 +396,6 @@ pub struct PhaseTiming {
     pub ms: f64,
 }
 
-/// Times `steps` training steps of `preset` (after two warm-up steps), with no evaluation in
-/// between: what `benches/compare_presets.sh` sets against the PyTorch reference scripts.
-pub fn time_preset(preset: Preset, steps: usize, device: &Device) -> anyhow::Result<PresetTiming> {
-    time_run(
-        RunConfig::from_preset(preset),
-        preset.name(),
-        steps,
-        false,
-        device,
-    )
-}
-
 /// Times `steps` training steps of `cfg` (after two warm-up steps) without evaluations; with
 /// `profile`, also each phase of a step ([`crate::train::profile`]).
 pub fn time_run(
@@ -412,7 +408,6 @@ pub fn time_run(
     // Two warm-up steps, the timed ones, and one more: the run's last step also evaluates, and
     // a step that evaluates is not timed.
     let total = steps + 3;
-    let induction = matches!(cfg.task, crate::task::TaskConfig::Induction(_));
     cfg.train.epochs = total.max(cfg.train.epochs);
     cfg.train.steps = total.max(cfg.train.steps);
     cfg.train.eval_every = 10 * total;
@@ -457,14 +452,11 @@ pub fn time_run(
         .unwrap_or_default();
     let s = median(times);
     let path = trainer.path();
-    let f = match path {
-        // Next-token loss at every position: the whole forward, backward ≈ 2× forward.
-        ForwardPath::Full if induction => 3.0 * forward_flops(&model_cfg, batch * seq_len, seq_len),
-        _ => flops(&model_cfg, path, batch, seq_len),
-    };
+    let f = flops(&model_cfg, path, batch, seq_len);
     Ok(PresetTiming {
         preset: name.into(),
         path: path.name().into(),
+        plan: trainer.model().plan().to_string(),
         samples_per_step: batch,
         ms_per_step: s * 1e3,
         flops_per_step: f,

@@ -30,6 +30,31 @@ impl FromStr for DeviceChoice {
     }
 }
 
+/// Written and read as its name (`"cpu"`, `"cuda:0"`), as settings files always held it.
+impl serde::Serialize for DeviceChoice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl DeviceChoice {
+    /// Whether this choice runs on the CPU: asked for, or `auto` with no GPU that answers.
+    pub fn is_cpu(self) -> bool {
+        match self {
+            Self::Cpu => true,
+            Self::Auto => !cuda_available(),
+            Self::Cuda(_) => false,
+        }
+    }
+}
+
 impl fmt::Display for DeviceChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -100,12 +125,6 @@ static GPU_RULES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// Switches [`gpu_rules`] on for the rest of this process (tests that emulate a GPU).
 pub fn follow_gpu_rules() {
     GPU_RULES.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Whether toylens's fused CPU ops (hand-written forward and backward on host slices) run for
-/// tensors on `device`: on the CPU, unless it follows a GPU's rules.
-pub fn fused_cpu_ops(device: &Device) -> bool {
-    device.is_cpu() && !gpu_rules()
 }
 
 /// A short human name for a device.

@@ -6,8 +6,8 @@ use clap::Parser;
 use toylens::cli::{Cli, run};
 
 /// Training allocates and frees the same few small tensors thousands of times per second;
-/// mimalloc serves them from thread-local free lists. Measured on the notebook run: 0.37 s with
-/// glibc's malloc, 0.29 s with mimalloc (medians of 5), for 15 MB more peak RSS.
+/// mimalloc serves them from thread-local free lists, faster than glibc's malloc for a little more
+/// peak memory (benches/MEASUREMENTS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -66,7 +66,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
 
 #[cfg(feature = "gui")]
 fn open_window(file: Option<PathBuf>) -> ExitCode {
-    match toylens::app::run_native(file) {
+    match toylens::ui::run_native(file) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: cannot open the window: {e}");
@@ -83,8 +83,8 @@ fn open_window(_file: Option<PathBuf>) -> ExitCode {
 }
 
 /// candle sizes its CPU thread pool from `RAYON_NUM_THREADS`, and when that is unset it re-reads
-/// the CPU topology from /proc and /sys on every tensor op: 0.16 s of system time in a 0.47 s
-/// notebook run went to those reads. The tiny tensors here gain nothing from a second thread, and the window
+/// the CPU topology from /proc and /sys on every tensor op, a real share of a short run's time
+/// (benches/MEASUREMENTS.md). The tiny tensors here gain nothing from a second thread, and the window
 /// needs a core, so one thread is the default; set RAYON_NUM_THREADS to choose another count.
 fn pin_compute_threads() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {

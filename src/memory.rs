@@ -3,8 +3,8 @@
 //! mimalloc gives freed pages back to the OS a while after they are freed, and the thread that
 //! does it is whichever one next frees a page of its own: in the app, usually the UI thread. A
 //! training step at the largest settings frees gigabytes, and handing them back (madvise, with
-//! the page-table work and cross-CPU TLB flushes that come with it) then stalled a frame for up
-//! to 600 ms. So nothing is given back by itself: the threads that made the garbage (the trainer
+//! the page-table work and cross-CPU TLB flushes that come with it) then stalled frames
+//! (benches/MEASUREMENTS.md). So nothing is given back by itself: the threads that made the garbage (the trainer
 //! after an evaluation, a background job when it ends) give it back with `release_freed`.
 
 /// mimalloc's `mi_option_purge_delay` (its position in mimalloc 3's option enum, which

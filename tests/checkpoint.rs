@@ -7,7 +7,7 @@ use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use toylens::checkpoint::{Checkpoint, CheckpointError, Snapshot};
-use toylens::model::{ModelConfig, Weights};
+use toylens::model::{ModelConfig, Transformer, Weights};
 use toylens::train::{Preset, RunConfig, Trainer};
 
 fn fixture_bytes() -> Vec<u8> {
@@ -279,9 +279,15 @@ fn every_truncation_and_random_corruption_is_an_error_not_a_panic() {
             let i = rng.random_range(0..bytes.len());
             bytes[i] ^= 1 << rng.random_range(0..8);
         }
-        // A flip inside a weight can leave a valid file; anything else must be an error.
+        // A flip inside a weight can leave a valid file; anything else must be an error. What
+        // loads is a whole model: it builds and runs.
         if let Ok(ckpt) = Checkpoint::from_bytes(&bytes) {
-            assert!(ckpt.weights.all_finite());
+            let model = Transformer::new(&ckpt.config.model, &ckpt.weights, &Device::Cpu)
+                .expect("a checkpoint that loads builds its model");
+            let tokens: Vec<u32> = (0..ckpt.config.model.n_ctx as u32)
+                .map(|t| t % ckpt.config.model.d_vocab as u32)
+                .collect();
+            model.run_with_cache(&tokens).expect("and runs it");
         }
         let random: Vec<u8> = (0..rng.random_range(0..600))
             .map(|_| rng.random())

@@ -64,7 +64,7 @@ fn check(cfg: ModelConfig, seed: u64) {
         }
     }
     let model = Transformer::new(&cfg, &weights, &Device::Cpu).unwrap();
-    assert!(model.fixed_query_shape().is_some(), "{cfg:?}");
+    assert!(model.plan().fixed_query().is_some(), "{cfg:?}");
     let task = ModularAdditionConfig { p, train_frac: 0.5 };
     let split = task.split(seed);
     let pairs: Vec<u32> = split

@@ -124,7 +124,11 @@ fn the_rules_refuse_what_cuda_refuses() {
     let w = Tensor::ones((11, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
     let err = wide.mm(&w).unwrap_err().to_string();
     assert!(err.contains("a GPU would reject"), "{err}");
-    assert!(!toylens::device::fused_cpu_ops(&Device::Cpu));
+    // A model on the CPU then plans candle's kernels, as on a GPU.
+    let cfg = toylens::model::ModelConfig::default();
+    let plan = toylens::model::Plan::new(&cfg, &Device::Cpu, candle_core::DType::F32);
+    assert_eq!(plan.kernels, toylens::model::Kernels::Candle);
+    assert!(plan.ordered_cache);
 }
 
 #[test]

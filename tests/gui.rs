@@ -26,7 +26,11 @@ fn harness() -> Harness<'static, ToylensApp> {
 
 /// Steps the UI until `done` holds, or fails after `secs` (reported at the caller's line).
 #[track_caller]
-fn step_until(h: &mut Harness<'_, ToylensApp>, secs: u64, done: impl Fn(&ToylensApp) -> bool) {
+fn step_until(
+    h: &mut Harness<'_, ToylensApp>,
+    secs: u64,
+    mut done: impl FnMut(&ToylensApp) -> bool,
+) {
     let start = Instant::now();
     while !done(h.state()) {
         assert!(
@@ -187,13 +191,20 @@ fn pause_and_resume() {
         .click_accesskit();
     step_until(&mut h, 30, |app| app.run_state() == Some(RunState::Paused));
     h.get_by_label_contains("paused");
-    let epochs = h.state().session.history.len();
-    std::thread::sleep(Duration::from_millis(300));
+    // The worker acknowledged the pause and now waits for a command: whatever it sent before
+    // has arrived once a few frames have drained the channel, and nothing comes after.
     h.run_steps(3);
-    assert!(
-        h.state().session.history.len() <= epochs + 1,
-        "kept training while paused"
-    );
+    let step = |app: &ToylensApp| {
+        app.session
+            .run
+            .as_ref()
+            .and_then(|r| r.last_step)
+            .map(|s| s.step)
+    };
+    let (epochs, paused_at) = (h.state().session.history.len(), step(h.state()));
+    h.run_steps(20);
+    assert_eq!(step(h.state()), paused_at, "kept training while paused");
+    assert_eq!(h.state().session.history.len(), epochs);
     h.get_by_role_and_label(Role::Button, "Resume")
         .click_accesskit();
     step_until(&mut h, 30, |app| app.run_state() == Some(RunState::Running));
@@ -444,12 +455,7 @@ fn the_scrubber_plays_through_the_epochs() {
     h.run_steps(2);
     assert!(h.state().scrubber.playing);
     let start = h.state().view_index().unwrap();
-    std::thread::sleep(Duration::from_millis(350));
-    h.run_steps(3);
-    assert!(
-        h.state().view_index().unwrap() > start,
-        "the scrubber did not advance"
-    );
+    step_until(&mut h, 30, |app| app.view_index().unwrap() > start);
 }
 
 #[test]
@@ -1013,7 +1019,7 @@ fn the_analyze_tab_follows_the_weights_live_while_training() {
     assert!(h.state().session.is_training());
     // While the run goes on, analyses of newer and newer weights arrive; each one is of the
     // weights it was keyed by, and they differ.
-    let mut seen: Vec<(String, f32)> = Vec::new();
+    let mut seen: Vec<(toylens::app::views::ViewKey, f32)> = Vec::new();
     step_until(&mut h, 120, |app| {
         app.session.is_training()
             && app
@@ -1024,20 +1030,15 @@ fn the_analyze_tab_follows_the_weights_live_while_training() {
                 .is_some_and(|a| a.attribution.sum_error() < 1e-5)
             && app.session.history.len() >= 3
     });
-    for _ in 0..200 {
-        h.run_steps(1);
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        let app = h.state();
-        let Ok(key) = app.analyze_key() else { continue };
-        if let Some(Ok(a)) = app.analysis.analyze.get(&key)
+    step_until(&mut h, 120, |app| {
+        if let Ok(key) = app.analyze_key()
+            && let Some(Ok(a)) = app.analysis.analyze.get(&key)
             && seen.last().is_none_or(|(v, _)| *v != key.view)
         {
             seen.push((key.view.clone(), a.attribution.logits[0]));
         }
-        if seen.len() >= 3 || !app.session.is_training() {
-            break;
-        }
-    }
+        seen.len() >= 3 || !app.session.is_training()
+    });
     assert!(seen.len() >= 2, "analyses of only {seen:?} while training");
     assert!(
         seen.windows(2).any(|w| w[0].1 != w[1].1),

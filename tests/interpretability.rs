@@ -154,29 +154,49 @@ fn dla_and_logit_lens_match_transformer_lens_activations_and_sum_to_the_logits()
 }
 
 #[test]
-fn patching_identical_sequences_gives_the_clean_metric_everywhere() {
+fn patching_layer_0_at_a_position_is_running_that_token_in_the_corrupted_sequence() {
+    // `blocks.0.hook_resid_pre` at position p holds only what token p brings (its embedding, and
+    // its position's, which both runs share), so patching the clean one in is the same as running
+    // the corrupted sequence with the clean token at p: a plain forward pass, no patching code.
     for name in FIXTURES {
         let (ckpt, model) = load(name);
-        let n_ctx = ckpt.config.model.n_ctx;
-        let tokens: Vec<u32> = (0..n_ctx as u32).map(|i| (i * 7 + 3) % 10).collect();
+        let n = ckpt.config.model.n_ctx.min(7);
+        let clean: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 3) % 10).collect();
+        let corrupt: Vec<u32> = clean.iter().map(|t| (t + 4) % 10).collect();
         let setup = PatchingSetup {
-            clean: tokens.clone(),
-            corrupt: tokens,
+            clean: clean.clone(),
+            corrupt: corrupt.clone(),
             answer: 1,
             wrong: 2,
         };
         let r = patching(&model, &setup, None).unwrap();
-        assert!((r.metric_clean - r.metric_corrupt).abs() < 1e-6);
-        for v in r.resid_pre.iter().chain(&r.head_out).flatten() {
+        let metric = |tokens: &[u32]| {
+            let logits = model.run_with_cache(tokens).unwrap();
+            let last = logits.logits_last();
+            last[1] - last[2]
+        };
+        assert!((r.metric_clean - metric(&clean)).abs() < 1e-5, "{name}");
+        assert!((r.metric_corrupt - metric(&corrupt)).abs() < 1e-5, "{name}");
+        for pos in 0..n {
+            let mut hybrid = corrupt.clone();
+            hybrid[pos] = clean[pos];
+            let want = metric(&hybrid);
+            let got = r.resid_pre[0][pos];
             assert!(
-                (v - r.metric_clean).abs() < 1e-5,
-                "{name}: {v} vs {}",
-                r.metric_clean
+                (got - want).abs() < 1e-4,
+                "{name} pos {pos}: {got} vs {want}"
             );
         }
         assert_eq!(r.resid_pre.len(), ckpt.config.model.n_layers);
-        assert_eq!(r.resid_pre[0].len(), n_ctx);
         assert_eq!(r.head_out[0].len(), ckpt.config.model.n_heads);
+        // And patching heads is not a no-op: some head's clean output moves the corrupted run.
+        assert!(
+            r.head_out
+                .iter()
+                .flatten()
+                .any(|&v| (v - r.metric_corrupt).abs() > 1e-4),
+            "{name}: no head's clean output changes the corrupted run"
+        );
     }
 }
 
@@ -455,7 +475,6 @@ fn ablating_a_later_head_removes_exactly_its_attribution() {
     // An ablation that does not fit the model is refused.
     let wrong = Ablation::of(1, cfg.n_heads, &[(0, 0)], HeadMode::Zero, None);
     assert!(analyze(&model, &tokens, None, None, Some(&wrong)).is_err());
-    let _ = Device::Cpu;
 }
 
 #[test]

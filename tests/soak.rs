@@ -485,8 +485,10 @@ impl Soak {
             self.answer_confirmation();
             if self.h.query_by_label("Open path").is_some() {
                 if self.rng.random_bool(0.8) {
-                    self.app_mut()
-                        .path_chosen(toylens::app::files::Purpose::Open, path);
+                    self.app_mut().apply(toylens::app::Action::PathChosen(
+                        toylens::app::files::Purpose::Open,
+                        path,
+                    ));
                 } else {
                     self.click("Cancel");
                 }

@@ -7,11 +7,11 @@ use std::process::{Command, Output};
 use candle_core::Device;
 use serde_json::Value;
 use toylens::checkpoint::Checkpoint;
+use toylens::metrics::Metrics;
 use toylens::model::Transformer;
+use toylens::objective::evaluate_induction;
 use toylens::task::{InductionConfig, TaskConfig, TaskKind};
-use toylens::train::{
-    Control, Metrics, Preset, Progress, RunConfig, Trainer, drive, evaluate_induction,
-};
+use toylens::train::{Control, Preset, Progress, RunConfig, Trainer, drive};
 
 fn toylens(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_toylens"))
@@ -164,9 +164,6 @@ fn induction_metrics_are_measured_on_the_definition() {
     // Early on nothing is learned: both halves sit near ln V.
     let ln_v = 8f64.ln();
     assert!((m.loss_first_half - ln_v).abs() < 0.5, "{m:?}");
-    for scores in [&m.induction_score, &m.prev_token_score] {
-        assert!(scores.iter().flatten().all(|s| (0.0..=1.0).contains(s)));
-    }
     // The scores are the mean attention to the named positions: a model whose heads attend
     // uniformly to the causal past gives each query q the weight 1/(q+1).
     let model = Transformer::new(&cfg.model, &outcome.checkpoint.weights, &Device::Cpu).unwrap();
@@ -229,7 +226,7 @@ fn modular_addition_memorises_its_training_pairs() {
     cfg.train.epochs = 300;
     cfg.train.eval_every = 100;
     cfg.train.weight_decay = 0.1;
-    let mut path = "";
+    let mut path = String::new();
     let outcome = drive(Trainer::new(cfg, &Device::Cpu).unwrap(), |p| {
         if let Progress::Started { path: p, .. } = p {
             path = p;
@@ -237,7 +234,10 @@ fn modular_addition_memorises_its_training_pairs() {
         Control::Continue
     })
     .unwrap();
-    assert_eq!(path, "fixed_query");
+    assert!(
+        path.starts_with("fixed_query path: fixed-query shortcut"),
+        "{path}"
+    );
     let last = outcome
         .checkpoint
         .history

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use candle_core::Device;
+use toylens::metrics::Metrics;
 use toylens::model::{ModelConfig, Transformer, Weights, attn};
+use toylens::objective::{ForwardPath, PreparedSet};
 use toylens::task::{SkipTrigramConfig, TokenRange};
-use toylens::train::batches::PreparedSet;
 use toylens::train::{
-    Command, Event, FinishReason, ForwardPath, Metrics, PathChoice, Preset, RunConfig, TrainError,
-    Trainer, spawn_training, spawn_worker,
+    Command, Event, FinishReason, PathChoice, Preset, RunConfig, TrainError, Trainer,
+    spawn_training, spawn_worker,
 };
 
 fn loss_and_grads(model: &Transformer, set: &PreparedSet, indices: &[u32]) -> (f32, Vec<Vec<f32>>) {
@@ -171,7 +172,7 @@ fn small_config(seed: u64) -> RunConfig {
     cfg
 }
 
-fn run_to_end(cfg: RunConfig) -> (Vec<toylens::train::EpochMetrics>, Weights) {
+fn run_to_end(cfg: RunConfig) -> (Vec<toylens::metrics::EpochMetrics>, Weights) {
     let mut trainer = Trainer::new(cfg, &Device::Cpu).unwrap();
     let mut history = Vec::new();
     while !trainer.is_finished() {
@@ -184,9 +185,9 @@ fn run_to_end(cfg: RunConfig) -> (Vec<toylens::train::EpochMetrics>, Weights) {
 
 #[test]
 fn same_seed_gives_bit_identical_metrics_and_weights() {
-    let strip = |h: Vec<toylens::train::EpochMetrics>| {
+    let strip = |h: Vec<toylens::metrics::EpochMetrics>| {
         h.into_iter()
-            .map(|m| toylens::train::EpochMetrics {
+            .map(|m| toylens::metrics::EpochMetrics {
                 elapsed_s: 0.0,
                 ..m
             })
@@ -273,8 +274,10 @@ fn notebook_preset_under_trains_as_the_reference_says() {
     let (history, _) = run_to_end(cfg);
     let last = history.last().unwrap();
     assert_eq!(history.len(), 60);
-    assert!(last.val_acc_signal < 0.99, "{last:?}");
-    assert!(last.val_loss > 1.3 && last.val_loss < 2.4, "{last:?}");
+    // The reference's band over its seeds: seed 0 gives signal 0.56, accuracy 0.33, CE 1.98.
+    assert!((0.45..0.80).contains(&last.val_acc_signal), "{last:?}");
+    assert!((0.25..0.45).contains(&last.val_acc), "{last:?}");
+    assert!((1.6..2.2).contains(&last.val_loss), "{last:?}");
 }
 
 fn collect_until_finished(handle: &toylens::train::TrainingHandle) -> Vec<Event> {
@@ -496,5 +499,10 @@ fn frozen_parameters_do_not_move_and_adamw_decays_the_rest() {
     }
     // A pattern that names nothing is an error, not a silent no-op.
     cfg.train.freeze = vec!["blocks.3.*".into()];
-    assert!(cfg.validate().unwrap_err().contains("matches no parameter"));
+    assert!(
+        cfg.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("matches no parameter")
+    );
 }

@@ -5,9 +5,9 @@ use candle_core::{D, Tensor};
 use serde::Serialize;
 
 use crate::model::{Ablation, Capture, ModelError, NdArray, Transformer, argmax};
+use crate::objective::{Tally, evaluate_dataset};
 use crate::seed::{Stream, stream_rng};
 use crate::task::{Dataset, SkipTrigramConfig};
-use crate::train::{Tally, evaluate_dataset};
 
 /// More signal sequences than this are not enumerated (length 9 with the default task has 1.2M).
 pub const MAX_EXHAUSTIVE: usize = 1_000_000;

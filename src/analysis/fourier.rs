@@ -78,7 +78,7 @@ fn last_position(
     split: &PairSplit,
     ids: &[u32],
 ) -> candle_core::Result<(Tensor, Tensor)> {
-    if model.fixed_query_shape().is_some() {
+    if model.plan().fixed_query().is_some() {
         return model.fixed_query_activations(&split.inputs(ids, false));
     }
     let tokens = Tensor::from_vec(split.inputs(ids, true), (ids.len(), 3), model.device())?;
@@ -132,7 +132,7 @@ pub fn progress_measures(
     let mut components: Option<Tensor> = None; // [2K, d_mlp]
     let mut post_sum: Option<Tensor> = None; // [d_mlp]
     let ids: Vec<u32> = (0..n as u32).collect();
-    for part in ids.chunks(crate::train::pairs_per_chunk(model)) {
+    for part in ids.chunks(crate::objective::pairs_per_chunk(model)) {
         let (acts, out) = last_position(model, split, part)?;
         let sums: Vec<usize> = part.iter().map(|&i| sum_of(i as usize)).collect();
         let rows = Tensor::from_vec(trig_rows(p, &sums, p), (2 * k_max, part.len()), dev)?;

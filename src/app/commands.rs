@@ -11,10 +11,12 @@ use super::settings::Tab;
 use super::status::Status;
 use super::{RunRecord, TRAINING_FRAME_INTERVAL, ToylensApp, recovery};
 use crate::checkpoint::Checkpoint;
-use crate::device::{self, DeviceChoice};
+use crate::device;
+use crate::metrics::history_csv;
+use crate::model::HeadMode;
 use crate::seed::{Stream, stream_rng};
 use crate::task::TaskKind;
-use crate::train::{Command, Event, Preset, history_csv, spawn_training_to};
+use crate::train::{Command, Event, Preset, spawn_training_to};
 
 /// Everything that reaches the UI thread from elsewhere.
 pub enum Message {
@@ -73,6 +75,19 @@ pub enum Action {
     ExportPng(egui::Rect),
     /// Show the weights after this epoch (an index into the snapshots); `None` follows the latest.
     ViewEpoch(Option<usize>),
+    ShowTab(Tab),
+    /// A path typed into the path field for what it was asked for.
+    PathChosen(Purpose, PathBuf),
+    CancelPathField,
+    /// Set one head's ablation (`head` counts heads over all layers).
+    Ablate {
+        head: usize,
+        mode: HeadMode,
+    },
+    /// Focus a head (layer, head) in the inspector, or none.
+    FocusHead(Option<(usize, usize)>),
+    /// Show a head's circuits in the Analyze tab, and focus it.
+    SelectHead((usize, usize)),
 }
 
 /// A question the user must answer before something destructive happens.
@@ -121,7 +136,7 @@ impl ToylensApp {
 
     /// Whether the settings can be trained, and why not.
     pub fn config_error(&self) -> Option<String> {
-        self.settings.config.validate().err()
+        self.settings.config.validate().err().map(|e| e.to_string())
     }
 
     /// Applies one message from a worker or a dialog.
@@ -251,7 +266,7 @@ impl ToylensApp {
     }
 
     /// A path was picked (by dialog or typed) for `purpose`.
-    pub fn path_chosen(&mut self, purpose: Purpose, path: PathBuf) {
+    fn path_chosen(&mut self, purpose: Purpose, path: PathBuf) {
         self.path_field = None;
         match purpose {
             Purpose::Open => self.apply(Action::OpenPath(path)),
@@ -278,12 +293,7 @@ impl ToylensApp {
         self.frame_times.recent_ms.clear();
         self.scrubber.index = None;
         let config = self.settings.config.clone();
-        let (device, note) = device::resolve(
-            self.settings
-                .device
-                .parse::<DeviceChoice>()
-                .unwrap_or(DeviceChoice::Cpu),
-        );
+        let (device, note) = device::resolve(self.settings.device);
         let tx = self.tx.clone();
         let ctx = self.ctx.clone();
         let before = self.session.config.task.kind();
@@ -292,7 +302,7 @@ impl ToylensApp {
             spawn_training_to(cfg, None, device, move |event| {
                 // Steps arrive thousands of times a second; the plots need about one redraw a second.
                 // Each wake-up locks the egui context (the trainer would wait on it) and each frame
-                // costs CPU the trainer could use (~100 ms on a software rasteriser).
+                // costs CPU the trainer could use (much of it on a software rasteriser).
                 let urgent = !matches!(event, Event::Step(_) | Event::Evaluation { .. });
                 let _ = tx.send(Message::Training { run, event });
                 if urgent {
@@ -458,6 +468,24 @@ impl ToylensApp {
                 if index.is_none() {
                     self.scrubber.playing = false;
                 }
+            }
+            Action::ShowTab(tab) => self.settings.tab = tab,
+            Action::PathChosen(purpose, path) => self.path_chosen(purpose, path),
+            Action::CancelPathField => self.path_field = None,
+            Action::Ablate { head, mode } => {
+                if let Some(slot) = self.analysis.ablation.get_mut(head) {
+                    *slot = mode;
+                }
+            }
+            Action::FocusHead(focus) => {
+                self.inspector.focus_head = focus.map(|(_, h)| h);
+                if let Some((layer, _)) = focus {
+                    self.inspector.focus_layer = layer;
+                }
+            }
+            Action::SelectHead((layer, head)) => {
+                self.analyze.head = (layer, head);
+                self.apply(Action::FocusHead(Some((layer, head))));
             }
         }
     }

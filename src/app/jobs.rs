@@ -9,7 +9,7 @@ use std::sync::mpsc::Sender;
 use super::Message;
 use super::views::{
     AnalyzeKey, CircuitsKey, CircuitsView, DataKey, DataView, ExhaustiveKey, HeadCircuits,
-    TraceBatch,
+    InspectorKey, TraceBatch, ViewKey,
 };
 use crate::analysis::{Analysis, ExhaustiveReport, Inspection};
 use crate::model::NdArray;
@@ -18,15 +18,15 @@ use crate::train::panic_message;
 /// A finished job: its key and its result (an error message if it failed or panicked).
 pub enum Computed {
     Inspection(
-        String,
+        InspectorKey,
         Result<(Inspection, Vec<Vec<super::views::Thumbnail>>), String>,
     ),
     Data(DataKey, Result<DataView, String>),
-    MeanZ(String, Result<NdArray, String>),
+    MeanZ(ViewKey, Result<NdArray, String>),
     Exhaustive(ExhaustiveKey, Result<ExhaustiveReport, String>),
     Circuits(CircuitsKey, Result<CircuitsView, String>),
     Analysis(AnalyzeKey, Result<Analysis, String>),
-    HeadCircuits(String, Result<HeadCircuits, String>),
+    HeadCircuits(ViewKey, Result<HeadCircuits, String>),
     Traces(TraceBatch),
 }
 

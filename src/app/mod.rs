@@ -1,6 +1,8 @@
-//! The desktop app. This module holds the app's state, `logic()` (messages in, jobs started) and
-//! `ui()` (drawing, in [`crate::ui`]); what the actions do is in [`commands`], the derived views
-//! and their background jobs in [`views`] and [`jobs`], the persisted settings in [`settings`].
+//! The desktop app's state and behaviour, with no drawing: this module holds the state and the
+//! frame's logic (messages in, jobs started); what the actions do is in [`commands`], the
+//! derived views and their background jobs in [`views`] and [`jobs`], the persisted settings in
+//! [`settings`]. The window itself (`eframe::App`) and every panel are in `crate::ui`, which
+//! reads this state and queues [`Action`]s; nothing here imports the UI.
 
 pub mod commands;
 pub mod files;
@@ -18,6 +20,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::Checkpoint;
+use crate::model::HeadMode;
 pub use commands::{Action, Confirm, Message};
 use files::Purpose;
 use session::{RunState, Series, Session};
@@ -32,9 +35,8 @@ pub const ICON_PNG: &[u8] = include_bytes!("../../assets/icon.png");
 /// When the process started, for the first-frame log line (set by `main`, or at first use).
 pub static LAUNCHED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
-/// How often a run's metrics redraw the window (input still redraws at once). Measured under
-/// Xvfb's software rasteriser, where a frame of six plots costs ~100 ms of CPU: at 3 redraws a
-/// second training ran at 77 % of the headless speed, at 1 it runs at 100 %.
+/// How often a run's metrics redraw the window (input still redraws at once): once a second
+/// keeps a software rasteriser from taking the trainer's cores (benches/MEASUREMENTS.md).
 const TRAINING_FRAME_INTERVAL: Duration = Duration::from_millis(1000);
 
 /// A finished run or an opened checkpoint, kept for overlaying on the plots.
@@ -209,6 +211,14 @@ impl ToylensApp {
         }
     }
 
+    /// One ablation switch per head of the model in view (a model of another shape may just
+    /// have been opened).
+    fn fit_ablation(&mut self) {
+        let model = &self.session.config.model;
+        let heads = model.n_layers * model.n_heads;
+        self.analysis.ablation.resize(heads, HeadMode::Active);
+    }
+
     fn handle_close_request(&mut self, ctx: &egui::Context) {
         let close = ctx.input(|i| i.viewport().close_requested());
         if close && self.session.dirty && !self.allow_close {
@@ -265,14 +275,27 @@ impl ToylensApp {
         self.handle_close_request(ctx);
         self.handle_dropped_files(ctx);
         self.tick_scrubber();
+        self.fit_ablation();
         self.refresh_views();
         self.frame_parts[0] = ms_between(start, polled);
         self.frame_parts[1] = ms_between(polled, Instant::now());
     }
 
-    fn ui_unguarded(&mut self, ui: &mut egui::Ui) {
+    /// One frame's logic: messages in, window events, the views' jobs. Runs before drawing;
+    /// a panic saves the model in view first.
+    pub fn run_logic(&mut self, ctx: &egui::Context) {
+        self.guarded(|app| app.logic_unguarded(ctx));
+    }
+
+    /// One frame's drawing by `draw` (the panels, which read the state and queue actions), then
+    /// the actions applied and the views they changed refreshed.
+    pub fn run_frame(&mut self, ui: &mut egui::Ui, draw: impl FnOnce(&mut Self, &mut egui::Ui)) {
+        self.guarded(|app| app.ui_unguarded(ui, draw));
+    }
+
+    fn ui_unguarded(&mut self, ui: &mut egui::Ui, draw: impl FnOnce(&mut Self, &mut egui::Ui)) {
         let drawing = Instant::now();
-        crate::ui::draw(self, ui);
+        draw(self, ui);
         if self.frame_times.recent_ms.is_empty()
             && let Some(launched) = LAUNCHED.get()
         {
@@ -286,6 +309,11 @@ impl ToylensApp {
         let names: Vec<String> = actions.iter().map(|a| format!("{a:?}")).collect();
         for action in actions {
             self.apply(action);
+        }
+        if !names.is_empty() {
+            // What the actions changed (a typed sequence, a tab, an ablation) starts its jobs
+            // now, not at the next input event.
+            self.refresh_views();
         }
         self.frame_parts[2] = ms_between(drawing, acting);
         self.frame_parts[3] = ms_between(acting, Instant::now());
@@ -303,8 +331,8 @@ impl ToylensApp {
         }
         if self.settings.show_frame_time && !self.session.is_training() {
             // Keep measuring while the readout is visible. Not while training: the trainer's
-            // own wake-ups (one a second) give frames to measure, and four redraws a second
-            // on a software rasteriser took a quarter of the trainer's speed.
+            // own wake-ups (one a second) give frames to measure, and faster redraws on a
+            // software rasteriser slow the trainer.
             ui.ctx().request_repaint_after(Duration::from_millis(250));
         }
     }
@@ -323,39 +351,4 @@ fn thread_cpu_ms() -> f32 {
 
 fn ms_between(from: Instant, to: Instant) -> f32 {
     to.duration_since(from).as_secs_f32() * 1000.0
-}
-
-impl eframe::App for ToylensApp {
-    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
-        self.guarded(|app| app.logic_unguarded(ctx));
-    }
-
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
-        self.guarded(|app| app.ui_unguarded(ui));
-    }
-
-    fn save(&mut self, storage: &mut dyn eframe::Storage) {
-        eframe::set_value(storage, eframe::APP_KEY, &self.settings);
-    }
-}
-
-/// Opens the window. `file` opens straight into that checkpoint.
-pub fn run_native(file: Option<PathBuf>) -> eframe::Result {
-    let mut viewport = egui::ViewportBuilder::default()
-        .with_title("toylens")
-        .with_inner_size([1280.0, 800.0])
-        .with_min_inner_size([1024.0, 768.0])
-        .with_drag_and_drop(true);
-    if let Ok(icon) = eframe::icon_data::from_png_bytes(ICON_PNG) {
-        viewport = viewport.with_icon(icon);
-    }
-    let options = eframe::NativeOptions {
-        viewport,
-        ..Default::default()
-    };
-    eframe::run_native(
-        "toylens",
-        options,
-        Box::new(move |cc| Ok(Box::new(ToylensApp::new(cc, file)))),
-    )
 }

@@ -7,8 +7,9 @@ use egui_plot::PlotPoint;
 
 use super::status::Status;
 use crate::checkpoint::{Checkpoint, Snapshot, snapshot_limit, thinned};
+use crate::metrics::{Metrics, StepMetrics};
 use crate::model::Weights;
-use crate::train::{Command, Event, FinishReason, Metrics, RunConfig, StepMetrics, TrainingHandle};
+use crate::train::{Command, Event, FinishReason, RunConfig, TrainingHandle};
 
 /// Per-step loss points kept for the plot (thinned beyond twice this).
 const MAX_STEP_POINTS: usize = 200_000;
@@ -28,7 +29,8 @@ pub struct ActiveRun {
     pub state: RunState,
     pub total_epochs: usize,
     pub steps_per_epoch: usize,
-    pub path: &'static str,
+    /// How the run computes ([`crate::train::Trainer::describe_path`]).
+    pub path: String,
     pub last_step: Option<StepMetrics>,
 }
 
@@ -40,7 +42,7 @@ impl ActiveRun {
             state: RunState::Running,
             total_epochs: cfg.total_units(),
             steps_per_epoch: cfg.steps_per_epoch(),
-            path: "",
+            path: String::new(),
             last_step: None,
         }
     }
@@ -183,7 +185,7 @@ pub struct Session {
 
 impl Session {
     pub fn from_checkpoint(ckpt: Checkpoint, file: Option<PathBuf>) -> Result<Self, String> {
-        ckpt.config.validate()?;
+        ckpt.config.validate().map_err(|e| e.to_string())?;
         ckpt.weights
             .validate(&ckpt.config.model)
             .map_err(|e| e.to_string())?;
@@ -207,7 +209,7 @@ impl Session {
     /// A fresh, untrained model for `config`. The whole run config is checked, not just the model:
     /// every view computes from the session's task, so an invalid one must never become it.
     pub fn untrained(config: RunConfig) -> Result<Self, String> {
-        config.validate()?;
+        config.validate().map_err(|e| e.to_string())?;
         let weights = Weights::init(&config.model, config.seed);
         Self::from_checkpoint(Checkpoint::new(config, weights), None)
     }
@@ -247,7 +249,7 @@ impl Session {
         config: RunConfig,
         spawn: impl FnOnce(u64, RunConfig) -> TrainingHandle,
     ) -> Result<(), String> {
-        config.validate()?;
+        config.validate().map_err(|e| e.to_string())?;
         let zeros = Weights::zeros(&config.model);
         let fresh = Session::from_checkpoint(Checkpoint::new(config.clone(), zeros), None)?;
         self.replace(fresh);

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::device::DeviceChoice;
 use crate::train::{Preset, RunConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -54,7 +55,7 @@ pub struct Settings {
     pub log_loss: bool,
     pub show_step_loss: bool,
     pub sequence: String,
-    pub device: String,
+    pub device: DeviceChoice,
     pub show_frame_time: bool,
     pub data_filter: DataFilter,
     /// Plot per-head interpretability metrics under the loss curves.
@@ -73,7 +74,7 @@ impl Default for Settings {
             log_loss: false,
             show_step_loss: true,
             sequence: "2 5 3 0".into(),
-            device: "cpu".into(),
+            device: DeviceChoice::Cpu,
             show_frame_time: false,
             data_filter: DataFilter::All,
             show_head_traces: true,

@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::{Embeddings, ModelConfig, Positions, RunConfig, model_to_tl_json};
+use crate::metrics::Metrics;
 use crate::model::Weights;
-use crate::train::Metrics;
 
 /// Value of the `format` metadata key.
 pub const FORMAT: &str = "toylens";

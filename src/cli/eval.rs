@@ -12,9 +12,9 @@ use crate::checkpoint::Checkpoint;
 use crate::device::DeviceChoice;
 use crate::model::Transformer;
 use crate::model::{Ablation, HeadMode};
+use crate::objective::{evaluate_induction_ablated, loss_and_accuracy, loss_and_accuracy_ablated};
 use crate::seed::{Stream, stream_rng};
 use crate::task::{Ceilings, MAX_DATA_TOKENS, TaskConfig};
-use crate::train::{evaluate_induction_ablated, loss_and_accuracy, loss_and_accuracy_ablated};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {

@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use super::in_range;
 use crate::checkpoint::Checkpoint;
-use crate::train::{Control, Metrics, Preset, Progress, RunConfig, Trainer, drive, milestone};
+use crate::metrics::{Metrics, milestone};
+use crate::train::{Control, Preset, Progress, RunConfig, Trainer, drive};
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {

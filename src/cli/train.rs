@@ -8,11 +8,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::device::{self, DeviceChoice};
+use crate::metrics::{Metrics, history_csv, milestone};
 use crate::task::{TaskConfig, TaskKind};
-use crate::train::{
-    Control, Metrics, PathChoice, Preset, Progress, RunConfig, Trainer, drive, history_csv,
-    milestone,
-};
+use crate::train::{Control, PathChoice, Preset, Progress, RunConfig, Trainer, drive};
 
 #[derive(Debug, Args)]
 #[command(allow_negative_numbers = true)]
@@ -350,7 +348,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         Some(bar) => bar.suspend(|| println!("{line}")),
         None => println!("{line}"),
     };
-    let mut path_name = "";
+    let mut path_name = String::new();
     let mut failed_print = None;
     let mut reached = false;
     let trainer = Trainer::new(cfg.clone(), &device)?;
@@ -414,7 +412,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         };
         writeln!(
             out,
-            "trained {} {unit}s in {training_s:.2} s on {} ({} path)",
+            "trained {} {unit}s in {training_s:.2} s on {} ({})",
             checkpoint.epoch,
             device::describe(&device),
             path_name

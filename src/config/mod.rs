@@ -2,10 +2,12 @@
 //! fields), the task ([`TaskConfig`]), training ([`TrainConfig`]) and the [`RunConfig`] that
 //! ties them together. Nothing here depends on the model, training or checkpoints.
 
+mod error;
 mod model;
 mod tl;
 mod train;
 
+pub use error::ConfigError;
 pub use model::{
     ActFn, Embeddings, FORWARD_CHUNK_FLOATS, Init, LN_EPS, ModelConfig, Normalization, ParamSpec,
     Positions,
@@ -81,27 +83,27 @@ impl RunConfig {
     }
 
     /// Checks each part on its own: enough to inspect the model, not to train it.
-    pub fn validate_parts(&self) -> Result<(), String> {
-        self.task.validate().map_err(|e| format!("task: {e}"))?;
-        self.model.validate().map_err(|e| format!("model: {e}"))?;
-        self.train.validate().map_err(|e| format!("training: {e}"))
+    pub fn validate_parts(&self) -> Result<(), ConfigError> {
+        self.task.validate()?;
+        self.model.validate().map_err(ConfigError::in_model)?;
+        self.train.validate().map_err(ConfigError::in_training)
     }
 
     /// Checks every part and that they fit together; the message says what to change.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_parts()?;
         let (vocab, vocab_out) = (self.task.vocab_size(), self.task.vocab_out());
         if self.model.d_vocab != vocab {
-            return Err(format!(
+            return Err(ConfigError::Mismatch(format!(
                 "model d_vocab ({}) must equal the task's vocabulary size ({vocab})",
                 self.model.d_vocab,
-            ));
+            )));
         }
         if self.model.d_vocab_out() != vocab_out {
-            return Err(format!(
+            return Err(ConfigError::Mismatch(format!(
                 "model d_vocab_out ({}) must equal the task's number of classes ({vocab_out})",
                 self.model.d_vocab_out(),
-            ));
+            )));
         }
         let fast = matches!(
             self.train.path,
@@ -110,43 +112,46 @@ impl RunConfig {
         if fast
             && (!self.model.is_one_layer_token_table() || self.task.kind() != TaskKind::SkipTrigram)
         {
-            return Err(format!(
-                "training: the {:?} path is exact only for skip-trigrams on the one-layer \
+            return Err(ConfigError::Mismatch(format!(
+                "the {:?} path is exact only for skip-trigrams on the one-layer \
                  attention-only model with one-hot embeddings and no positions; use auto or full",
                 self.train.path
-            ));
+            ))
+            .in_training());
         }
         let params = self.model.params();
         for pattern in &self.train.freeze {
             if !params.iter().any(|p| matches_pattern(pattern, &p.name)) {
-                return Err(format!(
-                    "training: freeze pattern {pattern:?} matches no parameter of this model"
-                ));
+                return Err(ConfigError::Mismatch(format!(
+                    "freeze pattern {pattern:?} matches no parameter of this model"
+                ))
+                .in_training());
             }
         }
         let step_floats = self.step_floats();
         if step_floats > MAX_STEP_FLOATS {
-            return Err(format!(
-                "training: a step of batch_size {} would hold about {:.1} GB of activations \
+            return Err(ConfigError::TooLarge(format!(
+                "a step of batch_size {} would hold about {:.1} GB of activations \
                  (at most {} GB fit): lower batch_size, the sequence length or the vocabulary",
                 self.train.batch_size,
                 step_floats as f64 * 4.0 / 1e9,
                 (MAX_STEP_FLOATS * 4) >> 30
-            ));
+            ))
+            .in_training());
         }
         if self.task.seq_len() > self.model.n_ctx {
-            return Err(format!(
+            return Err(ConfigError::Mismatch(format!(
                 "the task's sequences ({} tokens) are longer than the model's n_ctx ({})",
                 self.task.seq_len(),
                 self.model.n_ctx
-            ));
+            )));
         }
         Ok(())
     }
 
     /// Parses a JSON config; missing fields take their defaults, unknown ones are errors.
-    pub fn from_json(text: &str) -> Result<Self, String> {
-        let cfg: Self = serde_json::from_str(text).map_err(|e| format!("config JSON: {e}"))?;
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -226,7 +231,12 @@ mod tests {
         let mut bad = nb.clone();
         bad.model.d_vocab = 12;
         bad.model.d_model = 12;
-        assert!(bad.validate().unwrap_err().contains("vocabulary size (11)"));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("vocabulary size (11)")
+        );
         for preset in Preset::ALL {
             let cfg = RunConfig::from_preset(preset);
             cfg.validate()
@@ -242,10 +252,10 @@ mod tests {
         assert_eq!(mixed, RunConfig::from_preset(Preset::Fast));
         bad = nb.clone();
         bad.train.lr = -1.0;
-        assert!(bad.validate().unwrap_err().contains("lr"));
+        assert!(bad.validate().unwrap_err().to_string().contains("lr"));
         bad = nb;
         bad.task.skip_trigram_mut().unwrap().seq_len = 5;
-        assert!(bad.validate().unwrap_err().contains("n_ctx"));
+        assert!(bad.validate().unwrap_err().to_string().contains("n_ctx"));
         bad.fit_model_to_task();
         bad.validate().unwrap();
     }
@@ -259,6 +269,7 @@ mod tests {
         assert!(
             RunConfig::from_json(r#"{"sed": 3}"#)
                 .unwrap_err()
+                .to_string()
                 .contains("unknown field")
         );
         assert!(RunConfig::from_json("{").is_err());

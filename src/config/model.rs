@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ConfigError;
+
 use crate::task::{MAX_SEQ_LEN, MAX_VOCAB};
 
 /// TL's `act_fn`.
@@ -359,7 +361,7 @@ impl ModelConfig {
     }
 
     /// Checks every field and that they fit together; the message names the field to change.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         for (name, value, max) in [
             ("n_layers", self.n_layers, MAX_LAYERS),
             ("d_model", self.d_model, MAX_D_MODEL),
@@ -370,51 +372,59 @@ impl ModelConfig {
             ("n_ctx", self.n_ctx, MAX_SEQ_LEN),
         ] {
             if value == 0 || value > max {
-                return Err(format!("{name} must be between 1 and {max}, got {value}"));
+                return Err(ConfigError::field(
+                    name,
+                    format!("between 1 and {max}"),
+                    value,
+                ));
             }
         }
         if self.has_mlp() {
             let f = self.d_mlp();
             if f == 0 || f > MAX_D_MLP {
-                return Err(format!("d_mlp must be between 1 and {MAX_D_MLP}, got {f}"));
+                return Err(ConfigError::field(
+                    "d_mlp",
+                    format!("between 1 and {MAX_D_MLP}"),
+                    f,
+                ));
             }
             if self.act_fn.is_none() {
-                return Err(
+                return Err(ConfigError::Mismatch(
                     "act_fn (relu, gelu or gelu_new) must be given when the blocks have MLPs \
                      (attn_only is false)"
                         .into(),
-                );
+                ));
             }
         }
         if self.embeddings == Embeddings::OneHot {
             if self.d_model != self.d_vocab {
-                return Err(format!(
+                return Err(ConfigError::Mismatch(format!(
                     "with one-hot embeddings d_model ({}) must equal d_vocab ({})",
                     self.d_model, self.d_vocab
-                ));
+                )));
             }
             if self.d_vocab_out() != self.d_vocab {
-                return Err(format!(
+                return Err(ConfigError::Mismatch(format!(
                     "with one-hot embeddings d_vocab_out ({}) must equal d_vocab ({})",
                     self.d_vocab_out(),
                     self.d_vocab
-                ));
+                )));
             }
         }
         if let Some(s) = self.attn_scale
             && !(s.is_finite() && s > 0.0)
         {
-            return Err(format!("attn_scale must be a positive number, got {s}"));
+            return Err(ConfigError::field("attn_scale", "a positive number", s));
         }
         let init = self.init_range();
         if !(init.is_finite() && (0.0..=100.0).contains(&init)) {
-            return Err(format!("init_range must be between 0 and 100, got {init}"));
+            return Err(ConfigError::field("init_range", "between 0 and 100", init));
         }
         let n = self.params_saturating();
         if n > MAX_PARAMS {
-            return Err(format!(
+            return Err(ConfigError::TooLarge(format!(
                 "the model would have {n} parameters; at most {MAX_PARAMS} are supported"
-            ));
+            )));
         }
         Ok(())
     }
@@ -523,15 +533,16 @@ mod tests {
         assert!(
             cfg.validate()
                 .unwrap_err()
+                .to_string()
                 .contains("d_model (12) must equal d_vocab (11)")
         );
         let mut cfg = ModelConfig {
             attn_only: false,
             ..ModelConfig::default()
         };
-        assert!(cfg.validate().unwrap_err().contains("act_fn"));
+        assert!(cfg.validate().unwrap_err().to_string().contains("act_fn"));
         cfg.n_heads = 0;
-        assert!(cfg.validate().unwrap_err().contains("n_heads"));
+        assert!(cfg.validate().unwrap_err().to_string().contains("n_heads"));
         let huge = ModelConfig {
             d_model: 4096,
             n_layers: 48,
@@ -541,7 +552,12 @@ mod tests {
             d_head: 1024,
             ..ModelConfig::default()
         };
-        assert!(huge.validate().unwrap_err().contains("parameters"));
+        assert!(
+            huge.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("parameters")
+        );
         let bad: Result<ModelConfig, _> = serde_json::from_str(r#"{"act_fn": "silu"}"#);
         assert!(bad.is_err());
     }

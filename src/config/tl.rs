@@ -224,7 +224,7 @@ fn model_from_tl(obj: &Map<String, Value>) -> Result<ModelConfig, String> {
         attn_scale,
         init_range,
     };
-    cfg.validate()?;
+    cfg.validate().map_err(|e| e.to_string())?;
     Ok(cfg)
 }
 

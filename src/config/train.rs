@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ConfigError;
+
 /// Named runs. `notebook` and `fast` are training settings for the skip-trigram task; the others
 /// are whole runs (task, model and training) that reproduce a known result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -179,49 +181,39 @@ impl TrainConfig {
         self.freeze.iter().any(|p| matches_pattern(p, name))
     }
 
-    pub fn validate(&self) -> Result<(), String> {
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(format!("lr must be a positive number, got {}", self.lr));
-        }
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(ConfigError::field(name, "a positive number", v))
+            }
+        };
+        let within = |name: &str, v: usize, max: usize| {
+            if (1..=max).contains(&v) {
+                Ok(())
+            } else {
+                Err(ConfigError::field(name, format!("between 1 and {max}"), v))
+            }
+        };
+        positive("lr", self.lr)?;
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(format!(
-                "weight_decay must be a number >= 0, got {}",
-                self.weight_decay
+            return Err(ConfigError::field(
+                "weight_decay",
+                "a number >= 0",
+                self.weight_decay,
             ));
         }
-        if self.batch_size == 0 || self.batch_size > 10_000_000 {
-            return Err(format!(
-                "batch_size must be between 1 and 10000000, got {}",
-                self.batch_size
-            ));
-        }
+        within("batch_size", self.batch_size, 10_000_000)?;
         for (i, b) in self.betas.iter().enumerate() {
             if !(b.is_finite() && (0.0..1.0).contains(b)) {
-                return Err(format!("betas[{i}] must be in [0, 1), got {b}"));
+                return Err(ConfigError::field(format!("betas[{i}]"), "in [0, 1)", b));
             }
         }
-        if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(format!("eps must be a positive number, got {}", self.eps));
-        }
-        if self.epochs == 0 || self.epochs > 1_000_000 {
-            return Err(format!(
-                "epochs must be between 1 and 1000000, got {}",
-                self.epochs
-            ));
-        }
-        if self.steps == 0 || self.steps > 100_000_000 {
-            return Err(format!(
-                "steps must be between 1 and 100000000, got {}",
-                self.steps
-            ));
-        }
-        if self.eval_every == 0 || self.eval_every > 100_000_000 {
-            return Err(format!(
-                "eval_every must be between 1 and 100000000, got {}",
-                self.eval_every
-            ));
-        }
-        Ok(())
+        positive("eps", self.eps)?;
+        within("epochs", self.epochs, 1_000_000)?;
+        within("steps", self.steps, 100_000_000)?;
+        within("eval_every", self.eval_every, 100_000_000)
     }
 }
 

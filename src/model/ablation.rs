@@ -6,6 +6,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::edits::{Blend, Edits};
+use super::hooks::Capture;
 use super::{ModelConfig, ModelError, NdArray};
 
 /// What one head does under ablation.
@@ -185,5 +186,39 @@ impl Ablation {
             ));
         }
         Ok(edits)
+    }
+}
+
+impl super::Transformer {
+    /// An ablation as the edits of a forward pass over `positions` tokens (none when nothing
+    /// is ablated), after checking that it fits the model and, for mean ablation, the length.
+    pub fn ablation_edits(
+        &self,
+        ablation: Option<&Ablation>,
+        positions: usize,
+    ) -> Result<Option<Edits>, ModelError> {
+        let Some(a) = ablation else {
+            return Ok(None);
+        };
+        a.check(&self.cfg)?;
+        if !a.is_active() {
+            return Ok(None);
+        }
+        a.check_positions(positions)?;
+        Ok(Some(a.edits(positions, self.cfg.d_head, &self.device)?))
+    }
+
+    /// Last-position logits `[batch, d_vocab_out]` with heads ablated.
+    pub fn forward_last_ablated(
+        &self,
+        tokens: &Tensor,
+        ablation: Option<&Ablation>,
+    ) -> candle_core::Result<Tensor> {
+        let edits = self
+            .ablation_edits(ablation, tokens.dim(1)?)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let (logits, _) = self.forward_hooked(tokens, Capture::Nothing, edits.as_ref())?;
+        let p = tokens.dim(1)?;
+        logits.narrow(1, p - 1, 1)?.squeeze(1)
     }
 }

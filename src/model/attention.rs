@@ -1,13 +1,15 @@
 //! Causal multi-head attention, as TransformerLens computes it.
 
-use candle_core::{D, Tensor};
+use candle_core::Tensor;
 
-use super::attention_block::{AttentionBlock, BlockShape};
-use super::attention_core::CausalAttention;
-use super::bias::add_bias;
 use super::edits::{Blend, apply_all};
 use super::hooks::Hooks;
-use super::ordered::Order;
+use super::kernels::attention_block::{AttentionBlock, BlockShape};
+use super::kernels::attention_core::CausalAttention;
+use super::kernels::bias::add_bias;
+use super::kernels::causal_softmax::CausalSoftmax;
+use super::kernels::ordered::Order;
+use super::plan::AttentionKernel;
 use crate::matmul::Matmul;
 
 pub struct AttentionParams<'a> {
@@ -26,13 +28,20 @@ pub struct AttentionParams<'a> {
 }
 
 /// `x [batch, pos, d_model] · W [h, d_model, d] + b [h, d]` as `[batch, pos, h, d]`.
-fn project(x: &Tensor, w: &Tensor, bias: &Tensor, order: Order) -> candle_core::Result<Tensor> {
+fn project(
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    order: Order,
+    fused: bool,
+) -> candle_core::Result<Tensor> {
     let (b, p, m) = x.dims3()?;
     let (h, _, d) = w.dims3()?;
     let w = w.permute((1, 0, 2))?.contiguous()?.reshape((m, h * d))?;
     add_bias(
         &order.mm(&x.reshape((b * p, m))?, &w)?,
         &bias.reshape(h * d)?,
+        fused,
     )?
     .reshape((b, p, h, d))
 }
@@ -61,8 +70,12 @@ fn project_qkv(
         )
     };
     let w_qk = Tensor::cat(&[heads_matrix(p.w_q)?, heads_matrix(p.w_k)?], 1)?;
-    let qk = add_bias(&flat(qk_input)?.mm(&w_qk)?, &bias(&[p.b_q, p.b_k])?)?;
-    let v = add_bias(&flat(v_input)?.mm(&heads_matrix(p.w_v)?)?, &bias(&[p.b_v])?)?;
+    let qk = add_bias(&flat(qk_input)?.mm(&w_qk)?, &bias(&[p.b_q, p.b_k])?, true)?;
+    let v = add_bias(
+        &flat(v_input)?.mm(&heads_matrix(p.w_v)?)?,
+        &bias(&[p.b_v])?,
+        true,
+    )?;
     // [b*p, 3, h*d] from per-token [q k] and [v] rows.
     let h_d = v.dim(1)?;
     Tensor::cat(
@@ -78,7 +91,8 @@ fn project_qkv(
 /// shortformer positions reach only the first two. `mask` is the additive causal mask (0 on and
 /// below the diagonal, −inf above) for this length. Returns `hook_attn_out` `[batch, pos,
 /// d_model]`. `z_edits` change `hook_z` before `W_O` (ablation, patching), so everything
-/// downstream sees it.
+/// downstream sees it. `kernel` is the plan's; a pass that captures or edits takes the composed
+/// path whatever it is.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     p: &AttentionParams,
@@ -90,16 +104,20 @@ pub fn attention(
     z_edits: &[&Blend],
     hooks: &mut Hooks,
     prefix: &str,
+    kernel: AttentionKernel,
 ) -> candle_core::Result<Tensor> {
     let (b, pos, m) = query_input.dims3()?;
     let (h, _, d) = p.w_q.dims3()?;
-    let fusable = fused_ops_apply(hooks, query_input)
-        && key_input.id() == query_input.id()
-        && z_edits.is_empty();
-    if fusable && query_input.id() == value_input.id() {
+    let unobserved = !hooks.capturing() && z_edits.is_empty();
+    if unobserved
+        && matches!(
+            kernel,
+            AttentionKernel::Fused | AttentionKernel::FusedResidual
+        )
+    {
         return fused_layer(p, query_input, scale, false);
     }
-    if fusable {
+    if unobserved && kernel == AttentionKernel::FusedCore {
         let qkv = project_qkv(p, query_input, value_input)?.reshape((b, pos, 3, h, d))?;
         let z = qkv.apply_op1(CausalAttention {
             scale: scale as f32,
@@ -107,26 +125,25 @@ pub fn attention(
         let out = z
             .reshape((b * pos, h * d))?
             .mm(&p.w_o.reshape((h * d, m))?)?;
-        return add_bias(&out, p.b_o)?.reshape((b, pos, m));
+        return add_bias(&out, p.b_o, true)?.reshape((b, pos, m));
     }
-    let order = hooks.order(query_input.device());
-    let q = project(query_input, p.w_q, p.b_q, order)?;
-    let k = project(key_input, p.w_k, p.b_k, order)?;
-    let v = project(value_input, p.w_v, p.b_v, order)?;
+    let (order, fused) = (hooks.order(), hooks.fused());
+    let q = project(query_input, p.w_q, p.b_q, order, fused)?;
+    let k = project(key_input, p.w_k, p.b_k, order, fused)?;
+    let v = project(value_input, p.w_v, p.b_v, order, fused)?;
     hooks.add(|| format!("{prefix}.hook_q"), &q);
     hooks.add(|| format!("{prefix}.hook_k"), &k);
     hooks.add(|| format!("{prefix}.hook_v"), &v);
     let q_bh = q.permute((0, 2, 1, 3))?.contiguous()?; // [b, h, q, d]
     let k_bh = k.permute((0, 2, 3, 1))?.contiguous()?; // [b, h, d, k]
     let raw = order.mm(&q_bh, &k_bh)?; // [b, h, q, k], not yet scaled
-    let pattern =
-        if crate::device::fused_cpu_ops(raw.device()) && raw.dtype() == candle_core::DType::F32 {
-            raw.apply_op1(super::causal_softmax::CausalSoftmax {
-                scale: scale as f32,
-            })?
-        } else {
-            softmax(&scaled_masked(&raw, scale, mask)?, order)?
-        };
+    let pattern = if fused {
+        raw.apply_op1(CausalSoftmax {
+            scale: scale as f32,
+        })?
+    } else {
+        softmax(&scaled_masked(&raw, scale, mask)?, 3, order)?
+    };
     if hooks.wants(|| format!("{prefix}.hook_attn_scores")) {
         hooks.add(
             || format!("{prefix}.hook_attn_scores"),
@@ -141,8 +158,8 @@ pub fn attention(
     let out = if hooks.wants(|| format!("{prefix}.hook_result")) {
         // Each head's write to the residual stream, without b_O, as TL computes it with
         // `use_attn_result` (products, then a sum over d_head): [b, p, h, d, 1] · [h, d, m].
-        // (One gemm per head instead rounded further from TL's numbers on an H100: 1.11× its
-        // tolerance on a fixture logit, against 1.005× this way.)
+        // (One gemm per head instead rounded further from TL's numbers on a GPU; see
+        // benches/MEASUREMENTS.md.)
         let products = z
             .unsqueeze(4)?
             .broadcast_mul(&p.w_o.unsqueeze(0)?.unsqueeze(0)?)?;
@@ -154,7 +171,7 @@ pub fn attention(
             .mm(&z.reshape((b * pos, h * d))?, &p.w_o.reshape((h * d, m))?)?
             .reshape((b, pos, m))?
     };
-    add_bias(&out.contiguous()?, p.b_o)
+    add_bias(&out.contiguous()?, p.b_o, fused)
 }
 
 /// The whole layer as one CPU op, from TL's own tensors flattened and joined (no transposes in
@@ -188,23 +205,13 @@ fn fused_layer(
 }
 
 /// `resid + attention(resid)` as one fused CPU op, for a layer that reads the residual stream
-/// itself (attention-only, no LayerNorm, no shortformer positions) when nothing is captured or
-/// edited; `None` where that does not apply.
+/// itself (the plan's [`AttentionKernel::FusedResidual`]) when nothing is captured or edited.
 pub fn fused_residual_layer(
     p: &AttentionParams,
     resid: &Tensor,
     scale: f64,
-    hooks: &Hooks,
-) -> Option<candle_core::Result<Tensor>> {
-    fused_ops_apply(hooks, resid).then(|| fused_layer(p, resid, scale, true))
-}
-
-/// Whether a layer reading `x` may run as fused CPU ops: nothing is captured (they expose no
-/// intermediates), the CPU's fused ops are on, and the values are float32.
-fn fused_ops_apply(hooks: &Hooks, x: &Tensor) -> bool {
-    !hooks.capturing()
-        && crate::device::fused_cpu_ops(x.device())
-        && x.dtype() == candle_core::DType::F32
+) -> candle_core::Result<Tensor> {
+    fused_layer(p, resid, scale, true)
 }
 
 /// The additive causal mask `[n, n]`: 0 on and below the diagonal, −inf above (TL's `IGNORE`).
@@ -228,12 +235,12 @@ fn scaled_masked(raw: &Tensor, scale: f64, mask: &Tensor) -> candle_core::Result
     raw.broadcast_div(&scale)?.broadcast_add(mask)
 }
 
-/// Softmax over the last dimension as PyTorch's CPU kernel computes it: `exp(x − max)` times the
+/// Softmax over dimension `dim` as PyTorch's CPU kernel computes it: `exp(x − max)` times the
 /// reciprocal of its sum (not a division), which keeps toylens's patterns within an ulp of TL's.
-fn softmax(x: &Tensor, order: Order) -> candle_core::Result<Tensor> {
-    let last = x.rank() - 1;
-    let max = x.max_keepdim(D::Minus1)?;
+/// The composed twin of [`super::kernels::softmax`], for tensors on any device.
+pub fn softmax(x: &Tensor, dim: usize, order: Order) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(dim)?;
     let exp = order.exp(&x.broadcast_sub(&max)?)?;
-    let sum = order.sum_keepdim(&exp, last)?;
+    let sum = order.sum_keepdim(&exp, dim)?;
     exp.broadcast_mul(&sum.recip()?)
 }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use candle_core::Tensor;
 use serde::Serialize;
 
+use super::plan::Kernels;
+
 /// A dense row-major f32 array with its shape.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NdArray {
@@ -135,10 +137,14 @@ impl ActivationCache {
     }
 }
 
-/// The highest-scoring class of each row of `logits [rows, classes]`: on a GPU by candle's
-/// argmax, so that only the answers cross to the host, not the logits; on the CPU by [`argmax`].
-pub fn predictions(logits: &candle_core::Tensor) -> candle_core::Result<Vec<u32>> {
-    if crate::device::fused_cpu_ops(logits.device()) {
+/// The highest-scoring class of each row of `logits [rows, classes]`: with candle's kernels (a
+/// GPU) by candle's argmax, so that only the answers cross to the host, not the logits; with the
+/// fused CPU kernels by [`argmax`].
+pub fn predictions(
+    logits: &candle_core::Tensor,
+    kernels: Kernels,
+) -> candle_core::Result<Vec<u32>> {
+    if kernels == Kernels::FusedCpu {
         let classes = logits.dim(1)?;
         let host = logits.flatten_all()?.to_vec1::<f32>()?;
         Ok(host
@@ -159,12 +165,4 @@ pub fn argmax(values: &[f32]) -> usize {
         }
     }
     best
-}
-
-/// Softmax probabilities of a logit row.
-pub fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exp: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
-    let sum: f32 = exp.iter().sum();
-    exp.iter().map(|e| e / sum).collect()
 }

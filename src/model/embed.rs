@@ -4,8 +4,9 @@
 use candle_core::Tensor;
 
 use super::Transformer;
-use super::bias::add_bias;
-use super::ordered::Order;
+use super::kernels::bias::add_bias;
+use super::kernels::gather::gather_rows;
+use super::kernels::ordered::Order;
 use crate::config::{Embeddings, Positions};
 
 impl Transformer {
@@ -16,7 +17,11 @@ impl Transformer {
             Embeddings::Learned => self.param("embed.W_E"),
             Embeddings::OneHot => self.identity()?,
         };
-        super::gather::gather_rows(w_e, &tokens.flatten_all()?)?.reshape((b, p, self.cfg.d_model))
+        gather_rows(w_e, &tokens.flatten_all()?, self.plan.kernels)?.reshape((
+            b,
+            p,
+            self.cfg.d_model,
+        ))
     }
 
     /// `embed + W_pos[:pos]` for every sequence, as one bias over the flattened positions (the
@@ -27,7 +32,7 @@ impl Transformer {
             .param("pos_embed.W_pos")
             .narrow(0, 0, p)?
             .reshape(p * m)?;
-        add_bias(&embed.reshape((b, p * m))?, &w_pos)?.reshape((b, p, m))
+        add_bias(&embed.reshape((b, p * m))?, &w_pos, self.plan.fused())?.reshape((b, p, m))
     }
 
     /// `hook_pos_embed`: `W_pos[:pos]` for every sequence, `[batch, pos, d_model]` (zeros
@@ -54,6 +59,7 @@ impl Transformer {
             Embeddings::Learned => add_bias(
                 &order.mm(&x.reshape((b * p, m))?, self.param("unembed.W_U"))?,
                 self.param("unembed.b_U"),
+                self.plan.fused(),
             )?
             .reshape((b, p, self.cfg.d_vocab_out())),
         }

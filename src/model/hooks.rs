@@ -1,8 +1,10 @@
-//! Collecting activations under TransformerLens hook names during a forward pass.
+//! Collecting activations under TransformerLens hook names during a forward pass, and what the
+//! pass's kernels follow from its plan.
 
 use candle_core::Tensor;
 
-use super::ordered::Order;
+use super::kernels::ordered::Order;
+use super::plan::Plan;
 
 /// Which activations a forward pass keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,29 +19,40 @@ pub enum Capture {
 }
 
 /// The activations a forward pass captured, in the order TL's hooks fire. When not capturing,
-/// nothing is kept and no name is formatted.
+/// nothing is kept and no name is formatted. It also carries the two things the pass's parts
+/// read from the model's plan: whether the fused CPU kernels run, and the order of its sums.
 pub struct Hooks {
     capture: Capture,
     captured: Vec<(String, Tensor)>,
+    fused: bool,
+    order: Order,
 }
 
 impl Hooks {
-    pub fn new(capture: Capture) -> Self {
-        Self {
-            capture,
-            captured: Vec::new(),
-        }
-    }
-
-    /// How this pass orders its sums: a full cache on a GPU (or under the GPU rules) takes its
-    /// products and reductions in index order, as the CPU does (see `ordered.rs`).
-    pub fn order(&self, device: &candle_core::Device) -> Order {
-        let gpu = device.is_cuda() || crate::device::gpu_rules();
-        if self.capture == Capture::All && gpu {
+    pub fn new(capture: Capture, plan: &Plan) -> Self {
+        // A full cache off the fused kernels (a GPU, or the CPU under the GPU rules) takes its
+        // products and reductions in index order, as the CPU does (see `ordered.rs`).
+        let order = if capture == Capture::All && plan.ordered_cache {
             Order::Sequential
         } else {
             Order::Backend
+        };
+        Self {
+            capture,
+            captured: Vec::new(),
+            fused: plan.fused(),
+            order,
         }
+    }
+
+    /// How this pass orders its sums.
+    pub fn order(&self) -> Order {
+        self.order
+    }
+
+    /// Whether the fused CPU kernels (bias, causal softmax) run in this pass.
+    pub fn fused(&self) -> bool {
+        self.fused
     }
 
     /// Whether any hook is kept (the fused paths, which expose no intermediates, are then off).

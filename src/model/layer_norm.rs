@@ -14,7 +14,7 @@ pub fn layer_norm(
     hooks: &mut Hooks,
     prefix: &str,
 ) -> candle_core::Result<Tensor> {
-    let (order, last) = (hooks.order(x.device()), x.rank() - 1);
+    let (order, last) = (hooks.order(), x.rank() - 1);
     let centred = x.broadcast_sub(&order.mean_keepdim(x, last)?)?;
     let scale = (order.mean_keepdim(&centred.sqr()?, last)? + LN_EPS)?.sqrt()?;
     hooks.add(|| format!("{prefix}.hook_scale"), &scale);

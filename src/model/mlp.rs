@@ -2,8 +2,8 @@
 
 use candle_core::Tensor;
 
-use super::bias::add_bias;
 use super::hooks::Hooks;
+use super::kernels::bias::add_bias;
 use crate::config::ActFn;
 
 pub struct MlpParams<'a> {
@@ -31,8 +31,8 @@ pub fn mlp(
     prefix: &str,
 ) -> candle_core::Result<Tensor> {
     let (b, pos, m) = x.dims3()?;
-    let order = hooks.order(x.device());
-    let pre = add_bias(&order.mm(&x.reshape((b * pos, m))?, p.w_in)?, p.b_in)?;
+    let (order, fused) = (hooks.order(), hooks.fused());
+    let pre = add_bias(&order.mm(&x.reshape((b * pos, m))?, p.w_in)?, p.b_in, fused)?;
     let post = order.in_f64(&pre, |pre| activation(pre, act))?;
     let f = pre.dim(1)?;
     if hooks.capturing() {
@@ -43,5 +43,5 @@ pub fn mlp(
             &post.reshape((b, pos, f))?,
         );
     }
-    add_bias(&order.mm(&post, p.w_out)?, p.b_out)?.reshape((b, pos, m))
+    add_bias(&order.mm(&post, p.w_out)?, p.b_out, fused)?.reshape((b, pos, m))
 }

@@ -177,7 +177,7 @@ fn the_fused_training_path_equals_the_hooked_path_in_values_and_gradients() {
             diff <= 1e-6 * scale.max(1.0),
             "{norm:?} {positions:?}: {diff} of {scale}"
         );
-        let loss = |logits: &Tensor| crate::train::loss::next_token_loss(logits, &tokens).unwrap();
+        let loss = |logits: &Tensor| crate::model::lm_cross_entropy_loss(logits, &tokens).unwrap();
         let (g1, g2) = (
             loss(&fused).backward().unwrap(),
             loss(&hooked).backward().unwrap(),
@@ -219,7 +219,7 @@ fn the_fused_next_token_loss_equals_the_composed_one_in_value_and_gradients() {
     let tokens = Tensor::from_vec(tokens, (3, 6), &Device::Cpu).unwrap();
     let fused = model.next_token_loss(&tokens).unwrap();
     let composed =
-        crate::train::loss::next_token_loss(&model.forward(&tokens).unwrap(), &tokens).unwrap();
+        crate::model::lm_cross_entropy_loss(&model.forward(&tokens).unwrap(), &tokens).unwrap();
     let (a, b) = (
         fused.to_scalar::<f32>().unwrap(),
         composed.to_scalar::<f32>().unwrap(),

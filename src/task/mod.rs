@@ -28,7 +28,7 @@ pub const MAX_SEQ_LEN: usize = 1_024;
 /// Most tokens a data set may hold (train or validation): 200 MiB of u32.
 pub const MAX_DATA_TOKENS: usize = 50_000_000;
 
-#[derive(Debug, Error, PartialEq)]
+#[derive(Debug, Clone, Error, PartialEq)]
 pub enum TaskError {
     #[error("seq_len must be at least 3 (trigger, trigger, query), got {0}")]
     SeqLenTooShort(usize),

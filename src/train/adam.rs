@@ -32,6 +32,7 @@ impl GradSource for GradStore {
 }
 
 use crate::config::{Optimizer, TrainConfig};
+use crate::model::AdamUpdate;
 
 pub struct Adam {
     vars: Vec<Var>,
@@ -65,12 +66,10 @@ enum State {
 }
 
 impl Adam {
-    /// The optimiser `cfg` asks for (Adam or AdamW, lr, weight decay, betas, eps) over `vars`.
-    pub fn new(vars: Vec<Var>, cfg: &TrainConfig) -> candle_core::Result<Self> {
-        let on_host = vars
-            .iter()
-            .all(|v| crate::device::fused_cpu_ops(v.device()));
-        Self::with_placement(vars, cfg, !on_host)
+    /// The optimiser `cfg` asks for (Adam or AdamW, lr, weight decay, betas, eps) over `vars`,
+    /// updating where the model's plan says (`update`).
+    pub fn new(vars: Vec<Var>, cfg: &TrainConfig, update: AdamUpdate) -> candle_core::Result<Self> {
+        Self::with_placement(vars, cfg, update == AdamUpdate::Device)
     }
 
     /// `on_device` forces the tensor-op update (used to test both against each other).
@@ -160,8 +159,8 @@ impl Adam {
                     });
                     thetas.push(theta);
                 }
-                // Elementwise, so it splits over the cores in chunks (a serial update was 7 %
-                // of the LM step, with the other core idle).
+                // Elementwise, so it splits over the cores in chunks (serial, it left the other
+                // core idle for a noticeable part of the LM step).
                 const CHUNK: usize = 4096;
                 crate::model::cpu_pool().install(|| {
                     thetas
@@ -378,8 +377,8 @@ mod tests {
     #[test]
     fn device_moments_keep_no_graph_between_steps() {
         // A matmul's gradient is `grad · rhsᵀ`, a tensor that still refers to the forward pass;
-        // moments built from it would chain every step's activations together (a GPU ran out of
-        // its 80 GB after 400 grokking epochs that way).
+        // moments built from it would chain every step's activations together until the device
+        // runs out of memory.
         let dev = Device::Cpu;
         let w = Var::randn(0f32, 1.0, (3, 4), &dev).unwrap();
         let x = Var::randn(0f32, 1.0, (5, 3), &dev).unwrap();

@@ -4,8 +4,9 @@
 //! snapshot, the metric history, a snapshot at every evaluation (thinned to a bounded count),
 //! the final weights, and the last finite weights when the loss diverges.
 
-use super::{Metrics, StepMetrics, TrainError, Trainer};
+use super::{TrainError, Trainer};
 use crate::checkpoint::{Checkpoint, Snapshot};
+use crate::metrics::{Metrics, StepMetrics};
 use crate::model::Weights;
 
 /// What the loop reports, in order: `Started`, then `Step`s with an `Evaluation` after each
@@ -15,8 +16,9 @@ pub enum Progress<'a> {
         /// Epochs, or steps for step-counted tasks.
         total_epochs: usize,
         steps_per_epoch: usize,
-        /// The forward path training uses (`multiset`, `last_position` or `full`).
-        path: &'static str,
+        /// How training computes: the objective's forward path and the model's plan
+        /// ([`Trainer::describe_path`]).
+        path: String,
         initial_weights: &'a Weights,
     },
     Step(&'a StepMetrics),
@@ -82,7 +84,7 @@ pub fn drive(
     let mut control = observe(Progress::Started {
         total_epochs: trainer.config().total_units(),
         steps_per_epoch: trainer.config().steps_per_epoch(),
-        path: trainer.path().name(),
+        path: trainer.describe_path(),
         initial_weights: &checkpoint.snapshots[0].weights,
     });
     let ending = loop {

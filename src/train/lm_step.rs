@@ -20,7 +20,8 @@ use candle_core::Tensor;
 use candle_core::backprop::GradStore;
 
 use super::adam::GradSource;
-use crate::model::{HostGrads, Transformer};
+use crate::model::plan::MIN_SPLIT_BATCH;
+use crate::model::{HostGrads, LmStep, Transformer};
 
 /// A step's gradients: from candle's graph, or from the direct pass.
 pub enum Gradients {
@@ -47,16 +48,15 @@ impl GradSource for Gradients {
     }
 }
 
-/// Batches smaller than this run whole.
-const MIN_SPLIT_BATCH: usize = 8;
-
-/// The mean next-token loss of `tokens` `[batch, pos]` and its gradients.
+/// The mean next-token loss of `tokens` `[batch, pos]` and its gradients, by the model's plan
+/// ([`LmStep`]); a batch under [`MIN_SPLIT_BATCH`] runs whole.
 pub fn next_token_loss_and_grads(
     model: &Transformer,
     tokens: &Tensor,
 ) -> candle_core::Result<(f64, Gradients)> {
     let batch = tokens.dim(0)?;
-    if !crate::device::fused_cpu_ops(model.device()) || batch < MIN_SPLIT_BATCH {
+    let step = model.plan().lm_step;
+    if step == LmStep::Graph || batch < MIN_SPLIT_BATCH {
         let loss = model.next_token_loss(tokens)?;
         super::profile::mark("forward and loss", loss.device());
         let value = loss.to_scalar::<f32>()? as f64;
@@ -70,10 +70,9 @@ pub fn next_token_loss_and_grads(
         first as f64 / batch as f64,
         (batch - first) as f64 / batch as f64,
     ];
-    if model.direct_step_fits() {
-        direct_halves(model, tokens, first, weights)
-    } else {
-        graph_halves(model, tokens, first, weights)
+    match step {
+        LmStep::Direct => direct_halves(model, tokens, first, weights),
+        LmStep::GraphHalves | LmStep::Graph => graph_halves(model, tokens, first, weights),
     }
 }
 

@@ -5,12 +5,13 @@ use candle_core::Device;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use super::batches::{ForwardPath, PreparedSet, Tally};
 use super::trainer::{StepOutcome, descend};
-use super::{Adam, EpochMetrics, RunConfig, TrainError};
+use super::{Adam, RunConfig, TrainError};
+use crate::metrics::EpochMetrics;
 use crate::model::Transformer;
+use crate::objective::{PreparedSet, Tally, evaluate_set};
 use crate::seed::{Stream, stream_rng};
-use crate::task::{Dataset, SkipTrigramConfig};
+use crate::task::SkipTrigramConfig;
 
 pub(super) struct SkipTrigramRun {
     pub train: PreparedSet,
@@ -29,7 +30,7 @@ impl SkipTrigramRun {
         cfg: &RunConfig,
         device: &Device,
     ) -> Result<Self, TrainError> {
-        let task_err = |e: crate::task::TaskError| TrainError::Config(e.to_string());
+        let task_err = |e: crate::task::TaskError| TrainError::Config(e.into());
         let train_data = task.train_set(cfg.seed).map_err(task_err)?;
         let val_data = task.val_set(cfg.seed).map_err(task_err)?;
         let path = cfg.train.path.for_model(&cfg.model);
@@ -63,7 +64,7 @@ impl SkipTrigramRun {
         let batch = self.train.batch(&self.order[self.cursor..end], device)?;
         let (loss, logits) = batch.loss(model)?;
         let loss_value = descend(&loss, adam, at)?;
-        let tally = batch.tally(&logits, loss_value)?;
+        let tally = batch.tally(&logits, loss_value, model.plan().kernels)?;
         self.epoch_tally.merge(&tally);
         self.cursor = end;
         let epoch_done = self.cursor == self.order.len();
@@ -101,39 +102,4 @@ impl SkipTrigramRun {
             elapsed_s,
         })
     }
-}
-
-/// Loss and accuracy of `model` on a whole prepared set, in chunks.
-fn evaluate_set(
-    model: &Transformer,
-    set: &PreparedSet,
-    device: &Device,
-) -> candle_core::Result<Tally> {
-    let n = set.data.len();
-    // Bounded like every analysis pass; the multiset path aggregates within each chunk, which
-    // is just as exact.
-    let cfg = model.config();
-    let chunk = if set.path == ForwardPath::Multiset {
-        let per_row = 4 * cfg.n_heads * cfg.d_vocab;
-        (crate::model::FORWARD_CHUNK_FLOATS / per_row.max(1)).clamp(1, n.max(1))
-    } else {
-        cfg.forward_chunk_rows(set.data.seq_len)
-    };
-    let indices: Vec<u32> = (0..n as u32).collect();
-    let mut total = Tally::default();
-    for part in indices.chunks(chunk) {
-        let batch = set.batch(part, device)?;
-        let (loss, logits) = batch.loss(model)?;
-        let loss = loss.to_scalar::<f32>()? as f64;
-        total.merge(&batch.tally(&logits, loss)?);
-    }
-    Ok(total)
-}
-
-/// Evaluates `model` on `data` with the fastest exact path.
-pub fn evaluate_dataset(model: &Transformer, data: Dataset) -> candle_core::Result<Tally> {
-    let n = data.len();
-    let path = super::PathChoice::Auto.for_model(model.config());
-    let set = PreparedSet::new(data, path, n, model.device())?;
-    evaluate_set(model, &set, model.device())
 }

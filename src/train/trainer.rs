@@ -10,16 +10,18 @@ use thiserror::Error;
 use super::induction::InductionRun;
 use super::modular::ModularRun;
 use super::skip_trigram::SkipTrigramRun;
-use super::{Adam, Metrics, RunConfig, StepMetrics};
-use crate::model::{ModelError, Transformer, Weights};
-use crate::task::{Dataset, PairSplit, TaskConfig};
+use super::{Adam, RunConfig};
+use crate::config::ConfigError;
+use crate::metrics::{Metrics, StepMetrics};
+use crate::model::{ModelError, Plan, Transformer, Weights};
+use crate::task::{Dataset, TaskConfig};
 
-use super::batches::ForwardPath;
+use crate::objective::ForwardPath;
 
 #[derive(Debug, Error)]
 pub enum TrainError {
     #[error("invalid config: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
     #[error(
         "training diverged at epoch {epoch}, step {step}: the loss became {loss}. The weights are \
          the last finite ones; lower the learning rate and train again"
@@ -96,16 +98,15 @@ fn check_finite(value: f64, (epoch, step): (usize, usize)) -> Result<(), TrainEr
     }
 }
 
-/// Returns the memory an evaluation freed to the OS. An evaluation's temporaries (tens of MB
-/// for modular addition's progress measures) come and go between steps' small allocations, and
-/// mimalloc keeps the pages they leave behind: a grokking-fast run's peak grew by 3–4 MB an
-/// evaluation, to 227 MB over 60 of them. A forced collection on each thread costs about a
-/// millisecond, so it follows only evaluations long enough to have made such temporaries (the
-/// notebook preset's 60 small ones cost it 7 %); purging after every free instead made the
-/// grokking-fast run 45 % slower.
-fn release_freed_memory(device: &Device) {
+/// Returns the memory an evaluation freed to the OS. An evaluation's temporaries (modular
+/// addition's progress measures are large) come and go between steps' small allocations, and
+/// mimalloc keeps the pages they leave behind, so a long run's peak memory would grow with every
+/// evaluation. A forced collection on each thread is not free, so it follows only evaluations
+/// long enough to have made such temporaries; purging after every free instead slowed training
+/// badly (figures: benches/MEASUREMENTS.md).
+fn release_freed_memory(plan: &Plan) {
     crate::memory::release_freed();
-    if crate::device::fused_cpu_ops(device) {
+    if plan.fused() {
         // The fused ops' threads free their own share of the work's buffers.
         crate::model::cpu_pool().broadcast(|_| crate::memory::release_freed());
     }
@@ -140,7 +141,7 @@ pub struct Trainer {
 impl Trainer {
     /// A fresh run: data, init and shuffling all from `cfg.seed`.
     pub fn new(cfg: RunConfig, device: &Device) -> Result<Self, TrainError> {
-        cfg.validate().map_err(TrainError::Config)?;
+        cfg.validate()?;
         let init = Weights::init(&cfg.model, cfg.seed);
         Self::with_weights(cfg, init, device)
     }
@@ -151,17 +152,17 @@ impl Trainer {
         weights: Weights,
         device: &Device,
     ) -> Result<Self, TrainError> {
-        cfg.validate().map_err(TrainError::Config)?;
+        cfg.validate()?;
+        let model = Transformer::new(&cfg.model, &weights, device)?;
         let run = match &cfg.task {
             TaskConfig::SkipTrigram(task) => {
                 TaskRun::SkipTrigram(Box::new(SkipTrigramRun::new(task, &cfg, device)?))
             }
             TaskConfig::Induction(task) => TaskRun::Induction(InductionRun::new(task, &cfg)),
             TaskConfig::ModularAddition(task) => {
-                TaskRun::ModularAddition(ModularRun::new(task, &cfg, device)?)
+                TaskRun::ModularAddition(ModularRun::new(task, &cfg, model.plan(), device)?)
             }
         };
-        let model = Transformer::new(&cfg.model, &weights, device)?;
         // Frozen parameters stay out of the optimiser: no update, no weight decay.
         let trainable = model
             .specs()
@@ -170,7 +171,7 @@ impl Trainer {
             .filter(|(spec, _)| !cfg.train.is_frozen(&spec.name))
             .map(|(_, var)| var.clone())
             .collect();
-        let adam = Adam::new(trainable, &cfg.train)?;
+        let adam = Adam::new(trainable, &cfg.train, model.plan().adam)?;
         Ok(Self {
             units: 0,
             step: 0,
@@ -206,20 +207,20 @@ impl Trainer {
             _ => None,
         }
     }
-    /// The modular-addition split.
-    pub fn pair_split(&self) -> Option<&PairSplit> {
-        match &self.run {
-            TaskRun::ModularAddition(run) => Some(&run.split),
-            _ => None,
-        }
-    }
     /// The forward path training takes.
     pub fn path(&self) -> ForwardPath {
         match &self.run {
             TaskRun::SkipTrigram(run) => run.train.path,
             TaskRun::ModularAddition(run) if run.shortcut => ForwardPath::FixedQuery,
-            _ => ForwardPath::Full,
+            TaskRun::ModularAddition(_) => ForwardPath::Full,
+            TaskRun::Induction(_) => ForwardPath::NextToken,
         }
+    }
+
+    /// How training computes, in words: the objective's path and the model's plan
+    /// ("next_token path: direct LM step, fused attention with the residual add, …").
+    pub fn describe_path(&self) -> String {
+        format!("{} path: {}", self.path().name(), self.model.plan())
     }
     /// Distinct rows of the training set when training takes the multiset path.
     pub fn multiset_rows(&self) -> Option<usize> {
@@ -231,9 +232,6 @@ impl Trainer {
     /// Epochs (steps, for step-counted tasks) completed so far.
     pub fn epochs_done(&self) -> usize {
         self.units
-    }
-    pub fn steps_done(&self) -> usize {
-        self.step
     }
     pub fn is_finished(&self) -> bool {
         self.units >= self.cfg.total_units()
@@ -279,7 +277,7 @@ impl Trainer {
             let started = Instant::now();
             let metrics = self.evaluate()?;
             if started.elapsed() >= COLLECT_AFTER {
-                release_freed_memory(&self.device);
+                release_freed_memory(self.model.plan());
             }
             Some(metrics)
         } else {

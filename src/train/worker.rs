@@ -13,7 +13,8 @@ use std::time::Duration;
 use candle_core::Device;
 
 use super::driver::{Control, Ending, Progress, drive};
-use super::{Metrics, RunConfig, StepMetrics, TrainError, Trainer};
+use super::{RunConfig, TrainError, Trainer};
+use crate::metrics::{Metrics, StepMetrics};
 use crate::model::Weights;
 
 /// What a driver can ask of a running worker.
@@ -39,8 +40,8 @@ pub enum Event {
     Started {
         total_epochs: usize,
         steps_per_epoch: usize,
-        /// The forward path training uses (`multiset`, `last_position` or `full`).
-        path: &'static str,
+        /// How training computes ([`crate::train::Trainer::describe_path`]).
+        path: String,
         /// The weights before the first step (the epoch-0 snapshot).
         initial_weights: Weights,
     },

@@ -5,53 +5,12 @@ use std::borrow::Cow;
 
 use egui::{Align2, Color32, FontId, Rect, Response, Sense, Stroke, Ui, pos2, vec2};
 
-/// How values map to colours.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Scale {
-    /// 0 -> white, 1 -> deep blue: attention weights and probabilities.
-    Sequential { max: f32 },
-    /// Centred on 0: −limit -> red, 0 -> white, +limit -> blue.
-    Diverging { limit: f32 },
-}
+pub use crate::palette::Scale;
 
-impl Scale {
-    pub fn color(self, value: f32) -> Color32 {
-        let lerp = |a: [u8; 3], b: [u8; 3], t: f32| {
-            let t = t.clamp(0.0, 1.0);
-            let c = |i: usize| (a[i] as f32 + (b[i] as f32 - a[i] as f32) * t).round() as u8;
-            Color32::from_rgb(c(0), c(1), c(2))
-        };
-        const WHITE: [u8; 3] = [247, 247, 247];
-        const BLUE: [u8; 3] = [33, 102, 172];
-        const RED: [u8; 3] = [178, 24, 43];
-        match self {
-            Scale::Sequential { max } => lerp(WHITE, BLUE, value / max.max(1e-12)),
-            Scale::Diverging { limit } => {
-                let t = value / limit.max(1e-12);
-                if t >= 0.0 {
-                    lerp(WHITE, BLUE, t)
-                } else {
-                    lerp(WHITE, RED, -t)
-                }
-            }
-        }
-    }
-
-    /// A symmetric scale that fits every finite value.
-    pub fn diverging_for(values: impl IntoIterator<Item = f32>) -> Self {
-        Scale::Diverging {
-            limit: Self::diverging_limit(values),
-        }
-    }
-
-    /// The largest finite |value| (1 when there is none).
-    pub fn diverging_limit(values: impl IntoIterator<Item = f32>) -> f32 {
-        let limit = values
-            .into_iter()
-            .filter(|v| v.is_finite())
-            .fold(0.0f32, |m, v| m.max(v.abs()));
-        if limit > 0.0 { limit } else { 1.0 }
-    }
+/// The colour `scale` gives `value`.
+pub fn colour(scale: Scale, value: f32) -> Color32 {
+    let [r, g, b] = scale.rgb(value);
+    Color32::from_rgb(r, g, b)
 }
 
 pub struct Heatmap<'a> {
@@ -257,7 +216,7 @@ impl<'a> Heatmap<'a> {
                     }
                     continue;
                 }
-                let fill = self.scale.color(value);
+                let fill = colour(self.scale, value);
                 painter.rect_filled(cr, 0.0, fill);
                 if self.show_values && self.cell >= 22.0 {
                     let dark = fill.r() as u32 + fill.g() as u32 + fill.b() as u32 > 380;
@@ -332,7 +291,7 @@ impl Heatmap<'_> {
                         .flat_map(|r| (c0..(c0 + block).min(self.cols)).map(move |c| (r, c)))
                         .map(|(r, c)| self.value(r, c))
                         .fold(0.0f32, |m, v| if v.abs() > m.abs() { v } else { m });
-                    self.scale.color(strongest)
+                    colour(self.scale, strongest)
                 })
                 .collect();
             egui::ColorImage::new([cols, rows], pixels)
@@ -395,7 +354,7 @@ pub fn legend(ui: &mut Ui, scale: Scale) {
                 pos2(x0, rect.min.y),
                 pos2(x0 + rect.width() / n as f32 + 0.5, rect.max.y),
             );
-            painter.rect_filled(r, 0.0, scale.color(lo + (hi - lo) * t));
+            painter.rect_filled(r, 0.0, colour(scale, lo + (hi - lo) * t));
         }
         ui.small(format!("{hi:.2}"));
     });

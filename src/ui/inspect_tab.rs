@@ -6,7 +6,7 @@ use egui_plot::{Bar, BarChart, Plot};
 
 use super::heatmap::{Heatmap, Scale, legend};
 use crate::analysis::Inspection;
-use crate::app::ToylensApp;
+use crate::app::{Action, Tab, ToylensApp};
 use crate::task::{TaskConfig, format_sequence};
 
 const PREDICTED: Color32 = Color32::from_rgb(66, 133, 244);
@@ -18,7 +18,6 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     let panel = ui.max_rect();
     sequence_row(app, ui);
     super::analysis_toolbar(app, ui, panel);
-    app.refresh_inspector();
     // A still note, not a spinner: for small models the result lands a frame later, and an
     // animation would only flicker.
     if app.inspector.waiting {
@@ -62,7 +61,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
             ui.horizontal(|ui| {
                 ui.weak("The Analyze tab attributes the logits of any model, through its layers and LayerNorm:");
                 if ui.button("Direct logit attribution").clicked() {
-                    app.settings.tab = crate::app::Tab::Analyze;
+                    app.request(Action::ShowTab(Tab::Analyze));
                 }
             });
         }
@@ -327,13 +326,9 @@ fn attention(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
             ui.end_row();
         }
     });
-    if let Some((l, h)) = clicked {
-        if focus == Some((l, h)) {
-            app.inspector.focus_head = None;
-        } else {
-            app.inspector.focus_head = Some(h);
-            app.inspector.focus_layer = l;
-        }
+    if let Some(head) = clicked {
+        // A second click on the focused head lets it go.
+        app.request(Action::FocusHead((focus != Some(head)).then_some(head)));
     }
     legend(ui, Scale::Sequential { max: 1.0 });
     let enlarge = layers > 1 || p > 12;
@@ -344,7 +339,7 @@ fn attention(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
         ui.horizontal(|ui| {
             ui.strong(format!("layer {l} head {h}"));
             if ui.small_button("close").clicked() {
-                app.inspector.focus_head = None;
+                app.request(Action::FocusHead(None));
             }
         });
         let values: Vec<f32> = pattern.iter().flatten().copied().collect();

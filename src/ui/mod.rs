@@ -1,5 +1,8 @@
-//! Drawing. Each panel reads the app's state, edits only UI fields directly, and asks for
-//! everything else with [`Action`]s that the app applies after the frame.
+//! Drawing, and the window ([`window`]). Each panel reads the app's state and asks for every
+//! change of it with [`Action`]s, which the app applies after the frame: the active tab, a
+//! path typed or picked, an ablation, a focused head, a run. What panels still edit in place is
+//! the text being typed and the settings form (the run's config, display toggles, the sequence
+//! in the field), which the next action or run reads.
 
 mod analyze_tab;
 mod circuits_tab;
@@ -11,15 +14,19 @@ mod model_settings;
 mod side_panel;
 mod spinner;
 mod training_tab;
+mod window;
+
+pub use window::run_native;
 
 use egui::{Color32, RichText, Ui};
 
 use crate::app::files::Purpose;
 use crate::app::session::RunState;
 use crate::app::{Action, Confirm, Tab, ToylensApp};
+use crate::device::DeviceChoice;
+use crate::metrics::Metrics;
 use crate::model::{Ablation, HeadMode, head_label};
 use crate::task::Unit;
-use crate::train::Metrics;
 
 pub fn draw(app: &mut ToylensApp, ui: &mut Ui) {
     egui::Panel::top("top_bar").show(ui, |ui| top_bar(app, ui));
@@ -35,11 +42,14 @@ pub fn draw(app: &mut ToylensApp, ui: &mut Ui) {
     egui::CentralPanel::default().show(ui, |ui| {
         ui.horizontal(|ui| {
             for tab in Tab::ALL {
-                ui.selectable_value(
-                    &mut app.settings.tab,
-                    tab,
-                    RichText::new(tab.name()).heading(),
-                );
+                let shown = app.settings.tab == tab;
+                if ui
+                    .selectable_label(shown, RichText::new(tab.name()).heading())
+                    .clicked()
+                    && !shown
+                {
+                    app.request(Action::ShowTab(tab));
+                }
             }
         });
         ui.separator();
@@ -82,11 +92,11 @@ fn top_bar(app: &mut ToylensApp, ui: &mut Ui) {
         ui.separator();
         let device_label = ui.label("Device");
         egui::ComboBox::from_id_salt("device")
-            .selected_text(app.settings.device.clone())
+            .selected_text(app.settings.device.to_string())
             .show_ui(ui, |ui| {
-                ui.selectable_value(&mut app.settings.device, "cpu".to_string(), "cpu");
+                ui.selectable_value(&mut app.settings.device, DeviceChoice::Cpu, "cpu");
                 if crate::device::cuda_available() {
-                    ui.selectable_value(&mut app.settings.device, "cuda:0".to_string(), "cuda:0");
+                    ui.selectable_value(&mut app.settings.device, DeviceChoice::Cuda(0), "cuda:0");
                 }
             })
             .response
@@ -125,10 +135,10 @@ fn top_bar(app: &mut ToylensApp, ui: &mut Ui) {
             cancel = ui.button("Cancel").clicked();
         });
         if let Some(path) = submit {
-            app.path_chosen(purpose, path);
+            app.request(Action::PathChosen(purpose, path));
         }
         if cancel {
-            app.path_field = None;
+            app.request(Action::CancelPathField);
         }
     }
 }
@@ -283,15 +293,19 @@ pub fn ablation_controls(app: &mut ToylensApp, ui: &mut Ui) {
         app.session.config.model.n_layers,
         app.session.config.model.n_heads,
     );
-    app.analysis
-        .ablation
-        .resize(layers * heads, HeadMode::Active);
     ui.label("Ablate:").on_hover_text(
         "replace a head's z (TL's hook_z) by zero or by its mean over the validation set",
     );
     for layer in 0..layers {
         for h in 0..heads {
-            let mode = &mut app.analysis.ablation[layer * heads + h];
+            let index = layer * heads + h;
+            let current = app
+                .analysis
+                .ablation
+                .get(index)
+                .copied()
+                .unwrap_or_default();
+            let mut mode = current;
             let name = if layers == 1 {
                 format!("head {h}")
             } else {
@@ -306,13 +320,16 @@ pub fn ablation_controls(app: &mut ToylensApp, ui: &mut Ui) {
                 })
                 .width(52.0)
                 .show_ui(ui, |ui| {
-                    ui.selectable_value(mode, HeadMode::Active, "on");
-                    ui.selectable_value(mode, HeadMode::Zero, "zero");
-                    ui.selectable_value(mode, HeadMode::Mean, "mean")
+                    ui.selectable_value(&mut mode, HeadMode::Active, "on");
+                    ui.selectable_value(&mut mode, HeadMode::Zero, "zero");
+                    ui.selectable_value(&mut mode, HeadMode::Mean, "mean")
                         .on_hover_text("replace z by its mean over the validation set");
                 })
                 .response
                 .labelled_by(label.id);
+            if mode != current {
+                app.request(Action::Ablate { head: index, mode });
+            }
         }
     }
 }

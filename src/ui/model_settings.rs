@@ -5,6 +5,7 @@ use egui::{DragValue, Ui};
 use crate::config::{
     ActFn, Embeddings, ModelConfig, Normalization, Positions, TrainConfig, matches_pattern,
 };
+use crate::model::Plan;
 
 /// A labelled row in a settings grid; true when the widget changed the value.
 pub fn row(
@@ -174,7 +175,7 @@ pub fn model_settings(ui: &mut Ui, m: &mut ModelConfig) {
 }
 
 /// Every parameter of the model in view, with its TL name and shape, and whether it trains.
-pub fn model_summary(ui: &mut Ui, cfg: &ModelConfig, train: &TrainConfig) {
+pub fn model_summary(ui: &mut Ui, cfg: &ModelConfig, train: &TrainConfig, on_cpu: bool) {
     ui.small(cfg.describe());
     let specs = cfg.params();
     let frozen = |name: &str| train.freeze.iter().any(|p| matches_pattern(p, name));
@@ -242,4 +243,6 @@ pub fn model_summary(ui: &mut Ui, cfg: &ModelConfig, train: &TrainConfig) {
         "{trainable} trainable parameters of {}",
         cfg.n_params()
     ));
+    ui.label(format!("Computes by: {}", Plan::for_f32(cfg, on_cpu)))
+        .on_hover_text("how toylens computes this model on the chosen device (its plan)");
 }

@@ -31,7 +31,7 @@ pub struct AnalyzeSettings {
 /// The analysis's inputs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnalyzeKey {
-    pub view: String,
+    pub view: super::ViewKey,
     pub tokens: Vec<u32>,
     pub position: Option<usize>,
     pub corrupt: Option<Vec<u32>>,
@@ -65,7 +65,7 @@ impl FlatMap {
     fn of(map: Vec<Vec<f32>>) -> Self {
         let (rows, cols) = (map.len(), map.first().map_or(0, Vec::len));
         let values: Vec<f32> = map.into_iter().flatten().collect();
-        let limit = crate::ui::heatmap::Scale::diverging_limit(values.iter().copied());
+        let limit = crate::palette::Scale::diverging_limit(values.iter().copied());
         Self {
             rows,
             cols,

@@ -6,13 +6,19 @@ use super::{ToylensApp, cpu_model};
 use crate::app::jobs::Computed;
 use crate::app::settings::DataFilter;
 use crate::model::{ModelConfig, Weights};
+use crate::objective::right_answers;
 use crate::seed::{Stream, stream_rng};
 use crate::task::{Ceilings, Dataset, SkipTrigramConfig, TaskConfig, TaskKind};
-use crate::train::right_answers;
 
 /// The Data tab's inputs: the task (as JSON) and the seed of the settings, and for modular
 /// addition the weights in view (the grid shows which pairs the model gets right).
-pub type DataKey = (String, u64, Option<String>);
+/// The Data tab's inputs: the task (as its JSON), the seed, and the weights it grades, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataKey {
+    pub task: String,
+    pub seed: u64,
+    pub graded: Option<super::ViewKey>,
+}
 
 /// What the Data tab draws, per task.
 pub enum DataView {
@@ -169,11 +175,11 @@ impl DataSummary {
 impl ToylensApp {
     pub fn data_key(&self) -> DataKey {
         let cfg = &self.settings.config;
-        (
-            serde_json::to_string(&cfg.task).unwrap_or_default(),
-            cfg.seed,
-            self.data_model_in_view().then(|| self.view_key()),
-        )
+        DataKey {
+            task: serde_json::to_string(&cfg.task).unwrap_or_default(),
+            seed: cfg.seed,
+            graded: self.data_model_in_view().then(|| self.view_key()),
+        }
     }
 
     /// Whether the Data tab can grade the model in view: modular addition, and the model was

@@ -13,13 +13,13 @@ use crate::task::parse_sequence;
 #[derive(Default)]
 pub struct InspectorState {
     /// The sequence, weights and ablation the shown result or error belongs to.
-    pub computed_for: Option<String>,
+    pub computed_for: Option<InspectorKey>,
     pub error: Option<String>,
     /// Shared with each frame that draws it: cloning the inspection itself (megabytes at a large
     /// vocabulary) every frame made the UI thread's allocator fault fresh pages.
     pub last_valid: Option<Arc<Inspection>>,
     /// The inputs of the inspection being computed.
-    running: Option<String>,
+    running: Option<InspectorKey>,
     /// A newer result is on its way (being computed, or waiting for mean ablation's means).
     pub waiting: bool,
     /// A clicked head of layer `focus_layer`: its views are highlighted in every panel, and its
@@ -78,15 +78,22 @@ impl InspectorState {
     }
 }
 
+/// The inspector's inputs: the sequence as typed, the weights in view and the ablation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InspectorKey {
+    pub sequence: String,
+    pub view: super::ViewKey,
+    pub ablation: Vec<crate::model::HeadMode>,
+}
+
 impl ToylensApp {
     /// The inspector's inputs: the sequence, the weights in view and the ablation.
-    pub fn inspector_key(&self) -> String {
-        format!(
-            "{}|{}|{:?}",
-            self.settings.sequence,
-            self.view_key(),
-            self.analysis.ablation
-        )
+    pub fn inspector_key(&self) -> InspectorKey {
+        InspectorKey {
+            sequence: self.settings.sequence.clone(),
+            view: self.view_key(),
+            ablation: self.analysis.ablation.clone(),
+        }
     }
 
     /// Whether the inspector shows the result for what is on screen now.
@@ -151,7 +158,7 @@ impl ToylensApp {
     /// Takes a finished inspection.
     pub(super) fn inspected(
         &mut self,
-        key: String,
+        key: InspectorKey,
         result: Result<(Inspection, Vec<Vec<Thumbnail>>), String>,
     ) {
         let inspector = &mut self.inspector;

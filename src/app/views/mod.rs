@@ -16,7 +16,7 @@ pub use analyze::{AnalyzeKey, AnalyzeSettings, HeadCircuits};
 pub use data::{
     DataKey, DataSummary, DataView, PairGrid, RIGHT, TEST_PAIR, TRAIN_PAIR, WRONG, pair_colour,
 };
-pub use inspector::{InspectorState, THUMBNAIL_SIDE, Thumbnail};
+pub use inspector::{InspectorKey, InspectorState, THUMBNAIL_SIDE, Thumbnail};
 
 use super::ToylensApp;
 use super::jobs::{self, Computed, Derived};
@@ -24,11 +24,26 @@ use crate::analysis::{ExhaustiveReport, HeadTrace, circuits, exhaustive, head_tr
 use crate::model::{Ablation, HeadMode, ModelConfig, NdArray, Transformer, Weights};
 
 /// The evaluation's inputs: the weights in view and the ablation.
-pub type ExhaustiveKey = (String, Vec<HeadMode>);
+/// Which weights a view shows: a snapshot of the session's history, or its latest weights.
+/// Changes whenever the weights in view change, so it keys every view computed from them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ViewKey {
+    /// Snapshot `index` of the session's `generation` (a new run or file starts a new one).
+    Snapshot { generation: u64, index: usize },
+    /// The latest weights, at this version of the session.
+    Latest { version: u64 },
+}
+
+/// The Evaluate tab's inputs: the weights in view and the ablation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExhaustiveKey {
+    pub view: ViewKey,
+    pub ablation: Vec<HeadMode>,
+}
 
 #[derive(Debug, Clone, PartialEq, Hash)]
 pub struct CircuitsKey {
-    pub view: String,
+    pub view: ViewKey,
     pub no_bias: bool,
     pub mean_subtract: bool,
 }
@@ -76,7 +91,7 @@ impl CircuitsView {
         };
         let (ov, qk) = (flat(ov), flat(qk));
         let limit = |maps: &[Vec<f32>]| {
-            crate::ui::heatmap::Scale::diverging_limit(maps.iter().flatten().copied())
+            crate::palette::Scale::diverging_limit(maps.iter().flatten().copied())
         };
         Ok(Self {
             vocab: cfg.d_vocab,
@@ -118,12 +133,12 @@ pub struct Scrubber {
 pub struct AnalysisState {
     /// One mode per head; applies to the inspector and the evaluation.
     pub ablation: Vec<HeadMode>,
-    pub mean_z: Derived<String, NdArray>,
+    pub mean_z: Derived<ViewKey, NdArray>,
     pub exhaustive: Derived<ExhaustiveKey, ExhaustiveReport>,
     pub circuits: Derived<CircuitsKey, CircuitsView>,
     /// Shared with the frames that draw it, which no longer copy it each frame.
     pub analyze: Derived<AnalyzeKey, std::sync::Arc<crate::analysis::Analysis>>,
-    pub head_circuits: Derived<String, HeadCircuits>,
+    pub head_circuits: Derived<ViewKey, HeadCircuits>,
     pub data: Derived<DataKey, DataView>,
     /// Per-snapshot head traces of the current session.
     pub traces: Vec<(usize, Vec<HeadTrace>)>,
@@ -213,11 +228,16 @@ impl ToylensApp {
         }
     }
 
-    /// A string that changes whenever the weights in view change.
-    pub fn view_key(&self) -> String {
+    /// Which weights are in view.
+    pub fn view_key(&self) -> ViewKey {
         match self.view_index() {
-            Some(i) => format!("g{}e{i}", self.session.generation),
-            None => format!("v{}", self.session.version),
+            Some(index) => ViewKey::Snapshot {
+                generation: self.session.generation,
+                index,
+            },
+            None => ViewKey::Latest {
+                version: self.session.version,
+            },
         }
     }
 
@@ -273,7 +293,10 @@ impl ToylensApp {
     }
 
     pub fn exhaustive_key(&self) -> ExhaustiveKey {
-        (self.view_key(), self.analysis.ablation.clone())
+        ExhaustiveKey {
+            view: self.view_key(),
+            ablation: self.analysis.ablation.clone(),
+        }
     }
 
     /// Starts the exhaustive evaluation if the weights in view or the ablation changed.

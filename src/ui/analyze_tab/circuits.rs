@@ -7,7 +7,7 @@ use super::select_head;
 use crate::app::ToylensApp;
 use crate::app::views::HeadCircuits;
 use crate::model::head_label;
-use crate::ui::heatmap::{Heatmap, Scale, legend};
+use crate::ui::heatmap::{Heatmap, Scale, colour, legend};
 
 pub(super) fn show(app: &mut ToylensApp, ui: &mut Ui) {
     ui.heading("Circuits");
@@ -127,7 +127,7 @@ pub(super) fn show(app: &mut ToylensApp, ui: &mut Ui) {
                 let selected = (l, h) == (layer, head);
                 let mut text = RichText::new(format!("{} {score:+.2}", head_label(l, h)));
                 if !selected {
-                    text = text.color(Scale::Diverging { limit: 1.0 }.color(score));
+                    text = text.color(colour(Scale::Diverging { limit: 1.0 }, score));
                 }
                 if ui.selectable_label(selected, text).clicked() {
                     picked = Some((l, h));

@@ -9,7 +9,7 @@ use egui::{Color32, RichText, Ui};
 
 use super::heatmap::{Heatmap, Scale, legend};
 use crate::analysis::{Analysis, HeadKind};
-use crate::app::ToylensApp;
+use crate::app::{Action, ToylensApp};
 use crate::model::{argmax, head_label, softmax};
 
 const PREDICTED: Color32 = Color32::from_rgb(66, 133, 244);
@@ -21,7 +21,6 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     let panel = ui.max_rect();
     super::inspect_tab::sequence_row(app, ui);
     super::analysis_toolbar(app, ui, panel);
-    app.refresh_analyze();
     match app.analyze_key() {
         Err(e) => {
             ui.colored_label(ui.visuals().error_fg_color, e);
@@ -204,10 +203,8 @@ fn logit_lens(a: &Analysis, ui: &mut Ui) {
 }
 
 /// Focuses a head in this tab and in the inspector.
-fn select_head(app: &mut ToylensApp, (layer, head): (usize, usize)) {
-    app.analyze.head = (layer, head);
-    app.inspector.focus_layer = layer;
-    app.inspector.focus_head = Some(head);
+fn select_head(app: &mut ToylensApp, head: (usize, usize)) {
+    app.request(Action::SelectHead(head));
 }
 
 fn head_detectors(app: &mut ToylensApp, a: &Analysis, ui: &mut Ui) {

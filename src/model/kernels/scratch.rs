@@ -1,6 +1,6 @@
 //! Buffers that the fused CPU ops reuse from step to step. A training step of a small model
 //! needs the same few megabytes of scratch every time (saved q, k, v, z and patterns, gradient
-//! scratch); allocating them zeroed each step cost a tenth of the LM step in `memset` alone, on
+//! scratch); allocating them zeroed each step cost a noticeable share of the step in `memset`, on
 //! the thread that the other cores wait for. A buffer taken here holds whatever its last user
 //! left: every caller overwrites all of it before reading.
 

@@ -2,25 +2,26 @@
 //!
 //! The gradient of `table.index_select(ids, 0)` is an index-add into the table. candle's CUDA
 //! index-add runs one thread per table column and loops over every id in turn, so for the
-//! thousands of tokens of a training batch it takes milliseconds to seconds (the skip-trigram
-//! bench at 6.4 million tokens per step spent its whole step there). A product with the one-hot
+//! thousands of tokens of a training batch it can take the whole step (benches/MEASUREMENTS.md).
+//! A product with the one-hot
 //! matrix of the ids is the same numbers (each row of the product has one term) with a gemm for
 //! its backward, so a GPU gathers trained tables that way while the one-hot matrix is small.
 
 use candle_core::{DType, Tensor};
 
 use crate::matmul::Matmul;
+use crate::model::plan::Kernels;
 
 /// The largest one-hot matrix (elements) worth building for a gather: 1 GiB of f32.
 const ONE_HOT_MAX: usize = 1 << 28;
 
-/// `table[ids]`: the rows of `table [rows, ..]` at `ids [n]` (u32), `[n, ..]`.
-pub fn gather_rows(table: &Tensor, ids: &Tensor) -> candle_core::Result<Tensor> {
+/// `table[ids]`: the rows of `table [rows, ..]` at `ids [n]` (u32), `[n, ..]`; as a product
+/// with one-hot rows where the plan's `kernels` are candle's (a GPU) and the table trains.
+pub fn gather_rows(table: &Tensor, ids: &Tensor, kernels: Kernels) -> candle_core::Result<Tensor> {
     let rows = table.dim(0)?;
     let n = ids.elem_count();
-    let by_product = !crate::device::fused_cpu_ops(table.device())
-        && table.track_op()
-        && n.saturating_mul(rows) <= ONE_HOT_MAX;
+    let by_product =
+        kernels == Kernels::Candle && table.track_op() && n.saturating_mul(rows) <= ONE_HOT_MAX;
     if !by_product {
         return table.index_select(ids, 0);
     }

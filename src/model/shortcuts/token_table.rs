@@ -9,9 +9,12 @@
 
 use candle_core::{D, Tensor};
 
-use super::gather::gather_rows;
-use super::{Transformer, attn};
 use crate::matmul::Matmul;
+use crate::model::attention::softmax;
+use crate::model::kernels::gather::gather_rows;
+use crate::model::kernels::ordered::Order;
+use crate::model::plan::{Kernels, Shortcut};
+use crate::model::{Transformer, attn};
 
 /// The largest `[batch, d_vocab]` count matrix that `forward_last` builds on a GPU (elements).
 const COUNTS_MAX: usize = 1 << 28;
@@ -32,7 +35,7 @@ pub fn log_counts(
 
 impl Transformer {
     fn check_token_table(&self) -> candle_core::Result<()> {
-        if !self.cfg.is_one_layer_token_table() {
+        if self.plan.shortcut != Shortcut::TokenTable {
             candle_core::bail!(
                 "the last-position shortcuts are exact only for the one-layer attention-only model \
                  with one-hot embeddings and no positions"
@@ -62,7 +65,7 @@ impl Transformer {
         let (b, p) = tokens.dims2()?;
         let (h, d) = (self.cfg.n_heads, self.cfg.d_head);
         let last = tokens.narrow(1, p - 1, 1)?.squeeze(1)?.contiguous()?;
-        if !crate::device::fused_cpu_ops(tokens.device()) && b * self.cfg.d_vocab <= COUNTS_MAX {
+        if self.plan.kernels == Kernels::Candle && b * self.cfg.d_vocab <= COUNTS_MAX {
             // On a GPU, gathering a key and a value row for every token costs a backward that
             // loops over all of them (see `gather`); each sequence's token counts give the same
             // attention with matrix products instead.
@@ -70,11 +73,13 @@ impl Transformer {
                 .forward_multiset(&last, &log_counts(tokens, self.cfg.d_vocab, self.dtype())?);
         }
         let flat = tokens.flatten_all()?;
-        let q = gather_rows(&self.token_table("W_Q", "b_Q")?, &last)?; // [b, h, d]
-        let k = gather_rows(&self.token_table("W_K", "b_K")?, &flat)?.reshape((b, p, h, d))?;
-        let v = gather_rows(&self.token_table("W_V", "b_V")?, &flat)?.reshape((b, p, h, d))?;
+        let q = gather_rows(&self.token_table("W_Q", "b_Q")?, &last, self.plan.kernels)?; // [b, h, d]
+        let k = gather_rows(&self.token_table("W_K", "b_K")?, &flat, self.plan.kernels)?
+            .reshape((b, p, h, d))?;
+        let v = gather_rows(&self.token_table("W_V", "b_V")?, &flat, self.plan.kernels)?
+            .reshape((b, p, h, d))?;
         let scores = (k.broadcast_mul(&q.unsqueeze(1)?)?.sum(D::Minus1)? / self.cfg.attn_scale())?; // [b, p, h]
-        let pattern = candle_nn::ops::softmax(&scores, 1)?;
+        let pattern = softmax(&scores, 1, Order::Backend)?;
         let z = v.broadcast_mul(&pattern.unsqueeze(D::Minus1)?)?.sum(1)?; // [b, h, d]
         let out = z
             .reshape((b, h * d))?
@@ -96,7 +101,7 @@ impl Transformer {
         self.check_token_table()?;
         let rows = last.dim(0)?;
         let (h, d) = (self.cfg.n_heads, self.cfg.d_head);
-        let q = gather_rows(&self.token_table("W_Q", "b_Q")?, last)?
+        let q = gather_rows(&self.token_table("W_Q", "b_Q")?, last, self.plan.kernels)?
             .permute((1, 0, 2))?
             .contiguous()?; // [h, rows, d]
         let keys = self
@@ -109,7 +114,7 @@ impl Transformer {
             .contiguous()?; // [h, vocab, d]
         let scores = (q.mm(&keys)? / self.cfg.attn_scale())?; // [h, rows, vocab]
         // softmax(score + log count) is the attention mass on each token type.
-        let pattern = candle_nn::ops::softmax(&scores.broadcast_add(log_counts)?, D::Minus1)?;
+        let pattern = softmax(&scores.broadcast_add(log_counts)?, 2, Order::Backend)?;
         let z = pattern.mm(&values)?; // [h, rows, d]
         let out = z
             .permute((1, 0, 2))?

@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{column_sums, matmul, pool, slice};
+use crate::model::argmax;
+use crate::model::kernels::cpu::{column_sums, matmul, pool, slice};
+use crate::model::kernels::softmax::{cross_entropy, max_and_exp_sum, softmax_in_place};
 
 /// The parameters the op reads, in packing order (`{mlp}` only for models with MLPs).
 pub const PARAM_ORDER: [&str; 16] = [
@@ -165,13 +167,6 @@ impl FixedQueryLoss {
     }
 }
 
-fn u32s<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [u32]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("fixed-query loss: contiguous input".into()))?;
-    Ok(&s.as_slice::<u32>()?[a..b])
-}
-
 /// The per-token tables of one forward.
 struct Tables {
     /// Position-`j` inputs `W_E[t] + W_pos[j]`, `[vocab, d]` each, and `=`'s input `c` `[d]`.
@@ -294,12 +289,9 @@ struct Forward {
 fn attention_weights(t: &Tables, h: usize, a: usize, b: usize, w: &mut [f32]) {
     for hh in 0..h {
         let s = [t.s[0][a * h + hh], t.s[1][b * h + hh], t.s[2][hh]];
-        let max = s[0].max(s[1]).max(s[2]);
-        let ex = s.map(|v| (v - max).exp());
-        let r = 1.0 / (ex[0] + ex[1] + ex[2]);
-        for j in 0..3 {
-            w[hh * 3 + j] = ex[j] * r;
-        }
+        let weights = &mut w[hh * 3..hh * 3 + 3];
+        weights.copy_from_slice(&s);
+        softmax_in_place(weights, 1.0);
     }
 }
 
@@ -420,15 +412,16 @@ impl FixedQueryShape {
             .zip(labels.par_iter())
             .map(|(row, &y)| {
                 let y = y as usize;
-                let best = super::argmax(row);
-                let max = row[best];
-                let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
-                let loss = (max as f64 + (sum as f64).ln()) - row[y] as f64;
-                if with_grad {
-                    let r = inv_n / sum;
-                    row.iter_mut().for_each(|v| *v = (*v - max).exp() * r);
+                let (best, target) = (argmax(row), row[y]);
+                let (max, sum) = if with_grad {
+                    // The loss's gradient: softmax / n, less 1/n at the label.
+                    let pieces = softmax_in_place(row, inv_n);
                     row[y] -= inv_n;
-                }
+                    pieces
+                } else {
+                    max_and_exp_sum(row)
+                };
+                let loss = cross_entropy(max, sum, target);
                 (loss, usize::from(best == y))
             })
             .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
@@ -671,7 +664,7 @@ impl CustomOp3 for FixedQueryLoss {
         yl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let sh = self.shape;
-        let (params, pairs, labels) = (slice(ps, pl)?, u32s(xs, xl)?, u32s(ys, yl)?);
+        let (params, pairs, labels) = (slice(ps, pl)?, slice(xs, xl)?, slice(ys, yl)?);
         if params.len() != sh.offsets().total || pairs.len() != 2 * labels.len() {
             candle_core::bail!("fixed-query loss {sh:?}: inputs of the wrong size");
         }

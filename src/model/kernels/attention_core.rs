@@ -106,7 +106,7 @@ const LANES: usize = 8;
 
 /// `e^x` to within 2 ulp (Cephes' `expf`: `x = n·ln 2 + r`, a degree-6 polynomial in `r`, and
 /// `2^n` from the exponent bits), branch-free so that a loop of it is vector code. libm's `expf`
-/// is a call per element, which with its spills was a third of the fused forward's time.
+/// is a call per element, which with its spills dominated the fused forward (figures: benches/MEASUREMENTS.md).
 /// Inputs are clamped to [-87.3, 88], where the result is a normal float (the softmax takes
 /// `x ≤ 0`; `e^x` of a very negative score is ~1e-38, not 0, which no softmax can tell apart).
 #[inline(always)]
@@ -346,18 +346,18 @@ mod avx2 {
 }
 
 /// How far apart the rows of a saved pattern lie: `p` rounded up to whole vectors.
-pub(super) fn key_stride(p: usize) -> usize {
+pub(crate) fn key_stride(p: usize) -> usize {
     round_up(p)
 }
 
 /// Floats of one sequence's saved pattern: `h` heads of `[p, round_up(p)]`.
-pub(super) fn probs_len(p: usize, h: usize) -> usize {
+pub(crate) fn probs_len(p: usize, h: usize) -> usize {
     h * p * round_up(p)
 }
 
 /// z for one sequence; writes the pattern into `probs` unless it is empty.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn forward_any(
+pub(crate) fn forward_any(
     qkv: &[f32],
     z: &mut [f32],
     probs: &mut [f32],
@@ -376,7 +376,7 @@ pub(super) fn forward_any(
 
 /// d qkv for one sequence; takes the forward's pattern from `probs` unless it is empty.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn backward_any(
+pub(crate) fn backward_any(
     qkv: &[f32],
     dz: &[f32],
     probs: &[f32],

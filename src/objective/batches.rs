@@ -10,19 +10,25 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 
-use crate::model::Transformer;
+use crate::model::{Kernels, Transformer};
 use crate::task::Dataset;
 
-use super::PathChoice;
+use crate::config::PathChoice;
 
-/// The forward pass a prepared set uses.
+/// Which forward pass a task's objective takes: the model's plan says which shortcuts it has,
+/// and a skip-trigram data set picks among them by its size ([`PreparedSet::new`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForwardPath {
+    /// The general path, scored at the last position.
     Full,
+    /// The token-table shortcut's last query row.
     LastPosition,
+    /// The token-table shortcut over distinct token multisets.
     Multiset,
     /// Modular addition's fixed-query shortcut (`crate::model::Transformer::fixed_query_loss`).
     FixedQuery,
+    /// The next-token loss at every position, by the plan's LM step.
+    NextToken,
 }
 
 impl ForwardPath {
@@ -32,6 +38,7 @@ impl ForwardPath {
             ForwardPath::LastPosition => "last_position",
             ForwardPath::Multiset => "multiset",
             ForwardPath::FixedQuery => "fixed_query",
+            ForwardPath::NextToken => "next_token",
         }
     }
 }
@@ -261,13 +268,18 @@ impl Batch<'_> {
 
     /// Counts correct predictions; `logits` `[rows, vocab]` are the ones [`Batch::loss`]
     /// returned.
-    pub fn tally(&self, logits: &Tensor, mean_loss: f64) -> candle_core::Result<Tally> {
+    pub fn tally(
+        &self,
+        logits: &Tensor,
+        mean_loss: f64,
+        kernels: Kernels,
+    ) -> candle_core::Result<Tally> {
         let mut tally = Tally {
             loss_sum: mean_loss * self.size as f64,
             ..Tally::default()
         };
         let vocab = logits.dim(1)?;
-        let rows = crate::model::predictions(logits)?;
+        let rows = crate::model::predictions(logits, kernels)?;
         match &self.labels {
             BatchLabels::PerSample { labels, is_signal } => {
                 for ((&pred, &label), &signal) in rows.iter().zip(labels).zip(is_signal) {

@@ -32,11 +32,11 @@ pub struct BlockShape {
 }
 
 /// What the forward computed and the backward needs.
-pub(super) struct Saved {
+pub(crate) struct Saved {
     qkv: Vec<f32>,
     z: Vec<f32>,
     /// The pattern, per sequence `[head, query, key rounded up]` (see `probs_len`).
-    pub(super) probs: Vec<f32>,
+    pub(crate) probs: Vec<f32>,
 }
 
 impl Drop for Saved {
@@ -102,7 +102,7 @@ impl BlockShape {
     /// The layer's weights as the kernels take them: W_Q, W_K, W_V (`[h, m, d]` each) as the
     /// `[m, 3hd]` matrix whose columns are every head's q, then k, then v, and their biases
     /// joined likewise.
-    pub(super) fn prepare<'a>(&self, p: &LayerParams<'a>) -> Prepared<'a> {
+    pub(crate) fn prepare<'a>(&self, p: &LayerParams<'a>) -> Prepared<'a> {
         let (m, h, d, hd) = (self.d_model, self.heads, self.d_head, self.hd());
         let mut w_qkv = vec![0f32; m * 3 * hd];
         for (which, native) in [p.w_q, p.w_k, p.w_v].into_iter().enumerate() {
@@ -124,7 +124,7 @@ impl BlockShape {
 
     /// W_Q, W_K and W_V's gradients from the `[m, 3hd]` one (the kernels' layout): the inverse
     /// of [`Self::prepare`]'s reordering.
-    pub(super) fn qkv_weight_grads(&self, matrix: &[f32], grads: &mut LayerGrads) {
+    pub(crate) fn qkv_weight_grads(&self, matrix: &[f32], grads: &mut LayerGrads) {
         let natives = [&mut *grads.w_q, &mut *grads.w_k, &mut *grads.w_v];
         let (m, h, d, hd) = (self.d_model, self.heads, self.d_head, self.hd());
         for (which, native) in natives.into_iter().enumerate() {
@@ -151,7 +151,7 @@ impl BlockShape {
 
     /// Buffers for q, k, v, z and the pattern, allocated by the calling thread: buffers made and
     /// freed on the same thread are reused by the allocator instead of faulted in fresh.
-    pub(super) fn alloc_saved(&self) -> Saved {
+    pub(crate) fn alloc_saved(&self) -> Saved {
         let (n, hd) = (self.rows(), self.hd());
         Saved {
             qkv: scratch::take(n * 3 * hd),
@@ -198,7 +198,7 @@ impl BlockShape {
 
     /// The layer's output `[rows, d_model]` into `out`, keeping in `saved` what the backward
     /// needs. Runs on the fused ops' pool.
-    pub(super) fn forward(&self, x: &[f32], w: &Prepared, saved: &mut Saved, out: &mut [f32]) {
+    pub(crate) fn forward(&self, x: &[f32], w: &Prepared, saved: &mut Saved, out: &mut [f32]) {
         pool().install(|| {
             self.qkv_and_z(x, w, saved);
             self.project_out(x, w, saved, out);
@@ -207,7 +207,7 @@ impl BlockShape {
 
     /// [`Self::forward`] with q, k and v (bias included) already computed by `fill_qkv` into
     /// the `[rows, 3hd]` buffer it is given.
-    pub(super) fn forward_from_qkv(
+    pub(crate) fn forward_from_qkv(
         &self,
         x: &[f32],
         w: &Prepared,
@@ -224,11 +224,11 @@ impl BlockShape {
 }
 
 /// A layer's parameters' names in TL's `blocks.{l}.attn.*`, in the order they are packed.
-pub(super) const LAYER_PARAMS: [&str; 8] = ["W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"];
+pub(crate) const LAYER_PARAMS: [&str; 8] = ["W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"];
 
 /// One value per parameter of a layer: its host values (`LayerParams`) or gradients
 /// (`LayerGrads`), in TL's layouts (`W_Q` `[h, m, d]`, …, `b_O` `[m]`).
-pub(super) struct Layer<T> {
+pub(crate) struct Layer<T> {
     pub w_q: T,
     pub w_k: T,
     pub w_v: T,
@@ -255,11 +255,11 @@ impl<T> From<[T; 8]> for Layer<T> {
     }
 }
 
-pub(super) type LayerParams<'a> = Layer<&'a [f32]>;
-pub(super) type LayerGrads<'a> = Layer<&'a mut [f32]>;
+pub(crate) type LayerParams<'a> = Layer<&'a [f32]>;
+pub(crate) type LayerGrads<'a> = Layer<&'a mut [f32]>;
 
 /// A layer's weights as the kernels read them ([`BlockShape::prepare`]).
-pub(super) struct Prepared<'a> {
+pub(crate) struct Prepared<'a> {
     /// W_Q, W_K and W_V as `[m, 3hd]`.
     pub w_qkv: Vec<f32>,
     /// b_Q, b_K and b_V joined, `[3hd]`.
@@ -366,7 +366,7 @@ impl CustomOp3 for AttentionBlockGrad {
 impl BlockShape {
     /// The gradients of the input (`dx`) and of the parameters, from the output's (`dout`).
     /// Runs on the fused ops' pool; its scratch is taken and given back on the calling thread.
-    pub(super) fn backward(
+    pub(crate) fn backward(
         &self,
         x: &[f32],
         w: &Prepared,
@@ -405,7 +405,7 @@ impl BlockShape {
     /// `grads`, and of q, k and v into `dqkv`. [`Self::backward`] goes on through the QKV
     /// projection; a layer whose q, k and v came from tables (`forward_from_qkv`) goes back
     /// through those instead. Runs on the fused ops' pool.
-    pub(super) fn backward_from_qkv(
+    pub(crate) fn backward_from_qkv(
         &self,
         w: &Prepared,
         dout: &[f32],

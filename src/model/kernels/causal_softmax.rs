@@ -9,6 +9,8 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
+use super::softmax::softmax_in_place;
+
 /// `scores` `[.., n, n]` (contiguous) to the causal attention pattern.
 pub struct CausalSoftmax {
     pub scale: f32,
@@ -43,20 +45,11 @@ impl CustomOp1 for CausalSoftmax {
             .chunks_exact(n)
             .zip(out.chunks_exact_mut(n).enumerate().map(|(i, r)| (i % n, r)))
         {
-            let visible = &row_in[..=q];
-            let max = visible
-                .iter()
-                .map(|&v| v / self.scale)
-                .fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for (o, &v) in row_out.iter_mut().zip(visible) {
-                *o = (v / self.scale - max).exp();
-                sum += *o;
+            let visible = &mut row_out[..=q];
+            for (o, &v) in visible.iter_mut().zip(&row_in[..=q]) {
+                *o = v / self.scale;
             }
-            let r = 1.0 / sum;
-            for o in &mut row_out[..=q] {
-                *o *= r;
-            }
+            softmax_in_place(visible, 1.0);
         }
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }

@@ -2,17 +2,17 @@
 //!
 //! A model's activations are compared with TransformerLens's to 1e-5, and some of them sit
 //! there at float32's own noise: where large terms cancel, a reordered sum moves a logit by
-//! more than that (exact arithmetic itself lands 1.13× the tolerance off TL's fixture on one
+//! more than that (even exact arithmetic lands outside the tolerance of TL's fixture on one
 //! case). The CPU takes every product's terms in index order with fused multiply-adds (the
 //! `gemm` crate, like PyTorch's CPU kernels on these sizes) and sums reductions in index order,
 //! and so rounds much as TL did. cuBLAS and candle's CUDA reductions split their sums into
-//! trees, which on an H100 put one logit of a fixture at 1.005× the tolerance. So a forward pass
-//! that captures every hook runs on a GPU with [`Order::Sequential`]: each product one thread
-//! per output, its terms in index order with `fmaf` (one kernel, compiled at run time by NVRTC),
+//! trees, which put one logit of a fixture just outside the tolerance. So a forward pass that
+//! captures every hook runs on a GPU with [`Order::Sequential`]: each product one thread per
+//! output, its terms in index order with `fmaf` (one kernel, compiled at run time by NVRTC),
 //! sums as products with a vector of ones, and `exp` and the MLP's activation rounded from
-//! float64, as the CPU's libm rounds them. On an H200 the fixture's worst logit went from 1.005×
-//! the tolerance to 0.47×, the CPU's own figure. Only the full cache (the inspector's single
-//! sequences) takes it; training, evaluation and batched analyses keep cuBLAS.
+//! float64, as the CPU's libm rounds them; the GPU then gives the CPU's figures (all figures:
+//! benches/MEASUREMENTS.md). Only the full cache (the inspector's single sequences) takes it;
+//! training, evaluation and batched analyses keep cuBLAS.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 

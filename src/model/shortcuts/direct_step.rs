@@ -5,8 +5,8 @@
 //!
 //! Through candle, the same step is those fused ops plus what the graph adds around them: the
 //! parameters packed by `cat` and their gradients cut back out by `narrow`, a zeroed buffer and
-//! an add for each gradient that arrives, copies into and out of the loss op. For a model this
-//! small that was a tenth of the step. Here the same kernels run in the same order on the same
+//! an add for each gradient that arrives, copies into and out of the loss op, a large share of
+//! the step for a model this small (benches/MEASUREMENTS.md). Here the same kernels run in the same order on the same
 //! values, so the loss and the gradients are bit for bit the graph's (a test holds them to it).
 //!
 //! One exact simplification goes further: layer 0 reads the embeddings alone, so its q, k and v
@@ -16,13 +16,14 @@
 
 use candle_core::{Storage, StorageRef, Tensor, TensorId};
 
-use super::attention_block::{
+use crate::model::Transformer;
+use crate::model::kernels::attention_block::{
     BlockShape, LAYER_PARAMS, Layer, LayerGrads, LayerParams, Prepared, Saved,
 };
-use super::cpu::{matmul, with_avx2};
-use super::lm_loss::LossShape;
-use super::{Transformer, scratch};
-use crate::config::{Embeddings, Positions};
+use crate::model::kernels::cpu::{self, matmul, with_avx2};
+use crate::model::kernels::lm_loss::LossShape;
+use crate::model::kernels::scratch;
+use crate::model::plan::LmStep;
 
 /// Gradients on the host, one per parameter, in [`Transformer::vars`]' order.
 pub struct HostGrads {
@@ -153,16 +154,11 @@ impl<'m> GradBuffers<'m> {
 }
 
 impl Transformer {
-    /// Whether [`Self::direct_loss_and_grads`] computes this model's step: attention only, no
-    /// LayerNorm, learned embeddings and standard positions, float32 on a CPU with the fused ops.
+    /// Whether [`Self::direct_loss_and_grads`] computes this model's step: the plan's
+    /// [`LmStep::Direct`] (attention only, no LayerNorm, learned embeddings and standard
+    /// positions, the fused CPU kernels).
     pub fn direct_step_fits(&self) -> bool {
-        let c = &self.cfg;
-        crate::device::fused_cpu_ops(&self.device)
-            && self.dtype() == candle_core::DType::F32
-            && !c.has_mlp()
-            && c.normalization_type.is_none()
-            && c.embeddings == Embeddings::Learned
-            && c.positional_embedding_type == Positions::Standard
+        self.plan.lm_step == LmStep::Direct
     }
 
     /// The parameters' host memory, for [`Self::direct_loss_and_grads`] (locked until dropped:
@@ -288,8 +284,8 @@ impl Transformer {
         let (w_u, b_u) = (params.get("unembed.W_U")?, params.get("unembed.b_U")?);
         let mut logits = vec![0f32; n * vocab];
         let x = &stream[c.n_layers];
-        super::cpu::pool().install(|| {
-            super::cpu::matmul(
+        cpu::pool().install(|| {
+            cpu::matmul(
                 &mut logits,
                 (n, vocab, m),
                 (x, m, 1),
@@ -297,7 +293,7 @@ impl Transformer {
                 false,
             )
         });
-        super::cpu::add_rows(&mut logits, b_u);
+        cpu::add_rows(&mut logits, b_u);
         let patterns = layers
             .into_iter()
             .map(|(_, mut saved)| std::mem::take(&mut saved.probs))
@@ -308,7 +304,7 @@ impl Transformer {
         Ok(DirectForward {
             logits,
             patterns,
-            stride: super::attention_core::key_stride(shape.pos),
+            stride: crate::model::kernels::attention_core::key_stride(shape.pos),
         })
     }
 
@@ -383,7 +379,7 @@ impl Transformer {
                     .for_each(|(g, d)| *g += d);
             }
         });
-        super::cpu::column_sums(&dx, pos * m, &mut d_pos[..pos * m]);
+        cpu::column_sums(&dx, pos * m, &mut d_pos[..pos * m]);
         if tables {
             // `dx` is the gradient of layer 0's output, whose residual path has just passed it
             // to the embeddings as it is; its q, k and v path goes back through the tables.
@@ -433,7 +429,7 @@ impl Transformer {
             (&w_pos[..pos * m], &by_position, pos),
         ];
         let mut dw_qkv = vec![0f32; m * width];
-        super::cpu::pool().install(|| {
+        cpu::pool().install(|| {
             for (i, (rows, sum, k)) in sums.iter().enumerate() {
                 // dW_QKV = W_Eᵀ·(by token) + W_posᵀ·(by position).
                 matmul(
@@ -447,7 +443,7 @@ impl Transformer {
         });
         shape.qkv_weight_grads(&dw_qkv, &mut grads.layer(0));
         let [d_embed, d_pos] = grads.parts(["embed.W_E", "pos_embed.W_pos"]);
-        super::cpu::pool().install(|| {
+        cpu::pool().install(|| {
             for (d, (_, sum, k)) in [d_embed, &mut d_pos[..pos * m]].into_iter().zip(sums) {
                 // d embedding += (by token or position)·W_QKVᵀ.
                 matmul(d, (k, m, width), (sum, width, 1), (w_qkv, 1, width), true);
@@ -461,15 +457,14 @@ impl Transformer {
 fn table(rows: &[f32], w: &[f32], m: usize, width: usize) -> Vec<f32> {
     let k = rows.len() / m;
     let mut out = vec![0f32; k * width];
-    super::cpu::pool()
-        .install(|| matmul(&mut out, (k, width, m), (rows, m, 1), (w, width, 1), false));
+    cpu::pool().install(|| matmul(&mut out, (k, width, m), (rows, m, 1), (w, width, 1), false));
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ModelConfig, Normalization};
+    use crate::config::{Embeddings, ModelConfig, Normalization, Positions};
     use crate::model::Weights;
     use candle_core::Device;
 

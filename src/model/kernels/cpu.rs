@@ -1,7 +1,7 @@
 //! What the fused CPU ops share: their thread pool, a checked gemm call with transposes as
 //! strides, and row-wise bias helpers.
 
-use candle_core::{CpuStorage, Layout};
+use candle_core::{CpuStorage, Layout, WithDType};
 
 /// The fused ops' own threads, one per core (at most 4): they run their matrix products and
 /// sequences in parallel whatever candle's thread count is (toylens keeps candle at one thread,
@@ -25,11 +25,13 @@ pub fn pool() -> &'static rayon::ThreadPool {
     })
 }
 
-pub fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+/// The elements of a contiguous tensor's CPU storage (f32 values, u32 tokens): the one way every
+/// fused op reads its inputs.
+pub fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
     let (a, b) = l
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg("fused ops need contiguous inputs".into()))?;
-    Ok(&s.as_slice::<f32>()?[a..b])
+    Ok(&s.as_slice::<T>()?[a..b])
 }
 
 /// `dst[m×n] (+)= a[m×k] · b[k×n]`, each operand given as `(slice, row stride, column stride)`
@@ -103,6 +105,19 @@ pub fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
         }
     }
     f()
+}
+
+/// Whether the CPU has AVX2 and FMA, which the kernels' vector code needs (checked once by the
+/// CPU's feature flags; each kernel picks its code the same way).
+pub fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// `x[r] += bias` for every row `r` of `x` (rows of `bias.len()`).

@@ -4,10 +4,28 @@
 //! `lm_cross_entropy_loss`. Composed, the same loss is a matmul, a bias, a log-softmax and a
 //! gather, each with its backward and gradient buffers; fused, it is two gemm calls each way.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, D, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu::{add_rows, column_sums, matmul, pool, slice};
+use super::softmax::{cross_entropy, softmax_in_place};
+
+/// TL's `lm_cross_entropy_loss` composed of candle ops, the reference the fused op is tested
+/// against and the path off the CPU. Mean cross-entropy of predicting `tokens[:, i + 1]` from `logits[:, i]` at every position
+/// but the last: `logits` `[batch, pos, d_vocab_out]`, `tokens` `[batch, pos]` (u32).
+pub fn lm_cross_entropy_loss(logits: &Tensor, tokens: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, p, v) = logits.dims3()?;
+    if p < 2 {
+        candle_core::bail!("next-token loss needs sequences of at least 2 tokens, got {p}");
+    }
+    let predictions = logits.narrow(1, 0, p - 1)?.reshape((b * (p - 1), v))?;
+    let targets = tokens.narrow(1, 1, p - 1)?.flatten_all()?;
+    let log_probs = candle_nn::ops::log_softmax(&predictions, D::Minus1)?;
+    log_probs
+        .gather(&targets.unsqueeze(1)?, 1)?
+        .mean_all()?
+        .neg()
+}
 
 /// The loss's shape: `batch` sequences of `pos` tokens, `d_model` in, `vocab` logits out.
 #[derive(Debug, Clone, Copy)]
@@ -33,7 +51,7 @@ impl LossShape {
     /// The mean loss of the final residual stream `x` `[rows, d_model]`; the softmax of every
     /// row's logits goes into `probs` `[rows, vocab]` for the backward. The tokens are checked
     /// against the vocabulary by the caller. Runs on the fused ops' pool.
-    pub(super) fn forward(
+    pub(crate) fn forward(
         &self,
         x: &[f32],
         w_u: &[f32],
@@ -51,19 +69,10 @@ impl LossShape {
                 .zip(losses.par_iter_mut())
                 .enumerate()
                 .for_each(|(r, (row, loss))| {
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let target_logit = target(tokens, self.pos, r).map(|t| row[t]);
-                    let mut sum = 0f32;
-                    for l in row.iter_mut() {
-                        *l = (*l - max).exp();
-                        sum += *l;
-                    }
-                    let r_sum = 1.0 / sum;
-                    for l in row.iter_mut() {
-                        *l *= r_sum;
-                    }
+                    let (max, sum) = softmax_in_place(row, 1.0);
                     if let Some(t) = target_logit {
-                        *loss = (max as f64 + (sum as f64).ln()) - t as f64;
+                        *loss = cross_entropy(max, sum, t);
                     }
                 });
         });
@@ -73,7 +82,7 @@ impl LossShape {
     /// The gradients of `g` times the loss: `dx` `[rows, d_model]`, `dw_u` and `db_u`, from the
     /// forward's `probs`, which become the logits' gradient. Runs on the fused ops' pool.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn backward(
+    pub(crate) fn backward(
         &self,
         x: &[f32],
         w_u: &[f32],
@@ -121,13 +130,6 @@ impl NextTokenLoss {
     }
 }
 
-fn tokens_of<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [u32]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("the loss needs contiguous tokens".into()))?;
-    Ok(&s.as_slice::<u32>()?[a..b])
-}
-
 /// The target of row `r` (the next token), or `None` for a sequence's last position.
 fn target(tokens: &[u32], pos: usize, r: usize) -> Option<usize> {
     (r % pos + 1 < pos).then(|| tokens[r + 1] as usize)
@@ -148,7 +150,7 @@ impl CustomOp3 for NextTokenLoss {
         tl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let sh = self.shape;
-        let (x, params, tokens) = (slice(xs, xl)?, slice(ps, pl)?, tokens_of(ts, tl)?);
+        let (x, params, tokens) = (slice(xs, xl)?, slice(ps, pl)?, slice(ts, tl)?);
         let (n, m, v) = (sh.rows(), sh.d_model, sh.vocab);
         if sh.pos < 2 || x.len() != n * m || params.len() != sh.n_params() || tokens.len() != n {
             candle_core::bail!("next-token loss {sh:?}: inputs of the wrong size");

@@ -1,16 +1,17 @@
 //! Adding a bias to every row, with a backward that sums the gradient's columns in one pass.
 //! Candle's `broadcast_add` is correct but its backward reduces over the broadcast rows with a
-//! generic strided fold, which profiling showed to be a quarter of a small model's training
-//! step; this op is the same arithmetic with a contiguous column sum.
+//! generic strided fold, a large part of a small model's training step in the profile
+//! (benches/MEASUREMENTS.md); this op is the same arithmetic with a contiguous column sum.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
-/// `x [.., c] + b [c]`, every row.
-pub fn add_bias(x: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    let fused = crate::device::fused_cpu_ops(x.device())
-        && x.dtype() == DType::F32
-        && b.dtype() == DType::F32;
-    if fused && x.is_contiguous() && b.is_contiguous() && b.rank() == 1 {
+use super::cpu::slice;
+
+/// `x [.., c] + b [c]`, every row; by the fused op where the plan has fused kernels (`fused`)
+/// and the operands are the f32, contiguous ones it takes.
+pub fn add_bias(x: &Tensor, b: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
+    let fits = x.dtype() == DType::F32 && b.dtype() == DType::F32;
+    if fused && fits && x.is_contiguous() && b.is_contiguous() && b.rank() == 1 {
         x.apply_op2(b, AddBias)
     } else {
         x.broadcast_add(b)
@@ -18,13 +19,6 @@ pub fn add_bias(x: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 struct AddBias;
-
-fn slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("add_bias needs contiguous tensors".into()))?;
-    Ok(&storage.as_slice::<f32>()?[start..end])
-}
 
 impl CustomOp2 for AddBias {
     fn name(&self) -> &'static str {
@@ -38,7 +32,7 @@ impl CustomOp2 for AddBias {
         b: &CpuStorage,
         b_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, b) = (slice(x, x_layout)?, slice(b, b_layout)?);
+        let (x, b) = (slice::<f32>(x, x_layout)?, slice::<f32>(b, b_layout)?);
         if b.is_empty() || x.len() % b.len() != 0 || x_layout.dims().last() != Some(&b.len()) {
             candle_core::bail!(
                 "add_bias: a bias of {} does not fit rows of {:?}",
@@ -76,7 +70,7 @@ impl CustomOp1 for ColumnSum {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = slice(s, layout)?;
+        let x = slice::<f32>(s, layout)?;
         let c = *layout.dims().last().unwrap_or(&1);
         let mut out = vec![0f32; c];
         for row in x.chunks_exact(c.max(1)) {
@@ -99,7 +93,7 @@ mod tests {
         let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (5, 3, 4), &dev).unwrap()).unwrap();
         let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, 4, &dev).unwrap()).unwrap();
         let w = Tensor::randn(0f32, 1.0, (5, 3, 4), &dev).unwrap();
-        let fused = add_bias(x.as_tensor(), b.as_tensor()).unwrap();
+        let fused = add_bias(x.as_tensor(), b.as_tensor(), true).unwrap();
         let plain = x.as_tensor().broadcast_add(b.as_tensor()).unwrap();
         let max = |t: Tensor| crate::model::max_abs(&t);
         assert_eq!(max((&fused - &plain).unwrap()), 0.0);
