@@ -3,6 +3,7 @@
 //! embeddings and standard positions, no LayerNorm, and a ReLU MLP or none, on the fused CPU
 //! kernels.
 
+mod backward;
 mod op;
 
 pub use op::FixedQueryShape;

@@ -19,9 +19,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::model::argmax;
-use crate::model::kernels::cpu::{column_sums, matmul, pool, slice};
-use crate::model::kernels::softmax::{cross_entropy, max_and_exp_sum, softmax_in_place};
+use crate::model::kernels::cpu::{matmul, pool, slice};
+use crate::model::kernels::softmax::softmax_in_place;
 
 /// The parameters the op reads, in packing order (`{mlp}` only for models with MLPs).
 pub const PARAM_ORDER: [&str; 16] = [
@@ -58,29 +57,29 @@ pub struct FixedQueryShape {
 
 /// Where each parameter starts in the packed vector.
 #[derive(Debug, Clone, Copy)]
-struct Offsets {
-    w_e: usize,
-    w_pos: usize,
-    w_q: usize,
-    w_k: usize,
-    w_v: usize,
-    w_o: usize,
-    b_q: usize,
-    b_k: usize,
-    b_v: usize,
-    b_o: usize,
-    w_in: usize,
-    b_in: usize,
-    w_out: usize,
-    b_out: usize,
-    w_u: usize,
-    b_u: usize,
-    total: usize,
+pub(super) struct Offsets {
+    pub(super) w_e: usize,
+    pub(super) w_pos: usize,
+    pub(super) w_q: usize,
+    pub(super) w_k: usize,
+    pub(super) w_v: usize,
+    pub(super) w_o: usize,
+    pub(super) b_q: usize,
+    pub(super) b_k: usize,
+    pub(super) b_v: usize,
+    pub(super) b_o: usize,
+    pub(super) w_in: usize,
+    pub(super) b_in: usize,
+    pub(super) w_out: usize,
+    pub(super) b_out: usize,
+    pub(super) w_u: usize,
+    pub(super) b_u: usize,
+    pub(super) total: usize,
 }
 
 impl FixedQueryShape {
     /// `(vocab, d_model, heads, d_head, d_mlp, classes)`, the names every loop below uses.
-    fn dims(&self) -> (usize, usize, usize, usize, usize, usize) {
+    pub(super) fn dims(&self) -> (usize, usize, usize, usize, usize, usize) {
         (
             self.vocab,
             self.d_model,
@@ -114,7 +113,7 @@ impl FixedQueryShape {
         ]
     }
 
-    fn offsets(&self) -> Offsets {
+    pub(super) fn offsets(&self) -> Offsets {
         let mut at = [0usize; 17];
         for (i, size) in self.sizes().iter().enumerate() {
             at[i + 1] = at[i] + size;
@@ -168,19 +167,19 @@ impl FixedQueryLoss {
 }
 
 /// The per-token tables of one forward.
-struct Tables {
+pub(super) struct Tables {
     /// Position-`j` inputs `W_E[t] + W_pos[j]`, `[vocab, d]` each, and `=`'s input `c` `[d]`.
-    x: [Vec<f32>; 2],
-    c: Vec<f32>,
+    pub(super) x: [Vec<f32>; 2],
+    pub(super) c: Vec<f32>,
     /// The query of each head `[h, e]`, and `W_K[h] q_h` `[h, d]`.
-    q: Vec<f32>,
-    wk: Vec<f32>,
+    pub(super) q: Vec<f32>,
+    pub(super) wk: Vec<f32>,
     /// Scores `[vocab, h]` for positions 0 and 1, `[h]` for position 2 (scaled).
-    s: [Vec<f32>; 3],
+    pub(super) s: [Vec<f32>; 3],
     /// Values `[h, vocab, e]` (`[h, e]` for position 2) and their images `v W_O`
     /// `[h, vocab, d]` (`[h, d]`).
-    v: [Vec<f32>; 3],
-    ov: [Vec<f32>; 3],
+    pub(super) v: [Vec<f32>; 3],
+    pub(super) ov: [Vec<f32>; 3],
 }
 
 impl FixedQueryShape {
@@ -272,21 +271,21 @@ impl FixedQueryShape {
 }
 
 /// What the forward pass leaves for the loss and the backward.
-struct Forward {
-    t: Tables,
+pub(super) struct Forward {
+    pub(super) t: Tables,
     /// Attention weights `[n, h, 3]`.
-    w: Vec<f32>,
+    pub(super) w: Vec<f32>,
     /// The residual stream after attention `[n, d]`, the MLP's pre- and post-activations
     /// `[n, d_mlp]`, the residual stream after the MLP `[n, d]` and the logits `[n, classes]`.
-    mid: Vec<f32>,
-    pre: Vec<f32>,
-    post: Vec<f32>,
-    resid: Vec<f32>,
-    logits: Vec<f32>,
+    pub(super) mid: Vec<f32>,
+    pub(super) pre: Vec<f32>,
+    pub(super) post: Vec<f32>,
+    pub(super) resid: Vec<f32>,
+    pub(super) logits: Vec<f32>,
 }
 
 /// Softmax over the three keys of each head: `w[h * 3 + j]`.
-fn attention_weights(t: &Tables, h: usize, a: usize, b: usize, w: &mut [f32]) {
+pub(super) fn attention_weights(t: &Tables, h: usize, a: usize, b: usize, w: &mut [f32]) {
     for hh in 0..h {
         let s = [t.s[0][a * h + hh], t.s[1][b * h + hh], t.s[2][hh]];
         let weights = &mut w[hh * 3..hh * 3 + 3];
@@ -296,7 +295,13 @@ fn attention_weights(t: &Tables, h: usize, a: usize, b: usize, w: &mut [f32]) {
 }
 
 /// The rows of the `ov` tables sample (a, b) mixes, per head and key.
-fn ov_row<'a>(t: &'a Tables, sh: &FixedQueryShape, hh: usize, j: usize, tok: usize) -> &'a [f32] {
+pub(super) fn ov_row<'a>(
+    t: &'a Tables,
+    sh: &FixedQueryShape,
+    hh: usize,
+    j: usize,
+    tok: usize,
+) -> &'a [f32] {
     let d = sh.d_model;
     let rows = if j == 2 { 1 } else { sh.vocab };
     let start = (hh * rows + tok) * d;
@@ -305,7 +310,7 @@ fn ov_row<'a>(t: &'a Tables, sh: &FixedQueryShape, hh: usize, j: usize, tok: usi
 
 impl FixedQueryShape {
     /// The scored position's forward pass for the pairs `[n, 2]`.
-    fn forward(&self, p: &[f32], pairs: &[u32]) -> Forward {
+    pub(super) fn forward(&self, p: &[f32], pairs: &[u32]) -> Forward {
         let (vocab, d, h, _, m, classes) = self.dims();
         let o = self.offsets();
         let n = pairs.len() / 2;
@@ -382,271 +387,6 @@ impl FixedQueryShape {
         let out = pool().install(|| self.forward(p, pairs));
         (out.post, out.logits)
     }
-
-    /// Loss (mean cross-entropy), correct count and, if asked, the gradient of the packed
-    /// parameters, for the pairs `[n, 2]` and labels.
-    fn run(
-        &self,
-        p: &[f32],
-        pairs: &[u32],
-        labels: &[u32],
-        with_grad: bool,
-    ) -> (f64, usize, Option<Vec<f32>>) {
-        let (vocab, d, h, e, m, classes) = self.dims();
-        let o = self.offsets();
-        let n = labels.len();
-        let query = vocab - 1;
-        let Forward {
-            t,
-            w,
-            mid,
-            pre,
-            post,
-            resid,
-            mut logits,
-        } = self.forward(p, pairs);
-        let w_u = &p[o.w_u..o.w_u + d * classes];
-        let inv_n = 1.0 / n as f32;
-        let (loss_sum, correct) = logits
-            .par_chunks_mut(classes)
-            .zip(labels.par_iter())
-            .map(|(row, &y)| {
-                let y = y as usize;
-                let (best, target) = (argmax(row), row[y]);
-                let (max, sum) = if with_grad {
-                    // The loss's gradient: softmax / n, less 1/n at the label.
-                    let pieces = softmax_in_place(row, inv_n);
-                    row[y] -= inv_n;
-                    pieces
-                } else {
-                    max_and_exp_sum(row)
-                };
-                let loss = cross_entropy(max, sum, target);
-                (loss, usize::from(best == y))
-            })
-            .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-        let loss = loss_sum / n as f64;
-        if !with_grad {
-            return (loss, correct, None);
-        }
-        let dlogits = logits;
-        let mut g = vec![0f32; o.total];
-        // Unembedding.
-        matmul(
-            &mut g[o.w_u..o.w_u + d * classes],
-            (d, classes, n),
-            (&resid, 1, d),
-            (&dlogits, classes, 1),
-            false,
-        );
-        column_sums(&dlogits, classes, &mut g[o.b_u..o.b_u + classes]);
-        let mut dmid = vec![0f32; n * d];
-        matmul(
-            &mut dmid,
-            (n, d, classes),
-            (&dlogits, classes, 1),
-            (w_u, 1, classes),
-            false,
-        );
-        // MLP: dres flows to W_out and, through the ReLU, to W_in; dmid gets both paths.
-        if m > 0 {
-            let w_out = &p[o.w_out..o.w_out + m * d];
-            let w_in = &p[o.w_in..o.w_in + d * m];
-            matmul(
-                &mut g[o.w_out..o.w_out + m * d],
-                (m, d, n),
-                (&post, 1, m),
-                (&dmid, d, 1),
-                false,
-            );
-            column_sums(&dmid, d, &mut g[o.b_out..o.b_out + d]);
-            let mut dpre = post; // reused as the buffer
-            matmul(&mut dpre, (n, m, d), (&dmid, d, 1), (w_out, 1, d), false);
-            dpre.par_chunks_mut(m)
-                .zip(pre.par_chunks(m))
-                .for_each(|(g, x)| {
-                    g.iter_mut().zip(x).for_each(|(g, x)| {
-                        if *x <= 0.0 {
-                            *g = 0.0;
-                        }
-                    })
-                });
-            matmul(
-                &mut g[o.w_in..o.w_in + d * m],
-                (d, m, n),
-                (&mid, 1, d),
-                (&dpre, m, 1),
-                false,
-            );
-            column_sums(&dpre, m, &mut g[o.b_in..o.b_in + m]);
-            matmul(&mut dmid, (n, d, m), (&dpre, m, 1), (w_in, 1, m), true);
-        }
-        // The residual stream before attention is `c` for every sample.
-        let mut dc = vec![0f32; d];
-        column_sums(&dmid, d, &mut dc);
-        g[o.b_o..o.b_o + d].copy_from_slice(&dc);
-        // Attention: gradients of the score and `ov` tables, summed over samples per thread.
-        let table = |j: usize| if j == 2 { h * d } else { h * vocab * d };
-        let zero = || {
-            (
-                [
-                    vec![0f32; table(0)],
-                    vec![0f32; table(1)],
-                    vec![0f32; table(2)],
-                ],
-                [vec![0f32; vocab * h], vec![0f32; vocab * h], vec![0f32; h]],
-            )
-        };
-        let chunk = n.div_ceil(rayon::current_num_threads().max(1) * 4).max(1);
-        let (dov, ds) = dmid
-            .par_chunks(chunk * d)
-            .zip(w.par_chunks(chunk * h * 3))
-            .zip(pairs.par_chunks(chunk * 2))
-            .map(|((dmid, w), pairs)| {
-                let (mut dov, mut ds) = zero();
-                for ((g, w), pair) in dmid
-                    .chunks_exact(d)
-                    .zip(w.chunks_exact(h * 3))
-                    .zip(pairs.chunks_exact(2))
-                {
-                    let toks = [pair[0] as usize, pair[1] as usize, 0];
-                    for hh in 0..h {
-                        let mut dw = [0f32; 3];
-                        for j in 0..3 {
-                            let row = ov_row(&t, self, hh, j, toks[j]);
-                            dw[j] = row.iter().zip(g).map(|(a, b)| a * b).sum();
-                            let rows = if j == 2 { 1 } else { vocab };
-                            let start = (hh * rows + toks[j]) * d;
-                            let wj = w[hh * 3 + j];
-                            for (acc, gv) in dov[j][start..start + d].iter_mut().zip(g) {
-                                *acc += wj * gv;
-                            }
-                        }
-                        let wsum: f32 = (0..3).map(|j| w[hh * 3 + j] * dw[j]).sum();
-                        for j in 0..3 {
-                            let dsj = w[hh * 3 + j] * (dw[j] - wsum);
-                            let at = if j == 2 { hh } else { toks[j] * h + hh };
-                            ds[j][at] += dsj;
-                        }
-                    }
-                }
-                (dov, ds)
-            })
-            .reduce(zero, |(mut a, mut b), (c, e2)| {
-                for (x, y) in a.iter_mut().zip(&c) {
-                    x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
-                }
-                for (x, y) in b.iter_mut().zip(&e2) {
-                    x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
-                }
-                (a, b)
-            });
-        // Tables to parameters. dX[j] collects each position's input gradient ([vocab, d],
-        // [d] for `=`), dq the queries'.
-        let mut dx = [vec![0f32; vocab * d], vec![0f32; vocab * d], dc];
-        let mut dq = vec![0f32; h * e];
-        let scale = self.attn_scale;
-        for hh in 0..h {
-            let w_o = &p[o.w_o + hh * e * d..o.w_o + (hh + 1) * e * d];
-            let w_v = &p[o.w_v + hh * d * e..o.w_v + (hh + 1) * d * e];
-            let w_k = &p[o.w_k + hh * d * e..o.w_k + (hh + 1) * d * e];
-            let qh = &t.q[hh * e..(hh + 1) * e];
-            let wkh = &t.wk[hh * d..(hh + 1) * d];
-            // ux[i] = Σ_j Σ_t u_j[t] X_j(t)[i] and its total weight, for dW_K and dq.
-            let mut ux = vec![0f32; d];
-            let mut u_total = 0f32;
-            for j in 0..3 {
-                let rows = if j == 2 { 1 } else { vocab };
-                let x: &[f32] = if j == 2 { &t.c } else { &t.x[j] };
-                let vh = &t.v[j][hh * rows * e..(hh + 1) * rows * e];
-                let dovh = &dov[j][hh * rows * d..(hh + 1) * rows * d];
-                // ov = v W_O: dW_O += vᵀ dov, dv = dov W_Oᵀ.
-                matmul(
-                    &mut g[o.w_o + hh * e * d..o.w_o + (hh + 1) * e * d],
-                    (e, d, rows),
-                    (vh, 1, e),
-                    (dovh, d, 1),
-                    true,
-                );
-                let mut dv = vec![0f32; rows * e];
-                matmul(&mut dv, (rows, e, d), (dovh, d, 1), (w_o, 1, d), false);
-                // v = x W_V + b_V.
-                matmul(
-                    &mut g[o.w_v + hh * d * e..o.w_v + (hh + 1) * d * e],
-                    (d, e, rows),
-                    (x, 1, d),
-                    (&dv, e, 1),
-                    true,
-                );
-                for row in dv.chunks_exact(e) {
-                    g[o.b_v + hh * e..o.b_v + (hh + 1) * e]
-                        .iter_mut()
-                        .zip(row)
-                        .for_each(|(a, b)| *a += b);
-                }
-                matmul(&mut dx[j], (rows, d, e), (&dv, e, 1), (w_v, 1, e), true);
-                // s = (x · W_K q + b_K · q) / scale.
-                for tok in 0..rows {
-                    let u = ds[j][if j == 2 { hh } else { tok * h + hh }] / scale;
-                    if u == 0.0 {
-                        continue;
-                    }
-                    u_total += u;
-                    let xr = &x[tok * d..(tok + 1) * d];
-                    ux.iter_mut().zip(xr).for_each(|(a, b)| *a += u * b);
-                    dx[j][tok * d..(tok + 1) * d]
-                        .iter_mut()
-                        .zip(wkh)
-                        .for_each(|(a, b)| *a += u * b);
-                }
-            }
-            // dW_K[h] = ux ⊗ q_h; db_K[h] = u_total q_h; dq_h = ux W_K[h] + u_total b_K[h].
-            let dw_k = &mut g[o.w_k + hh * d * e..o.w_k + (hh + 1) * d * e];
-            for (i, row) in dw_k.chunks_exact_mut(e).enumerate() {
-                row.iter_mut().zip(qh).for_each(|(a, q)| *a += ux[i] * q);
-            }
-            let b_k = &p[o.b_k + hh * e..o.b_k + (hh + 1) * e];
-            for k in 0..e {
-                g[o.b_k + hh * e + k] += u_total * qh[k];
-                dq[hh * e + k] = u_total * b_k[k];
-            }
-            matmul(
-                &mut dq[hh * e..(hh + 1) * e],
-                (1, e, d),
-                (&ux, d, 1),
-                (w_k, e, 1),
-                true,
-            );
-            // q = c W_Q + b_Q.
-            let dqh = &dq[hh * e..(hh + 1) * e];
-            let dw_q = &mut g[o.w_q + hh * d * e..o.w_q + (hh + 1) * d * e];
-            for (i, row) in dw_q.chunks_exact_mut(e).enumerate() {
-                row.iter_mut().zip(dqh).for_each(|(a, q)| *a += t.c[i] * q);
-            }
-            g[o.b_q + hh * e..o.b_q + (hh + 1) * e]
-                .iter_mut()
-                .zip(dqh)
-                .for_each(|(a, b)| *a += b);
-            let w_q = &p[o.w_q + hh * d * e..o.w_q + (hh + 1) * d * e];
-            matmul(&mut dx[2], (1, d, e), (dqh, e, 1), (w_q, 1, e), true);
-        }
-        // Inputs to embeddings: X_j(t) = W_E[t] + W_pos[j], c = W_E[=] + W_pos[2].
-        for (j, dx_j) in dx.iter().take(2).enumerate() {
-            for (tok, row) in dx_j.chunks_exact(d).enumerate() {
-                let at = o.w_e + tok * d;
-                g[at..at + d].iter_mut().zip(row).for_each(|(a, b)| *a += b);
-                let at = o.w_pos + j * d;
-                g[at..at + d].iter_mut().zip(row).for_each(|(a, b)| *a += b);
-            }
-        }
-        for at in [o.w_e + query * d, o.w_pos + 2 * d] {
-            g[at..at + d]
-                .iter_mut()
-                .zip(&dx[2])
-                .for_each(|(a, b)| *a += b);
-        }
-        (loss, correct, Some(g))
-    }
 }
 
 impl CustomOp3 for FixedQueryLoss {
@@ -678,7 +418,7 @@ impl CustomOp3 for FixedQueryLoss {
             candle_core::bail!("fixed-query loss: label {y} is outside the classes");
         }
         let (loss, correct, grad) =
-            pool().install(|| sh.run(params, pairs, labels, self.with_grad));
+            pool().install(|| sh.loss_and_grad(params, pairs, labels, self.with_grad));
         self.report
             .lock()
             .unwrap_or_else(|e| e.into_inner())
