@@ -9,7 +9,7 @@ use super::jobs::Computed;
 use super::session::Session;
 use super::settings::Tab;
 use super::status::Status;
-use super::{RunRecord, TRAINING_FRAME_INTERVAL, ToylensApp, recovery};
+use super::{Form, RunRecord, TRAINING_FRAME_INTERVAL, ToylensApp, recovery};
 use crate::checkpoint::Checkpoint;
 use crate::device;
 use crate::metrics::history_csv;
@@ -88,6 +88,12 @@ pub enum Action {
     FocusHead(Option<(usize, usize)>),
     /// Show a head's circuits in the Analyze tab, and focus it.
     SelectHead((usize, usize)),
+    /// The form the panels edited this frame (applied before the frame's other actions).
+    Edit(Box<Form>),
+    /// Play or pause the scrubber.
+    Play(bool),
+    /// Hold a view's colour limit while the scrubber's fixed colour range is on.
+    PinScaleLimit(&'static str, f32),
 }
 
 /// A question the user must answer before something destructive happens.
@@ -481,6 +487,13 @@ impl ToylensApp {
                 self.inspector.focus_head = focus.map(|(_, h)| h);
                 if let Some((layer, _)) = focus {
                     self.inspector.focus_layer = layer;
+                }
+            }
+            Action::Edit(form) => self.take_form(*form),
+            Action::Play(playing) => self.scrubber.playing = playing,
+            Action::PinScaleLimit(view, limit) => {
+                if self.scrubber.fixed_scale {
+                    self.scrubber.fixed_limits.entry(view).or_insert(limit);
                 }
             }
             Action::SelectHead((layer, head)) => {

@@ -6,6 +6,7 @@
 
 pub mod commands;
 pub mod files;
+pub mod form;
 pub mod jobs;
 pub mod recovery;
 pub mod session;
@@ -23,6 +24,7 @@ use crate::checkpoint::Checkpoint;
 use crate::model::HeadMode;
 pub use commands::{Action, Confirm, Message};
 use files::Purpose;
+pub use form::Form;
 use session::{RunState, Series, Session};
 pub use settings::{DataFilter, Settings, Tab};
 pub use status::Status;
@@ -287,15 +289,24 @@ impl ToylensApp {
         self.guarded(|app| app.logic_unguarded(ctx));
     }
 
-    /// One frame's drawing by `draw` (the panels, which read the state and queue actions), then
+    /// One frame's drawing by `draw` (the panels, which read the state and return actions), then
     /// the actions applied and the views they changed refreshed.
-    pub fn run_frame(&mut self, ui: &mut egui::Ui, draw: impl FnOnce(&mut Self, &mut egui::Ui)) {
+    pub fn run_frame(
+        &mut self,
+        ui: &mut egui::Ui,
+        draw: impl FnOnce(&Self, &mut egui::Ui) -> Vec<Action>,
+    ) {
         self.guarded(|app| app.ui_unguarded(ui, draw));
     }
 
-    fn ui_unguarded(&mut self, ui: &mut egui::Ui, draw: impl FnOnce(&mut Self, &mut egui::Ui)) {
+    fn ui_unguarded(
+        &mut self,
+        ui: &mut egui::Ui,
+        draw: impl FnOnce(&Self, &mut egui::Ui) -> Vec<Action>,
+    ) {
         let drawing = Instant::now();
-        draw(self, ui);
+        let asked = draw(self, ui);
+        self.actions.extend(asked);
         if self.frame_times.recent_ms.is_empty()
             && let Some(launched) = LAUNCHED.get()
         {

@@ -3,22 +3,23 @@
 use egui::{RichText, Ui};
 
 use super::heatmap::{Heatmap, Scale, legend};
-use crate::app::{Action, ToylensApp};
+use crate::app::Action;
+use crate::ui::Frame;
 
-pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
+pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
     // The whole tab, for "Save PNG…".
     let panel = ui.max_rect();
     ui.horizontal(|ui| {
-        ui.checkbox(&mut app.settings.circuits_no_bias, "TransformerLens convention (no biases)")
+        ui.checkbox(&mut f.form.settings.circuits_no_bias, "TransformerLens convention (no biases)")
             .on_hover_text(
                 "off: biases folded in, (W_V + b_V) W_O and (W_Q + b_Q)(W_K + b_K)^T, the exact output and \
                  score for one-hot tokens. on: TL's model.OV / model.QK, which leave the biases out",
             );
-        ui.checkbox(&mut app.settings.circuits_mean_subtract, "subtract each row's mean");
+        ui.checkbox(&mut f.form.settings.circuits_mean_subtract, "subtract each row's mean");
         ui.separator();
-        ui.label(format!("weights: {}", app.view_label()));
+        ui.label(format!("weights: {}", f.app.view_label()));
         if ui.button("Save PNG…").clicked() {
-            app.request(Action::ExportPng(panel));
+            f.act(Action::ExportPng(panel));
         }
     });
     ui.label(
@@ -29,24 +30,24 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
         )
         .weak(),
     );
-    let key = app.circuits_key();
+    let key = f.app.circuits_key();
     let Some(view) = super::job_result(
         ui,
-        &app.analysis.circuits,
+        &f.app.analysis.circuits,
         &key,
         "computing the circuits of these weights…",
     ) else {
         return;
     };
     let (view_ov_limit, view_qk_limit) = (view.ov_limit, view.qk_limit);
-    let ov_limit = app.scale_limit("ov", view_ov_limit);
-    let qk_limit = app.scale_limit("qk", view_qk_limit);
-    let Some(Ok(view)) = app.analysis.circuits.latest() else {
+    let ov_limit = f.scale_limit("ov", view_ov_limit);
+    let qk_limit = f.scale_limit("qk", view_qk_limit);
+    let Some(Ok(view)) = f.app.analysis.circuits.latest() else {
         return;
     };
     let (vocab, view_id) = (view.vocab, view.id);
     let (ov_flat, qk_flat) = (&view.ov, &view.qk);
-    let focus = app.inspector.focus_in_layer_0();
+    let focus = f.app.inspector.focus_in_layer_0();
     egui::ScrollArea::vertical().show(ui, |ui| {
         let width = (ui.available_width() / 2.0 - 20.0).max(200.0);
         for h in 0..ov_flat.len().min(qk_flat.len()) {

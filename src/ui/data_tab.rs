@@ -7,22 +7,24 @@ use egui_plot::{Bar, BarChart, Legend, Plot};
 
 use super::heatmap::cached_texture;
 use crate::app::views::{DataSummary, DataView, PairGrid, RIGHT, TEST_PAIR, TRAIN_PAIR, WRONG};
-use crate::app::{Action, DataFilter, ToylensApp};
+use crate::app::{Action, DataFilter};
+use crate::ui::Frame;
 
-pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
-    let key = app.data_key();
+pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
+    let key = f.app.data_key();
     let Some(view) = super::job_result(
         ui,
-        &app.analysis.data,
+        &f.app.analysis.data,
         &key,
         "generating the data of the settings…",
     ) else {
         return;
     };
-    let seed = app.settings.config.seed;
+    let seed = f.form.settings.config.seed;
     let clicked = match view {
         DataView::SkipTrigram(summary) => {
-            let signal_prob = app
+            let signal_prob = f
+                .form
                 .settings
                 .config
                 .task
@@ -30,7 +32,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
                 .map_or(0.0, |t| t.signal_prob);
             skip_trigram(
                 summary,
-                &mut app.settings.data_filter,
+                &mut f.form.settings.data_filter,
                 seed,
                 signal_prob,
                 ui,
@@ -40,7 +42,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
         DataView::ModularAddition(grid) => modular(grid, seed, ui),
     };
     if let Some(tokens) = clicked {
-        app.request(Action::InspectSequence(tokens));
+        f.act(Action::InspectSequence(tokens));
     }
 }
 

@@ -4,26 +4,27 @@
 use egui::{RichText, Ui};
 
 use super::heatmap::{Heatmap, Scale, legend};
-use crate::app::{Action, ToylensApp};
+use crate::app::Action;
+use crate::ui::Frame;
 
-pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
+pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
     // The whole tab, for "Save PNG…".
     let panel = ui.max_rect();
-    let Some(task) = app.session.config.task.skip_trigram().cloned() else {
+    let Some(task) = f.app.session.config.task.skip_trigram().cloned() else {
         ui.add_space(20.0);
         ui.label(format!(
             "The exhaustive evaluation enumerates skip-trigram sequences. This model's task ({}) \
              is measured on the Training tab and, pair by pair or sequence by sequence, on the \
              Data tab.",
-            app.session.config.task.kind().title()
+            f.app.session.config.task.kind().title()
         ));
         return;
     };
-    super::analysis_toolbar(app, ui, panel);
-    let key = app.exhaustive_key();
+    super::analysis_toolbar(f, ui, panel);
+    let key = f.app.exhaustive_key();
     let Some(report) = super::job_result(
         ui,
-        &app.analysis.exhaustive,
+        &f.app.analysis.exhaustive,
         &key,
         "evaluating every signal sequence of these weights…",
     )
@@ -132,7 +133,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
                     m.tokens, m.expected, m.predicted
                 );
                 if ui.link(text).clicked() {
-                    app.request(Action::InspectSequence(m.tokens.clone()));
+                    f.act(Action::InspectSequence(m.tokens.clone()));
                 }
             }
         }

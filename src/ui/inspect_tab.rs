@@ -8,49 +8,50 @@ use super::heatmap::{Heatmap, Scale, legend};
 use crate::analysis::Inspection;
 use crate::app::{Action, Tab, ToylensApp};
 use crate::task::{TaskConfig, format_sequence};
+use crate::ui::Frame;
 
 const PREDICTED: Color32 = Color32::from_rgb(66, 133, 244);
 const EXPECTED: Color32 = Color32::from_rgb(52, 168, 83);
 const OTHER: Color32 = Color32::from_gray(150);
 
-pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
+pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
     // The whole tab, for "Save PNG…".
     let panel = ui.max_rect();
-    sequence_row(app, ui);
-    super::analysis_toolbar(app, ui, panel);
+    sequence_row(f, ui);
+    super::analysis_toolbar(f, ui, panel);
     // A still note, not a spinner: for small models the result lands a frame later, and an
     // animation would only flicker.
-    if app.inspector.waiting {
-        ui.weak(if app.analysis.mean_z.is_running() {
+    if f.app.inspector.waiting {
+        ui.weak(if f.app.analysis.mean_z.is_running() {
             "updating: computing mean z over the validation set for mean ablation…"
         } else {
             "updating…"
         });
     }
-    if let Some(error) = &app.inspector.error {
+    if let Some(error) = &f.app.inspector.error {
         ui.colored_label(ui.visuals().error_fg_color, error.to_string());
-        if app.inspector.last_valid.is_some() {
+        if f.app.inspector.last_valid.is_some() {
             ui.weak("showing the last valid sequence");
         }
     }
-    let Some(result) = app.inspector.last_valid.clone() else {
+    let Some(result) = f.app.inspector.last_valid.clone() else {
         return;
     };
     egui::ScrollArea::vertical().show(ui, |ui| {
-        summary(app, &result, ui);
+        summary(f.app, &result, ui);
         ui.columns(2, |cols| {
-            let position = logits_position(app, &result, &mut cols[0]);
+            let position = logits_position(f, &result, &mut cols[0]);
             logits_chart(&result, position, &mut cols[0]);
             cols[1].heading("Attention patterns");
-            attention(app, &result, &mut cols[1]);
+            attention(f, &result, &mut cols[1]);
         });
         ui.separator();
         if result.head_logits_last.is_some() {
             ui.columns(2, |cols| {
                 cols[0].heading("Head-to-logit decomposition");
-                decomposition(app, &result, &mut cols[0]);
+                decomposition(f, &result, &mut cols[0]);
                 cols[1].heading("Per-head output (z·W_O, without b_O)");
-                head_outputs(app, &result, &mut cols[1]);
+                head_outputs(f, &result, &mut cols[1]);
             });
         } else {
             ui.heading("Head-to-logit decomposition");
@@ -61,7 +62,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
             ui.horizontal(|ui| {
                 ui.weak("The Analyze tab attributes the logits of any model, through its layers and LayerNorm:");
                 if ui.button("Direct logit attribution").clicked() {
-                    app.request(Action::ShowTab(Tab::Analyze));
+                    f.act(Action::ShowTab(Tab::Analyze));
                 }
             });
         }
@@ -70,18 +71,18 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
 
 /// The sequence field and the task's random-sequence buttons (shared with the Analyze tab:
 /// both show the same sequence).
-pub fn sequence_row(app: &mut ToylensApp, ui: &mut Ui) {
+pub fn sequence_row(f: &mut Frame<'_>, ui: &mut Ui) {
     ui.horizontal_wrapped(|ui| {
         let label = ui.label("Sequence");
         let edit = ui.add(
-            egui::TextEdit::singleline(&mut app.settings.sequence)
+            egui::TextEdit::singleline(&mut f.form.settings.sequence)
                 .id_salt("sequence")
                 .hint_text("e.g. 2 5 3 0")
                 .desired_width(320.0)
                 .font(egui::TextStyle::Monospace),
         );
         edit.labelled_by(label.id);
-        let task = app.session.config.task.clone();
+        let task = f.app.session.config.task.clone();
         let mut rng = rand::rng();
         let buttons: &[(&str, bool)] = match task {
             TaskConfig::SkipTrigram(_) => &[("Random signal", true), ("Random noise", false)],
@@ -96,14 +97,14 @@ pub fn sequence_row(app: &mut ToylensApp, ui: &mut Ui) {
                 if let TaskConfig::Induction(t) = &task {
                     tokens.truncate(t.repeat_start(&tokens) + t.half - 1);
                 }
-                app.settings.sequence = format_sequence(&tokens);
+                f.form.settings.sequence = format_sequence(&tokens);
             }
         }
         ui.weak(format!(
             "{}; tokens 0..={}, up to {}, spaces or commas",
             task.sequence_hint(),
-            app.session.config.model.d_vocab - 1,
-            app.session.config.model.n_ctx
+            f.app.session.config.model.d_vocab - 1,
+            f.app.session.config.model.n_ctx
         ));
     });
 }
@@ -155,9 +156,9 @@ fn summary(app: &ToylensApp, r: &Inspection, ui: &mut Ui) {
 }
 
 /// The heading of the logits panel with its position picker; returns the position shown.
-fn logits_position(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) -> usize {
+fn logits_position(f: &mut Frame<'_>, r: &Inspection, ui: &mut Ui) -> usize {
     let title = RichText::new("Logits at position").heading();
-    super::position_picker(ui, title, &r.tokens, &mut app.inspector.position)
+    super::position_picker(ui, title, &r.tokens, &mut f.form.inspector_position)
 }
 
 fn logits_chart(r: &Inspection, position: usize, ui: &mut Ui) {
@@ -240,7 +241,7 @@ fn position_labels(tokens: &[u32]) -> Vec<String> {
 }
 
 /// Every layer's heads as a grid of small patterns (a row per layer); a click enlarges one.
-fn attention(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
+fn attention(f: &mut Frame<'_>, r: &Inspection, ui: &mut Ui) {
     let p = r.tokens.len();
     let layers = r.patterns.len();
     let heads = r.patterns.first().map_or(0, Vec::len).max(1);
@@ -255,11 +256,12 @@ fn attention(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
     let label_width = if layers > 1 { 56.0 } else { 0.0 };
     let thumb_width =
         ((ui.available_width() - label_width) / heads as f32 - 8.0).clamp(24.0, 240.0);
-    let thumbnails = app.inspector.thumbnails.clone();
-    let focus = app
+    let thumbnails = f.app.inspector.thumbnails.clone();
+    let focus = f
+        .app
         .inspector
         .focus_head
-        .map(|h| (app.inspector.focus_layer, h));
+        .map(|h| (f.app.inspector.focus_layer, h));
     let mut clicked = None;
     egui::Grid::new("patterns").spacing([6.0, 6.0]).show(ui, |ui| {
         if layers > 1 {
@@ -328,7 +330,7 @@ fn attention(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
     });
     if let Some(head) = clicked {
         // A second click on the focused head lets it go.
-        app.request(Action::FocusHead((focus != Some(head)).then_some(head)));
+        f.act(Action::FocusHead((focus != Some(head)).then_some(head)));
     }
     legend(ui, Scale::Sequential { max: 1.0 });
     let enlarge = layers > 1 || p > 12;
@@ -339,7 +341,7 @@ fn attention(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
         ui.horizontal(|ui| {
             ui.strong(format!("layer {l} head {h}"));
             if ui.small_button("close").clicked() {
-                app.request(Action::FocusHead(None));
+                f.act(Action::FocusHead(None));
             }
         });
         let values: Vec<f32> = pattern.iter().flatten().copied().collect();
@@ -362,7 +364,7 @@ fn attention(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
     }
 }
 
-fn decomposition(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
+fn decomposition(f: &mut Frame<'_>, r: &Inspection, ui: &mut Ui) {
     let (Some(direct), Some(head_logits), Some(bias)) =
         (&r.direct_logits_last, &r.head_logits_last, &r.bias_logits)
     else {
@@ -391,7 +393,7 @@ fn decomposition(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
     row_labels.push("= logits".into());
     let rows = heads + mlp_rows + 3;
     let scale = Scale::Diverging {
-        limit: app.scale_limit(
+        limit: f.scale_limit(
             "decomposition",
             Scale::diverging_limit(values.iter().copied()),
         ),
@@ -411,7 +413,7 @@ fn decomposition(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
     map.max_width = Some(ui.available_width());
     map.show_values = vocab <= 16;
     map.describe = Some(&describe);
-    map.highlight_row = app.inspector.focus_in_layer_0().map(|h| h + 1);
+    map.highlight_row = f.app.inspector.focus_in_layer_0().map(|h| h + 1);
     map.show(ui);
     legend(ui, scale);
     let error = r.decomposition_error().unwrap_or(f32::NAN);
@@ -429,7 +431,7 @@ fn decomposition(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
     );
 }
 
-fn head_outputs(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
+fn head_outputs(f: &mut Frame<'_>, r: &Inspection, ui: &mut Ui) {
     let Some(head_out) = &r.head_out_last else {
         return;
     };
@@ -437,7 +439,7 @@ fn head_outputs(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
     let d_model = head_out.first().map_or(0, |h| h.len());
     let values: Vec<f32> = head_out.iter().flatten().copied().collect();
     let scale = Scale::Diverging {
-        limit: app.scale_limit("head_out", Scale::diverging_limit(values.iter().copied())),
+        limit: f.scale_limit("head_out", Scale::diverging_limit(values.iter().copied())),
     };
     let describe =
         |h: usize, m: usize, v: f32| format!("head {h} writes {v:+.5} to residual dimension {m}");
@@ -447,10 +449,10 @@ fn head_outputs(app: &mut ToylensApp, r: &Inspection, ui: &mut Ui) {
     map.max_width = Some(ui.available_width());
     map.show_values = d_model <= 16;
     map.describe = Some(&describe);
-    map.highlight_row = app.inspector.focus_in_layer_0();
+    map.highlight_row = f.app.inspector.focus_in_layer_0();
     map.show(ui);
     legend(ui, scale);
-    if app.session.config.model.embeddings == crate::model::Embeddings::OneHot {
+    if f.app.session.config.model.embeddings == crate::model::Embeddings::OneHot {
         ui.small("W_U is the identity, so residual dimension m is the logit of token m.");
     }
 }

@@ -1,8 +1,9 @@
-//! Drawing, and the window ([`window`]). Each panel reads the app's state and asks for every
-//! change of it with [`Action`]s, which the app applies after the frame: the active tab, a
-//! path typed or picked, an ablation, a focused head, a run. What panels still edit in place is
-//! the text being typed and the settings form (the run's config, display toggles, the sequence
-//! in the field), which the next action or run reads.
+//! Drawing, and the window ([`window`]). [`draw`] is a function of the app's state: every panel
+//! gets a [`Frame`], which holds the state read-only, the [`Form`] the panels edit in place (the
+//! settings form, the analysis inputs, the path being typed), and the [`Action`]s they ask for.
+//! The app applies them after the frame, the edited form first; it alone starts jobs, does I/O
+//! or changes the session (as egui's demo app has its panels return commands). Nothing under
+//! `app` imports this module.
 
 mod analyze_tab;
 mod circuits_tab;
@@ -22,89 +23,135 @@ use egui::{Color32, RichText, Ui};
 
 use crate::app::files::Purpose;
 use crate::app::session::RunState;
-use crate::app::{Action, Confirm, Tab, ToylensApp};
+use crate::app::{Action, Confirm, Form, Tab, ToylensApp};
 use crate::device::DeviceChoice;
 use crate::metrics::Metrics;
 use crate::model::{Ablation, HeadMode, head_label};
 use crate::task::Unit;
 
-pub fn draw(app: &mut ToylensApp, ui: &mut Ui) {
-    egui::Panel::top("top_bar").show(ui, |ui| top_bar(app, ui));
-    egui::Panel::bottom("status_bar").show(ui, |ui| status_bar(app, ui));
-    if app.session.snapshots.len() > 1 {
-        egui::Panel::bottom("scrubber").show(ui, |ui| scrubber(app, ui));
+/// One frame's drawing context: the app's state, read only; the form the panels edit in place
+/// (a copy, taken back as one [`Action::Edit`]); and the actions they ask for.
+pub struct Frame<'a> {
+    pub app: &'a ToylensApp,
+    pub form: Form,
+    actions: Vec<Action>,
+}
+
+impl Frame<'_> {
+    /// Asks the app to do `action` after the frame.
+    pub fn act(&mut self, action: Action) {
+        self.actions.push(action);
+    }
+
+    /// The colour limit `view` is drawn with: `computed`, or the one the scrubber holds (which
+    /// `computed` becomes when none is held yet).
+    pub fn scale_limit(&mut self, view: &'static str, computed: f32) -> f32 {
+        self.app.scale_limit(view, computed).unwrap_or_else(|| {
+            self.act(Action::PinScaleLimit(view, computed));
+            computed
+        })
+    }
+}
+
+/// Draws every panel of the window and returns what they ask the app to do, the edited form
+/// first.
+pub fn draw(app: &ToylensApp, ui: &mut Ui) -> Vec<Action> {
+    let mut frame = Frame {
+        app,
+        form: app.form(),
+        actions: Vec::new(),
+    };
+    panels(&mut frame, ui);
+    let Frame {
+        form, mut actions, ..
+    } = frame;
+    if form != app.form() {
+        actions.insert(0, Action::Edit(Box::new(form)));
+    }
+    actions
+}
+
+fn panels(f: &mut Frame<'_>, ui: &mut Ui) {
+    egui::Panel::top("top_bar").show(ui, |ui| top_bar(f, ui));
+    egui::Panel::bottom("status_bar").show(ui, |ui| status_bar(f, ui));
+    if f.app.session.snapshots.len() > 1 {
+        egui::Panel::bottom("scrubber").show(ui, |ui| scrubber(f, ui));
     }
     egui::Panel::left("settings")
         .resizable(true)
         .default_size(300.0)
         .min_size(260.0)
-        .show(ui, |ui| side_panel::show(app, ui));
+        .show(ui, |ui| side_panel::show(f, ui));
     egui::CentralPanel::default().show(ui, |ui| {
         ui.horizontal(|ui| {
             for tab in Tab::ALL {
-                let shown = app.settings.tab == tab;
+                let shown = f.form.settings.tab == tab;
                 if ui
                     .selectable_label(shown, RichText::new(tab.name()).heading())
                     .clicked()
                     && !shown
                 {
-                    app.request(Action::ShowTab(tab));
+                    f.act(Action::ShowTab(tab));
                 }
             }
         });
         ui.separator();
-        match app.settings.tab {
-            Tab::Data => data_tab::show(app, ui),
-            Tab::Training => training_tab::show(app, ui),
-            Tab::Inspect => inspect_tab::show(app, ui),
-            Tab::Analyze => analyze_tab::show(app, ui),
-            Tab::Circuits => circuits_tab::show(app, ui),
-            Tab::Evaluate => evaluate_tab::show(app, ui),
+        match f.form.settings.tab {
+            Tab::Data => data_tab::show(f, ui),
+            Tab::Training => training_tab::show(f, ui),
+            Tab::Inspect => inspect_tab::show(f, ui),
+            Tab::Analyze => analyze_tab::show(f, ui),
+            Tab::Circuits => circuits_tab::show(f, ui),
+            Tab::Evaluate => evaluate_tab::show(f, ui),
         }
     });
-    confirm_modal(app, ui);
+    confirm_modal(f, ui);
 }
 
-fn top_bar(app: &mut ToylensApp, ui: &mut Ui) {
+fn top_bar(f: &mut Frame<'_>, ui: &mut Ui) {
     ui.horizontal(|ui| {
         ui.strong("toylens");
         ui.separator();
-        let idle = !app.busy_io && !app.resetting;
+        let idle = !f.app.busy_io && !f.app.resetting;
         if ui.add_enabled(idle, egui::Button::new("Open…")).clicked() {
-            app.request(Action::Open);
+            f.act(Action::Open);
         }
-        let save_blocker = app.save_blocker().unwrap_or_default();
+        let save_blocker = f.app.save_blocker().unwrap_or_default();
         let can_save = save_blocker.is_empty();
         if ui
             .add_enabled(can_save, egui::Button::new("Save…"))
             .on_disabled_hover_text(&save_blocker)
             .clicked()
         {
-            app.request(Action::Save);
+            f.act(Action::Save);
         }
         if ui
             .add_enabled(can_save, egui::Button::new("Save as…"))
             .on_disabled_hover_text(&save_blocker)
             .clicked()
         {
-            app.request(Action::SaveAs);
+            f.act(Action::SaveAs);
         }
         ui.separator();
         let device_label = ui.label("Device");
         egui::ComboBox::from_id_salt("device")
-            .selected_text(app.settings.device.to_string())
+            .selected_text(f.form.settings.device.to_string())
             .show_ui(ui, |ui| {
-                ui.selectable_value(&mut app.settings.device, DeviceChoice::Cpu, "cpu");
+                ui.selectable_value(&mut f.form.settings.device, DeviceChoice::Cpu, "cpu");
                 if crate::device::cuda_available() {
-                    ui.selectable_value(&mut app.settings.device, DeviceChoice::Cuda(0), "cuda:0");
+                    ui.selectable_value(
+                        &mut f.form.settings.device,
+                        DeviceChoice::Cuda(0),
+                        "cuda:0",
+                    );
                 }
             })
             .response
             .labelled_by(device_label.id);
         ui.separator();
-        ui.label(status_line(app));
+        ui.label(status_line(f.app));
     });
-    if let Some((purpose, text)) = &mut app.path_field {
+    if let Some((purpose, text)) = &mut f.form.path_field {
         let purpose = *purpose;
         let mut submit = None;
         let mut cancel = false;
@@ -135,10 +182,10 @@ fn top_bar(app: &mut ToylensApp, ui: &mut Ui) {
             cancel = ui.button("Cancel").clicked();
         });
         if let Some(path) = submit {
-            app.request(Action::PathChosen(purpose, path));
+            f.act(Action::PathChosen(purpose, path));
         }
         if cancel {
-            app.request(Action::CancelPathField);
+            f.act(Action::CancelPathField);
         }
     }
 }
@@ -183,20 +230,21 @@ pub fn status_line(app: &ToylensApp) -> String {
 }
 
 /// The training-history scrubber: every analysis view shows the weights of the chosen epoch.
-fn scrubber(app: &mut ToylensApp, ui: &mut Ui) {
-    let n = app.session.snapshots.len();
+fn scrubber(f: &mut Frame<'_>, ui: &mut Ui) {
+    let n = f.app.session.snapshots.len();
     ui.horizontal(|ui| {
-        let label = ui.label(match app.session.config.task.unit() {
+        let label = ui.label(match f.app.session.config.task.unit() {
             Unit::Epoch => "Epoch",
             Unit::Step => "Step",
         });
-        let mut index = app.view_index().unwrap_or(n - 1);
-        let following = app.view_index().is_none();
+        let mut index = f.app.view_index().unwrap_or(n - 1);
+        let following = f.app.view_index().is_none();
         let slider = ui
             .add(
                 egui::Slider::new(&mut index, 0..=n - 1)
                     .custom_formatter(|i, _| {
-                        app.session
+                        f.app
+                            .session
                             .snapshots
                             .get(i as usize)
                             .map_or_else(String::new, |s| s.epoch.to_string())
@@ -206,9 +254,9 @@ fn scrubber(app: &mut ToylensApp, ui: &mut Ui) {
             .labelled_by(label.id)
             .on_hover_text("every view shows the weights after this epoch");
         if slider.changed() {
-            app.request(Action::ViewEpoch(Some(index)));
+            f.act(Action::ViewEpoch(Some(index)));
         }
-        let play = if app.scrubber.playing {
+        let play = if f.app.scrubber.playing {
             "Pause"
         } else {
             "Play"
@@ -218,40 +266,36 @@ fn scrubber(app: &mut ToylensApp, ui: &mut Ui) {
             .on_hover_text("step through the epochs")
             .clicked()
         {
-            if !app.scrubber.playing && (following || index + 1 >= n) {
-                app.request(Action::ViewEpoch(Some(0)));
+            if !f.app.scrubber.playing && (following || index + 1 >= n) {
+                f.act(Action::ViewEpoch(Some(0)));
             }
-            app.scrubber.playing = !app.scrubber.playing;
+            f.act(Action::Play(!f.app.scrubber.playing));
         }
         if ui
             .selectable_label(following, "Latest")
             .on_hover_text("follow the newest weights (live while training)")
             .clicked()
         {
-            app.request(Action::ViewEpoch(None));
+            f.act(Action::ViewEpoch(None));
         }
-        let fixed = ui
-            .checkbox(&mut app.scrubber.fixed_scale, "fixed colour range")
+        ui.checkbox(&mut f.form.fixed_scale, "fixed colour range")
             .on_hover_text("hold every colour scale where it is now, so epochs compare");
-        if fixed.changed() {
-            app.scrubber.fixed_limits.clear();
-        }
-        ui.weak(format!("showing {}", app.view_label()));
+        ui.weak(format!("showing {}", f.app.view_label()));
     });
 }
 
 /// The row above every analysis view: ablation switches, which weights are shown, PNG export of
 /// `panel`, and the ablation banner when one is active.
-pub fn analysis_toolbar(app: &mut ToylensApp, ui: &mut Ui, panel: egui::Rect) {
+pub fn analysis_toolbar(f: &mut Frame<'_>, ui: &mut Ui, panel: egui::Rect) {
     ui.horizontal_wrapped(|ui| {
-        ablation_controls(app, ui);
+        ablation_controls(f, ui);
         ui.separator();
-        ui.label(format!("weights: {}", app.view_label()));
+        ui.label(format!("weights: {}", f.app.view_label()));
         if ui.button("Save PNG…").clicked() {
-            app.request(Action::ExportPng(panel));
+            f.act(Action::ExportPng(panel));
         }
     });
-    ablation_banner(app, ui);
+    ablation_banner(f.app, ui);
 }
 
 /// "Position [n] (the last) token t": picks the position a view shows, `None` in `slot`
@@ -288,10 +332,10 @@ pub fn position_picker(
 }
 
 /// Per-head ablation switches for every layer, shared by the analysis views.
-pub fn ablation_controls(app: &mut ToylensApp, ui: &mut Ui) {
+pub fn ablation_controls(f: &mut Frame<'_>, ui: &mut Ui) {
     let (layers, heads) = (
-        app.session.config.model.n_layers,
-        app.session.config.model.n_heads,
+        f.app.session.config.model.n_layers,
+        f.app.session.config.model.n_heads,
     );
     ui.label("Ablate:").on_hover_text(
         "replace a head's z (TL's hook_z) by zero or by its mean over the validation set",
@@ -299,7 +343,8 @@ pub fn ablation_controls(app: &mut ToylensApp, ui: &mut Ui) {
     for layer in 0..layers {
         for h in 0..heads {
             let index = layer * heads + h;
-            let current = app
+            let current = f
+                .app
                 .analysis
                 .ablation
                 .get(index)
@@ -328,7 +373,7 @@ pub fn ablation_controls(app: &mut ToylensApp, ui: &mut Ui) {
                 .response
                 .labelled_by(label.id);
             if mode != current {
-                app.request(Action::Ablate { head: index, mode });
+                f.act(Action::Ablate { head: index, mode });
             }
         }
     }
@@ -350,9 +395,9 @@ pub fn ablation_banner(app: &ToylensApp, ui: &mut Ui) {
     }
 }
 
-fn status_bar(app: &mut ToylensApp, ui: &mut Ui) {
+fn status_bar(f: &mut Frame<'_>, ui: &mut Ui) {
     ui.horizontal(|ui| {
-        if let Some(status) = &app.status {
+        if let Some(status) = &f.app.status {
             let color = if status.is_error() {
                 ui.visuals().error_fg_color
             } else {
@@ -360,15 +405,15 @@ fn status_bar(app: &mut ToylensApp, ui: &mut Ui) {
             };
             ui.colored_label(color, status.text());
         }
-        if app.views_busy() || app.busy_io || app.resetting {
+        if f.app.views_busy() || f.app.busy_io || f.app.resetting {
             ui.add(spinner::CalmSpinner);
         }
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-            ui.checkbox(&mut app.settings.show_frame_time, "frame time");
-            if app.settings.show_frame_time {
+            ui.checkbox(&mut f.form.settings.show_frame_time, "frame time");
+            if f.form.settings.show_frame_time {
                 let (p50, p95) = (
-                    app.frame_times.percentile(50.0).unwrap_or(0.0),
-                    app.frame_times.percentile(95.0).unwrap_or(0.0),
+                    f.app.frame_times.percentile(50.0).unwrap_or(0.0),
+                    f.app.frame_times.percentile(95.0).unwrap_or(0.0),
                 );
                 ui.monospace(format!("p50 {p50:.1} ms  p95 {p95:.1} ms"));
             }
@@ -376,8 +421,8 @@ fn status_bar(app: &mut ToylensApp, ui: &mut Ui) {
     });
 }
 
-fn confirm_modal(app: &mut ToylensApp, ui: &mut Ui) {
-    let Some(question) = &app.confirm else {
+fn confirm_modal(f: &mut Frame<'_>, ui: &mut Ui) {
+    let Some(question) = &f.app.confirm else {
         return;
     };
     let (heading, no) = match question {
@@ -409,15 +454,15 @@ fn confirm_modal(app: &mut ToylensApp, ui: &mut Ui) {
                 .button(RichText::new(yes).color(Color32::from_rgb(200, 60, 60)))
                 .clicked()
             {
-                app.request(Action::ConfirmYes);
+                f.act(Action::ConfirmYes);
             }
             if ui.button(no).clicked() {
-                app.request(Action::ConfirmNo);
+                f.act(Action::ConfirmNo);
             }
         });
     });
     if response.should_close() {
-        app.request(Action::ConfirmNo);
+        f.act(Action::ConfirmNo);
     }
 }
 

@@ -7,27 +7,28 @@ use crate::app::session::RunState;
 use crate::app::{Action, ToylensApp};
 use crate::task::{TaskConfig, TaskKind, Unit};
 use crate::train::{Optimizer, PathChoice, Preset};
+use crate::ui::Frame;
 
-pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
+pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
     egui::ScrollArea::vertical().show(ui, |ui| {
-        controls(app, ui);
+        controls(f, ui);
         ui.separator();
-        let before = app.settings.config.clone();
-        settings(app, ui);
+        let before = f.form.settings.config.clone();
+        settings(f, ui);
         // The buttons above were drawn from the settings before this frame's edit.
-        if app.settings.config != before {
+        if f.form.settings.config != before {
             ui.ctx().request_repaint();
         }
         ui.separator();
-        model_summary(app, ui);
+        model_summary(f.app, ui);
     });
 }
 
-fn controls(app: &mut ToylensApp, ui: &mut Ui) {
+fn controls(f: &mut Frame<'_>, ui: &mut Ui) {
     ui.heading("Train");
-    let train_blocker = app.train_blocker();
-    let reset_blocker = app.reset_blocker();
-    let state = app.run_state();
+    let train_blocker = f.app.train_blocker();
+    let reset_blocker = f.app.reset_blocker();
+    let state = f.app.run_state();
     ui.horizontal_wrapped(|ui| {
         let train = ui
             .add_enabled(
@@ -36,17 +37,17 @@ fn controls(app: &mut ToylensApp, ui: &mut Ui) {
             )
             .on_disabled_hover_text(train_blocker.unwrap_or_default());
         if train.clicked() {
-            app.request(Action::Train);
+            f.act(Action::Train);
         }
         match &state {
             Some(RunState::Running) => {
                 if ui.button("Pause").clicked() {
-                    app.request(Action::Pause);
+                    f.act(Action::Pause);
                 }
             }
             Some(RunState::Paused) => {
                 if ui.button("Resume").clicked() {
-                    app.request(Action::Resume);
+                    f.act(Action::Resume);
                 }
             }
             None => {
@@ -57,7 +58,7 @@ fn controls(app: &mut ToylensApp, ui: &mut Ui) {
             .add_enabled(state.is_some(), egui::Button::new("Stop"))
             .clicked()
         {
-            app.request(Action::Stop);
+            f.act(Action::Stop);
         }
         if ui
             .add_enabled(reset_blocker.is_none(), egui::Button::new("Reset"))
@@ -65,7 +66,7 @@ fn controls(app: &mut ToylensApp, ui: &mut Ui) {
             .on_disabled_hover_text(reset_blocker.unwrap_or_default())
             .clicked()
         {
-            app.request(Action::Reset);
+            f.act(Action::Reset);
         }
     });
 }
@@ -90,23 +91,23 @@ fn preset_hint(preset: Preset) -> &'static str {
     }
 }
 
-fn settings(app: &mut ToylensApp, ui: &mut Ui) {
+fn settings(f: &mut Frame<'_>, ui: &mut Ui) {
     ui.horizontal_wrapped(|ui| {
         ui.label("Preset");
         for preset in Preset::ALL {
-            let mut applied = app.settings.config.clone();
+            let mut applied = f.form.settings.config.clone();
             applied.apply_preset(preset);
-            let active = applied == app.settings.config;
+            let active = applied == f.form.settings.config;
             if ui
                 .selectable_label(active, preset.name())
                 .on_hover_text(preset_hint(preset))
                 .clicked()
             {
-                app.request(Action::ApplyPreset(preset));
+                f.act(Action::ApplyPreset(preset));
             }
         }
     });
-    let cfg = &mut app.settings.config;
+    let cfg = &mut f.form.settings.config;
     let mut task_changed = false;
     egui::CollapsingHeader::new("Task")
         .default_open(true)
@@ -259,7 +260,7 @@ fn settings(app: &mut ToylensApp, ui: &mut Ui) {
                 );
             });
         });
-    if let Some(error) = app.config_error() {
+    if let Some(error) = f.app.config_error() {
         ui.colored_label(ui.visuals().error_fg_color, error.to_string());
     }
 }

@@ -12,7 +12,7 @@ use crate::model::{HeadMode, argmax};
 use crate::task::parse_sequence;
 
 /// What the user set on the Analyze tab.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AnalyzeSettings {
     /// The corrupted sequence for patching ("" for none).
     pub corrupt: String,

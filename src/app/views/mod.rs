@@ -434,12 +434,14 @@ impl ToylensApp {
         self.ctx.request_repaint_after(Duration::from_millis(100));
     }
 
-    /// The colour range for `view`: held fixed while the scrubber's fixed mode is on.
-    pub fn scale_limit(&mut self, view: &'static str, computed: f32) -> f32 {
+    /// The colour range for `view`: the one held while the scrubber's fixed mode is on, else
+    /// `computed`. `None` when the mode is on and nothing is held yet (the caller pins
+    /// `computed` with [`super::Action::PinScaleLimit`]).
+    pub fn scale_limit(&self, view: &'static str, computed: f32) -> Option<f32> {
         if self.scrubber.fixed_scale {
-            *self.scrubber.fixed_limits.entry(view).or_insert(computed)
+            self.scrubber.fixed_limits.get(view).copied()
         } else {
-            computed
+            Some(computed)
         }
     }
 

@@ -4,14 +4,14 @@
 use egui::{RichText, Ui};
 
 use super::select_head;
-use crate::app::ToylensApp;
 use crate::app::views::HeadCircuits;
 use crate::model::head_label;
+use crate::ui::Frame;
 use crate::ui::heatmap::{Heatmap, Scale, colour, legend};
 
-pub(super) fn show(app: &mut ToylensApp, ui: &mut Ui) {
+pub(super) fn show(f: &mut Frame<'_>, ui: &mut Ui) {
     ui.heading("Circuits");
-    let circuits = match app.analysis.head_circuits.latest() {
+    let circuits = match f.app.analysis.head_circuits.latest() {
         Some(Ok(c)) => c,
         Some(Err(e)) => {
             ui.colored_label(ui.visuals().error_fg_color, e);
@@ -30,7 +30,7 @@ pub(super) fn show(app: &mut ToylensApp, ui: &mut Ui) {
     } = circuits;
     let layers = copying_score.len();
     let heads = copying_score.first().map_or(0, Vec::len);
-    let (mut layer, mut head) = app.analyze.head;
+    let (mut layer, mut head) = f.form.analyze.head;
     if layer >= layers || head >= heads {
         (layer, head) = (0, 0);
     }
@@ -186,6 +186,6 @@ pub(super) fn show(app: &mut ToylensApp, ui: &mut Ui) {
         }
     });
     if let Some(head) = picked {
-        select_head(app, head);
+        select_head(f, head);
     }
 }

@@ -9,24 +9,25 @@ use egui::{Color32, RichText, Ui};
 
 use super::heatmap::{Heatmap, Scale, legend};
 use crate::analysis::{Analysis, HeadKind};
-use crate::app::{Action, ToylensApp};
+use crate::app::Action;
 use crate::model::{argmax, head_label, softmax};
+use crate::ui::Frame;
 
 const PREDICTED: Color32 = Color32::from_rgb(66, 133, 244);
 const CHOSEN: Color32 = Color32::from_rgb(52, 168, 83);
 /// Tokens the logit lens shows: the final prediction's top ones.
 const LENS_TOKENS: usize = 10;
 
-pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
+pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
     let panel = ui.max_rect();
-    super::inspect_tab::sequence_row(app, ui);
-    super::analysis_toolbar(app, ui, panel);
-    match app.analyze_key() {
+    super::inspect_tab::sequence_row(f, ui);
+    super::analysis_toolbar(f, ui, panel);
+    match f.app.analyze_key() {
         Err(e) => {
             ui.colored_label(ui.visuals().error_fg_color, e);
         }
-        Ok(key) if !app.analysis.analyze.is_current(&key) => {
-            ui.weak(if app.analysis.mean_z.is_running() {
+        Ok(key) if !f.app.analysis.analyze.is_current(&key) => {
+            ui.weak(if f.app.analysis.mean_z.is_running() {
                 "updating: computing mean z over the validation set for mean ablation…"
             } else {
                 "updating…"
@@ -34,7 +35,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
         }
         Ok(_) => {}
     }
-    let analysis = match app.analysis.analyze.latest() {
+    let analysis = match f.app.analysis.analyze.latest() {
         Some(Ok(a)) => a.clone(),
         Some(Err(e)) => {
             ui.colored_label(ui.visuals().error_fg_color, e);
@@ -44,30 +45,31 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     };
     egui::ScrollArea::vertical().show(ui, |ui| {
         ui.columns(2, |cols| {
-            attribution(app, &analysis, &mut cols[0]);
+            attribution(f, &analysis, &mut cols[0]);
             logit_lens(&analysis, &mut cols[1]);
         });
         ui.separator();
-        patching::show(app, &analysis, ui);
+        patching::show(f, &analysis, ui);
         ui.separator();
-        head_detectors(app, &analysis, ui);
+        head_detectors(f, &analysis, ui);
         ui.separator();
-        circuits::show(app, ui);
+        circuits::show(f, ui);
     });
 }
 
-fn attribution(app: &mut ToylensApp, a: &Analysis, ui: &mut Ui) {
+fn attribution(f: &mut Frame<'_>, a: &Analysis, ui: &mut Ui) {
     let at = &a.attribution;
     ui.heading("Direct logit attribution");
     // The analysis is at the position it was computed for; the picker asks for another.
-    let mut slot = app.analyze.position.or(Some(at.position));
+    let mut slot = f.form.analyze.position.or(Some(at.position));
     super::position_picker(ui, RichText::new("Position"), &a.tokens, &mut slot);
-    if slot != app.analyze.position.or(Some(at.position)) {
-        app.analyze.position = slot;
+    if slot != f.form.analyze.position.or(Some(at.position)) {
+        f.form.analyze.position = slot;
     }
     let predicted = argmax(&at.logits);
     let vocab = at.logits.len();
-    let mut chosen = app
+    let mut chosen = f
+        .form
         .analyze
         .token
         .filter(|&t| (t as usize) < vocab)
@@ -80,7 +82,7 @@ fn attribution(app: &mut ToylensApp, a: &Analysis, ui: &mut Ui) {
             .labelled_by(label.id)
             .changed()
         {
-            app.analyze.token = Some(chosen);
+            f.form.analyze.token = Some(chosen);
         }
     });
     let rows: Vec<(&str, f32, f32)> = at
@@ -203,11 +205,11 @@ fn logit_lens(a: &Analysis, ui: &mut Ui) {
 }
 
 /// Focuses a head in this tab and in the inspector.
-fn select_head(app: &mut ToylensApp, head: (usize, usize)) {
-    app.request(Action::SelectHead(head));
+fn select_head(f: &mut Frame<'_>, head: (usize, usize)) {
+    f.act(Action::SelectHead(head));
 }
 
-fn head_detectors(app: &mut ToylensApp, a: &Analysis, ui: &mut Ui) {
+fn head_detectors(f: &mut Frame<'_>, a: &Analysis, ui: &mut Ui) {
     ui.heading("Head detectors");
     ui.weak(
         "TransformerLens's detection patterns on this sequence and its \"mul\" score: the share \
@@ -235,7 +237,7 @@ fn head_detectors(app: &mut ToylensApp, a: &Analysis, ui: &mut Ui) {
             }
             .show_clickable(col);
             if let Some(head) = clicked {
-                select_head(app, head);
+                select_head(f, head);
             }
         }
     });

@@ -5,17 +5,17 @@ use egui::Ui;
 
 use super::select_head;
 use crate::analysis::{Analysis, Patching};
-use crate::app::ToylensApp;
 use crate::model::{argmax, head_label};
 use crate::task::format_sequence;
+use crate::ui::Frame;
 use crate::ui::heatmap::{Heatmap, Scale, legend};
 
-pub(super) fn show(app: &mut ToylensApp, a: &Analysis, ui: &mut Ui) {
+pub(super) fn show(f: &mut Frame<'_>, a: &Analysis, ui: &mut Ui) {
     ui.heading("Activation patching");
     ui.horizontal_wrapped(|ui| {
         let label = ui.label("Corrupted sequence");
         ui.add(
-            egui::TextEdit::singleline(&mut app.analyze.corrupt)
+            egui::TextEdit::singleline(&mut f.form.analyze.corrupt)
                 // A stable id: the messages above it come and go as one types.
                 .id_salt("corrupted sequence")
                 .hint_text("same length; empty for none")
@@ -32,21 +32,21 @@ pub(super) fn show(app: &mut ToylensApp, a: &Analysis, ui: &mut Ui) {
             .clicked()
         {
             let answer = argmax(&a.attribution.logits) as u32;
-            let vocab = app.session.config.model.d_vocab;
-            app.analyze.corrupt = format_sequence(&corrupt_answer(&a.tokens, answer, vocab));
+            let vocab = f.app.session.config.model.d_vocab;
+            f.form.analyze.corrupt = format_sequence(&corrupt_answer(&a.tokens, answer, vocab));
         }
-        let vocab = app.session.config.model.d_vocab_out() as u32;
+        let vocab = f.app.session.config.model.d_vocab_out() as u32;
         let auto = a.patching.as_ref().map(|p| (p.answer, p.wrong));
         for (name, slot, fallback, hint) in [
             (
                 "answer",
-                &mut app.analyze.answer,
+                &mut f.form.analyze.answer,
                 auto.map(|x| x.0),
                 "auto: the clean prediction",
             ),
             (
                 "wrong",
-                &mut app.analyze.wrong,
+                &mut f.form.analyze.wrong,
                 auto.map(|x| x.1),
                 "auto: the corrupted run's top token other than the answer",
             ),
@@ -119,7 +119,7 @@ pub(super) fn show(app: &mut ToylensApp, a: &Analysis, ui: &mut Ui) {
     }
     .show_clickable(ui);
     if let Some((_, pos)) = clicked {
-        app.analyze.position = Some(pos);
+        f.form.analyze.position = Some(pos);
     }
     ui.label(
         "head output (hook_z at every position), layer × head (click a head for its circuits)",
@@ -137,7 +137,7 @@ pub(super) fn show(app: &mut ToylensApp, a: &Analysis, ui: &mut Ui) {
     }
     .show_clickable(ui);
     if let Some(head) = clicked {
-        select_head(app, head);
+        select_head(f, head);
     }
     legend(ui, scale);
 }

@@ -8,6 +8,7 @@ use egui_plot::{
 
 use crate::app::{Action, ToylensApp};
 use crate::task::TaskConfig;
+use crate::ui::Frame;
 
 mod induction;
 mod modular;
@@ -50,37 +51,37 @@ fn head_colour(i: usize) -> Color32 {
     HEADS[i % HEADS.len()]
 }
 
-pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
-    let task = app.session.config.task.clone();
+pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
+    let task = f.app.session.config.task.clone();
     let unit = task.unit().name();
     let mut reset = false;
     let panel = ui.max_rect();
     ui.horizontal(|ui| {
-        ui.checkbox(&mut app.settings.log_loss, "log-scale loss");
-        ui.checkbox(&mut app.settings.show_step_loss, "per-step loss");
-        ui.checkbox(&mut app.settings.show_head_traces, "head metrics");
+        ui.checkbox(&mut f.form.settings.log_loss, "log-scale loss");
+        ui.checkbox(&mut f.form.settings.show_step_loss, "per-step loss");
+        ui.checkbox(&mut f.form.settings.show_head_traces, "head metrics");
         reset = ui
             .button("Reset view")
             .on_hover_text("fit every plot to its data again")
             .clicked();
         if ui
             .add_enabled(
-                !app.session.history.is_empty(),
+                !f.app.session.history.is_empty(),
                 egui::Button::new("Export CSV…"),
             )
             .clicked()
         {
-            app.request(Action::ExportCsv);
+            f.act(Action::ExportCsv);
         }
         if ui.button("Save PNG…").clicked() {
-            app.request(Action::ExportPng(panel));
+            f.act(Action::ExportPng(panel));
         }
-        ui.menu_button(format!("Compare runs ({})", app.runs.len()), |ui| {
-            if app.runs.is_empty() {
+        ui.menu_button(format!("Compare runs ({})", f.app.runs.len()), |ui| {
+            if f.app.runs.is_empty() {
                 ui.label("Finished runs and opened checkpoints appear here.");
             }
-            for run in &mut app.runs {
-                ui.checkbox(&mut run.shown, &run.label);
+            for (run, shown) in f.app.runs.iter().zip(&mut f.form.runs_shown) {
+                ui.checkbox(shown, &run.label);
             }
         });
     });
@@ -96,7 +97,7 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
             "floors: first half ln V = {:.3} nats (nothing to learn), repeated half 0 (copy by \
              induction); evaluated every {} steps on {} fixed sequences",
             (t.vocab as f64).ln(),
-            app.session.config.train.eval_every,
+            f.app.session.config.train.eval_every,
             t.val_size
         ),
         TaskConfig::ModularAddition(t) => format!(
@@ -104,24 +105,31 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
              all {} train and {} test pairs",
             1.0 / t.p as f64,
             (t.p as f64).ln(),
-            app.session.config.train.eval_every,
+            f.app.session.config.train.eval_every,
             t.train_count(),
             t.pairs() - t.train_count()
         ),
     };
     ui.label(RichText::new(ceiling_text).weak());
-    if app.session.history.is_empty() && app.session.series.step_loss.is_empty() {
+    if f.app.session.history.is_empty() && f.app.session.series.step_loss.is_empty() {
         ui.add_space(20.0);
         ui.label(
             "No metrics yet: press Train in the side panel, or open a checkpoint with history.",
         );
     }
-    let log = app.settings.log_loss;
-    let overlays: Vec<(usize, &crate::app::RunRecord)> =
-        app.runs.iter().filter(|r| r.shown).enumerate().collect();
+    let log = f.form.settings.log_loss;
+    let overlays: Vec<(usize, &crate::app::RunRecord)> = f
+        .app
+        .runs
+        .iter()
+        .zip(&f.form.runs_shown)
+        .filter(|(_, shown)| **shown)
+        .map(|(run, _)| run)
+        .enumerate()
+        .collect();
     let link = Id::unique("epoch_axis");
     let rows = if task.kind() == crate::task::TaskKind::ModularAddition
-        || (app.settings.show_head_traces && task.skip_trigram().is_some())
+        || (f.form.settings.show_head_traces && task.skip_trigram().is_some())
     {
         3.0
     } else {
@@ -148,13 +156,13 @@ pub fn show(app: &mut ToylensApp, ui: &mut Ui) {
     };
     match &task {
         TaskConfig::SkipTrigram(t) => {
-            skip_trigram_plots(app, ui, t.ceilings(), log, &overlays, base)
+            skip_trigram_plots(f.app, ui, t.ceilings(), log, &overlays, base)
         }
         TaskConfig::Induction(t) => {
-            induction_plots(app, ui, (t.vocab as f64).ln(), log, &overlays, base)
+            induction_plots(f.app, ui, (t.vocab as f64).ln(), log, &overlays, base)
         }
         TaskConfig::ModularAddition(t) => {
-            modular_plots(app, ui, t.p, &overlays, base);
+            modular_plots(f.app, ui, t.p, &overlays, base);
         }
     }
 }
