@@ -960,7 +960,12 @@ fn train_eval_and_sweep_a_general_model_from_a_config() {
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("full path"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("(full forward pass, fused attention core, AVX2 host Adam)")
+            || stdout(&o).contains("(full forward pass, fused attention core, host Adam)"),
+        "{}",
+        stdout(&o)
+    );
     let ckpt = toylens::checkpoint::Checkpoint::load(&out).unwrap();
     assert_eq!(ckpt.config.model.n_layers, 2);
     assert_eq!(ckpt.history.len(), 2);

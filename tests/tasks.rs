@@ -234,10 +234,7 @@ fn modular_addition_memorises_its_training_pairs() {
         Control::Continue
     })
     .unwrap();
-    assert!(
-        path.starts_with("fixed_query path: fixed-query shortcut"),
-        "{path}"
-    );
+    assert!(path.starts_with("fixed-query shortcut, "), "{path}");
     let last = outcome
         .checkpoint
         .history

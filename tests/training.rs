@@ -74,7 +74,8 @@ fn assert_paths_agree(
             PathChoice::LastPosition,
             PathChoice::Multiset,
         ] {
-            let set = PreparedSet::new(data.clone(), choice, batch, &Device::Cpu).unwrap();
+            let set =
+                PreparedSet::new(data.clone(), choice, batch, model.plan(), &Device::Cpu).unwrap();
             results.push((set.path, loss_and_grads(&model, &set, &indices)));
         }
         assert_eq!(results[2].0, ForwardPath::Multiset);
@@ -133,6 +134,12 @@ fn fast_paths_match_on_a_longer_sequence_and_larger_vocabulary() {
     assert_paths_agree(task, model, 4_000, None);
 }
 
+/// The plan of the skip-trigram model, which has the token-table shortcut.
+fn token_table_plan() -> toylens::model::Plan {
+    let cfg = ModelConfig::skip_trigram(11, 4, 3, 1);
+    toylens::model::Plan::new(&cfg, &Device::Cpu, candle_core::DType::F32)
+}
+
 #[test]
 fn auto_picks_multiset_only_when_rows_are_few() {
     let task = SkipTrigramConfig::default();
@@ -140,6 +147,7 @@ fn auto_picks_multiset_only_when_rows_are_few() {
         task.train_set(0).unwrap(),
         PathChoice::Auto,
         10_000,
+        &token_table_plan(),
         &Device::Cpu,
     )
     .unwrap();
@@ -157,6 +165,7 @@ fn auto_picks_multiset_only_when_rows_are_few() {
         long.train_set(0).unwrap(),
         PathChoice::Auto,
         1_000,
+        &token_table_plan(),
         &Device::Cpu,
     )
     .unwrap();

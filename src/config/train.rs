@@ -123,8 +123,10 @@ pub enum PathChoice {
 }
 
 impl PathChoice {
-    /// The choice that applies to `model`: the shortcuts are exact only for the one-layer
-    /// attention-only one-hot model without positions, so every other model takes the full path.
+    /// The choice that applies to `model`, for sizing a run before its model exists (the
+    /// model's plan makes the same choice when it is built): the shortcuts are exact only for
+    /// the one-layer attention-only one-hot model without positions, so every other model
+    /// takes the full path.
     pub fn for_model(self, model: &super::ModelConfig) -> Self {
         if model.is_one_layer_token_table() {
             self

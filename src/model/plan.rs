@@ -197,38 +197,66 @@ fn fixed_query_fits(c: &ModelConfig) -> bool {
         && (!c.has_mlp() || c.act_fn == Some(ActFn::Relu))
 }
 
-/// The plan in words, for `toylens train`, `bench` and the app's model summary: "direct LM
-/// step, fused attention with the residual add, fused unembed + loss, AVX2 host Adam".
-impl fmt::Display for Plan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts: Vec<&str> = Vec::new();
-        match self.shortcut {
-            Shortcut::TokenTable => parts.push("token-table shortcut (last position, multisets)"),
-            Shortcut::FixedQuery(_) => parts.push("fixed-query shortcut"),
-            Shortcut::None => {}
-        }
-        parts.push(match self.lm_step {
+impl Plan {
+    /// The LM step in words.
+    pub fn lm_step_words(&self) -> &'static str {
+        match self.lm_step {
             LmStep::Direct => "direct LM step",
             LmStep::GraphHalves => "LM step in two graph halves",
             LmStep::Graph => "LM step as one graph",
-        });
-        parts.push(match self.attention {
+        }
+    }
+
+    /// The attention kernel in words.
+    pub fn attention_words(&self) -> &'static str {
+        match self.attention {
             AttentionKernel::FusedResidual => "fused attention with the residual add",
             AttentionKernel::Fused => "fused attention",
             AttentionKernel::FusedCore => "fused attention core",
             AttentionKernel::Composed => "composed attention",
-        });
-        parts.push(match self.lm_loss {
+        }
+    }
+
+    /// The next-token loss in words.
+    pub fn lm_loss_words(&self) -> &'static str {
+        match self.lm_loss {
             LmLoss::FusedUnembed => "fused unembed + loss",
             LmLoss::Composed => "composed loss",
-        });
-        parts.push(match (self.adam, self.avx2) {
+        }
+    }
+
+    /// The shortcut in words (empty without one).
+    pub fn shortcut_words(&self) -> &'static str {
+        match self.shortcut {
+            Shortcut::TokenTable => "token-table shortcut",
+            Shortcut::FixedQuery(_) => "fixed-query shortcut",
+            Shortcut::None => "",
+        }
+    }
+
+    /// Adam's update in words, with the kernels when they are candle's.
+    pub fn update_words(&self) -> &'static str {
+        match (self.adam, self.avx2) {
             (AdamUpdate::Host, true) => "AVX2 host Adam",
             (AdamUpdate::Host, false) => "host Adam",
-            (AdamUpdate::Device, _) => "device Adam",
-        });
-        if self.kernels == Kernels::Candle {
-            parts.push("candle kernels");
+            (AdamUpdate::Device, _) => "device Adam, candle kernels",
+        }
+    }
+}
+
+/// The whole plan in words ("direct LM step, fused attention with the residual add, fused
+/// unembed + loss, AVX2 host Adam"). A task's objective uses only some of it: see
+/// `objective::ForwardPath::describe`, which `toylens train` prints.
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = vec![
+            self.lm_step_words(),
+            self.attention_words(),
+            self.lm_loss_words(),
+            self.update_words(),
+        ];
+        if self.shortcut != Shortcut::None {
+            parts.insert(0, self.shortcut_words());
         }
         if self.ordered_cache {
             parts.push("index-ordered cache");

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 
-use crate::model::{Kernels, Transformer};
+use crate::model::{Kernels, Plan, Shortcut, Transformer};
 use crate::task::Dataset;
 
 use crate::config::PathChoice;
@@ -32,6 +32,25 @@ pub enum ForwardPath {
 }
 
 impl ForwardPath {
+    /// How a step on this path computes, in words: the parts of the model's plan it uses
+    /// ("direct LM step, fused attention with the residual add, fused unembed + loss, AVX2 host
+    /// Adam").
+    pub fn describe(self, plan: &Plan) -> String {
+        let mut parts = match self {
+            ForwardPath::Full => vec!["full forward pass", plan.attention_words()],
+            ForwardPath::LastPosition => vec!["token-table shortcut (the last query row)"],
+            ForwardPath::Multiset => vec!["token-table shortcut (token multisets)"],
+            ForwardPath::FixedQuery => vec!["fixed-query shortcut"],
+            ForwardPath::NextToken => vec![
+                plan.lm_step_words(),
+                plan.attention_words(),
+                plan.lm_loss_words(),
+            ],
+        };
+        parts.push(plan.update_words());
+        parts.join(", ")
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ForwardPath::Full => "full",
@@ -110,14 +129,20 @@ pub struct PreparedSet {
 }
 
 impl PreparedSet {
-    /// `batch_size` is the number of samples a step sees; `Auto` takes the multiset path when the
-    /// distinct rows are far fewer than that.
+    /// `data` laid out for the path `choice` asks for, where the model's `plan` has the
+    /// token-table shortcut (the full path otherwise). `batch_size` is the number of samples a
+    /// step sees; `Auto` takes the multiset path when the distinct rows are far fewer than that.
     pub fn new(
         data: Dataset,
         choice: PathChoice,
         batch_size: usize,
+        plan: &Plan,
         device: &Device,
     ) -> candle_core::Result<Self> {
+        let choice = match plan.shortcut {
+            Shortcut::TokenTable => choice,
+            _ => PathChoice::Full,
+        };
         let index = match choice {
             PathChoice::Auto | PathChoice::Multiset => MultisetIndex::build(&data),
             _ => None,

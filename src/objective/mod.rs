@@ -15,3 +15,31 @@ pub use modular::{
     right_answers,
 };
 pub use skip_trigram::{evaluate_dataset, evaluate_set};
+
+use crate::config::{PathChoice, RunConfig};
+use crate::model::Plan;
+use crate::task::TaskConfig;
+
+/// How a run of `cfg` would train a model with `plan`, in words, before its data exist (the
+/// app's model summary): the path its objective takes and what that uses of the plan.
+pub fn describe_run(cfg: &RunConfig, plan: &Plan) -> String {
+    let path = match &cfg.task {
+        TaskConfig::Induction(_) => ForwardPath::NextToken,
+        TaskConfig::ModularAddition(_) if plan.fixed_query().is_some() => ForwardPath::FixedQuery,
+        TaskConfig::ModularAddition(_) => ForwardPath::Full,
+        TaskConfig::SkipTrigram(_) => match cfg.train.path.for_model(&cfg.model) {
+            PathChoice::Full => ForwardPath::Full,
+            PathChoice::LastPosition => ForwardPath::LastPosition,
+            PathChoice::Multiset => ForwardPath::Multiset,
+            // Which of the two depends on how often the data repeat (`PreparedSet::new`).
+            PathChoice::Auto => {
+                return format!(
+                    "token-table shortcut (token multisets where the data repeat, else the last \
+                     query row), {}",
+                    plan.update_words()
+                );
+            }
+        },
+    };
+    path.describe(plan)
+}

@@ -37,7 +37,6 @@ pub fn evaluate_set(
 /// Evaluates `model` on `data` with the fastest exact path.
 pub fn evaluate_dataset(model: &Transformer, data: Dataset) -> candle_core::Result<Tally> {
     let n = data.len();
-    let path = PathChoice::Auto.for_model(model.config());
-    let set = PreparedSet::new(data, path, n, model.device())?;
+    let set = PreparedSet::new(data, PathChoice::Auto, n, model.plan(), model.device())?;
     evaluate_set(model, &set, model.device())
 }

@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use super::trainer::{StepOutcome, descend};
 use super::{Adam, RunConfig, TrainError};
 use crate::metrics::EpochMetrics;
-use crate::model::Transformer;
+use crate::model::{Plan, Transformer};
 use crate::objective::{PreparedSet, Tally, evaluate_set};
 use crate::seed::{Stream, stream_rng};
 use crate::task::SkipTrigramConfig;
@@ -28,14 +28,15 @@ impl SkipTrigramRun {
     pub fn new(
         task: &SkipTrigramConfig,
         cfg: &RunConfig,
+        plan: &Plan,
         device: &Device,
     ) -> Result<Self, TrainError> {
         let task_err = |e: crate::task::TaskError| TrainError::Config(e.into());
         let train_data = task.train_set(cfg.seed).map_err(task_err)?;
         let val_data = task.val_set(cfg.seed).map_err(task_err)?;
-        let path = cfg.train.path.for_model(&cfg.model);
-        let train = PreparedSet::new(train_data, path, cfg.train.batch_size, device)?;
-        let val = PreparedSet::new(val_data, path, task.val_size, device)?;
+        let path = cfg.train.path;
+        let train = PreparedSet::new(train_data, path, cfg.train.batch_size, plan, device)?;
+        let val = PreparedSet::new(val_data, path, task.val_size, plan, device)?;
         let n = train.data.len() as u32;
         Ok(Self {
             train,

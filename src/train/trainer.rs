@@ -154,15 +154,16 @@ impl Trainer {
     ) -> Result<Self, TrainError> {
         cfg.validate()?;
         let model = Transformer::new(&cfg.model, &weights, device)?;
-        let run = match &cfg.task {
-            TaskConfig::SkipTrigram(task) => {
-                TaskRun::SkipTrigram(Box::new(SkipTrigramRun::new(task, &cfg, device)?))
-            }
-            TaskConfig::Induction(task) => TaskRun::Induction(InductionRun::new(task, &cfg)),
-            TaskConfig::ModularAddition(task) => {
-                TaskRun::ModularAddition(ModularRun::new(task, &cfg, model.plan(), device)?)
-            }
-        };
+        let run =
+            match &cfg.task {
+                TaskConfig::SkipTrigram(task) => TaskRun::SkipTrigram(Box::new(
+                    SkipTrigramRun::new(task, &cfg, model.plan(), device)?,
+                )),
+                TaskConfig::Induction(task) => TaskRun::Induction(InductionRun::new(task, &cfg)),
+                TaskConfig::ModularAddition(task) => {
+                    TaskRun::ModularAddition(ModularRun::new(task, &cfg, model.plan(), device)?)
+                }
+            };
         // Frozen parameters stay out of the optimiser: no update, no weight decay.
         let trainable = model
             .specs()
@@ -217,10 +218,10 @@ impl Trainer {
         }
     }
 
-    /// How training computes, in words: the objective's path and the model's plan
-    /// ("next_token path: direct LM step, fused attention with the residual add, …").
+    /// How training computes, in words: what the objective's path uses of the model's plan
+    /// ("direct LM step, fused attention with the residual add, fused unembed + loss, …").
     pub fn describe_path(&self) -> String {
-        format!("{} path: {}", self.path().name(), self.model.plan())
+        self.path().describe(self.model.plan())
     }
     /// Distinct rows of the training set when training takes the multiset path.
     pub fn multiset_rows(&self) -> Option<usize> {

@@ -3,9 +3,10 @@
 use egui::{DragValue, Ui};
 
 use crate::config::{
-    ActFn, Embeddings, ModelConfig, Normalization, Positions, TrainConfig, matches_pattern,
+    ActFn, Embeddings, ModelConfig, Normalization, Positions, RunConfig, matches_pattern,
 };
 use crate::model::Plan;
+use crate::objective::describe_run;
 
 /// A labelled row in a settings grid; true when the widget changed the value.
 pub fn row(
@@ -175,7 +176,8 @@ pub fn model_settings(ui: &mut Ui, m: &mut ModelConfig) {
 }
 
 /// Every parameter of the model in view, with its TL name and shape, and whether it trains.
-pub fn model_summary(ui: &mut Ui, cfg: &ModelConfig, train: &TrainConfig, on_cpu: bool) {
+pub fn model_summary(ui: &mut Ui, run: &RunConfig, on_cpu: bool) {
+    let (cfg, train) = (&run.model, &run.train);
     ui.small(cfg.describe());
     let specs = cfg.params();
     let frozen = |name: &str| train.freeze.iter().any(|p| matches_pattern(p, name));
@@ -243,6 +245,7 @@ pub fn model_summary(ui: &mut Ui, cfg: &ModelConfig, train: &TrainConfig, on_cpu
         "{trainable} trainable parameters of {}",
         cfg.n_params()
     ));
-    ui.label(format!("Computes by: {}", Plan::for_f32(cfg, on_cpu)))
-        .on_hover_text("how toylens computes this model on the chosen device (its plan)");
+    let plan = Plan::for_f32(&run.model, on_cpu);
+    ui.label(format!("Computes by: {}", describe_run(run, &plan)))
+        .on_hover_text("how toylens trains this model on the chosen device (its plan)");
 }

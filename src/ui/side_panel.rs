@@ -368,12 +368,7 @@ fn model_summary(app: &ToylensApp, ui: &mut Ui) {
         .default_open(true)
         .show(ui, |ui| {
             ui.small("The model in view (TransformerLens names).");
-            model_settings::model_summary(
-                ui,
-                &app.session.config.model,
-                &app.session.config.train,
-                app.settings.device.is_cpu(),
-            );
+            model_settings::model_summary(ui, &app.session.config, app.settings.device.is_cpu());
         });
 }
 
