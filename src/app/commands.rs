@@ -1,52 +1,21 @@
-//! What the app does: the actions the UI asks for and the messages workers send back. Only these
-//! (and `logic()`) change the app's state; panels draw and queue [`Action`]s.
+//! What the app does for the UI: the [`Action`]s panels return and the questions they may ask
+//! first ([`Confirm`]). With the messages from workers ([`super::messages`]) and `logic()`, only
+//! these change the app's state.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::files::{self, Purpose};
-use super::jobs::Computed;
 use super::session::Session;
 use super::settings::Tab;
 use super::status::Status;
-use super::{Form, RunRecord, TRAINING_FRAME_INTERVAL, ToylensApp, recovery};
-use crate::checkpoint::Checkpoint;
+use super::{Form, Message, TRAINING_FRAME_INTERVAL, ToylensApp, recovery};
 use crate::device;
 use crate::metrics::history_csv;
 use crate::model::HeadMode;
 use crate::seed::{Stream, stream_rng};
 use crate::task::TaskKind;
 use crate::train::{Command, Event, Preset, spawn_training_to};
-
-/// Everything that reaches the UI thread from elsewhere.
-pub enum Message {
-    Training {
-        run: u64,
-        event: Event,
-    },
-    Picked {
-        purpose: Purpose,
-        path: Option<PathBuf>,
-        no_backend: bool,
-    },
-    Opened {
-        path: PathBuf,
-        result: Result<Checkpoint, String>,
-    },
-    /// A Reset's untrained model, built on a worker.
-    ResetReady(Result<Box<Session>, String>),
-    Saved {
-        path: PathBuf,
-        result: Result<(), String>,
-        version: u64,
-    },
-    Exported {
-        path: PathBuf,
-        result: Result<(), String>,
-    },
-    /// A derived view's background job finished.
-    Computed(Computed),
-}
 
 /// What the UI asks the app to do; applied once, after drawing.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,134 +114,8 @@ impl ToylensApp {
         self.settings.config.validate().err().map(|e| e.to_string())
     }
 
-    /// Applies one message from a worker or a dialog.
-    pub fn handle(&mut self, message: Message) {
-        match message {
-            Message::Training { run, event } => {
-                let was_training = self.session.is_training();
-                self.session.apply(run, event);
-                if was_training && !self.session.is_training() {
-                    self.log_run_performance();
-                    let label = format!("run {} · {}", self.runs.len() + 1, self.session.label());
-                    self.remember_session_run(label);
-                    if let Some(notice) = self.session.notice.take() {
-                        self.status = Some(notice);
-                    }
-                }
-            }
-            Message::Picked {
-                purpose,
-                path,
-                no_backend,
-            } => match (path, no_backend) {
-                (Some(p), _) => self.path_chosen(purpose, p),
-                (None, true) => {
-                    self.status = Some(Status::Error(
-                        "no file dialog is available on this system: type a path instead".into(),
-                    ));
-                    self.path_field = Some((purpose, String::new()));
-                }
-                (None, false) => {}
-            },
-            Message::Opened { path, result } => self.opened(path, result),
-            Message::ResetReady(result) => self.reset_ready(result),
-            Message::Saved {
-                path,
-                result,
-                version,
-            } => {
-                self.busy_io = false;
-                match result {
-                    Ok(()) => {
-                        self.session.file = Some(path.clone());
-                        // Only the version that was written is saved; training on since is not.
-                        if version == self.session.version && !self.session.is_training() {
-                            self.session.dirty = false;
-                        }
-                        self.status = Some(Status::Info(format!("saved {}", path.display())));
-                    }
-                    Err(e) => self.status = Some(Status::Error(format!("could not save: {e}"))),
-                }
-            }
-            Message::Exported { path, result } => {
-                self.status = Some(match result {
-                    Ok(()) => Status::Info(format!("exported {}", path.display())),
-                    Err(e) => Status::Error(format!("could not export: {e}")),
-                });
-            }
-            Message::Computed(computed) => self.receive(computed),
-        }
-    }
-
-    /// A checkpoint was read (or failed to be). On failure the model in view stays as it was.
-    fn opened(&mut self, path: PathBuf, result: Result<Checkpoint, String>) {
-        self.busy_io = false;
-        let recovered = self.recovery_path.as_ref() == Some(&path);
-        let foreign = match &result {
-            Ok(c) if !c.has_metadata => Some(c.origin.clone()),
-            _ => None,
-        };
-        let file = (!recovered).then(|| path.clone());
-        match result.and_then(|c| Session::from_checkpoint(c, file)) {
-            Ok(session) => {
-                let before = self.session.config.task.kind();
-                self.session.replace(session);
-                self.settings.config = self.session.config.clone();
-                self.follow_task(before);
-                self.scrubber.index = None;
-                let name = path.file_name().map_or_else(
-                    || path.display().to_string(),
-                    |n| n.to_string_lossy().into_owned(),
-                );
-                self.status = Some(Status::Info(if recovered {
-                    // Recovered work has no file of its own yet: it is unsaved until saved.
-                    self.session.dirty = true;
-                    recovery::discard(&path);
-                    "reopened the model recovered after the crash: save it to keep it".into()
-                } else if let Some(origin) = foreign {
-                    format!(
-                        "opened {}: a TransformerLens state dict ({origin})",
-                        path.display()
-                    )
-                } else {
-                    format!("opened {}", path.display())
-                }));
-                self.remember_session_run(format!("{name} · {}", self.session.label()));
-            }
-            Err(e) => self.status = Some(Status::Error(format!("could not open: {e}"))),
-        }
-    }
-
-    /// Logs how fast the finished run trained and how smooth the window stayed meanwhile
-    /// (`RUST_LOG=info toylens` shows it), to compare with the headless CLI.
-    fn log_run_performance(&self) {
-        if let Some(last) = self.session.history.last() {
-            log::info!(
-                "run finished: {} {}s, {:.3} s at the last evaluation; frame time p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms over the last {} frames",
-                last.progress(),
-                self.session.config.task.unit().name(),
-                last.elapsed_s(),
-                self.frame_times.percentile(50.0).unwrap_or(0.0),
-                self.frame_times.percentile(95.0).unwrap_or(0.0),
-                self.frame_times.percentile(100.0).unwrap_or(0.0),
-                self.frame_times.recent_ms.len(),
-            );
-        }
-    }
-
-    /// Keeps the session's history for overlaying on the plots, under `label`.
-    pub(super) fn remember_session_run(&mut self, label: String) {
-        if !self.session.history.is_empty() {
-            self.runs.push(RunRecord {
-                label,
-                series: self.session.series.clone(),
-                shown: false,
-            });
-        }
-    }
-
     /// A path was picked (by dialog or typed) for `purpose`.
-    fn path_chosen(&mut self, purpose: Purpose, path: PathBuf) {
+    pub(super) fn path_chosen(&mut self, purpose: Purpose, path: PathBuf) {
         self.path_field = None;
         match purpose {
             Purpose::Open => self.apply(Action::OpenPath(path)),
@@ -332,7 +175,7 @@ impl ToylensApp {
 
     /// When the model in view changed task, the inspector's sequence becomes one of the new task's
     /// (the same one for the same seed), so it shows something meaningful at once.
-    fn follow_task(&mut self, before: TaskKind) {
+    pub(super) fn follow_task(&mut self, before: TaskKind) {
         let task = &self.session.config.task;
         if task.kind() != before {
             let mut rng = stream_rng(self.session.config.seed, Stream::Analysis);
@@ -365,22 +208,6 @@ impl ToylensApp {
         if let Err(e) = spawned {
             self.resetting = false;
             self.status = Some(Status::Error(format!("cannot reset: {e}")));
-        }
-    }
-
-    /// A Reset's model arrived: it replaces the one in view (nothing else could meanwhile, since
-    /// Train, Reset, Open and Save wait for it).
-    fn reset_ready(&mut self, result: Result<Box<Session>, String>) {
-        self.resetting = false;
-        match result {
-            Ok(fresh) => {
-                let before = self.session.config.task.kind();
-                self.session.replace(*fresh);
-                self.follow_task(before);
-                self.scrubber.index = None;
-                self.status = Some(Status::Info("reset to an untrained model".into()));
-            }
-            Err(e) => self.status = Some(Status::Error(format!("cannot reset: {e}"))),
         }
     }
 

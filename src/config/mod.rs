@@ -4,14 +4,15 @@
 
 mod error;
 mod model;
+mod sizing;
 mod tl;
 mod train;
 
 pub use error::ConfigError;
 pub use model::{
-    ActFn, Embeddings, FORWARD_CHUNK_FLOATS, Init, LN_EPS, ModelConfig, Normalization, ParamSpec,
-    Positions,
+    ActFn, Embeddings, Init, LN_EPS, ModelConfig, Normalization, ParamSpec, Positions,
 };
+pub use sizing::{FORWARD_CHUNK_FLOATS, MAX_STEP_FLOATS};
 pub use tl::{model_from_tl_json, model_to_tl_json};
 pub use train::{Optimizer, PathChoice, Preset, TrainConfig, matches_pattern};
 
@@ -20,9 +21,6 @@ use serde::{Deserialize, Serialize};
 pub use crate::task::{
     InductionConfig, ModularAdditionConfig, SkipTrigramConfig, TaskConfig, TaskKind, Unit,
 };
-
-/// Activations one training step may hold: 4 GiB of f32, a sixth of this machine's memory.
-pub const MAX_STEP_FLOATS: usize = 1 << 30;
 
 /// Everything that defines a run. The same config and seed give bit-identical results on the CPU.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,20 +172,6 @@ impl RunConfig {
             TaskConfig::Induction(_) => self.train.batch_size,
             TaskConfig::ModularAddition(t) => self.train.batch_size.min(t.train_count()),
         }
-    }
-
-    /// Floats of activations one training step holds (forward and backward, about 3× the
-    /// forward's largest intermediates), for the path the config asks for. `Auto` takes the
-    /// multiset path only where it has fewer rows, so it is counted as the last-position path.
-    pub fn step_floats(&self) -> usize {
-        let (m, p) = (&self.model, self.task.seq_len());
-        let last_position = 4 * p * m.n_heads * m.d_head + 2 * m.n_heads * p + 2 * m.d_vocab;
-        let per_row = match self.train.path.for_model(m) {
-            PathChoice::Full => m.forward_floats_per_sequence(p),
-            PathChoice::LastPosition | PathChoice::Auto => last_position,
-            PathChoice::Multiset => 4 * m.n_heads * m.d_vocab + 2 * m.d_vocab,
-        };
-        per_row.saturating_mul(self.step_batch()).saturating_mul(3)
     }
 
     /// Optimiser steps per epoch (1 for step-counted tasks, whose "epoch" is one step).
