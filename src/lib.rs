@@ -1,7 +1,29 @@
 //! toylens: train tiny transformers and take them apart.
 //!
-//! The core (task, model, training, analysis, checkpoints) has no UI dependency and runs headless;
-//! the `gui` feature adds the desktop app on top of it.
+//! The core (tasks, model, objectives, analyses, metrics, checkpoints, training) has no UI
+//! dependency and runs headless; the `gui` feature adds the desktop app on top of it.
+//!
+//! # Layers
+//!
+//! Every import points down this list, never up or sideways into a cycle
+//! (`python3 ../shared/tools/check-cycles.py src` checks it):
+//!
+//! 1. the leaves: [`seed`], [`device`], [`matmul`] (products every device accepts), [`memory`],
+//!    [`palette`] (colour scales);
+//! 2. [`task`] (data generators) and [`config`] (every setting of a run, and its sizes);
+//! 3. [`model`]: the transformer, how it computes ([`model::Plan`]), its kernels and shortcuts;
+//! 4. [`objective`]: each task's loss and accuracy on a model, which both training and the
+//!    analyses need;
+//! 5. [`analysis`]: everything computed from a model, as plain data;
+//! 6. [`metrics`]: what a run records, including analysis results such as the progress measures;
+//! 7. [`checkpoint`]: weights, config and metrics on disk;
+//! 8. [`train`]: the training loop, which builds checkpoints as it goes;
+//! 9. the front ends: [`bench`] and [`cli`], then [`app`] (state and behaviour) and [`ui`]
+//!    (drawing, which reads `app`'s state and returns its actions; `app` never imports `ui`).
+//!
+//! Training sits above checkpoints rather than below them because a run produces a checkpoint
+//! (its snapshots, history and final weights) while a checkpoint only stores a run's records:
+//! what both share, the metric records, lives below both in [`metrics`].
 
 #[cfg(feature = "gui")]
 pub mod app;
