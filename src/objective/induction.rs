@@ -3,6 +3,7 @@
 
 use candle_core::Tensor;
 
+use crate::model::kernels::softmax::cross_entropy_f64;
 use crate::model::{Ablation, Capture, Transformer};
 use crate::task::InductionConfig;
 
@@ -96,9 +97,7 @@ fn evaluate(
             let repeated_half = starts[s]..starts[s] + half - 1;
             for i in 0..len - 1 {
                 let row = &logits[(s * len + i) * vocab..(s * len + i + 1) * vocab];
-                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-                let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
-                let nll = max + sum.ln() - row[seq[i + 1] as usize] as f64;
+                let nll = cross_entropy_f64(row, seq[i + 1] as usize);
                 if task.first_half_predictions().contains(&i) {
                     first = (first.0 + nll, first.1 + 1);
                 } else if repeated_half.contains(&i) {

@@ -1,6 +1,6 @@
-//! The one softmax and cross-entropy of the host kernels (the fused LM loss, the fixed-query
-//! shortcut, the causal softmax op, and the probabilities the analyses show), written once so
-//! that they all round alike: `e = exp(x − max)`, summed in index order, times `scale / Σe` (a
+//! The one softmax and cross-entropy of the host code (the fused LM loss, the fixed-query
+//! shortcut, the causal softmax op, the probabilities the analyses show and the induction
+//! evaluation's losses), written once so that they all round alike: `e = exp(x − max)`, summed in index order, times `scale / Σe` (a
 //! reciprocal, as PyTorch's CPU softmax does, not a division per element). The fused attention
 //! core keeps its own vectorised copy of this arithmetic, with an `exp` within 2 ulp of libm's.
 
@@ -33,6 +33,14 @@ pub fn cross_entropy(max: f32, sum: f32, target: f32) -> f64 {
     (max as f64 + (sum as f64).ln()) - target as f64
 }
 
+/// The cross-entropy of a logit row for the class `target`, summed in f64 throughout: what an
+/// evaluation that adds up many rows' losses uses.
+pub fn cross_entropy_f64(row: &[f32], target: usize) -> f64 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+    max + sum.ln() - row[target] as f64
+}
+
 /// The softmax probabilities of a logit row.
 pub fn softmax(logits: &[f32]) -> Vec<f32> {
     let mut probs = logits.to_vec();
@@ -60,6 +68,7 @@ mod tests {
         assert_eq!(max, 3.0);
         let ce = cross_entropy(max, sum, row[2]);
         assert!((ce + exact[2].ln()).abs() < 1e-6, "{ce}");
+        assert!((cross_entropy_f64(&row, 2) + exact[2].ln()).abs() < 1e-12);
         let mut scaled = row;
         assert_eq!(softmax_in_place(&mut scaled, 0.25), (max, sum));
         for (s, p) in scaled.iter().zip(&probs) {

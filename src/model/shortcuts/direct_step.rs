@@ -86,13 +86,10 @@ impl<'a> HostParams<'a> {
             .position(|s| s.name == name)
             .ok_or_else(|| candle_core::Error::Msg(format!("the model has no {name}")))?;
         let (storage, layout) = &self.guards[i];
-        let Storage::Cpu(cpu) = &**storage else {
+        let Storage::Cpu(host) = &**storage else {
             candle_core::bail!("the direct step runs on the CPU only");
         };
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg(format!("{name} is not contiguous")))?;
-        Ok(&cpu.as_slice::<f32>()?[start..end])
+        cpu::slice(host, layout)
     }
 
     fn layer(&self, l: usize) -> candle_core::Result<LayerParams<'_>> {
