@@ -17,7 +17,8 @@ pub struct StepTiming {
     pub seq_len: usize,
     pub vocab: usize,
     pub path: String,
-    /// The model's plan in words ([`crate::model::Plan`]).
+    /// How the step computes, in words: what its path uses of the model's plan
+    /// ([`Trainer::describe_path`]).
     pub plan: String,
     /// Median milliseconds per optimiser step (forward, backward, Adam, metrics).
     pub ms_per_step: f64,
@@ -140,7 +141,7 @@ pub fn time_steps(cfg: RunConfig, steps: usize, device: &Device) -> anyhow::Resu
         seq_len,
         vocab,
         path: path.name().into(),
-        plan: trainer.model().plan().to_string(),
+        plan: trainer.describe_path(),
         ms_per_step: s * 1e3,
         samples_per_s: batch as f64 / s,
         flops_per_step: f,
@@ -176,6 +177,8 @@ pub fn lm_model(seq_len: usize) -> ModelConfig {
 pub struct LmStepTiming {
     pub batch_size: usize,
     pub seq_len: usize,
+    /// How the step computes, in words (what the next-token path uses of the model's plan).
+    pub plan: String,
     pub ms_per_step: f64,
     pub flops_per_step: f64,
     pub gflops: f64,
@@ -239,6 +242,7 @@ pub fn time_lm_steps(
     Ok(LmStepTiming {
         batch_size: batch,
         seq_len,
+        plan: ForwardPath::NextToken.describe(model.plan()),
         ms_per_step: s * 1e3,
         flops_per_step: f,
         gflops: f / s / 1e9,
@@ -377,7 +381,8 @@ pub fn to_markdown(r: &BenchReport) -> String {
 pub struct PresetTiming {
     pub preset: String,
     pub path: String,
-    /// The model's plan in words ([`crate::model::Plan`]).
+    /// How the step computes, in words: what its path uses of the model's plan
+    /// ([`Trainer::describe_path`]).
     pub plan: String,
     pub samples_per_step: usize,
     /// Median milliseconds per optimiser step, evaluations excluded.
@@ -456,7 +461,7 @@ pub fn time_run(
     Ok(PresetTiming {
         preset: name.into(),
         path: path.name().into(),
-        plan: trainer.model().plan().to_string(),
+        plan: trainer.describe_path(),
         samples_per_step: batch,
         ms_per_step: s * 1e3,
         flops_per_step: f,

@@ -1,5 +1,6 @@
 //! What training reports: one [`StepMetrics`] per optimiser step and one [`Metrics`] per
-//! evaluation, in the task's own terms.
+//! evaluation, in the task's own terms. Checkpoints store these records and training makes
+//! them, so they live below both.
 
 use serde::{Deserialize, Serialize};
 

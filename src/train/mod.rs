@@ -1,5 +1,8 @@
-//! Training: the exact fast data paths, the optimisers, the step loop and the worker thread that
-//! runs it behind one command type and one event type. Configs live in [`crate::config`].
+//! Training: one run per task (its data stream and its evaluations), the optimisers, the LM step
+//! by the model's plan, the one step loop ([`driver`]) that the CLI, the app and the benches
+//! share, and the worker thread that runs it behind one command type and one event type.
+//! Configs live in [`crate::config`], the losses in [`crate::objective`], the records in
+//! [`crate::metrics`].
 
 mod adam;
 pub mod driver;

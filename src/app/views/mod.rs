@@ -1,7 +1,8 @@
 //! The derived views: what the analysis tabs show, computed from the weights in view and the
 //! settings. Each (the inspector, the Data tab's data set, mean z, the exhaustive evaluation,
-//! circuits, head traces) runs as a background job ([`super::jobs`]) keyed by its inputs; a frame
-//! only starts jobs and reads their results, and does no tensor work.
+//! circuits, head traces) runs as a background job ([`super::jobs`]) keyed by its inputs (typed
+//! keys, [`ViewKey`] for the weights in view); the frame's logic starts the jobs, the panels only
+//! read their results, and no frame does tensor work.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
