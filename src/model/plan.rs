@@ -100,7 +100,8 @@ pub struct Plan {
     pub lm_step: LmStep,
     pub shortcut: Shortcut,
     pub adam: AdamUpdate,
-    /// Whether the host kernels run their AVX2 code (the CPU has AVX2 and FMA).
+    /// Whether the host kernels run their AVX2 code (row loops and Adam; the attention core's
+    /// also needs FMA).
     pub avx2: bool,
     /// Whether a forward pass that captures every hook sums in index order, as the CPU does
     /// ([`super::kernels::ordered`]): on a GPU, so that the inspector's cache matches TL's.
@@ -167,7 +168,7 @@ impl Plan {
             } else {
                 AdamUpdate::Device
             },
-            avx2: fused && cpu::has_avx2_fma(),
+            avx2: fused && cpu::has_avx2(),
             ordered_cache: !fused,
         }
     }

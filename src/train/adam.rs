@@ -232,7 +232,7 @@ struct HostScalars {
 /// operations on each element (no FMA contraction), eight at a time instead of one.
 fn host_update(theta: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], s: HostScalars) {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
+    if crate::model::kernels::cpu::has_avx2() {
         // SAFETY: the CPU has AVX2, checked just above.
         return unsafe { host_update_avx2(theta, grad, m, v, s) };
     }

@@ -341,7 +341,7 @@ mod avx2 {
     }
 
     pub fn available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        super::super::cpu::has_avx2_fma()
     }
 }
 

@@ -99,7 +99,7 @@ pub fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
         unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if has_avx2() {
             // SAFETY: the CPU has AVX2, checked just above.
             return unsafe { avx2(f) };
         }
@@ -107,8 +107,20 @@ pub fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Whether the CPU has AVX2 and FMA, which the kernels' vector code needs (checked once by the
-/// CPU's feature flags; each kernel picks its code the same way).
+/// Whether the CPU has AVX2: the host kernels' row loops and Adam's update then run their AVX2
+/// code. The one place the kernels ask (std caches the answer).
+pub fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the CPU has AVX2 and FMA, which the attention core's vector code needs.
 pub fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
