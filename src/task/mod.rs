@@ -8,6 +8,7 @@
 mod induction;
 mod modular;
 mod sequence;
+pub mod sequences;
 mod skip_trigram;
 
 pub use induction::InductionConfig;
