@@ -255,6 +255,49 @@ fn open_a_checkpoint_by_path_with_the_dialog_bypassed() {
 }
 
 #[test]
+fn a_pytorch_state_dict_opens_and_save_never_overwrites_it() {
+    // A copy, beside its config, so that a wrong Save could not touch the fixture.
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tl_pth");
+    let pth = dir.path().join("model.pth");
+    std::fs::copy(fixtures.join("model.pth"), &pth).unwrap();
+    std::fs::copy(fixtures.join("config.json"), dir.path().join("config.json")).unwrap();
+    let original = std::fs::read(&pth).unwrap();
+    let mut h = harness();
+    h.run();
+    open_by_path(&mut h, &pth);
+    h.get_by_label_contains("a TransformerLens state dict (PyTorch state dict, config from");
+    let reference = toylens::checkpoint::Checkpoint::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tl_general/mlp2_ln_gelu/model.safetensors"),
+    )
+    .unwrap();
+    assert_eq!(h.state().session.weights, reference.weights);
+    assert!(h.state().session.foreign_file);
+    // Save asks where instead of writing toylens's format over the user's file.
+    h.get_by_role_and_label(Role::Button, "Save…").click();
+    h.run_steps(2);
+    h.get_by_label("Save to path");
+    assert_eq!(
+        std::fs::read(&pth).unwrap(),
+        original,
+        "the .pth was overwritten"
+    );
+    h.get_by_role_and_label(Role::Button, "Cancel").click();
+    h.run_steps(2);
+    // Saved elsewhere, the model is toylens's own file from then on: Save writes there.
+    let copy = dir.path().join("copy.safetensors");
+    type_path(&mut h, "Save as…", "Save to path", &copy);
+    h.get_by_role_and_label(Role::Button, "Save").click();
+    h.run_steps(2);
+    step_until(&mut h, 30, |app| !app.busy_io);
+    assert!(!h.state().session.foreign_file);
+    let saved = toylens::checkpoint::Checkpoint::load(&copy).unwrap();
+    assert_eq!(saved.weights, reference.weights);
+    assert_eq!(std::fs::read(&pth).unwrap(), original);
+}
+
+#[test]
 fn a_corrupt_file_shows_an_error_and_keeps_the_old_model() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.safetensors");

@@ -5,7 +5,7 @@
 //! `TOYLENS_SOAK_STEPS=N` runs N actions (default 250, well under a minute in a debug build);
 //! `TOYLENS_SOAK_SEED=S` picks another action sequence.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use egui::accesskit::Role;
@@ -471,10 +471,23 @@ impl Soak {
     }
 
     fn open_file(&mut self) {
-        let path = match self.rng.random_range(0..4) {
+        let pth = |name: &str| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/tl_pth")
+                .join(name)
+        };
+        let path = match self.rng.random_range(0..7) {
             0 => self.good_file.clone(),
             1 => self.corrupt_file.clone(),
             2 => self.dir.path().join("missing.safetensors"),
+            // PyTorch state dicts: one that opens, one in float16, two that are refused.
+            3 => pth("model.pth"),
+            4 => pth("half.pth"),
+            5 => pth(if self.rng.random_bool(0.5) {
+                "legacy.pth"
+            } else {
+                "object.pth"
+            }),
             _ => PathBuf::from("/proc/self"),
         };
         if self.rng.random_bool(0.5) {

@@ -219,9 +219,10 @@ impl ToylensApp {
             }
             Action::Open => self.pick(Purpose::Open),
             Action::SaveAs => self.pick(Purpose::Save),
+            // Never over a file another program wrote: toylens's format would replace it.
             Action::Save => match self.session.file.clone() {
-                Some(path) => self.apply(Action::SavePath(path)),
-                None => self.pick(Purpose::Save),
+                Some(path) if !self.session.foreign_file => self.apply(Action::SavePath(path)),
+                _ => self.pick(Purpose::Save),
             },
             Action::OpenDropped(_) | Action::OpenPath(_) if self.resetting => {
                 self.status = Some(Status::Error(

@@ -31,24 +31,24 @@ pub fn pick(
 ) {
     std::thread::spawn(move || {
         let started = Instant::now();
-        let (filter, ext, title, default_name) = match purpose {
+        let (filter, exts, title, default_name): (_, &[&str], _, _) = match purpose {
             Purpose::Open => (
-                "safetensors checkpoint",
-                "safetensors",
+                "checkpoint or state dict",
+                &["safetensors", "pth", "pt"],
                 "Open checkpoint",
                 "",
             ),
             Purpose::Save => (
                 "safetensors checkpoint",
-                "safetensors",
+                &["safetensors"],
                 "Save checkpoint",
                 "toylens.safetensors",
             ),
-            Purpose::ExportCsv => ("CSV", "csv", "Export metrics as CSV", "metrics.csv"),
-            Purpose::ExportPng => ("PNG image", "png", "Export panel as PNG", "toylens.png"),
+            Purpose::ExportCsv => ("CSV", &["csv"], "Export metrics as CSV", "metrics.csv"),
+            Purpose::ExportPng => ("PNG image", &["png"], "Export panel as PNG", "toylens.png"),
         };
         let mut dialog = rfd::FileDialog::new()
-            .add_filter(filter, &[ext])
+            .add_filter(filter, exts)
             .set_title(title);
         if let Some(dir) = start_dir {
             dialog = dialog.set_directory(dir);

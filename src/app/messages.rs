@@ -83,6 +83,7 @@ impl ToylensApp {
                 match result {
                     Ok(()) => {
                         self.session.file = Some(path.clone());
+                        self.session.foreign_file = false;
                         // Only the version that was written is saved; training on since is not.
                         if version == self.session.version && !self.session.is_training() {
                             self.session.dirty = false;
@@ -129,7 +130,8 @@ impl ToylensApp {
                     "reopened the model recovered after the crash: save it to keep it".into()
                 } else if let Some(origin) = foreign {
                     format!(
-                        "opened {}: a TransformerLens state dict ({origin})",
+                        "opened {}: a TransformerLens state dict ({origin}); Save asks for a \
+                         new path, so the file is kept as it is",
                         path.display()
                     )
                 } else {

@@ -169,6 +169,9 @@ pub struct Session {
     pub snapshots: Vec<Snapshot>,
     /// Where the model was opened from or last saved to.
     pub file: Option<PathBuf>,
+    /// `file` was written by another program (a TransformerLens state dict, in safetensors or
+    /// PyTorch's format): Save asks for a new path instead of overwriting it with toylens's.
+    pub foreign_file: bool,
     /// Changed since it was last opened or saved.
     pub dirty: bool,
     /// Bumped whenever `weights` change, so views know to recompute.
@@ -195,6 +198,7 @@ impl Session {
             weights: ckpt.weights,
             history: ckpt.history,
             snapshots: ckpt.snapshots,
+            foreign_file: file.is_some() && !ckpt.has_metadata,
             file,
             dirty: false,
             version: 0,

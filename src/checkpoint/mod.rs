@@ -12,6 +12,7 @@
 //! checkpoint.
 
 mod atomic;
+mod pth;
 mod safetensors_io;
 mod source;
 
@@ -300,6 +301,15 @@ impl Checkpoint {
         }
         let bytes = std::fs::read(path).map_err(read_err)?;
         let hint = ConfigHint::for_file(path, tl_config)?;
+        if pth::is_pytorch_file(path, &bytes) {
+            let (tensors, note) = pth::state_dict_as_safetensors(path, &bytes)?;
+            let mut checkpoint = Self::from_bytes_with(&tensors, &hint)?;
+            checkpoint.origin = match note {
+                Some(note) => format!("PyTorch state dict, {}; {note}", checkpoint.origin),
+                None => format!("PyTorch state dict, {}", checkpoint.origin),
+            };
+            return Ok(checkpoint);
+        }
         Self::from_bytes_with(&bytes, &hint)
     }
 

@@ -18,7 +18,8 @@ use crate::task::{Ceilings, MAX_DATA_TOKENS, TaskConfig};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// A toylens checkpoint or a TransformerLens state dict (safetensors).
+    /// A toylens checkpoint, or a TransformerLens state dict: safetensors, or a .pth/.pt that
+    /// torch.save(model.state_dict()) wrote.
     pub checkpoint: PathBuf,
     /// The state dict's `HookedTransformerConfig` as JSON, when the file has no `tl_config`
     /// metadata and no `config.json` beside it.

@@ -17,7 +17,8 @@ use crate::task::parse_sequence;
 #[derive(Debug, Args)]
 #[command(allow_negative_numbers = true)]
 pub struct InspectArgs {
-    /// A toylens checkpoint or a TransformerLens state dict (safetensors).
+    /// A toylens checkpoint, or a TransformerLens state dict: safetensors, or a .pth/.pt that
+    /// torch.save(model.state_dict()) wrote.
     pub checkpoint: PathBuf,
     /// The state dict's `HookedTransformerConfig` as JSON, when the file has no `tl_config`
     /// metadata and no `config.json` beside it.
@@ -137,7 +138,8 @@ fn print_inspection(r: &Inspection) {
 }
 #[derive(Debug, Args)]
 pub struct CircuitsArgs {
-    /// A toylens checkpoint or a TransformerLens state dict (safetensors).
+    /// A toylens checkpoint, or a TransformerLens state dict: safetensors, or a .pth/.pt that
+    /// torch.save(model.state_dict()) wrote.
     pub checkpoint: PathBuf,
     /// The state dict's `HookedTransformerConfig` as JSON, when the file has no `tl_config`
     /// metadata and no `config.json` beside it.
