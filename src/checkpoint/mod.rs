@@ -19,12 +19,14 @@ mod source;
 pub use atomic::{write_atomically, write_atomically_with};
 pub use source::ConfigHint;
 
-use safetensors_io::{f32_bytes, parse_meta, read_f32, reject_duplicate_keys, to_json};
+use safetensors_io::{
+    f32_bytes, parse_meta, read_f32, reject_duplicate_keys, serialize_f32, to_json,
+};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -244,13 +246,6 @@ impl Checkpoint {
                 f32_bytes(&[f32::NEG_INFINITY]),
             ));
         }
-        let views = tensors
-            .iter()
-            .map(|(name, shape, data)| {
-                TensorView::new(Dtype::F32, shape.clone(), data).map(|v| (name.as_str(), v))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| CheckpointError::Format(e.to_string()))?;
         let metadata = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("format_version".to_string(), FORMAT_VERSION.to_string()),
@@ -269,8 +264,7 @@ impl Checkpoint {
                 )),
             ),
         ]);
-        safetensors::serialize(views, Some(metadata))
-            .map_err(|e| CheckpointError::Format(e.to_string()))
+        serialize_f32(&tensors, Some(metadata))
     }
 
     /// Saves atomically: a temporary file in the same directory, fsync, then rename.

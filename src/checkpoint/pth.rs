@@ -12,9 +12,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::pickle::{Object, Stack, TensorInfo};
 use candle_core::{DType, Device, Tensor};
-use safetensors::{Dtype, tensor::TensorView};
 
-use super::{CheckpointError, f32_bytes, invalid, is_tl_buffer};
+use super::{CheckpointError, f32_bytes, invalid, is_tl_buffer, serialize_f32};
 
 /// The keys a state dict is commonly wrapped under.
 const WRAPPERS: [&str; 3] = ["model", "state_dict", "model_state_dict"];
@@ -75,15 +74,7 @@ pub(super) fn state_dict_as_safetensors(
             .map_err(|e| invalid(format!("tensor \"{name}\" cannot be read: {e}")))?;
         named.push((name, tensor.dims().to_vec(), f32_bytes(&values)));
     }
-    let views = named
-        .iter()
-        .map(|(name, shape, data)| {
-            TensorView::new(Dtype::F32, shape.clone(), data).map(|v| (name.as_str(), v))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CheckpointError::Format(e.to_string()))?;
-    let bytes =
-        safetensors::serialize(views, None).map_err(|e| CheckpointError::Format(e.to_string()))?;
+    let bytes = serialize_f32(&named, None)?;
     let note = (!converted.is_empty()).then(|| {
         let mut kinds: Vec<String> = converted.iter().map(|(_, d)| format!("{d:?}")).collect();
         kinds.sort();

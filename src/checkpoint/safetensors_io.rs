@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
@@ -111,6 +112,21 @@ pub(super) fn read_f32(
         )));
     }
     Ok(Some(values))
+}
+
+/// A safetensors file of float32 tensors `(name, shape, little-endian bytes)`, with `metadata`.
+pub(super) fn serialize_f32(
+    tensors: &[(String, Vec<usize>, Vec<u8>)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>, CheckpointError> {
+    let views = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            TensorView::new(Dtype::F32, shape.clone(), data).map(|v| (name.as_str(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CheckpointError::Format(e.to_string()))?;
+    safetensors::serialize(views, metadata).map_err(|e| CheckpointError::Format(e.to_string()))
 }
 
 pub(super) fn f32_bytes(values: &[f32]) -> Vec<u8> {

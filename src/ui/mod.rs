@@ -57,16 +57,17 @@ impl Frame<'_> {
 /// Draws every panel of the window and returns what they ask the app to do, the edited form
 /// first.
 pub fn draw(app: &ToylensApp, ui: &mut Ui) -> Vec<Action> {
+    let before = app.form();
     let mut frame = Frame {
         app,
-        form: app.form(),
+        form: before.clone(),
         actions: Vec::new(),
     };
     panels(&mut frame, ui);
     let Frame {
         form, mut actions, ..
     } = frame;
-    if form != app.form() {
+    if form != before {
         actions.insert(0, Action::Edit(Box::new(form)));
     }
     actions
