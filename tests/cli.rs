@@ -999,3 +999,60 @@ fn train_eval_and_sweep_a_general_model_from_a_config() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(sweep.join("two-layers-lr0.01-seed1.safetensors").exists());
 }
+
+#[test]
+fn data_gen_writes_examples_that_data_check_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sort.jsonl");
+    let o = toylens(&[
+        "data",
+        "gen",
+        "sort",
+        "--out",
+        out.to_str().unwrap(),
+        "--samples",
+        "30",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let vocab = dir.path().join("vocab.json");
+    assert!(vocab.is_file());
+    let o = toylens(&[
+        "data",
+        "check",
+        out.to_str().unwrap(),
+        "--vocab",
+        vocab.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o)
+            .contains("30 sequences of 11 tokens, 11 token ids with names; 150 scored positions"),
+        "{}",
+        stdout(&o)
+    );
+    // A bad file: one line naming the file, the line and the field; exit status 1.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"tokens\": [1, 2, 3]}\n{\"tokens\": [1, 2]}\n").unwrap();
+    let o = toylens(&["data", "check", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("bad.jsonl, line 2, \"tokens\": 2 tokens, but the sequences before have 3"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let o = toylens(&[
+        "data",
+        "gen",
+        "reverse",
+        "--out",
+        out.to_str().unwrap(),
+        "--digits",
+        "0",
+    ]);
+    assert!(
+        stderr(&o).contains("--digits must be between 1 and 100"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -2,6 +2,7 @@
 
 mod analyze;
 mod bench;
+mod data;
 mod eval;
 mod inspect;
 mod sweep;
@@ -20,6 +21,7 @@ use crate::train::RunConfig;
 
 pub use analyze::AnalyzeArgs;
 pub use bench::BenchArgs;
+pub use data::DataArgs;
 pub use eval::EvalArgs;
 pub use inspect::{CircuitsArgs, InspectArgs};
 pub use sweep::SweepArgs;
@@ -59,6 +61,8 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Measure training and inspection speed, and how it grows with batch, length and vocabulary.
     Bench(BenchArgs),
+    /// Data files of token sequences: write the examples, or check a file of one's own.
+    Data(DataArgs),
 }
 
 /// Fails with a one-line message naming the flag and its range unless `min <= value <= max`.
@@ -98,6 +102,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Circuits(args) => inspect::circuits(args),
         Command::Sweep(args) => sweep::sweep(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Data(args) => data::data(args),
     }
 }
 

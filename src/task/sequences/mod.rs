@@ -14,10 +14,12 @@
 //! Every sequence of a file has the same length. Nothing is trusted: a problem is one
 //! [`DataError`] that names the file, the line and the field.
 
+mod generate;
 mod jsonl;
 mod npy;
 mod vocab;
 
+pub use generate::{Example, MAX_DIGITS, example_jsonl, example_vocab};
 pub use vocab::read_vocab;
 
 use std::fmt;

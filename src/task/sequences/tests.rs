@@ -292,3 +292,35 @@ fn a_model_must_take_the_data() {
     assert!(d.check_fits(10, 3).unwrap_err().contains("at most 3"));
     assert!(d.check_fits(9, 4).unwrap_err().contains("10 token ids"));
 }
+
+#[test]
+fn the_examples_read_back_with_only_the_answer_scored() {
+    let dir = tempfile::tempdir().unwrap();
+    let vocab = write(
+        &dir,
+        "vocab.json",
+        &serde_json::to_string(&example_vocab()).unwrap(),
+    );
+    for example in [Example::Sort, Example::Reverse] {
+        let text = example_jsonl(example, 4, 50, 7);
+        assert_eq!(text, example_jsonl(example, 4, 50, 7), "seeded");
+        let d = read_data(&write(&dir, "e.jsonl", &text), Some(&vocab)).unwrap();
+        assert_eq!((d.len(), d.seq_len, d.d_vocab), (50, 9, 11));
+        for i in 0..d.len() {
+            let seq = d.sequence(i);
+            let (input, rest) = seq.split_at(4);
+            assert_eq!(rest[0], 10, "the separator");
+            let mut want = input.to_vec();
+            match example {
+                Example::Sort => want.sort_unstable(),
+                Example::Reverse => want.reverse(),
+            }
+            assert_eq!(&rest[1..], want.as_slice());
+            // Scored: from the separator to the last but one, each predicting the next digit.
+            let targets = d.targets_of(i);
+            assert!(targets[..4].iter().all(|&t| t == UNSCORED));
+            assert_eq!(&targets[4..8], want.as_slice());
+            assert_eq!(targets[8], UNSCORED);
+        }
+    }
+}
