@@ -121,12 +121,18 @@ fn inspect_json_matches_the_fixture() {
         .find(|c| c["name"] == "notebook_example")
         .unwrap();
     let model = fixture().join("model.safetensors");
-    let o = toylens(&["inspect", model.to_str().unwrap(), "2,5,3,0", "--json"]);
+    let m = model.to_str().unwrap();
+    let o = toylens(&["inspect", m, "2,5,3,0", "--json", "--task", "skip-trigram"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let got: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(got["tokens"], serde_json::json!([2, 5, 3, 0]));
     assert_eq!(got["predicted_token"], 5);
     assert_eq!(got["expected"], 5);
+    // Without a task named, nothing is expected: the file names none.
+    let o = toylens(&["inspect", m, "2,5,3,0", "--json"]);
+    let plain: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(plain["expected"], Value::Null);
+    assert_eq!(plain["logits"], got["logits"]);
     for key in common::INSPECT_KEYS {
         let flat = |v: &Value| common::flatten(v).1;
         let (e, g) = (flat(&case[key]), flat(&got[key]));
@@ -139,7 +145,16 @@ fn inspect_json_matches_the_fixture() {
         assert!(d <= 1e-5, "{key} differs by {d}");
     }
     // Separate arguments work too, and the text view shows the decomposition.
-    let o = toylens(&["inspect", model.to_str().unwrap(), "2", "5", "3", "0"]);
+    let o = toylens(&[
+        "inspect",
+        model.to_str().unwrap(),
+        "2",
+        "5",
+        "3",
+        "0",
+        "--task",
+        "skip-trigram",
+    ]);
     assert!(o.status.success());
     let text = stdout(&o);
     assert!(text.contains("predicted 5  expected 5 (correct)"), "{text}");
@@ -168,12 +183,21 @@ fn bad_tokens_exit_with_a_one_line_reason() {
 #[test]
 fn eval_reports_accuracy_and_ceilings() {
     let model = fixture().join("model.safetensors");
+    // A TL state dict names no task: eval says so, and takes the one named.
+    let o = toylens(&["eval", model.to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("the model has no task"),
+        "{}",
+        stderr(&o)
+    );
     let o = toylens(&[
         "eval",
         model.to_str().unwrap(),
         "--json",
         "--samples",
         "5000",
+        "--task",
+        "skip-trigram",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -183,7 +207,7 @@ fn eval_reports_accuracy_and_ceilings() {
     assert!((0.05..0.14).contains(&noise), "noise acc {noise}");
     let best = r["ceilings"]["best_acc"].as_f64().unwrap();
     assert!((best - 0.5455).abs() < 0.02);
-    let o = toylens(&["eval", model.to_str().unwrap()]);
+    let o = toylens(&["eval", model.to_str().unwrap(), "--task", "skip-trigram"]);
     assert!(stdout(&o).contains("Bayes optimum"));
 }
 
@@ -446,10 +470,32 @@ fn analyze_ablates_heads_of_any_layer() {
     assert!(row(&zero, "L0H2").iter().all(|&x| x == 0.0));
     assert!(row(&plain, "L1H1").iter().any(|&x| x != 0.0));
     assert_ne!(zero["logit_lens"], plain["logit_lens"]);
-    // Mean ablation writes the head's mean z over the task's sequences (this state dict opens
-    // with skip-trigram sequences of 4 tokens): its row is not zero, and not the plain one.
+    // Mean ablation writes the head's mean z over the task's sequences. The state dict names no
+    // task, so mean ablation is refused until one is named; named, the head's row is not zero,
+    // and not the plain one.
+    let o = toylens(&[
+        "analyze",
+        &m,
+        "4 7 9 7",
+        "--ablate",
+        "L1H1",
+        "--ablate-mode",
+        "mean",
+    ]);
+    assert!(
+        stderr(&o).contains("the model has no task"),
+        "{}",
+        stderr(&o)
+    );
     let short = |extra: &[&str]| -> Value {
-        let mut args = vec!["analyze", m.as_str(), "4 7 9 7", "--json"];
+        let mut args = vec![
+            "analyze",
+            m.as_str(),
+            "4 7 9 7",
+            "--json",
+            "--task",
+            "skip-trigram",
+        ];
         args.extend(extra);
         let o = toylens(&args);
         assert!(o.status.success(), "{}", stderr(&o));
@@ -467,6 +513,8 @@ fn analyze_ablates_heads_of_any_layer() {
         "L1H1",
         "--ablate-mode",
         "mean",
+        "--task",
+        "skip-trigram",
     ]);
     assert_clean_failure(&o, "means for 4 positions");
     let o = toylens(&["analyze", &m, "1 2", "--ablate", "L2H0"]);
@@ -508,7 +556,14 @@ fn circuits_json_of_a_two_layer_model_has_composition() {
 fn eval_exhaustive_json_and_ablation() {
     let model = fixture().join("model.safetensors");
     let m = model.to_str().unwrap();
-    let o = toylens(&["eval", m, "--exhaustive", "--json"]);
+    let o = toylens(&[
+        "eval",
+        m,
+        "--exhaustive",
+        "--json",
+        "--task",
+        "skip-trigram",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(r["pair_accuracy"].as_array().unwrap().len(), 4);
@@ -519,7 +574,15 @@ fn eval_exhaustive_json_and_ablation() {
         "no pair maps to label 10"
     );
     assert_eq!(r["confusion"][9][9], 6);
-    let o = toylens(&["eval", m, "--ablate", "0,1,2", "--json"]);
+    let o = toylens(&[
+        "eval",
+        m,
+        "--ablate",
+        "0,1,2",
+        "--json",
+        "--task",
+        "skip-trigram",
+    ]);
     let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(
         r["ablation"]
@@ -536,6 +599,8 @@ fn eval_exhaustive_json_and_ablation() {
         "--ablate-mode",
         "mean",
         "--json",
+        "--task",
+        "skip-trigram",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_clean_failure(&toylens(&["eval", m, "--ablate", "3"]), "heads 0..=2");
@@ -675,7 +740,7 @@ fn every_numeric_flag_refuses_bad_values_with_one_line() {
             ],
         ),
         (
-            vec!["eval", &m],
+            vec!["eval", &m, "--task", "skip-trigram"],
             "--seed",
             vec![
                 ("0", Some(true)),
@@ -685,7 +750,7 @@ fn every_numeric_flag_refuses_bad_values_with_one_line() {
             ],
         ),
         (
-            vec!["eval", &m],
+            vec!["eval", &m, "--task", "skip-trigram"],
             "--samples",
             vec![
                 ("0", Some(false)),
@@ -696,7 +761,7 @@ fn every_numeric_flag_refuses_bad_values_with_one_line() {
             ],
         ),
         (
-            vec!["eval", &m],
+            vec!["eval", &m, "--task", "skip-trigram"],
             "--ablate",
             vec![
                 ("0", Some(true)),
@@ -1055,4 +1120,41 @@ fn data_gen_writes_examples_that_data_check_reads() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn task_names_the_task_only_of_a_model_without_one() {
+    let model = fixture().join("model.safetensors");
+    let m = model.to_str().unwrap();
+    assert_clean_failure(&toylens(&["eval", m]), "the model has no task");
+    // The skip-trigram model cannot be read as modular addition (no `=` beyond its classes).
+    assert_clean_failure(
+        &toylens(&["eval", m, "--task", "modular-addition"]),
+        "cannot take the modular_addition task",
+    );
+    // A checkpoint of toylens's own keeps its task.
+    let dir = tempfile::tempdir().unwrap();
+    let own = dir.path().join("own.safetensors");
+    let o = toylens(&[
+        "train",
+        "--preset",
+        "fast",
+        "--epochs",
+        "1",
+        "--out",
+        own.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_clean_failure(
+        &toylens(&["eval", own.to_str().unwrap(), "--task", "induction"]),
+        "the checkpoint's task is skip_trigram",
+    );
+    let o = toylens(&[
+        "eval",
+        own.to_str().unwrap(),
+        "--task",
+        "skip-trigram",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
 }

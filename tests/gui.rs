@@ -298,6 +298,36 @@ fn a_pytorch_state_dict_opens_and_save_never_overwrites_it() {
 }
 
 #[test]
+fn a_model_without_a_task_shows_no_invented_data() {
+    // TL's state dict names no task: nothing is guessed for it.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tl_general/mlp2_ln_gelu/model.safetensors");
+    let mut h = harness();
+    h.run();
+    open_by_path(&mut h, &fixture);
+    assert!(!h.state().session.config.task.has_data());
+    h.get_by_label_contains("The model came without a task");
+    assert!(!enabled(&h, "Train"), "Train must wait for a task");
+    h.get_by_label_contains("the model has no task, so there is no data to train on");
+    h.get_by_label("the model has no task: nothing is expected");
+    for (tab, says) in [
+        (Tab::Data, "so there are no data to show"),
+        (Tab::Training, "so it has no training metrics"),
+        (Tab::Evaluate, "so there is nothing to evaluate it on"),
+    ] {
+        h.state_mut().apply(toylens::app::Action::ShowTab(tab));
+        h.run_steps(3);
+        h.get_by_label_contains(says);
+    }
+    // Choosing a task makes the settings trainable: a new model of that task.
+    h.state_mut().apply(toylens::app::Action::ApplyPreset(
+        toylens::train::Preset::Induction,
+    ));
+    h.run_steps(2);
+    assert!(enabled(&h, "Train"));
+}
+
+#[test]
 fn a_corrupt_file_shows_an_error_and_keeps_the_old_model() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.safetensors");

@@ -24,8 +24,12 @@ fn cases() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// The fixture (TL's state dict of the notebook's model, which names no task) with the notebook's
+/// task, as `--task skip-trigram` gives it.
 fn load_fixture_model() -> (Checkpoint, Transformer) {
-    let ckpt = Checkpoint::load(&fixture_dir().join("model.safetensors")).unwrap();
+    let mut ckpt = Checkpoint::load(&fixture_dir().join("model.safetensors")).unwrap();
+    assert!(!ckpt.config.task.has_data(), "a state dict names no task");
+    ckpt.config.task = toylens::task::TaskConfig::SkipTrigram(Default::default());
     let model = Transformer::new(&ckpt.config.model, &ckpt.weights, &Device::Cpu).unwrap();
     (ckpt, model)
 }

@@ -177,7 +177,12 @@ impl ToylensApp {
     /// (the same one for the same seed), so it shows something meaningful at once.
     pub(super) fn follow_task(&mut self, before: TaskKind) {
         let task = &self.session.config.task;
-        if task.kind() != before {
+        let model = &self.session.config.model;
+        // A model with no task keeps a typed sequence that it can read.
+        let readable = || {
+            crate::task::parse_sequence(&self.settings.sequence, model.d_vocab, model.n_ctx).is_ok()
+        };
+        if task.kind() != before && (task.has_data() || !readable()) {
             let mut rng = stream_rng(self.session.config.seed, Stream::Analysis);
             let tokens = task.random_sequence(true, &mut rng);
             self.settings.sequence = tokens

@@ -188,7 +188,7 @@ pub struct Session {
 
 impl Session {
     pub fn from_checkpoint(ckpt: Checkpoint, file: Option<PathBuf>) -> Result<Self, String> {
-        ckpt.config.validate().map_err(|e| e.to_string())?;
+        ckpt.config.validate_to_view().map_err(|e| e.to_string())?;
         ckpt.weights
             .validate(&ckpt.config.model)
             .map_err(|e| e.to_string())?;

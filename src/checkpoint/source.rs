@@ -11,8 +11,7 @@ use serde::Deserialize;
 
 use super::{CheckpointError, FORMAT, FORMAT_VERSION, invalid, read_f32};
 use crate::config::{
-    Embeddings, InductionConfig, ModelConfig, ModularAdditionConfig, Positions, RunConfig,
-    SkipTrigramConfig, TaskConfig, model_from_tl_json,
+    Embeddings, ModelConfig, NoTask, Positions, RunConfig, TaskConfig, model_from_tl_json,
 };
 use crate::model::Weights;
 
@@ -123,31 +122,14 @@ pub(super) fn find_config(
     })
 }
 
-/// A TL model with the task that fits it best: modular addition when it reads one more token
-/// than it predicts (`=`), skip-trigrams when the notebook's tokens fit (noise tokens filling
-/// the vocabulary), else induction over its vocabulary. [`RunConfig::validate`] says when no
-/// task fits it.
+/// A TL model, which says nothing of a task: it opens with none ([`TaskConfig::None`]), its
+/// dimensions its own. Nothing is guessed; the user names a task to train or evaluate it.
 fn bare(model: ModelConfig, origin: String) -> Found {
-    let (vocab, vocab_out) = (model.d_vocab, model.d_vocab_out());
-    let task = if vocab_out + 1 == vocab && vocab_out >= 2 {
-        TaskConfig::ModularAddition(ModularAdditionConfig {
-            p: vocab_out,
-            ..Default::default()
-        })
-    } else if vocab >= 6 && vocab == vocab_out && model.n_ctx >= 3 {
-        let mut task = SkipTrigramConfig::default();
-        if vocab != task.vocab_size() {
-            task.noise_tokens.last = vocab as u32 - 1;
-        }
-        task.seq_len = task.seq_len.min(model.n_ctx);
-        TaskConfig::SkipTrigram(task)
-    } else {
-        TaskConfig::Induction(InductionConfig {
-            vocab,
-            half: (model.n_ctx / 2).clamp(2, 10),
-            ..Default::default()
-        })
-    };
+    let task = TaskConfig::None(NoTask {
+        vocab: model.d_vocab,
+        vocab_out: model.d_vocab_out(),
+        n_ctx: model.n_ctx,
+    });
     Found {
         config: RunConfig {
             task,

@@ -11,7 +11,7 @@ use super::{load_model, print_model_line};
 use crate::analysis::{Analysis, HeadKind, PatchingSetup, analyze as analyze_tokens};
 use crate::device::DeviceChoice;
 use crate::model::{HeadMode, argmax, head_label};
-use crate::task::parse_sequence;
+use crate::task::{TaskKind, parse_sequence};
 
 #[derive(Debug, Args)]
 #[command(allow_negative_numbers = true)]
@@ -23,6 +23,10 @@ pub struct AnalyzeArgs {
     /// metadata and no `config.json` beside it.
     #[arg(long, value_name = "FILE")]
     pub tl_config: Option<PathBuf>,
+    /// The task the model is read with, for a model that came without one (a TransformerLens
+    /// state dict): the expected answers and the data mean ablation averages over.
+    #[arg(long, value_enum)]
+    pub task: Option<TaskKind>,
     /// Token ids, as separate arguments or one string: `2 5 3 0` or "2,5,3,0".
     #[arg(required = true, num_args = 1..)]
     pub tokens: Vec<String>,
@@ -56,6 +60,7 @@ pub struct AnalyzeArgs {
 
 pub fn analyze(args: AnalyzeArgs) -> Result<()> {
     let (checkpoint, model) = load_model(&args.checkpoint, args.tl_config.as_deref(), args.device)?;
+    let checkpoint = super::with_task(checkpoint, args.task)?;
     let cfg = &checkpoint.config.model;
     let task = &checkpoint.config.task;
     let read = |text: &str, what: &str| {

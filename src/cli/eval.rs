@@ -14,7 +14,7 @@ use crate::model::Transformer;
 use crate::model::{Ablation, HeadMode};
 use crate::objective::{evaluate_induction_ablated, loss_and_accuracy, loss_and_accuracy_ablated};
 use crate::seed::{Stream, stream_rng};
-use crate::task::{Ceilings, MAX_DATA_TOKENS, TaskConfig};
+use crate::task::{Ceilings, MAX_DATA_TOKENS, TaskConfig, TaskError, TaskKind};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -48,6 +48,10 @@ pub struct EvalArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The task to evaluate on, for a model that came without one (a TransformerLens state
+    /// dict): the task's defaults fitted to the model's vocabulary and context.
+    #[arg(long, value_enum)]
+    pub task: Option<TaskKind>,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,6 +72,7 @@ struct EvalReport {
 
 pub fn eval(args: EvalArgs) -> Result<()> {
     let (checkpoint, model) = load_model(&args.checkpoint, args.tl_config.as_deref(), args.device)?;
+    let checkpoint = super::with_task(checkpoint, args.task)?;
     let seed = args.seed.unwrap_or(checkpoint.config.seed);
     if args.samples == Some(0) {
         bail!("--samples must be at least 1");
@@ -179,6 +184,7 @@ fn eval_task(
 ) -> Result<()> {
     let ablated = ablation.map(|a| a.describe()).unwrap_or_default();
     let report = match &checkpoint.config.task {
+        TaskConfig::None(_) => bail!("{}", TaskError::NoData("evaluate on")),
         TaskConfig::Induction(task) => {
             let samples = args.samples.unwrap_or(task.val_size);
             let tokens = samples as u128 * task.seq_len() as u128;

@@ -12,7 +12,7 @@ use crate::analysis::{
 };
 use crate::device::DeviceChoice;
 use crate::model::head_label;
-use crate::task::parse_sequence;
+use crate::task::{TaskKind, parse_sequence};
 
 #[derive(Debug, Args)]
 #[command(allow_negative_numbers = true)]
@@ -24,6 +24,10 @@ pub struct InspectArgs {
     /// metadata and no `config.json` beside it.
     #[arg(long, value_name = "FILE")]
     pub tl_config: Option<PathBuf>,
+    /// The task the model is read with, for a model that came without one (a TransformerLens
+    /// state dict): the expected answers and the data mean ablation averages over.
+    #[arg(long, value_enum)]
+    pub task: Option<TaskKind>,
     /// Token ids, as separate arguments or one string: `2 5 3 0` or "2,5,3,0".
     #[arg(required = true, num_args = 1..)]
     pub tokens: Vec<String>,
@@ -41,6 +45,7 @@ pub struct InspectArgs {
 
 pub fn inspect(args: InspectArgs) -> Result<()> {
     let (checkpoint, model) = load_model(&args.checkpoint, args.tl_config.as_deref(), args.device)?;
+    let checkpoint = super::with_task(checkpoint, args.task)?;
     let cfg = &checkpoint.config.model;
     let task = &checkpoint.config.task;
     let tokens = parse_sequence(&args.tokens.join(" "), cfg.d_vocab, cfg.n_ctx)

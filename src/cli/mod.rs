@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use crate::checkpoint::Checkpoint;
 use crate::device::{self, DeviceChoice};
 use crate::model::Transformer;
-use crate::task::Unit;
+use crate::task::{TaskKind, Unit};
 use crate::train::RunConfig;
 
 pub use analyze::AnalyzeArgs;
@@ -121,6 +121,36 @@ fn print_model_line(checkpoint: &Checkpoint) {
     } else {
         println!("model: {model} ({})", checkpoint.origin);
     }
+}
+
+/// `checkpoint` with the task `--task` names, for a model that came without one; a checkpoint
+/// with a task keeps it (naming another is an error).
+fn with_task(mut checkpoint: Checkpoint, task: Option<TaskKind>) -> Result<Checkpoint> {
+    let Some(kind) = task else {
+        return Ok(checkpoint);
+    };
+    let own = checkpoint.config.task.kind();
+    if checkpoint.config.task.has_data() {
+        if kind != own {
+            bail!(
+                "the checkpoint's task is {}; --task names one only for a model that came \
+                 without a task",
+                own.name()
+            );
+        }
+        return Ok(checkpoint);
+    }
+    let m = &checkpoint.config.model;
+    checkpoint.config.task = kind
+        .for_model(m.d_vocab, m.d_vocab_out(), m.n_ctx)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the model ({}) cannot take the {} task",
+                m.describe(),
+                kind.name()
+            )
+        })?;
+    Ok(checkpoint)
 }
 
 fn load_model(

@@ -92,6 +92,8 @@ fn preset_of(task: TaskKind) -> Preset {
         TaskKind::SkipTrigram => Preset::Fast,
         TaskKind::Induction => Preset::Induction,
         TaskKind::ModularAddition => Preset::Grokking,
+        // Not a value of --task (a model opened without one).
+        TaskKind::None => Preset::default(),
     }
 }
 
@@ -195,7 +197,7 @@ fn apply_task_flags(args: &TrainArgs, cfg: &mut RunConfig) -> Result<()> {
                 changed = true;
             }
         }
-        TaskConfig::SkipTrigram(_) => {}
+        TaskConfig::SkipTrigram(_) | TaskConfig::None(_) => {}
     }
     if kind != TaskKind::Induction {
         for (flag, given) in [

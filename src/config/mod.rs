@@ -19,7 +19,8 @@ pub use train::{Optimizer, PathChoice, Preset, TrainConfig, matches_pattern};
 use serde::{Deserialize, Serialize};
 
 pub use crate::task::{
-    InductionConfig, ModularAdditionConfig, SkipTrigramConfig, TaskConfig, TaskKind, Unit,
+    InductionConfig, ModularAdditionConfig, NoTask, SkipTrigramConfig, TaskConfig, TaskError,
+    TaskKind, Unit,
 };
 
 /// Everything that defines a run. The same config and seed give bit-identical results on the CPU.
@@ -144,7 +145,19 @@ impl RunConfig {
                 self.model.n_ctx
             )));
         }
+        if !self.task.has_data() {
+            return Err(ConfigError::Task(TaskError::NoData("train on")));
+        }
         Ok(())
+    }
+
+    /// Checks what viewing a model needs: all that [`Self::validate`] does, except that a model
+    /// without a task may be viewed (only training it needs one).
+    pub fn validate_to_view(&self) -> Result<(), ConfigError> {
+        match self.validate() {
+            Err(ConfigError::Task(TaskError::NoData(_))) => Ok(()),
+            other => other,
+        }
     }
 
     /// Parses a JSON config; missing fields take their defaults, unknown ones are errors.
@@ -171,6 +184,8 @@ impl RunConfig {
             TaskConfig::SkipTrigram(t) => self.train.batch_size.min(t.train_size),
             TaskConfig::Induction(_) => self.train.batch_size,
             TaskConfig::ModularAddition(t) => self.train.batch_size.min(t.train_count()),
+            // Nothing trains; sized as a batch would be.
+            TaskConfig::None(_) => self.train.batch_size,
         }
     }
 
@@ -180,6 +195,7 @@ impl RunConfig {
             TaskConfig::SkipTrigram(t) => t.train_size.div_ceil(self.train.batch_size),
             TaskConfig::Induction(_) => 1,
             TaskConfig::ModularAddition(t) => t.train_count().div_ceil(self.train.batch_size),
+            TaskConfig::None(_) => 1,
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::task::TaskConfig;
 /// app's model summary): the path its objective takes and what that uses of the plan.
 pub fn describe_run(cfg: &RunConfig, plan: &Plan) -> String {
     let path = match &cfg.task {
+        TaskConfig::None(_) => return "no task: nothing to train on".into(),
         TaskConfig::Induction(_) => ForwardPath::NextToken,
         TaskConfig::ModularAddition(_) if plan.fixed_query().is_some() => ForwardPath::FixedQuery,
         TaskConfig::ModularAddition(_) => ForwardPath::Full,

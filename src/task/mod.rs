@@ -4,6 +4,8 @@
 //! - [`SkipTrigramConfig`]: the reference notebook's task; loss at the last position.
 //! - [`InductionConfig`]: random tokens repeated once; next-token loss at every position.
 //! - [`ModularAdditionConfig`]: `a b =` → `(a + b) mod p`; a seeded split of all pairs.
+//! - [`NoTask`]: a model opened without one (a TransformerLens state dict): it can be inspected
+//!   and analysed on typed sequences, but there is no data to train or evaluate on.
 
 mod induction;
 mod modular;
@@ -56,6 +58,19 @@ pub enum TaskError {
     /// A setting of the induction or modular-addition task, with what to change.
     #[error("{0}")]
     Setting(String),
+    /// What needs a task's data, asked of a model that has no task.
+    #[error("the model has no task, so there is no data to {0}: choose a task first")]
+    NoData(&'static str),
+}
+
+/// A model's dimensions when it came without a task: typed sequences of up to `n_ctx` tokens
+/// below `vocab`, predicting one of `vocab_out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoTask {
+    pub vocab: usize,
+    pub vocab_out: usize,
+    pub n_ctx: usize,
 }
 
 /// Which task a run trains on.
@@ -67,6 +82,9 @@ pub enum TaskKind {
     Induction,
     #[value(alias = "modular_addition")]
     ModularAddition,
+    /// A model opened without a task; never chosen (not in [`TaskKind::ALL`]).
+    #[value(skip)]
+    None,
 }
 
 impl TaskKind {
@@ -81,6 +99,7 @@ impl TaskKind {
             TaskKind::SkipTrigram => "skip_trigram",
             TaskKind::Induction => "induction",
             TaskKind::ModularAddition => "modular_addition",
+            TaskKind::None => "none",
         }
     }
 
@@ -89,18 +108,53 @@ impl TaskKind {
             TaskKind::SkipTrigram => "Skip-trigrams",
             TaskKind::Induction => "Induction (repeated tokens)",
             TaskKind::ModularAddition => "Modular addition",
+            TaskKind::None => "No task",
         }
     }
 
-    /// The task with its default settings.
-    pub fn default_config(self) -> TaskConfig {
-        match self {
+    /// The task with its default settings (`None` for [`TaskKind::None`], which has none).
+    pub fn default_config(self) -> Option<TaskConfig> {
+        Some(match self {
             TaskKind::SkipTrigram => TaskConfig::SkipTrigram(SkipTrigramConfig::default()),
             TaskKind::Induction => TaskConfig::Induction(InductionConfig::default()),
             TaskKind::ModularAddition => {
                 TaskConfig::ModularAddition(ModularAdditionConfig::default())
             }
-        }
+            TaskKind::None => return None,
+        })
+    }
+
+    /// The task of this kind for a model of `vocab` input tokens, `vocab_out` classes and
+    /// context `n_ctx`, for a model that came without one and the user names its task:
+    /// modular addition mod `vocab_out` (its `=` the extra input token), the skip-trigram task
+    /// with noise tokens filling the vocabulary, or induction over the vocabulary. `None` when
+    /// the model cannot take the task.
+    pub fn for_model(self, vocab: usize, vocab_out: usize, n_ctx: usize) -> Option<TaskConfig> {
+        let task = match self {
+            TaskKind::ModularAddition if vocab_out + 1 == vocab && vocab_out >= 2 && n_ctx >= 3 => {
+                TaskConfig::ModularAddition(ModularAdditionConfig {
+                    p: vocab_out,
+                    ..Default::default()
+                })
+            }
+            TaskKind::SkipTrigram if vocab >= 6 && vocab == vocab_out && n_ctx >= 3 => {
+                let mut task = SkipTrigramConfig::default();
+                if vocab != task.vocab_size() {
+                    task.noise_tokens.last = vocab as u32 - 1;
+                }
+                task.seq_len = task.seq_len.min(n_ctx);
+                TaskConfig::SkipTrigram(task)
+            }
+            TaskKind::Induction if vocab == vocab_out && n_ctx >= 4 => {
+                TaskConfig::Induction(InductionConfig {
+                    vocab,
+                    half: (n_ctx / 2).clamp(2, 10),
+                    ..Default::default()
+                })
+            }
+            _ => return None,
+        };
+        task.validate().is_ok().then_some(task)
     }
 }
 
@@ -128,6 +182,8 @@ pub enum TaskConfig {
     SkipTrigram(SkipTrigramConfig),
     Induction(InductionConfig),
     ModularAddition(ModularAdditionConfig),
+    /// No task: the model's own dimensions, and nothing invented.
+    None(NoTask),
 }
 
 impl Default for TaskConfig {
@@ -142,7 +198,13 @@ impl TaskConfig {
             TaskConfig::SkipTrigram(_) => TaskKind::SkipTrigram,
             TaskConfig::Induction(_) => TaskKind::Induction,
             TaskConfig::ModularAddition(_) => TaskKind::ModularAddition,
+            TaskConfig::None(_) => TaskKind::None,
         }
+    }
+
+    /// Whether the model has a task (and so data to train and evaluate on).
+    pub fn has_data(&self) -> bool {
+        !matches!(self, TaskConfig::None(_))
     }
 
     pub fn skip_trigram(&self) -> Option<&SkipTrigramConfig> {
@@ -162,7 +224,9 @@ impl TaskConfig {
     pub fn unit(&self) -> Unit {
         match self {
             TaskConfig::Induction(_) => Unit::Step,
-            TaskConfig::SkipTrigram(_) | TaskConfig::ModularAddition(_) => Unit::Epoch,
+            TaskConfig::SkipTrigram(_) | TaskConfig::ModularAddition(_) | TaskConfig::None(_) => {
+                Unit::Epoch
+            }
         }
     }
 
@@ -172,6 +236,7 @@ impl TaskConfig {
             TaskConfig::SkipTrigram(t) => t.seq_len,
             TaskConfig::Induction(t) => t.seq_len(),
             TaskConfig::ModularAddition(_) => 3,
+            TaskConfig::None(t) => t.n_ctx,
         }
     }
 
@@ -181,6 +246,7 @@ impl TaskConfig {
             TaskConfig::SkipTrigram(t) => t.vocab_size(),
             TaskConfig::Induction(t) => t.vocab,
             TaskConfig::ModularAddition(t) => t.p + 1,
+            TaskConfig::None(t) => t.vocab,
         }
     }
 
@@ -188,6 +254,7 @@ impl TaskConfig {
     pub fn vocab_out(&self) -> usize {
         match self {
             TaskConfig::ModularAddition(t) => t.p,
+            TaskConfig::None(t) => t.vocab_out,
             _ => self.vocab_size(),
         }
     }
@@ -197,6 +264,14 @@ impl TaskConfig {
             TaskConfig::SkipTrigram(t) => t.validate(),
             TaskConfig::Induction(t) => t.validate(),
             TaskConfig::ModularAddition(t) => t.validate(),
+            TaskConfig::None(t) => {
+                if t.vocab == 0 || t.vocab_out == 0 || t.n_ctx == 0 {
+                    return Err(TaskError::Setting(
+                        "a model without a task still needs its vocabulary and context".into(),
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -207,6 +282,7 @@ impl TaskConfig {
             TaskConfig::SkipTrigram(t) => t.expected_answer(tokens),
             TaskConfig::Induction(t) => t.expected_next(tokens),
             TaskConfig::ModularAddition(t) => t.expected_answer(tokens),
+            TaskConfig::None(_) => None,
         }
     }
 
@@ -226,6 +302,7 @@ impl TaskConfig {
     pub fn validation_tokens(&self, seed: u64) -> Result<Vec<u32>, TaskError> {
         self.validate()?;
         Ok(match self {
+            TaskConfig::None(_) => return Err(TaskError::NoData("average over")),
             TaskConfig::SkipTrigram(t) => t.val_set(seed)?.tokens,
             TaskConfig::Induction(t) => t.val_set(seed),
             TaskConfig::ModularAddition(t) => {
@@ -242,6 +319,9 @@ impl TaskConfig {
             TaskConfig::SkipTrigram(t) => t.random_sequence(signal, rng),
             TaskConfig::Induction(t) => t.random_sequence(rng),
             TaskConfig::ModularAddition(t) => t.random_sequence(rng),
+            TaskConfig::None(t) => (0..t.n_ctx)
+                .map(|_| rng.random_range(0..t.vocab as u32))
+                .collect(),
         }
     }
 
@@ -264,6 +344,11 @@ impl TaskConfig {
                 t.p - 1,
                 t.p
             ),
+            TaskConfig::None(t) => format!(
+                "up to {} tokens, ids 0..{} (the model has no task: nothing is expected)",
+                t.n_ctx,
+                t.vocab - 1
+            ),
         }
     }
 }
@@ -275,6 +360,7 @@ impl Serialize for TaskConfig {
             TaskConfig::SkipTrigram(t) => serde_json::to_value(t),
             TaskConfig::Induction(t) => serde_json::to_value(t),
             TaskConfig::ModularAddition(t) => serde_json::to_value(t),
+            TaskConfig::None(t) => serde_json::to_value(t),
         }
         .map_err(S::Error::custom)?;
         if let serde_json::Value::Object(map) = &mut value {
@@ -293,7 +379,8 @@ impl<'de> Deserialize<'de> for TaskConfig {
                 None => TaskKind::SkipTrigram,
                 Some(kind) => serde_json::from_value(kind).map_err(|_| {
                     D::Error::custom(
-                        "task kind must be \"skip_trigram\", \"induction\" or \"modular_addition\"",
+                        "task kind must be \"skip_trigram\", \"induction\", \"modular_addition\" \
+                         or \"none\"",
                     )
                 })?,
             },
@@ -305,6 +392,7 @@ impl<'de> Deserialize<'de> for TaskConfig {
             TaskKind::ModularAddition => {
                 serde_json::from_value(value).map(TaskConfig::ModularAddition)
             }
+            TaskKind::None => serde_json::from_value(value).map(TaskConfig::None),
         };
         task.map_err(|e| D::Error::custom(format!("{} task: {e}", kind.name())))
     }
@@ -317,7 +405,7 @@ mod tests {
     #[test]
     fn json_names_the_kind_and_old_configs_are_skip_trigrams() {
         for kind in TaskKind::ALL {
-            let task = kind.default_config();
+            let task = kind.default_config().unwrap();
             let text = serde_json::to_string(&task).unwrap();
             assert!(
                 text.contains(&format!("\"kind\":\"{}\"", kind.name())),

@@ -14,7 +14,7 @@ use super::{Adam, RunConfig};
 use crate::config::ConfigError;
 use crate::metrics::{Metrics, StepMetrics};
 use crate::model::{ModelError, Plan, Transformer, Weights};
-use crate::task::{Dataset, TaskConfig};
+use crate::task::{Dataset, TaskConfig, TaskError};
 
 use crate::objective::ForwardPath;
 
@@ -162,6 +162,11 @@ impl Trainer {
                 TaskConfig::Induction(task) => TaskRun::Induction(InductionRun::new(task, &cfg)),
                 TaskConfig::ModularAddition(task) => {
                     TaskRun::ModularAddition(ModularRun::new(task, &cfg, model.plan(), device)?)
+                }
+                TaskConfig::None(_) => {
+                    return Err(TrainError::Config(ConfigError::Task(TaskError::NoData(
+                        "train on",
+                    ))));
                 }
             };
         // Frozen parameters stay out of the optimiser: no update, no weight decay.

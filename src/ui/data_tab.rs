@@ -11,6 +11,14 @@ use crate::app::{Action, DataFilter};
 use crate::ui::Frame;
 
 pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
+    if !f.form.settings.config.task.has_data() {
+        ui.add_space(20.0);
+        ui.label(
+            "The model in view came without a task, so there are no data to show. Choose a task \
+             in the side panel to see its data and train a model on it.",
+        );
+        return;
+    }
     let key = f.app.data_key();
     let Some(view) = super::job_result(
         ui,

@@ -10,6 +10,14 @@ use crate::ui::Frame;
 pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
     // The whole tab, for "Save PNG…".
     let panel = ui.max_rect();
+    if !f.app.session.config.task.has_data() {
+        ui.add_space(20.0);
+        ui.label(
+            "The model in view came without a task, so there is nothing to evaluate it on. \
+             Inspect, Analyze and Circuits take it apart on sequences you type.",
+        );
+        return;
+    }
     let Some(task) = f.app.session.config.task.skip_trigram().cloned() else {
         ui.add_space(20.0);
         ui.label(format!(

@@ -88,6 +88,7 @@ pub fn sequence_row(f: &mut Frame<'_>, ui: &mut Ui) {
             TaskConfig::SkipTrigram(_) => &[("Random signal", true), ("Random noise", false)],
             TaskConfig::Induction(_) => &[("Random repeated sequence", true)],
             TaskConfig::ModularAddition(_) => &[("Random pair", true)],
+            TaskConfig::None(_) => &[("Random tokens", true)],
         };
         for &(label, signal) in buttons {
             if ui.button(label).clicked() {
@@ -148,6 +149,7 @@ fn summary(app: &ToylensApp, r: &Inspection, ui: &mut Ui) {
                          repeated half"
                     }
                     TaskConfig::ModularAddition(_) => "not of the form a b =: no right answer",
+                    TaskConfig::None(_) => "the model has no task: nothing is expected",
                 });
             }
         }

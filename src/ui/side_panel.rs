@@ -136,12 +136,16 @@ fn settings(f: &mut Frame<'_>, ui: &mut Ui) {
                             .response
                     },
                 );
-                if picked != kind {
-                    cfg.apply_preset(match picked {
-                        TaskKind::SkipTrigram => Preset::Fast,
-                        TaskKind::Induction => Preset::Induction,
-                        TaskKind::ModularAddition => Preset::Grokking,
-                    });
+                let preset = match picked {
+                    TaskKind::SkipTrigram => Some(Preset::Fast),
+                    TaskKind::Induction => Some(Preset::Induction),
+                    TaskKind::ModularAddition => Some(Preset::Grokking),
+                    TaskKind::None => None,
+                };
+                if picked != kind
+                    && let Some(preset) = preset
+                {
+                    cfg.apply_preset(preset);
                 }
                 task_changed |= task_settings(ui, &mut cfg.task);
             });
@@ -269,6 +273,20 @@ fn settings(f: &mut Frame<'_>, ui: &mut Ui) {
 fn task_settings(ui: &mut Ui, task: &mut TaskConfig) -> bool {
     let mut changed = false;
     match task {
+        TaskConfig::None(_) => {
+            row(ui, "", "", |ui| {
+                ui.add(
+                    egui::Label::new(
+                        egui::RichText::new(
+                            "The model came without a task: inspect and analyse it on typed \
+                             sequences, or choose a task above to train one.",
+                        )
+                        .weak(),
+                    )
+                    .wrap(),
+                )
+            });
+        }
         TaskConfig::SkipTrigram(t) => {
             changed |= row(ui, "Sequence length", "tokens per sample (>= 3)", |ui| {
                 ui.add(DragValue::new(&mut t.seq_len).range(1..=64))

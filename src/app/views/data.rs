@@ -8,7 +8,7 @@ use crate::app::settings::DataFilter;
 use crate::model::{ModelConfig, Weights};
 use crate::objective::right_answers;
 use crate::seed::{Stream, stream_rng};
-use crate::task::{Ceilings, Dataset, SkipTrigramConfig, TaskConfig, TaskKind};
+use crate::task::{Ceilings, Dataset, SkipTrigramConfig, TaskConfig, TaskError, TaskKind};
 
 /// The Data tab's inputs: the task (as JSON) and the seed of the settings, and for modular
 /// addition the weights in view (the grid shows which pairs the model gets right).
@@ -105,6 +105,7 @@ impl DataView {
     ) -> Result<Self, String> {
         task.validate().map_err(|e| e.to_string())?;
         Ok(match task {
+            TaskConfig::None(_) => return Err(TaskError::NoData("show").to_string()),
             TaskConfig::SkipTrigram(t) => Self::SkipTrigram(DataSummary::compute(t, seed)?),
             TaskConfig::Induction(t) => Self::Induction {
                 sequences: t.generate(INDUCTION_ROWS, &mut stream_rng(seed, Stream::TrainData)),

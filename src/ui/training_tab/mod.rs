@@ -86,6 +86,13 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
         });
     });
     let ceiling_text = match &task {
+        TaskConfig::None(_) => {
+            ui.weak(
+                "The model in view came without a task, so it has no training metrics. Choose a \
+                 task in the side panel to train one.",
+            );
+            return;
+        }
         TaskConfig::SkipTrigram(t) => {
             let c = t.ceilings();
             format!(
@@ -164,6 +171,7 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
         TaskConfig::ModularAddition(t) => {
             modular_plots(f.app, ui, t.p, &overlays, base);
         }
+        TaskConfig::None(_) => {}
     }
 }
 
