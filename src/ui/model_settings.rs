@@ -46,8 +46,14 @@ fn combo<T: Copy + PartialEq>(
     response
 }
 
-/// The model section of the settings. The vocabulary comes from the task.
-pub fn model_settings(ui: &mut Ui, m: &mut ModelConfig) {
+/// The model section of the settings. The vocabulary and context come from the task, or are the
+/// model's own when it has none (`has_task`).
+pub fn model_settings(ui: &mut Ui, m: &mut ModelConfig, has_task: bool) {
+    let source = if has_task {
+        "from the task"
+    } else {
+        "the model's own"
+    };
     egui::Grid::new("model_grid").num_columns(2).show(ui, |ui| {
         row(ui, "Layers", "transformer blocks (n_layers)", |ui| {
             ui.add(DragValue::new(&mut m.n_layers).range(1..=12))
@@ -158,10 +164,10 @@ pub fn model_settings(ui: &mut Ui, m: &mut ModelConfig) {
             m.init_range = Some(init);
         }
         ui.label("d_vocab");
-        ui.label(format!("{} (from the task)", m.d_vocab));
+        ui.label(format!("{} ({source})", m.d_vocab));
         ui.end_row();
         ui.label("n_ctx");
-        ui.label(format!("{} (from the task)", m.n_ctx));
+        ui.label(format!("{} ({source})", m.n_ctx));
         ui.end_row();
     });
     // What the choices imply, applied in the same frame as the change, so that the buttons

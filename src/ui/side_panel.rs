@@ -156,7 +156,7 @@ fn settings(f: &mut Frame<'_>, ui: &mut Ui) {
     egui::CollapsingHeader::new("Model")
         .default_open(true)
         .show(ui, |ui| {
-            model_settings::model_settings(ui, &mut cfg.model);
+            model_settings::model_settings(ui, &mut cfg.model, cfg.task.has_data());
         });
     egui::CollapsingHeader::new("Training")
         .default_open(true)
