@@ -1158,3 +1158,84 @@ fn task_names_the_task_only_of_a_model_without_one() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn eval_data_scores_the_positions_a_file_names() {
+    // The notebook's 96 signal sequences, written as a user's file would: only the last position
+    // is scored, with the answer the task gives.
+    let task = toylens::task::SkipTrigramConfig::default();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("signal.jsonl");
+    let mut text = String::new();
+    let sequences = task.all_signal_sequences();
+    for seq in &sequences {
+        let answer = task.expected_answer(seq).unwrap();
+        text.push_str(&format!(
+            "{{\"tokens\": {seq:?}, \"targets\": [null, null, null, {answer}]}}\n"
+        ));
+    }
+    std::fs::write(&file, text).unwrap();
+    let model = fixture().join("model.safetensors");
+    let o = toylens(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--data",
+        file.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["sequences"], 96);
+    assert_eq!(r["scored_positions"], 96);
+    // The notebook's model answers every signal sequence.
+    assert_eq!(r["acc"], 1.0);
+    assert_eq!(r["seq_acc"], 1.0);
+    assert_eq!(
+        r["acc_by_position"],
+        serde_json::json!([null, null, null, 1.0])
+    );
+    // The loss is the mean cross-entropy of each sequence's last logits, from the inspector.
+    let ckpt = toylens::checkpoint::Checkpoint::load(&model).unwrap();
+    let m = toylens::model::Transformer::new(
+        &ckpt.config.model,
+        &ckpt.weights,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let want: f64 = sequences
+        .iter()
+        .map(|seq| {
+            let cache = m.run_with_cache(seq).unwrap();
+            let last = cache.logits_last();
+            let max = last.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let sum: f64 = last.iter().map(|&v| (v as f64 - max).exp()).sum();
+            max + sum.ln() - last[task.expected_answer(seq).unwrap() as usize] as f64
+        })
+        .sum::<f64>()
+        / 96.0;
+    let got = r["loss"].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    // A file the model cannot take is one line naming why.
+    let long = dir.path().join("long.jsonl");
+    std::fs::write(&long, "{\"tokens\": [1, 2, 3, 4, 5]}\n").unwrap();
+    assert_clean_failure(
+        &toylens(&[
+            "eval",
+            model.to_str().unwrap(),
+            "--data",
+            long.to_str().unwrap(),
+        ]),
+        "the model takes at most 4",
+    );
+    let o = toylens(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--data",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        stdout(&o).contains("sequence accuracy 1.0000"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -12,8 +12,11 @@ use crate::checkpoint::Checkpoint;
 use crate::device::DeviceChoice;
 use crate::model::Transformer;
 use crate::model::{Ablation, HeadMode};
-use crate::objective::{evaluate_induction_ablated, loss_and_accuracy, loss_and_accuracy_ablated};
+use crate::objective::{
+    evaluate_induction_ablated, evaluate_sequences, loss_and_accuracy, loss_and_accuracy_ablated,
+};
 use crate::seed::{Stream, stream_rng};
+use crate::task::sequences::read_data;
 use crate::task::{Ceilings, MAX_DATA_TOKENS, TaskConfig, TaskError, TaskKind};
 
 #[derive(Debug, Args)]
@@ -52,6 +55,14 @@ pub struct EvalArgs {
     /// dict): the task's defaults fitted to the model's vocabulary and context.
     #[arg(long, value_enum)]
     pub task: Option<TaskKind>,
+    /// Evaluate on the sequences of this data file (.jsonl, .npy or .npz) instead of the task's
+    /// data: next-token loss and accuracy at the positions it scores, per sequence and per
+    /// position.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["task", "exhaustive", "ablate", "samples"])]
+    pub data: Option<PathBuf>,
+    /// The data file's vocabulary (a JSON list of token strings), with --data.
+    #[arg(long, value_name = "FILE", requires = "data")]
+    pub vocab: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -72,6 +83,9 @@ struct EvalReport {
 
 pub fn eval(args: EvalArgs) -> Result<()> {
     let (checkpoint, model) = load_model(&args.checkpoint, args.tl_config.as_deref(), args.device)?;
+    if let Some(path) = &args.data {
+        return eval_data(&args, path, &checkpoint, &model);
+    }
     let checkpoint = super::with_task(checkpoint, args.task)?;
     let seed = args.seed.unwrap_or(checkpoint.config.seed);
     if args.samples == Some(0) {
@@ -372,4 +386,44 @@ fn parse_head(name: &str, n_layers: usize, n_heads: usize) -> Result<(usize, usi
         );
     }
     Ok((layer, head))
+}
+
+/// `eval --data`: the model on a data file's sequences, at the positions it scores.
+fn eval_data(
+    args: &EvalArgs,
+    path: &std::path::Path,
+    checkpoint: &Checkpoint,
+    model: &Transformer,
+) -> Result<()> {
+    let data = read_data(path, args.vocab.as_deref())?;
+    let cfg = &checkpoint.config.model;
+    data.check_model(cfg.d_vocab, cfg.d_vocab_out(), cfg.n_ctx)
+        .map_err(anyhow::Error::msg)?;
+    let e = evaluate_sequences(model, &data, &[])?;
+    if args.json {
+        let mut report = serde_json::to_value(&e)?;
+        report["data"] = path.display().to_string().into();
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    print_model_line(checkpoint);
+    println!(
+        "{}: {} sequences of {} tokens, {} scored positions",
+        path.display(),
+        e.sequences,
+        data.seq_len,
+        e.scored_positions
+    );
+    println!(
+        "loss {:.4}  accuracy {:.4}  sequence accuracy {:.4}",
+        e.loss, e.acc, e.seq_acc
+    );
+    let by_position: Vec<String> = e
+        .acc_by_position
+        .iter()
+        .enumerate()
+        .filter_map(|(p, a)| a.map(|a| format!("{p}:{a:.3}")))
+        .collect();
+    println!("accuracy by position: {}", by_position.join(" "));
+    Ok(())
 }

@@ -6,6 +6,7 @@
 pub mod batches;
 mod induction;
 mod modular;
+mod sequences;
 mod skip_trigram;
 
 pub use batches::{Batch, ForwardPath, PreparedSet, Tally};
@@ -14,6 +15,7 @@ pub use modular::{
     batch_loss, loss_and_accuracy, loss_and_accuracy_ablated, pairs_on_device, pairs_per_chunk,
     right_answers,
 };
+pub use sequences::{SequenceEval, evaluate_sequences};
 pub use skip_trigram::{evaluate_dataset, evaluate_set};
 
 use crate::config::{PathChoice, RunConfig};

@@ -190,6 +190,27 @@ impl SequenceData {
             .unwrap_or_else(|| id.to_string())
     }
 
+    /// Whether a model of `d_vocab` tokens in, `d_vocab_out` out and context `n_ctx` can take
+    /// these sequences and predict their targets.
+    pub fn check_model(
+        &self,
+        d_vocab: usize,
+        d_vocab_out: usize,
+        n_ctx: usize,
+    ) -> Result<(), String> {
+        self.check_fits(d_vocab, n_ctx)?;
+        match self
+            .targets
+            .iter()
+            .find(|&&t| t != UNSCORED && t as usize >= d_vocab_out)
+        {
+            Some(t) => Err(format!(
+                "the data score token {t}, but the model predicts {d_vocab_out} tokens"
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Whether a model of `d_vocab` tokens and context `n_ctx` can take these sequences.
     pub fn check_fits(&self, d_vocab: usize, n_ctx: usize) -> Result<(), String> {
         if self.seq_len > n_ctx {
