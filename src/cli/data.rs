@@ -63,6 +63,9 @@ pub fn data(args: DataArgs) -> Result<()> {
 fn generate(args: GenArgs) -> Result<()> {
     in_range("--samples", args.samples, 1, 1_000_000)?;
     in_range("--digits", args.digits, 1, MAX_DIGITS)?;
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let text = example_jsonl(args.example, args.digits, args.samples, args.seed);
     let vocab_path = args.out.with_file_name("vocab.json");
     let vocab = serde_json::to_string(&example_vocab())?;
