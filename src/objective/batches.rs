@@ -121,6 +121,15 @@ impl MultisetIndex {
     }
 }
 
+/// The path `choice` asks for where the model's `plan` has the token-table shortcut; the full
+/// path otherwise.
+pub fn allowed_choice(choice: PathChoice, plan: &Plan) -> PathChoice {
+    match plan.shortcut {
+        Shortcut::TokenTable => choice,
+        _ => PathChoice::Full,
+    }
+}
+
 /// A data set plus what its forward path needs on the device.
 pub struct PreparedSet {
     pub data: Dataset,
@@ -139,10 +148,7 @@ impl PreparedSet {
         plan: &Plan,
         device: &Device,
     ) -> candle_core::Result<Self> {
-        let choice = match plan.shortcut {
-            Shortcut::TokenTable => choice,
-            _ => PathChoice::Full,
-        };
+        let choice = allowed_choice(choice, plan);
         let index = match choice {
             PathChoice::Auto | PathChoice::Multiset => MultisetIndex::build(&data),
             _ => None,

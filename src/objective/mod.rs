@@ -30,7 +30,7 @@ pub fn describe_run(cfg: &RunConfig, plan: &Plan) -> String {
         TaskConfig::Induction(_) => ForwardPath::NextToken,
         TaskConfig::ModularAddition(_) if plan.fixed_query().is_some() => ForwardPath::FixedQuery,
         TaskConfig::ModularAddition(_) => ForwardPath::Full,
-        TaskConfig::SkipTrigram(_) => match cfg.train.path.for_model(&cfg.model) {
+        TaskConfig::SkipTrigram(_) => match batches::allowed_choice(cfg.train.path, plan) {
             PathChoice::Full => ForwardPath::Full,
             PathChoice::LastPosition => ForwardPath::LastPosition,
             PathChoice::Multiset => ForwardPath::Multiset,
