@@ -97,9 +97,7 @@ pub fn resolve(choice: DeviceChoice) -> (Device, Option<String>) {
     match Device::new_cuda(ordinal) {
         Ok(device) => (device, None),
         Err(e) => {
-            // candle appends a backtrace to some errors; the first line says what happened.
-            let reason = e.to_string();
-            let reason = reason.lines().next().unwrap_or("unknown error").trim();
+            let reason = error_line(&e);
             (
                 Device::Cpu,
                 Some(format!(
@@ -125,6 +123,17 @@ static GPU_RULES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// Switches [`gpu_rules`] on for the rest of this process (tests that emulate a GPU).
 pub fn follow_gpu_rules() {
     GPU_RULES.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// What a candle error says, in one line: candle appends a backtrace to some errors, and the
+/// first line says what happened.
+pub fn error_line(e: &candle_core::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .next()
+        .unwrap_or("unknown error")
+        .trim()
+        .to_string()
 }
 
 /// A short human name for a device.

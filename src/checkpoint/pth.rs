@@ -14,6 +14,7 @@ use candle_core::pickle::{Object, Stack, TensorInfo};
 use candle_core::{DType, Device, Tensor};
 
 use super::{CheckpointError, f32_bytes, invalid, is_tl_buffer, serialize_f32};
+use crate::device::error_line;
 
 /// The keys a state dict is commonly wrapped under.
 const WRAPPERS: [&str; 3] = ["model", "state_dict", "model_state_dict"];
@@ -111,8 +112,8 @@ fn read_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>, CheckpointError
         let mut stack = Stack::empty();
         stack
             .read_loop(&mut BufReader::new(entry))
-            .map_err(|e| not_torch(first_line(&e)))?;
-        stack.finalize().map_err(|e| not_torch(first_line(&e)))?
+            .map_err(|e| not_torch(error_line(&e)))?;
+        stack.finalize().map_err(|e| not_torch(error_line(&e)))?
     };
     let entries = state_dict_entries(object).ok_or_else(|| {
         invalid(format!(
@@ -132,10 +133,10 @@ fn read_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>, CheckpointError
         let info = match value.into_tensor_info(key, &dir) {
             Ok(Some(info)) => info,
             Ok(None) => continue,
-            Err(e) => return Err(invalid(format!("tensor \"{name}\": {}", first_line(&e)))),
+            Err(e) => return Err(invalid(format!("tensor \"{name}\": {}", error_line(&e)))),
         };
         let tensor = read_tensor(&mut zip, &info)
-            .map_err(|e| invalid(format!("tensor \"{name}\": {}", first_line(&e))))?;
+            .map_err(|e| invalid(format!("tensor \"{name}\": {}", error_line(&e))))?;
         tensors.push((name, tensor));
     }
     Ok(tensors)
@@ -193,9 +194,4 @@ fn read_tensor(
     } else {
         Tensor::from_raw_buffer(&data, info.dtype, dims, &Device::Cpu)
     }
-}
-
-fn first_line(e: &candle_core::Error) -> String {
-    let text = e.to_string();
-    text.lines().next().unwrap_or("unknown error").to_string()
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use candle_core::{DType, Tensor};
 
 use super::{DataError, SequenceData, UNSCORED, targets_from_mask};
+use crate::device::error_line;
 
 /// The integer values of an `[N, T]` array, with what it is called for messages.
 fn integers(path: &Path, name: &'static str, t: &Tensor) -> Result<(usize, Vec<i64>), DataError> {
@@ -34,9 +35,10 @@ fn integers(path: &Path, name: &'static str, t: &Tensor) -> Result<(usize, Vec<i
 
 pub(super) fn read(path: &Path, vocab: Option<Vec<String>>) -> Result<SequenceData, DataError> {
     let unreadable = |e: candle_core::Error| {
-        let reason = e.to_string();
-        let reason = reason.lines().next().unwrap_or("unknown error").to_string();
-        DataError::new(path, format!("not a NumPy file toylens can read: {reason}"))
+        DataError::new(
+            path,
+            format!("not a NumPy file toylens can read: {}", error_line(&e)),
+        )
     };
     let is_npz = path
         .extension()
