@@ -2,17 +2,11 @@
 
 mod common;
 
+use common::toylens;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
-
-fn toylens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_toylens"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/skip_trigram_tl")

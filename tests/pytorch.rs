@@ -5,8 +5,8 @@
 
 mod common;
 
+use common::toylens;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use candle_core::{DType, Device, Tensor};
 use toylens::checkpoint::Checkpoint;
@@ -16,13 +16,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/tl_pth")
         .join(name)
-}
-
-fn toylens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_toylens"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
 }
 
 /// The same model from TL's safetensors file, which every other test checks against TL.

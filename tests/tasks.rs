@@ -1,8 +1,11 @@
 //! The induction and modular-addition tasks end to end: training, their metrics, checkpoints
 //! that carry the task, and the CLI's presets, flags, JSON and errors.
 
+mod common;
+
+use common::toylens;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use candle_core::Device;
 use serde_json::Value;
@@ -12,13 +15,6 @@ use toylens::model::Transformer;
 use toylens::objective::evaluate_induction;
 use toylens::task::{InductionConfig, TaskConfig, TaskKind};
 use toylens::train::{Control, Preset, Progress, RunConfig, Trainer, drive};
-
-fn toylens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_toylens"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -4,6 +4,14 @@
 
 pub mod tl;
 
+/// Runs the toylens binary with `args`.
+pub fn toylens(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_toylens"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
 /// The fields of `inspect --json` that the skip-trigram fixture's cases hold.
 pub const INSPECT_KEYS: [&str; 7] = [
     "logits",
