@@ -128,7 +128,7 @@ fn the_rules_refuse_what_cuda_refuses() {
     let cfg = toylens::model::ModelConfig::default();
     let plan = toylens::model::Plan::new(&cfg, &Device::Cpu, candle_core::DType::F32);
     assert_eq!(plan.kernels, toylens::model::Kernels::Candle);
-    assert!(plan.ordered_cache);
+    assert!(plan.ordered_cache());
 }
 
 #[test]

@@ -32,7 +32,7 @@ impl Hooks {
     pub fn new(capture: Capture, plan: &Plan) -> Self {
         // A full cache off the fused kernels (a GPU, or the CPU under the GPU rules) takes its
         // products and reductions in index order, as the CPU does (see `ordered.rs`).
-        let order = if capture == Capture::All && plan.ordered_cache {
+        let order = if capture == Capture::All && plan.ordered_cache() {
             Order::Sequential
         } else {
             Order::Backend

@@ -103,9 +103,6 @@ pub struct Plan {
     /// Whether the host kernels run their AVX2 code (row loops and Adam; the attention core's
     /// also needs FMA).
     pub avx2: bool,
-    /// Whether a forward pass that captures every hook sums in index order, as the CPU does
-    /// ([`super::kernels::ordered`]): on a GPU, so that the inspector's cache matches TL's.
-    pub ordered_cache: bool,
 }
 
 impl Plan {
@@ -169,13 +166,19 @@ impl Plan {
                 AdamUpdate::Device
             },
             avx2: fused && cpu::has_avx2(),
-            ordered_cache: !fused,
         }
     }
 
     /// Whether the fused CPU kernels run.
     pub fn fused(&self) -> bool {
         self.kernels == Kernels::FusedCpu
+    }
+
+    /// Whether a forward pass that captures every hook sums in index order, as the CPU does
+    /// ([`super::kernels::ordered`]): off the fused kernels (a GPU), so that the inspector's
+    /// cache matches TL's.
+    pub fn ordered_cache(&self) -> bool {
+        !self.fused()
     }
 
     /// The modular-addition shortcut's shape, where the plan takes it.
@@ -259,7 +262,7 @@ impl fmt::Display for Plan {
         if self.shortcut != Shortcut::None {
             parts.insert(0, self.shortcut_words());
         }
-        if self.ordered_cache {
+        if self.ordered_cache() {
             parts.push("index-ordered cache");
         }
         write!(f, "{}", parts.join(", "))
