@@ -109,9 +109,12 @@ impl DataError {
 /// Reads the sequences of `path` (`.jsonl`, `.npy` or `.npz`), with the token names of
 /// `vocab_path` if given.
 pub fn read_data(path: &Path, vocab_path: Option<&Path>) -> Result<SequenceData, DataError> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| DataError::new(path, format!("cannot read it: {e}")))?
-        .len();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| DataError::new(path, format!("cannot read it: {e}")))?;
+    if meta.is_dir() {
+        return Err(DataError::new(path, "a folder, not a data file"));
+    }
+    let size = meta.len();
     if size > MAX_DATA_FILE_BYTES {
         return Err(DataError::new(
             path,

@@ -183,6 +183,12 @@ fn files_of_unknown_format_or_too_large_are_refused_before_reading() {
         .unwrap();
     let e = read_data(&huge, None).unwrap_err();
     assert!(e.message.contains("data files of at most 1 GB"), "{e}");
+    assert!(
+        read_data(dir.path(), None)
+            .unwrap_err()
+            .message
+            .contains("a folder")
+    );
     let missing = dir.path().join("missing.jsonl");
     assert!(
         read_data(&missing, None)
