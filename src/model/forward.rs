@@ -48,10 +48,34 @@ impl Transformer {
     /// `lm_cross_entropy_loss` (a scalar that backpropagates into the model). Where the plan
     /// has [`LmLoss::FusedUnembed`], the unembedding and the loss run as one fused op.
     pub fn next_token_loss(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, p) = tokens.dims2()?;
+        let (_, p) = tokens.dims2()?;
         if self.plan.lm_loss != LmLoss::FusedUnembed || p < 2 {
             return lm_cross_entropy_loss(&self.forward(tokens)?, tokens);
         }
+        let targets = lm_loss::next_token_targets(&tokens.flatten_all()?.to_vec1::<u32>()?, p);
+        let targets = Tensor::from_vec(targets, tokens.shape(), tokens.device())?;
+        self.fused_scored_loss(tokens, &targets)
+    }
+
+    /// Mean cross-entropy at the scored positions of `tokens` `[batch, pos]`: `targets` (same
+    /// shape, u32) holds each position's target, or [`lm_loss::UNSCORED`]. With the next tokens
+    /// as targets it is [`Self::next_token_loss`]; a data file's mask scores fewer.
+    pub fn scored_loss(&self, tokens: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+        if targets.dims() != tokens.dims() {
+            candle_core::bail!(
+                "targets {:?} for tokens {:?}",
+                targets.dims(),
+                tokens.dims()
+            );
+        }
+        if self.plan.lm_loss != LmLoss::FusedUnembed {
+            return lm_loss::scored_cross_entropy_loss(&self.forward(tokens)?, targets);
+        }
+        self.fused_scored_loss(tokens, targets)
+    }
+
+    fn fused_scored_loss(&self, tokens: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, p) = tokens.dims2()?;
         let (resid, _) = self.final_residual(tokens, Capture::Nothing, None)?;
         let m = self.cfg.d_model;
         let packed = Tensor::cat(
@@ -61,16 +85,17 @@ impl Transformer {
             ],
             0,
         )?;
-        let op = lm_loss::NextTokenLoss::new(lm_loss::LossShape {
+        let op = lm_loss::ScoredTokenLoss::new(lm_loss::LossShape {
             batch: b,
             pos: p,
             d_model: m,
             vocab: self.cfg.d_vocab_out(),
         });
-        resid
-            .reshape((b * p, m))?
-            .contiguous()?
-            .apply_op3(&packed, &tokens.contiguous()?, op)
+        resid.reshape((b * p, m))?.contiguous()?.apply_op3(
+            &packed,
+            &targets.flatten_all()?.contiguous()?,
+            op,
+        )
     }
 
     /// The residual stream after the last block and `ln_final` (TL's `unembed.hook_in`).

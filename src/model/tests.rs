@@ -215,11 +215,34 @@ fn the_fused_next_token_loss_equals_the_composed_one_in_value_and_gradients() {
         ..ModelConfig::default()
     };
     let model = Transformer::new(&cfg, &Weights::init(&cfg, 9), &Device::Cpu).unwrap();
-    let tokens: Vec<u32> = (0..3 * 6).map(|i| (i * 3 + 1) % 8).collect();
-    let tokens = Tensor::from_vec(tokens, (3, 6), &Device::Cpu).unwrap();
+    let host: Vec<u32> = (0..3 * 6).map(|i| (i * 3 + 1) % 8).collect();
+    let tokens = Tensor::from_vec(host.clone(), (3, 6), &Device::Cpu).unwrap();
     let fused = model.next_token_loss(&tokens).unwrap();
     let composed =
         crate::model::lm_cross_entropy_loss(&model.forward(&tokens).unwrap(), &tokens).unwrap();
+    assert_same_loss(&model, &fused, &composed);
+    // A mask and explicit targets: the fused op against the composed gather of scored rows.
+    use crate::model::kernels::lm_loss::{UNSCORED, scored_cross_entropy_loss};
+    let targets: Vec<u32> = (0..host.len())
+        .map(|r| match r % 6 {
+            2 | 4 => (host[r] + 5) % 8,
+            _ => UNSCORED,
+        })
+        .collect();
+    let targets = Tensor::from_vec(targets, (3, 6), &Device::Cpu).unwrap();
+    let fused = model.scored_loss(&tokens, &targets).unwrap();
+    let composed = scored_cross_entropy_loss(&model.forward(&tokens).unwrap(), &targets).unwrap();
+    assert_same_loss(&model, &fused, &composed);
+    // The masked loss is its own: not the next-token loss.
+    let next = model
+        .next_token_loss(&tokens)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!((fused.to_scalar::<f32>().unwrap() - next).abs() > 1e-3);
+}
+
+fn assert_same_loss(model: &Transformer, fused: &Tensor, composed: &Tensor) {
     let (a, b) = (
         fused.to_scalar::<f32>().unwrap(),
         composed.to_scalar::<f32>().unwrap(),

@@ -20,6 +20,7 @@ use candle_core::Tensor;
 use candle_core::backprop::GradStore;
 
 use super::adam::GradSource;
+use crate::model::kernels::lm_loss::{next_token_targets, scored_count};
 use crate::model::plan::MIN_SPLIT_BATCH;
 use crate::model::{HostGrads, LmStep, Transformer};
 
@@ -54,10 +55,44 @@ pub fn next_token_loss_and_grads(
     model: &Transformer,
     tokens: &Tensor,
 ) -> candle_core::Result<(f64, Gradients)> {
-    let batch = tokens.dim(0)?;
+    loss_and_grads(model, tokens, None)
+}
+
+/// The mean loss at the scored positions of `tokens` `[batch, pos]` (`targets`: each position's
+/// target, row after row, or `UNSCORED`) and its gradients, as [`next_token_loss_and_grads`]
+/// computes them.
+pub fn scored_loss_and_grads(
+    model: &Transformer,
+    tokens: &Tensor,
+    targets: &[u32],
+) -> candle_core::Result<(f64, Gradients)> {
+    loss_and_grads(model, tokens, Some(targets))
+}
+
+/// A batch's loss: the next token at every position (`None`), or the given targets.
+fn batch_loss(
+    model: &Transformer,
+    tokens: &Tensor,
+    targets: Option<&[u32]>,
+) -> candle_core::Result<Tensor> {
+    match targets {
+        None => model.next_token_loss(tokens),
+        Some(t) => model.scored_loss(
+            tokens,
+            &Tensor::from_slice(t, tokens.shape(), tokens.device())?,
+        ),
+    }
+}
+
+fn loss_and_grads(
+    model: &Transformer,
+    tokens: &Tensor,
+    targets: Option<&[u32]>,
+) -> candle_core::Result<(f64, Gradients)> {
+    let (batch, pos) = tokens.dims2()?;
     let step = model.plan().lm_step;
     if step == LmStep::Graph || batch < MIN_SPLIT_BATCH {
-        let loss = model.next_token_loss(tokens)?;
+        let loss = batch_loss(model, tokens, targets)?;
         super::profile::mark("forward and loss", loss.device());
         let value = loss.to_scalar::<f32>()? as f64;
         let grads = loss.backward()?;
@@ -65,14 +100,31 @@ pub fn next_token_loss_and_grads(
         return Ok((value, Gradients::Graph(grads)));
     }
     let first = batch / 2;
-    // Each half's share of the mean: its fraction of the sequences, all of one length.
-    let weights = [
-        first as f64 / batch as f64,
-        (batch - first) as f64 / batch as f64,
-    ];
+    // Each half's share of the mean: its share of the scored positions (of the sequences, for
+    // the next-token loss, whose sequences all score as many).
+    let weights = match targets {
+        None => [
+            first as f64 / batch as f64,
+            (batch - first) as f64 / batch as f64,
+        ],
+        Some(t) => {
+            let (a, b) = t.split_at(first * pos);
+            let (a, b) = (scored_count(a) as f64, scored_count(b) as f64);
+            if a + b == 0.0 {
+                candle_core::bail!("no position of the batch is scored");
+            }
+            [a / (a + b), b / (a + b)]
+        }
+    };
+    // A half with nothing scored contributes nothing: the other half is the whole loss.
+    if weights[0] == 0.0 || weights[1] == 0.0 {
+        let loss = batch_loss(model, tokens, targets)?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        return Ok((value, Gradients::Graph(loss.backward()?)));
+    }
     match step {
-        LmStep::Direct => direct_halves(model, tokens, first, weights),
-        LmStep::GraphHalves | LmStep::Graph => graph_halves(model, tokens, first, weights),
+        LmStep::Direct => direct_halves(model, tokens, targets, first, weights),
+        LmStep::GraphHalves | LmStep::Graph => graph_halves(model, tokens, targets, first, weights),
     }
 }
 
@@ -80,20 +132,23 @@ pub fn next_token_loss_and_grads(
 fn graph_halves(
     model: &Transformer,
     tokens: &Tensor,
+    targets: Option<&[u32]>,
     first: usize,
     weights: [f64; 2],
 ) -> candle_core::Result<(f64, Gradients)> {
-    let batch = tokens.dim(0)?;
+    let (batch, pos) = tokens.dims2()?;
     let halves = [
         tokens.narrow(0, 0, first)?,
         tokens.narrow(0, first, batch - first)?,
     ];
+    let target_halves = targets.map(|t| t.split_at(first * pos));
+    let (ta, tb) = (target_halves.map(|t| t.0), target_halves.map(|t| t.1));
     // Both halves on the fused ops' threads; the phases are marked on this one.
     let pool = crate::model::cpu_pool();
     let (a, b) = pool.install(|| {
         rayon::join(
-            || model.next_token_loss(&halves[0]),
-            || model.next_token_loss(&halves[1]),
+            || batch_loss(model, &halves[0], ta),
+            || batch_loss(model, &halves[1], tb),
         )
     });
     let losses = [a?, b?];
@@ -123,17 +178,27 @@ fn graph_halves(
 fn direct_halves(
     model: &Transformer,
     tokens: &Tensor,
+    targets: Option<&[u32]>,
     first: usize,
     weights: [f64; 2],
 ) -> candle_core::Result<(f64, Gradients)> {
     let (batch, pos) = tokens.dims2()?;
     let tokens = tokens.flatten_all()?.to_vec1::<u32>()?;
+    let next: Vec<u32>;
+    let targets = match targets {
+        Some(t) => t,
+        None => {
+            next = next_token_targets(&tokens, pos);
+            &next
+        }
+    };
     let (a, b) = tokens.split_at(first * pos);
+    let (ta, tb) = targets.split_at(first * pos);
     let params = model.host_params();
     let (a, b) = crate::model::cpu_pool().install(|| {
         rayon::join(
-            || model.direct_loss_and_grads(&params, a, first, pos),
-            || model.direct_loss_and_grads(&params, b, batch - first, pos),
+            || model.direct_loss_and_grads(&params, (a, ta), first, pos),
+            || model.direct_loss_and_grads(&params, (b, tb), batch - first, pos),
         )
     });
     drop(params);
@@ -195,6 +260,61 @@ mod tests {
         }
     }
 
+    /// With a mask that scores the halves unequally, the halves are weighted by their scored
+    /// positions: the whole batch's masked loss and gradients, on both kinds of halves.
+    #[test]
+    fn masked_halves_give_the_whole_batchs_masked_loss() {
+        use crate::model::kernels::lm_loss::UNSCORED;
+        let model = model(11, 5);
+        let (batch, pos) = (10usize, 6usize);
+        let tokens: Vec<u32> = (0..(batch * pos) as u32)
+            .map(|i| (i * 3 + i / 7) % 11)
+            .collect();
+        // The first half scores one position per sequence, the second every position but one.
+        let targets: Vec<u32> = (0..batch * pos)
+            .map(|r| {
+                let (s, p) = (r / pos, r % pos);
+                let scored = if s < batch / 2 { p == 2 } else { p + 1 < pos };
+                if scored {
+                    (tokens[r] + 1) % 11
+                } else {
+                    UNSCORED
+                }
+            })
+            .collect();
+        let t = Tensor::from_vec(tokens, (batch, pos), &Device::Cpu).unwrap();
+        let whole = model
+            .scored_loss(
+                &t,
+                &Tensor::from_slice(&targets, (batch, pos), &Device::Cpu).unwrap(),
+            )
+            .unwrap();
+        let want = whole.to_scalar::<f32>().unwrap() as f64;
+        let whole_grads = whole.backward().unwrap();
+        let (value, grads) = scored_loss_and_grads(&model, &t, &targets).unwrap();
+        assert!((value - want).abs() < 1e-6, "{value} against {want}");
+        let weights = [5.0 / 30.0, 25.0 / 30.0];
+        let (graph, store) = graph_halves(&model, &t, Some(&targets), 5, weights).unwrap();
+        assert!((graph - want).abs() < 1e-6, "{graph} against {want}");
+        for var in model.vars() {
+            let w = whole_grads.get(var.as_tensor()).unwrap();
+            let scale = crate::model::max_abs(w);
+            for g in [
+                grads.tensor(var.as_tensor()).unwrap().unwrap(),
+                store.tensor(var.as_tensor()).unwrap().unwrap(),
+            ] {
+                let diff = crate::model::max_abs(&(g - w).unwrap());
+                assert!(
+                    scale > 0.0 && diff <= 1e-5 * scale.max(1.0),
+                    "{diff} of {scale}"
+                );
+            }
+        }
+        // Nothing scored is an error, not a zero loss.
+        let none = vec![UNSCORED; batch * pos];
+        assert!(scored_loss_and_grads(&model, &t, &none).is_err());
+    }
+
     /// The direct halves give the graph halves' loss and gradients: bit for bit where layer 0
     /// takes no tables (a vocabulary larger than the halves), to rounding where it does, so a
     /// run's numbers do not depend on which one trained it beyond rounding.
@@ -206,8 +326,8 @@ mod tests {
             let tokens: Vec<u32> = (0..9 * 5).map(|i| (i * 5 + i / 4) % 11).collect();
             let tokens = Tensor::from_vec(tokens, (9, 5), &Device::Cpu).unwrap();
             let weights = [4.0 / 9.0, 5.0 / 9.0];
-            let (direct, host) = direct_halves(&model, &tokens, 4, weights).unwrap();
-            let (graph, store) = graph_halves(&model, &tokens, 4, weights).unwrap();
+            let (direct, host) = direct_halves(&model, &tokens, None, 4, weights).unwrap();
+            let (graph, store) = graph_halves(&model, &tokens, None, 4, weights).unwrap();
             let close = |a: f64, b: f64, scale: f64| (a - b).abs() <= 1e-5 * scale.max(1.0);
             if exact {
                 assert_eq!(

@@ -1,14 +1,60 @@
-//! The unembedding and the next-token cross-entropy as one CPU op with its own backward: from
-//! the final residual stream `[batch·pos, d_model]`, `W_U` and `b_U` (packed), and the tokens,
-//! to the mean loss of predicting token `i + 1` at every position `i` but the last — TL's
-//! `lm_cross_entropy_loss`. Composed, the same loss is a matmul, a bias, a log-softmax and a
-//! gather, each with its backward and gradient buffers; fused, it is two gemm calls each way.
+//! The unembedding and the cross-entropy at scored positions as one CPU op with its own backward:
+//! from the final residual stream `[batch·pos, d_model]`, `W_U` and `b_U` (packed), and each
+//! row's target token (or [`UNSCORED`]), to the mean loss over the scored rows. With the next
+//! token as every position's target but the last ([`next_token_targets`]) it is TL's
+//! `lm_cross_entropy_loss`; a data file's mask scores fewer. Composed, the same loss is a matmul,
+//! a bias, a log-softmax and a gather, each with its backward and gradient buffers; fused, it is
+//! two gemm calls each way.
 
 use candle_core::{CpuStorage, CustomOp3, D, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu::{add_rows, column_sums, matmul, pool, slice};
 use super::softmax::{cross_entropy, softmax_in_place};
+pub use crate::task::sequences::UNSCORED;
+
+/// Each row's target for the next-token loss of `tokens` (`[batch × pos]`, row after row): the
+/// next token, and [`UNSCORED`] at each sequence's last position.
+pub fn next_token_targets(tokens: &[u32], pos: usize) -> Vec<u32> {
+    (0..tokens.len())
+        .map(|r| {
+            if r % pos + 1 < pos && r + 1 < tokens.len() {
+                tokens[r + 1]
+            } else {
+                UNSCORED
+            }
+        })
+        .collect()
+}
+
+/// How many of `targets` are scored.
+pub fn scored_count(targets: &[u32]) -> usize {
+    targets.iter().filter(|&&t| t != UNSCORED).count()
+}
+
+/// The mean cross-entropy of `logits` `[batch, pos, vocab]` at the rows whose `targets`
+/// (`[batch, pos]`, u32) are scored, composed of candle ops: the reference for the fused op with
+/// a mask, and its path off the CPU. Nothing scored is an error.
+pub fn scored_cross_entropy_loss(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, p, v) = logits.dims3()?;
+    let host = targets.flatten_all()?.to_vec1::<u32>()?;
+    if host.len() != b * p {
+        candle_core::bail!("targets for {} rows, logits for {}", host.len(), b * p);
+    }
+    let rows: Vec<u32> = (0..host.len() as u32)
+        .filter(|&r| host[r as usize] != UNSCORED)
+        .collect();
+    check_targets(&host, v)?;
+    let wanted: Vec<u32> = rows.iter().map(|&r| host[r as usize]).collect();
+    let device = logits.device();
+    let n = rows.len();
+    let picked = logits
+        .reshape((b * p, v))?
+        .index_select(&Tensor::from_vec(rows, n, device)?, 0)?;
+    let log_probs = candle_nn::ops::log_softmax(&picked, D::Minus1)?;
+    let wanted = Tensor::from_vec(wanted, (n, 1), device)?;
+    log_probs.gather(&wanted, 1)?.mean_all()?.neg()
+}
 
 /// TL's `lm_cross_entropy_loss` composed of candle ops, the reference the fused op is tested
 /// against and the path off the CPU. Mean cross-entropy of predicting `tokens[:, i + 1]` from `logits[:, i]` at every position
@@ -40,23 +86,20 @@ impl LossShape {
     fn rows(&self) -> usize {
         self.batch * self.pos
     }
-    /// Rows that predict a token (every position but each sequence's last).
-    fn predictions(&self) -> usize {
-        self.batch * (self.pos - 1)
-    }
     pub fn n_params(&self) -> usize {
         self.d_model * self.vocab + self.vocab
     }
 
-    /// The mean loss of the final residual stream `x` `[rows, d_model]`; the softmax of every
-    /// row's logits goes into `probs` `[rows, vocab]` for the backward. The tokens are checked
-    /// against the vocabulary by the caller. Runs on the fused ops' pool.
+    /// The mean loss over the scored rows of the final residual stream `x` `[rows, d_model]`
+    /// (0 when none is); the softmax of every row's logits goes into `probs` `[rows, vocab]` for
+    /// the backward. The targets are checked against the vocabulary by the caller. Runs on the
+    /// fused ops' pool.
     pub(crate) fn forward(
         &self,
         x: &[f32],
         w_u: &[f32],
         b_u: &[f32],
-        tokens: &[u32],
+        targets: &[u32],
         probs: &mut [f32],
     ) -> f64 {
         let (n, m, v) = (self.rows(), self.d_model, self.vocab);
@@ -69,14 +112,14 @@ impl LossShape {
                 .zip(losses.par_iter_mut())
                 .enumerate()
                 .for_each(|(r, (row, loss))| {
-                    let target_logit = target(tokens, self.pos, r).map(|t| row[t]);
+                    let target_logit = target(targets, r).map(|t| row[t]);
                     let (max, sum) = softmax_in_place(row, 1.0);
                     if let Some(t) = target_logit {
                         *loss = cross_entropy(max, sum, t);
                     }
                 });
         });
-        losses.iter().sum::<f64>() / self.predictions() as f64
+        losses.iter().sum::<f64>() / scored_count(targets).max(1) as f64
     }
 
     /// The gradients of `g` times the loss: `dx` `[rows, d_model]`, `dw_u` and `db_u`, from the
@@ -86,7 +129,7 @@ impl LossShape {
         &self,
         x: &[f32],
         w_u: &[f32],
-        tokens: &[u32],
+        targets: &[u32],
         probs: &mut [f32],
         g: f32,
         dx: &mut [f32],
@@ -94,11 +137,13 @@ impl LossShape {
         db_u: &mut [f32],
     ) {
         let (n, m, v) = (self.rows(), self.d_model, self.vocab);
-        let scale = g / self.predictions() as f32;
+        let scale = g / scored_count(targets).max(1) as f32;
         let dlogits = probs;
         pool().install(|| {
-            dlogits.par_chunks_mut(v).enumerate().for_each(|(r, row)| {
-                match target(tokens, self.pos, r) {
+            dlogits
+                .par_chunks_mut(v)
+                .enumerate()
+                .for_each(|(r, row)| match target(targets, r) {
                     Some(t) => {
                         row[t] -= 1.0;
                         for l in row.iter_mut() {
@@ -106,8 +151,7 @@ impl LossShape {
                         }
                     }
                     None => row.fill(0.0),
-                }
-            });
+                });
             matmul(dw_u, (m, v, n), (x, 1, m), (dlogits, v, 1), false);
             column_sums(dlogits, v, db_u);
             matmul(dx, (n, m, v), (dlogits, v, 1), (w_u, 1, v), false);
@@ -115,13 +159,14 @@ impl LossShape {
     }
 }
 
-/// The op; its forward keeps the softmax of every row for the backward.
-pub struct NextTokenLoss {
+/// The op; its forward keeps the softmax of every row for the backward. Its third input is each
+/// row's target (`[rows]`, u32, [`UNSCORED`] where the row is not scored).
+pub struct ScoredTokenLoss {
     pub shape: LossShape,
     probs: std::sync::Mutex<Option<Vec<f32>>>,
 }
 
-impl NextTokenLoss {
+impl ScoredTokenLoss {
     pub fn new(shape: LossShape) -> Self {
         Self {
             shape,
@@ -130,14 +175,14 @@ impl NextTokenLoss {
     }
 }
 
-/// The target of row `r` (the next token), or `None` for a sequence's last position.
-fn target(tokens: &[u32], pos: usize, r: usize) -> Option<usize> {
-    (r % pos + 1 < pos).then(|| tokens[r + 1] as usize)
+/// The target of row `r`, or `None` where it is not scored.
+fn target(targets: &[u32], r: usize) -> Option<usize> {
+    (targets[r] != UNSCORED).then(|| targets[r] as usize)
 }
 
-impl CustomOp3 for NextTokenLoss {
+impl CustomOp3 for ScoredTokenLoss {
     fn name(&self) -> &'static str {
-        "next-token-loss"
+        "scored-token-loss"
     }
 
     fn cpu_fwd(
@@ -150,17 +195,15 @@ impl CustomOp3 for NextTokenLoss {
         tl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let sh = self.shape;
-        let (x, params, tokens) = (slice(xs, xl)?, slice(ps, pl)?, slice(ts, tl)?);
+        let (x, params, targets) = (slice(xs, xl)?, slice(ps, pl)?, slice(ts, tl)?);
         let (n, m, v) = (sh.rows(), sh.d_model, sh.vocab);
-        if sh.pos < 2 || x.len() != n * m || params.len() != sh.n_params() || tokens.len() != n {
-            candle_core::bail!("next-token loss {sh:?}: inputs of the wrong size");
+        if x.len() != n * m || params.len() != sh.n_params() || targets.len() != n {
+            candle_core::bail!("scored-token loss {sh:?}: inputs of the wrong size");
         }
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= v) {
-            candle_core::bail!("next-token loss: token {t} is not below the vocabulary {v}");
-        }
+        check_targets(targets, v)?;
         let (w_u, b_u) = params.split_at(m * v);
         let mut probs = vec![0f32; n * v];
-        let mean = sh.forward(x, w_u, b_u, tokens, &mut probs);
+        let mean = sh.forward(x, w_u, b_u, targets, &mut probs);
         *self.probs.lock().unwrap_or_else(|e| e.into_inner()) = Some(probs);
         Ok((CpuStorage::F32(vec![mean as f32]), Shape::from(())))
     }
@@ -169,7 +212,7 @@ impl CustomOp3 for NextTokenLoss {
         &self,
         x: &Tensor,
         params: &Tensor,
-        tokens: &Tensor,
+        targets: &Tensor,
         _loss: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -182,11 +225,11 @@ impl CustomOp3 for NextTokenLoss {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .ok_or_else(|| {
-                candle_core::Error::Msg("next-token loss: no forward to go back through".into())
+                candle_core::Error::Msg("scored-token loss: no forward to go back through".into())
             })?;
         let x_host = x.flatten_all()?.to_vec1::<f32>()?;
         let p_host = params.flatten_all()?.to_vec1::<f32>()?;
-        let t_host = tokens.flatten_all()?.to_vec1::<u32>()?;
+        let t_host = targets.flatten_all()?.to_vec1::<u32>()?;
         let (w_u, _) = p_host.split_at(m * v);
         let mut dlogits = probs;
         let mut dx = vec![0f32; n * m];
@@ -197,4 +240,18 @@ impl CustomOp3 for NextTokenLoss {
         let dparams = Tensor::from_vec(dparams, params.shape(), params.device())?;
         Ok((Some(dx), Some(dparams), None))
     }
+}
+
+/// Every target is below the vocabulary `vocab` or [`UNSCORED`], and one at least is scored.
+pub fn check_targets(targets: &[u32], vocab: usize) -> candle_core::Result<()> {
+    if let Some(&t) = targets
+        .iter()
+        .find(|&&t| t != UNSCORED && t as usize >= vocab)
+    {
+        candle_core::bail!("target {t} is not below the vocabulary {vocab}");
+    }
+    if scored_count(targets) == 0 {
+        candle_core::bail!("no position is scored");
+    }
+    Ok(())
 }

@@ -21,7 +21,7 @@ use crate::model::kernels::attention_block::{
     BlockShape, LAYER_PARAMS, Layer, LayerGrads, LayerParams, Prepared, Saved,
 };
 use crate::model::kernels::cpu::{self, matmul, with_avx2};
-use crate::model::kernels::lm_loss::LossShape;
+use crate::model::kernels::lm_loss::{LossShape, check_targets};
 use crate::model::kernels::scratch;
 use crate::model::plan::LmStep;
 
@@ -305,19 +305,21 @@ impl Transformer {
         })
     }
 
-    /// The mean next-token loss of `tokens` (`batch` sequences of `pos`, row after row) and
-    /// the gradient of every parameter, where [`Self::direct_step_fits`]: what
-    /// `next_token_loss(tokens).backward()` gives, to rounding (bit for bit without layer 0's
-    /// tables, which a batch of more rows than table rows takes).
+    /// The mean loss at the scored positions of `tokens` (`batch` sequences of `pos`, row after
+    /// row; `targets` each row's target or `UNSCORED`) and the gradient of every parameter,
+    /// where [`Self::direct_step_fits`]: what `scored_loss(tokens, targets).backward()` gives, to
+    /// rounding (bit for bit without layer 0's tables, which a batch of more rows than table rows
+    /// takes). With [`crate::model::kernels::lm_loss::next_token_targets`] it is the next-token
+    /// loss.
     pub fn direct_loss_and_grads(
         &self,
         params: &HostParams,
-        tokens: &[u32],
+        (tokens, targets): (&[u32], &[u32]),
         batch: usize,
         pos: usize,
     ) -> candle_core::Result<(f32, HostGrads)> {
         let tables = self.layer0_tables(batch, pos);
-        self.direct_loss_and_grads_with(params, tokens, batch, pos, tables)
+        self.direct_loss_and_grads_with(params, (tokens, targets), batch, pos, tables)
     }
 
     /// Whether layer 0's q, k and v come from tables: when their rows (a vocabulary and a
@@ -329,7 +331,7 @@ impl Transformer {
     fn direct_loss_and_grads_with(
         &self,
         params: &HostParams,
-        tokens: &[u32],
+        (tokens, targets): (&[u32], &[u32]),
         batch: usize,
         pos: usize,
         tables: bool,
@@ -337,6 +339,10 @@ impl Transformer {
         let c = &self.cfg;
         self.check_direct(tokens, batch, pos)?;
         let vocab = c.d_vocab_out();
+        if targets.len() != tokens.len() {
+            candle_core::bail!("{} targets for {} tokens", targets.len(), tokens.len());
+        }
+        check_targets(targets, vocab)?;
         let (n, m) = (batch * pos, c.d_model);
         let (shape, stream, layers) = self.direct_stream(params, tokens, batch, pos, tables)?;
         let loss_shape = LossShape {
@@ -348,14 +354,23 @@ impl Transformer {
         let (w_u, b_u) = (params.get("unembed.W_U")?, params.get("unembed.b_U")?);
         let mut probs = scratch::take(n * vocab);
         let final_stream = &stream[c.n_layers];
-        let loss = loss_shape.forward(final_stream, w_u, b_u, tokens, &mut probs) as f32;
+        let loss = loss_shape.forward(final_stream, w_u, b_u, targets, &mut probs) as f32;
 
         let mut grads = GradBuffers::new(self);
         let mut dx = scratch::take(n * m);
         let [dw_u, db_u] = grads.parts(["unembed.W_U", "unembed.b_U"]);
         // d loss / d loss = 1, as candle's backward starts.
         let (dlogits, one) = (&mut probs, 1.0);
-        loss_shape.backward(final_stream, w_u, tokens, dlogits, one, &mut dx, dw_u, db_u);
+        loss_shape.backward(
+            final_stream,
+            w_u,
+            targets,
+            dlogits,
+            one,
+            &mut dx,
+            dw_u,
+            db_u,
+        );
         scratch::give(probs);
         let mut dprev = scratch::take(n * m);
         let first = usize::from(tables);
