@@ -77,6 +77,28 @@ pub struct ModularMetrics {
     pub progress: Option<ProgressMeasures>,
 }
 
+/// One evaluation of a data-file task: loss and accuracy at the scored positions of the
+/// validation sequences and of (up to [`TRAIN_EVAL_SEQUENCES`] of) the training ones, measured
+/// after the epoch in the same way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequencesMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    /// The share of validation sequences with every scored position right.
+    pub val_seq_acc: f64,
+    /// Validation accuracy at each position where some sequence scores it (`null` elsewhere).
+    pub acc_by_position: Vec<Option<f64>>,
+    /// Seconds of training so far (steps only; evaluations and pauses excluded).
+    pub elapsed_s: f64,
+}
+
+/// Training sequences an evaluation measures train loss and accuracy on (a fixed draw, when
+/// there are more).
+pub const TRAIN_EVAL_SEQUENCES: usize = 2048;
+
 /// One evaluation. In files each kind is told apart by its fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -84,6 +106,7 @@ pub enum Metrics {
     SkipTrigram(EpochMetrics),
     Induction(InductionMetrics),
     ModularAddition(ModularMetrics),
+    Sequences(SequencesMetrics),
 }
 
 impl Metrics {
@@ -93,6 +116,7 @@ impl Metrics {
             Metrics::SkipTrigram(m) => m.epoch,
             Metrics::Induction(m) => m.step,
             Metrics::ModularAddition(m) => m.epoch,
+            Metrics::Sequences(m) => m.epoch,
         }
     }
 
@@ -101,6 +125,7 @@ impl Metrics {
             Metrics::SkipTrigram(m) => m.elapsed_s,
             Metrics::Induction(m) => m.elapsed_s,
             Metrics::ModularAddition(m) => m.elapsed_s,
+            Metrics::Sequences(m) => m.elapsed_s,
         }
     }
 
@@ -110,6 +135,7 @@ impl Metrics {
             Metrics::SkipTrigram(m) => m.val_loss,
             Metrics::Induction(m) => m.loss_repeated_half,
             Metrics::ModularAddition(m) => m.test_loss,
+            Metrics::Sequences(m) => m.val_loss,
         }
     }
 
@@ -128,6 +154,12 @@ impl Metrics {
     pub fn modular(&self) -> Option<&ModularMetrics> {
         match self {
             Metrics::ModularAddition(m) => Some(m),
+            _ => None,
+        }
+    }
+    pub fn sequences(&self) -> Option<&SequencesMetrics> {
+        match self {
+            Metrics::Sequences(m) => Some(m),
             _ => None,
         }
     }
@@ -211,13 +243,46 @@ pub fn history_csv(history: &[Metrics]) -> String {
                 ]);
             }
         }
+        Some(Metrics::Sequences(first)) => {
+            let mut header: Vec<String> = [
+                "epoch",
+                "train_loss",
+                "train_acc",
+                "val_loss",
+                "val_acc",
+                "val_seq_acc",
+            ]
+            .map(String::from)
+            .to_vec();
+            header.extend((0..first.acc_by_position.len()).map(|p| format!("acc_pos{p}")));
+            header.push("elapsed_s".into());
+            out += &row(header);
+            for m in history.iter().filter_map(Metrics::sequences) {
+                let mut values = vec![
+                    m.epoch.to_string(),
+                    m.train_loss.to_string(),
+                    m.train_acc.to_string(),
+                    m.val_loss.to_string(),
+                    m.val_acc.to_string(),
+                    m.val_seq_acc.to_string(),
+                ];
+                values.extend(
+                    m.acc_by_position
+                        .iter()
+                        .map(|a| a.map_or(String::new(), |a| a.to_string())),
+                );
+                values.push(m.elapsed_s.to_string());
+                out += &row(values);
+            }
+        }
     }
     out
 }
 
 /// When the task's headline result first happened: the epoch skip-trigram validation signal
 /// accuracy reached 99 %, the step the repeated-half loss fell under 10 % of ln V, or the
-/// epoch modular-addition test accuracy reached 99 %.
+/// epoch modular-addition test accuracy reached 99 %, or the epoch a data-file task's
+/// validation sequence accuracy reached 99 %.
 pub fn milestone(history: &[Metrics], ln_vocab: f64) -> Option<usize> {
     history
         .iter()
@@ -225,6 +290,7 @@ pub fn milestone(history: &[Metrics], ln_vocab: f64) -> Option<usize> {
             Metrics::SkipTrigram(m) => m.val_acc_signal >= 0.99,
             Metrics::Induction(m) => m.loss_repeated_half < 0.1 * ln_vocab,
             Metrics::ModularAddition(m) => m.test_acc >= 0.99,
+            Metrics::Sequences(m) => m.val_seq_acc >= 0.99,
         })
         .map(Metrics::progress)
 }
@@ -272,12 +338,29 @@ mod tests {
                     excluded_loss: 5.0,
                 }),
             }),
+            Metrics::Sequences(SequencesMetrics {
+                epoch: 3,
+                train_loss: 0.2,
+                train_acc: 0.95,
+                val_loss: 0.3,
+                val_acc: 0.93,
+                val_seq_acc: 0.995,
+                acc_by_position: vec![None, Some(0.9), Some(1.0)],
+                elapsed_s: 1.5,
+            }),
         ];
         let json = serde_json::to_string(&history).unwrap();
         let back: Vec<Metrics> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, history);
         assert_eq!(milestone(&history[1..2], 32f64.ln()), Some(25));
-        assert_eq!(milestone(&history[2..], 1.0), None);
+        assert_eq!(milestone(&history[2..3], 1.0), None);
+        assert_eq!(milestone(&history[3..], 1.0), Some(3));
+        let csv = history_csv(&history[3..]);
+        assert_eq!(
+            csv,
+            "epoch,train_loss,train_acc,val_loss,val_acc,val_seq_acc,acc_pos0,acc_pos1,acc_pos2,elapsed_s\n\
+             3,0.2,0.95,0.3,0.93,0.995,,0.9,1,1.5\n"
+        );
         let csv = history_csv(&history[1..2]);
         assert!(csv.starts_with("step,train_loss,loss_first_half,loss_repeated_half,induction_L0H0,induction_L0H1,induction_L1H0"), "{csv}");
         assert!(

@@ -340,6 +340,7 @@ impl Soak {
                 c.train.batch_size * t.seq_len() <= 4_000 && t.val_size * t.seq_len() <= 20_000
             }
             TaskConfig::ModularAddition(t) => t.p <= 60,
+            TaskConfig::Sequences(t) => t.data().is_some_and(|d| d.tokens.len() <= 400_000),
             // Nothing trains without a task.
             TaskConfig::None(_) => true,
         };

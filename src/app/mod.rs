@@ -28,7 +28,7 @@ use files::Purpose;
 pub use form::Form;
 pub use messages::Message;
 use session::{RunState, Series, Session};
-pub use settings::{DataFilter, Settings, Tab};
+pub use settings::{DataFilter, SequenceFilter, Settings, Tab};
 pub use status::Status;
 use views::{AnalysisState, InspectorState, Scrubber};
 

@@ -87,6 +87,10 @@ pub struct Series {
     pub restricted_loss: Vec<PlotPoint>,
     pub excluded_loss: Vec<PlotPoint>,
     pub fourier_norms: Vec<Vec<PlotPoint>>,
+    /// Data-file tasks: the validation sequence accuracy, and the accuracy at each scored
+    /// position `[position]` (empty curves where it is not scored).
+    pub val_seq_acc: Vec<PlotPoint>,
+    pub acc_by_position: Vec<Vec<PlotPoint>>,
     /// x is the fractional epoch, so every plot shares one x axis.
     pub step_loss: Vec<PlotPoint>,
 }
@@ -121,6 +125,20 @@ impl Series {
                 self.loss_repeated_half.push(at(m.loss_repeated_half));
                 push_per_head(&mut self.induction_score, x, &m.induction_score);
                 push_per_head(&mut self.prev_token_score, x, &m.prev_token_score);
+            }
+            Metrics::Sequences(m) => {
+                self.train_loss.push(at(m.train_loss));
+                self.val_loss.push(at(m.val_loss));
+                self.train_acc.push(at(m.train_acc));
+                self.val_acc.push(at(m.val_acc));
+                self.val_seq_acc.push(at(m.val_seq_acc));
+                self.acc_by_position
+                    .resize_with(m.acc_by_position.len(), Vec::new);
+                for (curve, acc) in self.acc_by_position.iter_mut().zip(&m.acc_by_position) {
+                    if let Some(acc) = acc {
+                        curve.push(at(*acc));
+                    }
+                }
             }
             Metrics::ModularAddition(m) => {
                 self.train_loss.push(at(m.train_loss));

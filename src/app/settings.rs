@@ -46,6 +46,18 @@ pub enum DataFilter {
     Noise,
 }
 
+/// Which of a data file's sequences the Data tab lists: a split, and once a model grades them,
+/// the right or wrong ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SequenceFilter {
+    #[default]
+    All,
+    Train,
+    Val,
+    Right,
+    Wrong,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
@@ -58,6 +70,7 @@ pub struct Settings {
     pub device: DeviceChoice,
     pub show_frame_time: bool,
     pub data_filter: DataFilter,
+    pub sequence_filter: SequenceFilter,
     /// Plot per-head interpretability metrics under the loss curves.
     pub show_head_traces: bool,
     /// Circuits: subtract each row's mean.
@@ -77,6 +90,7 @@ impl Default for Settings {
             device: DeviceChoice::Cpu,
             show_frame_time: false,
             data_filter: DataFilter::All,
+            sequence_filter: SequenceFilter::All,
             show_head_traces: true,
             circuits_mean_subtract: false,
             circuits_no_bias: false,

@@ -372,7 +372,7 @@ impl Checkpoint {
         } else {
             (0, Vec::new(), Vec::new())
         };
-        Ok(Self {
+        let mut checkpoint = Self {
             config: found.config,
             weights,
             epoch,
@@ -380,7 +380,24 @@ impl Checkpoint {
             snapshots,
             has_metadata: found.is_toylens,
             origin: found.origin,
-        })
+        };
+        checkpoint.read_task_data();
+        Ok(checkpoint)
+    }
+
+    /// Reads the data of a data-file task (its path is absolute, its SHA-256 recorded). Data
+    /// that cannot be read, or changed since, leave the model with no task and the reason in
+    /// [`Self::origin`]: the weights still open, and nothing stands in for the data.
+    fn read_task_data(&mut self) {
+        let cfg = &mut self.config;
+        let Err(e) = cfg.task.load_data(Path::new(".")) else {
+            return;
+        };
+        self.origin = format!(
+            "{}; its data could not be used, so it opens with no task: {e}",
+            self.origin
+        );
+        cfg.task = source::no_task(&cfg.model);
     }
 }
 

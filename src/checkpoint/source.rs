@@ -122,14 +122,19 @@ pub(super) fn find_config(
     })
 }
 
-/// A TL model, which says nothing of a task: it opens with none ([`TaskConfig::None`]), its
-/// dimensions its own. Nothing is guessed; the user names a task to train or evaluate it.
-fn bare(model: ModelConfig, origin: String) -> Found {
-    let task = TaskConfig::None(NoTask {
+/// No task, with the model's dimensions.
+pub(super) fn no_task(model: &ModelConfig) -> TaskConfig {
+    TaskConfig::None(NoTask {
         vocab: model.d_vocab,
         vocab_out: model.d_vocab_out(),
         n_ctx: model.n_ctx,
-    });
+    })
+}
+
+/// A TL model, which says nothing of a task: it opens with none ([`TaskConfig::None`]), its
+/// dimensions its own. Nothing is guessed; the user names a task to train or evaluate it.
+fn bare(model: ModelConfig, origin: String) -> Found {
+    let task = no_task(&model);
     Found {
         config: RunConfig {
             task,
@@ -188,9 +193,17 @@ fn toylens_config(meta: &HashMap<String, String>) -> Result<Found, CheckpointErr
             )));
         }
     };
-    config
-        .validate_parts()
-        .map_err(|e| invalid(format!("metadata config: {e}")))?;
+    // A data file's task is read once the weights are (`Checkpoint::from_bytes_with`): only its
+    // settings are checked here.
+    let checked = match &config.task {
+        TaskConfig::Sequences(task) => task
+            .check_settings()
+            .map_err(|e| e.to_string())
+            .and_then(|()| config.model.validate().map_err(|e| e.to_string()))
+            .and_then(|()| config.train.validate().map_err(|e| e.to_string())),
+        _ => config.validate_parts().map_err(|e| e.to_string()),
+    };
+    checked.map_err(|e| invalid(format!("metadata config: {e}")))?;
     Ok(Found {
         config,
         is_toylens: true,

@@ -16,7 +16,8 @@ use crate::objective::{
     evaluate_induction_ablated, evaluate_sequences, loss_and_accuracy, loss_and_accuracy_ablated,
 };
 use crate::seed::{Stream, stream_rng};
-use crate::task::sequences::read_data;
+use crate::task::SequencesConfig;
+use crate::task::sequences::SequenceData;
 use crate::task::{Ceilings, MAX_DATA_TOKENS, TaskConfig, TaskError, TaskKind};
 
 #[derive(Debug, Args)]
@@ -93,6 +94,20 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     }
     let task = match &checkpoint.config.task {
         TaskConfig::SkipTrigram(task) => task,
+        TaskConfig::Sequences(task) => {
+            if args.exhaustive || !args.ablate.is_empty() || args.samples.is_some() {
+                bail!(
+                    "--exhaustive, --ablate and --samples do not apply to a data file's task: \
+                     its validation sequences are evaluated"
+                );
+            }
+            let data = task
+                .data()
+                .expect("a checkpoint's data are read when it opens");
+            let (_, val) = data.split(task.val_frac, seed);
+            let label = format!("{} (validation split of seed {seed})", task.source());
+            return report_sequences(&args, &label, data, &val, &checkpoint, &model);
+        }
         other => {
             if args.exhaustive {
                 bail!(
@@ -255,7 +270,9 @@ fn eval_task(
                 "chance": 1.0 / task.p as f64,
             })
         }
-        TaskConfig::SkipTrigram(_) => unreachable!("skip-trigrams are evaluated by eval()"),
+        TaskConfig::SkipTrigram(_) | TaskConfig::Sequences(_) => {
+            unreachable!("skip-trigrams and data files are evaluated by eval()")
+        }
     };
     if args.json {
         println!("{report}");
@@ -395,23 +412,42 @@ fn eval_data(
     checkpoint: &Checkpoint,
     model: &Transformer,
 ) -> Result<()> {
-    let data = read_data(path, args.vocab.as_deref())?;
+    let mut task = SequencesConfig::file(path.to_path_buf(), args.vocab.clone());
+    task.load(std::path::Path::new("."))?;
+    let data = task.data().expect("read just now");
+    report_sequences(
+        args,
+        &path.display().to_string(),
+        data,
+        &[],
+        checkpoint,
+        model,
+    )
+}
+
+/// The model's loss and accuracies on the sequences `ids` of `data` (all of them when empty),
+/// `label` saying which.
+fn report_sequences(
+    args: &EvalArgs,
+    label: &str,
+    data: &SequenceData,
+    ids: &[u32],
+    checkpoint: &Checkpoint,
+    model: &Transformer,
+) -> Result<()> {
     // One line: the model's reason it cannot take the file, without candle's backtrace.
-    let e = evaluate_sequences(model, &data, &[])
+    let e = evaluate_sequences(model, data, ids)
         .map_err(|e| anyhow::anyhow!(crate::device::error_line(&e)))?;
     if args.json {
         let mut report = serde_json::to_value(&e)?;
-        report["data"] = path.display().to_string().into();
+        report["data"] = label.into();
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
     print_model_line(checkpoint);
     println!(
-        "{}: {} sequences of {} tokens, {} scored positions",
-        path.display(),
-        e.sequences,
-        data.seq_len,
-        e.scored_positions
+        "{label}: {} sequences of {} tokens, {} scored positions",
+        e.sequences, data.seq_len, e.scored_positions
     );
     println!(
         "loss {:.4}  accuracy {:.4}  sequence accuracy {:.4}",

@@ -100,6 +100,7 @@ impl SweepRow {
                 .flatten()
                 .fold(0.0, |a, &b| f64::max(a, b)),
             Metrics::ModularAddition(m) => m.test_acc,
+            Metrics::Sequences(m) => m.val_seq_acc,
         };
         let ln_v = (cfg.task.vocab_out() as f64).ln();
         Some(Self {

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::device::{self, DeviceChoice};
 use crate::metrics::{Metrics, history_csv, milestone};
-use crate::task::{TaskConfig, TaskKind};
+use crate::task::{SequencesConfig, TaskConfig, TaskKind};
 use crate::train::{Control, PathChoice, Preset, Progress, RunConfig, Trainer, drive};
 
 #[derive(Debug, Args)]
@@ -52,9 +52,20 @@ pub struct TrainArgs {
     /// Forward formulation; every one is exact, `auto` picks the fastest.
     #[arg(long, value_enum)]
     pub path: Option<PathChoice>,
-    /// Induction: the vocabulary the random tokens are drawn from.
+    /// Induction: the number of tokens the random ones are drawn from. With --data: the data's
+    /// vocabulary file (a JSON list of token strings; a vocab.json beside the data is found
+    /// without it).
+    #[arg(long, value_name = "N | FILE")]
+    pub vocab: Option<String>,
+    /// Train on the sequences of this data file (.jsonl, .npy or .npz): the `sequences` task,
+    /// with a 2-layer attention-only model sized by the data (or the model of --preset sort or
+    /// reverse).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["task", "config"])]
+    pub data: Option<PathBuf>,
+    /// Data-file task: the share of sequences drawn into validation where the file names no
+    /// split (default 0.1).
     #[arg(long)]
-    pub vocab: Option<usize>,
+    pub val_frac: Option<f64>,
     /// Induction: the length of the random half (sequences are twice as long, plus the gap).
     #[arg(long)]
     pub half: Option<usize>,
@@ -92,7 +103,9 @@ fn preset_of(task: TaskKind) -> Preset {
         TaskKind::SkipTrigram => Preset::Fast,
         TaskKind::Induction => Preset::Induction,
         TaskKind::ModularAddition => Preset::Grokking,
-        // Not a value of --task (a model opened without one).
+        // Not values of --task (a data file's task comes with --data; a model opened without a
+        // task has none).
+        TaskKind::Sequences => Preset::Sort,
         TaskKind::None => Preset::default(),
     }
 }
@@ -101,10 +114,12 @@ fn preset_of(task: TaskKind) -> Preset {
 /// wins). A flag that does not apply to the run's task is an error, not silently ignored.
 pub fn build_config(args: &TrainArgs) -> Result<RunConfig> {
     let mut cfg = match (&args.config, args.preset, args.task) {
+        _ if args.data.is_some() => data_run(args)?,
         (Some(path), _, _) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config {}", path.display()))?;
-            RunConfig::from_json(&text)
+            let base = path.parent().unwrap_or(std::path::Path::new("."));
+            RunConfig::from_json_in(&text, base)
                 .map_err(anyhow::Error::msg)
                 .with_context(|| format!("in {}", path.display()))?
         }
@@ -160,8 +175,31 @@ pub fn build_config(args: &TrainArgs) -> Result<RunConfig> {
     Ok(cfg)
 }
 
-/// `--vocab`, `--half`, `--p` and `--train-frac`, each only for its task; the model's
-/// vocabulary and context follow the task.
+/// The run of `--data FILE`: the data file's task, with the default model for such data, or the
+/// model and training of `--preset sort` or `reverse` fitted to the data.
+fn data_run(args: &TrainArgs) -> Result<RunConfig> {
+    let path = args.data.clone().expect("called with --data");
+    let vocab = args.vocab.as_ref().map(PathBuf::from);
+    let mut task = SequencesConfig::file(path, vocab);
+    task.load(std::path::Path::new("."))?;
+    Ok(match args.preset {
+        None => RunConfig::for_sequences(task, 0),
+        Some(preset @ (Preset::Sort | Preset::Reverse)) => {
+            let mut cfg = RunConfig::from_preset(preset);
+            cfg.task = TaskConfig::Sequences(task);
+            cfg.fit_model_to_task();
+            cfg
+        }
+        Some(preset) => bail!(
+            "--preset {} trains its own task; with --data use --preset sort or reverse (their \
+             model and training), or no preset",
+            preset.name()
+        ),
+    })
+}
+
+/// `--vocab`, `--half`, `--p`, `--train-frac` and `--val-frac`, each only for its task; the
+/// model's vocabulary and context follow the task.
 fn apply_task_flags(args: &TrainArgs, cfg: &mut RunConfig) -> Result<()> {
     let kind = cfg.task.kind();
     let wrong = |flag: &str, task: TaskKind| {
@@ -174,8 +212,10 @@ fn apply_task_flags(args: &TrainArgs, cfg: &mut RunConfig) -> Result<()> {
     let mut changed = false;
     match &mut cfg.task {
         TaskConfig::Induction(t) => {
-            if let Some(v) = args.vocab {
-                t.vocab = v;
+            if let Some(v) = &args.vocab {
+                t.vocab = v.parse().map_err(|_| {
+                    anyhow::anyhow!("--vocab {v}: the induction task's vocabulary is a number")
+                })?;
                 changed = true;
             }
             if let Some(h) = args.half {
@@ -197,11 +237,24 @@ fn apply_task_flags(args: &TrainArgs, cfg: &mut RunConfig) -> Result<()> {
                 changed = true;
             }
         }
+        TaskConfig::Sequences(t) => {
+            if let Some(f) = args.val_frac {
+                t.val_frac = f;
+                t.check_settings()
+                    .map_err(|e| anyhow::anyhow!("--val-frac: {e}"))?;
+            }
+        }
         TaskConfig::SkipTrigram(_) | TaskConfig::None(_) => {}
+    }
+    if kind != TaskKind::Sequences && args.val_frac.is_some() {
+        bail!(
+            "--val-frac is a setting of a data file's task (--data), not of {}",
+            kind.name()
+        );
     }
     if kind != TaskKind::Induction {
         for (flag, given) in [
-            ("--vocab", args.vocab.is_some()),
+            ("--vocab", args.vocab.is_some() && args.data.is_none()),
             ("--half", args.half.is_some()),
             ("--gap-max", args.gap_max.is_some()),
         ] {
@@ -265,6 +318,11 @@ fn describe(m: &Metrics, total: usize) -> String {
              weight norm {:.2}  {:.2}s",
             m.epoch, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.weight_norm, m.elapsed_s
         ),
+        Metrics::Sequences(m) => format!(
+            "epoch {:>4}/{total}  train loss {:.4} acc {:.4} | val loss {:.4} acc {:.4} \
+             sequences {:.4}  {:.2}s",
+            m.epoch, m.train_loss, m.train_acc, m.val_loss, m.val_acc, m.val_seq_acc, m.elapsed_s
+        ),
     }
 }
 
@@ -319,6 +377,28 @@ fn summary(cfg: &RunConfig, last: &Metrics, milestone: Option<usize>) -> Vec<Str
                 None => "test accuracy never reached 99% (not grokked)".into(),
             },
         ],
+        (Metrics::Sequences(m), TaskConfig::Sequences(task)) => {
+            let by_position: Vec<String> = m
+                .acc_by_position
+                .iter()
+                .enumerate()
+                .filter_map(|(p, a)| a.map(|a| format!("{p}:{a:.3}")))
+                .collect();
+            vec![
+                format!(
+                    "validation ({}): loss {:.4}, accuracy {:.4}, sequence accuracy {:.4}",
+                    task.short_name(),
+                    m.val_loss,
+                    m.val_acc,
+                    m.val_seq_acc
+                ),
+                format!("accuracy by position: {}", by_position.join(" ")),
+                match milestone {
+                    Some(e) => format!("validation sequence accuracy reached 99% at epoch {e}"),
+                    None => "validation sequence accuracy never reached 99%".into(),
+                },
+            ]
+        }
         _ => Vec::new(),
     }
 }

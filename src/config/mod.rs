@@ -18,9 +18,10 @@ pub use train::{Optimizer, PathChoice, Preset, TrainConfig, matches_pattern};
 
 use serde::{Deserialize, Serialize};
 
+use crate::task::sequences::{Example, ExampleData};
 pub use crate::task::{
-    InductionConfig, ModularAdditionConfig, NoTask, SkipTrigramConfig, TaskConfig, TaskError,
-    TaskKind, Unit,
+    InductionConfig, ModularAdditionConfig, NoTask, SequencesConfig, SkipTrigramConfig, TaskConfig,
+    TaskError, TaskKind, Unit,
 };
 
 /// Everything that defines a run. The same config and seed give bit-identical results on the CPU.
@@ -51,6 +52,8 @@ impl RunConfig {
             ),
             Preset::Grokking => modular_addition(113, 0.3, 128, 4, 512),
             Preset::GrokkingFast => modular_addition(113, 0.3, 128, 4, 256),
+            Preset::Sort => example_run(Example::Sort),
+            Preset::Reverse => example_run(Example::Reverse),
         };
         Self {
             seed: 0,
@@ -92,13 +95,23 @@ impl RunConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_parts()?;
         let (vocab, vocab_out) = (self.task.vocab_size(), self.task.vocab_out());
-        if self.model.d_vocab != vocab {
+        if let TaskConfig::Sequences(_) = self.task {
+            // A data file's model may be larger than its data need (a model trained elsewhere
+            // on a larger vocabulary, say); each id and target must fit it.
+            if self.model.d_vocab < vocab || self.model.d_vocab_out() < vocab_out {
+                return Err(ConfigError::Mismatch(format!(
+                    "the data use {vocab} token ids; the model's d_vocab ({}) and d_vocab_out \
+                     ({}) must be at least that",
+                    self.model.d_vocab,
+                    self.model.d_vocab_out()
+                )));
+            }
+        } else if self.model.d_vocab != vocab {
             return Err(ConfigError::Mismatch(format!(
                 "model d_vocab ({}) must equal the task's vocabulary size ({vocab})",
                 self.model.d_vocab,
             )));
-        }
-        if self.model.d_vocab_out() != vocab_out {
+        } else if self.model.d_vocab_out() != vocab_out {
             return Err(ConfigError::Mismatch(format!(
                 "model d_vocab_out ({}) must equal the task's number of classes ({vocab_out})",
                 self.model.d_vocab_out(),
@@ -160,11 +173,59 @@ impl RunConfig {
         }
     }
 
-    /// Parses a JSON config; missing fields take their defaults, unknown ones are errors.
+    /// Parses a JSON config; missing fields take their defaults, unknown ones are errors. A
+    /// data file it names is read relative to the working directory.
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        let cfg: Self = serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
+        Self::from_json_in(text, std::path::Path::new("."))
+    }
+
+    /// Parses a JSON config whose data paths are relative to `base` (the config file's
+    /// folder), and reads the data. For a data-file task the model's `d_vocab` and `n_ctx` come
+    /// from the data where the config leaves them out (and the whole model where it has none).
+    pub fn from_json_in(text: &str, base: &std::path::Path) -> Result<Self, ConfigError> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
+        let model = value.get("model");
+        let given = |field: &str| model.and_then(|m| m.get(field)).is_some();
+        let (has_model, has_vocab, has_ctx) = (model.is_some(), given("d_vocab"), given("n_ctx"));
+        let has_train = value.get("train").is_some();
+        let mut cfg: Self =
+            serde_json::from_value(value).map_err(|e| ConfigError::Json(e.to_string()))?;
+        cfg.task
+            .load_data(base)
+            .map_err(|e| ConfigError::Task(TaskError::Setting(e.to_string())))?;
+        if let TaskConfig::Sequences(_) = cfg.task {
+            let (vocab, len) = (cfg.task.vocab_size(), cfg.task.seq_len());
+            if !has_model {
+                cfg.model = sequences_model(vocab, len);
+            }
+            if !has_train {
+                cfg.train = sequences_training();
+            }
+            if !has_vocab {
+                cfg.model.d_vocab = vocab;
+                if cfg.model.embeddings == Embeddings::OneHot {
+                    cfg.model.d_model = vocab;
+                }
+            }
+            if !has_ctx {
+                cfg.model.n_ctx = len;
+            }
+        }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// A run on the sequences of a data-file task (read already): the default model and
+    /// training for such data, sized by them.
+    pub fn for_sequences(task: SequencesConfig, seed: u64) -> Self {
+        let task = TaskConfig::Sequences(task);
+        Self {
+            seed,
+            model: sequences_model(task.vocab_size(), task.seq_len()),
+            task,
+            train: sequences_training(),
+        }
     }
 
     /// Makes the model's vocabulary and context fit the task (used after editing the task).
@@ -184,6 +245,7 @@ impl RunConfig {
             TaskConfig::SkipTrigram(t) => self.train.batch_size.min(t.train_size),
             TaskConfig::Induction(_) => self.train.batch_size,
             TaskConfig::ModularAddition(t) => self.train.batch_size.min(t.train_count()),
+            TaskConfig::Sequences(t) => self.train.batch_size.min(t.train_count(self.seed).max(1)),
             // Nothing trains; sized as a batch would be.
             TaskConfig::None(_) => self.train.batch_size,
         }
@@ -195,9 +257,34 @@ impl RunConfig {
             TaskConfig::SkipTrigram(t) => t.train_size.div_ceil(self.train.batch_size),
             TaskConfig::Induction(_) => 1,
             TaskConfig::ModularAddition(t) => t.train_count().div_ceil(self.train.batch_size),
+            TaskConfig::Sequences(t) => t.train_count(self.seed).div_ceil(self.train.batch_size),
             TaskConfig::None(_) => 1,
         }
     }
+}
+
+/// The model a data-file task trains by default: two attention-only layers of width 64 with four
+/// heads, learned embeddings and positions (the induction preset's kind, which the direct LM
+/// step computes).
+fn sequences_model(vocab: usize, seq_len: usize) -> ModelConfig {
+    ModelConfig::learned(vocab.max(1), seq_len.max(1), 2, 64, 4, None)
+}
+
+/// How a data-file task trains by default.
+fn sequences_training() -> TrainConfig {
+    Preset::Sort.train_config()
+}
+
+/// The sort or reverse example (`toylens data gen <name>` with its defaults) and its model.
+fn example_run(name: Example) -> (TaskConfig, ModelConfig) {
+    let task = SequencesConfig::example(ExampleData {
+        name,
+        digits: 5,
+        samples: 20_000,
+        seed: 0,
+    });
+    let model = sequences_model(11, 11);
+    (TaskConfig::Sequences(task), model)
 }
 
 /// A modular-addition run as in TransformerLens's grokking demo: one layer with a ReLU MLP, no

@@ -21,15 +21,21 @@ pub enum Preset {
     Grokking,
     /// A smaller modular-addition run that memorises, plateaus and groks within a minute.
     GrokkingFast,
+    /// Sorting five digits (the `sort` example data set), by a 2-layer attention-only model.
+    Sort,
+    /// Reversing five digits (the `reverse` example data set), by the same model.
+    Reverse,
 }
 
 impl Preset {
-    pub const ALL: [Preset; 5] = [
+    pub const ALL: [Preset; 7] = [
         Preset::Notebook,
         Preset::Fast,
         Preset::Induction,
         Preset::Grokking,
         Preset::GrokkingFast,
+        Preset::Sort,
+        Preset::Reverse,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +45,8 @@ impl Preset {
             Preset::Induction => "induction",
             Preset::Grokking => "grokking",
             Preset::GrokkingFast => "grokking-fast",
+            Preset::Sort => "sort",
+            Preset::Reverse => "reverse",
         }
     }
 
@@ -81,6 +89,15 @@ impl Preset {
                 epochs: 3_000,
                 eval_every: 50,
                 ..adamw
+            },
+            Preset::Sort | Preset::Reverse => TrainConfig {
+                optimizer: Optimizer::AdamW,
+                lr: 1e-3,
+                weight_decay: 0.01,
+                batch_size: 128,
+                epochs: 10,
+                eval_every: 1,
+                ..base
             },
         }
     }

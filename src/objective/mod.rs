@@ -15,7 +15,7 @@ pub use modular::{
     batch_loss, loss_and_accuracy, loss_and_accuracy_ablated, pairs_on_device, pairs_per_chunk,
     right_answers,
 };
-pub use sequences::{SequenceEval, evaluate_sequences};
+pub use sequences::{SequenceEval, SequenceGrades, evaluate_sequences, grade_sequences};
 pub use skip_trigram::{evaluate_dataset, evaluate_set};
 
 use crate::config::{PathChoice, RunConfig};
@@ -27,7 +27,7 @@ use crate::task::TaskConfig;
 pub fn describe_run(cfg: &RunConfig, plan: &Plan) -> String {
     let path = match &cfg.task {
         TaskConfig::None(_) => return "no task: nothing to train on".into(),
-        TaskConfig::Induction(_) => ForwardPath::NextToken,
+        TaskConfig::Induction(_) | TaskConfig::Sequences(_) => ForwardPath::NextToken,
         TaskConfig::ModularAddition(_) if plan.fixed_query().is_some() => ForwardPath::FixedQuery,
         TaskConfig::ModularAddition(_) => ForwardPath::Full,
         TaskConfig::SkipTrigram(_) => match batches::allowed_choice(cfg.train.path, plan) {

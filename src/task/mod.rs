@@ -4,6 +4,8 @@
 //! - [`SkipTrigramConfig`]: the reference notebook's task; loss at the last position.
 //! - [`InductionConfig`]: random tokens repeated once; next-token loss at every position.
 //! - [`ModularAdditionConfig`]: `a b =` → `(a + b) mod p`; a seeded split of all pairs.
+//! - [`SequencesConfig`]: sequences read from a file (or an example generated in memory), scored
+//!   where the file says.
 //! - [`NoTask`]: a model opened without one (a TransformerLens state dict): it can be inspected
 //!   and analysed on typed sequences, but there is no data to train or evaluate on.
 
@@ -16,6 +18,7 @@ mod skip_trigram;
 pub use induction::InductionConfig;
 pub use modular::{MAX_P, ModularAdditionConfig, PairSplit};
 pub use sequence::{SequenceError, format_sequence, parse_sequence};
+pub use sequences::SequencesConfig;
 pub use skip_trigram::{
     Answer, Ceilings, Dataset, NOTEBOOK_ANSWERS, SkipTrigramConfig, TokenRange,
 };
@@ -82,6 +85,9 @@ pub enum TaskKind {
     Induction,
     #[value(alias = "modular_addition")]
     ModularAddition,
+    /// Sequences from a data file (`--data`); not in [`TaskKind::ALL`], which have defaults.
+    #[value(skip)]
+    Sequences,
     /// A model opened without a task; never chosen (not in [`TaskKind::ALL`]).
     #[value(skip)]
     None,
@@ -99,6 +105,7 @@ impl TaskKind {
             TaskKind::SkipTrigram => "skip_trigram",
             TaskKind::Induction => "induction",
             TaskKind::ModularAddition => "modular_addition",
+            TaskKind::Sequences => "sequences",
             TaskKind::None => "none",
         }
     }
@@ -108,11 +115,13 @@ impl TaskKind {
             TaskKind::SkipTrigram => "Skip-trigrams",
             TaskKind::Induction => "Induction (repeated tokens)",
             TaskKind::ModularAddition => "Modular addition",
+            TaskKind::Sequences => "Sequences from a file",
             TaskKind::None => "No task",
         }
     }
 
-    /// The task with its default settings (`None` for [`TaskKind::None`], which has none).
+    /// The task with its default settings (`None` for [`TaskKind::None`] and
+    /// [`TaskKind::Sequences`], which have none).
     pub fn default_config(self) -> Option<TaskConfig> {
         Some(match self {
             TaskKind::SkipTrigram => TaskConfig::SkipTrigram(SkipTrigramConfig::default()),
@@ -120,7 +129,7 @@ impl TaskKind {
             TaskKind::ModularAddition => {
                 TaskConfig::ModularAddition(ModularAdditionConfig::default())
             }
-            TaskKind::None => return None,
+            TaskKind::None | TaskKind::Sequences => return None,
         })
     }
 
@@ -182,6 +191,8 @@ pub enum TaskConfig {
     SkipTrigram(SkipTrigramConfig),
     Induction(InductionConfig),
     ModularAddition(ModularAdditionConfig),
+    /// Sequences read from a data file.
+    Sequences(SequencesConfig),
     /// No task: the model's own dimensions, and nothing invented.
     None(NoTask),
 }
@@ -198,7 +209,34 @@ impl TaskConfig {
             TaskConfig::SkipTrigram(_) => TaskKind::SkipTrigram,
             TaskConfig::Induction(_) => TaskKind::Induction,
             TaskConfig::ModularAddition(_) => TaskKind::ModularAddition,
+            TaskConfig::Sequences(_) => TaskKind::Sequences,
             TaskConfig::None(_) => TaskKind::None,
+        }
+    }
+
+    pub fn sequences(&self) -> Option<&SequencesConfig> {
+        match self {
+            TaskConfig::Sequences(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The sequences of a data-file task, once read.
+    pub fn sequence_data(&self) -> Option<&std::sync::Arc<sequences::SequenceData>> {
+        self.sequences().and_then(SequencesConfig::data)
+    }
+
+    /// Token names, where the task has them (a data file's vocabulary).
+    pub fn token_names(&self) -> Option<&[String]> {
+        self.sequence_data().and_then(|d| d.vocab.as_deref())
+    }
+
+    /// Reads a data-file task's data, paths relative to `base`; other tasks have nothing to
+    /// read.
+    pub fn load_data(&mut self, base: &std::path::Path) -> Result<(), sequences::DataError> {
+        match self {
+            TaskConfig::Sequences(t) if t.data().is_none() => t.load(base),
+            _ => Ok(()),
         }
     }
 
@@ -224,9 +262,10 @@ impl TaskConfig {
     pub fn unit(&self) -> Unit {
         match self {
             TaskConfig::Induction(_) => Unit::Step,
-            TaskConfig::SkipTrigram(_) | TaskConfig::ModularAddition(_) | TaskConfig::None(_) => {
-                Unit::Epoch
-            }
+            TaskConfig::SkipTrigram(_)
+            | TaskConfig::ModularAddition(_)
+            | TaskConfig::Sequences(_)
+            | TaskConfig::None(_) => Unit::Epoch,
         }
     }
 
@@ -236,6 +275,7 @@ impl TaskConfig {
             TaskConfig::SkipTrigram(t) => t.seq_len,
             TaskConfig::Induction(t) => t.seq_len(),
             TaskConfig::ModularAddition(_) => 3,
+            TaskConfig::Sequences(t) => t.data().map_or(0, |d| d.seq_len),
             TaskConfig::None(t) => t.n_ctx,
         }
     }
@@ -246,6 +286,7 @@ impl TaskConfig {
             TaskConfig::SkipTrigram(t) => t.vocab_size(),
             TaskConfig::Induction(t) => t.vocab,
             TaskConfig::ModularAddition(t) => t.p + 1,
+            TaskConfig::Sequences(t) => t.data().map_or(0, |d| d.d_vocab),
             TaskConfig::None(t) => t.vocab,
         }
     }
@@ -264,6 +305,16 @@ impl TaskConfig {
             TaskConfig::SkipTrigram(t) => t.validate(),
             TaskConfig::Induction(t) => t.validate(),
             TaskConfig::ModularAddition(t) => t.validate(),
+            TaskConfig::Sequences(t) => {
+                t.check_settings().map_err(TaskError::Setting)?;
+                if t.data().is_none() {
+                    return Err(TaskError::Setting(format!(
+                        "the data of {} are not read yet",
+                        t.source()
+                    )));
+                }
+                Ok(())
+            }
             TaskConfig::None(t) => {
                 if t.vocab == 0 || t.vocab_out == 0 || t.n_ctx == 0 {
                     return Err(TaskError::Setting(
@@ -282,6 +333,7 @@ impl TaskConfig {
             TaskConfig::SkipTrigram(t) => t.expected_answer(tokens),
             TaskConfig::Induction(t) => t.expected_next(tokens),
             TaskConfig::ModularAddition(t) => t.expected_answer(tokens),
+            TaskConfig::Sequences(t) => t.data()?.find_prefix(tokens).map(|(_, target)| target),
             TaskConfig::None(_) => None,
         }
     }
@@ -303,6 +355,13 @@ impl TaskConfig {
         self.validate()?;
         Ok(match self {
             TaskConfig::None(_) => return Err(TaskError::NoData("average over")),
+            TaskConfig::Sequences(t) => {
+                let data = t.data().ok_or(TaskError::NoData("average over"))?;
+                let (_, val) = data.split(t.val_frac, seed);
+                val.iter()
+                    .flat_map(|&i| data.sequence(i as usize).iter().copied())
+                    .collect()
+            }
             TaskConfig::SkipTrigram(t) => t.val_set(seed)?.tokens,
             TaskConfig::Induction(t) => t.val_set(seed),
             TaskConfig::ModularAddition(t) => {
@@ -319,6 +378,10 @@ impl TaskConfig {
             TaskConfig::SkipTrigram(t) => t.random_sequence(signal, rng),
             TaskConfig::Induction(t) => t.random_sequence(rng),
             TaskConfig::ModularAddition(t) => t.random_sequence(rng),
+            TaskConfig::Sequences(t) => match t.data() {
+                Some(d) if !d.is_empty() => d.sequence(rng.random_range(0..d.len())).to_vec(),
+                _ => Vec::new(),
+            },
             TaskConfig::None(t) => (0..t.n_ctx)
                 .map(|_| rng.random_range(0..t.vocab as u32))
                 .collect(),
@@ -344,6 +407,19 @@ impl TaskConfig {
                 t.p - 1,
                 t.p
             ),
+            TaskConfig::Sequences(t) => match t.data() {
+                Some(d) => format!(
+                    "up to {} tokens{}, as in {}",
+                    d.seq_len,
+                    if d.vocab.is_some() {
+                        ", by name or id"
+                    } else {
+                        ""
+                    },
+                    t.short_name()
+                ),
+                None => format!("the sequences of {}", t.short_name()),
+            },
             TaskConfig::None(t) => format!(
                 "up to {} tokens, ids 0..{} (the model has no task: nothing is expected)",
                 t.n_ctx,
@@ -360,6 +436,7 @@ impl Serialize for TaskConfig {
             TaskConfig::SkipTrigram(t) => serde_json::to_value(t),
             TaskConfig::Induction(t) => serde_json::to_value(t),
             TaskConfig::ModularAddition(t) => serde_json::to_value(t),
+            TaskConfig::Sequences(t) => serde_json::to_value(t),
             TaskConfig::None(t) => serde_json::to_value(t),
         }
         .map_err(S::Error::custom)?;
@@ -379,8 +456,8 @@ impl<'de> Deserialize<'de> for TaskConfig {
                 None => TaskKind::SkipTrigram,
                 Some(kind) => serde_json::from_value(kind).map_err(|_| {
                     D::Error::custom(
-                        "task kind must be \"skip_trigram\", \"induction\", \"modular_addition\" \
-                         or \"none\"",
+                        "task kind must be \"skip_trigram\", \"induction\", \"modular_addition\", \
+                         \"sequences\" or \"none\"",
                     )
                 })?,
             },
@@ -392,6 +469,7 @@ impl<'de> Deserialize<'de> for TaskConfig {
             TaskKind::ModularAddition => {
                 serde_json::from_value(value).map(TaskConfig::ModularAddition)
             }
+            TaskKind::Sequences => serde_json::from_value(value).map(TaskConfig::Sequences),
             TaskKind::None => serde_json::from_value(value).map(TaskConfig::None),
         };
         task.map_err(|e| D::Error::custom(format!("{} task: {e}", kind.name())))

@@ -10,6 +10,7 @@ mod induction;
 pub mod lm_step;
 mod modular;
 pub mod profile;
+mod sequences;
 mod skip_trigram;
 mod trainer;
 pub mod worker;

@@ -9,11 +9,13 @@ use thiserror::Error;
 
 use super::induction::InductionRun;
 use super::modular::ModularRun;
+use super::sequences::SequencesRun;
 use super::skip_trigram::SkipTrigramRun;
 use super::{Adam, RunConfig};
 use crate::config::ConfigError;
 use crate::metrics::{Metrics, StepMetrics};
 use crate::model::{ModelError, Plan, Transformer, Weights};
+use crate::task::sequences::SequenceData;
 use crate::task::{Dataset, TaskConfig, TaskError};
 
 use crate::objective::ForwardPath;
@@ -120,6 +122,7 @@ enum TaskRun {
     SkipTrigram(Box<SkipTrigramRun>),
     Induction(InductionRun),
     ModularAddition(ModularRun),
+    Sequences(SequencesRun),
 }
 
 pub struct Trainer {
@@ -163,6 +166,7 @@ impl Trainer {
                 TaskConfig::ModularAddition(task) => {
                     TaskRun::ModularAddition(ModularRun::new(task, &cfg, model.plan(), device)?)
                 }
+                TaskConfig::Sequences(task) => TaskRun::Sequences(SequencesRun::new(task, &cfg)?),
                 TaskConfig::None(_) => {
                     return Err(TrainError::Config(ConfigError::Task(TaskError::NoData(
                         "train on",
@@ -213,13 +217,21 @@ impl Trainer {
             _ => None,
         }
     }
+    /// A data-file task's sequences and its training and validation ids.
+    pub fn sequence_split(&self) -> Option<(&std::sync::Arc<SequenceData>, &[u32], &[u32])> {
+        match &self.run {
+            TaskRun::Sequences(run) => Some((run.data(), run.train_ids(), run.val_ids())),
+            _ => None,
+        }
+    }
+
     /// The forward path training takes.
     pub fn path(&self) -> ForwardPath {
         match &self.run {
             TaskRun::SkipTrigram(run) => run.train.path,
             TaskRun::ModularAddition(run) if run.shortcut => ForwardPath::FixedQuery,
             TaskRun::ModularAddition(_) => ForwardPath::Full,
-            TaskRun::Induction(_) => ForwardPath::NextToken,
+            TaskRun::Induction(_) | TaskRun::Sequences(_) => ForwardPath::NextToken,
         }
     }
 
@@ -256,6 +268,7 @@ impl Trainer {
             TaskRun::SkipTrigram(run) => run.step(model, adam, device, at)?,
             TaskRun::Induction(run) => run.step(model, adam, device, at)?,
             TaskRun::ModularAddition(run) => run.step(model, adam, device, at)?,
+            TaskRun::Sequences(run) => run.step(model, adam, device, at)?,
         };
         super::profile::mark("metrics", device);
         self.step += 1;
@@ -311,6 +324,9 @@ impl Trainer {
             )?),
             TaskRun::ModularAddition(run) => {
                 Metrics::ModularAddition(run.evaluate(&self.model, self.units, self.busy_s)?)
+            }
+            TaskRun::Sequences(run) => {
+                Metrics::Sequences(run.evaluate(&self.model, self.units, self.busy_s)?)
             }
         })
     }

@@ -6,8 +6,12 @@ use egui::{Color32, RichText, Sense, Ui, vec2};
 use egui_plot::{Bar, BarChart, Legend, Plot};
 
 use super::heatmap::cached_texture;
-use crate::app::views::{DataSummary, DataView, PairGrid, RIGHT, TEST_PAIR, TRAIN_PAIR, WRONG};
-use crate::app::{Action, DataFilter};
+use crate::app::views::{
+    DataSummary, DataView, GRADED_SEQUENCES, PairGrid, RIGHT, SequenceTable, TEST_PAIR, TRAIN_PAIR,
+    WRONG,
+};
+use crate::app::{Action, DataFilter, SequenceFilter};
+use crate::task::sequences::{Split, UNSCORED};
 use crate::ui::Frame;
 
 pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
@@ -48,6 +52,9 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
         }
         DataView::Induction { sequences, task } => induction(sequences, task, seed, ui),
         DataView::ModularAddition(grid) => modular(grid, seed, ui),
+        DataView::Sequences(table) => {
+            sequences(table, &mut f.form.settings.sequence_filter, seed, ui)
+        }
     };
     if let Some(tokens) = clicked {
         f.act(Action::InspectSequence(tokens));
@@ -324,6 +331,129 @@ fn modular(grid: &PairGrid, seed: u64, ui: &mut Ui) -> Option<Vec<u32>> {
         return Some(vec![a as u32, b as u32, p as u32]);
     }
     None
+}
+
+const SCORED: Color32 = Color32::from_rgb(234, 120, 40);
+const CONTEXT: Color32 = Color32::from_gray(150);
+
+/// A data file's sequences, each token by name; the tokens the file scores predicting in colour
+/// (green and red once the model in view grades them). Click a row to inspect it.
+fn sequences(
+    table: &SequenceTable,
+    filter: &mut SequenceFilter,
+    seed: u64,
+    ui: &mut Ui,
+) -> Option<Vec<u32>> {
+    let data = &table.data;
+    let val = data.len() - table.train;
+    ui.label(format!(
+        "{} sequences of {} tokens, {} token ids: {} train and {val} validation (split of seed \
+         {seed}). Click a row to inspect it.",
+        data.len(),
+        data.seq_len,
+        data.d_vocab,
+        table.train
+    ));
+    let graded = table.graded.as_ref();
+    ui.horizontal_wrapped(|ui| {
+        ui.label("Show");
+        ui.selectable_value(filter, SequenceFilter::All, "all");
+        ui.selectable_value(filter, SequenceFilter::Train, "train");
+        ui.selectable_value(filter, SequenceFilter::Val, "validation");
+        if let Some((_, right)) = graded {
+            let n = right.iter().filter(|&&r| r).count();
+            ui.selectable_value(filter, SequenceFilter::Right, format!("right ({n})"));
+            ui.selectable_value(
+                filter,
+                SequenceFilter::Wrong,
+                format!("wrong ({})", right.len() - n),
+            );
+        }
+    });
+    ui.horizontal_wrapped(|ui| match graded {
+        Some((_, right)) => {
+            swatch(ui, RIGHT, "scored token, predicted right");
+            swatch(ui, WRONG, "scored token, predicted wrong");
+            if right.len() < data.len() {
+                ui.weak(format!(
+                    "(the model in view graded the first {GRADED_SEQUENCES} sequences)"
+                ));
+            }
+        }
+        None => {
+            swatch(ui, SCORED, "scored: the model is trained to predict it");
+            swatch(ui, CONTEXT, "context");
+            ui.weak("(train a model on these data to see which it gets right)");
+        }
+    });
+    if graded.is_none() && matches!(*filter, SequenceFilter::Right | SequenceFilter::Wrong) {
+        *filter = SequenceFilter::All;
+    }
+    let keep = |i: usize| match *filter {
+        SequenceFilter::All => true,
+        SequenceFilter::Train => table.split[i] == Split::Train,
+        SequenceFilter::Val => table.split[i] == Split::Val,
+        SequenceFilter::Right | SequenceFilter::Wrong => graded
+            .and_then(|(_, right)| right.get(i))
+            .is_some_and(|&r| r == (*filter == SequenceFilter::Right)),
+    };
+    let rows: Vec<usize> = (0..data.len()).filter(|&i| keep(i)).collect();
+    let mut clicked = None;
+    let row_height = ui.text_style_height(&egui::TextStyle::Monospace) + 6.0;
+    let width = (0..data.d_vocab.min(4096) as u32)
+        .map(|t| data.token_name(t).chars().count())
+        .max()
+        .unwrap_or(1)
+        .clamp(1, 12);
+    egui::ScrollArea::both()
+        .auto_shrink([false, false])
+        .show_rows(ui, row_height, rows.len(), |ui, range| {
+            for &i in &rows[range] {
+                let (seq, targets) = (data.sequence(i), data.targets_of(i));
+                let predictions = graded
+                    .filter(|(_, right)| i < right.len())
+                    .map(|(p, _)| &p[i * data.seq_len..(i + 1) * data.seq_len]);
+                let response = ui
+                    .horizontal(|ui| {
+                        ui.add_sized([60.0, row_height], egui::Label::new(i.to_string()));
+                        let split = match table.split[i] {
+                            Split::Train => "train",
+                            Split::Val => "val",
+                        };
+                        ui.add_sized([40.0, row_height], egui::Label::new(split));
+                        // One label per row: one galley to lay out, not one per token.
+                        let mut job = egui::text::LayoutJob::default();
+                        let font = egui::TextStyle::Monospace.resolve(ui.style());
+                        for (p, &token) in seq.iter().enumerate() {
+                            // Position p's token is the target of position p − 1.
+                            let target = p.checked_sub(1).map_or(UNSCORED, |q| targets[q]);
+                            let color = match (target, predictions) {
+                                (UNSCORED, _) => CONTEXT,
+                                (t, Some(pred)) if pred[p - 1] == t => RIGHT,
+                                (_, Some(_)) => WRONG,
+                                (_, None) => SCORED,
+                            };
+                            let mut text = format!("{:>width$} ", data.token_name(token));
+                            if target != UNSCORED && target != token {
+                                // An explicit target that is not the next token.
+                                text = format!(
+                                    "{}→{} ",
+                                    data.token_name(token),
+                                    data.token_name(target)
+                                );
+                            }
+                            job.append(&text, 0.0, egui::TextFormat::simple(font.clone(), color));
+                        }
+                        ui.label(job);
+                    })
+                    .response
+                    .interact(Sense::click());
+                if response.on_hover_text("inspect this sequence").clicked() {
+                    clicked = Some(seq.to_vec());
+                }
+            }
+        });
+    clicked
 }
 
 /// A colour key: a small filled square and its meaning.

@@ -88,6 +88,7 @@ pub fn sequence_row(f: &mut Frame<'_>, ui: &mut Ui) {
             TaskConfig::SkipTrigram(_) => &[("Random signal", true), ("Random noise", false)],
             TaskConfig::Induction(_) => &[("Random repeated sequence", true)],
             TaskConfig::ModularAddition(_) => &[("Random pair", true)],
+            TaskConfig::Sequences(_) => &[("Random sequence from the data", true)],
             TaskConfig::None(_) => &[("Random tokens", true)],
         };
         for &(label, signal) in buttons {
@@ -149,6 +150,10 @@ fn summary(app: &ToylensApp, r: &Inspection, ui: &mut Ui) {
                          repeated half"
                     }
                     TaskConfig::ModularAddition(_) => "not of the form a b =: no right answer",
+                    TaskConfig::Sequences(_) => {
+                        "no sequence of the data begins so and scores the next position: \
+                         nothing is expected"
+                    }
                     TaskConfig::None(_) => "the model has no task: nothing is expected",
                 });
             }

@@ -88,6 +88,14 @@ fn preset_hint(preset: Preset) -> &'static str {
             "the same task with a narrower MLP (d_mlp 256), lr 3e-3 and weight decay 2: memorises, \
              plateaus near chance and groks within a minute"
         }
+        Preset::Sort => {
+            "sort five digits (the sort example data: toylens data gen sort), 2-layer \
+             attention-only model, AdamW lr 1e-3, batch 128, 10 epochs"
+        }
+        Preset::Reverse => {
+            "reverse five digits (the reverse example data: toylens data gen reverse), the same \
+             model and training"
+        }
     }
 }
 
@@ -140,7 +148,7 @@ fn settings(f: &mut Frame<'_>, ui: &mut Ui) {
                     TaskKind::SkipTrigram => Some(Preset::Fast),
                     TaskKind::Induction => Some(Preset::Induction),
                     TaskKind::ModularAddition => Some(Preset::Grokking),
-                    TaskKind::None => None,
+                    TaskKind::Sequences | TaskKind::None => None,
                 };
                 if picked != kind
                     && let Some(preset) = preset
@@ -273,6 +281,28 @@ fn settings(f: &mut Frame<'_>, ui: &mut Ui) {
 fn task_settings(ui: &mut Ui, task: &mut TaskConfig) -> bool {
     let mut changed = false;
     match task {
+        TaskConfig::Sequences(t) => {
+            let summary = match t.data() {
+                Some(d) => format!(
+                    "{}: {} sequences of {} tokens, {} token ids{}",
+                    t.source(),
+                    d.len(),
+                    d.seq_len,
+                    d.d_vocab,
+                    if d.vocab.is_some() { " with names" } else { "" }
+                ),
+                None => format!("{}: not read", t.source()),
+            };
+            row(ui, "Data", "the sequences this task trains on", |ui| {
+                ui.add(egui::Label::new(egui::RichText::new(summary).weak()).wrap())
+            });
+            changed |= row(
+                ui,
+                "Validation share",
+                "sequences drawn into validation where the file names no split",
+                |ui| ui.add(DragValue::new(&mut t.val_frac).speed(0.01).range(0.0..=0.9)),
+            );
+        }
         TaskConfig::None(_) => {
             row(ui, "", "", |ui| {
                 ui.add(

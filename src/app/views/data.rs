@@ -8,6 +8,7 @@ use crate::app::settings::DataFilter;
 use crate::model::{ModelConfig, Weights};
 use crate::objective::right_answers;
 use crate::seed::{Stream, stream_rng};
+use crate::task::sequences::{SequenceData, Split};
 use crate::task::{Ceilings, Dataset, SkipTrigramConfig, TaskConfig, TaskError, TaskKind};
 
 /// The Data tab's inputs: the task (as JSON) and the seed of the settings, and for modular
@@ -31,6 +32,52 @@ pub enum DataView {
     /// The p × p pairs: which are trained on, and (for the model in view, when it was trained
     /// on this task) which it answers correctly.
     ModularAddition(PairGrid),
+    /// A data file's sequences, by split, graded by the model in view when it trained on them.
+    Sequences(SequenceTable),
+}
+
+/// Sequences the Data tab grades with the model in view (the first ones of the file).
+pub const GRADED_SEQUENCES: usize = 50_000;
+
+/// A data file's sequences as the Data tab lists them.
+pub struct SequenceTable {
+    pub data: std::sync::Arc<SequenceData>,
+    /// Each sequence's split for the seed.
+    pub split: Vec<Split>,
+    pub train: usize,
+    /// The model's top prediction at each scored position of the first [`GRADED_SEQUENCES`]
+    /// sequences (flat, `UNSCORED` elsewhere), and whether each sequence is wholly right.
+    pub graded: Option<(Vec<u32>, Vec<bool>)>,
+}
+
+impl SequenceTable {
+    fn new(
+        data: std::sync::Arc<SequenceData>,
+        task: &crate::task::SequencesConfig,
+        seed: u64,
+        model: Option<&crate::model::Transformer>,
+    ) -> Result<Self, String> {
+        let (train, val) = data.split(task.val_frac, seed);
+        let mut split = vec![Split::Train; data.len()];
+        for &i in &val {
+            split[i as usize] = Split::Val;
+        }
+        let graded = match model {
+            Some(model) => {
+                let ids: Vec<u32> = (0..data.len().min(GRADED_SEQUENCES) as u32).collect();
+                let grades = crate::objective::grade_sequences(model, &data, &ids)
+                    .map_err(|e| crate::device::error_line(&e))?;
+                Some((grades.predictions, grades.right))
+            }
+            None => None,
+        };
+        Ok(Self {
+            train: train.len(),
+            data,
+            split,
+            graded,
+        })
+    }
 }
 
 /// The modular-addition pairs, counted and drawn once by the job: at p = 2048 there are 4 M,
@@ -111,6 +158,16 @@ impl DataView {
                 sequences: t.generate(INDUCTION_ROWS, &mut stream_rng(seed, Stream::TrainData)),
                 task: t.clone(),
             },
+            TaskConfig::Sequences(t) => {
+                let data = t
+                    .data()
+                    .ok_or_else(|| TaskError::NoData("show").to_string())?;
+                let model = match model {
+                    Some((cfg, weights)) => Some(cpu_model(&cfg, &weights)?),
+                    None => None,
+                };
+                Self::Sequences(SequenceTable::new(data.clone(), t, seed, model.as_ref())?)
+            }
             TaskConfig::ModularAddition(t) => {
                 let split = t.split(seed);
                 let correct = match model {
@@ -183,12 +240,14 @@ impl ToylensApp {
         }
     }
 
-    /// Whether the Data tab can grade the model in view: modular addition, and the model was
-    /// trained on the very split the settings describe.
+    /// Whether the Data tab can grade the model in view: modular addition or a data file, and
+    /// the model was trained on the very split the settings describe.
     fn data_model_in_view(&self) -> bool {
         let (settings, session) = (&self.settings.config, &self.session.config);
-        settings.task.kind() == TaskKind::ModularAddition
-            && settings.task == session.task
+        matches!(
+            settings.task.kind(),
+            TaskKind::ModularAddition | TaskKind::Sequences
+        ) && settings.task == session.task
             && settings.seed == session.seed
     }
 

@@ -15,7 +15,8 @@ mod inspector;
 
 pub use analyze::{AnalyzeKey, AnalyzeSettings, HeadCircuits};
 pub use data::{
-    DataKey, DataSummary, DataView, PairGrid, RIGHT, TEST_PAIR, TRAIN_PAIR, WRONG, pair_colour,
+    DataKey, DataSummary, DataView, GRADED_SEQUENCES, PairGrid, RIGHT, SequenceTable, TEST_PAIR,
+    TRAIN_PAIR, WRONG, pair_colour,
 };
 pub use inspector::{InspectorKey, InspectorState, THUMBNAIL_SIDE, Thumbnail};
 

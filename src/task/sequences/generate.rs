@@ -5,17 +5,27 @@
 //! - `reverse`: `d₁ … dₙ | dₙ … d₁`
 
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::seed::{Stream, stream_rng};
 
 /// The example tasks `toylens data gen` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Example {
     /// Digits, `|`, then the same digits sorted.
     Sort,
     /// Digits, `|`, then the same digits in reverse order.
     Reverse,
+}
+
+impl Example {
+    pub fn name(self) -> &'static str {
+        match self {
+            Example::Sort => "sort",
+            Example::Reverse => "reverse",
+        }
+    }
 }
 
 /// Digits per sequence that an example may have: `2n + 1` tokens must fit a model's context.

@@ -107,6 +107,15 @@ impl Ids {
 pub(super) fn read(path: &Path, vocab: Option<Vec<String>>) -> Result<SequenceData, DataError> {
     let file = std::fs::File::open(path)
         .map_err(|e| DataError::new(path, format!("cannot read it: {e}")))?;
+    read_from(path, BufReader::new(file), vocab)
+}
+
+/// Reads JSON Lines from `reader`; `path` names it in messages.
+pub(super) fn read_from(
+    path: &Path,
+    mut reader: impl BufRead,
+    vocab: Option<Vec<String>>,
+) -> Result<SequenceData, DataError> {
     let mut ids = Ids::new(vocab.as_deref());
     let mut data = SequenceData {
         vocab: None,
@@ -115,8 +124,8 @@ pub(super) fn read(path: &Path, vocab: Option<Vec<String>>) -> Result<SequenceDa
         tokens: Vec::new(),
         targets: Vec::new(),
         given_split: Vec::new(),
+        ..Default::default()
     };
-    let mut reader = BufReader::new(file);
     let mut raw = Vec::new();
     let mut number = 0;
     loop {

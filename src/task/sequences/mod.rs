@@ -14,11 +14,13 @@
 //! Every sequence of a file has the same length. Nothing is trusted: a problem is one
 //! [`DataError`] that names the file, the line and the field.
 
+mod config;
 mod generate;
 mod jsonl;
 mod npy;
 mod vocab;
 
+pub use config::{DEFAULT_VAL_FRAC, ExampleData, SequencesConfig, file_sha256};
 pub use generate::{Example, MAX_DIGITS, example_jsonl, example_vocab};
 pub use vocab::read_vocab;
 
@@ -47,7 +49,7 @@ pub enum Split {
 }
 
 /// The sequences of a data file.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct SequenceData {
     /// Token strings by id, where the data or a vocabulary file name them.
     pub vocab: Option<Vec<String>>,
@@ -60,6 +62,21 @@ pub struct SequenceData {
     pub targets: Vec<u32>,
     /// Each sequence's split, where the file gives one.
     pub given_split: Vec<Option<Split>>,
+    /// Sequence ids in the order of their tokens, for finding a typed sequence (built on first
+    /// use).
+    sorted: std::sync::OnceLock<Vec<u32>>,
+}
+
+/// The same sequences, targets, splits and names (whether a lookup index is built aside).
+impl PartialEq for SequenceData {
+    fn eq(&self, other: &Self) -> bool {
+        self.vocab == other.vocab
+            && self.d_vocab == other.d_vocab
+            && self.seq_len == other.seq_len
+            && self.tokens == other.tokens
+            && self.targets == other.targets
+            && self.given_split == other.given_split
+    }
 }
 
 /// What is wrong with a data file, and where.
@@ -183,6 +200,31 @@ impl SequenceData {
             }
         }
         (train, val)
+    }
+
+    /// A sequence whose first tokens are `prefix` and that scores the position after them: its
+    /// index and the target there (the first such sequence in the file's order among equals).
+    pub fn find_prefix(&self, prefix: &[u32]) -> Option<(usize, u32)> {
+        let n = prefix.len();
+        if n == 0 || n > self.seq_len {
+            return None;
+        }
+        let sorted = self.sorted.get_or_init(|| {
+            let mut ids: Vec<u32> = (0..self.len() as u32).collect();
+            ids.sort_by(|&a, &b| {
+                self.sequence(a as usize)
+                    .cmp(self.sequence(b as usize))
+                    .then(a.cmp(&b))
+            });
+            ids
+        });
+        let start = sorted.partition_point(|&i| &self.sequence(i as usize)[..n] < prefix);
+        sorted[start..]
+            .iter()
+            .take_while(|&&i| &self.sequence(i as usize)[..n] == prefix)
+            .map(|&i| (i as usize, self.targets_of(i as usize)[n - 1]))
+            .filter(|&(_, t)| t != UNSCORED)
+            .min_by_key(|&(i, _)| i)
     }
 
     /// Token `id`'s name: its string where the data have one, else the id.

@@ -133,5 +133,6 @@ pub(super) fn read(path: &Path, vocab: Option<Vec<String>>) -> Result<SequenceDa
         tokens,
         targets,
         given_split: vec![None; n],
+        ..Default::default()
     })
 }

@@ -12,10 +12,12 @@ use crate::ui::Frame;
 
 mod induction;
 mod modular;
+mod sequences;
 mod skip_trigram;
 
 use induction::induction_plots;
 use modular::modular_plots;
+use sequences::sequences_plots;
 use skip_trigram::skip_trigram_plots;
 
 /// Longer series are thinned to about this many points for drawing.
@@ -107,6 +109,18 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
             f.app.session.config.train.eval_every,
             t.val_size
         ),
+        TaskConfig::Sequences(t) => {
+            let (train, val) = t.split(f.app.session.config.seed);
+            format!(
+                "{}: evaluated every {} epochs on the {} validation sequences and {} training \
+                 ones; chance loss ln V = {:.3}",
+                t.short_name(),
+                f.app.session.config.train.eval_every,
+                val.len(),
+                train.len().min(crate::metrics::TRAIN_EVAL_SEQUENCES),
+                (task.vocab_out().max(1) as f64).ln()
+            )
+        }
         TaskConfig::ModularAddition(t) => format!(
             "chance accuracy 1/p = {:.4}, chance loss ln p = {:.3}; evaluated every {} epochs on \
              all {} train and {} test pairs",
@@ -171,6 +185,7 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
         TaskConfig::ModularAddition(t) => {
             modular_plots(f.app, ui, t.p, &overlays, base);
         }
+        TaskConfig::Sequences(_) => sequences_plots(f.app, ui, log, &overlays, base),
         TaskConfig::None(_) => {}
     }
 }
