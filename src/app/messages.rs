@@ -111,6 +111,7 @@ impl ToylensApp {
             Ok(c) if !c.has_metadata => Some(c.origin.clone()),
             _ => None,
         };
+        let data_note = result.as_ref().ok().and_then(|c| c.data_note.clone());
         let file = (!recovered).then(|| path.clone());
         match result.and_then(|c| Session::from_checkpoint(c, file)) {
             Ok(session) => {
@@ -137,6 +138,10 @@ impl ToylensApp {
                 } else {
                     format!("opened {}", path.display())
                 }));
+                if let Some(note) = data_note {
+                    // Opened, but without its task: say why, as a warning that stays.
+                    self.status = Some(Status::Error(format!("opened {}; {note}", path.display())));
+                }
                 self.remember_session_run(format!("{name} · {}", self.session.label()));
             }
             Err(e) => self.status = Some(Status::Error(format!("could not open: {e}"))),

@@ -256,6 +256,7 @@ impl Session {
             snapshots: self.snapshots.clone(),
             has_metadata: true,
             origin: "toylens checkpoint".into(),
+            data_note: None,
         }
     }
 

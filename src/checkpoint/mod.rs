@@ -136,6 +136,9 @@ pub struct Checkpoint {
     /// Where the model's config came from, in words ("toylens checkpoint", "config.json beside
     /// the file", "inferred from the shapes: …"), for the CLI and the app to show.
     pub origin: String,
+    /// Why the data-file task the checkpoint names could not be restored (it opened with no
+    /// task), for the CLI and the app to say.
+    pub data_note: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -217,6 +220,7 @@ impl Checkpoint {
             snapshots: Vec::new(),
             has_metadata: true,
             origin: "toylens checkpoint".into(),
+            data_note: None,
         }
     }
 
@@ -380,6 +384,7 @@ impl Checkpoint {
             snapshots,
             has_metadata: found.is_toylens,
             origin: found.origin,
+            data_note: None,
         };
         checkpoint.read_task_data();
         Ok(checkpoint)
@@ -387,16 +392,15 @@ impl Checkpoint {
 
     /// Reads the data of a data-file task (its path is absolute, its SHA-256 recorded). Data
     /// that cannot be read, or changed since, leave the model with no task and the reason in
-    /// [`Self::origin`]: the weights still open, and nothing stands in for the data.
+    /// [`Self::data_note`]: the weights still open, and nothing stands in for the data.
     fn read_task_data(&mut self) {
         let cfg = &mut self.config;
         let Err(e) = cfg.task.load_data(Path::new(".")) else {
             return;
         };
-        self.origin = format!(
-            "{}; its data could not be used, so it opens with no task: {e}",
-            self.origin
-        );
+        self.data_note = Some(format!(
+            "the model's data could not be used, so it opens with no task: {e}"
+        ));
         cfg.task = source::no_task(&cfg.model);
     }
 }

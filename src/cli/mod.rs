@@ -159,6 +159,9 @@ fn load_model(
     choice: DeviceChoice,
 ) -> Result<(Checkpoint, Transformer)> {
     let checkpoint = load_checkpoint(path, tl_config)?;
+    if let Some(note) = &checkpoint.data_note {
+        eprintln!("warning: {note}");
+    }
     let (device, note) = device::resolve(choice);
     if let Some(note) = note {
         eprintln!("warning: {note}");

@@ -180,37 +180,43 @@ impl RunConfig {
     }
 
     /// Parses a JSON config whose data paths are relative to `base` (the config file's
-    /// folder), and reads the data. For a data-file task the model's `d_vocab` and `n_ctx` come
-    /// from the data where the config leaves them out (and the whole model where it has none).
+    /// folder), and reads the data. For a data-file task, what the config leaves out of the
+    /// model and training takes the defaults for such data: the model's `d_vocab` and `n_ctx`
+    /// come from the data.
     pub fn from_json_in(text: &str, base: &std::path::Path) -> Result<Self, ConfigError> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
-        let model = value.get("model");
-        let given = |field: &str| model.and_then(|m| m.get(field)).is_some();
-        let (has_model, has_vocab, has_ctx) = (model.is_some(), given("d_vocab"), given("n_ctx"));
-        let has_train = value.get("train").is_some();
-        let mut cfg: Self =
-            serde_json::from_value(value).map_err(|e| ConfigError::Json(e.to_string()))?;
-        cfg.task
-            .load_data(base)
-            .map_err(|e| ConfigError::Task(TaskError::Setting(e.to_string())))?;
-        if let TaskConfig::Sequences(_) = cfg.task {
-            let (vocab, len) = (cfg.task.vocab_size(), cfg.task.seq_len());
-            if !has_model {
-                cfg.model = sequences_model(vocab, len);
-            }
-            if !has_train {
-                cfg.train = sequences_training();
-            }
-            if !has_vocab {
-                cfg.model.d_vocab = vocab;
-                if cfg.model.embeddings == Embeddings::OneHot {
-                    cfg.model.d_model = vocab;
+        let json = |e: serde_json::Error| ConfigError::Json(e.to_string());
+        let mut value: serde_json::Value = serde_json::from_str(text).map_err(json)?;
+        let mut task: Option<TaskConfig> = match value.get("task") {
+            Some(t) => Some(serde_json::from_value(t.clone()).map_err(json)?),
+            None => None,
+        };
+        if let Some(task) = &mut task {
+            task.load_data(base)
+                .map_err(|e| ConfigError::Task(TaskError::Setting(e.to_string())))?;
+        }
+        if let (Some(t @ TaskConfig::Sequences(_)), serde_json::Value::Object(map)) =
+            (&task, &mut value)
+        {
+            let model = sequences_model(t.vocab_size(), t.seq_len());
+            for (key, defaults) in [
+                ("model", serde_json::to_value(model).map_err(json)?),
+                (
+                    "train",
+                    serde_json::to_value(sequences_training()).map_err(json)?,
+                ),
+            ] {
+                let mut merged = defaults;
+                if let (serde_json::Value::Object(m), Some(serde_json::Value::Object(given))) =
+                    (&mut merged, map.get(key))
+                {
+                    m.extend(given.clone());
                 }
+                map.insert(key.into(), merged);
             }
-            if !has_ctx {
-                cfg.model.n_ctx = len;
-            }
+        }
+        let mut cfg: Self = serde_json::from_value(value).map_err(json)?;
+        if let Some(task) = task {
+            cfg.task = task;
         }
         cfg.validate()?;
         Ok(cfg)

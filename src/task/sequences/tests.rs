@@ -330,3 +330,77 @@ fn the_examples_read_back_with_only_the_answer_scored() {
         }
     }
 }
+
+/// A typed sequence that begins a data sequence expects that sequence's target; the first such
+/// sequence in the file wins, and only scored positions expect anything.
+#[test]
+fn a_typed_prefix_finds_its_target_in_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "d.jsonl",
+        "{\"tokens\": [5, 1, 2, 3], \"loss_mask\": [0, 1, 1, 0]}\n\
+         {\"tokens\": [0, 4, 4, 1], \"loss_mask\": [1, 1, 1, 0]}\n\
+         {\"tokens\": [5, 1, 7, 3], \"loss_mask\": [0, 1, 1, 0]}\n",
+    );
+    let d = read_data(&path, None).unwrap();
+    assert_eq!(d.find_prefix(&[5, 1]), Some((0, 2)));
+    assert_eq!(d.find_prefix(&[5, 1, 7]), Some((2, 3)));
+    assert_eq!(d.find_prefix(&[0]), Some((1, 4)));
+    assert_eq!(
+        d.find_prefix(&[5]),
+        None,
+        "position 0 of those is not scored"
+    );
+    assert_eq!(d.find_prefix(&[6]), None);
+    assert_eq!(d.find_prefix(&[]), None);
+    assert_eq!(
+        d.find_prefix(&[5, 1, 2, 3, 0]),
+        None,
+        "longer than the data"
+    );
+}
+
+/// A data-file task in a config: named by path (resolved against the config's folder and
+/// read, with the vocabulary beside it), written back with its SHA-256, which a changed file
+/// then fails.
+#[test]
+fn a_sequences_task_reads_its_file_and_remembers_it() {
+    use crate::task::TaskConfig;
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir, "vocab.json", "[\"x\", \"y\", \"|\"]");
+    let data = write(&dir, "d.jsonl", "{\"tokens\": [\"x\", \"|\", \"y\"]}\n");
+    let mut task: TaskConfig =
+        serde_json::from_str(r#"{"kind": "sequences", "path": "d.jsonl", "val_frac": 0.5}"#)
+            .unwrap();
+    assert!(
+        task.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("not read yet")
+    );
+    task.load_data(dir.path()).unwrap();
+    task.validate().unwrap();
+    assert_eq!((task.vocab_size(), task.seq_len()), (3, 3));
+    assert_eq!(task.token_names().unwrap(), ["x", "y", "|"]);
+    assert_eq!(task.expected_next(&[0, 2]), Some(1));
+    let text = serde_json::to_string(&task).unwrap();
+    assert!(text.contains(&format!("\"sha256\":\"{}\"", file_sha256(&data).unwrap())));
+    let mut again: TaskConfig = serde_json::from_str(&text).unwrap();
+    assert_eq!(again, task);
+    std::fs::write(&data, "{\"tokens\": [\"y\", \"|\", \"x\"]}\n").unwrap();
+    let err = again.load_data(Path::new("/")).unwrap_err().to_string();
+    assert!(err.contains("changed since the model was saved"), "{err}");
+    assert!(
+        again.sequence_data().is_none(),
+        "a refused file changes nothing"
+    );
+    for bad in [
+        r#"{"kind": "sequences"}"#,
+        r#"{"kind": "sequences", "path": "d.jsonl", "val_frac": 1.0}"#,
+        r#"{"kind": "sequences", "path": "d.jsonl", "example": {"name": "sort", "digits": 5, "samples": 10, "seed": 0}}"#,
+    ] {
+        let mut task: TaskConfig = serde_json::from_str(bad).unwrap();
+        assert!(task.load_data(dir.path()).is_err(), "{bad}");
+    }
+}
