@@ -303,8 +303,11 @@ fn random_sequence_strings_parse_or_explain() {
             [1, 11, 1000][rng.random_range(0..3)],
             rng.random_range(1..8),
         );
+        // Half the time the task names its tokens (a data file's vocabulary).
+        let names: Vec<String> = ["0", "|", "ab", "é", ""].map(String::from).to_vec();
+        let names = rng.random_bool(0.5).then_some(names.as_slice());
         match must_not_panic("parse_sequence", &text, || {
-            parse_sequence(&text, vocab, n_ctx)
+            parse_sequence(&text, names, vocab, n_ctx)
         }) {
             Ok(tokens) => {
                 assert!(!tokens.is_empty() && tokens.len() <= n_ctx);

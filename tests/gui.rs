@@ -55,6 +55,9 @@ fn settle(h: &mut Harness<'_, ToylensApp>) {
         !app.views_busy()
             && match app.settings.tab {
                 Tab::Data => a.data.is_current(&app.data_key()),
+                Tab::Evaluate if app.session.config.task.sequences().is_some() => {
+                    a.sequence_report.is_current(&app.exhaustive_key())
+                }
                 Tab::Evaluate => a.exhaustive.is_current(&app.exhaustive_key()),
                 Tab::Circuits => a.circuits.is_current(&app.circuits_key()),
                 Tab::Inspect => app.inspector_current(),
@@ -1119,4 +1122,171 @@ fn the_analyze_tab_follows_the_weights_live_while_training() {
     );
     h.state_mut().apply(toylens::app::Action::Stop);
     step_until(&mut h, 60, |app| !app.session.is_training());
+}
+
+/// Writes `lines` of a JSON Lines data file and a vocabulary beside it.
+fn write_data(dir: &Path, name: &str, lines: &[String], vocab: &[&str]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    std::fs::write(
+        dir.join("vocab.json"),
+        serde_json::to_string(vocab).unwrap(),
+    )
+    .unwrap();
+    path
+}
+
+/// Three letters of nine, `|`, then the three reversed; the reversal scored.
+fn reverse_lines(samples: usize) -> Vec<String> {
+    (0..samples)
+        .map(|i| {
+            let word = [i % 9, (i / 9) % 9, (i / 81 + i) % 9];
+            let tokens: Vec<usize> = word
+                .iter()
+                .copied()
+                .chain([9])
+                .chain(word.iter().rev().copied())
+                .collect();
+            format!("{{\"tokens\": {tokens:?}, \"loss_mask\": [0, 0, 0, 1, 1, 1, 0]}}")
+        })
+        .collect()
+}
+
+const LETTERS: [&str; 10] = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "|"];
+
+#[test]
+fn a_data_file_trains_with_named_tokens_in_every_view() {
+    use toylens::app::Action;
+    use toylens::app::files::Purpose;
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_data(dir.path(), "rev.jsonl", &reverse_lines(500), &LETTERS);
+    let mut h = harness();
+    h.run();
+    // The Task menu's "From a file…": without dialogs, a path field.
+    h.state_mut().apply(Action::ChooseData);
+    h.run();
+    h.get_by_label("Data file path");
+    h.state_mut()
+        .apply(Action::PathChosen(Purpose::TrainData, data.clone()));
+    step_until(&mut h, 30, |app| {
+        app.settings.config.task.sequences().is_some()
+    });
+    h.get_by_label_contains("rev.jsonl: 500 sequences of 7 tokens; Train trains a new model");
+    {
+        let cfg = &mut h.state_mut().settings.config;
+        assert_eq!((cfg.model.d_vocab, cfg.model.n_ctx), (10, 7));
+        cfg.train.epochs = 4;
+        cfg.train.batch_size = 32;
+        cfg.train.lr = 3e-3;
+    }
+    h.state_mut().settings.tab = Tab::Training;
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::Button, "Train").click();
+    step_until(&mut h, 120, |app| {
+        !app.session.is_training() && app.session.history.len() == 4
+    });
+    h.get_by_label_contains("rev.jsonl: evaluated every 1 epochs on the");
+    let series = &h.state().session.series;
+    assert_eq!(series.val_seq_acc.len(), 4);
+    assert_eq!(series.acc_by_position.len(), 7);
+    assert!(series.acc_by_position[3].len() == 4 && series.acc_by_position[0].is_empty());
+    // The Data tab lists the sequences by name, graded by the model.
+    h.state_mut().settings.tab = Tab::Data;
+    settle(&mut h);
+    h.get_by_label_contains("500 sequences of 7 tokens, 10 token ids: ");
+    match h.state().analysis.data.latest() {
+        Some(Ok(DataView::Sequences(table))) => {
+            let (_, right) = table.graded.as_ref().expect("graded by the model in view");
+            assert_eq!(right.len(), 500);
+        }
+        _ => panic!("the Data tab shows no sequences"),
+    }
+    h.get_by_label_contains("right (");
+    h.get_by_label_contains("a a a | a a a");
+    // Evaluate: accuracy by position, the confusion of targets by name, the worst sequences.
+    h.state_mut().settings.tab = Tab::Evaluate;
+    settle(&mut h);
+    h.get_by_label_contains("validation sequences of rev.jsonl");
+    h.get_by_label_contains("Sequences with the highest loss");
+    let report = h
+        .state()
+        .analysis
+        .sequence_report
+        .latest()
+        .unwrap()
+        .as_ref()
+        .unwrap();
+    assert_eq!(report.tokens, (0..9).collect::<Vec<u32>>());
+    // Inspect takes a sequence typed by name; the expected token comes from the data.
+    h.state_mut().settings.tab = Tab::Inspect;
+    h.state_mut().settings.sequence = "b c d | d c".into();
+    settle(&mut h);
+    h.get_by_label_contains("expected b");
+}
+
+#[test]
+fn a_dataset_attaches_to_an_opened_model_which_train_fine_tunes() {
+    use toylens::app::Action;
+    use toylens::app::files::Purpose;
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tl_pth");
+    let pth = dir.path().join("model.pth");
+    std::fs::copy(fixtures.join("model.pth"), &pth).unwrap();
+    std::fs::copy(fixtures.join("config.json"), dir.path().join("config.json")).unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    let data = write_data(&data_dir, "rev.jsonl", &reverse_lines(200), &LETTERS);
+    let long = data_dir.join("long.jsonl");
+    std::fs::write(&long, "{\"tokens\": [1, 2, 3, 4, 5, 6, 7, 8, 9]}\n").unwrap();
+    let mut h = harness();
+    h.run();
+    open_by_path(&mut h, &pth);
+    let opened = h.state().session.weights.clone();
+    assert!(!h.state().session.config.task.has_data());
+    // The tabs without data offer to attach some.
+    h.state_mut().settings.tab = Tab::Evaluate;
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::Button, "Attach a dataset…")
+        .click();
+    h.run();
+    h.get_by_label("Data file path");
+    // A file the model cannot take: one message, nothing changes.
+    h.state_mut()
+        .apply(Action::PathChosen(Purpose::AttachData, long));
+    step_until(&mut h, 30, |app| !app.busy_io);
+    h.get_by_label_contains(
+        "cannot attach long.jsonl: the data's sequences have 9 tokens; the model takes at most 8",
+    );
+    assert!(!h.state().session.config.task.has_data());
+    // A file it can: the model in view takes it as its task, and is measured on it.
+    h.state_mut()
+        .apply(Action::PathChosen(Purpose::AttachData, data));
+    step_until(&mut h, 30, |app| !app.busy_io);
+    h.get_by_label_contains("attached rev.jsonl: 200 sequences of 7 tokens to the model in view");
+    assert!(h.state().session.config.task.sequences().is_some());
+    assert_eq!(h.state().session.weights, opened);
+    settle(&mut h);
+    h.get_by_label_contains("validation sequences of rev.jsonl");
+    // Train fine-tunes the opened weights: the run starts from them.
+    assert!(h.state().settings.train_from_view && h.state().fine_tunes());
+    h.state_mut().settings.config.train.epochs = 2;
+    h.state_mut().settings.tab = Tab::Training;
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::Button, "Train").click();
+    h.run_steps(2);
+    if h.state().confirm.is_some() {
+        h.state_mut().apply(Action::ConfirmYes);
+    }
+    step_until(&mut h, 120, |app| {
+        !app.session.is_training() && app.session.history.len() == 2
+    });
+    assert_eq!(h.state().session.snapshots[0].weights, opened);
+    assert_ne!(h.state().session.weights, opened);
+    // Saved, it remembers its data: reopened, the task is back.
+    let saved = dir.path().join("tuned.safetensors");
+    h.state_mut().apply(Action::SavePath(saved.clone()));
+    step_until(&mut h, 30, |app| !app.busy_io);
+    let ckpt = toylens::checkpoint::Checkpoint::load(&saved).unwrap();
+    assert_eq!(ckpt.config.task, h.state().session.config.task);
+    assert!(ckpt.config.task.sequence_data().is_some());
 }

@@ -11,6 +11,7 @@ mod heads;
 mod inspect;
 mod linalg;
 mod patching;
+mod sequences;
 mod trace;
 
 pub use analyze::{Analysis, analyze};
@@ -23,4 +24,5 @@ pub use full_circuits::{FullCircuits, SingularDirection, full_circuits};
 pub use heads::{HeadKind, HeadScores, head_scores, similarity};
 pub use inspect::{Inspection, cache_json, inspect, inspect_ablated, inspection_of};
 pub use patching::{Patching, PatchingSetup, patching};
+pub use sequences::{CONFUSION_TOKENS, SequenceReport, WORST_SEQUENCES, sequence_report};
 pub use trace::{HeadTrace, head_traces};

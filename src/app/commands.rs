@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::files::{self, Purpose};
+use super::files::{self, DataUse, Purpose};
 use super::session::Session;
 use super::settings::Tab;
 use super::status::Status;
@@ -14,7 +14,7 @@ use crate::device;
 use crate::metrics::history_csv;
 use crate::model::HeadMode;
 use crate::seed::{Stream, stream_rng};
-use crate::task::TaskKind;
+use crate::task::{SequencesConfig, TaskKind};
 use crate::train::{Command, Event, Preset, spawn_training_to};
 
 /// What the UI asks the app to do; applied once, after drawing.
@@ -25,6 +25,10 @@ pub enum Action {
     SaveAs,
     OpenPath(PathBuf),
     SavePath(PathBuf),
+    /// Pick a data file and train a new model on it.
+    ChooseData,
+    /// Pick a data file for the model in view (evaluate it, fine-tune it).
+    AttachData,
     /// A file dropped on the window (asks first if the model in view is unsaved).
     OpenDropped(PathBuf),
     Train,
@@ -90,6 +94,12 @@ impl ToylensApp {
             .map(|e| format!("fix the settings first: {e}"))
     }
 
+    /// Whether Train starts from the weights in view: asked for, and they are weights of the
+    /// model the settings describe.
+    pub fn fine_tunes(&self) -> bool {
+        self.settings.train_from_view && self.settings.config.model == self.session.config.model
+    }
+
     /// Why Reset cannot run now: the same conditions as Train, since both build a model from the
     /// settings.
     pub fn reset_blocker(&self) -> Option<String> {
@@ -126,6 +136,17 @@ impl ToylensApp {
                 self.tx.clone(),
                 self.wake(),
             ),
+            Purpose::TrainData | Purpose::AttachData => {
+                let use_ = if purpose == Purpose::TrainData {
+                    DataUse::NewRun
+                } else {
+                    DataUse::Attach
+                };
+                self.busy_io = true;
+                self.status = Some(Status::Info(format!("reading {}…", path.display())));
+                let task = SequencesConfig::file(path, None);
+                files::read_data(use_, task, self.tx.clone(), self.wake());
+            }
             Purpose::ExportPng => {
                 if let Some(rect) = self.pending_png.take() {
                     files::export_png(&self.ctx, rect, path, self.tx.clone(), self.wake());
@@ -142,13 +163,15 @@ impl ToylensApp {
         self.frame_times.recent_ms.clear();
         self.scrubber.index = None;
         let config = self.settings.config.clone();
+        // Fine-tuning: the weights in view, where they are of the model the settings train.
+        let init = self.fine_tunes().then(|| self.view_weights().clone());
         let (device, note) = device::resolve(self.settings.device);
         let tx = self.tx.clone();
         let ctx = self.ctx.clone();
         let before = self.session.config.task.kind();
         let result = self.session.start_run(config, move |run, cfg| {
             let last_wake = std::cell::Cell::new(Instant::now() - TRAINING_FRAME_INTERVAL);
-            spawn_training_to(cfg, None, device, move |event| {
+            spawn_training_to(cfg, init, device, move |event| {
                 // Steps arrive thousands of times a second; the plots need about one redraw a second.
                 // Each wake-up locks the egui context (the trainer would wait on it) and each frame
                 // costs CPU the trainer could use (much of it on a software rasteriser).
@@ -180,16 +203,14 @@ impl ToylensApp {
         let model = &self.session.config.model;
         // A model with no task keeps a typed sequence that it can read.
         let readable = || {
-            crate::task::parse_sequence(&self.settings.sequence, model.d_vocab, model.n_ctx).is_ok()
+            let names = task.token_names();
+            crate::task::parse_sequence(&self.settings.sequence, names, model.d_vocab, model.n_ctx)
+                .is_ok()
         };
         if task.kind() != before && (task.has_data() || !readable()) {
             let mut rng = stream_rng(self.session.config.seed, Stream::Analysis);
             let tokens = task.random_sequence(true, &mut rng);
-            self.settings.sequence = tokens
-                .iter()
-                .map(|t| t.to_string())
-                .collect::<Vec<_>>()
-                .join(" ");
+            self.settings.sequence = crate::task::format_sequence(&tokens, task.token_names());
         }
     }
 
@@ -224,6 +245,13 @@ impl ToylensApp {
             }
             Action::Open => self.pick(Purpose::Open),
             Action::SaveAs => self.pick(Purpose::Save),
+            Action::ChooseData => self.pick(Purpose::TrainData),
+            Action::AttachData if self.session.is_training() => {
+                self.status = Some(Status::Error(
+                    "cannot attach data while training: stop or pause first".into(),
+                ))
+            }
+            Action::AttachData => self.pick(Purpose::AttachData),
             // Never over a file another program wrote: toylens's format would replace it.
             Action::Save => match self.session.file.clone() {
                 Some(path) if !self.session.foreign_file => self.apply(Action::SavePath(path)),
@@ -270,11 +298,8 @@ impl ToylensApp {
             Action::Reset => self.reset_now(),
             Action::ApplyPreset(preset) => self.settings.config.apply_preset(preset),
             Action::InspectSequence(tokens) => {
-                self.settings.sequence = tokens
-                    .iter()
-                    .map(|t| t.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let names = self.session.config.task.token_names();
+                self.settings.sequence = crate::task::format_sequence(&tokens, names);
                 self.settings.tab = Tab::Inspect;
             }
             // Yes goes ahead without asking again. The dirty flag is left alone: it clears only

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::Message;
 use crate::checkpoint::Checkpoint;
+use crate::task::SequencesConfig;
 
 /// Why a path is being picked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +18,21 @@ pub enum Purpose {
     ExportCsv,
     /// A screenshot of a panel as PNG.
     ExportPng,
+    /// A data file to train a new model on (the Task menu's "From a file…").
+    TrainData,
+    /// A data file for the model in view: evaluated on, and fine-tuned on by Train.
+    AttachData,
+}
+
+/// What a data file read on a worker is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataUse {
+    /// A new run of the default model for such data.
+    NewRun,
+    /// The model in view's task.
+    Attach,
+    /// The settings' own task, read again when the app starts.
+    Restore,
 }
 
 /// A dialog that answers faster than this did not show anything: no portal and no zenity.
@@ -46,6 +62,12 @@ pub fn pick(
             ),
             Purpose::ExportCsv => ("CSV", &["csv"], "Export metrics as CSV", "metrics.csv"),
             Purpose::ExportPng => ("PNG image", &["png"], "Export panel as PNG", "toylens.png"),
+            Purpose::TrainData | Purpose::AttachData => (
+                "sequences (JSON Lines or NumPy)",
+                &["jsonl", "json", "ndjson", "npy", "npz"],
+                "Open a data file",
+                "",
+            ),
         };
         let mut dialog = rfd::FileDialog::new()
             .add_filter(filter, exts)
@@ -54,7 +76,7 @@ pub fn pick(
             dialog = dialog.set_directory(dir);
         }
         let path = match purpose {
-            Purpose::Open => dialog.pick_file(),
+            Purpose::Open | Purpose::TrainData | Purpose::AttachData => dialog.pick_file(),
             _ => dialog.set_file_name(default_name).save_file(),
         };
         let no_backend = path.is_none() && started.elapsed() < NO_BACKEND_WITHIN;
@@ -72,6 +94,24 @@ pub fn open(path: PathBuf, tx: Sender<Message>, wake: impl Fn() + Send + 'static
     std::thread::spawn(move || {
         let result = Checkpoint::load(&path).map_err(|e| e.to_string());
         let _ = tx.send(Message::Opened { path, result });
+        wake();
+    });
+}
+
+/// Reads a data file's sequences on a worker thread (with a `vocab.json` beside it, if there is
+/// one), or the settings' data-file task's again.
+pub fn read_data(
+    use_: DataUse,
+    mut task: SequencesConfig,
+    tx: Sender<Message>,
+    wake: impl Fn() + Send + 'static,
+) {
+    std::thread::spawn(move || {
+        let result = task
+            .load(std::path::Path::new("."))
+            .map(|()| task)
+            .map_err(|e| e.to_string());
+        let _ = tx.send(Message::DataRead { use_, result });
         wake();
     });
 }

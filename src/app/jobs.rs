@@ -24,6 +24,10 @@ pub enum Computed {
     Data(DataKey, Result<DataView, String>),
     MeanZ(ViewKey, Result<NdArray, String>),
     Exhaustive(ExhaustiveKey, Result<ExhaustiveReport, String>),
+    SequenceReport(
+        ExhaustiveKey,
+        Result<crate::analysis::SequenceReport, String>,
+    ),
     Circuits(CircuitsKey, Result<CircuitsView, String>),
     Analysis(AnalyzeKey, Result<Analysis, String>),
     HeadCircuits(ViewKey, Result<HeadCircuits, String>),

@@ -4,13 +4,14 @@
 
 use std::path::PathBuf;
 
-use super::files::Purpose;
+use super::files::{DataUse, Purpose};
 use super::jobs::Computed;
 use super::session::Session;
 use super::status::Status;
 use super::{RunRecord, ToylensApp, recovery};
 use crate::checkpoint::Checkpoint;
-use crate::train::Event;
+use crate::task::{SequencesConfig, TaskConfig};
+use crate::train::{Event, RunConfig};
 
 /// Everything that reaches the UI thread from elsewhere.
 pub enum Message {
@@ -26,6 +27,11 @@ pub enum Message {
     Opened {
         path: PathBuf,
         result: Result<Checkpoint, String>,
+    },
+    /// A data file was read (or failed to be), for a new run or the model in view.
+    DataRead {
+        use_: DataUse,
+        result: Result<SequencesConfig, String>,
     },
     /// A Reset's untrained model, built on a worker.
     ResetReady(Result<Box<Session>, String>),
@@ -73,6 +79,7 @@ impl ToylensApp {
                 (None, false) => {}
             },
             Message::Opened { path, result } => self.opened(path, result),
+            Message::DataRead { use_, result } => self.data_read(use_, result),
             Message::ResetReady(result) => self.reset_ready(result),
             Message::Saved {
                 path,
@@ -145,6 +152,73 @@ impl ToylensApp {
                 self.remember_session_run(format!("{name} · {}", self.session.label()));
             }
             Err(e) => self.status = Some(Status::Error(format!("could not open: {e}"))),
+        }
+    }
+
+    /// A data file was read: the settings train a new model on it, or the model in view takes it
+    /// as its task (checked against the model first). On failure nothing changes.
+    fn data_read(&mut self, use_: DataUse, result: Result<SequencesConfig, String>) {
+        self.busy_io = false;
+        let task = match result {
+            Ok(task) => task,
+            Err(e) => {
+                if use_ == DataUse::Restore {
+                    // The settings' file is gone: the settings fall back to the defaults.
+                    self.settings.config = RunConfig::default();
+                }
+                self.status = Some(Status::Error(format!("could not read the data: {e}")));
+                return;
+            }
+        };
+        let described = task
+            .data()
+            .map(|d| {
+                format!(
+                    "{}: {} sequences of {} tokens",
+                    task.short_name(),
+                    d.len(),
+                    d.seq_len
+                )
+            })
+            .unwrap_or_default();
+        match use_ {
+            DataUse::Restore => {
+                if self.settings.config.task.sequences() == Some(&task) {
+                    self.settings.config.task = TaskConfig::Sequences(task);
+                }
+            }
+            DataUse::NewRun => {
+                self.settings.config = RunConfig::for_sequences(task, self.settings.config.seed);
+                self.settings.train_from_view = false;
+                self.status = Some(Status::Info(format!(
+                    "read {described}; Train trains a new model on it"
+                )));
+            }
+            DataUse::Attach => {
+                let model = &self.session.config.model;
+                let fits = task.data().map_or(Err("not read".to_string()), |d| {
+                    d.check_model(model.d_vocab, model.d_vocab_out(), model.n_ctx)
+                });
+                if let Err(e) = fits {
+                    self.status = Some(Status::Error(format!(
+                        "cannot attach {}: {e}",
+                        task.short_name()
+                    )));
+                    return;
+                }
+                let had_task = self.session.config.task.has_data();
+                self.session.attach_task(TaskConfig::Sequences(task));
+                let mut settings = self.session.config.clone();
+                if !had_task {
+                    settings.train = RunConfig::sequences_training();
+                }
+                self.settings.config = settings;
+                self.settings.train_from_view = true;
+                self.status = Some(Status::Info(format!(
+                    "attached {described} to the model in view: the Evaluate and Data tabs \
+                     measure it, and Train fine-tunes it"
+                )));
+            }
         }
     }
 

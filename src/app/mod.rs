@@ -167,7 +167,34 @@ impl ToylensApp {
             actions: Vec::new(),
         };
         app.remember_session_run(BUNDLED_NAME.into());
+        app.restore_task_data();
         app
+    }
+
+    /// The settings' data-file task is saved without its data: an example is made again at
+    /// once, a file is read on a worker (Train waits for it).
+    fn restore_task_data(&mut self) {
+        let Some(task) = self.settings.config.task.sequences() else {
+            return;
+        };
+        if task.data().is_some() {
+            return;
+        }
+        if task.example.is_some() {
+            let mut task = task.clone();
+            match task.load(std::path::Path::new(".")) {
+                Ok(()) => self.settings.config.task = crate::task::TaskConfig::Sequences(task),
+                Err(_) => self.settings.config = crate::train::RunConfig::default(),
+            }
+            return;
+        }
+        self.busy_io = true;
+        files::read_data(
+            files::DataUse::Restore,
+            task.clone(),
+            self.tx.clone(),
+            self.wake(),
+        );
     }
 
     /// Asks whether to reopen the model a crash saved, if there is one.

@@ -284,6 +284,14 @@ impl Session {
         Ok(())
     }
 
+    /// Gives the model in view a task (a data file attached to it): its views measure the
+    /// model on it, and saving writes it.
+    pub fn attach_task(&mut self, task: crate::task::TaskConfig) {
+        self.config.task = task;
+        self.version += 1;
+        self.dirty = true;
+    }
+
     pub fn send(&self, command: Command) {
         if let Some(run) = &self.run {
             run.handle.send(command);

@@ -71,6 +71,9 @@ pub struct Settings {
     pub show_frame_time: bool,
     pub data_filter: DataFilter,
     pub sequence_filter: SequenceFilter,
+    /// Train starts from the weights in view (fine-tuning) where the model settings are the
+    /// model in view's, instead of a fresh initialisation.
+    pub train_from_view: bool,
     /// Plot per-head interpretability metrics under the loss curves.
     pub show_head_traces: bool,
     /// Circuits: subtract each row's mean.
@@ -91,6 +94,7 @@ impl Default for Settings {
             show_frame_time: false,
             data_filter: DataFilter::All,
             sequence_filter: SequenceFilter::All,
+            train_from_view: false,
             show_head_traces: true,
             circuits_mean_subtract: false,
             circuits_no_bias: false,

@@ -64,7 +64,7 @@ pub fn analyze(args: AnalyzeArgs) -> Result<()> {
     let cfg = &checkpoint.config.model;
     let task = &checkpoint.config.task;
     let read = |text: &str, what: &str| {
-        parse_sequence(text, cfg.d_vocab, cfg.n_ctx)
+        parse_sequence(text, task.token_names(), cfg.d_vocab, cfg.n_ctx)
             .map(|t| task.complete_sequence(t))
             .map_err(|e| anyhow!("bad {what}: {e}"))
     };

@@ -48,9 +48,14 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
     let checkpoint = super::with_task(checkpoint, args.task)?;
     let cfg = &checkpoint.config.model;
     let task = &checkpoint.config.task;
-    let tokens = parse_sequence(&args.tokens.join(" "), cfg.d_vocab, cfg.n_ctx)
-        .map(|t| task.complete_sequence(t))
-        .map_err(|e| anyhow::anyhow!("bad tokens: {e}"))?;
+    let tokens = parse_sequence(
+        &args.tokens.join(" "),
+        task.token_names(),
+        cfg.d_vocab,
+        cfg.n_ctx,
+    )
+    .map(|t| task.complete_sequence(t))
+    .map_err(|e| anyhow::anyhow!("bad tokens: {e}"))?;
     let cache = model.run_with_cache(&tokens)?;
     let result = inspection_of(&cache, cfg.n_layers, &checkpoint.config.task);
     if args.json {
@@ -58,15 +63,33 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         if args.cache {
             json["cache"] = serde_json::Value::Object(cache_json(&cache));
         }
+        if let Some(names) = task.token_names() {
+            // Beside the ids: the data's names of the tokens, and of the vocabulary predicted.
+            let name = |t: u32| {
+                names
+                    .get(t as usize)
+                    .cloned()
+                    .unwrap_or_else(|| t.to_string())
+            };
+            json["token_strings"] = result.tokens.iter().map(|&t| name(t)).collect();
+            json["predicted_string"] = name(result.predicted_token).into();
+            json["vocab_strings"] = (0..cfg.d_vocab_out() as u32).map(name).collect();
+        }
         println!("{json}");
     } else {
         print_model_line(&checkpoint);
-        print_inspection(&result);
+        print_inspection(&result, task.token_names());
     }
     Ok(())
 }
 
-fn print_inspection(r: &Inspection) {
+fn print_inspection(r: &Inspection, names: Option<&[String]>) {
+    let name = |t: u32| {
+        names
+            .and_then(|n| n.get(t as usize))
+            .cloned()
+            .unwrap_or_else(|| t.to_string())
+    };
     let fmt_row = |v: &[f32]| {
         v.iter()
             .map(|x| format!("{x:>7.3}"))
@@ -75,11 +98,15 @@ fn print_inspection(r: &Inspection) {
     };
     let vocab = r.logits_last.len();
     println!("tokens {:?}", r.tokens);
+    if names.is_some() {
+        let named: Vec<String> = r.tokens.iter().map(|&t| name(t)).collect();
+        println!("       {}", named.join(" "));
+    }
     match r.expected {
         Some(e) => println!(
             "predicted {}  expected {} ({})",
-            r.predicted_token,
-            e,
+            name(r.predicted_token),
+            name(e),
             if e == r.predicted_token {
                 "correct"
             } else {
@@ -88,10 +115,12 @@ fn print_inspection(r: &Inspection) {
         ),
         None => println!(
             "predicted {}  (the task does not determine the next token here)",
-            r.predicted_token
+            name(r.predicted_token)
         ),
     }
-    let header: String = (0..vocab).map(|v| format!("{v:>7}")).collect();
+    let header: String = (0..vocab as u32)
+        .map(|v| format!("{:>7}", name(v)))
+        .collect();
     println!("\n{:<10}{header}", "token");
     println!("{:<10}{}", "logit", fmt_row(&r.logits_last));
     println!("{:<10}{}", "prob", fmt_row(&r.probs_last));

@@ -222,6 +222,11 @@ impl RunConfig {
         Ok(cfg)
     }
 
+    /// How a data-file task trains by default (the sort preset's training).
+    pub fn sequences_training() -> TrainConfig {
+        Preset::Sort.train_config()
+    }
+
     /// A run on the sequences of a data-file task (read already): the default model and
     /// training for such data, sized by them.
     pub fn for_sequences(task: SequencesConfig, seed: u64) -> Self {
@@ -278,7 +283,7 @@ fn sequences_model(vocab: usize, seq_len: usize) -> ModelConfig {
 
 /// How a data-file task trains by default.
 fn sequences_training() -> TrainConfig {
-    Preset::Sort.train_config()
+    RunConfig::sequences_training()
 }
 
 /// The sort or reverse example (`toylens data gen <name>` with its defaults) and its model.

@@ -15,7 +15,9 @@ pub use modular::{
     batch_loss, loss_and_accuracy, loss_and_accuracy_ablated, pairs_on_device, pairs_per_chunk,
     right_answers,
 };
-pub use sequences::{SequenceEval, SequenceGrades, evaluate_sequences, grade_sequences};
+pub use sequences::{
+    SequenceEval, SequenceGrades, evaluate_sequences, grade_sequences, grade_sequences_ablated,
+};
 pub use skip_trigram::{evaluate_dataset, evaluate_set};
 
 use crate::config::{PathChoice, RunConfig};

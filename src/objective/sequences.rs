@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::model::argmax;
 use crate::model::kernels::softmax::cross_entropy_f64;
-use crate::model::{Capture, Transformer};
+use crate::model::{Ablation, Capture, Transformer};
 use crate::task::sequences::{SequenceData, UNSCORED};
 
 /// What an evaluation on a data file measures.
@@ -94,6 +94,16 @@ pub fn grade_sequences(
     data: &SequenceData,
     ids: &[u32],
 ) -> candle_core::Result<SequenceGrades> {
+    grade_sequences_ablated(model, data, ids, None)
+}
+
+/// [`grade_sequences`] with heads ablated.
+pub fn grade_sequences_ablated(
+    model: &Transformer,
+    data: &SequenceData,
+    ids: &[u32],
+    ablation: Option<&Ablation>,
+) -> candle_core::Result<SequenceGrades> {
     let cfg = model.config();
     let classes = cfg.d_vocab_out();
     if let Err(e) = data.check_model(cfg.d_vocab, classes, cfg.n_ctx) {
@@ -105,6 +115,9 @@ pub fn grade_sequences(
         ids.to_vec()
     };
     let len = data.seq_len;
+    let edits = model
+        .ablation_edits(ablation, len)
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let mut grades = SequenceGrades {
         predictions: vec![UNSCORED; ids.len() * len],
         loss_sum: vec![0.0; ids.len()],
@@ -118,7 +131,7 @@ pub fn grade_sequences(
             .flat_map(|&i| data.sequence(i as usize).iter().copied())
             .collect();
         let input = Tensor::from_vec(tokens, (chunk.len(), len), model.device())?;
-        let (logits, _) = model.forward_hooked(&input, Capture::Nothing, None)?;
+        let (logits, _) = model.forward_hooked(&input, Capture::Nothing, edits.as_ref())?;
         let logits = logits.flatten_all()?.to_vec1::<f32>()?;
         for (s, &i) in chunk.iter().enumerate() {
             let at = c * rows + s;

@@ -61,6 +61,7 @@ pub(super) fn top_bar(f: &mut Frame<'_>, ui: &mut Ui) {
         ui.horizontal(|ui| {
             let label = ui.label(match purpose {
                 Purpose::Open => "Open path",
+                Purpose::TrainData | Purpose::AttachData => "Data file path",
                 _ => "Save to path",
             });
             let edit = ui.add(
@@ -76,7 +77,7 @@ pub(super) fn top_bar(f: &mut Frame<'_>, ui: &mut Ui) {
             let enter = (edit.has_focus() || edit.lost_focus())
                 && ui.input(|i| i.key_pressed(egui::Key::Enter));
             let go = ui.button(match purpose {
-                Purpose::Open => "Open",
+                Purpose::Open | Purpose::TrainData | Purpose::AttachData => "Open",
                 _ => "Save",
             });
             if (go.clicked() || enter) && !text.trim().is_empty() {

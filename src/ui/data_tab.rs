@@ -18,9 +18,11 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
     if !f.form.settings.config.task.has_data() {
         ui.add_space(20.0);
         ui.label(
-            "The model in view came without a task, so there are no data to show. Choose a task \
-             in the side panel to see its data and train a model on it.",
+            "The model in view came without a task, so there are no data to show. Attach a data \
+             file to evaluate and fine-tune it, or choose a task in the side panel to train a \
+             model on it.",
         );
+        super::attach_button(f, ui);
         return;
     }
     let key = f.app.data_key();

@@ -14,9 +14,15 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
         ui.add_space(20.0);
         ui.label(
             "The model in view came without a task, so there is nothing to evaluate it on. \
-             Inspect, Analyze and Circuits take it apart on sequences you type.",
+             Inspect, Analyze and Circuits take it apart on sequences you type; attach a data \
+             file to evaluate it here.",
         );
+        super::attach_button(f, ui);
         return;
+    }
+    if f.app.session.config.task.sequences().is_some() {
+        super::analysis_toolbar(f, ui, panel);
+        return sequences(f, ui);
     }
     let Some(task) = f.app.session.config.task.skip_trigram().cloned() else {
         ui.add_space(20.0);
@@ -146,4 +152,116 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
             }
         }
     });
+}
+
+/// A data file's task: the validation sequences' accuracy by position, the confusion of the
+/// scored targets, and the worst sequences (click one to inspect it).
+fn sequences(f: &mut Frame<'_>, ui: &mut Ui) {
+    let key = f.app.exhaustive_key();
+    let Some(report) = super::job_result(
+        ui,
+        &f.app.analysis.sequence_report,
+        &key,
+        "evaluating the validation sequences…",
+    ) else {
+        return;
+    };
+    let task = &f.app.session.config.task;
+    let (Some(config), Some(data)) = (task.sequences(), task.sequence_data()) else {
+        return;
+    };
+    let name = |t: u32| data.token_name(t);
+    let e = &report.eval;
+    ui.label(format!(
+        "{} validation sequences of {} ({} scored positions): loss {:.4}, accuracy {:.4}, \
+         sequences wholly right {:.4}.",
+        e.sequences,
+        config.short_name(),
+        e.scored_positions,
+        e.loss,
+        e.acc,
+        e.seq_acc
+    ));
+    let mut clicked = None;
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        ui.horizontal_top(|ui| {
+            ui.vertical(|ui| {
+                ui.strong("Accuracy by position");
+                ui.small("position p predicts the token at p + 1");
+                let bars: Vec<egui_plot::Bar> = e
+                    .acc_by_position
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(p, a)| a.map(|a| egui_plot::Bar::new(p as f64, a).width(0.7)))
+                    .collect();
+                egui_plot::Plot::new("acc_by_position")
+                    .height(220.0)
+                    .width(320.0)
+                    .include_y(0.0)
+                    .include_y(1.0)
+                    .x_axis_label("position")
+                    .y_axis_label("accuracy")
+                    .allow_scroll(false)
+                    .show(ui, |p| {
+                        p.bar_chart(egui_plot::BarChart::new("accuracy", bars))
+                    });
+            });
+            ui.add_space(16.0);
+            ui.vertical(|ui| {
+                ui.strong("Confusion: target × predicted token, at scored positions");
+                if report.outside > 0 {
+                    ui.small(format!(
+                        "the {} most frequent targets; {} positions fall outside them",
+                        report.tokens.len(),
+                        report.outside
+                    ));
+                }
+                let k = report.tokens.len();
+                let values: Vec<f32> = report.confusion.iter().map(|&c| c as f32).collect();
+                let max = values.iter().copied().fold(1.0, f32::max);
+                let labels: Vec<String> = report.tokens.iter().map(|&t| name(t)).collect();
+                let describe = |r: usize, c: usize, v: f32| {
+                    format!(
+                        "target {}, predicted {}: {v:.0} positions",
+                        labels[r], labels[c]
+                    )
+                };
+                let mut map = Heatmap::new(k, k, &values, Scale::Sequential { max })
+                    .labels(labels.clone(), labels.clone());
+                map.cell = (360.0 / k.max(1) as f32).clamp(8.0, 28.0);
+                map.describe = Some(&describe);
+                map.show(ui);
+                legend(ui, Scale::Sequential { max });
+            });
+        });
+        ui.separator();
+        ui.strong("Sequences with the highest loss (click one to inspect it)");
+        egui::Grid::new("worst_sequences")
+            .striped(true)
+            .show(ui, |ui| {
+                ui.strong("#");
+                ui.strong("loss");
+                ui.strong("");
+                ui.strong("tokens");
+                ui.end_row();
+                for &(id, loss, right) in &report.worst {
+                    let seq = data.sequence(id as usize);
+                    ui.label(id.to_string());
+                    ui.label(format!("{loss:.4}"));
+                    if right {
+                        ui.label("right");
+                    } else {
+                        ui.colored_label(ui.visuals().error_fg_color, "wrong");
+                    }
+                    let text: Vec<String> = seq.iter().map(|&t| name(t)).collect();
+                    if ui.link(RichText::new(text.join(" ")).monospace()).clicked() {
+                        clicked = Some(seq.to_vec());
+                    }
+                    ui.end_row();
+                }
+            });
+    });
+    if let Some(tokens) = clicked {
+        f.act(Action::InspectSequence(tokens));
+    }
 }

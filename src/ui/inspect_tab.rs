@@ -41,7 +41,7 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
         summary(f.app, &result, ui);
         ui.columns(2, |cols| {
             let position = logits_position(f, &result, &mut cols[0]);
-            logits_chart(&result, position, &mut cols[0]);
+            logits_chart(&result, position, super::token_names(f.app), &mut cols[0]);
             cols[1].heading("Attention patterns");
             attention(f, &result, &mut cols[1]);
         });
@@ -99,7 +99,7 @@ pub fn sequence_row(f: &mut Frame<'_>, ui: &mut Ui) {
                 if let TaskConfig::Induction(t) = &task {
                     tokens.truncate(t.repeat_start(&tokens) + t.half - 1);
                 }
-                f.form.settings.sequence = format_sequence(&tokens);
+                f.form.settings.sequence = format_sequence(&tokens, task.token_names());
             }
         }
         ui.weak(format!(
@@ -118,9 +118,10 @@ fn summary(app: &ToylensApp, r: &Inspection, ui: &mut Ui) {
     } else {
         ""
     };
+    let name = |t: u32| super::token_label(super::token_names(app), t);
     ui.horizontal(|ui| {
         ui.label(
-            RichText::new(format!("Predicted {}", r.predicted_token))
+            RichText::new(format!("Predicted {}", name(r.predicted_token)))
                 .heading()
                 .color(PREDICTED),
         );
@@ -128,14 +129,14 @@ fn summary(app: &ToylensApp, r: &Inspection, ui: &mut Ui) {
         match r.expected {
             Some(e) if e == r.predicted_token => {
                 ui.label(
-                    RichText::new(format!("expected {e}: correct"))
+                    RichText::new(format!("expected {}: correct", name(e)))
                         .color(EXPECTED)
                         .strong(),
                 );
             }
             Some(e) => {
                 ui.label(
-                    RichText::new(format!("expected {e}: wrong"))
+                    RichText::new(format!("expected {}: wrong", name(e)))
                         .color(ui.visuals().error_fg_color)
                         .strong(),
                 );
@@ -168,7 +169,8 @@ fn logits_position(f: &mut Frame<'_>, r: &Inspection, ui: &mut Ui) -> usize {
     super::position_picker(ui, title, &r.tokens, &mut f.form.inspector_position)
 }
 
-fn logits_chart(r: &Inspection, position: usize, ui: &mut Ui) {
+fn logits_chart(r: &Inspection, position: usize, names: Option<&[String]>, ui: &mut Ui) {
+    let name = |t: usize| super::token_label(names, t as u32);
     let last = position + 1 == r.tokens.len();
     let logits = &r.logits[position];
     let probs = if last {
@@ -192,7 +194,11 @@ fn logits_chart(r: &Inspection, position: usize, ui: &mut Ui) {
             Bar::new(t as f64, l as f64)
                 .width(0.7)
                 .fill(color)
-                .name(format!("token {t}: logit {l:.4}, p {:.4}", probs[t]))
+                .name(format!(
+                    "token {}: logit {l:.4}, p {:.4}",
+                    name(t),
+                    probs[t]
+                ))
         })
         .collect();
     Plot::new("logits")
@@ -220,7 +226,7 @@ fn logits_chart(r: &Inspection, position: usize, ui: &mut Ui) {
             "softmax:"
         });
         for t in order {
-            let text = RichText::new(format!("{t}:{:.2}", probs[t]))
+            let text = RichText::new(format!("{}:{:.2}", name(t), probs[t]))
                 .monospace()
                 .small();
             if t as u32 == predicted {
@@ -238,12 +244,13 @@ fn logits_chart(r: &Inspection, position: usize, ui: &mut Ui) {
     });
 }
 
-/// Labels "position:token" for a pattern's rows and columns.
-fn position_labels(tokens: &[u32]) -> Vec<String> {
+/// Labels "position:token" for a pattern's rows and columns, tokens by name where the task
+/// names them.
+fn position_labels(tokens: &[u32], names: Option<&[String]>) -> Vec<String> {
     tokens
         .iter()
         .enumerate()
-        .map(|(i, t)| format!("{i}:{t}"))
+        .map(|(i, &t)| format!("{i}:{}", super::token_label(names, t)))
         .collect()
 }
 
@@ -259,7 +266,8 @@ fn attention(f: &mut Frame<'_>, r: &Inspection, ui: &mut Ui) {
         "rows: query position, columns: key position (position:token). Click a head to focus \
          and enlarge it."
     });
-    let labels = position_labels(&r.tokens);
+    let names = super::token_names(f.app);
+    let labels = position_labels(&r.tokens, names);
     let label_width = if layers > 1 { 56.0 } else { 0.0 };
     let thumb_width =
         ((ui.available_width() - label_width) / heads as f32 - 8.0).clamp(24.0, 240.0);
@@ -355,7 +363,8 @@ fn attention(f: &mut Frame<'_>, r: &Inspection, ui: &mut Ui) {
         let describe = |q: usize, k: usize, v: f32| {
             format!(
                 "query {q} (token {}) -> key {k} (token {}): {v:.5}",
-                r.tokens[q], r.tokens[k]
+                super::token_label(names, r.tokens[q]),
+                super::token_label(names, r.tokens[k])
             )
         };
         let masked = |q: usize, k: usize| k > q;
@@ -405,6 +414,7 @@ fn decomposition(f: &mut Frame<'_>, r: &Inspection, ui: &mut Ui) {
             Scale::diverging_limit(values.iter().copied()),
         ),
     };
+    let names = super::token_names(f.app);
     let describe = |row: usize, col: usize, v: f32| {
         let what = match row {
             0 => "direct path (embeddings · W_U)".to_string(),
@@ -413,9 +423,18 @@ fn decomposition(f: &mut Frame<'_>, r: &Inspection, ui: &mut Ui) {
             r if r == heads + mlp_rows + 1 => "b_O · W_U + b_U (once, not per head)".to_string(),
             _ => "logit (the sum of the rows above)".to_string(),
         };
-        format!("{what} -> token {col}: {v:+.5}")
+        format!(
+            "{what} -> token {}: {v:+.5}",
+            super::token_label(names, col as u32)
+        )
     };
     let mut map = Heatmap::new(rows, vocab, &values, scale).row_labels(row_labels);
+    if names.is_some() {
+        let columns = (0..vocab as u32)
+            .map(|t| super::token_label(names, t))
+            .collect();
+        map.col_labels = Some(columns);
+    }
     map.cell = 36.0;
     map.max_width = Some(ui.available_width());
     map.show_values = vocab <= 16;

@@ -152,3 +152,31 @@ pub fn human_duration(s: f64) -> String {
         format!("{:.1} h", s / 3600.0)
     }
 }
+
+/// "Attach a dataset…": a data file for the model in view, offered where a tab has no data.
+fn attach_button(f: &mut Frame<'_>, ui: &mut egui::Ui) {
+    ui.add_space(8.0);
+    if ui
+        .button("Attach a dataset…")
+        .on_hover_text(
+            "a JSON Lines or NumPy file of sequences (vocab.json beside it names the tokens): \
+             the model is evaluated on it, and Train fine-tunes it",
+        )
+        .clicked()
+    {
+        f.act(Action::AttachData);
+    }
+}
+
+/// Token names of the model in view's task (a data file's vocabulary), where it has them.
+pub fn token_names(app: &crate::app::ToylensApp) -> Option<&[String]> {
+    app.session.config.task.token_names()
+}
+
+/// Token `t` as the views label it: its name where the task names tokens, else its id.
+pub fn token_label(names: Option<&[String]>, t: u32) -> String {
+    names
+        .and_then(|n| n.get(t as usize))
+        .cloned()
+        .unwrap_or_else(|| t.to_string())
+}

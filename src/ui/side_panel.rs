@@ -26,6 +26,16 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
 
 fn controls(f: &mut Frame<'_>, ui: &mut Ui) {
     ui.heading("Train");
+    if f.form.settings.config.model == f.app.session.config.model {
+        ui.checkbox(
+            &mut f.form.settings.train_from_view,
+            "Start from the weights in view",
+        )
+        .on_hover_text(
+            "fine-tune: train the model in view further on the task, instead of a fresh \
+             initialisation of the same model",
+        );
+    }
     let train_blocker = f.app.train_blocker();
     let reset_blocker = f.app.reset_blocker();
     let state = f.app.run_state();
@@ -117,6 +127,7 @@ fn settings(f: &mut Frame<'_>, ui: &mut Ui) {
     });
     let cfg = &mut f.form.settings.config;
     let mut task_changed = false;
+    let (mut choose_data, mut attach_data) = (false, false);
     egui::CollapsingHeader::new("Task")
         .default_open(true)
         .show(ui, |ui| {
@@ -140,6 +151,13 @@ fn settings(f: &mut Frame<'_>, ui: &mut Ui) {
                                 for k in TaskKind::ALL {
                                     ui.selectable_value(&mut picked, k, k.title());
                                 }
+                                choose_data |= ui
+                                    .selectable_label(kind == TaskKind::Sequences, "From a file…")
+                                    .on_hover_text(
+                                        "sequences from a JSON Lines or NumPy file, with a model \
+                                         sized by them",
+                                    )
+                                    .clicked();
                             })
                             .response
                     },
@@ -157,7 +175,21 @@ fn settings(f: &mut Frame<'_>, ui: &mut Ui) {
                 }
                 task_changed |= task_settings(ui, &mut cfg.task);
             });
+            attach_data |= ui
+                .button("Attach a dataset to the model in view…")
+                .on_hover_text(
+                    "read a data file and make it the task of the model in view: evaluate it \
+                     there, and fine-tune it with Train",
+                )
+                .clicked();
         });
+    if choose_data {
+        f.act(Action::ChooseData);
+    }
+    if attach_data {
+        f.act(Action::AttachData);
+    }
+    let cfg = &mut f.form.settings.config;
     if task_changed {
         cfg.fit_model_to_task();
     }

@@ -99,7 +99,8 @@ impl ToylensApp {
         let cfg = &self.session.config.model;
         let task = &self.session.config.task;
         let read = |text: &str| {
-            parse_sequence(text, cfg.d_vocab, cfg.n_ctx).map(|t| task.complete_sequence(t))
+            parse_sequence(text, task.token_names(), cfg.d_vocab, cfg.n_ctx)
+                .map(|t| task.complete_sequence(t))
         };
         let tokens = read(&self.settings.sequence).map_err(|e| format!("sequence: {e}"))?;
         let corrupt = if self.analyze.corrupt.trim().is_empty() {

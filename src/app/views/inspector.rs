@@ -110,7 +110,8 @@ impl ToylensApp {
         }
         let cfg = &self.session.config.model;
         let task = &self.session.config.task;
-        let tokens = match parse_sequence(&self.settings.sequence, cfg.d_vocab, cfg.n_ctx) {
+        let names = task.token_names();
+        let tokens = match parse_sequence(&self.settings.sequence, names, cfg.d_vocab, cfg.n_ctx) {
             Ok(tokens) => task.complete_sequence(tokens),
             // The last valid view stays on screen under the error.
             Err(e) => {

@@ -22,7 +22,10 @@ pub use inspector::{InspectorKey, InspectorState, THUMBNAIL_SIDE, Thumbnail};
 
 use super::ToylensApp;
 use super::jobs::{self, Computed, Derived};
-use crate::analysis::{ExhaustiveReport, HeadTrace, circuits, exhaustive, head_traces, mean_z};
+use crate::analysis::{
+    ExhaustiveReport, HeadTrace, SequenceReport, circuits, exhaustive, head_traces, mean_z,
+    sequence_report,
+};
 use crate::model::{Ablation, HeadMode, ModelConfig, NdArray, Transformer, Weights};
 
 /// The evaluation's inputs: the weights in view and the ablation.
@@ -137,6 +140,8 @@ pub struct AnalysisState {
     pub ablation: Vec<HeadMode>,
     pub mean_z: Derived<ViewKey, NdArray>,
     pub exhaustive: Derived<ExhaustiveKey, ExhaustiveReport>,
+    /// A data-file task's evaluation of the model in view on its validation sequences.
+    pub sequence_report: Derived<ExhaustiveKey, SequenceReport>,
     pub circuits: Derived<CircuitsKey, CircuitsView>,
     /// Shared with the frames that draw it, which no longer copy it each frame.
     pub analyze: Derived<AnalyzeKey, std::sync::Arc<crate::analysis::Analysis>>,
@@ -188,6 +193,7 @@ impl ToylensApp {
             Computed::Data(key, result) => a.data.finish(key, result),
             Computed::MeanZ(key, result) => a.mean_z.finish(key, result),
             Computed::Exhaustive(key, result) => a.exhaustive.finish(key, result),
+            Computed::SequenceReport(key, result) => a.sequence_report.finish(key, result),
             Computed::Circuits(key, result) => a.circuits.finish(key, result),
             Computed::Analysis(key, result) => {
                 a.analyze.finish(key, result.map(std::sync::Arc::new))
@@ -301,8 +307,12 @@ impl ToylensApp {
         }
     }
 
-    /// Starts the exhaustive evaluation if the weights in view or the ablation changed.
+    /// Starts the exhaustive evaluation (for a data file's task, the evaluation on its
+    /// validation sequences) if the weights in view or the ablation changed.
     pub fn refresh_exhaustive(&mut self) {
+        if self.session.config.task.sequences().is_some() {
+            return self.refresh_sequence_report();
+        }
         if self.session.config.task.skip_trigram().is_none() {
             return;
         }
@@ -335,6 +345,40 @@ impl ToylensApp {
                 exhaustive(&model, task, ablation.as_ref(), 2_000, seed).map_err(|e| e.to_string())
             },
             move |r| Computed::Exhaustive(key, r),
+        );
+    }
+
+    /// Starts evaluating the model in view on its data file's validation sequences if the
+    /// weights or the ablation changed.
+    fn refresh_sequence_report(&mut self) {
+        let key = self.exhaustive_key();
+        let ablation = match self.current_ablation().ready() {
+            Ok(a) => a,
+            Err(failure) => {
+                if let Some(e) = failure.filter(|_| !self.analysis.sequence_report.is_current(&key))
+                {
+                    self.analysis.sequence_report.finish(key, Err(e));
+                }
+                return;
+            }
+        };
+        if !self.analysis.sequence_report.claim(&key) {
+            return;
+        }
+        let (cfg, weights) = self.job_inputs();
+        let (task, seed) = (self.session.config.task.clone(), self.session.config.seed);
+        self.job(
+            move || {
+                let task = task
+                    .sequences()
+                    .ok_or("the model in view has no data file")?;
+                let data = task.data().ok_or("the data file is not read")?;
+                let (_, val) = task.split(seed);
+                let model = cpu_model(&cfg, &weights)?;
+                sequence_report(&model, data, &val, ablation.as_ref())
+                    .map_err(|e| crate::device::error_line(&e))
+            },
+            move |r| Computed::SequenceReport(key, r),
         );
     }
 
@@ -453,6 +497,7 @@ impl ToylensApp {
         let a = &self.analysis;
         a.mean_z.is_running()
             || a.exhaustive.is_running()
+            || a.sequence_report.is_running()
             || a.circuits.is_running()
             || a.analyze.is_running()
             || a.head_circuits.is_running()

@@ -46,7 +46,7 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
     egui::ScrollArea::vertical().show(ui, |ui| {
         ui.columns(2, |cols| {
             attribution(f, &analysis, &mut cols[0]);
-            logit_lens(&analysis, &mut cols[1]);
+            logit_lens(&analysis, super::token_names(f.app), &mut cols[1]);
         });
         ui.separator();
         patching::show(f, &analysis, ui);
@@ -164,7 +164,7 @@ fn value_bar(ui: &mut Ui, value: f32, limit: f32, color: Color32) {
     });
 }
 
-fn logit_lens(a: &Analysis, ui: &mut Ui) {
+fn logit_lens(a: &Analysis, names: Option<&[String]>, ui: &mut Ui) {
     let at = &a.attribution;
     ui.heading("Logit lens");
     let Some(last) = at.logit_lens.last() else {
@@ -185,7 +185,9 @@ fn logit_lens(a: &Analysis, ui: &mut Ui) {
         describe: Some(&|r, c, v| {
             format!(
                 "{}: token {} has probability {v:.4} (logit {:.3})",
-                at.lens_labels[r], order[c], at.logit_lens[r][order[c]]
+                at.lens_labels[r],
+                super::token_label(names, order[c] as u32),
+                at.logit_lens[r][order[c]]
             )
         }),
         ..Heatmap::new(
@@ -194,7 +196,13 @@ fn logit_lens(a: &Analysis, ui: &mut Ui) {
             &values,
             Scale::Sequential { max: 1.0 },
         )
-        .labels(rows, order.iter().map(|t| t.to_string()).collect())
+        .labels(
+            rows,
+            order
+                .iter()
+                .map(|&t| super::token_label(names, t as u32))
+                .collect(),
+        )
     }
     .show(ui);
     legend(ui, Scale::Sequential { max: 1.0 });

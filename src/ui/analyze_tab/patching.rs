@@ -33,7 +33,9 @@ pub(super) fn show(f: &mut Frame<'_>, a: &Analysis, ui: &mut Ui) {
         {
             let answer = argmax(&a.attribution.logits) as u32;
             let vocab = f.app.session.config.model.d_vocab;
-            f.form.analyze.corrupt = format_sequence(&corrupt_answer(&a.tokens, answer, vocab));
+            let names = f.app.session.config.task.token_names();
+            f.form.analyze.corrupt =
+                format_sequence(&corrupt_answer(&a.tokens, answer, vocab), names);
         }
         let vocab = f.app.session.config.model.d_vocab_out() as u32;
         let auto = a.patching.as_ref().map(|p| (p.answer, p.wrong));
@@ -114,7 +116,10 @@ pub(super) fn show(f: &mut Frame<'_>, a: &Analysis, ui: &mut Ui) {
         describe: Some(&describe),
         ..Heatmap::new(layers, a.tokens.len(), &values, scale).labels(
             layer_labels.clone(),
-            a.tokens.iter().map(|t| t.to_string()).collect(),
+            a.tokens
+                .iter()
+                .map(|&t| crate::ui::token_label(f.app.session.config.task.token_names(), t))
+                .collect(),
         )
     }
     .show_clickable(ui);

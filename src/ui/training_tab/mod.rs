@@ -90,9 +90,10 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
     let ceiling_text = match &task {
         TaskConfig::None(_) => {
             ui.weak(
-                "The model in view came without a task, so it has no training metrics. Choose a \
-                 task in the side panel to train one.",
+                "The model in view came without a task, so it has no training metrics. Attach a \
+                 data file to fine-tune it, or choose a task in the side panel to train one.",
             );
+            super::attach_button(f, ui);
             return;
         }
         TaskConfig::SkipTrigram(t) => {
