@@ -174,9 +174,51 @@ struct Soak {
     discard_confirmed: bool,
     actions: usize,
     trained: usize,
+    /// Data files that became a task: of the settings, and of the model in view.
+    data_read: (usize, usize),
     /// The slowest frame seen (logic and layout on the UI thread; no rasterising here), and
     /// where: reported, not asserted, since timings do not belong in tests.
     slowest_frame: (f32, String),
+}
+
+/// Data files for "From a file…" and "Attach a dataset…": a copy task (ids below 10, 7 tokens:
+/// it fits the TransformerLens state dict the soak opens) and files that are wrong in one way
+/// each.
+fn write_data_files(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let copy: Vec<String> = (0..120)
+        .map(|i| {
+            let w = [i % 9, (i / 9) % 9, (i + 4) % 9];
+            format!(
+                "{{\"tokens\": [{}, {}, {}, 9, {}, {}, {}], \"loss_mask\": [0, 0, 0, 1, 1, 1, 0]}}",
+                w[0], w[1], w[2], w[0], w[1], w[2]
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("copy.jsonl"), copy.join("\n")).unwrap();
+    std::fs::write(
+        dir.join("ragged.jsonl"),
+        "{\"tokens\": [1, 2]}\n{\"tokens\": [1]}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("latin1.jsonl"), b"{\"tokens\": [\"\xe9\"]}\n").unwrap();
+    std::fs::write(dir.join("empty.jsonl"), "").unwrap();
+    std::fs::write(
+        dir.join("long.jsonl"),
+        format!(
+            "{{\"tokens\": {:?}}}\n",
+            (0..40).map(|i| i % 9).collect::<Vec<_>>()
+        ),
+    )
+    .unwrap();
+    // A .npy of float32, not token ids.
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
+    let padded = format!("{header:<117}\n");
+    npy.extend_from_slice(&(padded.len() as u16).to_le_bytes());
+    npy.extend_from_slice(padded.as_bytes());
+    npy.extend(std::iter::repeat_n(0u8, 24));
+    std::fs::write(dir.join("floats.npy"), npy).unwrap();
 }
 
 impl Soak {
@@ -193,6 +235,7 @@ impl Soak {
         let dir = tempfile::tempdir().unwrap();
         let good_file = dir.path().join("good.safetensors");
         std::fs::write(&good_file, toylens::app::BUNDLED_CHECKPOINT).unwrap();
+        write_data_files(&dir.path().join("data"));
         let corrupt_file = dir.path().join("corrupt.safetensors");
         let mut bytes = toylens::app::BUNDLED_CHECKPOINT.to_vec();
         bytes.truncate(bytes.len() / 2);
@@ -206,6 +249,7 @@ impl Soak {
             discard_confirmed: false,
             actions: 0,
             trained: 0,
+            data_read: (0, 0),
             slowest_frame: (0.0, String::new()),
         }
     }
@@ -518,6 +562,61 @@ impl Soak {
         self.wait_for_io();
     }
 
+    /// "From a file…" or "Attach a dataset…" with a data file, good or bad: a good one becomes
+    /// the settings' task or the model in view's (where it fits), a bad one says why and changes
+    /// nothing.
+    fn read_data_file(&mut self) {
+        let files = self.dir.path().join("data");
+        let name = [
+            "copy.jsonl",
+            "copy.jsonl",
+            "ragged.jsonl",
+            "latin1.jsonl",
+            "floats.npy",
+            "empty.jsonl",
+            "long.jsonl",
+            "missing.jsonl",
+        ][self.rng.random_range(0..8)];
+        let path = files.join(name);
+        let attach = self.rng.random_bool(0.5);
+        let (action, purpose) = if attach {
+            (Action::AttachData, toylens::app::files::Purpose::AttachData)
+        } else {
+            (Action::ChooseData, toylens::app::files::Purpose::TrainData)
+        };
+        let task_before = self.app().session.config.task.clone();
+        self.app_mut().apply(action);
+        self.frames(1);
+        if self.h.query_by_label("Data file path").is_none() {
+            return; // refused (training): the status says why
+        }
+        self.app_mut()
+            .apply(toylens::app::Action::PathChosen(purpose, path));
+        self.wait_for_io();
+        let task = &self.app().session.config.task;
+        if task != &task_before && task.sequences().is_some() {
+            self.data_read.1 += 1;
+        } else if !attach && self.app().settings.config.task.sequences().is_some() {
+            self.data_read.0 += 1;
+        }
+        // A long file is data all the same: too long only for the model in view.
+        let bad = !name.starts_with("copy") && (attach || name != "long.jsonl");
+        if bad {
+            assert_eq!(
+                self.app().session.config.task,
+                task_before,
+                "a bad data file ({name}) changed the model in view's task"
+            );
+            let status = self.app().status.as_ref().map(|s| s.text().to_string());
+            assert!(
+                status
+                    .as_deref()
+                    .is_some_and(|s| s.contains("could not read") || s.contains("cannot attach")),
+                "no message for {name}: {status:?}"
+            );
+        }
+    }
+
     fn save_file(&mut self) {
         let path = match self.rng.random_range(0..3) {
             0 => self
@@ -559,7 +658,15 @@ impl Soak {
             0..24 => self.set_field(),
             24..30 => self.choose_architecture(),
             30..36 => {
-                let presets = ["notebook", "fast", "induction", "grokking", "grokking-fast"];
+                let presets = [
+                    "notebook",
+                    "fast",
+                    "induction",
+                    "grokking",
+                    "grokking-fast",
+                    "sort",
+                    "reverse",
+                ];
                 let preset = presets[self.rng.random_range(0..presets.len())];
                 if let Some(n) = self.h.query_all_by_label(preset).next() {
                     n.click_accesskit();
@@ -600,6 +707,7 @@ impl Soak {
                     "Random noise",
                     "Random repeated sequence",
                     "Random pair",
+                    "Random sequence from the data",
                 ];
                 // Only the current task's buttons exist; the others click nothing.
                 let label = labels[self.rng.random_range(0..labels.len())];
@@ -639,6 +747,7 @@ impl Soak {
                 s.data_filter = toylens::app::DataFilter::Signal;
                 self.frames(1);
             }
+            96..98 => self.read_data_file(),
             _ => {
                 self.h
                     .input_mut()
@@ -741,9 +850,12 @@ fn thousands_of_random_user_actions() {
     }
     assert!(!soak.app().session.is_training(), "a run never stopped");
     eprintln!(
-        "soak: {} actions (seed {seed}, {} runs started) in {:.1} s; slowest frame {:.1} ms ({})",
+        "soak: {} actions (seed {seed}, {} runs started, data files read for a new run {} and \
+         attached {} times) in {:.1} s; slowest frame {:.1} ms ({})",
         soak.actions,
         soak.trained,
+        soak.data_read.0,
+        soak.data_read.1,
         started.elapsed().as_secs_f64(),
         soak.slowest_frame.0,
         soak.slowest_frame.1

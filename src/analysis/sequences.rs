@@ -2,6 +2,8 @@
 //! validation sequences, accuracy by position, the confusion of the scored targets, and the
 //! sequences with the highest loss.
 
+use std::sync::Arc;
+
 use crate::model::{Ablation, Transformer};
 use crate::objective::{SequenceEval, grade_sequences_ablated};
 use crate::task::sequences::{SequenceData, UNSCORED};
@@ -14,6 +16,8 @@ pub const CONFUSION_TOKENS: usize = 40;
 /// What the Evaluate tab shows of a data-file task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SequenceReport {
+    /// The sequences evaluated (a view shows a report of older data until the new one is in).
+    pub data: Arc<SequenceData>,
     pub eval: SequenceEval,
     /// The token ids of the confusion matrix's rows (targets) and columns (predictions): the
     /// most frequent scored targets, in id order.
@@ -30,7 +34,7 @@ pub struct SequenceReport {
 /// The report of `model` on the sequences `ids` of `data`.
 pub fn sequence_report(
     model: &Transformer,
-    data: &SequenceData,
+    data: &Arc<SequenceData>,
     ids: &[u32],
     ablation: Option<&Ablation>,
 ) -> candle_core::Result<SequenceReport> {
@@ -76,6 +80,7 @@ pub fn sequence_report(
     worst.sort_by(|a, b| b.1.total_cmp(&a.1));
     worst.truncate(WORST_SEQUENCES);
     Ok(SequenceReport {
+        data: data.clone(),
         eval: grades.eval(data),
         tokens,
         confusion,

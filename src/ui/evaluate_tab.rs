@@ -166,10 +166,12 @@ fn sequences(f: &mut Frame<'_>, ui: &mut Ui) {
     ) else {
         return;
     };
-    let task = &f.app.session.config.task;
-    let (Some(config), Some(data)) = (task.sequences(), task.sequence_data()) else {
+    let Some(config) = f.app.session.config.task.sequences() else {
         return;
     };
+    // The report's own data: it may be of the data before the latest change until the new one
+    // is in.
+    let data = &report.data;
     let name = |t: u32| data.token_name(t);
     let e = &report.eval;
     ui.label(format!(
