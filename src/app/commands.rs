@@ -285,7 +285,10 @@ impl ToylensApp {
                     self.wake(),
                 );
             }
-            Action::Train if self.session.dirty && self.train_blocker().is_none() => {
+            // Fine-tuning keeps the weights in view (they are the run's epoch 0): nothing is lost.
+            Action::Train
+                if self.session.dirty && !self.fine_tunes() && self.train_blocker().is_none() =>
+            {
                 self.confirm = Some(Confirm::NewRun)
             }
             Action::Train => self.start_training(),

@@ -378,8 +378,17 @@ impl TaskConfig {
             TaskConfig::SkipTrigram(t) => t.random_sequence(signal, rng),
             TaskConfig::Induction(t) => t.random_sequence(rng),
             TaskConfig::ModularAddition(t) => t.random_sequence(rng),
+            // A data sequence up to its last scored position, whose next token is then expected.
             TaskConfig::Sequences(t) => match t.data() {
-                Some(d) if !d.is_empty() => d.sequence(rng.random_range(0..d.len())).to_vec(),
+                Some(d) if !d.is_empty() => {
+                    let i = rng.random_range(0..d.len());
+                    let last = d
+                        .targets_of(i)
+                        .iter()
+                        .rposition(|&t| t != sequences::UNSCORED);
+                    let seq = d.sequence(i);
+                    seq[..last.map_or(seq.len(), |p| p + 1)].to_vec()
+                }
                 _ => Vec::new(),
             },
             TaskConfig::None(t) => (0..t.n_ctx)

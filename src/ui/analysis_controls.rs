@@ -26,7 +26,7 @@ pub fn analysis_toolbar(f: &mut Frame<'_>, ui: &mut Ui, panel: egui::Rect) {
 pub fn position_picker(
     ui: &mut Ui,
     title: RichText,
-    tokens: &[u32],
+    (tokens, names): (&[u32], Option<&[String]>),
     slot: &mut Option<usize>,
 ) -> usize {
     let last = tokens.len() - 1;
@@ -49,7 +49,10 @@ pub fn position_picker(
             *slot = None;
             position = last;
         }
-        ui.weak(format!("token {}", tokens[position]));
+        ui.weak(format!(
+            "token {}",
+            super::token_label(names, tokens[position])
+        ));
     });
     position
 }

@@ -66,7 +66,10 @@ pub(super) fn top_bar(f: &mut Frame<'_>, ui: &mut Ui) {
             });
             let edit = ui.add(
                 egui::TextEdit::singleline(text)
-                    .hint_text("/path/to/model.safetensors")
+                    .hint_text(match purpose {
+                        Purpose::TrainData | Purpose::AttachData => "/path/to/data.jsonl",
+                        _ => "/path/to/model.safetensors",
+                    })
                     .desired_width(420.0),
             );
             let edit = edit.labelled_by(label.id);

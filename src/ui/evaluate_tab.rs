@@ -201,6 +201,17 @@ fn sequences(f: &mut Frame<'_>, ui: &mut Ui) {
                     .width(320.0)
                     .include_y(0.0)
                     .include_y(1.0)
+                    .include_x(-0.5)
+                    .include_x(e.acc_by_position.len() as f64 - 0.5)
+                    .x_grid_spacer(egui_plot::uniform_grid_spacer(|_| [1.0, 5.0, 10.0]))
+                    .x_axis_formatter(|mark, _| {
+                        let p = mark.value.round();
+                        if (mark.value - p).abs() < 1e-6 && p >= 0.0 {
+                            format!("{p:.0}")
+                        } else {
+                            String::new()
+                        }
+                    })
                     .x_axis_label("position")
                     .y_axis_label("accuracy")
                     .allow_scroll(false)

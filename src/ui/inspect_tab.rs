@@ -166,7 +166,13 @@ fn summary(app: &ToylensApp, r: &Inspection, ui: &mut Ui) {
 /// The heading of the logits panel with its position picker; returns the position shown.
 fn logits_position(f: &mut Frame<'_>, r: &Inspection, ui: &mut Ui) -> usize {
     let title = RichText::new("Logits at position").heading();
-    super::position_picker(ui, title, &r.tokens, &mut f.form.inspector_position)
+    let names = super::token_names(f.app);
+    super::position_picker(
+        ui,
+        title,
+        (&r.tokens, names),
+        &mut f.form.inspector_position,
+    )
 }
 
 fn logits_chart(r: &Inspection, position: usize, names: Option<&[String]>, ui: &mut Ui) {
@@ -201,18 +207,31 @@ fn logits_chart(r: &Inspection, position: usize, names: Option<&[String]>, ui: &
                 ))
         })
         .collect();
-    Plot::new("logits")
+    let plot = Plot::new("logits")
         .height(200.0)
         .allow_scroll(false)
         .allow_zoom(false)
         .allow_drag(false)
-        .x_axis_label("token")
-        .show(ui, |p| {
-            p.bar_chart(
-                BarChart::new("logits", bars)
-                    .element_formatter(Box::new(|bar, _| bar.name.clone())),
-            );
-        });
+        .x_axis_label("token");
+    let plot = match names {
+        // Ticks at whole tokens read as the tokens' names.
+        Some(_) => plot
+            .x_grid_spacer(egui_plot::uniform_grid_spacer(|_| [1.0, 5.0, 10.0]))
+            .x_axis_formatter(move |mark, _| {
+                let t = mark.value.round();
+                if (mark.value - t).abs() < 1e-6 && t >= 0.0 {
+                    super::token_label(names, t as u32)
+                } else {
+                    String::new()
+                }
+            }),
+        None => plot,
+    };
+    plot.show(ui, |p| {
+        p.bar_chart(
+            BarChart::new("logits", bars).element_formatter(Box::new(|bar, _| bar.name.clone())),
+        );
+    });
     // Every probability is listed for small vocabularies; large ones list the top ten.
     let mut order: Vec<usize> = (0..probs.len()).collect();
     if probs.len() > 24 {

@@ -62,7 +62,8 @@ fn attribution(f: &mut Frame<'_>, a: &Analysis, ui: &mut Ui) {
     ui.heading("Direct logit attribution");
     // The analysis is at the position it was computed for; the picker asks for another.
     let mut slot = f.form.analyze.position.or(Some(at.position));
-    super::position_picker(ui, RichText::new("Position"), &a.tokens, &mut slot);
+    let names = super::token_names(f.app);
+    super::position_picker(ui, RichText::new("Position"), (&a.tokens, names), &mut slot);
     if slot != f.form.analyze.position.or(Some(at.position)) {
         f.form.analyze.position = slot;
     }
