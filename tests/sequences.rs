@@ -138,6 +138,36 @@ fn train_data_learns_the_scored_positions_and_reports_each_epoch() {
     assert!((report["loss"].as_f64().unwrap() - loss(last, "val_loss")).abs() < 1e-9);
     assert!((report["seq_acc"].as_f64().unwrap() - loss(last, "val_seq_acc")).abs() < 1e-12);
 
+    // Tokens go in and come out by name; the expected token comes from the data.
+    let first: Value = serde_json::from_str(
+        std::fs::read_to_string(&data)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let words: Vec<&str> = first["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let mut args = vec!["inspect", out.to_str().unwrap(), "--json"];
+    args.extend(&words[..5]);
+    let o = toylens(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["token_strings"], serde_json::json!(words[..5]));
+    let names = ["a", "b", "c", "d", "e", "f", "="];
+    let expected = names.iter().position(|&n| n == words[5]).unwrap();
+    assert_eq!(r["expected"], expected, "{r}");
+    assert_eq!(r["vocab_strings"], serde_json::json!(names));
+    let mut args = vec!["analyze", out.to_str().unwrap(), "--json"];
+    args.extend(&words[..5]);
+    let r: Value = serde_json::from_str(&stdout(&toylens(&args))).unwrap();
+    assert_eq!(r["token_strings"], serde_json::json!(words[..5]));
+
     // A changed data file is refused on reopening: the model opens with no task, and says why.
     let mut text = std::fs::read_to_string(&data).unwrap();
     text.push_str("{\"tokens\": [\"a\", \"b\", \"c\", \"=\", \"a\", \"b\", \"c\"]}\n");

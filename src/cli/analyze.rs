@@ -103,24 +103,48 @@ pub fn analyze(args: AnalyzeArgs) -> Result<()> {
         setup.as_ref(),
         ablation.as_ref(),
     )?;
+    let names = task.token_names();
     if args.json {
-        println!("{}", serde_json::to_string(&analysis)?);
+        let mut json = serde_json::to_value(&analysis)?;
+        if let Some(names) = names {
+            // Beside the ids: the data's names of the tokens and of the vocabulary predicted.
+            let name = |t: u32| {
+                names
+                    .get(t as usize)
+                    .cloned()
+                    .unwrap_or_else(|| t.to_string())
+            };
+            json["token_strings"] = analysis.tokens.iter().map(|&t| name(t)).collect();
+            json["vocab_strings"] = (0..cfg.d_vocab_out() as u32).map(name).collect();
+        }
+        println!("{json}");
     } else {
         print_model_line(&checkpoint);
         if let Some(a) = &ablation {
             println!("ABLATION: {}", a.describe());
         }
-        print_analysis(&analysis, cfg.n_layers);
+        print_analysis(&analysis, cfg.n_layers, names);
     }
     Ok(())
 }
 
-fn print_analysis(a: &Analysis, layers: usize) {
+fn print_analysis(a: &Analysis, layers: usize, names: Option<&[String]>) {
+    let name = |t: usize| {
+        names
+            .and_then(|n| n.get(t))
+            .cloned()
+            .unwrap_or_else(|| t.to_string())
+    };
     let at = &a.attribution;
     let predicted = argmax(&at.logits);
     println!("tokens {:?}, position {}", a.tokens, at.position);
+    if names.is_some() {
+        let named: Vec<String> = a.tokens.iter().map(|&t| name(t as usize)).collect();
+        println!("       {}", named.join(" "));
+    }
     println!(
-        "\ndirect logit attribution to the predicted token {predicted} (logit {:.3}):",
+        "\ndirect logit attribution to the predicted token {} (logit {:.3}):",
+        name(predicted),
         at.logits[predicted]
     );
     let mut rows: Vec<(&str, f32)> = at
@@ -145,7 +169,7 @@ fn print_analysis(a: &Analysis, layers: usize) {
         let top: Vec<String> = order
             .iter()
             .take(5)
-            .map(|&t| format!("{t} ({:.2})", logits[t]))
+            .map(|&t| format!("{} ({:.2})", name(t), logits[t]))
             .collect();
         println!("  {label:<12}{}", top.join("  "));
     }

@@ -48,6 +48,7 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
     let (vocab, view_id) = (view.vocab, view.id);
     let (ov_flat, qk_flat) = (&view.ov, &view.qk);
     let focus = f.app.inspector.focus_in_layer_0();
+    let names = super::token_names(f.app);
     egui::ScrollArea::vertical().show(ui, |ui| {
         let width = (ui.available_width() / 2.0 - 20.0).max(200.0);
         for h in 0..ov_flat.len().min(qk_flat.len()) {
@@ -60,13 +61,20 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
                 RichText::new(title).strong()
             });
             ui.horizontal_top(|ui| {
+                let name = |t: usize| super::token_label(names, t as u32);
                 let ov_text = |src: usize, out: usize, v: f32| {
                     format!(
-                        "head {h} attending to token {src} writes {v:+.4} to the logit of {out}"
+                        "head {h} attending to token {} writes {v:+.4} to the logit of {}",
+                        name(src),
+                        name(out)
                     )
                 };
                 let qk_text = |q: usize, k: usize, v: f32| {
-                    format!("head {h}: query token {q} scores key token {k} at {v:+.4}")
+                    format!(
+                        "head {h}: query token {} scores key token {} at {v:+.4}",
+                        name(q),
+                        name(k)
+                    )
                 };
                 type Describe<'a> = &'a dyn Fn(usize, usize, f32) -> String;
                 let maps: [(&str, &[f32], f32, Describe); 2] = [
@@ -92,6 +100,10 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
                         ui.small(title);
                         let scale = Scale::Diverging { limit };
                         let mut map = Heatmap::new(vocab, vocab, values, scale);
+                        if names.is_some() && vocab <= 64 {
+                            let labels: Vec<String> = (0..vocab).map(name).collect();
+                            map = map.labels(labels.clone(), labels);
+                        }
                         map.cell = 30.0;
                         map.min_cell = 0.1;
                         map.texture_key = Some((slot, key));
