@@ -305,7 +305,11 @@ fn random_sequence_strings_parse_or_explain() {
         );
         // Half the time the task names its tokens (a data file's vocabulary).
         let names: Vec<String> = ["0", "|", "ab", "é", ""].map(String::from).to_vec();
-        let names = rng.random_bool(0.5).then_some(names.as_slice());
+        let names = match rng.random_range(0..3) {
+            0 => toylens::task::TokenNames::List(&names),
+            1 => toylens::task::TokenNames::Equals { p: 3 },
+            _ => toylens::task::TokenNames::Ids,
+        };
         match must_not_panic("parse_sequence", &text, || {
             parse_sequence(&text, names, vocab, n_ctx)
         }) {

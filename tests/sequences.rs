@@ -219,7 +219,7 @@ fn a_config_names_its_data_relative_to_itself() {
     assert!(task.path.as_ref().unwrap().is_absolute());
     assert_eq!(task.sha256.as_ref().map(String::len), Some(64));
     assert_eq!(
-        ckpt.config.task.token_names().unwrap(),
+        ckpt.config.task.vocab_names().unwrap(),
         ["a", "b", "c", "d", "e", "f", "="]
     );
     // A model smaller than the data is refused.

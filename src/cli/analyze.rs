@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::task::TokenNames;
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
 
@@ -106,14 +107,9 @@ pub fn analyze(args: AnalyzeArgs) -> Result<()> {
     let names = task.token_names();
     if args.json {
         let mut json = serde_json::to_value(&analysis)?;
-        if let Some(names) = names {
-            // Beside the ids: the data's names of the tokens and of the vocabulary predicted.
-            let name = |t: u32| {
-                names
-                    .get(t as usize)
-                    .cloned()
-                    .unwrap_or_else(|| t.to_string())
-            };
+        if names.is_named() {
+            // Beside the ids: the task's names of the tokens and of the vocabulary predicted.
+            let name = |t: u32| names.label(t);
             json["token_strings"] = analysis.tokens.iter().map(|&t| name(t)).collect();
             json["vocab_strings"] = (0..cfg.d_vocab_out() as u32).map(name).collect();
         }
@@ -128,17 +124,12 @@ pub fn analyze(args: AnalyzeArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_analysis(a: &Analysis, layers: usize, names: Option<&[String]>) {
-    let name = |t: usize| {
-        names
-            .and_then(|n| n.get(t))
-            .cloned()
-            .unwrap_or_else(|| t.to_string())
-    };
+fn print_analysis(a: &Analysis, layers: usize, names: TokenNames) {
+    let name = |t: usize| names.label(t as u32);
     let at = &a.attribution;
     let predicted = argmax(&at.logits);
     println!("tokens {:?}, position {}", a.tokens, at.position);
-    if names.is_some() {
+    if names.is_named() {
         let named: Vec<String> = a.tokens.iter().map(|&t| name(t as usize)).collect();
         println!("       {}", named.join(" "));
     }

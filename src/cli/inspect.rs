@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::task::TokenNames;
 use anyhow::Result;
 use clap::Args;
 
@@ -63,14 +64,10 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         if args.cache {
             json["cache"] = serde_json::Value::Object(cache_json(&cache));
         }
-        if let Some(names) = task.token_names() {
-            // Beside the ids: the data's names of the tokens, and of the vocabulary predicted.
-            let name = |t: u32| {
-                names
-                    .get(t as usize)
-                    .cloned()
-                    .unwrap_or_else(|| t.to_string())
-            };
+        let names = task.token_names();
+        if names.is_named() {
+            // Beside the ids: the task's names of the tokens, and of the vocabulary predicted.
+            let name = |t: u32| names.label(t);
             json["token_strings"] = result.tokens.iter().map(|&t| name(t)).collect();
             json["predicted_string"] = name(result.predicted_token).into();
             json["vocab_strings"] = (0..cfg.d_vocab_out() as u32).map(name).collect();
@@ -83,13 +80,8 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_inspection(r: &Inspection, names: Option<&[String]>) {
-    let name = |t: u32| {
-        names
-            .and_then(|n| n.get(t as usize))
-            .cloned()
-            .unwrap_or_else(|| t.to_string())
-    };
+fn print_inspection(r: &Inspection, names: TokenNames) {
+    let name = |t: u32| names.label(t);
     let fmt_row = |v: &[f32]| {
         v.iter()
             .map(|x| format!("{x:>7.3}"))
@@ -98,7 +90,7 @@ fn print_inspection(r: &Inspection, names: Option<&[String]>) {
     };
     let vocab = r.logits_last.len();
     println!("tokens {:?}", r.tokens);
-    if names.is_some() {
+    if names.is_named() {
         let named: Vec<String> = r.tokens.iter().map(|&t| name(t)).collect();
         println!("       {}", named.join(" "));
     }

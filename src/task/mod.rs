@@ -17,7 +17,7 @@ mod skip_trigram;
 
 pub use induction::InductionConfig;
 pub use modular::{MAX_P, ModularAdditionConfig, PairSplit};
-pub use sequence::{SequenceError, format_sequence, parse_sequence};
+pub use sequence::{SequenceError, TokenNames, format_sequence, parse_sequence};
 pub use sequences::SequencesConfig;
 pub use skip_trigram::{
     Answer, Ceilings, Dataset, NOTEBOOK_ANSWERS, SkipTrigramConfig, TokenRange,
@@ -226,9 +226,17 @@ impl TaskConfig {
         self.sequences().and_then(SequencesConfig::data)
     }
 
-    /// Token names, where the task has them (a data file's vocabulary).
-    pub fn token_names(&self) -> Option<&[String]> {
+    /// A data file's vocabulary, where it has one.
+    pub fn vocab_names(&self) -> Option<&[String]> {
         self.sequence_data().and_then(|d| d.vocab.as_deref())
+    }
+
+    /// How the task names its tokens: a data file's vocabulary, modular addition's `=`, or ids.
+    pub fn token_names(&self) -> TokenNames<'_> {
+        match self {
+            TaskConfig::ModularAddition(t) => TokenNames::Equals { p: t.p as u32 },
+            _ => self.vocab_names().map_or(TokenNames::Ids, TokenNames::List),
+        }
     }
 
     /// Reads a data-file task's data, paths relative to `base`; other tasks have nothing to
@@ -411,7 +419,8 @@ impl TaskConfig {
                 t.seq_len()
             ),
             TaskConfig::ModularAddition(t) => format!(
-                "\"a b\" or \"a b {}\" with a, b in 0..{}; the model answers (a + b) mod {}",
+                "\"a b\" or \"a b =\" (= is token {}) with a, b in 0..{}; the model answers \
+                 (a + b) mod {}",
                 t.p,
                 t.p - 1,
                 t.p

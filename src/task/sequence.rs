@@ -18,14 +18,53 @@ pub enum SequenceError {
     TooLong { len: usize, max: usize },
 }
 
-/// `tokens` as [`parse_sequence`] reads them back: separated by spaces, by name where `names`
-/// has every one (and no name holds a space or a comma), else as ids.
-pub fn format_sequence(tokens: &[u32], names: Option<&[String]>) -> String {
-    let name = |t: u32| names.and_then(|n| n.get(t as usize)).filter(|n| typable(n));
-    if tokens.iter().all(|&t| name(t).is_some()) {
+/// How a task names its tokens, for every view, the typed sequences and the JSON output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TokenNames<'a> {
+    /// By id.
+    #[default]
+    Ids,
+    /// A data file's vocabulary: token id `i` is `names[i]`.
+    List(&'a [String]),
+    /// Modular addition: the numbers 0..p, and `=` for token p.
+    Equals { p: u32 },
+}
+
+impl TokenNames<'_> {
+    /// Whether any token has a name other than its id.
+    pub fn is_named(&self) -> bool {
+        !matches!(self, TokenNames::Ids)
+    }
+
+    /// Token `t`'s name (its id where it has none).
+    pub fn label(&self, t: u32) -> String {
+        match *self {
+            TokenNames::List(names) => names
+                .get(t as usize)
+                .cloned()
+                .unwrap_or_else(|| t.to_string()),
+            TokenNames::Equals { p } if t == p => "=".into(),
+            _ => t.to_string(),
+        }
+    }
+
+    /// The token a typed name stands for.
+    fn id_of(&self, part: &str) -> Option<u32> {
+        match *self {
+            TokenNames::List(names) => names.iter().position(|n| n == part).map(|i| i as u32),
+            TokenNames::Equals { p } => (part == "=").then_some(p),
+            TokenNames::Ids => None,
+        }
+    }
+}
+
+/// `tokens` as [`parse_sequence`] reads them back: separated by spaces, by name where every
+/// one has a name that can be typed (no space or comma in it), else as ids.
+pub fn format_sequence(tokens: &[u32], names: TokenNames) -> String {
+    if names.is_named() && tokens.iter().all(|&t| typable(&names.label(t))) {
         return tokens
             .iter()
-            .filter_map(|&t| name(t).cloned())
+            .map(|&t| names.label(t))
             .collect::<Vec<_>>()
             .join(" ");
     }
@@ -46,7 +85,7 @@ fn typable(name: &str) -> bool {
 /// token (a name wins over the number it may spell).
 pub fn parse_sequence(
     text: &str,
-    names: Option<&[String]>,
+    names: TokenNames,
     vocab: usize,
     n_ctx: usize,
 ) -> Result<Vec<u32>, SequenceError> {
@@ -55,8 +94,7 @@ pub fn parse_sequence(
         .split(|c: char| c.is_whitespace() || c == ',')
         .filter(|p| !p.is_empty())
     {
-        let named = names.and_then(|n| n.iter().position(|name| name == part));
-        let token: u64 = match named {
+        let token: u64 = match names.id_of(part) {
             Some(id) => id as u64,
             None => part
                 .parse()
@@ -91,47 +129,57 @@ mod tests {
 
     #[test]
     fn sequence_parser() {
-        assert_eq!(parse_sequence("2 5 3 0", None, 11, 4), Ok(vec![2, 5, 3, 0]));
         assert_eq!(
-            parse_sequence(" 2,5, 3 ,0 ", None, 11, 4),
+            parse_sequence("2 5 3 0", TokenNames::Ids, 11, 4),
             Ok(vec![2, 5, 3, 0])
         );
-        assert_eq!(parse_sequence("7", None, 11, 4), Ok(vec![7]));
-        assert_eq!(parse_sequence("  ", None, 11, 4), Err(SequenceError::Empty));
         assert_eq!(
-            parse_sequence("2 x 3", None, 11, 4),
+            parse_sequence(" 2,5, 3 ,0 ", TokenNames::Ids, 11, 4),
+            Ok(vec![2, 5, 3, 0])
+        );
+        assert_eq!(parse_sequence("7", TokenNames::Ids, 11, 4), Ok(vec![7]));
+        assert_eq!(
+            parse_sequence("  ", TokenNames::Ids, 11, 4),
+            Err(SequenceError::Empty)
+        );
+        assert_eq!(
+            parse_sequence("2 x 3", TokenNames::Ids, 11, 4),
             Err(SequenceError::NotANumber("x".into()))
         );
         assert_eq!(
-            parse_sequence("2 11", None, 11, 4),
+            parse_sequence("2 11", TokenNames::Ids, 11, 4),
             Err(SequenceError::OutOfVocab { token: 11, max: 10 })
         );
         assert_eq!(
-            parse_sequence("1 2 3 4 5", None, 11, 4),
+            parse_sequence("1 2 3 4 5", TokenNames::Ids, 11, 4),
             Err(SequenceError::TooLong { len: 5, max: 4 })
         );
         assert!(matches!(
-            parse_sequence("-1", None, 11, 4),
+            parse_sequence("-1", TokenNames::Ids, 11, 4),
             Err(SequenceError::NotANumber(_))
         ));
         assert!(matches!(
-            parse_sequence("99999999999999999999999", None, 11, 4),
+            parse_sequence("99999999999999999999999", TokenNames::Ids, 11, 4),
             Err(SequenceError::NotANumber(_))
         ));
         // Named tokens: by name or by id, and written back by name.
         let names: Vec<String> = ["0", "1", "|", "ab"].map(String::from).to_vec();
-        let named = Some(names.as_slice());
+        let named = TokenNames::List(&names);
         assert_eq!(
             parse_sequence("1 | ab, 3", named, 4, 4),
             Ok(vec![1, 2, 3, 3])
         );
         assert_eq!(format_sequence(&[1, 2, 3], named), "1 | ab");
-        assert_eq!(format_sequence(&[1, 2, 3], None), "1 2 3");
+        assert_eq!(format_sequence(&[1, 2, 3], TokenNames::Ids), "1 2 3");
+        // Modular addition's `=`.
+        let equals = TokenNames::Equals { p: 7 };
+        assert_eq!(parse_sequence("3 4 =", equals, 8, 3), Ok(vec![3, 4, 7]));
+        assert_eq!(format_sequence(&[3, 4, 7], equals), "3 4 =");
         assert_eq!(
             parse_sequence("1 zz", named, 4, 4),
             Err(SequenceError::NotANumber("zz".into()))
         );
         let spaced: Vec<String> = ["a b", "c"].map(String::from).to_vec();
-        assert_eq!(format_sequence(&[0, 1], Some(&spaced)), "0 1");
+        assert_eq!(format_sequence(&[0, 1], TokenNames::List(&spaced)), "0 1");
     }
 }

@@ -26,7 +26,7 @@ pub fn analysis_toolbar(f: &mut Frame<'_>, ui: &mut Ui, panel: egui::Rect) {
 pub fn position_picker(
     ui: &mut Ui,
     title: RichText,
-    (tokens, names): (&[u32], Option<&[String]>),
+    (tokens, names): (&[u32], crate::task::TokenNames),
     slot: &mut Option<usize>,
 ) -> usize {
     let last = tokens.len() - 1;

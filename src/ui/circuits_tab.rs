@@ -100,7 +100,7 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
                         ui.small(title);
                         let scale = Scale::Diverging { limit };
                         let mut map = Heatmap::new(vocab, vocab, values, scale);
-                        if names.is_some() && vocab <= 64 {
+                        if names.is_named() && vocab <= 64 {
                             let labels: Vec<String> = (0..vocab).map(name).collect();
                             map = map.labels(labels.clone(), labels);
                         }

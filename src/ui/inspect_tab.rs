@@ -175,7 +175,7 @@ fn logits_position(f: &mut Frame<'_>, r: &Inspection, ui: &mut Ui) -> usize {
     )
 }
 
-fn logits_chart(r: &Inspection, position: usize, names: Option<&[String]>, ui: &mut Ui) {
+fn logits_chart(r: &Inspection, position: usize, names: crate::task::TokenNames, ui: &mut Ui) {
     let name = |t: usize| super::token_label(names, t as u32);
     let last = position + 1 == r.tokens.len();
     let logits = &r.logits[position];
@@ -213,9 +213,9 @@ fn logits_chart(r: &Inspection, position: usize, names: Option<&[String]>, ui: &
         .allow_zoom(false)
         .allow_drag(false)
         .x_axis_label("token");
-    let plot = match names {
+    let plot = match names.is_named() {
         // Ticks at whole tokens read as the tokens' names.
-        Some(_) => plot
+        true => plot
             .x_grid_spacer(egui_plot::uniform_grid_spacer(|_| [1.0, 5.0, 10.0]))
             .x_axis_formatter(move |mark, _| {
                 let t = mark.value.round();
@@ -225,7 +225,7 @@ fn logits_chart(r: &Inspection, position: usize, names: Option<&[String]>, ui: &
                     String::new()
                 }
             }),
-        None => plot,
+        false => plot,
     };
     plot.show(ui, |p| {
         p.bar_chart(
@@ -265,7 +265,7 @@ fn logits_chart(r: &Inspection, position: usize, names: Option<&[String]>, ui: &
 
 /// Labels "position:token" for a pattern's rows and columns, tokens by name where the task
 /// names them.
-fn position_labels(tokens: &[u32], names: Option<&[String]>) -> Vec<String> {
+fn position_labels(tokens: &[u32], names: crate::task::TokenNames) -> Vec<String> {
     tokens
         .iter()
         .enumerate()
@@ -448,7 +448,7 @@ fn decomposition(f: &mut Frame<'_>, r: &Inspection, ui: &mut Ui) {
         )
     };
     let mut map = Heatmap::new(rows, vocab, &values, scale).row_labels(row_labels);
-    if names.is_some() {
+    if names.is_named() {
         let columns = (0..vocab as u32)
             .map(|t| super::token_label(names, t))
             .collect();

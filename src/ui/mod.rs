@@ -168,15 +168,12 @@ fn attach_button(f: &mut Frame<'_>, ui: &mut egui::Ui) {
     }
 }
 
-/// Token names of the model in view's task (a data file's vocabulary), where it has them.
-pub fn token_names(app: &crate::app::ToylensApp) -> Option<&[String]> {
+/// How the model in view's task names its tokens.
+pub fn token_names(app: &crate::app::ToylensApp) -> crate::task::TokenNames<'_> {
     app.session.config.task.token_names()
 }
 
 /// Token `t` as the views label it: its name where the task names tokens, else its id.
-pub fn token_label(names: Option<&[String]>, t: u32) -> String {
-    names
-        .and_then(|n| n.get(t as usize))
-        .cloned()
-        .unwrap_or_else(|| t.to_string())
+pub fn token_label(names: crate::task::TokenNames, t: u32) -> String {
+    names.label(t)
 }

@@ -382,7 +382,7 @@ fn a_sequences_task_reads_its_file_and_remembers_it() {
     task.load_data(dir.path()).unwrap();
     task.validate().unwrap();
     assert_eq!((task.vocab_size(), task.seq_len()), (3, 3));
-    assert_eq!(task.token_names().unwrap(), ["x", "y", "|"]);
+    assert_eq!(task.vocab_names().unwrap(), ["x", "y", "|"]);
     assert_eq!(task.expected_next(&[0, 2]), Some(1));
     let text = serde_json::to_string(&task).unwrap();
     assert!(text.contains(&format!("\"sha256\":\"{}\"", file_sha256(&data).unwrap())));

@@ -165,7 +165,7 @@ fn value_bar(ui: &mut Ui, value: f32, limit: f32, color: Color32) {
     });
 }
 
-fn logit_lens(a: &Analysis, names: Option<&[String]>, ui: &mut Ui) {
+fn logit_lens(a: &Analysis, names: crate::task::TokenNames, ui: &mut Ui) {
     let at = &a.attribution;
     ui.heading("Logit lens");
     let Some(last) = at.logit_lens.last() else {
