@@ -1289,3 +1289,88 @@ fn a_dataset_attaches_to_an_opened_model_which_train_fine_tunes() {
     assert_eq!(ckpt.config.task, h.state().session.config.task);
     assert!(ckpt.config.task.sequence_data().is_some());
 }
+
+#[test]
+fn every_bad_data_file_says_why_and_changes_nothing() {
+    use toylens::app::Action;
+    use toylens::app::files::Purpose;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let write = |name: &str, bytes: &[u8]| {
+        let path = d.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    std::fs::write(d.join("vocab.json"), r#"["a", "b", "|"]"#).unwrap();
+    let mut npy_floats = b"\x93NUMPY\x01\x00".to_vec();
+    let header = format!(
+        "{:<117}\n",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }"
+    );
+    npy_floats.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    npy_floats.extend_from_slice(header.as_bytes());
+    npy_floats.extend([0u8; 8]);
+    let cases: Vec<(std::path::PathBuf, &str)> = vec![
+        (write("empty.jsonl", b""), "holds no sequences"),
+        (
+            write(
+                "ragged.jsonl",
+                b"{\"tokens\": [\"a\", \"b\"]}\n{\"tokens\": [\"a\"]}\n",
+            ),
+            "line 2, \"tokens\"",
+        ),
+        (
+            write("unknown.jsonl", b"{\"tokens\": [\"a\", \"z\"]}\n"),
+            "\"z\"",
+        ),
+        (
+            write("outside.jsonl", b"{\"tokens\": [0, 7]}\n"),
+            "token 7 is outside the vocabulary",
+        ),
+        (
+            write(
+                "mask.jsonl",
+                b"{\"tokens\": [\"a\", \"b\"], \"loss_mask\": [1, 0, 0]}\n",
+            ),
+            "\"loss_mask\": has 3 entries for 2 tokens",
+        ),
+        (
+            write(
+                "nothing.jsonl",
+                b"{\"tokens\": [\"a\", \"b\"], \"loss_mask\": [0, 0]}\n",
+            ),
+            "no position is scored",
+        ),
+        (
+            write("latin1.jsonl", b"{\"tokens\": [\"\xe9\"]}\n"),
+            "not UTF-8",
+        ),
+        (write("floats.npy", &npy_floats), "floats.npy"),
+        (write("data.csv", b"a,b\n"), "unknown data format \".csv\""),
+        (d.join("missing.jsonl"), "cannot read it"),
+        (d.to_path_buf(), "a folder, not a data file"),
+    ];
+    let mut h = harness();
+    h.run();
+    let (settings, task) = (
+        h.state().settings.config.clone(),
+        h.state().session.config.task.clone(),
+    );
+    for (path, needle) in cases {
+        for purpose in [Purpose::TrainData, Purpose::AttachData] {
+            h.state_mut()
+                .apply(Action::PathChosen(purpose, path.clone()));
+            step_until(&mut h, 30, |app| !app.busy_io);
+            let status = h.state().status.as_ref().map(|s| s.text().to_string());
+            let status = status.unwrap_or_default();
+            assert!(
+                status.starts_with("could not read the data: ") && status.contains(needle),
+                "{}: {status}",
+                path.display()
+            );
+            h.get_by_label_contains(needle);
+            assert_eq!(h.state().settings.config, settings, "{}", path.display());
+            assert_eq!(h.state().session.config.task, task, "{}", path.display());
+        }
+    }
+}
