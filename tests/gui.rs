@@ -1374,3 +1374,35 @@ fn every_bad_data_file_says_why_and_changes_nothing() {
         }
     }
 }
+
+/// Settings name their data file, not its contents: a restarted app reads the file again off the
+/// UI thread, or falls back to the defaults and says why when it is gone.
+#[test]
+fn restored_settings_read_their_data_file_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_data(dir.path(), "rev.jsonl", &reverse_lines(50), &LETTERS);
+    let mut task = toylens::task::SequencesConfig::file(data.clone(), None);
+    task.load(dir.path()).unwrap();
+    let settings = Settings {
+        config: toylens::train::RunConfig::for_sequences(task, 3),
+        ..Settings::default()
+    };
+    // Through storage, as eframe keeps them: the data are not in it.
+    let stored: Settings =
+        serde_json::from_str(&serde_json::to_string(&settings).unwrap()).unwrap();
+    assert!(stored.config.task.sequence_data().is_none());
+    let mut h = harness_with(stored.clone());
+    step_until(&mut h, 30, |app| {
+        app.settings.config.task.sequence_data().is_some()
+    });
+    assert_eq!(h.state().settings.config, settings.config);
+    assert!(h.state().train_blocker().is_none());
+    std::fs::remove_file(&data).unwrap();
+    let mut h = harness_with(stored);
+    step_until(&mut h, 30, |app| !app.busy_io);
+    assert_eq!(
+        h.state().settings.config,
+        toylens::train::RunConfig::default()
+    );
+    h.get_by_label_contains("could not read the data");
+}

@@ -278,6 +278,33 @@ fn bad_data_and_flags_fail_with_one_line_and_write_nothing() {
     }
     std::fs::write(&bad, b"{\"tokens\": [\"\xff\"]}\n").unwrap();
     assert_clean_failure(&train(&bad, &[]), "not UTF-8");
+    // A 4 GB file (sparse: no disk is used) is refused before a byte is read.
+    let huge = dir.path().join("huge.jsonl");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    assert_clean_failure(&train(&huge, &[]), "data files of at most 1 GB are read");
+    // NumPy arrays of floats, or not [N, T].
+    let npy = |name: &str, descr: &str, shape: &str, bytes: usize| {
+        let mut data = b"\x93NUMPY\x01\x00".to_vec();
+        let header = format!(
+            "{:<117}\n",
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}")
+        );
+        data.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        data.extend_from_slice(header.as_bytes());
+        data.extend(std::iter::repeat_n(0u8, bytes));
+        let path = dir.path().join(name);
+        std::fs::write(&path, data).unwrap();
+        path
+    };
+    let floats = npy("floats.npy", "<f4", "(2, 3)", 24);
+    let rank3 = npy("rank3.npy", "<i8", "(2, 3, 1)", 48);
+    let o = train(&floats, &[]);
+    assert_clean_failure(&o, "floats.npy");
+    assert!(stderr(&o).contains("integer"), "{}", stderr(&o));
+    assert_clean_failure(&train(&rank3, &[]), "rank3.npy");
     assert_clean_failure(
         &train(&dir.path().join("missing.jsonl"), &[]),
         "cannot read it",
@@ -311,4 +338,60 @@ fn bad_data_and_flags_fail_with_one_line_and_write_nothing() {
         "--p is a setting of the modular_addition task",
     );
     assert!(!out.exists());
+}
+
+#[test]
+fn train_from_fine_tunes_a_pytorch_state_dict_on_a_data_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pth = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tl_pth/model.pth");
+    // Ids below the model's vocabulary of 10, 7 tokens of its 8.
+    let lines: Vec<String> = (0..300)
+        .map(|i| {
+            let w = [i % 9, (i / 9) % 9, (i / 81 + i) % 9];
+            format!(
+                "{{\"tokens\": [{}, {}, {}, 9, {}, {}, {}], \"loss_mask\": [0, 0, 0, 1, 1, 1, 0]}}",
+                w[0], w[1], w[2], w[2], w[1], w[0]
+            )
+        })
+        .collect();
+    let data = dir.path().join("rev.jsonl");
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let out = dir.path().join("tuned.safetensors");
+    let o = toylens(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--from",
+        pth.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let opened = toylens::checkpoint::Checkpoint::load(&pth).unwrap();
+    let tuned = toylens::checkpoint::Checkpoint::load(&out).unwrap();
+    assert_eq!(tuned.config.model, opened.config.model);
+    assert_eq!(
+        tuned.snapshots[0].weights, opened.weights,
+        "the run starts from the file"
+    );
+    assert_ne!(tuned.weights, opened.weights);
+    assert_eq!(tuned.history.len(), 2);
+    // A model that cannot take the data says so.
+    let long = dir.path().join("long.jsonl");
+    std::fs::write(&long, "{\"tokens\": [1, 2, 3, 4, 5, 6, 7, 8, 9]}\n").unwrap();
+    assert_clean_failure(
+        &toylens(&[
+            "train",
+            "--data",
+            long.to_str().unwrap(),
+            "--from",
+            pth.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        "longer than the model's n_ctx (8)",
+    );
 }

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::device::{self, DeviceChoice};
 use crate::metrics::{Metrics, history_csv, milestone};
+use crate::model::Weights;
 use crate::task::{SequencesConfig, TaskConfig, TaskKind};
 use crate::train::{Control, PathChoice, Preset, Progress, RunConfig, Trainer, drive};
 
@@ -66,6 +67,11 @@ pub struct TrainArgs {
     /// split (default 0.1).
     #[arg(long)]
     pub val_frac: Option<f64>,
+    /// Fine-tune: start from this checkpoint's weights (a toylens checkpoint, or a
+    /// TransformerLens state dict in safetensors or .pth with its config beside it). Its model
+    /// replaces the run's; the task must fit it.
+    #[arg(long, value_name = "CHECKPOINT")]
+    pub from: Option<PathBuf>,
     /// Induction: the length of the random half (sequences are twice as long, plus the gap).
     #[arg(long)]
     pub half: Option<usize>,
@@ -173,6 +179,20 @@ pub fn build_config(args: &TrainArgs) -> Result<RunConfig> {
     }
     cfg.validate().map_err(anyhow::Error::msg)?;
     Ok(cfg)
+}
+
+/// `--from`: the checkpoint's weights, its model in place of the run's, checked against the
+/// task.
+fn starting_weights(args: &TrainArgs, cfg: &mut RunConfig) -> Result<Option<Weights>> {
+    let Some(path) = &args.from else {
+        return Ok(None);
+    };
+    let checkpoint =
+        super::load_checkpoint(path, None).with_context(|| format!("--from {}", path.display()))?;
+    cfg.model = checkpoint.config.model.clone();
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("--from {}: {e}", path.display()))?;
+    Ok(Some(checkpoint.weights))
 }
 
 /// The run of `--data FILE`: the data file's task, with the default model for such data, or the
@@ -404,7 +424,8 @@ fn summary(cfg: &RunConfig, last: &Metrics, milestone: Option<usize>) -> Vec<Str
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
-    let cfg = build_config(&args)?;
+    let mut cfg = build_config(&args)?;
+    let init = starting_weights(&args, &mut cfg)?;
     let (device, note) = device::resolve(args.device);
     if let Some(note) = note {
         eprintln!("warning: {note}");
@@ -433,7 +454,10 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let mut path_name = String::new();
     let mut failed_print = None;
     let mut reached = false;
-    let trainer = Trainer::new(cfg.clone(), &device)?;
+    let trainer = match init {
+        Some(weights) => Trainer::with_weights(cfg.clone(), weights, &device)?,
+        None => Trainer::new(cfg.clone(), &device)?,
+    };
     let outcome = drive(trainer, |p| {
         match p {
             Progress::Started { path, .. } => path_name = path,
