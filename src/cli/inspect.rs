@@ -198,6 +198,13 @@ pub fn circuits(args: CircuitsArgs) -> Result<()> {
         if let Some(c) = &composition {
             json["composition"] = serde_json::to_value(c)?;
         }
+        let names = checkpoint.config.task.token_names();
+        if names.is_named() {
+            // The task's names of the vocabulary the circuits' rows and columns index.
+            json["vocab_strings"] = (0..cfg.d_vocab.max(cfg.d_vocab_out()) as u32)
+                .map(|t| names.label(t))
+                .collect();
+        }
         println!("{json}");
         return Ok(());
     }

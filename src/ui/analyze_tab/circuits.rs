@@ -11,6 +11,7 @@ use crate::ui::heatmap::{Heatmap, Scale, colour, legend};
 
 pub(super) fn show(f: &mut Frame<'_>, ui: &mut Ui) {
     ui.heading("Circuits");
+    let names = crate::ui::token_names(f.app);
     let circuits = match f.app.analysis.head_circuits.latest() {
         Some(Ok(c)) => c,
         Some(Err(e)) => {
@@ -175,7 +176,7 @@ pub(super) fn show(f: &mut Frame<'_>, ui: &mut Ui) {
         for d in &ov_svd[layer][head] {
             let tokens = |ts: &[(u32, f32)]| {
                 ts.iter()
-                    .map(|(t, w)| format!("{t} ({w:+.2})"))
+                    .map(|&(t, w)| format!("{} ({w:+.2})", names.label(t)))
                     .collect::<Vec<_>>()
                     .join("  ")
             };

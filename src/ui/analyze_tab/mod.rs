@@ -76,7 +76,9 @@ fn attribution(f: &mut Frame<'_>, a: &Analysis, ui: &mut Ui) {
         .filter(|&t| (t as usize) < vocab)
         .unwrap_or(predicted as u32);
     ui.horizontal(|ui| {
-        ui.label(RichText::new(format!("predicted {predicted}")).color(PREDICTED));
+        ui.label(
+            RichText::new(format!("predicted {}", names.label(predicted as u32))).color(PREDICTED),
+        );
         let label = ui.label(RichText::new("compare with token").color(CHOSEN));
         if ui
             .add(egui::DragValue::new(&mut chosen).range(0..=vocab as u32 - 1))
@@ -84,6 +86,9 @@ fn attribution(f: &mut Frame<'_>, a: &Analysis, ui: &mut Ui) {
             .changed()
         {
             f.form.analyze.token = Some(chosen);
+        }
+        if names.is_named() {
+            ui.label(RichText::new(names.label(chosen)).color(CHOSEN));
         }
     });
     let rows: Vec<(&str, f32, f32)> = at
@@ -108,13 +113,13 @@ fn attribution(f: &mut Frame<'_>, a: &Analysis, ui: &mut Ui) {
         .show(ui, |ui| {
             ui.strong("component");
             ui.label(
-                RichText::new(format!("to logit {predicted}"))
+                RichText::new(format!("to logit {}", names.label(predicted as u32)))
                     .color(PREDICTED)
                     .strong(),
             );
             if compare {
                 ui.label(
-                    RichText::new(format!("to logit {chosen}"))
+                    RichText::new(format!("to logit {}", names.label(chosen)))
                         .color(CHOSEN)
                         .strong(),
                 );
@@ -134,7 +139,8 @@ fn attribution(f: &mut Frame<'_>, a: &Analysis, ui: &mut Ui) {
     // The rows plus the constant are the logits, exactly: show the check.
     let sum: f32 = at.dla.iter().map(|r| r[predicted]).sum::<f32>() + at.dla_constant[predicted];
     ui.weak(format!(
-        "rows + constant = {sum:.4}; the logit of {predicted} is {:.4} (largest gap over all tokens {:.1e})",
+        "rows + constant = {sum:.4}; the logit of {} is {:.4} (largest gap over all tokens {:.1e})",
+        names.label(predicted as u32),
         at.logits[predicted],
         at.sum_error()
     ));

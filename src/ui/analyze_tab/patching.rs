@@ -106,7 +106,7 @@ pub(super) fn show(f: &mut Frame<'_>, a: &Analysis, ui: &mut Ui) {
             p.resid_pre[r][c],
             format!(
                 "blocks.{r}.hook_resid_pre at position {c} (token {})",
-                a.tokens[c]
+                crate::ui::token_label(f.app.session.config.task.token_names(), a.tokens[c])
             ),
         )
     };
