@@ -43,5 +43,6 @@ pub mod model;
 pub mod objective;
 pub mod palette;
 pub mod seed;
+pub mod superposition;
 pub mod task;
 pub mod train;

@@ -15,9 +15,11 @@ mod atomic;
 mod pth;
 mod safetensors_io;
 mod source;
+mod tms;
 
 pub use atomic::{write_atomically, write_atomically_with};
 pub use source::ConfigHint;
+pub use tms::{TMS_FORMAT, TmsCheckpoint};
 
 use safetensors_io::{
     f32_bytes, parse_meta, read_f32, reject_duplicate_keys, serialize_f32, to_json,

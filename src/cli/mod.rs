@@ -6,6 +6,7 @@ mod data;
 mod eval;
 mod inspect;
 mod sweep;
+mod tms;
 mod train;
 
 use std::path::PathBuf;

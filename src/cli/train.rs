@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::device::{self, DeviceChoice};
 use crate::metrics::{Metrics, history_csv, milestone};
 use crate::model::Weights;
+use crate::superposition::TmsPreset;
 use crate::task::{SequencesConfig, TaskConfig, TaskKind};
 use crate::train::{Control, PathChoice, Preset, Progress, RunConfig, Trainer, drive};
 
@@ -17,10 +18,11 @@ use crate::train::{Control, PathChoice, Preset, Progress, RunConfig, Trainer, dr
 #[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
     /// A whole run: `fast` learns skip-trigrams in seconds, `notebook` repeats the notebook's
-    /// run, `induction` grows induction heads, `grokking` is TransformerLens's grokking demo and
-    /// `grokking-fast` a smaller run that groks within a minute.
+    /// run, `induction` grows induction heads, `grokking` is TransformerLens's grokking demo,
+    /// `grokking-fast` a smaller run that groks within a minute, `sort` and `reverse` learn the
+    /// example data sets; `tms-intro` and `tms-geometry` are Toy Models of Superposition.
     #[arg(long, value_enum)]
-    pub preset: Option<Preset>,
+    pub preset: Option<AnyPreset>,
     /// The task, with its preset's model and training (induction: `induction`, modular
     /// addition: `grokking`); the task flags below change its settings.
     #[arg(long, value_enum)]
@@ -103,6 +105,44 @@ pub struct TrainArgs {
     pub stop_at_milestone: bool,
 }
 
+/// A preset of either kind of model: `--preset` takes both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnyPreset {
+    Transformer(Preset),
+    Superposition(TmsPreset),
+}
+
+impl clap::ValueEnum for AnyPreset {
+    fn value_variants<'a>() -> &'a [Self] {
+        static ALL: std::sync::LazyLock<Vec<AnyPreset>> = std::sync::LazyLock::new(|| {
+            let tms = <TmsPreset as clap::ValueEnum>::value_variants();
+            Preset::ALL
+                .iter()
+                .map(|&p| AnyPreset::Transformer(p))
+                .chain(tms.iter().map(|&p| AnyPreset::Superposition(p)))
+                .collect()
+        });
+        &ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        match self {
+            AnyPreset::Transformer(p) => p.to_possible_value(),
+            AnyPreset::Superposition(p) => p.to_possible_value(),
+        }
+    }
+}
+
+impl TrainArgs {
+    /// `--preset` where it names a transformer run.
+    fn transformer_preset(&self) -> Option<Preset> {
+        match self.preset {
+            Some(AnyPreset::Transformer(p)) => Some(p),
+            _ => None,
+        }
+    }
+}
+
 /// The preset that stands for a task given by `--task`.
 fn preset_of(task: TaskKind) -> Preset {
     match task {
@@ -119,7 +159,7 @@ fn preset_of(task: TaskKind) -> Preset {
 /// The run config from a file, a preset or task and flags, in that order of precedence (last
 /// wins). A flag that does not apply to the run's task is an error, not silently ignored.
 pub fn build_config(args: &TrainArgs) -> Result<RunConfig> {
-    let mut cfg = match (&args.config, args.preset, args.task) {
+    let mut cfg = match (&args.config, args.transformer_preset(), args.task) {
         _ if args.data.is_some() => data_run(args)?,
         (Some(path), _, _) => {
             let text = std::fs::read_to_string(path)
@@ -133,7 +173,7 @@ pub fn build_config(args: &TrainArgs) -> Result<RunConfig> {
         (None, None, Some(task)) => RunConfig::from_preset(preset_of(task)),
         (None, None, None) => RunConfig::default(),
     };
-    if let (Some(preset), Some(_)) = (args.preset, &args.config) {
+    if let (Some(preset), Some(_)) = (args.transformer_preset(), &args.config) {
         if !preset.is_training_only() || cfg.task.kind() != TaskKind::SkipTrigram {
             bail!(
                 "--preset {} is a whole run; use it without --config, or put its settings in the \
@@ -202,7 +242,7 @@ fn data_run(args: &TrainArgs) -> Result<RunConfig> {
     let vocab = args.vocab.as_ref().map(PathBuf::from);
     let mut task = SequencesConfig::file(path, vocab);
     task.load(std::path::Path::new("."))?;
-    Ok(match args.preset {
+    Ok(match args.transformer_preset() {
         None => RunConfig::for_sequences(task, 0),
         Some(preset @ (Preset::Sort | Preset::Reverse)) => {
             let mut cfg = RunConfig::from_preset(preset);
@@ -424,6 +464,9 @@ fn summary(cfg: &RunConfig, last: &Metrics, milestone: Option<usize>) -> Vec<Str
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
+    if let Some(AnyPreset::Superposition(preset)) = args.preset {
+        return super::tms::train(&args, preset);
+    }
     let mut cfg = build_config(&args)?;
     let init = starting_weights(&args, &mut cfg)?;
     let (device, note) = device::resolve(args.device);

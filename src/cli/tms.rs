@@ -1,0 +1,160 @@
+//! `toylens train --preset tms-…`: a Toy Models of Superposition run, to a checkpoint, with the
+//! paper's statistics of the learned geometry at the end.
+
+use std::io::Write;
+
+use anyhow::{Context, Result, bail};
+
+use super::train::TrainArgs;
+use crate::checkpoint::TmsCheckpoint;
+use crate::superposition::{FRACTIONS, TmsError, TmsPreset, TmsRun, TmsTrainer};
+
+/// The run of the preset with the flags that apply to it; any other flag is an error.
+fn build(args: &TrainArgs, preset: TmsPreset) -> Result<TmsRun> {
+    let mut run = TmsRun::from_preset(preset);
+    let not_here = [
+        ("--task", args.task.is_some()),
+        ("--config", args.config.is_some()),
+        ("--epochs", args.epochs.is_some()),
+        ("--path", args.path.is_some()),
+        ("--vocab", args.vocab.is_some()),
+        ("--half", args.half.is_some()),
+        ("--gap-max", args.gap_max.is_some()),
+        ("--p", args.p.is_some()),
+        ("--train-frac", args.train_frac.is_some()),
+        ("--data", args.data.is_some()),
+        ("--val-frac", args.val_frac.is_some()),
+        ("--from", args.from.is_some()),
+        ("--csv", args.csv.is_some()),
+        ("--stop-at-milestone", args.stop_at_milestone),
+    ];
+    if let Some((flag, _)) = not_here.iter().find(|(_, given)| *given) {
+        bail!("{flag} does not apply to a superposition run");
+    }
+    if let Some(seed) = args.seed {
+        run.seed = seed;
+    }
+    let t = &mut run.train;
+    if let Some(steps) = args.steps {
+        t.steps = steps;
+    }
+    if let Some(every) = args.eval_every {
+        t.eval_every = every;
+    }
+    if let Some(lr) = args.lr {
+        t.lr = lr;
+    }
+    if let Some(b) = args.batch_size {
+        t.batch_size = b;
+    }
+    if let Some(wd) = args.weight_decay {
+        t.weight_decay = wd;
+    }
+    run.validate().map_err(anyhow::Error::msg)?;
+    Ok(run)
+}
+
+pub fn train(args: &TrainArgs, preset: TmsPreset) -> Result<()> {
+    let run = build(args, preset)?;
+    let mut trainer = TmsTrainer::new(run.clone())?;
+    let mut history = Vec::new();
+    let mut diverged = None;
+    while !trainer.is_finished() {
+        match trainer.step() {
+            Ok(Some(metrics)) => {
+                if args.json {
+                    println!("{}", serde_json::to_string(&metrics)?);
+                } else if metrics.step % (run.train.eval_every * 10).max(1) == 0
+                    || trainer.is_finished()
+                {
+                    println!(
+                        "step {:>6}/{}  loss {:.6}  {:.2}s",
+                        metrics.step, run.train.steps, metrics.loss, metrics.elapsed_s
+                    );
+                }
+                history.push(metrics);
+            }
+            Ok(None) => {}
+            Err(e @ TmsError::Diverged { .. }) => {
+                diverged = Some(e);
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Some(e) = diverged {
+        bail!("{e}; nothing was saved");
+    }
+    let checkpoint = TmsCheckpoint {
+        run: run.clone(),
+        weights: trainer.weights().clone(),
+        step: trainer.steps_done(),
+        history,
+    };
+    checkpoint
+        .save(&args.out)
+        .with_context(|| "saving the checkpoint")?;
+    let mut out: Box<dyn Write> = if args.json {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    for line in summary(&trainer) {
+        writeln!(out, "{line}")?;
+    }
+    writeln!(out, "saved {}", args.out.display())?;
+    Ok(())
+}
+
+/// D* per instance, and as the reference counts them: over the features with D_i ≥ 0.1 of the
+/// instances with D* < 0.95, how many lie within 0.005 of each fraction.
+fn summary(trainer: &TmsTrainer) -> Vec<String> {
+    let run = trainer.run();
+    let dstar = trainer.dims_per_feature();
+    let mut near = vec![0usize; FRACTIONS.len()];
+    for (i, &d) in dstar.iter().enumerate() {
+        if d >= 0.95 {
+            continue;
+        }
+        for &dim in trainer
+            .geometry(i)
+            .dimensionality
+            .iter()
+            .filter(|&&x| x >= 0.1)
+        {
+            for (count, (_, f)) in near.iter_mut().zip(FRACTIONS) {
+                *count += usize::from((dim - f).abs() <= 0.005);
+            }
+        }
+    }
+    vec![
+        format!(
+            "trained {} steps of {} instances ({} features into {})",
+            trainer.steps_done(),
+            run.model.n_instances,
+            run.model.n_features,
+            run.model.n_hidden
+        ),
+        format!(
+            "D* per instance: {}",
+            dstar
+                .iter()
+                .map(|d| format!("{d:.3}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        format!(
+            "instances with D* within 0.03 of 1/2: {}",
+            dstar.iter().filter(|d| (*d - 0.5).abs() <= 0.03).count()
+        ),
+        format!(
+            "features within 0.005 of each fraction (instances with D* < 0.95): {}",
+            FRACTIONS
+                .iter()
+                .zip(&near)
+                .map(|((name, _), n)| format!("{name}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ]
+}

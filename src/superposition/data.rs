@@ -1,0 +1,232 @@
+//! Batches of sparse features, drawn directly as each instance's active features: feature `f` of
+//! a sample is active with its instance's probability `p`, and then uniform on [0, 1).
+//!
+//! Drawing a coin per feature costs a random number per feature whatever `p` is. Where features
+//! are rare, the gaps between active ones are drawn instead (geometric, `P(gap = k) = (1 − p)^k
+//! p`): the same distribution from about `2·n·p` random numbers instead of `n`. Dense instances
+//! draw a 32-bit coin per feature. Either way the result is each sample's active features in
+//! order, which is what the products need: the rows of W of the active features only.
+
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+
+/// Below this probability an instance draws the gaps between active features, and its batch
+/// is kept sparse; above it, a coin per feature into a dense matrix (whose products are then
+/// matrix products).
+pub const GAPS_BELOW: f64 = 0.25;
+
+/// One instance's batch, dense or sparse by its feature probability.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Batch {
+    /// `[rows, n]`.
+    Dense {
+        rows: usize,
+        x: Vec<f32>,
+    },
+    Sparse(SparseBatch),
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch::Sparse(SparseBatch::default())
+    }
+}
+
+impl Batch {
+    pub fn rows(&self) -> usize {
+        match self {
+            Batch::Dense { rows, .. } => *rows,
+            Batch::Sparse(s) => s.rows(),
+        }
+    }
+
+    /// The batch as a dense `[rows, n]` matrix.
+    pub fn to_dense(&self, n: usize) -> Vec<f32> {
+        match self {
+            Batch::Dense { x, .. } => x.clone(),
+            Batch::Sparse(s) => s.dense(n),
+        }
+    }
+
+    /// A batch of a dense `[rows, n]` matrix: kept dense where at least [`GAPS_BELOW`] of it
+    /// is active, else sparse.
+    pub fn from_dense(x: &[f32], n: usize) -> Self {
+        let active = x.iter().filter(|&&v| v != 0.0).count();
+        if active as f64 >= GAPS_BELOW * x.len() as f64 {
+            Batch::Dense {
+                rows: x.len() / n,
+                x: x.to_vec(),
+            }
+        } else {
+            Batch::Sparse(SparseBatch::from_dense(x, n))
+        }
+    }
+
+    /// Draws `rows` samples of `n` features, each active with probability `p` (the buffers
+    /// reused).
+    pub fn draw(&mut self, rows: usize, n: usize, p: f64, seed: u64) {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        if p < GAPS_BELOW {
+            if !matches!(self, Batch::Sparse(_)) {
+                *self = Batch::Sparse(SparseBatch::default());
+            }
+            if let Batch::Sparse(s) = self {
+                s.draw_gaps(rows, n, p, &mut rng);
+            }
+            return;
+        }
+        let mut x = match std::mem::take(self) {
+            Batch::Dense { x, .. } => x,
+            Batch::Sparse(_) => Vec::new(),
+        };
+        x.clear();
+        x.resize(rows * n, 0.0);
+        // One random word per feature: its low 32 bits a coin (active when below p · 2³²),
+        // its top 24 bits the value.
+        let threshold = (p * 4_294_967_296.0) as u64;
+        for v in x.iter_mut() {
+            let bits = rng.next_u64();
+            *v = if bits & 0xffff_ffff < threshold {
+                unit(bits)
+            } else {
+                0.0
+            };
+        }
+        *self = Batch::Dense { rows, x };
+    }
+}
+
+/// A uniform value in [0, 1) from the top 24 bits.
+fn unit(bits: u64) -> f32 {
+    (bits >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
+}
+
+/// One instance's batch: each sample's active features (ascending) and their values, as
+/// compressed rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseBatch {
+    /// `[batch + 1]`: sample `b`'s entries are `starts[b]..starts[b + 1]`.
+    pub starts: Vec<u32>,
+    pub features: Vec<u32>,
+    pub values: Vec<f32>,
+}
+
+impl SparseBatch {
+    pub fn rows(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+
+    /// Sample `b`'s active features and values.
+    pub fn row(&self, b: usize) -> (&[u32], &[f32]) {
+        let (s, e) = (self.starts[b] as usize, self.starts[b + 1] as usize);
+        (&self.features[s..e], &self.values[s..e])
+    }
+
+    /// The batch as a dense `[batch, n]` matrix.
+    pub fn dense(&self, n: usize) -> Vec<f32> {
+        let mut x = vec![0f32; self.rows() * n];
+        for b in 0..self.rows() {
+            let (features, values) = self.row(b);
+            for (&f, &v) in features.iter().zip(values) {
+                x[b * n + f as usize] = v;
+            }
+        }
+        x
+    }
+
+    /// A batch from a dense `[batch, n]` matrix (its zeros inactive).
+    pub fn from_dense(x: &[f32], n: usize) -> Self {
+        let mut batch = SparseBatch {
+            starts: vec![0],
+            ..Default::default()
+        };
+        for row in x.chunks_exact(n) {
+            for (f, &v) in row.iter().enumerate() {
+                if v != 0.0 {
+                    batch.features.push(f as u32);
+                    batch.values.push(v);
+                }
+            }
+            batch.starts.push(batch.features.len() as u32);
+        }
+        batch
+    }
+
+    /// Draws `rows` samples of `n` features, each active with probability `p`, by the gaps
+    /// between active features (`self`'s buffers reused).
+    fn draw_gaps(&mut self, rows: usize, n: usize, p: f64, rng: &mut SmallRng) {
+        self.starts.clear();
+        self.features.clear();
+        self.values.clear();
+        self.starts.push(0);
+        let log_q = (1.0 - p).ln();
+        for _ in 0..rows {
+            let mut f = 0usize;
+            loop {
+                // One random word per active feature: its low 32 bits u in (0, 1], the gap
+                // before it; its top 24 bits its value.
+                let bits = rng.next_u64();
+                let u = ((bits & 0xffff_ffff) + 1) as f64 * (1.0 / 4_294_967_296.0);
+                let gap = (u.ln() / log_q) as usize;
+                f = f.saturating_add(gap);
+                if f >= n {
+                    break;
+                }
+                self.features.push(f as u32);
+                self.values.push(unit(bits));
+                f += 1;
+            }
+            self.starts.push(self.features.len() as u32);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both ways of drawing give each feature probability p and values uniform on [0, 1).
+    #[test]
+    fn features_are_active_with_their_probability() {
+        for p in [1.0, 0.6, 0.3, 0.2, 0.05, 0.003] {
+            let (rows, n) = (4000, 50);
+            let mut drawn = Batch::default();
+            drawn.draw(rows, n, p, 3);
+            assert_eq!(drawn.rows(), rows);
+            assert_eq!(matches!(drawn, Batch::Dense { .. }), p >= GAPS_BELOW);
+            let batch = SparseBatch::from_dense(&drawn.to_dense(n), n);
+            let active = batch.features.len() as f64 / (rows * n) as f64;
+            let sd = (p * (1.0 - p) / (rows * n) as f64).sqrt();
+            assert!((active - p).abs() <= 5.0 * sd + 1e-9, "p {p}: {active}");
+            // Every feature as often as the others: the first and the last.
+            let count = |f: u32| batch.features.iter().filter(|&&x| x == f).count() as f64;
+            let per = rows as f64 * p;
+            for f in [0, n as u32 / 2, n as u32 - 1] {
+                assert!(
+                    (count(f) - per).abs() <= 5.0 * (per * (1.0 - p)).sqrt() + 1.0,
+                    "p {p}, feature {f}"
+                );
+            }
+            for b in 0..rows {
+                let (features, values) = batch.row(b);
+                assert!(features.windows(2).all(|w| w[0] < w[1]));
+                assert!(values.iter().all(|&v| (0.0..1.0).contains(&v)));
+            }
+            let mean = batch.values.iter().map(|&v| v as f64).sum::<f64>()
+                / batch.values.len().max(1) as f64;
+            if batch.values.len() > 1000 {
+                assert!((mean - 0.5).abs() < 0.02, "p {p}: mean value {mean}");
+            }
+        }
+    }
+
+    #[test]
+    fn dense_and_sparse_forms_agree() {
+        let mut batch = Batch::default();
+        batch.draw(70, 9, 0.1, 1);
+        let Batch::Sparse(sparse) = &batch else {
+            panic!("a sparse batch")
+        };
+        assert_eq!(&SparseBatch::from_dense(&sparse.dense(9), 9), sparse);
+    }
+}

@@ -1,0 +1,107 @@
+//! What the paper measures of each instance's trained W: the feature norms ‖W_f‖, each
+//! feature's superposition Σ_{j≠f} (Ŵ_f · W_j)², its dimensionality D_f = ‖W_f‖² / Σ_j (Ŵ_f ·
+//! W_j)², and the instance's dimensions per feature D* = m / ‖W‖_F².
+
+use serde::{Deserialize, Serialize};
+
+/// One instance's geometry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Geometry {
+    /// m / ‖W‖_F².
+    pub dims_per_feature: f64,
+    /// ‖W_f‖ per feature.
+    pub norms: Vec<f64>,
+    /// Σ_{j≠f} (Ŵ_f · W_j)² per feature.
+    pub superposition: Vec<f64>,
+    /// ‖W_f‖² / Σ_j (Ŵ_f · W_j)² per feature (0 for a feature with no norm).
+    pub dimensionality: Vec<f64>,
+}
+
+/// The geometry of `w` `[n, m]` (one instance), in float64.
+pub fn geometry(w: &[f32], n: usize, m: usize) -> Geometry {
+    let row = |f: usize| &w[f * m..(f + 1) * m];
+    let dot = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| x as f64 * y as f64)
+            .sum::<f64>()
+    };
+    let norms: Vec<f64> = (0..n).map(|f| dot(row(f), row(f)).sqrt()).collect();
+    let total: f64 = norms.iter().map(|x| x * x).sum();
+    let mut superposition = vec![0.0; n];
+    let mut dimensionality = vec![0.0; n];
+    for f in 0..n {
+        if norms[f] < 1e-12 {
+            continue;
+        }
+        let (mut all, mut others) = (0.0, 0.0);
+        for j in 0..n {
+            let c = dot(row(f), row(j)) / norms[f];
+            all += c * c;
+            if j != f {
+                others += c * c;
+            }
+        }
+        superposition[f] = others;
+        dimensionality[f] = norms[f] * norms[f] / all;
+    }
+    Geometry {
+        dims_per_feature: if total > 0.0 {
+            m as f64 / total
+        } else {
+            f64::INFINITY
+        },
+        norms,
+        superposition,
+        dimensionality,
+    }
+}
+
+/// One evaluation of a superposition run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TmsMetrics {
+    pub step: usize,
+    /// The loss summed over instances, averaged over the steps since the last evaluation.
+    pub loss: f64,
+    pub loss_per_instance: Vec<f64>,
+    /// D* per instance.
+    pub dims_per_feature: Vec<f64>,
+    /// Seconds of training so far (steps only).
+    pub elapsed_s: f64,
+}
+
+/// The fractions the paper's feature dimensionalities stick at.
+pub const FRACTIONS: [(&str, f64); 6] = [
+    ("1", 1.0),
+    ("3/4", 0.75),
+    ("2/3", 2.0 / 3.0),
+    ("1/2", 0.5),
+    ("2/5", 0.4),
+    ("3/8", 0.375),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two antipodal features in one dimension share it: D = 1/2 each, D* = 1/2; a lone
+    /// orthogonal feature has D = 1; a pentagon in two dimensions has D = 2/5.
+    #[test]
+    fn known_arrangements_have_their_dimensionality() {
+        let g = geometry(&[1.0, 0.0, -1.0, 0.0, 0.0, 1.0], 3, 2);
+        assert!((g.dimensionality[0] - 0.5).abs() < 1e-12);
+        assert!((g.dimensionality[2] - 1.0).abs() < 1e-12);
+        assert!((g.dims_per_feature - 2.0 / 3.0).abs() < 1e-12);
+        assert!((g.superposition[0] - 1.0).abs() < 1e-12);
+        let pentagon: Vec<f32> = (0..5)
+            .flat_map(|k| {
+                let a = 2.0 * std::f64::consts::PI * k as f64 / 5.0;
+                [a.cos() as f32, a.sin() as f32]
+            })
+            .collect();
+        let g = geometry(&pentagon, 5, 2);
+        for d in g.dimensionality {
+            assert!((d - 0.4).abs() < 1e-6, "{d}");
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The model's weights, their initialisation, and the loss and its gradients on a batch,
+//! computed on the host, each instance on its own.
+//!
+//! For instance `i` with `W [n, m]` and `b [n]`, and a batch `X [B, n]`:
+//!
+//! ```text
+//! H  = X W              [B, m]   only the rows of W of each sample's active features
+//! Z  = H Wᵀ + b         [B, n]   a matrix product
+//! X' = ReLU(Z) (or Z)
+//! L  = Σ imp_f (X' − X)² / (B n)
+//! D  = ∂L/∂Z = 2 imp_f (X' − X) / (B n) · [Z > 0]
+//! ∂L/∂b = Σ_b D
+//! ∂L/∂W = Dᵀ H + Xᵀ (D W)   the second term again over active features only
+//! ```
+//!
+//! Three matrix products of `B·n·m` each, and two sparse passes of `B·(active)·m`: the exact
+//! gradients of PyTorch's autograd on the same weights and batch (a test holds them to a
+//! PyTorch fixture).
+
+use rand_distr::{Distribution, Normal};
+use rayon::prelude::*;
+
+use super::config::{Output, TmsModel};
+use super::data::Batch;
+use crate::model::kernels::cpu::{matmul, pool, with_avx2};
+use crate::seed::{Stream, stream_rng};
+
+/// The weights of every instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TmsWeights {
+    /// `[instances, features, hidden]`.
+    pub w: Vec<f32>,
+    /// `[instances, features]`.
+    pub b: Vec<f32>,
+}
+
+impl TmsWeights {
+    /// PyTorch's `xavier_normal_` over the whole `[I, n, m]` tensor (fan_in n·m, fan_out I·m),
+    /// and b = 0, as the paper's notebook initialises them.
+    pub fn init(model: &TmsModel, seed: u64) -> Self {
+        let (i, n, m) = (model.n_instances, model.n_features, model.n_hidden);
+        let std = (2.0 / ((n * m + i * m) as f64)).sqrt();
+        let normal = Normal::new(0.0, std).expect("a positive standard deviation");
+        let mut rng = stream_rng(seed, Stream::Init);
+        let w = (0..i * n * m)
+            .map(|_| normal.sample(&mut rng) as f32)
+            .collect();
+        Self {
+            w,
+            b: vec![0.0; i * n],
+        }
+    }
+
+    pub fn all_finite(&self) -> bool {
+        self.w.iter().chain(&self.b).all(|v| v.is_finite())
+    }
+}
+
+/// Gradients in the weights' layout, and each instance's loss.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TmsGrads {
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+    pub loss: Vec<f64>,
+}
+
+/// One instance's loss and gradients into `dw [n, m]` and `db [n]`.
+#[allow(clippy::too_many_arguments)]
+fn instance_loss_and_grads(
+    (n, m): (usize, usize),
+    output: Output,
+    w: &[f32],
+    b: &[f32],
+    importance: &[f32],
+    x: &Batch,
+    dw: &mut [f32],
+    db: &mut [f32],
+) -> f64 {
+    let rows = x.rows();
+    // H = X W: a matrix product for a dense batch, the active features' rows for a sparse one.
+    let mut h = vec![0f32; rows * m];
+    match x {
+        Batch::Dense { x, .. } => matmul(&mut h, (rows, m, n), (x, n, 1), (w, m, 1), false),
+        Batch::Sparse(x) => with_avx2(|| {
+            for (r, hr) in h.chunks_exact_mut(m).enumerate() {
+                let (features, values) = x.row(r);
+                for (&f, &v) in features.iter().zip(values) {
+                    let wf = &w[f as usize * m..(f as usize + 1) * m];
+                    hr.iter_mut().zip(wf).for_each(|(a, &b)| *a += v * b);
+                }
+            }
+        }),
+    }
+    // Z = H Wᵀ + b.
+    let mut z = vec![0f32; rows * n];
+    matmul(&mut z, (rows, n, m), (&h, m, 1), (w, 1, m), false);
+    let scale = 2.0 / (rows * n) as f32;
+    let relu = output == Output::Relu;
+    let mut loss = 0f64;
+    // D, from Z in place, a row at a time: X's row scattered into a dense buffer so that the
+    // elementwise work has no branches (and vectorises); `db` summed row by row.
+    let mut scattered = vec![0f32; n];
+    db.fill(0.0);
+    for (r, zr) in z.chunks_exact_mut(n).enumerate() {
+        let x_row: &[f32] = match x {
+            Batch::Dense { x, .. } => &x[r * n..(r + 1) * n],
+            Batch::Sparse(x) => {
+                let (features, values) = x.row(r);
+                for (&f, &v) in features.iter().zip(values) {
+                    scattered[f as usize] = v;
+                }
+                &scattered
+            }
+        };
+        let row_loss = with_avx2(|| {
+            if relu {
+                gradient_row::<true>(zr, b, x_row, importance, db, scale)
+            } else {
+                gradient_row::<false>(zr, b, x_row, importance, db, scale)
+            }
+        });
+        loss += row_loss as f64;
+        if let Batch::Sparse(x) = x {
+            for &f in x.row(r).0 {
+                scattered[f as usize] = 0.0;
+            }
+        }
+    }
+    let d = z;
+    // ∂W = Dᵀ H + Xᵀ (D W).
+    matmul(dw, (n, m, rows), (&d, 1, n), (&h, m, 1), false);
+    let mut g = h;
+    matmul(&mut g, (rows, m, n), (&d, n, 1), (w, m, 1), false);
+    match x {
+        Batch::Dense { x, .. } => matmul(dw, (n, m, rows), (x, 1, n), (&g, m, 1), true),
+        Batch::Sparse(x) => with_avx2(|| {
+            for (r, gr) in g.chunks_exact(m).enumerate() {
+                let (features, values) = x.row(r);
+                for (&f, &v) in features.iter().zip(values) {
+                    let dwf = &mut dw[f as usize * m..(f as usize + 1) * m];
+                    dwf.iter_mut().zip(gr).for_each(|(a, &b)| *a += v * b);
+                }
+            }
+        }),
+    }
+    loss / (rows * n) as f64
+}
+
+/// One sample's loss `Σ imp (x' − x)²` and, in place of `z` (its `H Wᵀ`), `∂L/∂Z`; `db`
+/// accumulates it. The sum runs in eight lanes so that the loop vectorises.
+#[inline(always)]
+fn gradient_row<const RELU: bool>(
+    z: &mut [f32],
+    b: &[f32],
+    x: &[f32],
+    importance: &[f32],
+    db: &mut [f32],
+    scale: f32,
+) -> f32 {
+    const LANES: usize = 8;
+    let mut lanes = [0f32; LANES];
+    let n = z.len();
+    let whole = n - n % LANES;
+    let mut one = |f: usize, lane: &mut f32| {
+        let pre = z[f] + b[f];
+        let out = if RELU { pre.max(0.0) } else { pre };
+        let err = out - x[f];
+        *lane += importance[f] * err * err;
+        let d = if !RELU || pre > 0.0 {
+            scale * importance[f] * err
+        } else {
+            0.0
+        };
+        z[f] = d;
+        db[f] += d;
+    };
+    for c in (0..whole).step_by(LANES) {
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            one(c + l, lane);
+        }
+    }
+    let mut rest = 0.0;
+    for f in whole..n {
+        one(f, &mut rest);
+    }
+    lanes.iter().sum::<f32>() + rest
+}
+
+/// The loss (summed over instances, each the mean over batch and features) and its gradients,
+/// the instances in parallel. `batches[i]` is instance `i`'s batch.
+pub fn loss_and_grads(
+    model: &TmsModel,
+    weights: &TmsWeights,
+    importance: &[f32],
+    batches: &[Batch],
+) -> TmsGrads {
+    let (n, m) = (model.n_features, model.n_hidden);
+    let mut grads = TmsGrads {
+        w: vec![0.0; weights.w.len()],
+        b: vec![0.0; weights.b.len()],
+        loss: vec![0.0; model.n_instances],
+    };
+    pool().install(|| {
+        grads
+            .w
+            .par_chunks_mut(n * m)
+            .zip(grads.b.par_chunks_mut(n))
+            .zip(grads.loss.par_iter_mut())
+            .enumerate()
+            .for_each(|(i, ((dw, db), loss))| {
+                let w = &weights.w[i * n * m..(i + 1) * n * m];
+                let b = &weights.b[i * n..(i + 1) * n];
+                *loss = instance_loss_and_grads(
+                    (n, m),
+                    model.output,
+                    w,
+                    b,
+                    importance,
+                    &batches[i],
+                    dw,
+                    db,
+                );
+            });
+    });
+    grads
+}
+
+/// A seed for instance `instance`'s batch at step `step` of a run of `seed`: SplitMix64's
+/// finaliser over the three, so every batch has its own stream whatever the order they are
+/// drawn in.
+pub fn batch_seed(seed: u64, step: u64, instance: u64) -> u64 {
+    fn mix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    mix(mix(mix(seed) ^ step) ^ instance)
+}

@@ -1,0 +1,207 @@
+//! Training a superposition run: fresh sparse batches every step (each instance's drawn on its
+//! own thread), the exact loss and gradients, and PyTorch's AdamW.
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use super::config::{TmsConfigError, TmsRun};
+use super::data::Batch;
+use super::metrics::{TmsMetrics, geometry};
+use super::model::{TmsGrads, TmsWeights, batch_seed, loss_and_grads};
+use crate::model::kernels::cpu::pool;
+
+/// PyTorch's AdamW on the host: decoupled weight decay, then Adam with bias correction.
+#[derive(Debug, Clone)]
+struct AdamW {
+    m: Vec<f32>,
+    v: Vec<f32>,
+    t: i32,
+}
+
+impl AdamW {
+    fn new(len: usize) -> Self {
+        Self {
+            m: vec![0.0; len],
+            v: vec![0.0; len],
+            t: 0,
+        }
+    }
+
+    /// One update of `params` (W then b, concatenated in `grads`' order).
+    fn step(&mut self, params: [&mut [f32]; 2], grads: [&[f32]; 2], run: &TmsRun) {
+        self.t += 1;
+        let t = &run.train;
+        let (b1, b2) = (t.betas[0] as f32, t.betas[1] as f32);
+        let lr = t.lr as f32;
+        let decay = 1.0 - lr * t.weight_decay as f32;
+        let step_size = lr / (1.0 - b1.powi(self.t));
+        let bias2 = (1.0 - b2.powi(self.t)).sqrt();
+        let eps = t.eps as f32;
+        let mut offset = 0;
+        for (p, g) in params.into_iter().zip(grads) {
+            let (m, v) = (
+                &mut self.m[offset..offset + p.len()],
+                &mut self.v[offset..offset + p.len()],
+            );
+            offset += p.len();
+            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
+                *p *= decay;
+                *m = b1 * *m + (1.0 - b1) * g;
+                *v = b2 * *v + (1.0 - b2) * g * g;
+                *p -= step_size * *m / (v.sqrt() / bias2 + eps);
+            }
+        }
+    }
+}
+
+/// A run in progress.
+pub struct TmsTrainer {
+    run: TmsRun,
+    weights: TmsWeights,
+    adam: AdamW,
+    probabilities: Vec<f64>,
+    importance: Vec<f32>,
+    batches: Vec<Batch>,
+    step: usize,
+    loss_since_eval: (Vec<f64>, usize),
+    busy_s: f64,
+}
+
+/// Why a step failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TmsError {
+    #[error("invalid settings: {0}")]
+    Config(#[from] TmsConfigError),
+    #[error(
+        "training diverged at step {step}: the loss became {loss}; the weights are the last \
+         finite ones: lower the learning rate"
+    )]
+    Diverged { step: usize, loss: f64 },
+    #[error("training is already complete")]
+    Finished,
+}
+
+impl TmsTrainer {
+    pub fn new(run: TmsRun) -> Result<Self, TmsError> {
+        run.validate()?;
+        let weights = TmsWeights::init(&run.model, run.seed);
+        Ok(Self::with_weights(run, weights))
+    }
+
+    /// A run from given weights (of `run`'s model, validated by the caller).
+    pub fn with_weights(run: TmsRun, weights: TmsWeights) -> Self {
+        let instances = run.model.n_instances;
+        Self {
+            adam: AdamW::new(weights.w.len() + weights.b.len()),
+            probabilities: run.probabilities(),
+            importance: run.importances().iter().map(|&i| i as f32).collect(),
+            batches: vec![Batch::default(); instances],
+            step: 0,
+            loss_since_eval: (vec![0.0; instances], 0),
+            busy_s: 0.0,
+            weights,
+            run,
+        }
+    }
+
+    pub fn run(&self) -> &TmsRun {
+        &self.run
+    }
+    pub fn weights(&self) -> &TmsWeights {
+        &self.weights
+    }
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+    pub fn is_finished(&self) -> bool {
+        self.step >= self.run.train.steps
+    }
+
+    /// Draws every instance's batch for the next step.
+    fn draw(&mut self) {
+        let (rows, n) = (self.run.train.batch_size, self.run.model.n_features);
+        let (seed, step) = (self.run.seed, self.step as u64);
+        let probabilities = &self.probabilities;
+        pool().install(|| {
+            self.batches
+                .par_iter_mut()
+                .enumerate()
+                .for_each(|(i, batch)| {
+                    batch.draw(rows, n, probabilities[i], batch_seed(seed, step, i as u64))
+                });
+        });
+    }
+
+    /// The loss and gradients of the next step's batches, without an update.
+    pub fn peek_grads(&mut self) -> TmsGrads {
+        self.draw();
+        loss_and_grads(
+            &self.run.model,
+            &self.weights,
+            &self.importance,
+            &self.batches,
+        )
+    }
+
+    /// One step; an evaluation when it ends an evaluation period (and at the last step). A
+    /// non-finite loss leaves the weights as they were.
+    pub fn step(&mut self) -> Result<Option<TmsMetrics>, TmsError> {
+        if self.is_finished() {
+            return Err(TmsError::Finished);
+        }
+        let started = Instant::now();
+        let grads = self.peek_grads();
+        let loss: f64 = grads.loss.iter().sum();
+        if !loss.is_finite() || !grads.w.iter().chain(&grads.b).all(|g| g.is_finite()) {
+            return Err(TmsError::Diverged {
+                step: self.step + 1,
+                loss,
+            });
+        }
+        let TmsWeights { w, b } = &mut self.weights;
+        self.adam.step([w, b], [&grads.w, &grads.b], &self.run);
+        self.step += 1;
+        let (sums, count) = &mut self.loss_since_eval;
+        sums.iter_mut().zip(&grads.loss).for_each(|(s, l)| *s += l);
+        *count += 1;
+        self.busy_s += started.elapsed().as_secs_f64();
+        let due = self.step.is_multiple_of(self.run.train.eval_every) || self.is_finished();
+        Ok(due.then(|| self.evaluate()))
+    }
+
+    /// The mean loss since the last evaluation and every instance's D*.
+    fn evaluate(&mut self) -> TmsMetrics {
+        let (sums, count) = std::mem::replace(
+            &mut self.loss_since_eval,
+            (vec![0.0; self.run.model.n_instances], 0),
+        );
+        let per_instance: Vec<f64> = sums.iter().map(|s| s / count.max(1) as f64).collect();
+        TmsMetrics {
+            step: self.step,
+            loss: per_instance.iter().sum(),
+            loss_per_instance: per_instance,
+            dims_per_feature: self.dims_per_feature(),
+            elapsed_s: self.busy_s,
+        }
+    }
+
+    /// D* of every instance.
+    pub fn dims_per_feature(&self) -> Vec<f64> {
+        let (n, m) = (self.run.model.n_features, self.run.model.n_hidden);
+        self.weights
+            .w
+            .chunks_exact(n * m)
+            .map(|w| {
+                let total: f64 = w.iter().map(|&x| x as f64 * x as f64).sum();
+                m as f64 / total
+            })
+            .collect()
+    }
+
+    /// Instance `i`'s geometry now.
+    pub fn geometry(&self, i: usize) -> super::metrics::Geometry {
+        let (n, m) = (self.run.model.n_features, self.run.model.n_hidden);
+        geometry(&self.weights.w[i * n * m..(i + 1) * n * m], n, m)
+    }
+}
