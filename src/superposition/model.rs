@@ -22,7 +22,8 @@ use rayon::prelude::*;
 
 use super::config::{Output, TmsModel};
 use super::data::Batch;
-use crate::model::kernels::cpu::{matmul, pool, with_avx2};
+use crate::model::kernels::cpu::{matmul_serial as matmul, pool};
+use crate::model::kernels::scratch;
 use crate::seed::{Stream, stream_rng};
 
 /// The weights of every instance.
@@ -64,9 +65,47 @@ pub struct TmsGrads {
     pub loss: Vec<f64>,
 }
 
-/// One instance's loss and gradients into `dw [n, m]` and `db [n]`.
+/// One instance's loss and gradients into `dw [n, m]` and `db [n]`: compiled for AVX2 where
+/// the CPU has it (its elementwise loops then run eight floats at a time; the numbers do not
+/// depend on it).
 #[allow(clippy::too_many_arguments)]
 fn instance_loss_and_grads(
+    dims: (usize, usize),
+    output: Output,
+    w: &[f32],
+    b: &[f32],
+    importance: &[f32],
+    x: &Batch,
+    dw: &mut [f32],
+    db: &mut [f32],
+) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::model::kernels::cpu::has_avx2() {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { instance_avx2(dims, output, w, b, importance, x, dw, db) };
+    }
+    instance_plain(dims, output, w, b, importance, x, dw, db)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn instance_avx2(
+    dims: (usize, usize),
+    output: Output,
+    w: &[f32],
+    b: &[f32],
+    importance: &[f32],
+    x: &Batch,
+    dw: &mut [f32],
+    db: &mut [f32],
+) -> f64 {
+    instance_plain(dims, output, w, b, importance, x, dw, db)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn instance_plain(
     (n, m): (usize, usize),
     output: Output,
     w: &[f32],
@@ -78,10 +117,12 @@ fn instance_loss_and_grads(
 ) -> f64 {
     let rows = x.rows();
     // H = X W: a matrix product for a dense batch, the active features' rows for a sparse one.
-    let mut h = vec![0f32; rows * m];
+    // Scratch buffers hold their last user's values: each is overwritten before it is read.
+    let mut h = scratch::take(rows * m);
     match x {
         Batch::Dense { x, .. } => matmul(&mut h, (rows, m, n), (x, n, 1), (w, m, 1), false),
-        Batch::Sparse(x) => with_avx2(|| {
+        Batch::Sparse(x) => {
+            h.fill(0.0);
             for (r, hr) in h.chunks_exact_mut(m).enumerate() {
                 let (features, values) = x.row(r);
                 for (&f, &v) in features.iter().zip(values) {
@@ -89,10 +130,10 @@ fn instance_loss_and_grads(
                     hr.iter_mut().zip(wf).for_each(|(a, &b)| *a += v * b);
                 }
             }
-        }),
+        }
     }
     // Z = H Wᵀ + b.
-    let mut z = vec![0f32; rows * n];
+    let mut z = scratch::take(rows * n);
     matmul(&mut z, (rows, n, m), (&h, m, 1), (w, 1, m), false);
     let scale = 2.0 / (rows * n) as f32;
     let relu = output == Output::Relu;
@@ -112,13 +153,11 @@ fn instance_loss_and_grads(
                 &scattered
             }
         };
-        let row_loss = with_avx2(|| {
-            if relu {
-                gradient_row::<true>(zr, b, x_row, importance, db, scale)
-            } else {
-                gradient_row::<false>(zr, b, x_row, importance, db, scale)
-            }
-        });
+        let row_loss = if relu {
+            gradient_row::<true>(zr, b, x_row, importance, db, scale)
+        } else {
+            gradient_row::<false>(zr, b, x_row, importance, db, scale)
+        };
         loss += row_loss as f64;
         if let Batch::Sparse(x) = x {
             for &f in x.row(r).0 {
@@ -133,7 +172,7 @@ fn instance_loss_and_grads(
     matmul(&mut g, (rows, m, n), (&d, n, 1), (w, m, 1), false);
     match x {
         Batch::Dense { x, .. } => matmul(dw, (n, m, rows), (x, 1, n), (&g, m, 1), true),
-        Batch::Sparse(x) => with_avx2(|| {
+        Batch::Sparse(x) => {
             for (r, gr) in g.chunks_exact(m).enumerate() {
                 let (features, values) = x.row(r);
                 for (&f, &v) in features.iter().zip(values) {
@@ -141,8 +180,10 @@ fn instance_loss_and_grads(
                     dwf.iter_mut().zip(gr).for_each(|(a, &b)| *a += v * b);
                 }
             }
-        }),
+        }
     }
+    scratch::give(g);
+    scratch::give(d);
     loss / (rows * n) as f64
 }
 
@@ -158,30 +199,47 @@ fn gradient_row<const RELU: bool>(
     scale: f32,
 ) -> f32 {
     const LANES: usize = 8;
-    let mut lanes = [0f32; LANES];
-    let n = z.len();
-    let whole = n - n % LANES;
-    let mut one = |f: usize, lane: &mut f32| {
-        let pre = z[f] + b[f];
+    // Position f's share: its loss term, and ∂L/∂z in place of z.
+    #[inline(always)]
+    fn one<const RELU: bool>(
+        z: &mut f32,
+        b: f32,
+        x: f32,
+        imp: f32,
+        db: &mut f32,
+        scale: f32,
+    ) -> f32 {
+        let pre = *z + b;
         let out = if RELU { pre.max(0.0) } else { pre };
-        let err = out - x[f];
-        *lane += importance[f] * err * err;
+        let err = out - x;
         let d = if !RELU || pre > 0.0 {
-            scale * importance[f] * err
+            scale * imp * err
         } else {
             0.0
         };
-        z[f] = d;
-        db[f] += d;
-    };
-    for c in (0..whole).step_by(LANES) {
-        for (l, lane) in lanes.iter_mut().enumerate() {
-            one(c + l, lane);
+        *z = d;
+        *db += d;
+        imp * err * err
+    }
+    let mut lanes = [0f32; LANES];
+    let whole = z.len() - z.len() % LANES;
+    let (z_head, z_tail) = z.split_at_mut(whole);
+    let (db_head, db_tail) = db.split_at_mut(whole);
+    for ((((zc, bc), xc), ic), dc) in z_head
+        .chunks_exact_mut(LANES)
+        .zip(b.chunks_exact(LANES))
+        .zip(x.chunks_exact(LANES))
+        .zip(importance.chunks_exact(LANES))
+        .zip(db_head.chunks_exact_mut(LANES))
+    {
+        for l in 0..LANES {
+            lanes[l] += one::<RELU>(&mut zc[l], bc[l], xc[l], ic[l], &mut dc[l], scale);
         }
     }
     let mut rest = 0.0;
-    for f in whole..n {
-        one(f, &mut rest);
+    for (k, (zf, df)) in z_tail.iter_mut().zip(db_tail.iter_mut()).enumerate() {
+        let f = whole + k;
+        rest += one::<RELU>(zf, b[f], x[f], importance[f], df, scale);
     }
     lanes.iter().sum::<f32>() + rest
 }

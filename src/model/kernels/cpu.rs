@@ -35,13 +35,38 @@ pub fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Re
 }
 
 /// `dst[m×n] (+)= a[m×k] · b[k×n]`, each operand given as `(slice, row stride, column stride)`
-/// so that transposes are free. Every index is checked against the slices first.
+/// so that transposes are free. Every index is checked against the slices first. A large
+/// product runs on the current pool's threads.
 pub fn matmul(
+    dst: &mut [f32],
+    dims: (usize, usize, usize),
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+    accumulate: bool,
+) {
+    let parallel = dims.0 * dims.1 * dims.2 >= 1 << 18;
+    matmul_on(dst, dims, a, b, accumulate, parallel);
+}
+
+/// [`matmul`] on this thread alone: for products that already run side by side, one per
+/// thread, where splitting each again only adds synchronisation.
+pub fn matmul_serial(
+    dst: &mut [f32],
+    dims: (usize, usize, usize),
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+    accumulate: bool,
+) {
+    matmul_on(dst, dims, a, b, accumulate, false);
+}
+
+fn matmul_on(
     dst: &mut [f32],
     (m, n, k): (usize, usize, usize),
     (a, a_rs, a_cs): (&[f32], usize, usize),
     (b, b_rs, b_cs): (&[f32], usize, usize),
     accumulate: bool,
+    parallel: bool,
 ) {
     if m == 0 || n == 0 || k == 0 {
         return;
@@ -77,7 +102,7 @@ pub fn matmul(
             false,
             false,
             false,
-            if m * n * k >= 1 << 18 {
+            if parallel {
                 gemm::Parallelism::Rayon(rayon::current_num_threads())
             } else {
                 gemm::Parallelism::None
