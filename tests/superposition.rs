@@ -62,7 +62,7 @@ fn case(output: Output) -> Case {
             w: floats(&file, "W"),
             b: floats(&file, "b"),
         },
-        importance: floats(&file, "importance"),
+        importance: floats(&file, "importance").repeat(i),
         batches,
     }
 }

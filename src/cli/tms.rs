@@ -7,7 +7,8 @@ use anyhow::{Context, Result, bail};
 
 use super::train::TrainArgs;
 use crate::checkpoint::TmsCheckpoint;
-use crate::superposition::{FRACTIONS, TmsError, TmsPreset, TmsRun, TmsTrainer};
+use crate::superposition::config::{PHASE_GRID, phase_point};
+use crate::superposition::{FRACTIONS, Regime, TmsError, TmsPreset, TmsRun, TmsTrainer, regime};
 
 /// The run of the preset with the flags that apply to it; any other flag is an error.
 fn build(args: &TrainArgs, preset: TmsPreset) -> Result<TmsRun> {
@@ -99,11 +100,55 @@ pub fn train(args: &TrainArgs, preset: TmsPreset) -> Result<()> {
     } else {
         Box::new(std::io::stdout())
     };
-    for line in summary(&trainer) {
+    let lines = match preset {
+        TmsPreset::Phase => phase_map(&trainer),
+        _ => summary(&trainer),
+    };
+    for line in lines {
         writeln!(out, "{line}")?;
     }
     writeln!(out, "saved {}", args.out.display())?;
     Ok(())
+}
+
+/// The phase diagram as text: a row per relative importance of the second feature (largest
+/// first), a column per feature probability (densest first), each cell the regime its trained W
+/// shows.
+fn phase_map(trainer: &TmsTrainer) -> Vec<String> {
+    let w = &trainer.weights().w;
+    let m = trainer.run().model.n_hidden;
+    let cell = |r: usize, c: usize| {
+        let k = r * PHASE_GRID + c;
+        regime(&w[k * 2 * m..(k + 1) * 2 * m], m)
+    };
+    let mut lines = vec![
+        "phase diagram: rows the second feature's relative importance, columns the feature \
+         probability; . second feature not represented, D dedicated, S superposition"
+            .to_string(),
+    ];
+    for r in (0..PHASE_GRID).rev() {
+        let row: String = (0..PHASE_GRID).map(|c| cell(r, c).symbol()).collect();
+        lines.push(format!("  importance {:>6.2}  {row}", phase_point(r, 0).1));
+    }
+    let last = format!("{:.2}", phase_point(0, PHASE_GRID - 1).0);
+    lines.push(format!(
+        "  probability         {:<w$}{last}",
+        "1",
+        w = PHASE_GRID - last.len()
+    ));
+    let count = |g: Regime| {
+        (0..PHASE_GRID * PHASE_GRID)
+            .filter(|&k| cell(k / PHASE_GRID, k % PHASE_GRID) == g)
+            .count()
+    };
+    lines.push(format!(
+        "cells: {} not represented, {} dedicated, {} in superposition, {} neither",
+        count(Regime::NotRepresented),
+        count(Regime::Dedicated),
+        count(Regime::Superposition),
+        count(Regime::Neither)
+    ));
+    lines
 }
 
 /// D* per instance, and as the reference counts them: over the features with D_i ≥ 0.1 of the

@@ -51,14 +51,16 @@ pub enum Probability {
     List(Vec<f64>),
 }
 
-/// Each feature's importance (the same for every instance).
+/// Each feature's importance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Importance {
-    /// Feature `i` weighs `decay^i` (1: all equal).
+    /// Feature `i` weighs `decay^i` (1: all equal), in every instance.
     Decay(f64),
-    /// One per feature.
+    /// One per feature, in every instance.
     List(Vec<f64>),
+    /// One list per instance.
+    PerInstance(Vec<Vec<f64>>),
 }
 
 /// The data: each feature uniform on [0, 1) with its instance's probability, else 0.
@@ -118,6 +120,20 @@ pub enum TmsPreset {
     /// 200 features into 20, 20 instances from probability 1 to 0.05: the feature geometry.
     #[value(name = "tms-geometry")]
     Geometry,
+    /// 2 features into 1, an instance per point of a grid of feature probability × the second
+    /// feature's relative importance: the phase diagram.
+    #[value(name = "tms-phase")]
+    Phase,
+}
+
+/// The phase diagram's grid: feature probabilities (columns) from 1 down to 0.01 and relative
+/// importances of the second feature (rows) from 0.1 up to 10, both evenly on a log scale.
+pub const PHASE_GRID: usize = 16;
+
+/// Column `c`'s feature probability and row `r`'s relative importance of the phase grid.
+pub fn phase_point(r: usize, c: usize) -> (f64, f64) {
+    let t = |k: usize| k as f64 / (PHASE_GRID - 1) as f64;
+    (0.01f64.powf(t(c)), 0.1 * 100f64.powf(t(r)))
 }
 
 impl TmsRun {
@@ -143,6 +159,32 @@ impl TmsRun {
                     ..TmsTraining::default()
                 },
             },
+            TmsPreset::Phase => {
+                let cells = PHASE_GRID * PHASE_GRID;
+                let point = |k: usize| phase_point(k / PHASE_GRID, k % PHASE_GRID);
+                Self {
+                    seed: 0,
+                    model: TmsModel {
+                        n_features: 2,
+                        n_hidden: 1,
+                        n_instances: cells,
+                        output: Output::Relu,
+                    },
+                    task: SparseFeatures {
+                        feature_probability: Probability::List(
+                            (0..cells).map(|k| point(k).0).collect(),
+                        ),
+                        importance: Importance::PerInstance(
+                            (0..cells).map(|k| vec![1.0, point(k).1]).collect(),
+                        ),
+                    },
+                    train: TmsTraining {
+                        steps: 5_000,
+                        eval_every: 250,
+                        ..TmsTraining::default()
+                    },
+                }
+            }
             TmsPreset::Geometry => Self {
                 seed: 0,
                 model: TmsModel {
@@ -179,14 +221,15 @@ impl TmsRun {
         }
     }
 
-    /// Each feature's importance.
+    /// Each instance's importance of each feature, `[instances × features]`.
     pub fn importances(&self) -> Vec<f64> {
-        match &self.task.importance {
-            Importance::Decay(d) => (0..self.model.n_features)
-                .map(|i| d.powi(i as i32))
-                .collect(),
+        let (i, n) = (self.model.n_instances, self.model.n_features);
+        let shared: Vec<f64> = match &self.task.importance {
+            Importance::Decay(d) => (0..n).map(|f| d.powi(f as i32)).collect(),
             Importance::List(list) => list.clone(),
-        }
+            Importance::PerInstance(lists) => return lists.concat(),
+        };
+        (0..i).flat_map(|_| shared.iter().copied()).collect()
     }
 
     /// Checks every setting; the message says what to change.
@@ -234,14 +277,25 @@ impl TmsRun {
         if let Some(p) = probs.iter().find(|p| !(**p > 0.0 && **p <= 1.0)) {
             return err(format!("a feature probability must be in (0, 1], got {p}"));
         }
-        let imp = self.importances();
-        if imp.len() != m.n_features {
+        let lists: Vec<usize> = match &self.task.importance {
+            Importance::Decay(_) => vec![m.n_features],
+            Importance::List(l) => vec![l.len()],
+            Importance::PerInstance(ls) if ls.len() != m.n_instances => {
+                return err(format!(
+                    "importance lists {} instances' values for {} instances",
+                    ls.len(),
+                    m.n_instances
+                ));
+            }
+            Importance::PerInstance(ls) => ls.iter().map(Vec::len).collect(),
+        };
+        if let Some(len) = lists.iter().find(|&&l| l != m.n_features) {
             return err(format!(
-                "importance lists {} values for {} features",
-                imp.len(),
+                "importance lists {len} values for {} features",
                 m.n_features
             ));
         }
+        let imp = self.importances();
         if let Some(i) = imp.iter().find(|i| !(i.is_finite() && **i >= 0.0)) {
             return err(format!(
                 "an importance must be finite and at least 0, got {i}"
@@ -272,7 +326,7 @@ mod tests {
 
     #[test]
     fn presets_are_valid_and_bad_settings_say_what_to_change() {
-        for preset in [TmsPreset::Intro, TmsPreset::Geometry] {
+        for preset in [TmsPreset::Intro, TmsPreset::Geometry, TmsPreset::Phase] {
             TmsRun::from_preset(preset).validate().unwrap();
         }
         let geometry = TmsRun::from_preset(TmsPreset::Geometry);

@@ -82,15 +82,26 @@ impl Batch {
         x.clear();
         x.resize(rows * n, 0.0);
         // One random word per feature: its low 32 bits a coin (active when below p · 2³²),
-        // its top 24 bits the value.
+        // its top 24 bits the value. Four generators take turns, so that the processor works on
+        // four independent chains of state updates at once.
         let threshold = (p * 4_294_967_296.0) as u64;
-        for v in x.iter_mut() {
-            let bits = rng.next_u64();
-            *v = if bits & 0xffff_ffff < threshold {
+        let draw = |bits: u64| {
+            if bits & 0xffff_ffff < threshold {
                 unit(bits)
             } else {
                 0.0
-            };
+            }
+        };
+        let mut lanes: [SmallRng; 4] =
+            std::array::from_fn(|_| SmallRng::seed_from_u64(rng.next_u64()));
+        let mut chunks = x.chunks_exact_mut(4);
+        for chunk in &mut chunks {
+            for (v, lane) in chunk.iter_mut().zip(lanes.iter_mut()) {
+                *v = draw(lane.next_u64());
+            }
+        }
+        for v in chunks.into_remainder() {
+            *v = draw(rng.next_u64());
         }
         *self = Batch::Dense { rows, x };
     }

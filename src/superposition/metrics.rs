@@ -57,6 +57,50 @@ pub fn geometry(w: &[f32], n: usize, m: usize) -> Geometry {
     }
 }
 
+/// How a two-feature instance uses its hidden dimensions (the paper's phase diagram): a
+/// feature is represented when its ‖W_f‖ is at least 1/2 (trained ones are near 0 or 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Regime {
+    /// Only the first feature: the second is not represented.
+    NotRepresented,
+    /// Only the second feature: it has the dimension to itself.
+    Dedicated,
+    /// Both, sharing the dimension (antipodal when there is one).
+    Superposition,
+    /// Neither feature.
+    Neither,
+}
+
+impl Regime {
+    /// One character for a text map.
+    pub fn symbol(self) -> char {
+        match self {
+            Regime::NotRepresented => '.',
+            Regime::Dedicated => 'D',
+            Regime::Superposition => 'S',
+            Regime::Neither => ' ',
+        }
+    }
+}
+
+/// The regime of a two-feature instance's `w` `[2, m]`.
+pub fn regime(w: &[f32], m: usize) -> Regime {
+    let norm = |f: usize| {
+        w[f * m..(f + 1) * m]
+            .iter()
+            .map(|&x| x as f64 * x as f64)
+            .sum::<f64>()
+            .sqrt()
+    };
+    match (norm(0) >= 0.5, norm(1) >= 0.5) {
+        (true, false) => Regime::NotRepresented,
+        (false, true) => Regime::Dedicated,
+        (true, true) => Regime::Superposition,
+        (false, false) => Regime::Neither,
+    }
+}
+
 /// One evaluation of a superposition run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TmsMetrics {
@@ -86,6 +130,14 @@ mod tests {
 
     /// Two antipodal features in one dimension share it: D = 1/2 each, D* = 1/2; a lone
     /// orthogonal feature has D = 1; a pentagon in two dimensions has D = 2/5.
+    #[test]
+    fn two_features_in_one_dimension_have_a_regime() {
+        assert_eq!(regime(&[1.0, 0.1], 1), Regime::NotRepresented);
+        assert_eq!(regime(&[0.0, -0.9], 1), Regime::Dedicated);
+        assert_eq!(regime(&[0.9, -1.0], 1), Regime::Superposition);
+        assert_eq!(regime(&[0.2, 0.1], 1), Regime::Neither);
+    }
+
     #[test]
     fn known_arrangements_have_their_dimensionality() {
         let g = geometry(&[1.0, 0.0, -1.0, 0.0, 0.0, 1.0], 3, 2);

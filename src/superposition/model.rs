@@ -245,7 +245,8 @@ fn gradient_row<const RELU: bool>(
 }
 
 /// The loss (summed over instances, each the mean over batch and features) and its gradients,
-/// the instances in parallel. `batches[i]` is instance `i`'s batch.
+/// the instances in parallel. `batches[i]` is instance `i`'s batch; `importance` is
+/// `[instances × features]`.
 pub fn loss_and_grads(
     model: &TmsModel,
     weights: &TmsWeights,
@@ -273,7 +274,7 @@ pub fn loss_and_grads(
                     model.output,
                     w,
                     b,
-                    importance,
+                    &importance[i * n..(i + 1) * n],
                     &batches[i],
                     dw,
                     db,
