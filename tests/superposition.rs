@@ -53,6 +53,7 @@ fn case(output: Output) -> Case {
         .collect();
     Case {
         model: TmsModel {
+            kind: Default::default(),
             n_features: n,
             n_hidden: m,
             n_instances: i,
@@ -170,4 +171,44 @@ fn the_cli_trains_a_preset_to_a_checkpoint() {
     }
     let o = run(&["--lr", "-1"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("lr must be positive"));
+    // A run config of this model (its model's kind "tms") trains the same way.
+    let config = dir.path().join("tms.json");
+    std::fs::write(
+        &config,
+        r#"{"seed": 2, "model": {"kind": "tms", "n_features": 6, "n_hidden": 2, "n_instances": 3},
+            "task": {"feature_probability": {"log_spaced": [1.0, 0.1]}, "importance": {"decay": 0.8}},
+            "train": {"steps": 40, "eval_every": 20}}"#,
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_toylens"))
+        .args([
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
+    let ckpt = toylens::checkpoint::TmsCheckpoint::load(&out).unwrap();
+    assert_eq!((ckpt.run.seed, ckpt.run.model.n_features), (2, 6));
+    std::fs::write(
+        &config,
+        r#"{"model": {"kind": "tms", "n_features": 2, "n_hidden": 3, "n_instances": 1},
+            "task": {"feature_probability": {"constant": 0.5}, "importance": {"decay": 1.0}}}"#,
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_toylens"))
+        .args(["train", "--config", config.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("must not exceed n_features"),
+        "{err}"
+    );
 }

@@ -10,12 +10,21 @@ use crate::checkpoint::TmsCheckpoint;
 use crate::superposition::config::{PHASE_GRID, phase_point};
 use crate::superposition::{FRACTIONS, Regime, TmsError, TmsPreset, TmsRun, TmsTrainer, regime};
 
-/// The run of the preset with the flags that apply to it; any other flag is an error.
-fn build(args: &TrainArgs, preset: TmsPreset) -> Result<TmsRun> {
-    let mut run = TmsRun::from_preset(preset);
+/// The run of the preset or config file with the flags that apply to it; any other flag is an
+/// error.
+fn build(args: &TrainArgs, preset: Option<TmsPreset>) -> Result<TmsRun> {
+    let mut run = match (preset, &args.config) {
+        (Some(_), Some(_)) => bail!("--preset and --config: give one"),
+        (Some(preset), None) => TmsRun::from_preset(preset),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config {}", path.display()))?;
+            TmsRun::from_json(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        (None, None) => bail!("a superposition run needs --preset or --config"),
+    };
     let not_here = [
         ("--task", args.task.is_some()),
-        ("--config", args.config.is_some()),
         ("--epochs", args.epochs.is_some()),
         ("--path", args.path.is_some()),
         ("--vocab", args.vocab.is_some()),
@@ -55,7 +64,7 @@ fn build(args: &TrainArgs, preset: TmsPreset) -> Result<TmsRun> {
     Ok(run)
 }
 
-pub fn train(args: &TrainArgs, preset: TmsPreset) -> Result<()> {
+pub fn train(args: &TrainArgs, preset: Option<TmsPreset>) -> Result<()> {
     let run = build(args, preset)?;
     let mut trainer = TmsTrainer::new(run.clone())?;
     let mut history = Vec::new();
@@ -101,7 +110,7 @@ pub fn train(args: &TrainArgs, preset: TmsPreset) -> Result<()> {
         Box::new(std::io::stdout())
     };
     let lines = match preset {
-        TmsPreset::Phase => phase_map(&trainer),
+        Some(TmsPreset::Phase) => phase_map(&trainer),
         _ => summary(&trainer),
     };
     for line in lines {

@@ -465,7 +465,16 @@ fn summary(cfg: &RunConfig, last: &Metrics, milestone: Option<usize>) -> Vec<Str
 
 pub fn train(args: TrainArgs) -> Result<()> {
     if let Some(AnyPreset::Superposition(preset)) = args.preset {
-        return super::tms::train(&args, preset);
+        return super::tms::train(&args, Some(preset));
+    }
+    if let Some(path) = &args.config {
+        // A config of the other kind of model: Toy Models of Superposition.
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        if serde_json::from_str(&text).is_ok_and(|v| crate::superposition::TmsRun::is_tms_json(&v))
+        {
+            return super::tms::train(&args, None);
+        }
     }
     let mut cfg = build_config(&args)?;
     let init = starting_weights(&args, &mut cfg)?;

@@ -27,10 +27,21 @@ pub enum Output {
     Linear,
 }
 
+/// The kind of a superposition model, in JSON `"kind": "tms"`: what tells a run config of this
+/// model from a transformer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    #[default]
+    Tms,
+}
+
 /// The model family.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TmsModel {
+    #[serde(default)]
+    pub kind: ModelKind,
     pub n_features: usize,
     pub n_hidden: usize,
     pub n_instances: usize,
@@ -137,11 +148,25 @@ pub fn phase_point(r: usize, c: usize) -> (f64, f64) {
 }
 
 impl TmsRun {
+    /// Whether a run config's JSON is a superposition run's (its model's `kind` is `tms`).
+    pub fn is_tms_json(value: &serde_json::Value) -> bool {
+        value.pointer("/model/kind").and_then(|k| k.as_str()) == Some("tms")
+    }
+
+    /// A superposition run config, checked.
+    pub fn from_json(text: &str) -> Result<Self, TmsConfigError> {
+        let run: Self =
+            serde_json::from_str(text).map_err(|e| TmsConfigError(format!("config: {e}")))?;
+        run.validate()?;
+        Ok(run)
+    }
+
     pub fn from_preset(preset: TmsPreset) -> Self {
         match preset {
             TmsPreset::Intro => Self {
                 seed: 0,
                 model: TmsModel {
+                    kind: ModelKind::Tms,
                     n_features: 5,
                     n_hidden: 2,
                     n_instances: 7,
@@ -165,6 +190,7 @@ impl TmsRun {
                 Self {
                     seed: 0,
                     model: TmsModel {
+                        kind: ModelKind::Tms,
                         n_features: 2,
                         n_hidden: 1,
                         n_instances: cells,
@@ -188,6 +214,7 @@ impl TmsRun {
             TmsPreset::Geometry => Self {
                 seed: 0,
                 model: TmsModel {
+                    kind: ModelKind::Tms,
                     n_features: 200,
                     n_hidden: 20,
                     n_instances: 20,
@@ -327,8 +354,22 @@ mod tests {
     #[test]
     fn presets_are_valid_and_bad_settings_say_what_to_change() {
         for preset in [TmsPreset::Intro, TmsPreset::Geometry, TmsPreset::Phase] {
-            TmsRun::from_preset(preset).validate().unwrap();
+            let run = TmsRun::from_preset(preset);
+            run.validate().unwrap();
+            let text = serde_json::to_string(&run).unwrap();
+            assert!(TmsRun::is_tms_json(&serde_json::from_str(&text).unwrap()));
+            assert_eq!(TmsRun::from_json(&text).unwrap(), run);
         }
+        let written = r#"{"model": {"kind": "tms", "n_features": 200, "n_hidden": 20, "n_instances": 20, "output": "relu"},
+            "task": {"feature_probability": {"log_spaced": [1.0, 0.05]}, "importance": {"decay": 1.0}},
+            "train": {"steps": 100}}"#;
+        let run = TmsRun::from_json(written).unwrap();
+        assert_eq!(run.train.steps, 100);
+        assert_eq!(run.model, TmsRun::from_preset(TmsPreset::Geometry).model);
+        assert!(TmsRun::from_json(r#"{"model": {"kind": "tms", "n_features": 0, "n_hidden": 1, "n_instances": 1}, "task": {"feature_probability": {"constant": 0.5}, "importance": {"decay": 1.0}}}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("at least 1"));
         let geometry = TmsRun::from_preset(TmsPreset::Geometry);
         let p = geometry.probabilities();
         assert_eq!(p.len(), 20);
