@@ -222,6 +222,28 @@ fn a_config_names_its_data_relative_to_itself() {
         ckpt.config.task.vocab_names().unwrap(),
         ["a", "b", "c", "d", "e", "f", "="]
     );
+    // A sweep reads the same config the same way.
+    let sweep = dir.path().join("sweep");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_toylens"))
+        .current_dir(std::env::temp_dir())
+        .args([
+            "sweep",
+            "--config",
+            config.to_str().unwrap(),
+            "--seeds",
+            "0..2",
+            "--json",
+            "--out",
+        ])
+        .arg(&sweep)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("\"task\": \"sequences\""),
+        "{}",
+        stdout(&o)
+    );
     // A model smaller than the data is refused.
     std::fs::write(
         &config,

@@ -11,7 +11,7 @@ mod train;
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use crate::checkpoint::Checkpoint;
@@ -105,6 +105,19 @@ pub fn run(command: Command) -> Result<()> {
         Command::Bench(args) => bench::bench(args),
         Command::Data(args) => data::data(args),
     }
+}
+
+/// A run config file, its data paths relative to its folder.
+fn run_config_file(path: &std::path::Path) -> Result<RunConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    RunConfig::from_json_in(&text, base)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("in {}", path.display()))
 }
 
 fn load_checkpoint(

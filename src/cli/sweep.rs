@@ -129,10 +129,7 @@ pub fn sweep(args: SweepArgs) -> Result<()> {
     // The configs to sweep, each with its name in the summary.
     let bases: Vec<(String, RunConfig)> = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config {}", path.display()))?;
-            let cfg = RunConfig::from_json(&text)
-                .map_err(|e| anyhow::anyhow!("in {}: {e}", path.display()))?;
+            let cfg = super::run_config_file(path)?;
             let stem = path
                 .file_stem()
                 .map_or("config".into(), |s| s.to_string_lossy().into_owned());

@@ -161,14 +161,7 @@ fn preset_of(task: TaskKind) -> Preset {
 pub fn build_config(args: &TrainArgs) -> Result<RunConfig> {
     let mut cfg = match (&args.config, args.transformer_preset(), args.task) {
         _ if args.data.is_some() => data_run(args)?,
-        (Some(path), _, _) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config {}", path.display()))?;
-            let base = path.parent().unwrap_or(std::path::Path::new("."));
-            RunConfig::from_json_in(&text, base)
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("in {}", path.display()))?
-        }
+        (Some(path), _, _) => super::run_config_file(path)?,
         (None, Some(preset), _) => RunConfig::from_preset(preset),
         (None, None, Some(task)) => RunConfig::from_preset(preset_of(task)),
         (None, None, None) => RunConfig::default(),
