@@ -171,6 +171,28 @@ fn the_cli_trains_a_preset_to_a_checkpoint() {
     }
     let o = run(&["--lr", "-1"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("lr must be positive"));
+    // A diverging run says so and writes nothing.
+    let diverging = dir.path().join("diverging.safetensors");
+    let o = Command::new(env!("CARGO_BIN_EXE_toylens"))
+        .args([
+            "train",
+            "--preset",
+            "tms-intro",
+            "--lr",
+            "1e30",
+            "--steps",
+            "50",
+            "--out",
+        ])
+        .arg(&diverging)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("training diverged at step"),
+        "{err}"
+    );
+    assert!(!diverging.exists());
     // A run config of this model (its model's kind "tms") trains the same way.
     let config = dir.path().join("tms.json");
     std::fs::write(

@@ -74,8 +74,8 @@ pub enum TmsError {
     #[error("invalid settings: {0}")]
     Config(#[from] TmsConfigError),
     #[error(
-        "training diverged at step {step}: the loss became {loss}; the weights are the last \
-         finite ones: lower the learning rate"
+        "training diverged at step {step}: the loss became {loss} (the weights keep their last \
+         finite values); lower the learning rate"
     )]
     Diverged { step: usize, loss: f64 },
     #[error("training is already complete")]
