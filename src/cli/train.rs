@@ -20,7 +20,7 @@ pub struct TrainArgs {
     /// A whole run: `fast` learns skip-trigrams in seconds, `notebook` repeats the notebook's
     /// run, `induction` grows induction heads, `grokking` is TransformerLens's grokking demo,
     /// `grokking-fast` a smaller run that groks within a minute, `sort` and `reverse` learn the
-    /// example data sets; `tms-intro` and `tms-geometry` are Toy Models of Superposition.
+    /// example data sets; `tms-intro`, `tms-geometry` and `tms-phase` are Toy Models of Superposition.
     #[arg(long, value_enum)]
     pub preset: Option<AnyPreset>,
     /// The task, with its preset's model and training (induction: `induction`, modular
