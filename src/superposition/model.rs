@@ -141,6 +141,7 @@ fn instance_plain(
     // D, from Z in place, a row at a time: X's row scattered into a dense buffer so that the
     // elementwise work has no branches (and vectorises); `db` summed row by row.
     let mut scattered = vec![0f32; n];
+    let mut squares = vec![0f32; n];
     db.fill(0.0);
     for (r, zr) in z.chunks_exact_mut(n).enumerate() {
         let x_row: &[f32] = match x {
@@ -154,9 +155,9 @@ fn instance_plain(
             }
         };
         let row_loss = if relu {
-            gradient_row::<true>(zr, b, x_row, importance, db, scale)
+            gradient_row::<true>(zr, b, x_row, importance, db, scale, &mut squares)
         } else {
-            gradient_row::<false>(zr, b, x_row, importance, db, scale)
+            gradient_row::<false>(zr, b, x_row, importance, db, scale, &mut squares)
         };
         loss += row_loss as f64;
         if let Batch::Sparse(x) = x {
@@ -188,7 +189,9 @@ fn instance_plain(
 }
 
 /// One sample's loss `Σ imp (x' − x)²` and, in place of `z` (its `H Wᵀ`), `∂L/∂Z`; `db`
-/// accumulates it. The sum runs in eight lanes so that the loop vectorises.
+/// accumulates it. Three plain loops, so that each vectorises: the elementwise work (the ReLU's
+/// zeros by a mask: a select here became a branch per element), the bias gradient, and the sum
+/// in eight lanes.
 #[inline(always)]
 fn gradient_row<const RELU: bool>(
     z: &mut [f32],
@@ -197,51 +200,32 @@ fn gradient_row<const RELU: bool>(
     importance: &[f32],
     db: &mut [f32],
     scale: f32,
+    squares: &mut [f32],
 ) -> f32 {
     const LANES: usize = 8;
-    // Position f's share: its loss term, and ∂L/∂z in place of z.
-    #[inline(always)]
-    fn one<const RELU: bool>(
-        z: &mut f32,
-        b: f32,
-        x: f32,
-        imp: f32,
-        db: &mut f32,
-        scale: f32,
-    ) -> f32 {
-        let pre = *z + b;
-        let out = if RELU { pre.max(0.0) } else { pre };
-        let err = out - x;
-        let d = if !RELU || pre > 0.0 {
-            scale * imp * err
-        } else {
-            0.0
-        };
-        *z = d;
-        *db += d;
-        imp * err * err
-    }
-    let mut lanes = [0f32; LANES];
-    let whole = z.len() - z.len() % LANES;
-    let (z_head, z_tail) = z.split_at_mut(whole);
-    let (db_head, db_tail) = db.split_at_mut(whole);
-    for ((((zc, bc), xc), ic), dc) in z_head
-        .chunks_exact_mut(LANES)
-        .zip(b.chunks_exact(LANES))
-        .zip(x.chunks_exact(LANES))
-        .zip(importance.chunks_exact(LANES))
-        .zip(db_head.chunks_exact_mut(LANES))
+    for ((((zf, &bf), &xf), &imp), sq) in z
+        .iter_mut()
+        .zip(b)
+        .zip(x)
+        .zip(importance)
+        .zip(squares.iter_mut())
     {
-        for l in 0..LANES {
-            lanes[l] += one::<RELU>(&mut zc[l], bc[l], xc[l], ic[l], &mut dc[l], scale);
+        let pre = *zf + bf;
+        let out = if RELU { pre.max(0.0) } else { pre };
+        let err = out - xf;
+        *sq = imp * err * err;
+        let live = 0u32.wrapping_sub(u32::from(!RELU || pre > 0.0));
+        *zf = f32::from_bits((scale * imp * err).to_bits() & live);
+    }
+    db.iter_mut().zip(z.iter()).for_each(|(g, &d)| *g += d);
+    let mut lanes = [0f32; LANES];
+    let mut chunks = squares.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
         }
     }
-    let mut rest = 0.0;
-    for (k, (zf, df)) in z_tail.iter_mut().zip(db_tail.iter_mut()).enumerate() {
-        let f = whole + k;
-        rest += one::<RELU>(zf, b[f], x[f], importance[f], df, scale);
-    }
-    lanes.iter().sum::<f32>() + rest
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
 }
 
 /// The loss (summed over instances, each the mean over batch and features) and its gradients,
