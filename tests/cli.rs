@@ -2,30 +2,13 @@
 
 mod common;
 
-use common::toylens;
+use common::{assert_clean_failure, stderr, stdout, toylens};
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use serde_json::Value;
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/skip_trigram_tl")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A failure: non-zero exit, one line on stderr saying what went wrong, and no panic.
-fn assert_clean_failure(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "succeeded unexpectedly: {}", stdout(o));
-    assert!(!err.contains("panicked"), "panicked: {err}");
-    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
-    assert!(err.contains(needle), "\"{err}\" lacks \"{needle}\"");
 }
 
 fn train_json(dir: &Path, name: &str, seed: &str) -> Vec<Value> {

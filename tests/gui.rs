@@ -1,5 +1,7 @@
 //! The desktop app, driven through egui_kittest: no window, no GPU, no file dialogs.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -1302,14 +1304,7 @@ fn every_bad_data_file_says_why_and_changes_nothing() {
         path
     };
     std::fs::write(d.join("vocab.json"), r#"["a", "b", "|"]"#).unwrap();
-    let mut npy_floats = b"\x93NUMPY\x01\x00".to_vec();
-    let header = format!(
-        "{:<117}\n",
-        "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }"
-    );
-    npy_floats.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    npy_floats.extend_from_slice(header.as_bytes());
-    npy_floats.extend([0u8; 8]);
+    let npy_floats = common::npy_bytes("<f4", "(1, 2)", 8);
     let cases: Vec<(std::path::PathBuf, &str)> = vec![
         (write("empty.jsonl", b""), "holds no sequences"),
         (

@@ -6,24 +6,8 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::toylens;
+use common::{assert_clean_failure, stderr, stdout, toylens};
 use serde_json::Value;
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A failure: non-zero exit, one line on stderr naming `needle`, no panic.
-fn assert_clean_failure(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "succeeded unexpectedly: {}", stdout(o));
-    assert!(!err.contains("panicked"), "panicked: {err}");
-    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
-    assert!(err.contains(needle), "\"{err}\" lacks \"{needle}\"");
-}
 
 /// A copy task written as a user's own script would write it: three letters, `=`, the same
 /// three letters, scored on the copy; a vocabulary file beside it.
@@ -309,16 +293,8 @@ fn bad_data_and_flags_fail_with_one_line_and_write_nothing() {
     assert_clean_failure(&train(&huge, &[]), "data files of at most 1 GB are read");
     // NumPy arrays of floats, or not [N, T].
     let npy = |name: &str, descr: &str, shape: &str, bytes: usize| {
-        let mut data = b"\x93NUMPY\x01\x00".to_vec();
-        let header = format!(
-            "{:<117}\n",
-            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}")
-        );
-        data.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        data.extend_from_slice(header.as_bytes());
-        data.extend(std::iter::repeat_n(0u8, bytes));
         let path = dir.path().join(name);
-        std::fs::write(&path, data).unwrap();
+        std::fs::write(&path, common::npy_bytes(descr, shape, bytes)).unwrap();
         path
     };
     let floats = npy("floats.npy", "<f4", "(2, 3)", 24);

@@ -5,6 +5,8 @@
 //! `TOYLENS_SOAK_STEPS=N` runs N actions (default 250, well under a minute in a debug build);
 //! `TOYLENS_SOAK_SEED=S` picks another action sequence.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -212,13 +214,11 @@ fn write_data_files(dir: &std::path::Path) {
     )
     .unwrap();
     // A .npy of float32, not token ids.
-    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
-    let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
-    let padded = format!("{header:<117}\n");
-    npy.extend_from_slice(&(padded.len() as u16).to_le_bytes());
-    npy.extend_from_slice(padded.as_bytes());
-    npy.extend(std::iter::repeat_n(0u8, 24));
-    std::fs::write(dir.join("floats.npy"), npy).unwrap();
+    std::fs::write(
+        dir.join("floats.npy"),
+        common::npy_bytes("<f4", "(2, 3)", 24),
+    )
+    .unwrap();
 }
 
 impl Soak {

@@ -12,6 +12,39 @@ pub fn toylens(args: &[&str]) -> std::process::Output {
         .expect("the binary runs")
 }
 
+/// A command's standard output and error as text.
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A failure: non-zero exit, one line on stderr saying what went wrong (with `needle`), and no
+/// panic.
+#[track_caller]
+pub fn assert_clean_failure(o: &std::process::Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "succeeded unexpectedly: {}", stdout(o));
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(needle), "\"{err}\" lacks \"{needle}\"");
+}
+
+/// A NumPy `.npy` file's bytes: an array of dtype `descr` (`<f4`, `<i8`) and `shape` (as NumPy
+/// writes it, `(2, 3)`), its `payload` bytes of zeros.
+pub fn npy_bytes(descr: &str, shape: &str, payload: usize) -> Vec<u8> {
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    let header = format!(
+        "{:<117}\n",
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}")
+    );
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(std::iter::repeat_n(0u8, payload));
+    bytes
+}
+
 /// The fields of `inspect --json` that the skip-trigram fixture's cases hold.
 pub const INSPECT_KEYS: [&str; 7] = [
     "logits",
