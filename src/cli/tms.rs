@@ -10,19 +10,9 @@ use crate::checkpoint::TmsCheckpoint;
 use crate::superposition::config::{PHASE_GRID, phase_point};
 use crate::superposition::{FRACTIONS, Regime, TmsError, TmsPreset, TmsRun, TmsTrainer, regime};
 
-/// The run of the preset or config file with the flags that apply to it; any other flag is an
+/// `run` (a preset's or a config file's) with the flags that apply to it; any other flag is an
 /// error.
-fn build(args: &TrainArgs, preset: Option<TmsPreset>) -> Result<TmsRun> {
-    let mut run = match (preset, &args.config) {
-        (Some(_), Some(_)) => bail!("--preset and --config: give one"),
-        (Some(preset), None) => TmsRun::from_preset(preset),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config {}", path.display()))?;
-            TmsRun::from_json(&text).with_context(|| format!("in {}", path.display()))?
-        }
-        (None, None) => bail!("a superposition run needs --preset or --config"),
-    };
+fn build(args: &TrainArgs, mut run: TmsRun) -> Result<TmsRun> {
     let not_here = [
         ("--task", args.task.is_some()),
         ("--epochs", args.epochs.is_some()),
@@ -64,8 +54,8 @@ fn build(args: &TrainArgs, preset: Option<TmsPreset>) -> Result<TmsRun> {
     Ok(run)
 }
 
-pub fn train(args: &TrainArgs, preset: Option<TmsPreset>) -> Result<()> {
-    let run = build(args, preset)?;
+pub fn train(args: &TrainArgs, run: TmsRun, preset: Option<TmsPreset>) -> Result<()> {
+    let run = build(args, run)?;
     let mut trainer = TmsTrainer::new(run.clone())?;
     let mut history = Vec::new();
     let mut diverged = None;
