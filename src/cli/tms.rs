@@ -9,6 +9,63 @@ use super::train::TrainArgs;
 use crate::checkpoint::TmsCheckpoint;
 use crate::superposition::config::{PHASE_GRID, phase_point};
 use crate::superposition::{FRACTIONS, Regime, TmsError, TmsPreset, TmsRun, TmsTrainer, regime};
+use crate::train::Preset;
+
+/// A preset of either kind of model: `--preset` takes both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnyPreset {
+    Transformer(Preset),
+    Superposition(TmsPreset),
+}
+
+impl clap::ValueEnum for AnyPreset {
+    fn value_variants<'a>() -> &'a [Self] {
+        static ALL: std::sync::LazyLock<Vec<AnyPreset>> = std::sync::LazyLock::new(|| {
+            let tms = <TmsPreset as clap::ValueEnum>::value_variants();
+            Preset::ALL
+                .iter()
+                .map(|&p| AnyPreset::Transformer(p))
+                .chain(tms.iter().map(|&p| AnyPreset::Superposition(p)))
+                .collect()
+        });
+        &ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        match self {
+            AnyPreset::Transformer(p) => p.to_possible_value(),
+            AnyPreset::Superposition(p) => p.to_possible_value(),
+        }
+    }
+}
+
+/// The run of the other kind of model (Toy Models of Superposition), where `--preset` or the
+/// config file names one: its settings, and the preset it came from.
+pub(super) fn superposition_run(args: &TrainArgs) -> Result<Option<(TmsRun, Option<TmsPreset>)>> {
+    let tms_preset = match args.preset {
+        Some(AnyPreset::Superposition(p)) => Some(p),
+        _ => None,
+    };
+    let Some(path) = &args.config else {
+        return Ok(tms_preset.map(|p| (TmsRun::from_preset(p), Some(p))));
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    let is_tms = serde_json::from_str(&text).is_ok_and(|v| TmsRun::is_tms_json(&v));
+    match (is_tms, args.preset) {
+        (_, Some(AnyPreset::Superposition(_))) => {
+            bail!("a superposition --preset is a whole run; use it without --config")
+        }
+        (true, Some(_)) => {
+            bail!("--preset names a transformer run; this config is a superposition run")
+        }
+        (true, None) => Ok(Some((
+            TmsRun::from_json(&text).with_context(|| format!("in {}", path.display()))?,
+            None,
+        ))),
+        (false, _) => Ok(None),
+    }
+}
 
 /// `run` (a preset's or a config file's) with the flags that apply to it; any other flag is an
 /// error.

@@ -7,10 +7,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub use super::tms::AnyPreset;
 use crate::device::{self, DeviceChoice};
 use crate::metrics::{Metrics, history_csv, milestone};
 use crate::model::Weights;
-use crate::superposition::{TmsPreset, TmsRun};
 use crate::task::{SequencesConfig, TaskConfig, TaskKind};
 use crate::train::{Control, PathChoice, Preset, Progress, RunConfig, Trainer, drive};
 
@@ -105,34 +105,6 @@ pub struct TrainArgs {
     pub stop_at_milestone: bool,
 }
 
-/// A preset of either kind of model: `--preset` takes both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnyPreset {
-    Transformer(Preset),
-    Superposition(TmsPreset),
-}
-
-impl clap::ValueEnum for AnyPreset {
-    fn value_variants<'a>() -> &'a [Self] {
-        static ALL: std::sync::LazyLock<Vec<AnyPreset>> = std::sync::LazyLock::new(|| {
-            let tms = <TmsPreset as clap::ValueEnum>::value_variants();
-            Preset::ALL
-                .iter()
-                .map(|&p| AnyPreset::Transformer(p))
-                .chain(tms.iter().map(|&p| AnyPreset::Superposition(p)))
-                .collect()
-        });
-        &ALL
-    }
-
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        match self {
-            AnyPreset::Transformer(p) => p.to_possible_value(),
-            AnyPreset::Superposition(p) => p.to_possible_value(),
-        }
-    }
-}
-
 impl TrainArgs {
     /// `--preset` where it names a transformer run.
     fn transformer_preset(&self) -> Option<Preset> {
@@ -212,34 +184,6 @@ pub fn build_config(args: &TrainArgs) -> Result<RunConfig> {
     }
     cfg.validate().map_err(anyhow::Error::msg)?;
     Ok(cfg)
-}
-
-/// The run of the other kind of model (Toy Models of Superposition), where `--preset` or the
-/// config file names one: its settings, and the preset it came from.
-fn superposition_run(args: &TrainArgs) -> Result<Option<(TmsRun, Option<TmsPreset>)>> {
-    let tms_preset = match args.preset {
-        Some(AnyPreset::Superposition(p)) => Some(p),
-        _ => None,
-    };
-    let Some(path) = &args.config else {
-        return Ok(tms_preset.map(|p| (TmsRun::from_preset(p), Some(p))));
-    };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config {}", path.display()))?;
-    let is_tms = serde_json::from_str(&text).is_ok_and(|v| TmsRun::is_tms_json(&v));
-    match (is_tms, args.preset) {
-        (_, Some(AnyPreset::Superposition(_))) => {
-            bail!("a superposition --preset is a whole run; use it without --config")
-        }
-        (true, Some(_)) => {
-            bail!("--preset names a transformer run; this config is a superposition run")
-        }
-        (true, None) => Ok(Some((
-            TmsRun::from_json(&text).with_context(|| format!("in {}", path.display()))?,
-            None,
-        ))),
-        (false, _) => Ok(None),
-    }
 }
 
 /// `--from`: the checkpoint's weights, its model in place of the run's, checked against the
@@ -485,7 +429,7 @@ fn summary(cfg: &RunConfig, last: &Metrics, milestone: Option<usize>) -> Vec<Str
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
-    if let Some((run, preset)) = superposition_run(&args)? {
+    if let Some((run, preset)) = super::tms::superposition_run(&args)? {
         return super::tms::train(&args, run, preset);
     }
     let mut cfg = build_config(&args)?;
