@@ -45,7 +45,7 @@ pub fn matmul(
     accumulate: bool,
 ) {
     let parallel = dims.0 * dims.1 * dims.2 >= 1 << 18;
-    matmul_on(dst, dims, a, b, accumulate, parallel);
+    matmul_on((dst, dims.1), dims, a, b, accumulate, parallel);
 }
 
 /// [`matmul`] on this thread alone: for products that already run side by side, one per
@@ -57,11 +57,24 @@ pub fn matmul_serial(
     b: (&[f32], usize, usize),
     accumulate: bool,
 ) {
-    matmul_on(dst, dims, a, b, accumulate, false);
+    matmul_on((dst, dims.1), dims, a, b, accumulate, false);
+}
+
+/// [`matmul_serial`] into rows `dst_row_stride` apart (a matrix with padded rows): the
+/// columns past `n` are left as they were.
+pub fn matmul_serial_into(
+    (dst, dst_row_stride): (&mut [f32], usize),
+    dims: (usize, usize, usize),
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+    accumulate: bool,
+) {
+    assert!(dst_row_stride >= dims.1, "matmul destination rows overlap");
+    matmul_on((dst, dst_row_stride), dims, a, b, accumulate, false);
 }
 
 fn matmul_on(
-    dst: &mut [f32],
+    (dst, dst_rs): (&mut [f32], usize),
     (m, n, k): (usize, usize, usize),
     (a, a_rs, a_cs): (&[f32], usize, usize),
     (b, b_rs, b_cs): (&[f32], usize, usize),
@@ -71,7 +84,10 @@ fn matmul_on(
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    assert!(dst.len() >= m * n, "matmul destination too small");
+    assert!(
+        dst.len() >= (m - 1) * dst_rs + n,
+        "matmul destination too small"
+    );
     assert!(
         (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
         "matmul lhs out of range"
@@ -89,7 +105,7 @@ fn matmul_on(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             a.as_ptr(),
             a_cs as isize,
