@@ -1401,3 +1401,159 @@ fn restored_settings_read_their_data_file_again() {
     );
     h.get_by_label_contains("could not read the data");
 }
+
+/// The Superposition workspace's intro run, shortened: trained from the window on a worker, a
+/// snapshot per evaluation, each instance's arrows drawn, the scrubber playing back through
+/// them, and the model saved and opened again by path.
+#[test]
+fn the_superposition_workspace_trains_scrubs_saves_and_reopens() {
+    use toylens::app::superposition::TmsAction;
+    let mut h = harness();
+    h.run();
+    h.get_by_label("Superposition").click();
+    h.run();
+    h.get_by_label("Feature directions W_i in the hidden plane");
+    let mut draft = h.state().tms.as_ref().unwrap().draft.clone();
+    assert_eq!(
+        (draft.model.n_features, draft.model.n_hidden),
+        (5, 2),
+        "the intro preset"
+    );
+    draft.train.steps = 400;
+    draft.train.eval_every = 20;
+    h.state_mut()
+        .apply(toylens::app::Action::Tms(TmsAction::Edit(Box::new(draft))));
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Train").click();
+    h.run();
+    step_until(&mut h, 120, |app| {
+        app.tms.as_ref().is_some_and(|t| !t.is_training())
+    });
+    let tms = h.state().tms.as_ref().unwrap();
+    assert_eq!(tms.history.len(), 20);
+    assert_eq!(
+        tms.snapshots.len(),
+        21,
+        "the untrained model and every evaluation"
+    );
+    assert_eq!(tms.snapshots.last().unwrap().step, 400);
+    assert!(tms.dirty);
+    h.get_by_label_contains("trained 400 steps");
+    // Every view follows the scrubber: at the first snapshot the untrained weights are shown.
+    h.get_by_role_and_label(Role::Button, "Play").click();
+    h.run();
+    assert_eq!(h.state().tms.as_ref().unwrap().shown_index(), 0);
+    h.get_by_label_contains("step 0 ·");
+    step_until(&mut h, 30, |app| {
+        app.tms.as_ref().is_some_and(|t| t.playing.is_none())
+    });
+    assert_eq!(
+        h.state().tms.as_ref().unwrap().view,
+        None,
+        "played to the end"
+    );
+    h.get_by_label_contains("step 400 ·");
+    // Saved, then opened in a fresh window: the same weights, history and settings.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("intro.safetensors");
+    type_path(&mut h, "Save…", "Save to path", &path);
+    h.get_by_role_and_label(Role::Button, "Save").click();
+    h.run_steps(2);
+    step_until(&mut h, 30, |app| !app.busy_io);
+    h.get_by_label_contains("saved");
+    assert!(!h.state().tms.as_ref().unwrap().dirty);
+    let saved = h.state().tms.as_ref().unwrap().checkpoint();
+    let mut h = harness();
+    h.run();
+    open_by_path(&mut h, &path);
+    assert!(
+        h.state().tms_shown,
+        "a superposition checkpoint opens its workspace"
+    );
+    let opened = h.state().tms.as_ref().unwrap().checkpoint();
+    assert_eq!(opened.weights, saved.weights);
+    assert_eq!(opened.history.len(), 20);
+    assert_eq!(opened.run, saved.run);
+    h.get_by_label_contains("(a superposition model)");
+    // Back to the transformer's tabs, whose model was never touched.
+    h.get_by_label("Transformer").click();
+    h.run();
+    h.get_by_label("Predicted 5");
+}
+
+/// Bad superposition settings say what to change, keep Train disabled, and change nothing when
+/// asked anyway; a huge model is refused before anything is allocated.
+#[test]
+fn bad_superposition_settings_say_why_and_train_nothing() {
+    use toylens::app::superposition::TmsAction;
+    let mut h = harness();
+    h.run();
+    h.state_mut()
+        .apply(toylens::app::Action::Tms(TmsAction::Show(true)));
+    h.run();
+    let good = h.state().tms.as_ref().unwrap().draft.clone();
+    type Breaks = Box<dyn Fn(&mut toylens::superposition::TmsRun)>;
+    let cases: [(&str, Breaks); 4] = [
+        (
+            "must not exceed n_features",
+            Box::new(|r| r.model.n_hidden = 9),
+        ),
+        (
+            "a feature probability must be in (0, 1]",
+            Box::new(|r| {
+                r.task.feature_probability = toylens::superposition::Probability::Constant(1.5)
+            }),
+        ),
+        (
+            "at most",
+            Box::new(|r| {
+                r.model.n_features = 1_000_000_000;
+                r.task.importance = toylens::superposition::Importance::Decay(1.0);
+            }),
+        ),
+        (
+            "feature_probability lists 7 values for 8 instances",
+            Box::new(|r| r.model.n_instances = 8),
+        ),
+    ];
+    for (message, break_it) in cases {
+        let mut draft = good.clone();
+        break_it(&mut draft);
+        h.state_mut()
+            .apply(toylens::app::Action::Tms(TmsAction::Edit(Box::new(draft))));
+        h.run();
+        h.get_by_label_contains(message);
+        assert!(!enabled(&h, "Train"), "{message}: Train must be disabled");
+        h.state_mut()
+            .apply(toylens::app::Action::Tms(TmsAction::Train));
+        h.run();
+        assert!(
+            !h.state().tms.as_ref().unwrap().is_training(),
+            "{message}: trained anyway; status {:?}",
+            h.state().status
+        );
+        h.get_by_label_contains("cannot train: fix the settings first");
+        assert_eq!(h.state().tms.as_ref().unwrap().run, good, "{message}");
+    }
+}
+
+/// The phase-diagram preset's workspace draws its map (a cell per instance), and a click on a
+/// cell selects that instance.
+#[test]
+fn the_phase_preset_draws_its_map() {
+    use toylens::app::superposition::TmsAction;
+    let mut h = harness();
+    h.run();
+    h.state_mut()
+        .apply(toylens::app::Action::Tms(TmsAction::Preset(
+            toylens::superposition::TmsPreset::Phase,
+        )));
+    h.run();
+    h.get_by_label("Phase diagram: how the second feature is represented");
+    h.get_by_label("superposition");
+    assert_eq!(h.state().tms.as_ref().unwrap().run.model.n_instances, 256);
+    h.state_mut()
+        .apply(toylens::app::Action::Tms(TmsAction::Select(300)));
+    h.run();
+    assert_eq!(h.state().tms.as_ref().unwrap().instance, 255, "clamped");
+}

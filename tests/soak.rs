@@ -654,7 +654,7 @@ impl Soak {
     /// One random action.
     fn act(&mut self) {
         self.actions += 1;
-        match self.rng.random_range(0..100) {
+        match self.rng.random_range(0..104) {
             0..24 => self.set_field(),
             24..30 => self.choose_architecture(),
             30..36 => {
@@ -748,6 +748,7 @@ impl Soak {
                 self.frames(1);
             }
             96..98 => self.read_data_file(),
+            100.. => self.superposition(),
             _ => {
                 self.h
                     .input_mut()
@@ -760,6 +761,114 @@ impl Soak {
                 self.click("Cancel");
             }
         }
+    }
+
+    fn tms(&self) -> &toylens::app::superposition::TmsWorkspace {
+        self.app().tms.as_ref().expect("the workspace is open")
+    }
+
+    /// A few random actions in the Superposition workspace, each followed by its invariants,
+    /// then back to the transformer's (a run may go on training there).
+    fn superposition(&mut self) {
+        use toylens::app::superposition::TmsAction;
+        use toylens::superposition::{Probability, TmsPreset};
+        self.click("Superposition");
+        for _ in 0..self.rng.random_range(2..8) {
+            self.actions += 1;
+            match self.rng.random_range(0..9) {
+                0 => {
+                    let presets = [TmsPreset::Intro, TmsPreset::Geometry, TmsPreset::Phase];
+                    let preset = presets[self.rng.random_range(0..3)];
+                    self.app_mut().apply(Action::Tms(TmsAction::Preset(preset)));
+                }
+                1 => {
+                    // Edits as the form would make them, bad ones included.
+                    let mut draft = self.tms().draft.clone();
+                    match self.rng.random_range(0..6) {
+                        0 => draft.model.n_hidden = self.rng.random_range(0..30),
+                        1 => draft.model.n_features = self.rng.random_range(0..300),
+                        2 => draft.model.n_instances = self.rng.random_range(0..12),
+                        3 => {
+                            let p = [0.0, 1e-4, 0.05, 0.5, 1.0, 1.5][self.rng.random_range(0..6)];
+                            draft.task.feature_probability = Probability::LogSpaced([1.0, p]);
+                        }
+                        4 => draft.train.lr = [1e-3, 1e30, 0.0][self.rng.random_range(0..3)],
+                        _ => draft.train.eval_every = self.rng.random_range(0..50),
+                    }
+                    self.app_mut()
+                        .apply(Action::Tms(TmsAction::Edit(Box::new(draft))));
+                }
+                2 => {
+                    // Light runs only: a few hundred small steps.
+                    let mut draft = self.tms().draft.clone();
+                    draft.train.steps = draft.train.steps.min(self.rng.random_range(1..300));
+                    draft.train.batch_size = draft.train.batch_size.min(128);
+                    self.app_mut()
+                        .apply(Action::Tms(TmsAction::Edit(Box::new(draft))));
+                    self.frames(1);
+                    if self.click("Train") {
+                        self.trained += 1;
+                    }
+                }
+                3 => {
+                    self.click("Stop");
+                }
+                4 => {
+                    let label = ["Play", "Pause", "Latest"][self.rng.random_range(0..3)];
+                    self.click(label);
+                }
+                5 => {
+                    let n = self.tms().snapshots.len();
+                    let index = [None, Some(n + 3), Some(self.rng.random_range(0..n))]
+                        [self.rng.random_range(0..3)];
+                    self.app_mut().apply(Action::Tms(TmsAction::View(index)));
+                }
+                6 => {
+                    let i = self.rng.random_range(0..300);
+                    self.app_mut().apply(Action::Tms(TmsAction::Select(i)));
+                }
+                7 => {
+                    let path = self.dir.path().join("tms.safetensors");
+                    self.app_mut().apply(Action::Tms(TmsAction::SaveAs));
+                    self.app_mut().apply(Action::PathChosen(
+                        toylens::app::files::Purpose::SaveTms,
+                        path,
+                    ));
+                    self.wait_for_io();
+                }
+                _ => {
+                    let path = self.dir.path().join("tms.safetensors");
+                    if path.exists() {
+                        self.app_mut().apply(Action::OpenPath(path));
+                        self.wait_for_io();
+                    }
+                }
+            }
+            self.frames(1);
+            let tms = self.tms();
+            let shown = tms.shown();
+            assert!(
+                shown.weights.all_finite(),
+                "non-finite superposition weights"
+            );
+            assert_eq!(
+                shown.weights.w.len(),
+                tms.run.model.n_instances * tms.run.model.n_features * tms.run.model.n_hidden,
+                "the weights in view are not the run's shape"
+            );
+            let training = tms.is_training();
+            let can_train = !training && tms.draft.validate().is_ok();
+            let train = self.button_enabled("Train");
+            let stop = self.button_enabled("Stop");
+            assert_eq!(
+                (train, stop),
+                ((!training).then_some(can_train), training.then_some(true)),
+                "Train and Stop after action {}: {:?}",
+                self.actions,
+                self.app().tms.as_ref().unwrap().train_blocker()
+            );
+        }
+        self.click("Transformer");
     }
 
     /// The invariants, given the state before the action.
@@ -852,6 +961,16 @@ fn thousands_of_random_user_actions() {
         soak.frames(1);
     }
     assert!(!soak.app().session.is_training(), "a run never stopped");
+    if let Some(tms) = soak.app_mut().tms.as_mut() {
+        tms.stop();
+    }
+    while soak.app().tms.as_ref().is_some_and(|t| t.is_training()) && Instant::now() < deadline {
+        soak.frames(1);
+    }
+    assert!(
+        !soak.app().tms.as_ref().is_some_and(|t| t.is_training()),
+        "a superposition run never stopped"
+    );
     eprintln!(
         "soak: {} actions (seed {seed}, {} runs started, data files read for a new run {} and \
          attached {} times) in {:.1} s; slowest frame {:.1} ms ({})",

@@ -9,6 +9,7 @@ use super::files::{self, DataUse, Purpose};
 use super::session::Session;
 use super::settings::Tab;
 use super::status::Status;
+use super::superposition::TmsAction;
 use super::{Form, Message, TRAINING_FRAME_INTERVAL, ToylensApp, recovery};
 use crate::device;
 use crate::metrics::history_csv;
@@ -67,6 +68,8 @@ pub enum Action {
     Play(bool),
     /// Hold a view's colour limit while the scrubber's fixed colour range is on.
     PinScaleLimit(&'static str, f32),
+    /// What the Superposition workspace asks for.
+    Tms(TmsAction),
 }
 
 /// A question the user must answer before something destructive happens.
@@ -130,12 +133,14 @@ impl ToylensApp {
         match purpose {
             Purpose::Open => self.apply(Action::OpenPath(path)),
             Purpose::Save => self.apply(Action::SavePath(path)),
-            Purpose::ExportCsv => files::export(
-                path,
-                history_csv(&self.session.history).into_bytes(),
-                self.tx.clone(),
-                self.wake(),
-            ),
+            Purpose::SaveTms => self.save_tms(path),
+            Purpose::ExportCsv => {
+                let csv = match &self.tms {
+                    Some(tms) if self.tms_shown => tms.history_csv(),
+                    _ => history_csv(&self.session.history),
+                };
+                files::export(path, csv.into_bytes(), self.tx.clone(), self.wake())
+            }
             Purpose::TrainData | Purpose::AttachData => {
                 let use_ = if purpose == Purpose::TrainData {
                     DataUse::NewRun
@@ -351,6 +356,7 @@ impl ToylensApp {
                 }
             }
             Action::Edit(form) => self.take_form(*form),
+            Action::Tms(action) => self.apply_tms(action),
             Action::Play(playing) => self.scrubber.playing = playing,
             Action::PinScaleLimit(view, limit) => {
                 if self.scrubber.fixed_scale {
@@ -365,7 +371,7 @@ impl ToylensApp {
     }
 
     /// Asks for a path: a native dialog on a worker, or the typed path field.
-    fn pick(&mut self, purpose: Purpose) {
+    pub(super) fn pick(&mut self, purpose: Purpose) {
         if !self.dialogs_enabled {
             self.path_field = Some((purpose, String::new()));
             return;

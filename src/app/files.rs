@@ -6,7 +6,7 @@ use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use super::Message;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, TmsCheckpoint};
 use crate::task::SequencesConfig;
 
 /// Why a path is being picked.
@@ -22,6 +22,8 @@ pub enum Purpose {
     TrainData,
     /// A data file for the model in view: evaluated on, and fine-tuned on by Train.
     AttachData,
+    /// Where the superposition model in view is saved.
+    SaveTms,
 }
 
 /// What a data file read on a worker is for.
@@ -54,7 +56,7 @@ pub fn pick(
                 "Open checkpoint",
                 "",
             ),
-            Purpose::Save => (
+            Purpose::Save | Purpose::SaveTms => (
                 "safetensors checkpoint",
                 &["safetensors"],
                 "Save checkpoint",
@@ -89,11 +91,38 @@ pub fn pick(
     });
 }
 
-/// Reads and validates a checkpoint on a worker thread.
+/// Reads and validates a checkpoint on a worker thread: a superposition model's (told by its
+/// header) or a transformer's.
 pub fn open(path: PathBuf, tx: Sender<Message>, wake: impl Fn() + Send + 'static) {
     std::thread::spawn(move || {
-        let result = Checkpoint::load(&path).map_err(|e| e.to_string());
-        let _ = tx.send(Message::Opened { path, result });
+        let tms = std::fs::read(&path)
+            .ok()
+            .filter(|bytes| TmsCheckpoint::is_tms(bytes));
+        let message = match tms {
+            Some(bytes) => Message::OpenedTms {
+                result: TmsCheckpoint::from_bytes(&bytes).map_err(|e| e.to_string()),
+                path,
+            },
+            None => Message::Opened {
+                result: Checkpoint::load(&path).map_err(|e| e.to_string()),
+                path,
+            },
+        };
+        let _ = tx.send(message);
+        wake();
+    });
+}
+
+/// Writes a superposition checkpoint atomically on a worker thread.
+pub fn save_tms(
+    checkpoint: TmsCheckpoint,
+    path: PathBuf,
+    tx: Sender<Message>,
+    wake: impl Fn() + Send + 'static,
+) {
+    std::thread::spawn(move || {
+        let result = checkpoint.save(&path).map_err(|e| e.to_string());
+        let _ = tx.send(Message::SavedTms { path, result });
         wake();
     });
 }

@@ -8,8 +8,9 @@ use super::files::{DataUse, Purpose};
 use super::jobs::Computed;
 use super::session::Session;
 use super::status::Status;
+use super::superposition::{TmsEvent, TmsWorkspace};
 use super::{RunRecord, ToylensApp, recovery};
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, TmsCheckpoint};
 use crate::task::{SequencesConfig, TaskConfig};
 use crate::train::{Event, RunConfig};
 
@@ -46,6 +47,18 @@ pub enum Message {
     },
     /// A derived view's background job finished.
     Computed(Computed),
+    /// The superposition run's worker reports.
+    Tms(TmsEvent),
+    /// A superposition checkpoint was read (or failed to be).
+    OpenedTms {
+        path: PathBuf,
+        result: Result<TmsCheckpoint, String>,
+    },
+    /// A superposition checkpoint was written (or failed to be).
+    SavedTms {
+        path: PathBuf,
+        result: Result<(), String>,
+    },
 }
 
 impl ToylensApp {
@@ -107,6 +120,50 @@ impl ToylensApp {
                 });
             }
             Message::Computed(computed) => self.receive(computed),
+            Message::Tms(event) => {
+                if let Some(status) = self.tms.as_mut().and_then(|t| t.apply(event)) {
+                    self.status = Some(status);
+                }
+            }
+            Message::OpenedTms { path, result } => {
+                self.busy_io = false;
+                match result {
+                    Ok(checkpoint) if self.tms.as_ref().is_some_and(|t| t.is_training()) => {
+                        drop(checkpoint);
+                        self.status = Some(Status::Error(format!(
+                            "cannot open {}: stop the superposition run first",
+                            path.display()
+                        )));
+                    }
+                    Ok(checkpoint) => {
+                        self.tms = Some(TmsWorkspace::from_checkpoint(checkpoint, path.clone()));
+                        self.tms_shown = true;
+                        self.status = Some(Status::Info(format!(
+                            "opened {} (a superposition model)",
+                            path.display()
+                        )));
+                    }
+                    Err(e) => {
+                        self.status = Some(Status::Error(format!(
+                            "could not open {}: {e}",
+                            path.display()
+                        )))
+                    }
+                }
+            }
+            Message::SavedTms { path, result } => {
+                self.busy_io = false;
+                self.status = Some(match result {
+                    Ok(()) => {
+                        if let Some(tms) = &mut self.tms {
+                            tms.file = Some(path.clone());
+                            tms.dirty = tms.is_training();
+                        }
+                        Status::Info(format!("saved {}", path.display()))
+                    }
+                    Err(e) => Status::Error(format!("could not save: {e}")),
+                });
+            }
         }
     }
 

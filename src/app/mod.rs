@@ -13,6 +13,7 @@ pub mod recovery;
 pub mod session;
 pub mod settings;
 pub mod status;
+pub mod superposition;
 pub mod views;
 
 use std::collections::VecDeque;
@@ -30,6 +31,7 @@ pub use messages::Message;
 use session::{RunState, Series, Session};
 pub use settings::{DataFilter, SequenceFilter, Settings, Tab};
 pub use status::Status;
+use superposition::TmsWorkspace;
 use views::{AnalysisState, InspectorState, Scrubber};
 
 /// The checkpoint the app opens on: trained by `toylens train --preset fast --seed 0`.
@@ -94,6 +96,10 @@ pub struct ToylensApp {
     pub scrubber: Scrubber,
     pub analysis: AnalysisState,
     pub runs: Vec<RunRecord>,
+    /// The Superposition workspace, once opened (by a preset or a superposition checkpoint).
+    pub tms: Option<TmsWorkspace>,
+    /// Whether the window shows it rather than the transformer's tabs.
+    pub tms_shown: bool,
     /// Where a crash writes the model in view (`None`: nowhere).
     pub recovery_path: Option<PathBuf>,
     /// Makes the next frame panic: tests of the last line of defence use it.
@@ -154,6 +160,8 @@ impl ToylensApp {
             scrubber: Scrubber::default(),
             analysis: AnalysisState::default(),
             runs: Vec::new(),
+            tms: None,
+            tms_shown: false,
             recovery_path: None,
             inject_panic: false,
             pending_png: None,
@@ -252,7 +260,7 @@ impl ToylensApp {
 
     fn handle_close_request(&mut self, ctx: &egui::Context) {
         let close = ctx.input(|i| i.viewport().close_requested());
-        if close && self.session.dirty && !self.allow_close {
+        if close && self.unsaved_work() && !self.allow_close {
             ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
             self.confirm = Some(Confirm::Close);
         }
@@ -306,6 +314,11 @@ impl ToylensApp {
         self.handle_close_request(ctx);
         self.handle_dropped_files(ctx);
         self.tick_scrubber();
+        if let Some(tms) = &mut self.tms
+            && tms.tick(Instant::now())
+        {
+            ctx.request_repaint_after(superposition::PLAY_INTERVAL);
+        }
         self.fit_ablation();
         self.refresh_views();
         self.frame_parts[0] = ms_between(start, polled);

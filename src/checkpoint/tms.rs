@@ -53,6 +53,18 @@ impl TmsCheckpoint {
         Self::from_bytes(&bytes)
     }
 
+    /// Whether `bytes` are a safetensors file that says it is a superposition checkpoint (its
+    /// header only is read): how a file being opened is told from a transformer's.
+    pub fn is_tms(bytes: &[u8]) -> bool {
+        SafeTensors::read_metadata(bytes).is_ok_and(|(_, header)| {
+            header
+                .metadata()
+                .as_ref()
+                .and_then(|m| m.get("format"))
+                .is_some_and(|f| f == TMS_FORMAT)
+        })
+    }
+
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CheckpointError> {
         reject_duplicate_keys(bytes)?;
         let file =

@@ -2,6 +2,7 @@
 //! paper's statistics of the learned geometry at the end.
 
 use std::io::Write;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
 
@@ -115,32 +116,25 @@ pub fn train(args: &TrainArgs, run: TmsRun, preset: Option<TmsPreset>) -> Result
     let run = build(args, run)?;
     let mut trainer = TmsTrainer::new(run.clone())?;
     let mut history = Vec::new();
-    let mut diverged = None;
-    while !trainer.is_finished() {
-        match trainer.step() {
-            Ok(Some(metrics)) => {
-                if args.json {
-                    println!("{}", serde_json::to_string(&metrics)?);
-                } else if metrics.step % (run.train.eval_every * 10).max(1) == 0
-                    || trainer.is_finished()
-                {
-                    println!(
-                        "step {:>6}/{}  loss {:.6}  {:.2}s",
-                        metrics.step, run.train.steps, metrics.loss, metrics.elapsed_s
-                    );
-                }
-                history.push(metrics);
+    let mut printed = Ok(());
+    let ended = trainer.drive(&AtomicBool::new(false), |trainer, metrics| {
+        if args.json {
+            if printed.is_ok() {
+                printed = serde_json::to_string(metrics).map(|line| println!("{line}"));
             }
-            Ok(None) => {}
-            Err(e @ TmsError::Diverged { .. }) => {
-                diverged = Some(e);
-                break;
-            }
-            Err(e) => return Err(e.into()),
+        } else if metrics.step % (run.train.eval_every * 10).max(1) == 0 || trainer.is_finished() {
+            println!(
+                "step {:>6}/{}  loss {:.6}  {:.2}s",
+                metrics.step, run.train.steps, metrics.loss, metrics.elapsed_s
+            );
         }
-    }
-    if let Some(e) = diverged {
-        bail!("{e}; nothing was saved");
+        history.push(metrics.clone());
+    });
+    printed?;
+    match ended {
+        Ok(_) => {}
+        Err(e @ TmsError::Diverged { .. }) => bail!("{e}; nothing was saved"),
+        Err(e) => return Err(e.into()),
     }
     let checkpoint = TmsCheckpoint {
         run: run.clone(),

@@ -11,6 +11,8 @@ use thiserror::Error;
 pub const MAX_WEIGHTS: usize = 50_000_000;
 /// Most floats one step's activations may take (each instance's `[batch, features]` twice).
 pub const MAX_STEP_FLOATS: usize = 200_000_000;
+/// Most evaluations a run may make: each is kept in its history.
+pub const MAX_EVALUATIONS: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Error)]
 #[error("{0}")]
@@ -342,6 +344,16 @@ impl TmsRun {
         }
         if t.steps == 0 || t.eval_every == 0 {
             return err("steps and eval_every must be at least 1".into());
+        }
+        // Each evaluation is kept (its loss and D* per instance): a bounded number of them.
+        if t.steps / t.eval_every > MAX_EVALUATIONS {
+            return err(format!(
+                "{} steps with an evaluation every {} are {} evaluations; at most \
+                 {MAX_EVALUATIONS}: evaluate less often",
+                t.steps,
+                t.eval_every,
+                t.steps / t.eval_every
+            ));
         }
         Ok(())
     }

@@ -57,6 +57,28 @@ pub fn geometry(w: &[f32], n: usize, m: usize) -> Geometry {
     }
 }
 
+/// The part of [`geometry`] that costs `n·m` (the norms and D*), with the per-feature
+/// superposition and dimensionality left empty: for models too large to compare every pair of
+/// features (`n²·m`) where that would hold up a view.
+pub fn norms_only(w: &[f32], n: usize, m: usize) -> Geometry {
+    let norms: Vec<f64> = w
+        .chunks_exact(m)
+        .take(n)
+        .map(|r| r.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt())
+        .collect();
+    let total: f64 = norms.iter().map(|x| x * x).sum();
+    Geometry {
+        dims_per_feature: if total > 0.0 {
+            m as f64 / total
+        } else {
+            f64::INFINITY
+        },
+        norms,
+        superposition: Vec::new(),
+        dimensionality: Vec::new(),
+    }
+}
+
 /// How a two-feature instance uses its hidden dimensions (the paper's phase diagram): a
 /// feature is represented when its ‖W_f‖ is at least 1/2 (trained ones are near 0 or 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,6 @@ pub mod train;
 pub use config::{
     Importance, Output, Probability, SparseFeatures, TmsModel, TmsPreset, TmsRun, TmsTraining,
 };
-pub use metrics::{FRACTIONS, Geometry, Regime, TmsMetrics, geometry, regime};
+pub use metrics::{FRACTIONS, Geometry, Regime, TmsMetrics, geometry, norms_only, regime};
 pub use model::{TmsGrads, TmsWeights, loss_and_grads};
-pub use train::{TmsError, TmsTrainer};
+pub use train::{Ended, TmsError, TmsTrainer};

@@ -1,6 +1,7 @@
 //! Training a superposition run: fresh sparse batches every step (each instance's drawn on its
 //! own thread), the exact loss and gradients, and PyTorch's AdamW.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -53,6 +54,15 @@ impl AdamW {
             }
         }
     }
+}
+
+/// How [`TmsTrainer::drive`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Every step ran.
+    Finished,
+    /// Asked to stop before the last step.
+    Stopped,
 }
 
 /// A run in progress.
@@ -116,6 +126,25 @@ impl TmsTrainer {
     }
     pub fn is_finished(&self) -> bool {
         self.step >= self.run.train.steps
+    }
+
+    /// Trains until the run ends or `stop` is set (checked every step), calling `each` after
+    /// every evaluation: the one loop of the CLI and the app's worker. A diverging run stops
+    /// with its error, its weights the last finite ones.
+    pub fn drive(
+        &mut self,
+        stop: &AtomicBool,
+        mut each: impl FnMut(&Self, &TmsMetrics),
+    ) -> Result<Ended, TmsError> {
+        while !self.is_finished() {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(Ended::Stopped);
+            }
+            if let Some(metrics) = self.step()? {
+                each(self, &metrics);
+            }
+        }
+        Ok(Ended::Finished)
     }
 
     /// Draws every instance's batch for the next step.

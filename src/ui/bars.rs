@@ -6,6 +6,7 @@ use egui::{Color32, RichText, Ui};
 use super::{Frame, human, human_duration, spinner};
 use crate::app::files::Purpose;
 use crate::app::session::RunState;
+use crate::app::superposition::TmsAction;
 use crate::app::{Action, Confirm, ToylensApp};
 use crate::device::DeviceChoice;
 use crate::metrics::Metrics;
@@ -19,23 +20,62 @@ pub(super) fn top_bar(f: &mut Frame<'_>, ui: &mut Ui) {
         if ui.add_enabled(idle, egui::Button::new("Open…")).clicked() {
             f.act(Action::Open);
         }
-        let save_blocker = f.app.save_blocker().unwrap_or_default();
+        let tms_shown = f.app.tms_shown && f.app.tms.is_some();
+        let save_blocker = if tms_shown {
+            f.app
+                .busy_io
+                .then(|| "a file operation is in progress".to_string())
+        } else {
+            f.app.save_blocker()
+        }
+        .unwrap_or_default();
         let can_save = save_blocker.is_empty();
         if ui
             .add_enabled(can_save, egui::Button::new("Save…"))
             .on_disabled_hover_text(&save_blocker)
             .clicked()
         {
-            f.act(Action::Save);
+            f.act(if tms_shown {
+                Action::Tms(TmsAction::Save)
+            } else {
+                Action::Save
+            });
         }
         if ui
             .add_enabled(can_save, egui::Button::new("Save as…"))
             .on_disabled_hover_text(&save_blocker)
             .clicked()
         {
-            f.act(Action::SaveAs);
+            f.act(if tms_shown {
+                Action::Tms(TmsAction::SaveAs)
+            } else {
+                Action::SaveAs
+            });
         }
         ui.separator();
+        // The two workspaces: the transformer's tabs, or the superposition model's views.
+        for (shown, label, hint) in [
+            (false, "Transformer", "train and take apart a transformer"),
+            (
+                true,
+                "Superposition",
+                "Toy Models of Superposition: features packed into fewer dimensions",
+            ),
+        ] {
+            if ui
+                .selectable_label(tms_shown == shown, label)
+                .on_hover_text(hint)
+                .clicked()
+                && tms_shown != shown
+            {
+                f.act(Action::Tms(TmsAction::Show(shown)));
+            }
+        }
+        ui.separator();
+        if let Some(tms) = f.app.tms.as_ref().filter(|_| tms_shown) {
+            ui.label(tms_status_line(tms));
+            return;
+        }
         let device_label = ui.label("Device");
         egui::ComboBox::from_id_salt("device")
             .selected_text(f.form.settings.device.to_string())
@@ -98,6 +138,30 @@ pub(super) fn top_bar(f: &mut Frame<'_>, ui: &mut Ui) {
 }
 
 /// "epoch 12/60 · step 120 · 2.1M samples/s · ETA 3 s · model.safetensors •"
+/// The superposition model in view, in a line: its shape, training, and file.
+fn tms_status_line(tms: &crate::app::superposition::TmsWorkspace) -> String {
+    let model = &tms.run.model;
+    let latest = tms.snapshots.last().map_or(0, |s| s.step);
+    let file = tms.file.as_ref().and_then(|p| p.file_name()).map_or_else(
+        || "untitled".to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let state = if tms.is_training() {
+        format!("training, step {latest} of {}", tms.run.train.steps)
+    } else if latest == 0 {
+        "untrained".to_string()
+    } else {
+        format!("{latest} steps trained")
+    };
+    format!(
+        "{} instances of {} features into {} · {state} · {file}{}",
+        model.n_instances,
+        model.n_features,
+        model.n_hidden,
+        if tms.dirty { " (unsaved)" } else { "" }
+    )
+}
+
 pub fn status_line(app: &ToylensApp) -> String {
     let mut parts = Vec::new();
     match &app.session.run {

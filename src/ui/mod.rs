@@ -16,6 +16,7 @@ mod inspect_tab;
 mod model_settings;
 mod side_panel;
 mod spinner;
+mod superposition;
 mod training_tab;
 mod window;
 
@@ -76,6 +77,11 @@ pub fn draw(app: &ToylensApp, ui: &mut Ui) -> Vec<Action> {
 fn panels(f: &mut Frame<'_>, ui: &mut Ui) {
     egui::Panel::top("top_bar").show(ui, |ui| top_bar(f, ui));
     egui::Panel::bottom("status_bar").show(ui, |ui| status_bar(f, ui));
+    if let Some(tms) = f.app.tms.as_ref().filter(|_| f.app.tms_shown) {
+        superposition::panels(f, tms, ui);
+        confirm_modal(f, ui);
+        return;
+    }
     if f.app.session.snapshots.len() > 1 {
         egui::Panel::bottom("scrubber").show(ui, |ui| scrubber(f, ui));
     }
