@@ -12,6 +12,9 @@
 //!    [`palette`] (colour scales);
 //! 2. [`task`] (data generators) and [`config`] (every setting of a run, and its sizes);
 //! 3. [`model`]: the transformer, how it computes ([`model::Plan`]), its kernels and shortcuts;
+//!    beside it [`superposition`], the second model family (Toy Models of Superposition: its
+//!    data, exact gradients and training loop), which uses the model's CPU kernels and which
+//!    checkpoints store;
 //! 4. [`objective`]: each task's loss and accuracy on a model, which both training and the
 //!    analyses need;
 //! 5. [`analysis`]: everything computed from a model, as plain data;

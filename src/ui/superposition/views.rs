@@ -406,7 +406,7 @@ fn loss_plot(tms: &TmsWorkspace, ui: &mut Ui, width: f32, height: f32) {
     }
     let step = tms.shown().step as f64;
     Plot::new("tms_loss")
-        .width(width)
+        .width(width.min(ui.available_width()))
         .height(height)
         .allow_scroll(false)
         .x_axis_label("step")
@@ -452,10 +452,10 @@ fn phase_map(f: &mut Frame<'_>, tms: &TmsWorkspace, ui: &mut Ui, width: f32) {
         Regime::Superposition => Color32::from_rgb(214, 96, 77),
         Regime::Neither => Color32::from_rgb(60, 60, 60),
     };
-    let side = (width - 60.0).clamp(200.0, 360.0);
+    let side = (width - 76.0).clamp(200.0, 360.0);
     let cell = side / PHASE_GRID as f32;
-    let (rect, response) = ui.allocate_exact_size(vec2(side + 60.0, side + 36.0), Sense::click());
-    let origin = rect.min + vec2(56.0, 0.0);
+    let (rect, response) = ui.allocate_exact_size(vec2(side + 76.0, side + 36.0), Sense::click());
+    let origin = rect.min + vec2(72.0, 0.0);
     let painter = ui.painter_at(rect);
     let text = ui.visuals().text_color();
     let cell_rect = |r: usize, c: usize| {
@@ -523,6 +523,7 @@ fn phase_map(f: &mut Frame<'_>, tms: &TmsWorkspace, ui: &mut Ui, width: f32) {
             )));
         }
     }
+    ui.set_max_width(width);
     ui.horizontal_wrapped(|ui| {
         for (g, label) in [
             (Regime::NotRepresented, "second feature not represented"),
