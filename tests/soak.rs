@@ -273,6 +273,17 @@ impl Soak {
             && ms > self.slowest_frame.0
         {
             let c = &app.session.config;
+            if let Some(tms) = app.tms.as_ref().filter(|_| app.tms_shown) {
+                let model = &tms.run.model;
+                self.slowest_frame = (
+                    ms,
+                    format!(
+                        "Superposition workspace, {} instances of {} features into {}",
+                        model.n_instances, model.n_features, model.n_hidden
+                    ),
+                );
+                return;
+            }
             self.slowest_frame = (
                 ms,
                 format!(
@@ -784,8 +795,12 @@ impl Soak {
                 1 => {
                     // Edits as the form would make them, bad ones included.
                     let mut draft = self.tms().draft.clone();
-                    match self.rng.random_range(0..6) {
+                    match self.rng.random_range(0..7) {
                         0 => draft.model.n_hidden = self.rng.random_range(0..30),
+                        5 => {
+                            draft.task.correlated_pairs = self.rng.random_range(0..3);
+                            draft.task.anticorrelated_pairs = self.rng.random_range(0..3);
+                        }
                         1 => draft.model.n_features = self.rng.random_range(0..300),
                         2 => draft.model.n_instances = self.rng.random_range(0..12),
                         3 => {

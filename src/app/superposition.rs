@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
@@ -71,16 +71,20 @@ impl TmsSnapshot {
 
 /// What the training worker reports.
 pub enum TmsEvent {
-    /// An evaluation: its metrics and the model then.
+    /// An evaluation: its metrics and the model then (`None` while the window has not yet
+    /// taken the snapshots sent before: they are held to a few, however large the model).
     Progress {
         job: u64,
         metrics: TmsMetrics,
-        snapshot: TmsSnapshot,
+        snapshot: Option<TmsSnapshot>,
     },
-    /// The run ended (finished, stopped, diverged, or its worker failed).
+    /// The run ended (finished, stopped, diverged, or its worker failed), with its final
+    /// weights (a stopped run's are past its last evaluation; a diverged run's the last finite
+    /// ones).
     Ended {
         job: u64,
         result: Result<Ended, String>,
+        last: Option<TmsSnapshot>,
     },
 }
 
@@ -105,11 +109,16 @@ pub enum TmsAction {
     ExportCsv,
 }
 
-/// A run's worker: its id (events of older ones are ignored) and its stop flag.
+/// A run's worker: its id (events of older ones are ignored), its stop flag, and how many of
+/// its snapshots are on their way to the window.
 struct Job {
     id: u64,
     stop: Arc<AtomicBool>,
+    in_flight: Arc<AtomicUsize>,
 }
+
+/// Snapshots a run sends before the window has taken them, at most.
+const MAX_IN_FLIGHT: usize = 2;
 
 /// The Superposition workspace.
 pub struct TmsWorkspace {
@@ -224,12 +233,13 @@ impl TmsWorkspace {
         self.jobs_started += 1;
         let id = self.jobs_started;
         let stop = Arc::new(AtomicBool::new(false));
+        let in_flight = Arc::new(AtomicUsize::new(0));
         self.job = Some(Job {
             id,
             stop: stop.clone(),
+            in_flight: in_flight.clone(),
         });
-        self.jobs_started = id;
-        spawn(id, trainer, stop, tx, wake);
+        spawn(id, trainer, (stop, in_flight), tx, wake);
         Status::Info(format!(
             "training {} features into {} dimensions, {} instances, {} steps",
             run.model.n_features, run.model.n_hidden, run.model.n_instances, run.train.steps
@@ -252,12 +262,24 @@ impl TmsWorkspace {
                 snapshot,
             } if self.job.as_ref().is_some_and(|j| j.id == job) => {
                 self.history.push(metrics);
-                self.push_snapshot(snapshot);
+                if let Some(snapshot) = snapshot {
+                    if let Some(job) = &self.job {
+                        job.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    self.push_snapshot(snapshot);
+                }
                 None
             }
-            TmsEvent::Ended { job, result } if self.job.as_ref().is_some_and(|j| j.id == job) => {
+            TmsEvent::Ended { job, result, last }
+                if self.job.as_ref().is_some_and(|j| j.id == job) =>
+            {
                 self.job = None;
-                let steps = self.shown().step;
+                if let Some(last) =
+                    last.filter(|l| l.step > self.snapshots.last().map_or(0, |s| s.step))
+                {
+                    self.push_snapshot(last);
+                }
+                let steps = self.snapshots.last().map_or(0, |s| s.step);
                 Some(match result {
                     Ok(Ended::Finished) => Status::Info(format!(
                         "trained {steps} steps in {:.1} s",
@@ -340,7 +362,7 @@ impl TmsWorkspace {
 fn spawn(
     id: u64,
     mut trainer: TmsTrainer,
-    stop: Arc<AtomicBool>,
+    (stop, in_flight): (Arc<AtomicBool>, Arc<AtomicUsize>),
     tx: Sender<Message>,
     wake: impl Fn() + Send + 'static,
 ) {
@@ -350,11 +372,11 @@ fn spawn(
             let mut last_wake = Instant::now() - WAKE_INTERVAL;
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 trainer.drive(&stop, |trainer, metrics| {
-                    let snapshot = TmsSnapshot::of(
-                        trainer.run(),
-                        trainer.steps_done(),
-                        trainer.weights().clone(),
-                    );
+                    let snapshot = (in_flight.load(Ordering::Relaxed) < MAX_IN_FLIGHT).then(|| {
+                        in_flight.fetch_add(1, Ordering::Relaxed);
+                        let weights = trainer.weights().clone();
+                        TmsSnapshot::of(trainer.run(), trainer.steps_done(), weights)
+                    });
                     let _ = tx.send(Message::Tms(TmsEvent::Progress {
                         job: id,
                         metrics: metrics.clone(),
@@ -371,7 +393,17 @@ fn spawn(
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(panic) => Err(format!("training failed: {}", panic_message(&*panic))),
             };
-            let _ = tx.send(Message::Tms(TmsEvent::Ended { job: id, result }));
+            // The run's final weights, whatever snapshots went before.
+            let last = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let weights = trainer.weights().clone();
+                TmsSnapshot::of(trainer.run(), trainer.steps_done(), weights)
+            }))
+            .ok();
+            let _ = tx.send(Message::Tms(TmsEvent::Ended {
+                job: id,
+                result,
+                last,
+            }));
             wake();
         })
         .expect("a thread for training");

@@ -76,12 +76,24 @@ pub enum Importance {
     PerInstance(Vec<Vec<f64>>),
 }
 
-/// The data: each feature uniform on [0, 1) with its instance's probability, else 0.
+/// The data: each feature uniform on [0, 1) with its instance's probability, else 0. The first
+/// `correlated_pairs` pairs of features are active together (one coin per pair), the next
+/// `anticorrelated_pairs` pairs never together (the pair active with probability 2p, then one
+/// of its two at random): the paper's section on correlated features. Either way each feature is
+/// active with probability p, and its value is its own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SparseFeatures {
     pub feature_probability: Probability,
     pub importance: Importance,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub correlated_pairs: usize,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub anticorrelated_pairs: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Training: AdamW with a constant learning rate, fresh batches every step.
@@ -179,6 +191,8 @@ impl TmsRun {
                         1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001,
                     ]),
                     importance: Importance::Decay(0.9),
+                    correlated_pairs: 0,
+                    anticorrelated_pairs: 0,
                 },
                 train: TmsTraining {
                     steps: 5_000,
@@ -205,6 +219,8 @@ impl TmsRun {
                         importance: Importance::PerInstance(
                             (0..cells).map(|k| vec![1.0, point(k).1]).collect(),
                         ),
+                        correlated_pairs: 0,
+                        anticorrelated_pairs: 0,
                     },
                     train: TmsTraining {
                         steps: 5_000,
@@ -225,6 +241,8 @@ impl TmsRun {
                 task: SparseFeatures {
                     feature_probability: Probability::LogSpaced([1.0, 0.05]),
                     importance: Importance::Decay(1.0),
+                    correlated_pairs: 0,
+                    anticorrelated_pairs: 0,
                 },
                 train: TmsTraining::default(),
             },
@@ -306,6 +324,25 @@ impl TmsRun {
         if let Some(p) = probs.iter().find(|p| !(**p > 0.0 && **p <= 1.0)) {
             return err(format!("a feature probability must be in (0, 1], got {p}"));
         }
+        let task = &self.task;
+        let paired = task
+            .correlated_pairs
+            .saturating_add(task.anticorrelated_pairs)
+            .saturating_mul(2);
+        if paired > m.n_features {
+            return err(format!(
+                "{} correlated and {} anticorrelated pairs are {paired} features; there are {}",
+                task.correlated_pairs, task.anticorrelated_pairs, m.n_features
+            ));
+        }
+        if task.anticorrelated_pairs > 0
+            && let Some(p) = probs.iter().find(|p| **p > 0.5)
+        {
+            return err(format!(
+                "an anticorrelated pair is active with probability 2p, so p must be at most 1/2 \
+                 with anticorrelated pairs; got {p}"
+            ));
+        }
         let lists: Vec<usize> = match &self.task.importance {
             Importance::Decay(_) => vec![m.n_features],
             Importance::List(l) => vec![l.len()],
@@ -324,8 +361,15 @@ impl TmsRun {
                 m.n_features
             ));
         }
-        let imp = self.importances();
-        if let Some(i) = imp.iter().find(|i| !(i.is_finite() && **i >= 0.0)) {
+        // The values as given, not the instances × features they expand to: the form checks
+        // the settings every frame.
+        let given: Box<dyn Iterator<Item = f64> + '_> = match &self.task.importance {
+            // decay^i is monotonic in i: the decay and its last power say it all.
+            Importance::Decay(d) => Box::new([*d, d.powi((m.n_features - 1) as i32)].into_iter()),
+            Importance::List(list) => Box::new(list.iter().copied()),
+            Importance::PerInstance(lists) => Box::new(lists.iter().flatten().copied()),
+        };
+        if let Some(i) = given.into_iter().find(|i| !(i.is_finite() && *i >= 0.0)) {
             return err(format!(
                 "an importance must be finite and at least 0, got {i}"
             ));
@@ -398,6 +442,14 @@ mod tests {
         };
         bad(&|r| r.model.n_features = 0, "must each be at least 1");
         bad(&|r| r.model.n_hidden = 6, "must not exceed n_features");
+        bad(
+            &|r| r.task.correlated_pairs = 3,
+            "3 correlated and 0 anticorrelated pairs are 6 features; there are 5",
+        );
+        bad(
+            &|r| r.task.anticorrelated_pairs = 1,
+            "p must be at most 1/2 with anticorrelated pairs; got 1",
+        );
         bad(
             &|r| r.task.feature_probability = Probability::Constant(0.0),
             "must be in (0, 1]",

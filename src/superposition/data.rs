@@ -66,9 +66,14 @@ impl Batch {
     }
 
     /// Draws `rows` samples of `n` features, each active with probability `p` (the buffers
-    /// reused).
-    pub fn draw(&mut self, rows: usize, n: usize, p: f64, seed: u64) {
+    /// reused), the first `pairs.0` pairs of features correlated and the next `pairs.1` pairs
+    /// anticorrelated (see [`Batch::draw_pairs`]).
+    pub fn draw(&mut self, rows: usize, n: usize, p: f64, pairs: (usize, usize), seed: u64) {
         let mut rng = SmallRng::seed_from_u64(seed);
+        if pairs != (0, 0) {
+            *self = Self::draw_pairs(rows, n, p, pairs, &mut rng);
+            return;
+        }
         if p < SPARSE_BELOW {
             if !matches!(self, Batch::Sparse(_)) {
                 *self = Batch::Sparse(SparseBatch::default());
@@ -86,6 +91,48 @@ impl Batch {
         x.resize(rows * n, 0.0);
         draw_coins(&mut x, p, &mut rng);
         *self = Batch::Dense { rows, x };
+    }
+}
+
+impl Batch {
+    /// A batch whose first `correlated` pairs of features are active together (one coin of
+    /// probability p per pair) and whose next `anticorrelated` pairs never are (the pair active
+    /// with probability 2p, then one of the two by a fair coin); the other features on their own.
+    /// Each feature is active with probability p; every active feature draws its own value.
+    fn draw_pairs(
+        rows: usize,
+        n: usize,
+        p: f64,
+        (correlated, anticorrelated): (usize, usize),
+        rng: &mut SmallRng,
+    ) -> Self {
+        let value = |rng: &mut SmallRng| unit(rng.next_u64());
+        // A coin of probability q from 53 random bits.
+        let coin = |rng: &mut SmallRng, q: f64| {
+            (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64) < q
+        };
+        let mut x = vec![0f32; rows * n];
+        for row in x.chunks_exact_mut(n) {
+            let (pairs, rest) = row.split_at_mut(2 * (correlated + anticorrelated));
+            let (together, apart) = pairs.split_at_mut(2 * correlated);
+            for pair in together.chunks_exact_mut(2) {
+                if coin(rng, p) {
+                    pair[0] = value(rng);
+                    pair[1] = value(rng);
+                }
+            }
+            for pair in apart.chunks_exact_mut(2) {
+                if coin(rng, 2.0 * p) {
+                    pair[usize::from(coin(rng, 0.5))] = value(rng);
+                }
+            }
+            for v in rest {
+                if coin(rng, p) {
+                    *v = value(rng);
+                }
+            }
+        }
+        Self::from_dense(&x, n)
     }
 }
 
@@ -273,7 +320,7 @@ mod tests {
         for p in [1.0, 0.6, 0.3, 0.2, 0.05, 0.003] {
             let (rows, n) = (4000, 50);
             let mut drawn = Batch::default();
-            drawn.draw(rows, n, p, 3);
+            drawn.draw(rows, n, p, (0, 0), 3);
             assert_eq!(drawn.rows(), rows);
             assert_eq!(matches!(drawn, Batch::Dense { .. }), p >= SPARSE_BELOW);
             let batch = SparseBatch::from_dense(&drawn.to_dense(n), n);
@@ -302,10 +349,40 @@ mod tests {
         }
     }
 
+    /// Correlated pairs are active together, anticorrelated ones never; every feature with
+    /// probability p, and the unpaired ones independently.
+    #[test]
+    fn paired_features_keep_their_probability_and_their_pairing() {
+        let (rows, n, p) = (20_000, 9, 0.2);
+        let mut batch = Batch::default();
+        batch.draw(rows, n, p, (1, 2), 5);
+        let x = batch.to_dense(n);
+        let active = |r: usize, f: usize| x[r * n + f] != 0.0;
+        for f in 0..n {
+            let share = (0..rows).filter(|&r| active(r, f)).count() as f64 / rows as f64;
+            assert!((share - p).abs() < 0.015, "feature {f}: {share}");
+        }
+        assert!(
+            (0..rows).all(|r| active(r, 0) == active(r, 1)),
+            "correlated"
+        );
+        for (a, b) in [(2, 3), (4, 5)] {
+            assert!(
+                (0..rows).all(|r| !(active(r, a) && active(r, b))),
+                "anticorrelated"
+            );
+        }
+        // Two unpaired features together about p² of the time.
+        let both = (0..rows).filter(|&r| active(r, 6) && active(r, 7)).count() as f64;
+        assert!((both / rows as f64 - p * p).abs() < 0.01);
+        // Values are each feature's own: a correlated pair's two values differ.
+        assert!((0..rows).any(|r| active(r, 0) && x[r * n] != x[r * n + 1]));
+    }
+
     #[test]
     fn dense_and_sparse_forms_agree() {
         let mut batch = Batch::default();
-        batch.draw(70, 9, 0.1, 1);
+        batch.draw(70, 9, 0.1, (0, 0), 1);
         let Batch::Sparse(sparse) = &batch else {
             panic!("a sparse batch")
         };

@@ -17,33 +17,46 @@ pub struct Geometry {
     pub dimensionality: Vec<f64>,
 }
 
-/// The geometry of `w` `[n, m]` (one instance), in float64.
+/// The geometry of `w` `[n, m]` (one instance), in float64. Each pair of features once (their
+/// dot product serves both), each dot product in four partial sums: the app computes this for
+/// every instance of a snapshot, some on its UI thread.
 pub fn geometry(w: &[f32], n: usize, m: usize) -> Geometry {
     let row = |f: usize| &w[f * m..(f + 1) * m];
     let dot = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
+        let mut lanes = [0f64; 4];
+        let mut chunks = a.chunks_exact(4).zip(b.chunks_exact(4));
+        for (x, y) in &mut chunks {
+            for k in 0..4 {
+                lanes[k] += x[k] as f64 * y[k] as f64;
+            }
+        }
+        let tail: f64 = a[m - m % 4..]
+            .iter()
+            .zip(&b[m - m % 4..])
             .map(|(&x, &y)| x as f64 * y as f64)
-            .sum::<f64>()
+            .sum();
+        (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + tail
     };
-    let norms: Vec<f64> = (0..n).map(|f| dot(row(f), row(f)).sqrt()).collect();
-    let total: f64 = norms.iter().map(|x| x * x).sum();
+    let squares: Vec<f64> = (0..n).map(|f| dot(row(f), row(f))).collect();
+    let norms: Vec<f64> = squares.iter().map(|s| s.sqrt()).collect();
+    let total: f64 = squares.iter().sum();
+    // others[f] = Σ_{j≠f} (W_f·W_j)², divided by ‖W_f‖² at the end.
+    let mut others = vec![0.0; n];
+    for f in 0..n {
+        for j in 0..f {
+            let c = dot(row(f), row(j));
+            others[f] += c * c;
+            others[j] += c * c;
+        }
+    }
     let mut superposition = vec![0.0; n];
     let mut dimensionality = vec![0.0; n];
     for f in 0..n {
         if norms[f] < 1e-12 {
             continue;
         }
-        let (mut all, mut others) = (0.0, 0.0);
-        for j in 0..n {
-            let c = dot(row(f), row(j)) / norms[f];
-            all += c * c;
-            if j != f {
-                others += c * c;
-            }
-        }
-        superposition[f] = others;
-        dimensionality[f] = norms[f] * norms[f] / all;
+        superposition[f] = others[f] / squares[f];
+        dimensionality[f] = squares[f] / (squares[f] + superposition[f]);
     }
     Geometry {
         dims_per_feature: if total > 0.0 {
@@ -158,6 +171,30 @@ mod tests {
         assert_eq!(regime(&[0.0, -0.9], 1), Regime::Dedicated);
         assert_eq!(regime(&[0.9, -1.0], 1), Regime::Superposition);
         assert_eq!(regime(&[0.2, 0.1], 1), Regime::Neither);
+    }
+
+    /// The pairwise sums equal the definitions computed feature by feature.
+    #[test]
+    fn geometry_equals_its_definition() {
+        let (n, m) = (13, 6);
+        let w: Vec<f32> = (0..n * m)
+            .map(|i| ((i * 7919 % 97) as f32 / 48.0 - 1.0) * if i % 11 == 0 { 0.0 } else { 1.0 })
+            .collect();
+        let g = geometry(&w, n, m);
+        let dot = |a: usize, b: usize| -> f64 {
+            (0..m)
+                .map(|k| w[a * m + k] as f64 * w[b * m + k] as f64)
+                .sum()
+        };
+        for f in 0..n {
+            let norm = dot(f, f).sqrt();
+            let c = |j: usize| dot(f, j) / norm;
+            let all: f64 = (0..n).map(|j| c(j) * c(j)).sum();
+            let others: f64 = (0..n).filter(|&j| j != f).map(|j| c(j) * c(j)).sum();
+            assert!((g.norms[f] - norm).abs() < 1e-12);
+            assert!((g.superposition[f] - others).abs() < 1e-9 * all.max(1.0));
+            assert!((g.dimensionality[f] - norm * norm / all).abs() < 1e-9);
+        }
     }
 
     #[test]

@@ -151,13 +151,21 @@ impl TmsTrainer {
     fn draw(&mut self) {
         let (rows, n) = (self.run.train.batch_size, self.run.model.n_features);
         let (seed, step) = (self.run.seed, self.step as u64);
+        let task = &self.run.task;
+        let pairs = (task.correlated_pairs, task.anticorrelated_pairs);
         let probabilities = &self.probabilities;
         pool().install(|| {
             self.batches
                 .par_iter_mut()
                 .enumerate()
                 .for_each(|(i, batch)| {
-                    batch.draw(rows, n, probabilities[i], batch_seed(seed, step, i as u64))
+                    batch.draw(
+                        rows,
+                        n,
+                        probabilities[i],
+                        pairs,
+                        batch_seed(seed, step, i as u64),
+                    )
                 });
         });
     }

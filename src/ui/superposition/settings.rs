@@ -151,6 +151,14 @@ fn form(ui: &mut Ui, run: &mut TmsRun) {
                     *p = Probability::LogSpaced([1.0, 0.01]);
                 }
                 ui.end_row();
+                let pairs_hint = "pairs of features at the start, active together \
+                                  (correlated) or never together (anticorrelated)";
+                row(ui, "Correlated pairs", pairs_hint, |ui| {
+                    ui.add(drag(&mut task.correlated_pairs, 0..=50_000))
+                });
+                row(ui, "Anticorrelated pairs", pairs_hint, |ui| {
+                    ui.add(drag(&mut task.anticorrelated_pairs, 0..=50_000))
+                });
                 match &mut task.importance {
                     Importance::Decay(d) => row(
                         ui,

@@ -17,6 +17,8 @@ use crate::ui::heatmap::{Heatmap, Scale};
 const MAX_MATRIX_FEATURES: usize = 512;
 /// …and this many multiply-adds (n²·m, each frame).
 const MAX_MATRIX_WORK: usize = 4_000_000;
+/// Feature norms are bars up to this many features, a line of block maxima past it.
+const MAX_BARS: usize = 1024;
 
 pub(super) fn show(f: &mut Frame<'_>, tms: &TmsWorkspace, ui: &mut Ui) {
     let panel = ui.max_rect();
@@ -274,33 +276,50 @@ fn norms(tms: &TmsWorkspace, ui: &mut Ui, width: f32) {
     if g.superposition.is_empty() {
         ui.weak("too many features to compare every pair: bars in grey");
     }
-    let bars: Vec<Bar> = g
-        .norms
-        .iter()
-        .zip(g.superposition.iter().chain(std::iter::repeat(&f64::NAN)))
-        .enumerate()
-        .map(|(k, (&norm, &s))| {
-            Bar::new(k as f64, norm)
-                .width(0.85)
-                .fill(superposition_colour(s))
-                .name(format!(
-                    "feature {k}\n|W_i| {norm:.3}\nsuperposition {s:.3}"
-                ))
-        })
-        .collect();
-    Plot::new("tms_norms")
+    let plot = Plot::new("tms_norms")
         .width(width)
         .height(240.0)
         .allow_scroll(false)
         .x_axis_label("feature")
         .y_axis_label("|W_i|")
         .include_y(0.0)
-        .include_y(1.1)
-        .show(ui, |p| {
+        .include_y(1.1);
+    if g.norms.len() > MAX_BARS {
+        // A bar per feature would be more bars than pixels: the largest norm of each block of
+        // features, as a line.
+        let per = g.norms.len().div_ceil(MAX_BARS);
+        let points: Vec<[f64; 2]> = g
+            .norms
+            .chunks(per)
+            .enumerate()
+            .map(|(k, block)| [(k * per) as f64, block.iter().copied().fold(0.0, f64::max)])
+            .collect();
+        ui.weak(format!(
+            "{} features: the largest |W_i| of each {per}",
+            g.norms.len()
+        ));
+        plot.show(ui, |p| p.line(Line::new("|W_i|", PlotPoints::from(points))));
+    } else {
+        let bars: Vec<Bar> = g
+            .norms
+            .iter()
+            .zip(g.superposition.iter().chain(std::iter::repeat(&f64::NAN)))
+            .enumerate()
+            .map(|(k, (&norm, &s))| {
+                Bar::new(k as f64, norm)
+                    .width(0.85)
+                    .fill(superposition_colour(s))
+                    .name(format!(
+                        "feature {k}\n|W_i| {norm:.3}\nsuperposition {s:.3}"
+                    ))
+            })
+            .collect();
+        plot.show(ui, |p| {
             p.bar_chart(
                 BarChart::new("|W_i|", bars).element_formatter(Box::new(|bar, _| bar.name.clone())),
             )
         });
+    }
     ui.horizontal(|ui| {
         for (s, label) in [(0.0, "dedicated (0)"), (0.5, "0.5"), (1.0, "shares (≥ 1)")] {
             let (rect, _) = ui.allocate_exact_size(vec2(12.0, 12.0), Sense::hover());
