@@ -4,13 +4,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use rayon::prelude::*;
-
 use super::config::{TmsConfigError, TmsRun};
 use super::data::Batch;
 use super::metrics::{TmsMetrics, geometry};
-use super::model::{TmsGrads, TmsWeights, batch_seed, loss_and_grads};
-use crate::model::kernels::cpu::pool;
+use super::model::{TmsGrads, TmsWeights, batch_seed, loss_and_grads_drawing};
 
 /// PyTorch's AdamW on the host: decoupled weight decay, then Adam with bias correction.
 #[derive(Debug, Clone)]
@@ -147,37 +144,28 @@ impl TmsTrainer {
         Ok(Ended::Finished)
     }
 
-    /// Draws every instance's batch for the next step.
-    fn draw(&mut self) {
+    /// The loss and gradients of the next step's batches (each instance's drawn on the thread
+    /// that uses it), without an update.
+    pub fn peek_grads(&mut self) -> TmsGrads {
         let (rows, n) = (self.run.train.batch_size, self.run.model.n_features);
         let (seed, step) = (self.run.seed, self.step as u64);
         let task = &self.run.task;
         let pairs = (task.correlated_pairs, task.anticorrelated_pairs);
         let probabilities = &self.probabilities;
-        pool().install(|| {
-            self.batches
-                .par_iter_mut()
-                .enumerate()
-                .for_each(|(i, batch)| {
-                    batch.draw(
-                        rows,
-                        n,
-                        probabilities[i],
-                        pairs,
-                        batch_seed(seed, step, i as u64),
-                    )
-                });
-        });
-    }
-
-    /// The loss and gradients of the next step's batches, without an update.
-    pub fn peek_grads(&mut self) -> TmsGrads {
-        self.draw();
-        loss_and_grads(
+        loss_and_grads_drawing(
             &self.run.model,
             &self.weights,
             &self.importance,
-            &self.batches,
+            &mut self.batches,
+            |i, batch| {
+                batch.draw(
+                    rows,
+                    n,
+                    probabilities[i],
+                    pairs,
+                    batch_seed(seed, step, i as u64),
+                )
+            },
         )
     }
 
