@@ -43,6 +43,11 @@ pub struct TmsSnapshot {
 }
 
 impl TmsSnapshot {
+    /// The floats of its weights.
+    fn floats(&self) -> usize {
+        self.weights.w.len() + self.weights.b.len()
+    }
+
     fn of(run: &TmsRun, step: usize, weights: TmsWeights) -> Self {
         let (n, m) = (run.model.n_features, run.model.n_hidden);
         let pairs = run
@@ -71,6 +76,12 @@ impl TmsSnapshot {
 
 /// What the training worker reports.
 pub enum TmsEvent {
+    /// The run's untrained model, built on the worker: it replaces the model in view.
+    Started {
+        job: u64,
+        run: Box<TmsRun>,
+        snapshot: TmsSnapshot,
+    },
     /// An evaluation: its metrics and the model then (`None` while the window has not yet
     /// taken the snapshots sent before: they are held to a few, however large the model).
     Progress {
@@ -109,16 +120,17 @@ pub enum TmsAction {
     ExportCsv,
 }
 
-/// A run's worker: its id (events of older ones are ignored), its stop flag, and how many of
-/// its snapshots are on their way to the window.
+/// A run's worker: its id (events of older ones are ignored), its stop flag, and how many
+/// floats of its snapshots are on their way to the window.
 struct Job {
     id: u64,
     stop: Arc<AtomicBool>,
     in_flight: Arc<AtomicUsize>,
 }
 
-/// Snapshots a run sends before the window has taken them, at most.
-const MAX_IN_FLIGHT: usize = 2;
+/// The weights a run sends ahead of the window taking them, at most (in floats; one snapshot
+/// always may go): a small model's every snapshot, a huge model's one or two.
+const MAX_IN_FLIGHT_FLOATS: usize = 16 << 20;
 
 /// The Superposition workspace.
 pub struct TmsWorkspace {
@@ -137,8 +149,10 @@ pub struct TmsWorkspace {
     /// Trained since last saved.
     pub dirty: bool,
     job: Option<Job>,
-    jobs_started: u64,
 }
+
+/// Ids for runs, unique in the process: a worker's events name the run they belong to.
+static NEXT_JOB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl TmsWorkspace {
     /// The workspace on a preset's untrained model.
@@ -160,7 +174,6 @@ impl TmsWorkspace {
             file: None,
             dirty: false,
             job: None,
-            jobs_started: 0,
         }
     }
 
@@ -183,7 +196,6 @@ impl TmsWorkspace {
             file: Some(file),
             dirty: false,
             job: None,
-            jobs_started: 0,
         }
     }
 
@@ -215,23 +227,14 @@ impl TmsWorkspace {
             .map(|e| format!("fix the settings first: {e}"))
     }
 
-    /// Starts a run of the draft's settings on a worker thread; the model in view becomes its
-    /// untrained one.
+    /// Starts a run of the draft's settings on a worker thread, which builds its untrained
+    /// model (a large one takes a while) and sends it to replace the model in view.
     pub fn train(&mut self, tx: Sender<Message>, wake: impl Fn() + Send + 'static) -> Status {
         if let Some(reason) = self.train_blocker() {
             return Status::Error(format!("cannot train: {reason}"));
         }
         let run = self.draft.clone();
-        let trainer = match TmsTrainer::new(run.clone()) {
-            Ok(t) => t,
-            Err(e) => return Status::Error(format!("cannot train: {e}")),
-        };
-        let file = self.file.take();
-        *self = Self::untrained(run.clone());
-        self.file = file;
-        self.dirty = true;
-        self.jobs_started += 1;
-        let id = self.jobs_started;
+        let id = NEXT_JOB.fetch_add(1, Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
         let in_flight = Arc::new(AtomicUsize::new(0));
         self.job = Some(Job {
@@ -239,7 +242,7 @@ impl TmsWorkspace {
             stop: stop.clone(),
             in_flight: in_flight.clone(),
         });
-        spawn(id, trainer, (stop, in_flight), tx, wake);
+        spawn(id, run.clone(), (stop, in_flight), tx, wake);
         Status::Info(format!(
             "training {} features into {} dimensions, {} instances, {} steps",
             run.model.n_features, run.model.n_hidden, run.model.n_instances, run.train.steps
@@ -255,16 +258,28 @@ impl TmsWorkspace {
 
     /// Takes a worker's event; returns the status line it brings, if any.
     pub fn apply(&mut self, event: TmsEvent) -> Option<Status> {
+        let ours = |job: u64| self.job.as_ref().is_some_and(|j| j.id == job);
         match event {
+            TmsEvent::Started { job, run, snapshot } if ours(job) => {
+                self.instance = self.instance.min(run.model.n_instances - 1);
+                self.run = *run;
+                self.snapshots = vec![snapshot];
+                self.history.clear();
+                self.view = None;
+                self.playing = None;
+                self.dirty = true;
+                None
+            }
             TmsEvent::Progress {
                 job,
                 metrics,
                 snapshot,
-            } if self.job.as_ref().is_some_and(|j| j.id == job) => {
+            } if ours(job) => {
                 self.history.push(metrics);
                 if let Some(snapshot) = snapshot {
                     if let Some(job) = &self.job {
-                        job.in_flight.fetch_sub(1, Ordering::Relaxed);
+                        job.in_flight
+                            .fetch_sub(snapshot.floats(), Ordering::Relaxed);
                     }
                     self.push_snapshot(snapshot);
                 }
@@ -361,7 +376,7 @@ impl TmsWorkspace {
 /// with its message instead of taking the app down.
 fn spawn(
     id: u64,
-    mut trainer: TmsTrainer,
+    run: TmsRun,
     (stop, in_flight): (Arc<AtomicBool>, Arc<AtomicUsize>),
     tx: Sender<Message>,
     wake: impl Fn() + Send + 'static,
@@ -370,13 +385,25 @@ fn spawn(
         .name("toylens-superposition".into())
         .spawn(move || {
             let mut last_wake = Instant::now() - WAKE_INTERVAL;
+            let mut trainer = None;
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                trainer.drive(&stop, |trainer, metrics| {
-                    let snapshot = (in_flight.load(Ordering::Relaxed) < MAX_IN_FLIGHT).then(|| {
-                        in_flight.fetch_add(1, Ordering::Relaxed);
-                        let weights = trainer.weights().clone();
-                        TmsSnapshot::of(trainer.run(), trainer.steps_done(), weights)
-                    });
+                let t = trainer.insert(TmsTrainer::new(run.clone())?);
+                let snapshot = TmsSnapshot::of(&run, 0, t.weights().clone());
+                let _ = tx.send(Message::Tms(TmsEvent::Started {
+                    job: id,
+                    run: Box::new(run.clone()),
+                    snapshot,
+                }));
+                wake();
+                t.drive(&stop, |trainer, metrics| {
+                    let size = trainer.weights().w.len() + trainer.weights().b.len();
+                    let ahead = in_flight.load(Ordering::Relaxed);
+                    let snapshot =
+                        (ahead == 0 || ahead + size <= MAX_IN_FLIGHT_FLOATS).then(|| {
+                            in_flight.fetch_add(size, Ordering::Relaxed);
+                            let weights = trainer.weights().clone();
+                            TmsSnapshot::of(trainer.run(), trainer.steps_done(), weights)
+                        });
                     let _ = tx.send(Message::Tms(TmsEvent::Progress {
                         job: id,
                         metrics: metrics.clone(),
@@ -393,12 +420,13 @@ fn spawn(
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(panic) => Err(format!("training failed: {}", panic_message(&*panic))),
             };
-            // The run's final weights, whatever snapshots went before.
-            let last = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let weights = trainer.weights().clone();
-                TmsSnapshot::of(trainer.run(), trainer.steps_done(), weights)
-            }))
-            .ok();
+            // The run's final weights, whatever snapshots went before (none if it never began).
+            let last = trainer.and_then(|t| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    TmsSnapshot::of(t.run(), t.steps_done(), t.weights().clone())
+                }))
+                .ok()
+            });
             let _ = tx.send(Message::Tms(TmsEvent::Ended {
                 job: id,
                 result,
