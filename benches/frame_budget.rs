@@ -7,6 +7,8 @@
 //! the scrubber moved, and a run started, paused, resumed and stopped. A frame here is the app's
 //! own `logic()` + `ui()` (what `frame_times` records); the GPU or software rasteriser comes on top.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use egui::accesskit::Role;
@@ -232,28 +234,7 @@ fn main() {
         b.step(&phase);
     }
 
-    let mut phases: Vec<String> = Vec::new();
-    for (p, _) in &b.frames {
-        if !phases.contains(p) {
-            phases.push(p.clone());
-        }
-    }
-    println!("\n| phase | frames | median ms | slowest ms |\n|---|---|---|---|");
-    for p in &phases {
-        let mut ms: Vec<f32> = b
-            .frames
-            .iter()
-            .filter(|(q, _)| q == p)
-            .map(|f| f.1)
-            .collect();
-        ms.sort_by(f32::total_cmp);
-        println!(
-            "| {p} | {} | {:.1} | {:.1} |",
-            ms.len(),
-            ms[ms.len() / 2],
-            ms[ms.len() - 1]
-        );
-    }
+    common::print_phases(&b.frames);
     let worst = b
         .frames
         .iter()

@@ -7,6 +7,8 @@
 //! geometry is past the budget: norms and D* only). A frame here is the app's own `logic()` +
 //! `ui()`; the GPU or software rasteriser comes on top.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use egui_kittest::Harness;
@@ -77,21 +79,5 @@ fn main() {
     for _ in 0..10 {
         step(&mut h, "largest model, trained");
     }
-    let mut phases: Vec<String> = Vec::new();
-    for (p, _) in &frames {
-        if !phases.contains(p) {
-            phases.push(p.clone());
-        }
-    }
-    println!("| phase | frames | median ms | slowest ms |\n|---|---|---|---|");
-    for p in &phases {
-        let mut ms: Vec<f32> = frames.iter().filter(|(q, _)| q == p).map(|f| f.1).collect();
-        ms.sort_by(f32::total_cmp);
-        println!(
-            "| {p} | {} | {:.1} | {:.1} |",
-            ms.len(),
-            ms[ms.len() / 2],
-            ms[ms.len() - 1]
-        );
-    }
+    common::print_phases(&frames);
 }

@@ -203,17 +203,15 @@ impl TmsWorkspace {
         self.job.is_some()
     }
 
-    /// The snapshot in view.
-    pub fn shown(&self) -> &TmsSnapshot {
-        let last = self.snapshots.len() - 1;
-        &self.snapshots[self.view.unwrap_or(last).min(last)]
-    }
-
     /// The snapshot index in view.
     pub fn shown_index(&self) -> usize {
-        self.view
-            .unwrap_or(self.snapshots.len() - 1)
-            .min(self.snapshots.len() - 1)
+        let last = self.snapshots.len() - 1;
+        self.view.unwrap_or(last).min(last)
+    }
+
+    /// The snapshot in view.
+    pub fn shown(&self) -> &TmsSnapshot {
+        &self.snapshots[self.shown_index()]
     }
 
     /// Why Train cannot start now.
@@ -356,19 +354,7 @@ impl TmsWorkspace {
 
     /// The history as CSV: a row per evaluation and instance.
     pub fn history_csv(&self) -> String {
-        let probabilities = self.run.probabilities();
-        let mut out = String::from("step,instance,feature_probability,loss,dims_per_feature\n");
-        for m in &self.history {
-            for (i, (loss, d)) in m
-                .loss_per_instance
-                .iter()
-                .zip(&m.dims_per_feature)
-                .enumerate()
-            {
-                out += &format!("{},{i},{},{loss},{d}\n", m.step, probabilities[i]);
-            }
-        }
-        out
+        crate::superposition::metrics::history_csv(&self.history, &self.run.probabilities())
     }
 }
 

@@ -41,14 +41,14 @@ impl clap::ValueEnum for AnyPreset {
 }
 
 /// The run of the other kind of model (Toy Models of Superposition), where `--preset` or the
-/// config file names one: its settings, and the preset it came from.
-pub(super) fn superposition_run(args: &TrainArgs) -> Result<Option<(TmsRun, Option<TmsPreset>)>> {
+/// config file names one: its settings.
+pub(super) fn superposition_run(args: &TrainArgs) -> Result<Option<TmsRun>> {
     let tms_preset = match args.preset {
         Some(AnyPreset::Superposition(p)) => Some(p),
         _ => None,
     };
     let Some(path) = &args.config else {
-        return Ok(tms_preset.map(|p| (TmsRun::from_preset(p), Some(p))));
+        return Ok(tms_preset.map(TmsRun::from_preset));
     };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
@@ -60,10 +60,9 @@ pub(super) fn superposition_run(args: &TrainArgs) -> Result<Option<(TmsRun, Opti
         (true, Some(_)) => {
             bail!("--preset names a transformer run; this config is a superposition run")
         }
-        (true, None) => Ok(Some((
+        (true, None) => Ok(Some(
             TmsRun::from_json(&text).with_context(|| format!("in {}", path.display()))?,
-            None,
-        ))),
+        )),
         (false, _) => Ok(None),
     }
 }
@@ -112,7 +111,7 @@ fn build(args: &TrainArgs, mut run: TmsRun) -> Result<TmsRun> {
     Ok(run)
 }
 
-pub fn train(args: &TrainArgs, run: TmsRun, preset: Option<TmsPreset>) -> Result<()> {
+pub fn train(args: &TrainArgs, run: TmsRun) -> Result<()> {
     let run = build(args, run)?;
     let mut trainer = TmsTrainer::new(run.clone())?;
     let mut history = Vec::new();
@@ -150,9 +149,10 @@ pub fn train(args: &TrainArgs, run: TmsRun, preset: Option<TmsPreset>) -> Result
     } else {
         Box::new(std::io::stdout())
     };
-    let lines = match preset {
-        Some(TmsPreset::Phase) => phase_map(&trainer),
-        _ => summary(&trainer),
+    let lines = if trainer.run().is_phase_grid() {
+        phase_map(&trainer)
+    } else {
+        summary(&trainer)
     };
     for line in lines {
         writeln!(out, "{line}")?;

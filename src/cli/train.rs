@@ -429,8 +429,8 @@ fn summary(cfg: &RunConfig, last: &Metrics, milestone: Option<usize>) -> Vec<Str
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
-    if let Some((run, preset)) = super::tms::superposition_run(&args)? {
-        return super::tms::train(&args, run, preset);
+    if let Some(run) = super::tms::superposition_run(&args)? {
+        return super::tms::train(&args, run);
     }
     let mut cfg = build_config(&args)?;
     let init = starting_weights(&args, &mut cfg)?;

@@ -162,6 +162,13 @@ pub fn phase_point(r: usize, c: usize) -> (f64, f64) {
 }
 
 impl TmsRun {
+    /// Whether the run is the phase-diagram preset's grid (whatever its training settings):
+    /// its instances are then the cells of [`phase_point`]'s map.
+    pub fn is_phase_grid(&self) -> bool {
+        let phase = Self::from_preset(TmsPreset::Phase);
+        self.model == phase.model && self.task == phase.task
+    }
+
     /// Whether a run config's JSON is a superposition run's (its model's `kind` is `tms`).
     pub fn is_tms_json(value: &serde_json::Value) -> bool {
         value.pointer("/model/kind").and_then(|k| k.as_str()) == Some("tms")

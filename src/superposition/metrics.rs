@@ -38,8 +38,6 @@ pub fn geometry(w: &[f32], n: usize, m: usize) -> Geometry {
         (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + tail
     };
     let squares: Vec<f64> = (0..n).map(|f| dot(row(f), row(f))).collect();
-    let norms: Vec<f64> = squares.iter().map(|s| s.sqrt()).collect();
-    let total: f64 = squares.iter().sum();
     // others[f] = Σ_{j≠f} (W_f·W_j)², divided by ‖W_f‖² at the end.
     let mut others = vec![0.0; n];
     for f in 0..n {
@@ -52,21 +50,42 @@ pub fn geometry(w: &[f32], n: usize, m: usize) -> Geometry {
     let mut superposition = vec![0.0; n];
     let mut dimensionality = vec![0.0; n];
     for f in 0..n {
-        if norms[f] < 1e-12 {
+        if squares[f] < 1e-24 {
             continue;
         }
         superposition[f] = others[f] / squares[f];
         dimensionality[f] = squares[f] / (squares[f] + superposition[f]);
     }
     Geometry {
-        dims_per_feature: if total > 0.0 {
-            m as f64 / total
-        } else {
-            f64::INFINITY
-        },
-        norms,
+        dims_per_feature: dims_per_feature(w, m),
+        norms: squares.iter().map(|s| s.sqrt()).collect(),
         superposition,
         dimensionality,
+    }
+}
+
+/// WᵀW of one instance (the paper's features × features matrix; with toylens's `w` `[n, m]`
+/// it is W Wᵀ): `[n, n]`, entry `(a, b)` the dot product of features a and b.
+pub fn gram(w: &[f32], n: usize, m: usize) -> Vec<f32> {
+    let row = |f: usize| &w[f * m..(f + 1) * m];
+    let mut gram = vec![0f32; n * n];
+    for a in 0..n {
+        for b in 0..=a {
+            let dot: f32 = row(a).iter().zip(row(b)).map(|(x, y)| x * y).sum();
+            gram[a * n + b] = dot;
+            gram[b * n + a] = dot;
+        }
+    }
+    gram
+}
+
+/// D* = m / ‖W‖_F² of one instance's `w` (infinite for all-zero weights).
+pub fn dims_per_feature(w: &[f32], m: usize) -> f64 {
+    let total: f64 = w.iter().map(|&x| x as f64 * x as f64).sum();
+    if total > 0.0 {
+        m as f64 / total
+    } else {
+        f64::INFINITY
     }
 }
 
@@ -74,19 +93,13 @@ pub fn geometry(w: &[f32], n: usize, m: usize) -> Geometry {
 /// superposition and dimensionality left empty: for models too large to compare every pair of
 /// features (`n²·m`) where that would hold up a view.
 pub fn norms_only(w: &[f32], n: usize, m: usize) -> Geometry {
-    let norms: Vec<f64> = w
-        .chunks_exact(m)
-        .take(n)
-        .map(|r| r.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt())
-        .collect();
-    let total: f64 = norms.iter().map(|x| x * x).sum();
     Geometry {
-        dims_per_feature: if total > 0.0 {
-            m as f64 / total
-        } else {
-            f64::INFINITY
-        },
-        norms,
+        dims_per_feature: dims_per_feature(w, m),
+        norms: w
+            .chunks_exact(m)
+            .take(n)
+            .map(|r| r.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt())
+            .collect(),
         superposition: Vec::new(),
         dimensionality: Vec::new(),
     }
@@ -149,6 +162,23 @@ pub struct TmsMetrics {
     pub elapsed_s: f64,
 }
 
+/// A run's evaluations as CSV, a row per evaluation and instance (`probabilities` per
+/// instance).
+pub fn history_csv(history: &[TmsMetrics], probabilities: &[f64]) -> String {
+    let mut out = String::from("step,instance,feature_probability,loss,dims_per_feature\n");
+    for m in history {
+        for (i, (loss, d)) in m
+            .loss_per_instance
+            .iter()
+            .zip(&m.dims_per_feature)
+            .enumerate()
+        {
+            out += &format!("{},{i},{},{loss},{d}\n", m.step, probabilities[i]);
+        }
+    }
+    out
+}
+
 /// The fractions the paper's feature dimensionalities stick at.
 pub const FRACTIONS: [(&str, f64); 6] = [
     ("1", 1.0),
@@ -195,6 +225,30 @@ mod tests {
             assert!((g.superposition[f] - others).abs() < 1e-9 * all.max(1.0));
             assert!((g.dimensionality[f] - norm * norm / all).abs() < 1e-9);
         }
+        let wtw = gram(&w, n, m);
+        for (a, b) in [(0, 0), (3, 7), (7, 3), (12, 5)] {
+            assert!(
+                (wtw[a * n + b] as f64 - dot(a, b)).abs() < 1e-5,
+                "({a}, {b})"
+            );
+        }
+    }
+
+    #[test]
+    fn the_history_is_a_row_per_evaluation_and_instance() {
+        let at = |step, loss: [f64; 2]| TmsMetrics {
+            step,
+            loss: loss.iter().sum(),
+            loss_per_instance: loss.to_vec(),
+            dims_per_feature: vec![1.0, 0.5],
+            elapsed_s: 0.0,
+        };
+        let csv = history_csv(&[at(10, [0.25, 0.125]), at(20, [0.5, 0.75])], &[1.0, 0.05]);
+        assert_eq!(
+            csv,
+            "step,instance,feature_probability,loss,dims_per_feature\n\
+             10,0,1,0.25,1\n10,1,0.05,0.125,0.5\n20,0,1,0.5,1\n20,1,0.05,0.75,0.5\n"
+        );
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub mod train;
 pub use config::{
     Importance, Output, Probability, SparseFeatures, TmsModel, TmsPreset, TmsRun, TmsTraining,
 };
-pub use metrics::{FRACTIONS, Geometry, Regime, TmsMetrics, geometry, norms_only, regime};
+pub use metrics::{
+    FRACTIONS, Geometry, Regime, TmsMetrics, dims_per_feature, geometry, gram, norms_only, regime,
+};
 pub use model::{TmsGrads, TmsWeights, loss_and_grads};
 pub use train::{Ended, TmsError, TmsTrainer};

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::config::{TmsConfigError, TmsRun};
 use super::data::Batch;
-use super::metrics::{TmsMetrics, geometry};
+use super::metrics::{TmsMetrics, dims_per_feature, geometry};
 use super::model::{TmsGrads, TmsWeights, batch_seed, loss_and_grads_drawing};
 
 /// PyTorch's AdamW on the host: decoupled weight decay, then Adam with bias correction.
@@ -217,10 +217,7 @@ impl TmsTrainer {
         self.weights
             .w
             .chunks_exact(n * m)
-            .map(|w| {
-                let total: f64 = w.iter().map(|&x| x as f64 * x as f64).sum();
-                m as f64 / total
-            })
+            .map(|w| dims_per_feature(w, m))
             .collect()
     }
 

@@ -10,7 +10,7 @@ use super::Frame;
 use crate::app::Action;
 use crate::app::superposition::{TmsAction, TmsWorkspace};
 use crate::superposition::config::{PHASE_GRID, phase_point};
-use crate::superposition::{FRACTIONS, Regime, TmsPreset, TmsRun, regime};
+use crate::superposition::{FRACTIONS, Regime, gram, regime};
 use crate::ui::heatmap::{Heatmap, Scale};
 
 /// WᵀW is drawn up to this many features (n² cells)…
@@ -27,18 +27,18 @@ pub(super) fn show(f: &mut Frame<'_>, tms: &TmsWorkspace, ui: &mut Ui) {
     egui::ScrollArea::vertical().show(ui, |ui| {
         let width = ui.available_width();
         let half = (width / 2.0 - 12.0).max(240.0);
-        if is_phase_run(&tms.run) {
+        if tms.run.is_phase_grid() {
             ui.horizontal_top(|ui| {
                 ui.vertical(|ui| phase_map(f, tms, ui, half));
                 ui.vertical(|ui| loss_plot(tms, ui, half, 300.0));
             });
             ui.separator();
         }
-        if tms.run.model.n_hidden == 2 && !is_phase_run(&tms.run) {
+        if tms.run.model.n_hidden == 2 && !tms.run.is_phase_grid() {
             arrows(f, tms, ui, width);
             ui.separator();
         }
-        if !is_phase_run(&tms.run) {
+        if !tms.run.is_phase_grid() {
             ui.horizontal_top(|ui| {
                 ui.vertical(|ui| sticky(tms, ui, half));
                 ui.vertical(|ui| loss_plot(tms, ui, half, 300.0));
@@ -50,12 +50,6 @@ pub(super) fn show(f: &mut Frame<'_>, tms: &TmsWorkspace, ui: &mut Ui) {
             ui.vertical(|ui| norms(tms, ui, half));
         });
     });
-}
-
-/// Whether the run is the phase-diagram preset's grid (whatever its training settings).
-fn is_phase_run(run: &TmsRun) -> bool {
-    let phase = TmsRun::from_preset(TmsPreset::Phase);
-    run.model == phase.model && run.task == phase.task
 }
 
 /// A colour per instance, around the hue circle.
@@ -211,22 +205,11 @@ fn matrix(tms: &TmsWorkspace, ui: &mut Ui, width: f32) {
         return;
     }
     let w = &shown.weights.w[i * n * m..(i + 1) * n * m];
-    let mut gram = vec![0f32; n * n];
-    for a in 0..n {
-        for b in 0..=a {
-            let dot: f32 = w[a * m..(a + 1) * m]
-                .iter()
-                .zip(&w[b * m..(b + 1) * m])
-                .map(|(x, y)| x * y)
-                .sum();
-            gram[a * n + b] = dot;
-            gram[b * n + a] = dot;
-        }
-    }
-    let limit = Scale::diverging_limit(gram.iter().copied());
+    let wtw = gram(w, n, m);
+    let limit = Scale::diverging_limit(wtw.iter().copied());
     let key = crate::app::views::hash_of(&(shown.step, i, n, "wtw"));
     let side = width.min(420.0);
-    let mut map = Heatmap::new(n, n, &gram, Scale::Diverging { limit });
+    let mut map = Heatmap::new(n, n, &wtw, Scale::Diverging { limit });
     map.max_width = Some(side);
     map.min_cell = 0.5;
     map.cell = (side / n as f32).min(40.0);
