@@ -152,8 +152,9 @@ fn instance_plain(
     let mut loss = 0f64;
     // D, from Z in place, a row at a time: X's row scattered into a dense buffer so that the
     // elementwise work has no branches (and vectorises); `db` summed row by row.
-    let mut scattered = vec![0f32; n];
-    let mut squares = vec![0f32; n];
+    let mut scattered = scratch::take(n);
+    scattered.fill(0.0);
+    let mut squares = scratch::take(n);
     db.fill(0.0);
     for (r, zr) in z.chunks_exact_mut(n).enumerate() {
         let x_row: &[f32] = match x {
@@ -205,7 +206,7 @@ fn instance_plain(
             *out = dwt[j * n + f] + s;
         }
     }
-    for buffer in [wp, g, d, dwt, dwp] {
+    for buffer in [wp, g, d, dwt, dwp, scattered, squares] {
         scratch::give(buffer);
     }
     loss / (rows * n) as f64

@@ -2,6 +2,7 @@
 //! of the run in view in the middle, the scrubber below. Like every panel it reads the app's
 //! state and returns actions ([`TmsAction`]); the workspace's worker does the training.
 
+mod phase_map;
 mod settings;
 mod views;
 

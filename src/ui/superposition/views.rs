@@ -1,16 +1,15 @@
 //! The paper's pictures of the model in view (the scrubber's snapshot): per instance WᵀW and b,
 //! the feature norms coloured by superposition, and for two hidden dimensions every instance's
 //! feature directions as arrows; over all instances the "sticky" plot of dimensions per feature
-//! and the loss; for the phase-diagram run its map.
+//! and the loss; for the phase-diagram run its map (`phase_map.rs`).
 
-use egui::{Color32, Pos2, Rect, RichText, Sense, Stroke, Ui, vec2};
+use egui::{Color32, Rect, RichText, Sense, Stroke, Ui, vec2};
 use egui_plot::{Bar, BarChart, HLine, Line, Plot, PlotPoint, PlotPoints, Points, Text, VLine};
 
 use super::Frame;
 use crate::app::Action;
 use crate::app::superposition::{TmsAction, TmsWorkspace};
-use crate::superposition::config::{PHASE_GRID, phase_point};
-use crate::superposition::{FRACTIONS, Regime, gram, regime};
+use crate::superposition::{FRACTIONS, gram};
 use crate::ui::heatmap::{Heatmap, Scale};
 
 /// WᵀW is drawn up to this many features (n² cells)…
@@ -29,7 +28,7 @@ pub(super) fn show(f: &mut Frame<'_>, tms: &TmsWorkspace, ui: &mut Ui) {
         let half = (width / 2.0 - 12.0).max(240.0);
         if tms.run.is_phase_grid() {
             ui.horizontal_top(|ui| {
-                ui.vertical(|ui| phase_map(f, tms, ui, half));
+                ui.vertical(|ui| super::phase_map::show(f, tms, ui, half));
                 ui.vertical(|ui| loss_plot(tms, ui, half, 300.0));
             });
             ui.separator();
@@ -111,7 +110,7 @@ fn header(f: &mut Frame<'_>, tms: &TmsWorkspace, ui: &mut Ui, panel: Rect) {
 }
 
 /// A probability in few characters: 1, 0.3, 0.003, 2e-4.
-fn short(p: f64) -> String {
+pub(super) fn short(p: f64) -> String {
     if p >= 1e-3 {
         let text = format!("{p:.4}");
         text.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -436,106 +435,4 @@ fn loss_plot(tms: &TmsWorkspace, ui: &mut Ui, width: f32, height: f32) {
             }
             p.vline(VLine::new("in view", step).color(Color32::from_gray(140)));
         });
-}
-
-/// The phase diagram: a cell per instance of the grid, coloured by the regime its W shows.
-fn phase_map(f: &mut Frame<'_>, tms: &TmsWorkspace, ui: &mut Ui, width: f32) {
-    let m = tms.run.model.n_hidden;
-    let w = &tms.shown().weights.w;
-    ui.label(RichText::new("Phase diagram: how the second feature is represented").strong())
-        .on_hover_text(
-            "columns: feature probability from 1 (left) to 0.01 (right); rows: the second \
-             feature's importance relative to the first, 0.1 (bottom) to 10 (top). Each cell is \
-             an instance, coloured by what its trained W does with the second feature",
-        );
-    let colour = |g: Regime| match g {
-        Regime::NotRepresented => Color32::from_rgb(200, 200, 200),
-        Regime::Dedicated => Color32::from_rgb(33, 102, 172),
-        Regime::Superposition => Color32::from_rgb(214, 96, 77),
-        Regime::Neither => Color32::from_rgb(60, 60, 60),
-    };
-    let side = (width - 76.0).clamp(200.0, 360.0);
-    let cell = side / PHASE_GRID as f32;
-    let (rect, response) = ui.allocate_exact_size(vec2(side + 76.0, side + 36.0), Sense::click());
-    let origin = rect.min + vec2(72.0, 0.0);
-    let painter = ui.painter_at(rect);
-    let text = ui.visuals().text_color();
-    let cell_rect = |r: usize, c: usize| {
-        Rect::from_min_size(
-            origin + vec2(c as f32 * cell, (PHASE_GRID - 1 - r) as f32 * cell),
-            vec2(cell, cell),
-        )
-    };
-    for r in 0..PHASE_GRID {
-        for c in 0..PHASE_GRID {
-            let k = r * PHASE_GRID + c;
-            let g = regime(&w[k * 2 * m..(k + 1) * 2 * m], m);
-            painter.rect_filled(cell_rect(r, c).shrink(0.5), 0.0, colour(g));
-        }
-    }
-    let selected = tms.instance.min(PHASE_GRID * PHASE_GRID - 1);
-    painter.rect_stroke(
-        cell_rect(selected / PHASE_GRID, selected % PHASE_GRID),
-        0.0,
-        Stroke::new(2.0, text),
-        egui::StrokeKind::Inside,
-    );
-    let font = egui::FontId::proportional(11.0);
-    let axis =
-        |pos: Pos2, align, label: String| painter.text(pos, align, label, font.clone(), text);
-    axis(
-        origin + vec2(-4.0, side),
-        egui::Align2::RIGHT_BOTTOM,
-        format!("{:.1}", phase_point(0, 0).1),
-    );
-    axis(
-        origin + vec2(-4.0, 0.0),
-        egui::Align2::RIGHT_TOP,
-        format!("{:.0}", phase_point(PHASE_GRID - 1, 0).1),
-    );
-    axis(
-        origin + vec2(-4.0, side / 2.0),
-        egui::Align2::RIGHT_CENTER,
-        "importance".into(),
-    );
-    axis(
-        origin + vec2(0.0, side + 2.0),
-        egui::Align2::LEFT_TOP,
-        "p = 1".into(),
-    );
-    axis(
-        origin + vec2(side, side + 2.0),
-        egui::Align2::RIGHT_TOP,
-        short(phase_point(0, PHASE_GRID - 1).0),
-    );
-    axis(
-        origin + vec2(side / 2.0, side + 16.0),
-        egui::Align2::CENTER_TOP,
-        "feature probability".into(),
-    );
-    if let Some(pos) = response
-        .interact_pointer_pos()
-        .filter(|_| response.clicked())
-    {
-        let c = ((pos.x - origin.x) / cell).floor();
-        let r = PHASE_GRID as f32 - 1.0 - ((pos.y - origin.y) / cell).floor();
-        if (0.0..PHASE_GRID as f32).contains(&c) && (0.0..PHASE_GRID as f32).contains(&r) {
-            f.act(Action::Tms(TmsAction::Select(
-                r as usize * PHASE_GRID + c as usize,
-            )));
-        }
-    }
-    ui.set_max_width(width);
-    ui.horizontal_wrapped(|ui| {
-        for (g, label) in [
-            (Regime::NotRepresented, "second feature not represented"),
-            (Regime::Dedicated, "dedicated dimension"),
-            (Regime::Superposition, "superposition"),
-            (Regime::Neither, "neither"),
-        ] {
-            let (r, _) = ui.allocate_exact_size(vec2(12.0, 12.0), Sense::hover());
-            ui.painter().rect_filled(r, 2.0, colour(g));
-            ui.weak(label);
-        }
-    });
 }
