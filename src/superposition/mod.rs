@@ -6,6 +6,8 @@
 
 pub mod config;
 pub mod data;
+#[cfg(target_arch = "x86_64")]
+mod fused;
 pub mod metrics;
 pub mod model;
 pub mod train;

@@ -67,11 +67,20 @@ pub struct TmsGrads {
     pub loss: Vec<f64>,
 }
 
-/// One instance's loss and gradients into `dw [n, m]` and `db [n]`: compiled for AVX2 where
-/// the CPU has it (its elementwise loops then run eight floats at a time; the numbers do not
-/// depend on it).
+/// How [`loss_and_grads_with`] computes each instance: the fastest way this CPU and shape allow,
+/// or by matrix products everywhere (for `benches/tms_instance.rs`, which compares the two).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    Fastest,
+    Products,
+}
+
+/// One instance's loss and gradients into `dw [n, m]` and `db [n]`: in one fused pass over the
+/// batch where the CPU has AVX2 and FMA and the hidden layer is narrow ([`super::fused`]), else
+/// by matrix products (compiled for AVX2 where the CPU has it; the numbers do not depend on it).
 #[allow(clippy::too_many_arguments)]
 fn instance_loss_and_grads(
+    kernel: Kernel,
     dims: (usize, usize),
     output: Output,
     w: &[f32],
@@ -81,6 +90,10 @@ fn instance_loss_and_grads(
     dw: &mut [f32],
     db: &mut [f32],
 ) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Fastest && super::fused::applies(dims.1) {
+        return super::fused::loss_and_grads(dims, output, w, b, importance, x, dw, db);
+    }
     #[cfg(target_arch = "x86_64")]
     if crate::model::kernels::cpu::has_avx2() {
         // SAFETY: the CPU has AVX2, checked just above.
@@ -107,7 +120,7 @@ unsafe fn instance_avx2(
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn instance_plain(
+pub(super) fn instance_plain(
     (n, m): (usize, usize),
     output: Output,
     w: &[f32],
@@ -273,8 +286,18 @@ pub fn loss_and_grads(
     importance: &[f32],
     batches: &[Batch],
 ) -> TmsGrads {
-    let mut batches = batches.to_vec();
-    loss_and_grads_drawing(model, weights, importance, &mut batches, |_, _| {})
+    loss_and_grads_with(Kernel::Fastest, model, weights, importance, batches)
+}
+
+/// [`loss_and_grads`] computed by `kernel`.
+pub fn loss_and_grads_with(
+    kernel: Kernel,
+    model: &TmsModel,
+    weights: &TmsWeights,
+    importance: &[f32],
+    batches: &[Batch],
+) -> TmsGrads {
+    on_batches(kernel, model, weights, importance, batches.par_iter())
 }
 
 /// [`loss_and_grads`], each instance's batch first made by `draw(instance, batch)` on the
@@ -286,6 +309,21 @@ pub fn loss_and_grads_drawing(
     importance: &[f32],
     batches: &mut [Batch],
     draw: impl Fn(usize, &mut Batch) + Sync,
+) -> TmsGrads {
+    let drawn = batches.par_iter_mut().enumerate().map(|(i, batch)| {
+        draw(i, batch);
+        &*batch
+    });
+    on_batches(Kernel::Fastest, model, weights, importance, drawn)
+}
+
+/// Every instance's loss and gradients, each on the thread that yields its batch.
+fn on_batches<'a>(
+    kernel: Kernel,
+    model: &TmsModel,
+    weights: &TmsWeights,
+    importance: &[f32],
+    batches: impl IndexedParallelIterator<Item = &'a Batch>,
 ) -> TmsGrads {
     let (n, m) = (model.n_features, model.n_hidden);
     let mut grads = TmsGrads {
@@ -299,14 +337,14 @@ pub fn loss_and_grads_drawing(
             .par_chunks_mut(n * m)
             .zip(grads.b.par_chunks_mut(n))
             .zip(grads.loss.par_iter_mut())
-            .zip(batches.par_iter_mut())
+            .zip(batches)
             .enumerate()
             .with_max_len(1)
             .for_each(|(i, (((dw, db), loss), batch))| {
-                draw(i, batch);
                 let w = &weights.w[i * n * m..(i + 1) * n * m];
                 let b = &weights.b[i * n..(i + 1) * n];
                 *loss = instance_loss_and_grads(
+                    kernel,
                     (n, m),
                     model.output,
                     w,
