@@ -87,7 +87,7 @@ impl Batch {
             Batch::Dense { x, .. } => x,
             Batch::Sparse(_) => Vec::new(),
         };
-        x.clear();
+        // Every value is overwritten: only a new length is filled first.
         x.resize(rows * n, 0.0);
         draw_coins(&mut x, p, &mut rng);
         *self = Batch::Dense { rows, x };
