@@ -60,11 +60,28 @@ impl TmsWeights {
 }
 
 /// Gradients in the weights' layout, and each instance's loss.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TmsGrads {
     pub w: Vec<f32>,
     pub b: Vec<f32>,
     pub loss: Vec<f64>,
+}
+
+impl TmsGrads {
+    pub fn zeros(model: &TmsModel) -> Self {
+        let (i, n, m) = (model.n_instances, model.n_features, model.n_hidden);
+        Self {
+            w: vec![0.0; i * n * m],
+            b: vec![0.0; i * n],
+            loss: vec![0.0; i],
+        }
+    }
+
+    /// Whether the loss and every gradient are finite (in one pass that vectorises).
+    pub fn all_finite(&self) -> bool {
+        let finite = |v: &[f32]| v.iter().fold(true, |ok, g| ok & g.is_finite());
+        self.loss.iter().all(|l| l.is_finite()) && finite(&self.w) && finite(&self.b)
+    }
 }
 
 /// How [`loss_and_grads_with`] computes each instance: the fastest way this CPU and shape allow,
@@ -297,24 +314,34 @@ pub fn loss_and_grads_with(
     importance: &[f32],
     batches: &[Batch],
 ) -> TmsGrads {
-    on_batches(kernel, model, weights, importance, batches.par_iter())
+    let mut grads = TmsGrads::zeros(model);
+    on_batches(
+        kernel,
+        model,
+        weights,
+        importance,
+        batches.par_iter(),
+        &mut grads,
+    );
+    grads
 }
 
-/// [`loss_and_grads`], each instance's batch first made by `draw(instance, batch)` on the
-/// thread that then uses it: one pass over the cores instead of two, and each batch still in
-/// that core's cache when its products read it.
+/// [`loss_and_grads`] into `grads` (every value overwritten), each instance's batch first made
+/// by `draw(instance, batch)` on the thread that then uses it: one pass over the cores instead
+/// of two, and each batch still in that core's cache when its products read it.
 pub fn loss_and_grads_drawing(
     model: &TmsModel,
     weights: &TmsWeights,
     importance: &[f32],
     batches: &mut [Batch],
     draw: impl Fn(usize, &mut Batch) + Sync,
-) -> TmsGrads {
+    grads: &mut TmsGrads,
+) {
     let drawn = batches.par_iter_mut().enumerate().map(|(i, batch)| {
         draw(i, batch);
         &*batch
     });
-    on_batches(Kernel::Fastest, model, weights, importance, drawn)
+    on_batches(Kernel::Fastest, model, weights, importance, drawn, grads)
 }
 
 /// Every instance's loss and gradients, each on the thread that yields its batch.
@@ -324,13 +351,12 @@ fn on_batches<'a>(
     weights: &TmsWeights,
     importance: &[f32],
     batches: impl IndexedParallelIterator<Item = &'a Batch>,
-) -> TmsGrads {
+    grads: &mut TmsGrads,
+) {
     let (n, m) = (model.n_features, model.n_hidden);
-    let mut grads = TmsGrads {
-        w: vec![0.0; weights.w.len()],
-        b: vec![0.0; weights.b.len()],
-        loss: vec![0.0; model.n_instances],
-    };
+    if grads.loss.len() != model.n_instances || grads.w.len() != weights.w.len() {
+        *grads = TmsGrads::zeros(model);
+    }
     pool().install(|| {
         grads
             .w
@@ -356,7 +382,6 @@ fn on_batches<'a>(
                 );
             });
     });
-    grads
 }
 
 /// A seed for instance `instance`'s batch at step `step` of a run of `seed`: SplitMix64's

@@ -32,10 +32,14 @@ impl AdamW {
         let t = &run.train;
         let (b1, b2) = (t.betas[0] as f32, t.betas[1] as f32);
         let lr = t.lr as f32;
-        let decay = 1.0 - lr * t.weight_decay as f32;
-        let step_size = lr / (1.0 - b1.powi(self.t));
-        let bias2 = (1.0 - b2.powi(self.t)).sqrt();
-        let eps = t.eps as f32;
+        let scalars = AdamScalars {
+            b1,
+            b2,
+            decay: 1.0 - lr * t.weight_decay as f32,
+            step_size: lr / (1.0 - b1.powi(self.t)),
+            bias2: (1.0 - b2.powi(self.t)).sqrt(),
+            eps: t.eps as f32,
+        };
         let mut offset = 0;
         for (p, g) in params.into_iter().zip(grads) {
             let (m, v) = (
@@ -43,13 +47,43 @@ impl AdamW {
                 &mut self.v[offset..offset + p.len()],
             );
             offset += p.len();
-            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
-                *p *= decay;
-                *m = b1 * *m + (1.0 - b1) * g;
-                *v = b2 * *v + (1.0 - b2) * g * g;
-                *p -= step_size * *m / (v.sqrt() / bias2 + eps);
-            }
+            adam_update(p, g, m, v, scalars);
         }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct AdamScalars {
+    b1: f32,
+    b2: f32,
+    decay: f32,
+    step_size: f32,
+    bias2: f32,
+    eps: f32,
+}
+
+/// AdamW's update of one run of elements, compiled for AVX2 where the CPU has it (its square
+/// roots and divisions eight at a time: a tenth of a step's time, one thread, before).
+fn adam_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: AdamScalars) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::model::kernels::cpu::has_avx2() {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: AdamScalars) {
+            adam_update_plain(p, g, m, v, s)
+        }
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { avx2(p, g, m, v, s) };
+    }
+    adam_update_plain(p, g, m, v, s)
+}
+
+#[inline(always)]
+fn adam_update_plain(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: AdamScalars) {
+    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
+        *p *= s.decay;
+        *m = s.b1 * *m + (1.0 - s.b1) * g;
+        *v = s.b2 * *v + (1.0 - s.b2) * g * g;
+        *p -= s.step_size * *m / (v.sqrt() / s.bias2 + s.eps);
     }
 }
 
@@ -70,6 +104,8 @@ pub struct TmsTrainer {
     probabilities: Vec<f64>,
     importance: Vec<f32>,
     batches: Vec<Batch>,
+    /// The last step's gradients, reused.
+    grads: TmsGrads,
     step: usize,
     loss_since_eval: (Vec<f64>, usize),
     busy_s: f64,
@@ -104,6 +140,7 @@ impl TmsTrainer {
             probabilities: run.probabilities(),
             importance: run.importances().iter().map(|&i| i as f32).collect(),
             batches: vec![Batch::default(); instances],
+            grads: TmsGrads::default(),
             step: 0,
             loss_since_eval: (vec![0.0; instances], 0),
             busy_s: 0.0,
@@ -145,8 +182,8 @@ impl TmsTrainer {
     }
 
     /// The loss and gradients of the next step's batches (each instance's drawn on the thread
-    /// that uses it), without an update.
-    pub fn peek_grads(&mut self) -> TmsGrads {
+    /// that uses it) into `self.grads`, without an update.
+    fn compute_grads(&mut self) {
         let (rows, n) = (self.run.train.batch_size, self.run.model.n_features);
         let (seed, step) = (self.run.seed, self.step as u64);
         let task = &self.run.task;
@@ -166,6 +203,7 @@ impl TmsTrainer {
                     batch_seed(seed, step, i as u64),
                 )
             },
+            &mut self.grads,
         )
     }
 
@@ -176,9 +214,10 @@ impl TmsTrainer {
             return Err(TmsError::Finished);
         }
         let started = Instant::now();
-        let grads = self.peek_grads();
+        self.compute_grads();
+        let grads = &self.grads;
         let loss: f64 = grads.loss.iter().sum();
-        if !loss.is_finite() || !grads.w.iter().chain(&grads.b).all(|g| g.is_finite()) {
+        if !grads.all_finite() {
             return Err(TmsError::Diverged {
                 step: self.step + 1,
                 loss,
