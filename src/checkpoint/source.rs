@@ -201,7 +201,9 @@ fn toylens_config(meta: &HashMap<String, String>) -> Result<Found, CheckpointErr
             .map_err(|e| e.to_string())
             .and_then(|()| config.model.validate().map_err(|e| e.to_string()))
             .and_then(|()| config.train.validate().map_err(|e| e.to_string())),
-        _ => config.validate_parts().map_err(|e| e.to_string()),
+        // The parts and how they fit together (a task's sequences within the model's n_ctx,
+        // its vocabulary the model's): a file that loaded must open in every view.
+        _ => config.validate_to_view().map_err(|e| e.to_string()),
     };
     checked.map_err(|e| invalid(format!("metadata config: {e}")))?;
     Ok(Found {
