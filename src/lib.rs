@@ -45,6 +45,7 @@ pub mod metrics;
 pub mod model;
 pub mod objective;
 pub mod palette;
+pub mod sae;
 pub mod seed;
 pub mod superposition;
 pub mod task;

@@ -1,0 +1,10 @@
+//! Sparse autoencoders: the field's tool for finding the features a model computes in
+//! superposition. An SAE reads one activation (a transformer hook, or a superposition model's
+//! hidden layer), learns an overcomplete sparse code for it, and is judged by how well it
+//! reconstructs the activation, how sparse its code is, and, where the true features are known,
+//! how many of them its decoder finds. Headless: the weights and their gradients, training,
+//! metrics, and SAELens's file format.
+
+pub mod model;
+
+pub use model::{Architecture, SaeGrads, SaeWeights, StepOutput, activate};
