@@ -13,11 +13,13 @@
 
 mod atomic;
 mod pth;
+mod sae;
 mod safetensors_io;
 mod source;
 mod tms;
 
 pub use atomic::{write_atomically, write_atomically_with};
+pub use sae::{SAE_CONFIG, SAE_TOYLENS, SAE_WEIGHTS, SaeCheckpoint};
 pub use source::ConfigHint;
 pub use tms::{TMS_FORMAT, TmsCheckpoint};
 

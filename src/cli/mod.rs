@@ -5,6 +5,7 @@ mod bench;
 mod data;
 mod eval;
 mod inspect;
+mod sae;
 mod sweep;
 mod tms;
 mod train;
@@ -25,6 +26,7 @@ pub use bench::BenchArgs;
 pub use data::DataArgs;
 pub use eval::EvalArgs;
 pub use inspect::{CircuitsArgs, InspectArgs};
+pub use sae::SaeArgs;
 pub use sweep::SweepArgs;
 pub use train::{TrainArgs, build_config};
 
@@ -64,6 +66,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Data files of token sequences: write the examples, or check a file of one's own.
     Data(DataArgs),
+    /// Sparse autoencoders on a model's activations: train one, or evaluate one.
+    Sae(SaeArgs),
 }
 
 /// Fails with a one-line message naming the flag and its range unless `min <= value <= max`.
@@ -104,6 +108,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Sweep(args) => sweep::sweep(args),
         Command::Bench(args) => bench::bench(args),
         Command::Data(args) => data::data(args),
+        Command::Sae(args) => sae::sae(args),
     }
 }
 

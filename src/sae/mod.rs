@@ -5,6 +5,12 @@
 //! how many of them its decoder finds. Headless: the weights and their gradients, training,
 //! metrics, and SAELens's file format.
 
+pub mod metrics;
 pub mod model;
+pub mod source;
+pub mod train;
 
+pub use metrics::{SaeMetrics, feature_recovery};
 pub use model::{Architecture, SaeGrads, SaeWeights, StepOutput, activate};
+pub use source::{Activations, TmsHidden};
+pub use train::{SaeError, SaeRun, SaeTrainer};

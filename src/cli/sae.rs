@@ -1,0 +1,249 @@
+//! `toylens sae train|eval`: sparse autoencoders on a model's activations, saved as SAELens
+//! saves them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+
+use crate::checkpoint::{SaeCheckpoint, TmsCheckpoint};
+use crate::sae::{Activations, Architecture, SaeMetrics, SaeRun, SaeTrainer, TmsHidden};
+
+#[derive(Debug, Args)]
+pub struct SaeArgs {
+    #[command(subcommand)]
+    pub action: SaeAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SaeAction {
+    /// Train an SAE on one hook of a model and save it as SAELens does (a folder).
+    Train(SaeTrainArgs),
+    /// An SAE's reconstruction, sparsity and (where known) feature recovery on fresh
+    /// activations of its model.
+    Eval(SaeEvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SaeTrainArgs {
+    /// The model whose activations the SAE reads (a superposition checkpoint).
+    pub model: PathBuf,
+    /// The hook: a superposition model's hidden layer, `hook_hidden.I` for instance I.
+    #[arg(long, default_value = "hook_hidden.0")]
+    pub hook: String,
+    /// Latents.
+    #[arg(long, default_value_t = 256)]
+    pub d_sae: usize,
+    /// The standard (ReLU) SAE's L1 coefficient (on activations × decoder norms).
+    #[arg(long, conflicts_with = "topk")]
+    pub l1: Option<f64>,
+    /// A TopK SAE with this many active latents per input.
+    #[arg(long)]
+    pub topk: Option<usize>,
+    #[arg(long, default_value_t = 6_000)]
+    pub steps: usize,
+    /// Activations per step.
+    #[arg(long, default_value_t = 4_096)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 500)]
+    pub eval_every: usize,
+    /// The folder to save into (made if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// One JSON object per evaluation instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SaeEvalArgs {
+    /// The SAE's folder.
+    pub sae: PathBuf,
+    /// The model it reads.
+    pub model: PathBuf,
+    #[arg(long, default_value_t = 4_096)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn sae(args: SaeArgs) -> Result<()> {
+    match args.action {
+        SaeAction::Train(args) => train(args),
+        SaeAction::Eval(args) => eval(args),
+    }
+}
+
+/// The activations at `hook` of the model in `path`.
+fn source(path: &Path, hook: &str) -> Result<(Box<dyn Activations>, String)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if !TmsCheckpoint::is_tms(&bytes) {
+        bail!(
+            "{} is not a superposition checkpoint: SAEs in this version read a superposition \
+             model's hidden layer (transformer hooks come next)",
+            path.display()
+        );
+    }
+    let ckpt = TmsCheckpoint::from_bytes(&bytes)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let instances = ckpt.run.model.n_instances;
+    let instance = hook
+        .strip_prefix("hook_hidden.")
+        .and_then(|i| i.parse::<usize>().ok())
+        .filter(|&i| i < instances)
+        .with_context(|| {
+            format!(
+                "a superposition model's hooks are hook_hidden.0 to hook_hidden.{} (its \
+                 instances), not \"{hook}\"",
+                instances - 1
+            )
+        })?;
+    let source =
+        TmsHidden::new(&ckpt.run, &ckpt.weights, instance).expect("the instance was checked above");
+    let name = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    Ok((Box::new(source), name))
+}
+
+fn describe(m: &SaeMetrics) -> String {
+    let recovery = match (m.mmcs, m.recovered) {
+        (Some(mmcs), Some((found, of))) => {
+            format!("  mmcs {mmcs:.3}  recovered {found}/{of}")
+        }
+        _ => String::new(),
+    };
+    format!(
+        "step {:>6}  mse {:.5}  explained variance {:.4}  L0 {:.2}  dead {}{recovery}  {:.1}s",
+        m.step, m.mse, m.explained_variance, m.l0, m.dead, m.elapsed_s
+    )
+}
+
+fn json_line(m: &SaeMetrics) -> serde_json::Value {
+    let mut line = serde_json::json!({
+        "step": m.step,
+        "mse": m.mse,
+        "explained_variance": m.explained_variance,
+        "l0": m.l0,
+        "dead": m.dead,
+        "elapsed_s": m.elapsed_s,
+    });
+    if let Some(mmcs) = m.mmcs {
+        line["mmcs"] = mmcs.into();
+    }
+    if let Some((found, of)) = m.recovered {
+        line["recovered"] = found.into();
+        line["represented"] = of.into();
+    }
+    line
+}
+
+fn train(args: SaeTrainArgs) -> Result<()> {
+    let architecture = match (args.l1, args.topk) {
+        (_, Some(k)) => Architecture::TopK {
+            k,
+            aux_coefficient: 1.0,
+        },
+        (l1, None) => Architecture::Standard {
+            l1_coefficient: l1.unwrap_or(0.1),
+        },
+    };
+    let run = SaeRun {
+        d_sae: args.d_sae,
+        architecture,
+        steps: args.steps,
+        batch_size: args.batch,
+        lr: args.lr,
+        seed: args.seed,
+        eval_every: args.eval_every,
+        ..SaeRun::standard(args.d_sae, 0.0)
+    };
+    let (source, model_name) = source(&args.model, &args.hook)?;
+    let mut trainer = SaeTrainer::new(run, source)?;
+    let stdout = std::io::stdout();
+    let json = args.json;
+    trainer.drive(&AtomicBool::new(false), |_, m| {
+        let mut out = stdout.lock();
+        let line = if json {
+            json_line(m).to_string()
+        } else {
+            describe(m)
+        };
+        let _ = writeln!(out, "{line}");
+    })?;
+    let ckpt = SaeCheckpoint {
+        architecture,
+        weights: trainer.weights().clone(),
+        hook_name: trainer.hook_name(),
+        model_name,
+        run: Some(trainer.run().clone()),
+        history: trainer.history().to_vec(),
+    };
+    ckpt.save(&args.out)?;
+    if !json {
+        println!("saved {}", args.out.display());
+    }
+    Ok(())
+}
+
+fn eval(args: SaeEvalArgs) -> Result<()> {
+    let sae = SaeCheckpoint::load(&args.sae)
+        .with_context(|| format!("cannot open the SAE in {}", args.sae.display()))?;
+    let (mut source, _) = source(&args.model, &sae.hook_name)?;
+    if source.d_in() != sae.weights.d_in {
+        bail!(
+            "the SAE reads {} values (d_in) but {} at {} has {}",
+            sae.weights.d_in,
+            args.model.display(),
+            sae.hook_name,
+            source.d_in()
+        );
+    }
+    let rows = args.batch.clamp(1, 1 << 16);
+    let mut x = Vec::new();
+    source.fill(&mut x, rows, args.seed);
+    let s = sae.weights.d_sae;
+    let (out, _) = sae
+        .weights
+        .loss_and_grads(&x, rows, sae.architecture, &vec![false; s]);
+    let fired: Vec<u64> = out.fired.iter().map(|&f| f as u64).collect();
+    let recovery = source
+        .true_features()
+        .map(|t| crate::sae::feature_recovery(&t, &sae.weights.w_dec, sae.weights.d_in));
+    let metrics = SaeMetrics {
+        step: sae.history.last().map_or(0, |m| m.step),
+        mse: out.mse,
+        explained_variance: 1.0 - out.mse * rows as f64 / out.variance.max(1e-30),
+        l0: out.active as f64 / rows as f64,
+        l1: out.l1 / rows as f64,
+        dead: fired.iter().filter(|&&f| f == 0).count(),
+        log_density: crate::sae::metrics::log_density(&fired, rows as u64),
+        mmcs: recovery.map(|r| r.0),
+        recovered: recovery.map(|r| (r.1, r.2)),
+        elapsed_s: 0.0,
+    };
+    if args.json {
+        println!("{}", json_line(&metrics));
+    } else {
+        println!(
+            "{} ({} SAE, d_in {}, d_sae {}) on {} activations of {}:",
+            args.sae.display(),
+            sae.architecture.saelens_name(),
+            sae.weights.d_in,
+            s,
+            rows,
+            sae.hook_name
+        );
+        println!("{}", describe(&metrics));
+        println!("(dead here: latents that fired on none of these {rows} activations)");
+    }
+    Ok(())
+}
