@@ -73,6 +73,11 @@ pub struct SaeEvalArgs {
     pub seed: u64,
     #[arg(long)]
     pub json: bool,
+    /// Also write the activations, their latents and their reconstructions (`x`,
+    /// `feature_acts`, `sae_out`) to this safetensors file: what `scripts/check-saelens.py`
+    /// compares with SAELens.
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub dump: Option<PathBuf>,
 }
 
 pub fn sae(args: SaeArgs) -> Result<()> {
@@ -230,6 +235,28 @@ fn eval(args: SaeEvalArgs) -> Result<()> {
         recovered: recovery.map(|r| (r.1, r.2)),
         elapsed_s: 0.0,
     };
+    if let Some(path) = &args.dump {
+        let f = sae.weights.encode(&x, rows, sae.architecture);
+        let x_hat = sae.weights.decode(&f, rows);
+        let d = sae.weights.d_in;
+        let tensors = [("x", &x, d), ("feature_acts", &f, s), ("sae_out", &x_hat, d)];
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+            .iter()
+            .map(|(name, v, width)| {
+                let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                (name.to_string(), vec![rows, *width], data)
+            })
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(name, shape, data)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                    .map(|v| (name.as_str(), v))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let file = safetensors::serialize(views, None)?;
+        crate::checkpoint::write_atomically(path, &file)?;
+    }
     if args.json {
         println!("{}", json_line(&metrics));
     } else {
