@@ -239,7 +239,11 @@ fn eval(args: SaeEvalArgs) -> Result<()> {
         let f = sae.weights.encode(&x, rows, sae.architecture);
         let x_hat = sae.weights.decode(&f, rows);
         let d = sae.weights.d_in;
-        let tensors = [("x", &x, d), ("feature_acts", &f, s), ("sae_out", &x_hat, d)];
+        let tensors = [
+            ("x", &x, d),
+            ("feature_acts", &f, s),
+            ("sae_out", &x_hat, d),
+        ];
         let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
             .iter()
             .map(|(name, v, width)| {

@@ -166,6 +166,11 @@ impl SaeWeights {
 
     /// The loss of a batch `x [rows, d_in]` and its gradients. `dead` marks the latents that
     /// have not fired lately (the auxiliary loss of topk uses them).
+    ///
+    /// Only the encoder's product is dense. Everything after it runs over each input's active
+    /// latents (and AuxK's dead ones): `x̂` sums their decoder rows, and `∂W_dec`, `∂f`,
+    /// `∂W_enc` and `∂b_enc` are updates of one row each, so their cost follows L0 instead of
+    /// d_sae. The batch's rows are split between the cores, each summing its own gradients.
     pub fn loss_and_grads(
         &self,
         x: &[f32],
@@ -173,99 +178,72 @@ impl SaeWeights {
         architecture: Architecture,
         dead: &[bool],
     ) -> (StepOutput, SaeGrads) {
+        use rayon::prelude::*;
         let (d, s) = (self.d_in, self.d_sae);
         assert_eq!(x.len(), rows * d, "a batch of [rows, d_in] activations");
-        let centred: Vec<f32> = x
-            .chunks_exact(d)
-            .flat_map(|r| r.iter().zip(&self.b_dec).map(|(a, b)| a - b))
-            .collect();
-        let mut pre = vec![0.0; rows * s];
-        for row in pre.chunks_exact_mut(s) {
-            row.copy_from_slice(&self.b_enc);
-        }
-        matmul(
-            &mut pre,
-            (rows, s, d),
-            (&centred, d, 1),
-            (&self.w_enc, s, 1),
-            true,
-        );
-        let mut f = pre.clone();
-        activate(&mut f, s, architecture);
-        let x_hat = self.decode(&f, rows);
-        let scale = 1.0 / rows as f32;
-
-        let mut out = StepOutput {
-            fired: vec![0; s],
-            ..Default::default()
-        };
-        // ∂x̂ = 2 (x̂ − x) / B, and the mse.
-        let mut d_xhat = vec![0.0; rows * d];
+        assert_eq!(dead.len(), s, "a dead flag per latent");
+        let pre = self.pre_activations(x, rows);
         let mut mean = vec![0f64; d];
         for r in x.chunks_exact(d) {
             mean.iter_mut().zip(r).for_each(|(m, &v)| *m += v as f64);
         }
-        mean.iter_mut().for_each(|m| *m /= rows as f64);
-        for ((g, (&xh, &xv)), j) in d_xhat
-            .iter_mut()
-            .zip(x_hat.iter().zip(x))
-            .zip((0..d).cycle())
-        {
-            let e = xh - xv;
-            out.mse += (e * e) as f64;
-            out.variance += (xv as f64 - mean[j]).powi(2);
-            *g = 2.0 * e * scale;
+        mean.iter_mut().for_each(|m| *m /= rows.max(1) as f64);
+        let dp = d.next_multiple_of(8);
+        let mut w_dec_p = vec![0f32; s * dp];
+        for (padded, row) in w_dec_p.chunks_exact_mut(dp).zip(self.w_dec.chunks_exact(d)) {
+            padded[..d].copy_from_slice(row);
         }
-        out.mse /= rows as f64;
-        for row in f.chunks_exact(s) {
-            for (i, &v) in row.iter().enumerate() {
-                if v > 0.0 {
-                    out.fired[i] += 1;
-                    out.active += 1;
-                    out.l1 += v as f64;
-                }
-            }
+        let mut b_dec_p = vec![0f32; dp];
+        b_dec_p[..d].copy_from_slice(&self.b_dec);
+        let context = RowContext {
+            weights: self,
+            dp,
+            w_dec_p,
+            b_dec_p,
+            architecture,
+            dead,
+            dead_count: dead.iter().filter(|&&x| x).count(),
+            norms: self.decoder_norms(),
+            mean,
+            scale: 1.0 / rows as f32,
+        };
+        let chunk = rows
+            .div_ceil(crate::model::kernels::cpu::pool().current_num_threads())
+            .max(1);
+        let partials: Vec<Partial> = crate::model::kernels::cpu::pool().install(|| {
+            x.par_chunks(chunk * d)
+                .zip(pre.par_chunks(chunk * s))
+                .map(|(x, pre)| context.rows(x, pre))
+                .collect()
+        });
+        let mut total = Partial::new(dp, s);
+        for p in &partials {
+            total.add(p);
         }
-
-        // ∂f = ∂x̂ W_decᵀ (+ the penalty's part), ∂W_dec = fᵀ ∂x̂.
-        let mut d_f = vec![0.0; rows * s];
-        matmul(
-            &mut d_f,
-            (rows, s, d),
-            (&d_xhat, d, 1),
-            (&self.w_dec, 1, d),
-            false,
-        );
+        let mut out = StepOutput {
+            mse: total.mse / rows as f64,
+            penalty: 0.0,
+            variance: total.variance,
+            active: total.active,
+            l1: total.l1,
+            fired: total.fired,
+        };
+        let unpad = |padded: &[f32]| -> Vec<f32> {
+            padded
+                .chunks_exact(dp)
+                .flat_map(|r| r[..d].to_vec())
+                .collect()
+        };
         let mut grads = SaeGrads {
             w_enc: vec![0.0; d * s],
-            b_enc: vec![0.0; s],
-            w_dec: vec![0.0; s * d],
-            b_dec: vec![0.0; d],
+            b_enc: total.b_enc,
+            w_dec: unpad(&total.w_dec),
+            b_dec: total.b_dec[..d].to_vec(),
         };
-        matmul(
-            &mut grads.w_dec,
-            (s, d, rows),
-            (&f, 1, s),
-            (&d_xhat, d, 1),
-            false,
-        );
-        let mut d_pre = vec![0.0; rows * s];
         match architecture {
             Architecture::Standard { l1_coefficient } => {
                 let lambda = l1_coefficient as f32;
-                let norms = self.decoder_norms();
-                let mut weighted = 0f64;
-                let mut f_sums = vec![0f32; s];
-                for ((dp, (&df, &fv)), i) in
-                    d_pre.iter_mut().zip(d_f.iter().zip(&f)).zip((0..s).cycle())
-                {
-                    if fv > 0.0 {
-                        *dp = df + lambda * norms[i] * scale;
-                        weighted += (fv * norms[i]) as f64;
-                        f_sums[i] += fv;
-                    }
-                }
-                out.penalty = lambda as f64 * weighted / rows as f64;
+                out.penalty = lambda as f64 * total.weighted_l1 / rows as f64;
                 // ∂(λ Σ f_i ‖W_dec,i‖ / B)/∂W_dec,i = λ (Σ_b f_bi / B) W_dec,i / ‖W_dec,i‖.
                 for (i, (g, w)) in grads
                     .w_dec
@@ -273,40 +251,17 @@ impl SaeWeights {
                     .zip(self.w_dec.chunks_exact(d))
                     .enumerate()
                 {
-                    let c = lambda * f_sums[i] * scale / norms[i].max(1e-12);
+                    let c = lambda * total.f_sums[i] * context.scale / context.norms[i].max(1e-12);
                     g.iter_mut().zip(w).for_each(|(g, &w)| *g += c * w);
                 }
             }
-            Architecture::TopK {
-                aux_coefficient, ..
-            } => {
-                for (dp, (&df, &fv)) in d_pre.iter_mut().zip(d_f.iter().zip(&f)) {
-                    if fv > 0.0 {
-                        *dp = df;
-                    }
-                }
-                let residual: Vec<f32> = x.iter().zip(&x_hat).map(|(a, b)| a - b).collect();
-                out.penalty = self.aux_loss(
-                    (&pre, &residual, rows),
-                    aux_coefficient as f32,
-                    dead,
-                    (&mut d_pre, &mut grads.w_dec),
-                );
+            Architecture::TopK { .. } => out.penalty = total.aux / rows as f64,
+        }
+        // ∂W_enc from its transpose; ∂b_dec = Σ_b ∂x̂ − W_enc Σ_b ∂pre.
+        for (i, row) in total.w_enc_t.chunks_exact(dp).enumerate() {
+            for (j, &v) in row[..d].iter().enumerate() {
+                grads.w_enc[j * s + i] = v;
             }
-        }
-        // ∂W_enc = (x − b_dec)ᵀ ∂pre, ∂b_enc = Σ_b ∂pre, ∂b_dec = Σ_b ∂x̂ − W_enc Σ_b ∂pre.
-        matmul(
-            &mut grads.w_enc,
-            (d, s, rows),
-            (&centred, 1, d),
-            (&d_pre, s, 1),
-            false,
-        );
-        for row in d_pre.chunks_exact(s) {
-            grads.b_enc.iter_mut().zip(row).for_each(|(g, &v)| *g += v);
-        }
-        for row in d_xhat.chunks_exact(d) {
-            grads.b_dec.iter_mut().zip(row).for_each(|(g, &v)| *g += v);
         }
         for (j, g) in grads.b_dec.iter_mut().enumerate() {
             let w = &self.w_enc[j * s..(j + 1) * s];
@@ -314,65 +269,230 @@ impl SaeWeights {
         }
         (out, grads)
     }
+}
 
-    /// TopK's auxiliary loss (AuxK): the `d_in / 2` largest pre-activations among the dead
-    /// latents reconstruct, through W_dec, what the live ones missed. Adds its gradients into
-    /// `∂pre` and `∂W_dec`; returns the loss.
-    fn aux_loss(
-        &self,
-        (pre, residual, rows): (&[f32], &[f32], usize),
-        coefficient: f32,
-        dead: &[bool],
-        (d_pre, d_w_dec): (&mut [f32], &mut [f32]),
-    ) -> f64 {
-        let (d, s) = (self.d_in, self.d_sae);
-        let dead_count = dead.iter().filter(|&&x| x).count();
-        if dead_count == 0 || coefficient == 0.0 {
-            return 0.0;
+/// What every row of a batch shares in [`SaeWeights::loss_and_grads`].
+struct RowContext<'a> {
+    weights: &'a SaeWeights,
+    /// `d_in` rounded up to whole vectors of 8, and W_dec's rows and b_dec padded to it with
+    /// zeros: each row update is then a few whole vector operations.
+    dp: usize,
+    w_dec_p: Vec<f32>,
+    b_dec_p: Vec<f32>,
+    architecture: Architecture,
+    dead: &'a [bool],
+    dead_count: usize,
+    norms: Vec<f32>,
+    mean: Vec<f64>,
+    scale: f32,
+}
+
+/// One core's sums over its rows.
+struct Partial {
+    mse: f64,
+    variance: f64,
+    active: usize,
+    l1: f64,
+    weighted_l1: f64,
+    aux: f64,
+    fired: Vec<u32>,
+    f_sums: Vec<f32>,
+    /// `∂W_encᵀ [d_sae, dp]`, `∂b_enc`, `∂W_dec [d_sae, dp]`, and `Σ_b ∂x̂` for `∂b_dec`
+    /// (rows padded as [`RowContext`]'s).
+    w_enc_t: Vec<f32>,
+    b_enc: Vec<f32>,
+    w_dec: Vec<f32>,
+    b_dec: Vec<f32>,
+}
+
+impl Partial {
+    fn new(d: usize, s: usize) -> Self {
+        Self {
+            mse: 0.0,
+            variance: 0.0,
+            active: 0,
+            l1: 0.0,
+            weighted_l1: 0.0,
+            aux: 0.0,
+            fired: vec![0; s],
+            f_sums: vec![0.0; s],
+            w_enc_t: vec![0.0; s * d],
+            b_enc: vec![0.0; s],
+            w_dec: vec![0.0; s * d],
+            b_dec: vec![0.0; d],
         }
+    }
+
+    fn add(&mut self, o: &Partial) {
+        self.mse += o.mse;
+        self.variance += o.variance;
+        self.active += o.active;
+        self.l1 += o.l1;
+        self.weighted_l1 += o.weighted_l1;
+        self.aux += o.aux;
+        let add = |a: &mut [f32], b: &[f32]| a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+        self.fired
+            .iter_mut()
+            .zip(&o.fired)
+            .for_each(|(a, b)| *a += b);
+        add(&mut self.f_sums, &o.f_sums);
+        add(&mut self.w_enc_t, &o.w_enc_t);
+        add(&mut self.b_enc, &o.b_enc);
+        add(&mut self.w_dec, &o.w_dec);
+        add(&mut self.b_dec, &o.b_dec);
+    }
+}
+
+/// `y += a x` over whole vectors of 8 (both of a length that is a multiple of 8).
+#[inline(always)]
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    let (y, _) = y.as_chunks_mut::<8>();
+    let (x, _) = x.as_chunks::<8>();
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = std::array::from_fn(|l| y[l] + a * x[l]);
+    }
+}
+
+/// `a · b` over whole vectors of 8, in eight partial sums so that it vectorises.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (a, _) = a.as_chunks::<8>();
+    let (b, _) = b.as_chunks::<8>();
+    for (a, b) in a.iter().zip(b) {
+        lanes = std::array::from_fn(|l| lanes[l] + a[l] * b[l]);
+    }
+    lanes.iter().sum::<f32>()
+}
+
+impl RowContext<'_> {
+    /// The sums over rows `x [·, d_in]` with their pre-activations `pre [·, d_sae]`: compiled
+    /// for AVX2 and FMA where the CPU has them (the row updates then run eight floats at a time).
+    fn rows(&self, x: &[f32], pre: &[f32]) -> Partial {
+        #[cfg(target_arch = "x86_64")]
+        if crate::model::kernels::cpu::has_avx2_fma() {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2(c: &RowContext, x: &[f32], pre: &[f32]) -> Partial {
+                c.rows_plain(x, pre)
+            }
+            // SAFETY: the CPU has AVX2 and FMA, checked just above.
+            return unsafe { avx2(self, x, pre) };
+        }
+        self.rows_plain(x, pre)
+    }
+
+    #[inline(always)]
+    fn rows_plain(&self, x: &[f32], pre: &[f32]) -> Partial {
+        let w = self.weights;
+        let (d, s, dp) = (w.d_in, w.d_sae, self.dp);
+        let mut p = Partial::new(dp, s);
+        // Room for every latent, written over row by row: `live` of them are the row's.
+        let mut slots = vec![(0usize, 0f32); s];
+        let mut order = Vec::with_capacity(s);
+        let mut aux = Vec::new();
+        let padded = || vec![0f32; dp];
+        let (mut xc, mut x_hat, mut dx) = (padded(), padded(), padded());
+        let (mut recon, mut d_recon) = (padded(), padded());
+        let w_dec = |i: usize| &self.w_dec_p[i * dp..(i + 1) * dp];
         let k_aux = (d / 2).max(1);
-        let weight = coefficient * (dead_count as f32 / k_aux as f32).min(1.0);
-        let k_aux = k_aux.min(dead_count);
-        let mut acts = vec![0f32; rows * s];
-        for (row, out) in pre.chunks_exact(s).zip(acts.chunks_exact_mut(s)) {
-            let mut order: Vec<usize> = (0..s).filter(|&i| dead[i]).collect();
-            order.select_nth_unstable_by(k_aux - 1, |&a, &b| row[b].total_cmp(&row[a]));
-            for &i in &order[..k_aux] {
-                out[i] = row[i];
+        for (x, pre) in x.chunks_exact(d).zip(pre.chunks_exact(s)) {
+            // The active latents (i, f_i).
+            let live = match self.architecture {
+                Architecture::Standard { .. } => {
+                    // Branch-free: whether a latent fires is unpredictable.
+                    let mut n = 0;
+                    for (i, &v) in pre.iter().enumerate() {
+                        slots[n] = (i, v);
+                        n += usize::from(v > 0.0);
+                    }
+                    n
+                }
+                Architecture::TopK { k, .. } => {
+                    top(pre, k.min(s), |i| i < s, &mut order);
+                    let mut n = 0;
+                    for &i in order.iter().filter(|&&i| pre[i] > 0.0) {
+                        slots[n] = (i, pre[i]);
+                        n += 1;
+                    }
+                    n
+                }
+            };
+            let active = &slots[..live];
+            // x̂ = b_dec + Σ f_i W_dec,i, and ∂x̂ = 2 (x̂ − x) / B.
+            x_hat.copy_from_slice(&self.b_dec_p);
+            for &(i, v) in active {
+                axpy(&mut x_hat, v, w_dec(i));
+            }
+            for j in 0..d {
+                let e = x_hat[j] - x[j];
+                p.mse += (e * e) as f64;
+                p.variance += (x[j] as f64 - self.mean[j]).powi(2);
+                dx[j] = 2.0 * e * self.scale;
+                p.b_dec[j] += dx[j];
+                xc[j] = x[j] - w.b_dec[j];
+            }
+            let l1_term = match self.architecture {
+                Architecture::Standard { l1_coefficient } => l1_coefficient as f32 * self.scale,
+                Architecture::TopK { .. } => 0.0,
+            };
+            for &(i, v) in active {
+                let d_pre = dot(&dx, w_dec(i)) + l1_term * self.norms[i];
+                axpy(&mut p.w_dec[i * dp..(i + 1) * dp], v, &dx);
+                p.b_enc[i] += d_pre;
+                axpy(&mut p.w_enc_t[i * dp..(i + 1) * dp], d_pre, &xc);
+                p.fired[i] += 1;
+                p.f_sums[i] += v;
+                p.l1 += v as f64;
+                p.weighted_l1 += (v * self.norms[i]) as f64;
+            }
+            p.active += live;
+            // AuxK: the largest pre-activations of dead latents reconstruct the residual.
+            if let Architecture::TopK {
+                aux_coefficient, ..
+            } = self.architecture
+                && self.dead_count > 0
+                && aux_coefficient > 0.0
+            {
+                let weight =
+                    aux_coefficient as f32 * (self.dead_count as f32 / k_aux as f32).min(1.0);
+                top(
+                    pre,
+                    k_aux.min(self.dead_count),
+                    |i| self.dead[i],
+                    &mut order,
+                );
+                aux.clear();
+                aux.extend(order.iter().map(|&i| (i, pre[i])));
+                recon.iter_mut().for_each(|r| *r = 0.0);
+                for &(i, a) in &aux {
+                    axpy(&mut recon, a, w_dec(i));
+                }
+                for j in 0..d {
+                    let diff = recon[j] - (x[j] - x_hat[j]);
+                    p.aux += (weight * diff * diff) as f64;
+                    d_recon[j] = 2.0 * weight * diff * self.scale;
+                }
+                for &(i, a) in &aux {
+                    let d_pre = dot(&d_recon, w_dec(i));
+                    axpy(&mut p.w_dec[i * dp..(i + 1) * dp], a, &d_recon);
+                    p.b_enc[i] += d_pre;
+                    axpy(&mut p.w_enc_t[i * dp..(i + 1) * dp], d_pre, &xc);
+                }
             }
         }
-        let mut recon = vec![0f32; rows * d];
-        matmul(
-            &mut recon,
-            (rows, d, s),
-            (&acts, s, 1),
-            (&self.w_dec, d, 1),
-            false,
-        );
-        let scale = 1.0 / rows as f32;
-        let mut loss = 0f64;
-        let mut d_recon = vec![0f32; rows * d];
-        for ((g, &r), &e) in d_recon.iter_mut().zip(&recon).zip(residual) {
-            let diff = r - e;
-            loss += (diff * diff) as f64;
-            *g = 2.0 * weight * diff * scale;
-        }
-        // Through the selected pre-activations (as they are, not through a ReLU) and W_dec.
-        let mut d_acts = vec![0f32; rows * s];
-        matmul(
-            &mut d_acts,
-            (rows, s, d),
-            (&d_recon, d, 1),
-            (&self.w_dec, 1, d),
-            false,
-        );
-        for ((dp, &da), &a) in d_pre.iter_mut().zip(&d_acts).zip(&acts) {
-            if a != 0.0 {
-                *dp += da;
-            }
-        }
-        matmul(d_w_dec, (s, d, rows), (&acts, 1, s), (&d_recon, d, 1), true);
-        weight as f64 * loss / rows as f64
+        p
+    }
+}
+
+/// The `k` latents with the largest pre-activations among those `eligible`, into `order`.
+fn top(pre: &[f32], k: usize, eligible: impl Fn(usize) -> bool, order: &mut Vec<usize>) {
+    order.clear();
+    order.extend((0..pre.len()).filter(|&i| eligible(i)));
+    if k == 0 {
+        order.clear();
+    } else if k < order.len() {
+        order.select_nth_unstable_by(k - 1, |&a, &b| pre[b].total_cmp(&pre[a]));
+        order.truncate(k);
     }
 }
 
