@@ -204,7 +204,7 @@ impl SaeWeights {
             dead,
             dead_count: dead.iter().filter(|&&x| x).count(),
             norms: self.decoder_norms(),
-            mean,
+            mean: mean.iter().map(|&m| m as f32).collect(),
             scale: 1.0 / rows as f32,
         };
         let chunk = rows
@@ -283,7 +283,7 @@ struct RowContext<'a> {
     dead: &'a [bool],
     dead_count: usize,
     norms: Vec<f32>,
-    mean: Vec<f64>,
+    mean: Vec<f32>,
     scale: f32,
 }
 
@@ -373,18 +373,33 @@ impl RowContext<'_> {
         if crate::model::kernels::cpu::has_avx2_fma() {
             #[target_feature(enable = "avx2,fma")]
             unsafe fn avx2(c: &RowContext, x: &[f32], pre: &[f32]) -> Partial {
-                c.rows_plain(x, pre)
+                c.rows_by_width(x, pre)
             }
             // SAFETY: the CPU has AVX2 and FMA, checked just above.
             return unsafe { avx2(self, x, pre) };
         }
-        self.rows_plain(x, pre)
+        self.rows_by_width(x, pre)
     }
 
     #[inline(always)]
-    fn rows_plain(&self, x: &[f32], pre: &[f32]) -> Partial {
+    fn rows_by_width(&self, x: &[f32], pre: &[f32]) -> Partial {
+        match self.dp / 8 {
+            1 => self.rows_plain::<1>(x, pre),
+            2 => self.rows_plain::<2>(x, pre),
+            3 => self.rows_plain::<3>(x, pre),
+            4 => self.rows_plain::<4>(x, pre),
+            _ => self.rows_plain::<0>(x, pre),
+        }
+    }
+
+    /// The rows' work with rows of `8 · V` floats (`V = 0`: `self.dp`, whatever it is): a
+    /// width known when compiling makes every row update a few unrolled vector operations.
+    #[inline(always)]
+    fn rows_plain<const V: usize>(&self, x: &[f32], pre: &[f32]) -> Partial {
         let w = self.weights;
-        let (d, s, dp) = (w.d_in, w.d_sae, self.dp);
+        let dp = if V > 0 { 8 * V } else { self.dp };
+        debug_assert_eq!(dp, self.dp);
+        let (d, s) = (w.d_in, w.d_sae);
         let mut p = Partial::new(dp, s);
         // Room for every latent, written over row by row: `live` of them are the row's.
         let mut slots = vec![(0usize, 0f32); s];
@@ -423,14 +438,19 @@ impl RowContext<'_> {
             for &(i, v) in active {
                 axpy(&mut x_hat, v, w_dec(i));
             }
+            // Each row's squares summed in f32, the rows' sums in f64.
+            let (mut squares, mut spread) = (0f32, 0f32);
             for j in 0..d {
                 let e = x_hat[j] - x[j];
-                p.mse += (e * e) as f64;
-                p.variance += (x[j] as f64 - self.mean[j]).powi(2);
+                squares += e * e;
+                let centred = x[j] - self.mean[j];
+                spread += centred * centred;
                 dx[j] = 2.0 * e * self.scale;
                 p.b_dec[j] += dx[j];
                 xc[j] = x[j] - w.b_dec[j];
             }
+            p.mse += squares as f64;
+            p.variance += spread as f64;
             let l1_term = match self.architecture {
                 Architecture::Standard { l1_coefficient } => l1_coefficient as f32 * self.scale,
                 Architecture::TopK { .. } => 0.0,
