@@ -192,6 +192,44 @@ fn the_cli_trains_an_sae_on_a_superposition_model_and_reads_it_back() {
     let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!((eval["explained_variance"].as_f64().unwrap() - ev).abs() < 0.1);
 
+    // Each latent's summary: density, largest activation, nearest true feature, top inputs
+    // (most active first, each with the input's active features).
+    let o = toylens(&[
+        "sae",
+        "features",
+        out.to_str().unwrap(),
+        model,
+        "--top",
+        "4",
+        "--inputs",
+        "4096",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let features: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let list = features["features"].as_array().unwrap();
+    assert_eq!(list.len(), 24);
+    for f in list {
+        let density = f["density"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&density));
+        let top = f["top"].as_array().unwrap();
+        assert!(top.len() <= 4 && (density == 0.0) == top.is_empty());
+        let acts: Vec<f64> = top
+            .iter()
+            .map(|t| t["activation"].as_f64().unwrap())
+            .collect();
+        assert!(acts.windows(2).all(|w| w[0] >= w[1]), "{acts:?}");
+        if let Some(first) = acts.first() {
+            assert_eq!(*first, f["max_activation"].as_f64().unwrap());
+            assert!(!top[0]["input_features"].as_array().unwrap().is_empty());
+        }
+        let (feature, cosine) = (
+            &f["true_feature"][0],
+            f["true_feature"][1].as_f64().unwrap(),
+        );
+        assert!(feature.as_u64().unwrap() < 12 && (-1.0..=1.0001).contains(&cosine));
+    }
+
     // TopK: each input's latents at most k.
     let topk = dir.path().join("topk");
     let o = toylens(&[

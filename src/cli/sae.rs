@@ -24,6 +24,27 @@ pub enum SaeAction {
     /// An SAE's reconstruction, sparsity and (where known) feature recovery on fresh
     /// activations of its model.
     Eval(SaeEvalArgs),
+    /// Each latent: how often it fires, its largest activation, the true feature its decoder
+    /// direction matches (superposition models), and the inputs it fires on most.
+    Features(SaeFeaturesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SaeFeaturesArgs {
+    /// The SAE's folder.
+    pub sae: PathBuf,
+    /// The model it reads.
+    pub model: PathBuf,
+    /// Top activating inputs kept per latent.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Activations read, in batches of 4096.
+    #[arg(long, default_value_t = 65_536)]
+    pub inputs: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +105,7 @@ pub fn sae(args: SaeArgs) -> Result<()> {
     match args.action {
         SaeAction::Train(args) => train(args),
         SaeAction::Eval(args) => eval(args),
+        SaeAction::Features(args) => features(args),
     }
 }
 
@@ -277,4 +299,125 @@ fn eval(args: SaeEvalArgs) -> Result<()> {
         println!("(dead here: latents that fired on none of these {rows} activations)");
     }
     Ok(())
+}
+
+/// One latent's summary for `sae features`.
+#[derive(serde::Serialize)]
+struct Feature {
+    index: usize,
+    density: f64,
+    max_activation: f32,
+    /// The true feature whose direction is nearest the decoder's, and their cosine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    true_feature: Option<(usize, f32)>,
+    top: Vec<TopInput>,
+}
+
+#[derive(serde::Serialize, Clone)]
+struct TopInput {
+    activation: f32,
+    /// The input's active features and values (superposition models).
+    input_features: Vec<(usize, f32)>,
+}
+
+fn features(args: SaeFeaturesArgs) -> Result<()> {
+    let sae = SaeCheckpoint::load(&args.sae)
+        .with_context(|| format!("cannot open the SAE in {}", args.sae.display()))?;
+    let (mut source, _) = source(&args.model, &sae.hook_name)?;
+    let (d, s) = (sae.weights.d_in, sae.weights.d_sae);
+    if source.d_in() != d {
+        bail!(
+            "the SAE reads {d} values (d_in) but {} at {} has {}",
+            args.model.display(),
+            sae.hook_name,
+            source.d_in()
+        );
+    }
+    let top = args.top.clamp(1, 1000);
+    let batch = 4096;
+    let batches = args.inputs.clamp(1, 1 << 24).div_ceil(batch);
+    let mut fired = vec![0u64; s];
+    let mut max = vec![0f32; s];
+    let mut best: Vec<Vec<TopInput>> = vec![Vec::new(); s];
+    let mut x = Vec::new();
+    for k in 0..batches {
+        source.fill(&mut x, batch, args.seed.wrapping_add(k as u64));
+        let f = sae.weights.encode(&x, batch, sae.architecture);
+        for (row, acts) in f.chunks_exact(s).enumerate() {
+            for (i, &a) in acts.iter().enumerate() {
+                if a <= 0.0 {
+                    continue;
+                }
+                fired[i] += 1;
+                max[i] = max[i].max(a);
+                let kept = &mut best[i];
+                if kept.len() < top || a > kept[kept.len() - 1].activation {
+                    let input = TopInput {
+                        activation: a,
+                        input_features: source.input_features(row).unwrap_or_default(),
+                    };
+                    let at = kept.partition_point(|t| t.activation >= a);
+                    kept.insert(at, input);
+                    kept.truncate(top);
+                }
+            }
+        }
+    }
+    let truth = source.true_features();
+    let total = (batches * batch) as f64;
+    let list: Vec<Feature> = (0..s)
+        .map(|i| Feature {
+            index: i,
+            density: fired[i] as f64 / total,
+            max_activation: max[i],
+            true_feature: truth
+                .as_ref()
+                .map(|t| nearest(t, &sae.weights.w_dec[i * d..(i + 1) * d])),
+            top: std::mem::take(&mut best[i]),
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::json!({ "features": list }));
+        return Ok(());
+    }
+    println!("latent  density    max act  true feature (cos)  top inputs (active features)");
+    for f in &list {
+        let truth = f
+            .true_feature
+            .map_or_else(String::new, |(t, c)| format!("{t:>4} ({c:.3})"));
+        let inputs: Vec<String> = f
+            .top
+            .iter()
+            .take(3)
+            .map(|t| {
+                let active: Vec<String> = t
+                    .input_features
+                    .iter()
+                    .map(|(f, v)| format!("{f}:{v:.2}"))
+                    .collect();
+                format!("{:.2} [{}]", t.activation, active.join(" "))
+            })
+            .collect();
+        println!(
+            "{:>6}  {:>8.5}  {:>8.3}  {truth:>18}  {}",
+            f.index,
+            f.density,
+            f.max_activation,
+            inputs.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// The row of `truth [features, d]` nearest in direction to `v`, and their cosine.
+fn nearest(truth: &[f32], v: &[f32]) -> (usize, f32) {
+    let norm = |x: &[f32]| x.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
+    let nv = norm(v);
+    truth
+        .chunks_exact(v.len())
+        .map(|t| t.iter().zip(v).map(|(a, b)| a * b).sum::<f32>() / (norm(t) * nv))
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, c)| {
+            if c > best.1 { (i, c) } else { best }
+        })
 }

@@ -18,6 +18,12 @@ pub trait Activations: Send {
     fn true_features(&self) -> Option<Vec<f32>> {
         None
     }
+    /// What made row `row` of the last batch, where the model's inputs are features: its
+    /// active features and their values.
+    fn input_features(&self, row: usize) -> Option<Vec<(usize, f32)>> {
+        let _ = row;
+        None
+    }
 }
 
 /// A superposition model's hidden layer `h = W x` on its own sparse features, for one instance.
@@ -83,5 +89,27 @@ impl Activations for TmsHidden {
 
     fn true_features(&self) -> Option<Vec<f32>> {
         Some(self.w.clone())
+    }
+
+    fn input_features(&self, row: usize) -> Option<Vec<(usize, f32)>> {
+        if row >= self.batch.rows() {
+            return None;
+        }
+        Some(match &self.batch {
+            Batch::Dense { x, .. } => x[row * self.n..(row + 1) * self.n]
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v != 0.0)
+                .map(|(f, &v)| (f, v))
+                .collect(),
+            Batch::Sparse(s) => {
+                let (features, values) = s.row(row);
+                features
+                    .iter()
+                    .map(|&f| f as usize)
+                    .zip(values.iter().copied())
+                    .collect()
+            }
+        })
     }
 }
