@@ -238,24 +238,15 @@ fn eval(args: SaeEvalArgs) -> Result<()> {
     let mut x = Vec::new();
     source.fill(&mut x, rows, args.seed);
     let s = sae.weights.d_sae;
-    let (out, _) = sae
-        .weights
-        .loss_and_grads(&x, rows, sae.architecture, &vec![false; s]);
-    let fired: Vec<u64> = out.fired.iter().map(|&f| f as u64).collect();
-    let recovery = source
-        .true_features()
-        .map(|t| crate::sae::feature_recovery(&t, &sae.weights.w_dec, sae.weights.d_in));
+    let truth = source.true_features();
+    let (measured, fired) =
+        crate::sae::metrics::measure(&sae.weights, sae.architecture, &x, rows, truth.as_deref());
+    let fired: Vec<u64> = fired.into_iter().map(u64::from).collect();
     let metrics = SaeMetrics {
         step: sae.history.last().map_or(0, |m| m.step),
-        mse: out.mse,
-        explained_variance: 1.0 - out.mse * rows as f64 / out.variance.max(1e-30),
-        l0: out.active as f64 / rows as f64,
-        l1: out.l1 / rows as f64,
         dead: fired.iter().filter(|&&f| f == 0).count(),
         log_density: crate::sae::metrics::log_density(&fired, rows as u64),
-        mmcs: recovery.map(|r| r.0),
-        recovered: recovery.map(|r| (r.1, r.2)),
-        elapsed_s: 0.0,
+        ..measured
     };
     if let Some(path) = &args.dump {
         let f = sae.weights.encode(&x, rows, sae.architecture);

@@ -1,6 +1,8 @@
 //! What an SAE's training reports: reconstruction, sparsity, dead latents, how often each
 //! latent fires, and, where the true features are known, how many the decoder found.
 
+use super::model::{Architecture, SaeWeights};
+
 /// A feature the model represents has a direction at least this long (the issue's `‖W_i‖ >
 /// 0.5`); an SAE latent recovers it when their cosine passes [`RECOVERED_ABOVE`].
 pub const REPRESENTED_ABOVE: f32 = 0.5;
@@ -29,6 +31,56 @@ pub struct SaeMetrics {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub recovered: Option<(usize, usize)>,
     pub elapsed_s: f64,
+}
+
+/// An SAE's reconstruction and sparsity on one batch `x [rows, d_in]`, and its recovery of
+/// `truth` where the model has true features: every [`SaeMetrics`] field that one batch
+/// determines. How many inputs each latent fired on comes back beside it.
+pub fn measure(
+    weights: &SaeWeights,
+    architecture: Architecture,
+    x: &[f32],
+    rows: usize,
+    truth: Option<&[f32]>,
+) -> (SaeMetrics, Vec<u32>) {
+    let f = weights.encode(x, rows, architecture);
+    let x_hat = weights.decode(&f, rows);
+    let d = weights.d_in;
+    let mut mean = vec![0f64; d];
+    for r in x.chunks_exact(d) {
+        mean.iter_mut().zip(r).for_each(|(m, &v)| *m += v as f64);
+    }
+    mean.iter_mut().for_each(|m| *m /= rows.max(1) as f64);
+    let (mut squares, mut spread) = (0f64, 0f64);
+    for (j, (&a, &b)) in x.iter().zip(&x_hat).enumerate() {
+        squares += ((b - a) as f64).powi(2);
+        spread += (a as f64 - mean[j % d]).powi(2);
+    }
+    let mut fired = vec![0u32; weights.d_sae];
+    let (mut active, mut l1) = (0usize, 0f64);
+    for row in f.chunks_exact(weights.d_sae) {
+        for (count, &v) in fired.iter_mut().zip(row) {
+            if v > 0.0 {
+                *count += 1;
+                active += 1;
+                l1 += v as f64;
+            }
+        }
+    }
+    let recovery = truth.map(|t| feature_recovery(t, &weights.w_dec, d));
+    let metrics = SaeMetrics {
+        step: 0,
+        mse: squares / rows as f64,
+        explained_variance: 1.0 - squares / spread.max(1e-30),
+        l0: active as f64 / rows as f64,
+        l1: l1 / rows as f64,
+        dead: 0,
+        log_density: Vec::new(),
+        mmcs: recovery.map(|r| r.0),
+        recovered: recovery.map(|r| (r.1, r.2)),
+        elapsed_s: 0.0,
+    };
+    (metrics, fired)
 }
 
 /// For each true feature the model represents (rows of `truth [features, d]` longer than

@@ -64,8 +64,6 @@ pub struct StepOutput {
     pub mse: f64,
     /// The sparsity penalty (standard) or the auxiliary loss (topk).
     pub penalty: f64,
-    /// `Σ_b ‖x_b − mean x‖²`, for explained variance.
-    pub variance: f64,
     /// Active latents summed over the batch (L0 × B) and `Σ f` (L1 × B).
     pub active: usize,
     pub l1: f64,
@@ -183,11 +181,6 @@ impl SaeWeights {
         assert_eq!(x.len(), rows * d, "a batch of [rows, d_in] activations");
         assert_eq!(dead.len(), s, "a dead flag per latent");
         let pre = self.pre_activations(x, rows);
-        let mut mean = vec![0f64; d];
-        for r in x.chunks_exact(d) {
-            mean.iter_mut().zip(r).for_each(|(m, &v)| *m += v as f64);
-        }
-        mean.iter_mut().for_each(|m| *m /= rows.max(1) as f64);
         let dp = d.next_multiple_of(8);
         let mut w_dec_p = vec![0f32; s * dp];
         for (padded, row) in w_dec_p.chunks_exact_mut(dp).zip(self.w_dec.chunks_exact(d)) {
@@ -204,7 +197,6 @@ impl SaeWeights {
             dead,
             dead_count: dead.iter().filter(|&&x| x).count(),
             norms: self.decoder_norms(),
-            mean: mean.iter().map(|&m| m as f32).collect(),
             scale: 1.0 / rows as f32,
         };
         let chunk = rows
@@ -223,7 +215,6 @@ impl SaeWeights {
         let mut out = StepOutput {
             mse: total.mse / rows as f64,
             penalty: 0.0,
-            variance: total.variance,
             active: total.active,
             l1: total.l1,
             fired: total.fired,
@@ -283,14 +274,12 @@ struct RowContext<'a> {
     dead: &'a [bool],
     dead_count: usize,
     norms: Vec<f32>,
-    mean: Vec<f32>,
     scale: f32,
 }
 
 /// One core's sums over its rows.
 struct Partial {
     mse: f64,
-    variance: f64,
     active: usize,
     l1: f64,
     weighted_l1: f64,
@@ -309,7 +298,6 @@ impl Partial {
     fn new(d: usize, s: usize) -> Self {
         Self {
             mse: 0.0,
-            variance: 0.0,
             active: 0,
             l1: 0.0,
             weighted_l1: 0.0,
@@ -325,7 +313,6 @@ impl Partial {
 
     fn add(&mut self, o: &Partial) {
         self.mse += o.mse;
-        self.variance += o.variance;
         self.active += o.active;
         self.l1 += o.l1;
         self.weighted_l1 += o.weighted_l1;
@@ -441,18 +428,15 @@ impl RowContext<'_> {
                 axpy(&mut x_hat, v, w_dec(i));
             }
             // Each row's squares summed in f32, the rows' sums in f64.
-            let (mut squares, mut spread) = (0f32, 0f32);
+            let mut squares = 0f32;
             for j in 0..d {
                 let e = x_hat[j] - x[j];
                 squares += e * e;
-                let centred = x[j] - self.mean[j];
-                spread += centred * centred;
                 dx[j] = 2.0 * e * self.scale;
                 p.b_dec[j] += dx[j];
                 xc[j] = x[j] - w.b_dec[j];
             }
             p.mse += squares as f64;
-            p.variance += spread as f64;
             let l1_term = match self.architecture {
                 Architecture::Standard { l1_coefficient } => l1_coefficient as f32 * self.scale,
                 Architecture::TopK { .. } => 0.0,

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::metrics::{SaeMetrics, feature_recovery, log_density};
+use super::metrics::{SaeMetrics, log_density, measure};
 use super::model::{Architecture, SaeWeights};
 use super::source::Activations;
 
@@ -363,27 +363,20 @@ impl SaeTrainer {
         let rows = self.run.batch_size;
         let mut x = Vec::new();
         self.source.fill(&mut x, rows, self.run.seed ^ 0xE7A1);
-        let (out, _) = self.weights.loss_and_grads(
+        let truth = self.source.true_features();
+        let (measured, _) = measure(
+            &self.weights,
+            self.run.architecture,
             &x,
             rows,
-            self.run.architecture,
-            &vec![false; self.run.d_sae],
+            truth.as_deref(),
         );
-        let recovery = self
-            .source
-            .true_features()
-            .map(|truth| feature_recovery(&truth, &self.weights.w_dec, self.weights.d_in));
         let metrics = SaeMetrics {
             step: self.step,
-            mse: out.mse,
-            explained_variance: 1.0 - out.mse * rows as f64 / out.variance.max(1e-30),
-            l0: out.active as f64 / rows as f64,
-            l1: out.l1 / rows as f64,
             dead: self.dead().iter().filter(|&&d| d).count(),
             log_density: log_density(&self.fired, self.inputs),
-            mmcs: recovery.map(|r| r.0),
-            recovered: recovery.map(|r| (r.1, r.2)),
             elapsed_s: self.busy_s,
+            ..measured
         };
         self.fired.iter_mut().for_each(|f| *f = 0);
         self.inputs = 0;
