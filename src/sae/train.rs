@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::metrics::{SaeMetrics, log_density, measure};
 use super::model::{Architecture, SaeWeights};
 use super::source::Activations;
+use crate::superposition::train::{AdamScalars, adam_update};
 
 /// An SAE run's settings.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -266,18 +267,11 @@ impl SaeTrainer {
     fn adam_step(&mut self, grads: [&[f32]; 4]) {
         let Adam { m, v, t } = &mut self.adam;
         *t += 1;
-        let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
-        let lr = self.run.lr as f32;
-        let step_size = lr / (1.0 - b1.powi(*t));
-        let bias2 = (1.0 - b2.powi(*t)).sqrt();
+        let scalars = AdamScalars::at(*t, self.run.lr, [0.9, 0.999], 1e-8, 0.0);
         let w = &mut self.weights;
         let params = [&mut w.w_enc, &mut w.b_enc, &mut w.w_dec, &mut w.b_dec];
         for (((p, g), m), v) in params.into_iter().zip(grads).zip(m).zip(v) {
-            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                *m = b1 * *m + (1.0 - b1) * g;
-                *v = b2 * *v + (1.0 - b2) * g * g;
-                *p -= step_size * *m / (v.sqrt() / bias2 + eps);
-            }
+            adam_update(p, g, m, v, scalars);
         }
     }
 

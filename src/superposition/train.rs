@@ -30,16 +30,7 @@ impl AdamW {
     fn step(&mut self, params: [&mut [f32]; 2], grads: [&[f32]; 2], run: &TmsRun) {
         self.t += 1;
         let t = &run.train;
-        let (b1, b2) = (t.betas[0] as f32, t.betas[1] as f32);
-        let lr = t.lr as f32;
-        let scalars = AdamScalars {
-            b1,
-            b2,
-            decay: 1.0 - lr * t.weight_decay as f32,
-            step_size: lr / (1.0 - b1.powi(self.t)),
-            bias2: (1.0 - b2.powi(self.t)).sqrt(),
-            eps: t.eps as f32,
-        };
+        let scalars = AdamScalars::at(self.t, t.lr, t.betas, t.eps, t.weight_decay);
         let mut offset = 0;
         for (p, g) in params.into_iter().zip(grads) {
             let (m, v) = (
@@ -52,8 +43,10 @@ impl AdamW {
     }
 }
 
+/// AdamW's scalars for update `t` (from 1), as PyTorch's AdamW computes them: shared by the
+/// superposition and SAE trainers (an SAE's Adam has no weight decay).
 #[derive(Clone, Copy)]
-struct AdamScalars {
+pub(crate) struct AdamScalars {
     b1: f32,
     b2: f32,
     decay: f32,
@@ -62,9 +55,23 @@ struct AdamScalars {
     eps: f32,
 }
 
+impl AdamScalars {
+    pub(crate) fn at(t: i32, lr: f64, betas: [f64; 2], eps: f64, weight_decay: f64) -> Self {
+        let (b1, b2, lr) = (betas[0] as f32, betas[1] as f32, lr as f32);
+        Self {
+            b1,
+            b2,
+            decay: 1.0 - lr * weight_decay as f32,
+            step_size: lr / (1.0 - b1.powi(t)),
+            bias2: (1.0 - b2.powi(t)).sqrt(),
+            eps: eps as f32,
+        }
+    }
+}
+
 /// AdamW's update of one run of elements, compiled for AVX2 where the CPU has it (its square
 /// roots and divisions eight at a time: a tenth of a step's time, one thread, before).
-fn adam_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: AdamScalars) {
+pub(crate) fn adam_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: AdamScalars) {
     #[cfg(target_arch = "x86_64")]
     if crate::model::kernels::cpu::has_avx2() {
         #[target_feature(enable = "avx2")]
