@@ -19,7 +19,7 @@ mod source;
 mod tms;
 
 pub use atomic::{write_atomically, write_atomically_with};
-pub use sae::{SAE_CONFIG, SAE_TOYLENS, SAE_WEIGHTS, SaeCheckpoint};
+pub use sae::{SAE_CONFIG, SAE_TOYLENS, SAE_WEIGHTS, SaeCheckpoint, save_f32_tensors};
 pub use source::ConfigHint;
 pub use tms::{TMS_FORMAT, TmsCheckpoint};
 

@@ -238,6 +238,19 @@ impl SaeCheckpoint {
     }
 }
 
+/// Writes float32 tensors `(name, shape, values)` to a safetensors file at `path`, whole or not
+/// at all (`sae eval --dump`'s activations, latents and reconstructions).
+pub fn save_f32_tensors(
+    path: &Path,
+    tensors: &[(&str, Vec<usize>, &[f32])],
+) -> Result<(), CheckpointError> {
+    let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, shape, values)| (name.to_string(), shape.clone(), f32_bytes(values)))
+        .collect();
+    write_atomically(path, &serialize_f32(&encoded, None)?)
+}
+
 /// SAELens's folding of a TopK SAE trained with `rescale_acts_by_decoder_norm`: the same
 /// function with unit decoder rows (`b_enc` and `W_enc`'s columns times each row's norm).
 fn fold_decoder_norms(w: &mut SaeWeights) {

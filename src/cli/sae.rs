@@ -253,26 +253,11 @@ fn eval(args: SaeEvalArgs) -> Result<()> {
         let x_hat = sae.weights.decode(&f, rows);
         let d = sae.weights.d_in;
         let tensors = [
-            ("x", &x, d),
-            ("feature_acts", &f, s),
-            ("sae_out", &x_hat, d),
+            ("x", vec![rows, d], &x[..]),
+            ("feature_acts", vec![rows, s], &f[..]),
+            ("sae_out", vec![rows, d], &x_hat[..]),
         ];
-        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-            .iter()
-            .map(|(name, v, width)| {
-                let data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                (name.to_string(), vec![rows, *width], data)
-            })
-            .collect();
-        let views = bytes
-            .iter()
-            .map(|(name, shape, data)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                    .map(|v| (name.as_str(), v))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let file = safetensors::serialize(views, None)?;
-        crate::checkpoint::write_atomically(path, &file)?;
+        crate::checkpoint::save_f32_tensors(path, &tensors)?;
     }
     if args.json {
         println!("{}", json_line(&metrics));
