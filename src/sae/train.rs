@@ -281,12 +281,8 @@ impl SaeTrainer {
     /// moments reset.
     fn resample_dead(&mut self, seed: u64) {
         use rand::{Rng, SeedableRng};
-        let dead: Vec<usize> = self
-            .dead()
-            .iter()
-            .enumerate()
-            .filter_map(|(i, &d)| d.then_some(i))
-            .collect();
+        let is_dead = self.dead();
+        let dead: Vec<usize> = (0..is_dead.len()).filter(|&i| is_dead[i]).collect();
         if dead.is_empty() {
             return;
         }
@@ -305,7 +301,6 @@ impl SaeTrainer {
         if total <= 0.0 || !total.is_finite() {
             return;
         }
-        let is_dead = self.dead();
         let live_norm = {
             let norms: Vec<f32> = (0..s)
                 .filter(|&i| !is_dead[i])
