@@ -50,7 +50,8 @@ fn main() {
         for round in 0..5 {
             let t = Instant::now();
             for k in 0..100 {
-                src.fill(&mut x, rows, round * 100 + k);
+                src.fill(&mut x, rows, round * 100 + k)
+                    .expect("a superposition model's activations");
             }
             fill.push(t.elapsed().as_secs_f64() * 10.0);
             let t = Instant::now();

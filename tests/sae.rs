@@ -221,7 +221,7 @@ fn the_cli_trains_an_sae_on_a_superposition_model_and_reads_it_back() {
         assert!(acts.windows(2).all(|w| w[0] >= w[1]), "{acts:?}");
         if let Some(first) = acts.first() {
             assert_eq!(*first, f["max_activation"].as_f64().unwrap());
-            assert!(!top[0]["input_features"].as_array().unwrap().is_empty());
+            assert!(!top[0]["features"].as_array().unwrap().is_empty());
         }
         let (feature, cosine) = (
             &f["true_feature"][0],
@@ -290,7 +290,7 @@ fn the_cli_trains_an_sae_on_a_superposition_model_and_reads_it_back() {
     let cfg_path = dir.path().join("tms.json");
     refused(
         &["sae", "train", cfg_path.to_str().unwrap()],
-        "not a superposition checkpoint",
+        "as a model (a transformer or superposition checkpoint)",
     );
     // A folder of other files is not overwritten.
     let other = dir.path().join("other");
@@ -329,6 +329,7 @@ fn a_bad_sae_folder_is_a_clear_error() {
         model_name: "m".into(),
         run: None,
         history: Vec::new(),
+        positions: None,
     }
     .save(&good)
     .unwrap();

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::safetensors_io::{f32_bytes, read_f32, serialize_f32};
 use super::{CheckpointError, invalid, reject_duplicate_keys, write_atomically};
-use crate::sae::{Architecture, SaeMetrics, SaeRun, SaeWeights};
+use crate::sae::{Architecture, Positions, SaeMetrics, SaeRun, SaeWeights};
 
 pub const SAE_CONFIG: &str = "cfg.json";
 pub const SAE_WEIGHTS: &str = "sae_weights.safetensors";
@@ -27,6 +27,9 @@ pub struct SaeCheckpoint {
     /// toylens's run settings and history (absent for an SAE trained elsewhere).
     pub run: Option<SaeRun>,
     pub history: Vec<SaeMetrics>,
+    /// Which positions of a transformer's sequences it read (absent: the task's own, see
+    /// [`Positions::for_task`]).
+    pub positions: Option<Positions>,
 }
 
 /// `toylens.json`.
@@ -34,6 +37,8 @@ pub struct SaeCheckpoint {
 struct ToylensPart {
     run: SaeRun,
     history: Vec<SaeMetrics>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    positions: Option<Positions>,
 }
 
 impl SaeCheckpoint {
@@ -79,6 +84,7 @@ impl SaeCheckpoint {
             let part = ToylensPart {
                 run: run.clone(),
                 history: self.history.clone(),
+                positions: self.positions,
             };
             let text = serde_json::to_string(&part).expect("plain data always serialises");
             write_atomically(&dir.join(SAE_TOYLENS), text.as_bytes())?;
@@ -223,9 +229,9 @@ impl SaeCheckpoint {
                 .unwrap_or_default()
                 .to_string()
         };
-        let (run, history) = match toylens {
-            Some(part) => (Some(part.run), part.history),
-            None => (None, Vec::new()),
+        let (run, history, positions) = match toylens {
+            Some(part) => (Some(part.run), part.history, part.positions),
+            None => (None, Vec::new(), None),
         };
         Ok(Self {
             architecture,
@@ -234,6 +240,7 @@ impl SaeCheckpoint {
             model_name: meta_text("model_name"),
             run,
             history,
+            positions,
         })
     }
 }

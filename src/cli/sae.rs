@@ -1,15 +1,21 @@
-//! `toylens sae train|eval`: sparse autoencoders on a model's activations, saved as SAELens
-//! saves them.
+//! `toylens sae train|eval|features`: sparse autoencoders on a model's activations, saved as
+//! SAELens saves them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use crate::checkpoint::{SaeCheckpoint, TmsCheckpoint};
-use crate::sae::{Activations, Architecture, SaeMetrics, SaeRun, SaeTrainer, TmsHidden};
+use crate::device::DeviceChoice;
+use crate::sae::{
+    Activations, Architecture, Origin, Positions, SaeMetrics, SaeRun, SaeTrainer, TmsHidden,
+    TransformerHook,
+};
+use crate::task::{TaskConfig, TokenNames};
 
 #[derive(Debug, Args)]
 pub struct SaeArgs {
@@ -49,11 +55,18 @@ pub struct SaeFeaturesArgs {
 
 #[derive(Debug, Args)]
 pub struct SaeTrainArgs {
-    /// The model whose activations the SAE reads (a superposition checkpoint).
+    /// The model whose activations the SAE reads: a transformer checkpoint (toylens's, or a
+    /// TransformerLens state dict with its config) or a superposition checkpoint.
     pub model: PathBuf,
-    /// The hook: a superposition model's hidden layer, `hook_hidden.I` for instance I.
+    /// The hook: a transformer's TL hook (`blocks.0.hook_resid_post`, `blocks.0.mlp.hook_post`,
+    /// `blocks.0.attn.hook_z` flattened over heads, …), or `hook_hidden.I` for instance I of a
+    /// superposition model.
     #[arg(long, default_value = "hook_hidden.0")]
     pub hook: String,
+    /// Which positions of a transformer's sequences to read: `all`, or `last` (the default for
+    /// modular addition and skip-trigrams, whose models answer there).
+    #[arg(long, value_parser = parse_positions)]
+    pub positions: Option<Positions>,
     /// Latents.
     #[arg(long, default_value_t = 256)]
     pub d_sae: usize,
@@ -101,6 +114,14 @@ pub struct SaeEvalArgs {
     pub dump: Option<PathBuf>,
 }
 
+fn parse_positions(s: &str) -> Result<Positions, String> {
+    match s {
+        "all" => Ok(Positions::All),
+        "last" => Ok(Positions::Last),
+        _ => Err(format!("positions are \"all\" or \"last\", not \"{s}\"")),
+    }
+}
+
 pub fn sae(args: SaeArgs) -> Result<()> {
     match args.action {
         SaeAction::Train(args) => train(args),
@@ -109,15 +130,45 @@ pub fn sae(args: SaeArgs) -> Result<()> {
     }
 }
 
-/// The activations at `hook` of the model in `path`.
-fn source(path: &Path, hook: &str) -> Result<(Box<dyn Activations>, String)> {
+/// What an SAE reads: a model's activations at one hook.
+struct Opened {
+    source: Box<dyn Activations>,
+    /// The model's file name, as SAELens's `metadata.model_name`.
+    name: String,
+    /// The transformer's positions read, and its task (for token names).
+    positions: Option<Positions>,
+    task: Option<TaskConfig>,
+}
+
+/// The activations at `hook` of the model in `path`: a superposition model's hidden layer, or a
+/// transformer's hook on its task's data (at `positions`, by default the task's own).
+fn open(path: &Path, hook: &str, positions: Option<Positions>) -> Result<Opened> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let name = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
     if !TmsCheckpoint::is_tms(&bytes) {
-        bail!(
-            "{} is not a superposition checkpoint: SAEs in this version read a superposition \
-             model's hidden layer (transformer hooks come next)",
-            path.display()
-        );
+        let (checkpoint, model) =
+            super::load_model(path, None, DeviceChoice::Auto).with_context(|| {
+                format!(
+                    "cannot open {} as a model (a transformer or superposition checkpoint)",
+                    path.display()
+                )
+            })?;
+        let task = checkpoint.config.task;
+        let positions = positions.unwrap_or_else(|| Positions::for_task(&task));
+        let source = TransformerHook::new(Arc::new(model), task.clone(), hook, positions)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("cannot read {hook} of {}", path.display()))?;
+        return Ok(Opened {
+            source: Box::new(source),
+            name,
+            positions: Some(positions),
+            task: Some(task),
+        });
+    }
+    if positions.is_some() {
+        bail!("--positions is for transformers; a superposition model has no positions");
     }
     let ckpt = TmsCheckpoint::from_bytes(&bytes)
         .with_context(|| format!("cannot open {}", path.display()))?;
@@ -135,10 +186,29 @@ fn source(path: &Path, hook: &str) -> Result<(Box<dyn Activations>, String)> {
         })?;
     let source =
         TmsHidden::new(&ckpt.run, &ckpt.weights, instance).expect("the instance was checked above");
-    let name = path
-        .file_stem()
-        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-    Ok((Box::new(source), name))
+    Ok(Opened {
+        source: Box::new(source),
+        name,
+        positions: None,
+        task: None,
+    })
+}
+
+/// The SAE in `dir` and the model activations it reads, checked to fit each other.
+fn open_pair(dir: &Path, model: &Path) -> Result<(SaeCheckpoint, Opened)> {
+    let sae = SaeCheckpoint::load(dir)
+        .with_context(|| format!("cannot open the SAE in {}", dir.display()))?;
+    let opened = open(model, &sae.hook_name, sae.positions)?;
+    if opened.source.d_in() != sae.weights.d_in {
+        bail!(
+            "the SAE reads {} values (d_in) but {} at {} has {}",
+            sae.weights.d_in,
+            model.display(),
+            sae.hook_name,
+            opened.source.d_in()
+        );
+    }
+    Ok((sae, opened))
 }
 
 fn describe(m: &SaeMetrics) -> String {
@@ -148,8 +218,17 @@ fn describe(m: &SaeMetrics) -> String {
         }
         _ => String::new(),
     };
+    let ce = m.ce.map_or_else(String::new, |ce| {
+        format!(
+            "  CE recovered {:.3} (clean {:.4}, spliced {:.4}, zero-ablated {:.4})",
+            ce.recovered(),
+            ce.clean,
+            ce.spliced,
+            ce.zero_ablated
+        )
+    });
     format!(
-        "step {:>6}  mse {:.5}  explained variance {:.4}  L0 {:.2}  dead {}{recovery}  {:.1}s",
+        "step {:>6}  mse {:.5}  explained variance {:.4}  L0 {:.2}  dead {}{recovery}{ce}  {:.1}s",
         m.step, m.mse, m.explained_variance, m.l0, m.dead, m.elapsed_s
     )
 }
@@ -169,6 +248,12 @@ fn json_line(m: &SaeMetrics) -> serde_json::Value {
     if let Some((found, of)) = m.recovered {
         line["recovered"] = found.into();
         line["represented"] = of.into();
+    }
+    if let Some(ce) = m.ce {
+        line["ce_recovered"] = ce.recovered().into();
+        line["ce_clean"] = ce.clean.into();
+        line["ce_spliced"] = ce.spliced.into();
+        line["ce_zero_ablated"] = ce.zero_ablated.into();
     }
     line
 }
@@ -193,8 +278,9 @@ fn train(args: SaeTrainArgs) -> Result<()> {
         eval_every: args.eval_every,
         ..SaeRun::standard(args.d_sae, 0.0)
     };
-    let (source, model_name) = source(&args.model, &args.hook)?;
-    let mut trainer = SaeTrainer::new(run, source)?;
+    let opened = open(&args.model, &args.hook, args.positions)?;
+    let positions = opened.positions;
+    let mut trainer = SaeTrainer::new(run, opened.source)?;
     let stdout = std::io::stdout();
     let json = args.json;
     trainer.drive(&AtomicBool::new(false), |_, m| {
@@ -210,9 +296,10 @@ fn train(args: SaeTrainArgs) -> Result<()> {
         architecture,
         weights: trainer.weights().clone(),
         hook_name: trainer.hook_name(),
-        model_name,
+        model_name: opened.name,
         run: Some(trainer.run().clone()),
         history: trainer.history().to_vec(),
+        positions,
     };
     ckpt.save(&args.out)?;
     if !json {
@@ -222,21 +309,13 @@ fn train(args: SaeTrainArgs) -> Result<()> {
 }
 
 fn eval(args: SaeEvalArgs) -> Result<()> {
-    let sae = SaeCheckpoint::load(&args.sae)
-        .with_context(|| format!("cannot open the SAE in {}", args.sae.display()))?;
-    let (mut source, _) = source(&args.model, &sae.hook_name)?;
-    if source.d_in() != sae.weights.d_in {
-        bail!(
-            "the SAE reads {} values (d_in) but {} at {} has {}",
-            sae.weights.d_in,
-            args.model.display(),
-            sae.hook_name,
-            source.d_in()
-        );
-    }
+    let (sae, opened) = open_pair(&args.sae, &args.model)?;
+    let mut source = opened.source;
     let rows = args.batch.clamp(1, 1 << 16);
     let mut x = Vec::new();
-    source.fill(&mut x, rows, args.seed);
+    source
+        .fill(&mut x, rows, args.seed)
+        .map_err(anyhow::Error::msg)?;
     let s = sae.weights.d_sae;
     let truth = source.true_features();
     let (measured, fired) =
@@ -246,6 +325,7 @@ fn eval(args: SaeEvalArgs) -> Result<()> {
         step: sae.history.last().map_or(0, |m| m.step),
         dead: fired.iter().filter(|&&f| f == 0).count(),
         log_density: crate::sae::metrics::log_density(&fired, rows as u64),
+        ce: source.ce_losses(&sae.weights, sae.architecture),
         ..measured
     };
     if let Some(path) = &args.dump {
@@ -277,123 +357,96 @@ fn eval(args: SaeEvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// One latent's summary for `sae features`.
-#[derive(serde::Serialize)]
-struct Feature {
-    index: usize,
-    density: f64,
-    max_activation: f32,
-    /// The true feature whose direction is nearest the decoder's, and their cosine.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    true_feature: Option<(usize, f32)>,
-    top: Vec<TopInput>,
-}
-
-#[derive(serde::Serialize, Clone)]
-struct TopInput {
-    activation: f32,
-    /// The input's active features and values (superposition models).
-    input_features: Vec<(usize, f32)>,
-}
-
 fn features(args: SaeFeaturesArgs) -> Result<()> {
-    let sae = SaeCheckpoint::load(&args.sae)
-        .with_context(|| format!("cannot open the SAE in {}", args.sae.display()))?;
-    let (mut source, _) = source(&args.model, &sae.hook_name)?;
-    let (d, s) = (sae.weights.d_in, sae.weights.d_sae);
-    if source.d_in() != d {
-        bail!(
-            "the SAE reads {d} values (d_in) but {} at {} has {}",
-            args.model.display(),
-            sae.hook_name,
-            source.d_in()
-        );
-    }
-    let top = args.top.clamp(1, 1000);
+    let (sae, mut opened) = open_pair(&args.sae, &args.model)?;
     let batch = 4096;
     let batches = args.inputs.clamp(1, 1 << 24).div_ceil(batch);
-    let mut fired = vec![0u64; s];
-    let mut max = vec![0f32; s];
-    let mut best: Vec<Vec<TopInput>> = vec![Vec::new(); s];
-    let mut x = Vec::new();
-    for k in 0..batches {
-        source.fill(&mut x, batch, args.seed.wrapping_add(k as u64));
-        let f = sae.weights.encode(&x, batch, sae.architecture);
-        for (row, acts) in f.chunks_exact(s).enumerate() {
-            for (i, &a) in acts.iter().enumerate() {
-                if a <= 0.0 {
-                    continue;
-                }
-                fired[i] += 1;
-                max[i] = max[i].max(a);
-                let kept = &mut best[i];
-                if kept.len() < top || a > kept[kept.len() - 1].activation {
-                    let input = TopInput {
-                        activation: a,
-                        input_features: source.input_features(row).unwrap_or_default(),
-                    };
-                    let at = kept.partition_point(|t| t.activation >= a);
-                    kept.insert(at, input);
-                    kept.truncate(top);
-                }
-            }
-        }
-    }
-    let truth = source.true_features();
-    let total = (batches * batch) as f64;
-    let list: Vec<Feature> = (0..s)
-        .map(|i| Feature {
-            index: i,
-            density: fired[i] as f64 / total,
-            max_activation: max[i],
-            true_feature: truth
-                .as_ref()
-                .map(|t| nearest(t, &sae.weights.w_dec[i * d..(i + 1) * d])),
-            top: std::mem::take(&mut best[i]),
-        })
-        .collect();
+    let list = crate::sae::features::summarise(
+        &sae.weights,
+        sae.architecture,
+        opened.source.as_mut(),
+        batches,
+        batch,
+        args.top.clamp(1, 1000),
+        args.seed,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let names = opened
+        .task
+        .as_ref()
+        .map_or(TokenNames::Ids, TaskConfig::token_names);
     if args.json {
-        println!("{}", serde_json::json!({ "features": list }));
+        println!(
+            "{}",
+            serde_json::json!({
+                "hook_name": sae.hook_name,
+                "positions": opened.positions,
+                "inputs": batches * batch,
+                "features": list,
+            })
+        );
         return Ok(());
     }
-    println!("latent  density    max act  true feature (cos)  top inputs (active features)");
+    let truth = list.iter().any(|f| f.true_feature.is_some());
+    println!(
+        "latent  density    max act  {}top inputs",
+        if truth { "true feature (cos)  " } else { "" }
+    );
     for f in &list {
         let truth = f
             .true_feature
-            .map_or_else(String::new, |(t, c)| format!("{t:>4} ({c:.3})"));
+            .map_or_else(String::new, |(t, c)| format!("{t:>4} ({c:.3})  "));
         let inputs: Vec<String> = f
             .top
             .iter()
             .take(3)
-            .map(|t| {
-                let active: Vec<String> = t
-                    .input_features
-                    .iter()
-                    .map(|(f, v)| format!("{f}:{v:.2}"))
-                    .collect();
-                format!("{:.2} [{}]", t.activation, active.join(" "))
-            })
+            .map(|t| format!("{:.2} {}", t.activation, describe_origin(&t.origin, names)))
             .collect();
         println!(
-            "{:>6}  {:>8.5}  {:>8.3}  {truth:>18}  {}",
+            "{:>6}  {:>8.5}  {:>8.3}  {truth:>20}{}",
             f.index,
             f.density,
             f.max_activation,
             inputs.join("; ")
         );
+        if let Some(effect) = &f.logit_effect {
+            let tokens = |list: &[(u32, f32)]| {
+                list.iter()
+                    .take(5)
+                    .map(|&(t, v)| format!("{} {v:+.2}", names.label(t)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            println!(
+                "        logits: up {}; down {}",
+                tokens(&effect.top),
+                tokens(&effect.bottom)
+            );
+        }
     }
     Ok(())
 }
 
-/// The row of `truth [features, d]` nearest in direction to `v`, and their cosine.
-fn nearest(truth: &[f32], v: &[f32]) -> (usize, f32) {
-    let norm = |x: &[f32]| x.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
-    let nv = norm(v);
-    truth
-        .chunks_exact(v.len())
-        .map(|t| t.iter().zip(v).map(|(a, b)| a * b).sum::<f32>() / (norm(t) * nv))
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, c)| {
-            if c > best.1 { (i, c) } else { best }
-        })
+/// An input in words: a superposition model's active features, or a sequence with the
+/// activation's position in brackets.
+fn describe_origin(origin: &Origin, names: TokenNames) -> String {
+    match origin {
+        Origin::Features(active) => {
+            let active: Vec<String> = active.iter().map(|(f, v)| format!("{f}:{v:.2}")).collect();
+            format!("[{}]", active.join(" "))
+        }
+        Origin::Token { sequence, position } => sequence
+            .iter()
+            .enumerate()
+            .map(|(q, &t)| {
+                let label = names.label(t);
+                if q == *position {
+                    format!("[{label}]")
+                } else {
+                    label
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
 }

@@ -154,7 +154,7 @@ pub fn attention(
     let v_bh = v.permute((0, 2, 1, 3))?.contiguous()?; // [b, h, k, d]
     let z_bh = order.mm(&pattern, &v_bh)?; // [b, h, q, d]
     let z = apply_all(z_edits, &z_bh.permute((0, 2, 1, 3))?.contiguous()?)?; // [b, q, h, d]
-    hooks.add(|| format!("{prefix}.hook_z"), &z);
+    let z = hooks.pass(|| format!("{prefix}.hook_z"), z)?;
     let out = if hooks.wants(|| format!("{prefix}.hook_result")) {
         // Each head's write to the residual stream, without b_O, as TL computes it with
         // `use_attn_result` (products, then a sum over d_head): [b, p, h, d, 1] · [h, d, m].

@@ -2,6 +2,8 @@
 //! value would: ablating heads, and patching activations of one run into another. The hook
 //! records the edited value, so a cache shows what the rest of the model saw.
 
+use std::sync::Arc;
+
 use candle_core::Tensor;
 
 /// `x·keep + add`, each broadcast to x's shape: `keep` 0 and `add` v replaces x by v, `keep` 1
@@ -27,6 +29,48 @@ pub struct Edits {
     pub resid_pre: Vec<(usize, Blend)>,
     /// `(layer, blend)` of `blocks.{layer}.attn.hook_z`, TL's `[batch, pos, head, d_head]`.
     pub z: Vec<(usize, Blend)>,
+    /// One hook whose value is replaced by a function of it.
+    pub splice: Option<Splice>,
+}
+
+/// What replaces one hook's value in a forward pass: `replace` maps the value to a tensor of
+/// the same shape (an SAE's reconstruction spliced in, or zeros), as a TL hook that returns a
+/// new value does.
+#[derive(Clone)]
+pub struct Splice {
+    /// The hook's full TL name (`blocks.0.hook_resid_post`).
+    pub hook: String,
+    pub replace: SpliceFn,
+}
+
+/// A splice's function: the hook's value in, its replacement (the same shape) out.
+pub type SpliceFn = Arc<dyn Fn(&Tensor) -> candle_core::Result<Tensor> + Send + Sync>;
+
+impl std::fmt::Debug for Splice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Splice").field("hook", &self.hook).finish()
+    }
+}
+
+impl Splice {
+    /// The hooks a splice can replace in layer `l` of a model (with an MLP or not).
+    pub fn hooks(layer: usize, has_mlp: bool) -> Vec<String> {
+        let mut names = vec![
+            format!("blocks.{layer}.hook_resid_pre"),
+            format!("blocks.{layer}.attn.hook_z"),
+            format!("blocks.{layer}.hook_attn_out"),
+        ];
+        if has_mlp {
+            names.extend([
+                format!("blocks.{layer}.hook_resid_mid"),
+                format!("blocks.{layer}.mlp.hook_pre"),
+                format!("blocks.{layer}.mlp.hook_post"),
+                format!("blocks.{layer}.hook_mlp_out"),
+            ]);
+        }
+        names.push(format!("blocks.{layer}.hook_resid_post"));
+        names
+    }
 }
 
 impl Edits {

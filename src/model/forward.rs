@@ -112,7 +112,8 @@ impl Transformer {
                 self.cfg.n_ctx
             );
         }
-        let mut hooks = Hooks::new(capture, &self.plan);
+        let splice = edits.and_then(|e| e.splice.clone());
+        let mut hooks = Hooks::new(capture, splice, &self.plan);
         let embed = self.embed(tokens)?;
         hooks.add(|| "hook_embed".into(), &embed);
         let positions = self.cfg.positional_embedding_type;
@@ -142,7 +143,7 @@ impl Transformer {
             if let Some(edits) = edits {
                 resid = edits::apply_all(&edits.resid_pre_at(layer), &resid)?;
             }
-            hooks.add(|| format!("{block}.hook_resid_pre"), &resid);
+            resid = hooks.pass(|| format!("{block}.hook_resid_pre"), resid)?;
             // An attention-only layer without LayerNorm reads and writes the stream itself;
             // unobserved, it runs as one op with the residual add (nothing is captured).
             let unobserved = !hooks.capturing() && edits.is_none();
@@ -170,10 +171,10 @@ impl Transformer {
                 &format!("{block}.attn"),
                 self.plan.attention,
             )?;
-            hooks.add(|| format!("{block}.hook_attn_out"), &attn_out);
+            let attn_out = hooks.pass(|| format!("{block}.hook_attn_out"), attn_out)?;
             resid = if self.cfg.has_mlp() {
-                let mid = (&resid + &attn_out)?;
-                hooks.add(|| format!("{block}.hook_resid_mid"), &mid);
+                let mid =
+                    hooks.pass(|| format!("{block}.hook_resid_mid"), (&resid + &attn_out)?)?;
                 let normed = self.normalize(&mid, &format!("{block}.ln2"), &mut hooks)?;
                 let act = self.cfg.act_fn.ok_or_else(|| {
                     candle_core::Error::Msg("a model with MLPs needs act_fn".into())
@@ -185,12 +186,12 @@ impl Transformer {
                     &mut hooks,
                     &format!("{block}.mlp"),
                 )?;
-                hooks.add(|| format!("{block}.hook_mlp_out"), &mlp_out);
+                let mlp_out = hooks.pass(|| format!("{block}.hook_mlp_out"), mlp_out)?;
                 (mid + mlp_out)?
             } else {
                 (&resid + &attn_out)?
             };
-            hooks.add(|| format!("{block}.hook_resid_post"), &resid);
+            resid = hooks.pass(|| format!("{block}.hook_resid_post"), resid)?;
         }
         let resid = self.normalize(&resid, "ln_final", &mut hooks)?;
         Ok((resid, hooks))

@@ -3,11 +3,12 @@
 
 use candle_core::Tensor;
 
+use super::edits::Splice;
 use super::kernels::ordered::Order;
 use super::plan::Plan;
 
 /// Which activations a forward pass keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Capture {
     Nothing,
     /// Every TL hook.
@@ -16,6 +17,9 @@ pub enum Capture {
     /// pattern). An analysis that reads a few hooks keeps only those, and skips the costly
     /// ones it does not read (`hook_result` holds `d_model` floats per head and position).
     Only(&'static [&'static str]),
+    /// Exactly these hooks, by their full names (`blocks.0.mlp.hook_post`): a hook the user
+    /// named at run time.
+    Named(Vec<String>),
 }
 
 /// The activations a forward pass captured, in the order TL's hooks fire. When not capturing,
@@ -23,13 +27,15 @@ pub enum Capture {
 /// read from the model's plan: whether the fused CPU kernels run, and the order of its sums.
 pub struct Hooks {
     capture: Capture,
+    splice: Option<Splice>,
     captured: Vec<(String, Tensor)>,
     fused: bool,
     order: Order,
 }
 
 impl Hooks {
-    pub fn new(capture: Capture, plan: &Plan) -> Self {
+    /// Keeps what `capture` asks for; `splice` replaces one hook's value as the pass runs.
+    pub fn new(capture: Capture, splice: Option<Splice>, plan: &Plan) -> Self {
         // A full cache off the fused kernels (a GPU, or the CPU under the GPU rules) takes its
         // products and reductions in index order, as the CPU does (see `ordered.rs`).
         let order = if capture == Capture::All && plan.ordered_cache() {
@@ -39,6 +45,7 @@ impl Hooks {
         };
         Self {
             capture,
+            splice,
             captured: Vec::new(),
             fused: plan.fused(),
             order,
@@ -55,9 +62,39 @@ impl Hooks {
         self.fused
     }
 
-    /// Whether any hook is kept (the fused paths, which expose no intermediates, are then off).
+    /// Whether any hook is kept or replaced (the fused paths, which expose no intermediates,
+    /// are then off).
     pub fn capturing(&self) -> bool {
-        self.capture != Capture::Nothing
+        self.capture != Capture::Nothing || self.splice.is_some()
+    }
+
+    /// `value` at the hook `name()`, through the splice if it replaces this hook, and recorded
+    /// (as edited) if the hook is kept: what the rest of the pass reads.
+    pub fn pass(
+        &mut self,
+        name: impl FnOnce() -> String,
+        value: Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let Some(splice) = &self.splice else {
+            self.add(name, &value);
+            return Ok(value);
+        };
+        let name = name();
+        let value = if splice.hook == name {
+            let replaced = (splice.replace)(&value)?;
+            if replaced.dims() != value.dims() {
+                candle_core::bail!(
+                    "the splice at {name} returned {:?} for {:?}",
+                    replaced.dims(),
+                    value.dims()
+                );
+            }
+            replaced
+        } else {
+            value
+        };
+        self.add(|| name, &value);
+        Ok(value)
     }
 
     /// Whether the hook `name()` is kept (the name is formatted only for a selective capture).
@@ -76,12 +113,16 @@ impl Hooks {
 
     /// The hook's name if it is kept.
     fn kept_name(&self, name: impl FnOnce() -> String) -> Option<String> {
-        match self.capture {
+        match &self.capture {
             Capture::Nothing => None,
             Capture::All => Some(name()),
             Capture::Only(suffixes) => {
                 let name = name();
                 suffixes.iter().any(|s| name.ends_with(s)).then_some(name)
+            }
+            Capture::Named(names) => {
+                let name = name();
+                names.contains(&name).then_some(name)
             }
         }
     }

@@ -32,16 +32,20 @@ pub fn mlp(
 ) -> candle_core::Result<Tensor> {
     let (b, pos, m) = x.dims3()?;
     let (order, fused) = (hooks.order(), hooks.fused());
-    let pre = add_bias(&order.mm(&x.reshape((b * pos, m))?, p.w_in)?, p.b_in, fused)?;
-    let post = order.in_f64(&pre, |pre| activation(pre, act))?;
+    let mut pre = add_bias(&order.mm(&x.reshape((b * pos, m))?, p.w_in)?, p.b_in, fused)?;
     let f = pre.dim(1)?;
+    // (`pass` keeps only the wanted hooks and replaces only a spliced one; the reshapes are
+    // views.)
     if hooks.capturing() {
-        // (`add` keeps only the wanted ones; the reshapes are views.)
-        hooks.add(|| format!("{prefix}.hook_pre"), &pre.reshape((b, pos, f))?);
-        hooks.add(
-            || format!("{prefix}.hook_post"),
-            &post.reshape((b, pos, f))?,
-        );
+        pre = hooks
+            .pass(|| format!("{prefix}.hook_pre"), pre.reshape((b, pos, f))?)?
+            .reshape((b * pos, f))?;
+    }
+    let mut post = order.in_f64(&pre, |pre| activation(pre, act))?;
+    if hooks.capturing() {
+        post = hooks
+            .pass(|| format!("{prefix}.hook_post"), post.reshape((b, pos, f))?)?
+            .reshape((b * pos, f))?;
     }
     add_bias(&order.mm(&post, p.w_out)?, p.b_out, fused)?.reshape((b, pos, m))
 }

@@ -31,7 +31,7 @@ mod weights;
 
 pub use ablation::{Ablation, HeadMode, head_label};
 pub use cache::{ActivationCache, Decomposition, NdArray, argmax, predictions};
-pub use edits::{Blend, Edits};
+pub use edits::{Blend, Edits, Splice, SpliceFn};
 pub(crate) use kernels::cpu::pool as cpu_pool;
 pub use kernels::lm_loss::lm_cross_entropy_loss;
 pub(crate) use kernels::scratch::release as release_scratch;

@@ -258,3 +258,112 @@ fn assert_same_loss(model: &Transformer, fused: &Tensor, composed: &Tensor) {
         assert!(d <= 1e-5 * size.max(1.0), "{}: {d} of {size}", spec.name);
     }
 }
+
+/// A splice replaces one hook's value for the rest of the pass, as a TL hook that returns a
+/// value: the identity changes nothing at any hook; another run's residual stream makes the
+/// rest of the model compute that run's logits; zeros in the last residual stream leave b_U.
+#[test]
+fn a_splice_replaces_the_hook_for_the_rest_of_the_pass() {
+    use std::sync::Arc;
+    let cfg = ModelConfig {
+        n_layers: 2,
+        d_model: 12,
+        n_heads: 3,
+        d_head: 4,
+        d_vocab: 9,
+        n_ctx: 7,
+        attn_only: false,
+        d_mlp: Some(10),
+        act_fn: Some(ActFn::Relu),
+        normalization_type: None,
+        positional_embedding_type: Positions::Standard,
+        embeddings: Embeddings::Learned,
+        init_range: Some(0.3),
+        ..ModelConfig::default()
+    };
+    let mut w = Weights::init(&cfg, 3);
+    w.insert("unembed.b_U", (0..9).map(|i| i as f32 * 0.1).collect());
+    let model = Transformer::new(&cfg, &w, &Device::Cpu).unwrap();
+    let run = |seed: u32| {
+        let tokens: Vec<u32> = (0..2 * 7).map(|i| (i * 5 + seed + i / 3) % 9).collect();
+        Tensor::from_vec(tokens, (2, 7), &Device::Cpu).unwrap()
+    };
+    let (a, b) = (run(0), run(4));
+    let splice = |hook: &str, f: SpliceFn| Edits {
+        splice: Some(Splice {
+            hook: hook.into(),
+            replace: f,
+        }),
+        ..Edits::default()
+    };
+    let max_diff = |x: &Tensor, y: &Tensor| -> f32 {
+        (x - y)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
+    let (clean, _) = model.forward_hooked(&a, Capture::Nothing, None).unwrap();
+    let hooks: Vec<String> = (0..2).flat_map(|l| Splice::hooks(l, true)).collect();
+    assert_eq!(hooks.len(), 16);
+    for hook in &hooks {
+        let edits = splice(hook, Arc::new(|x: &Tensor| Ok(x.clone())));
+        let capture = Capture::Named(vec![hook.clone()]);
+        let (logits, kept) = model.forward_hooked(&a, capture, Some(&edits)).unwrap();
+        assert!(max_diff(&logits, &clean) < 1e-5, "identity at {hook}");
+        assert_eq!(kept.len(), 1, "{hook} captured once");
+        assert_eq!(&kept[0].0, hook);
+        // A scaled value changes the logits (the splice is applied, not only recorded).
+        let edits = splice(hook, Arc::new(|x: &Tensor| x * 3.0));
+        let (logits, _) = model
+            .forward_hooked(&a, Capture::Nothing, Some(&edits))
+            .unwrap();
+        assert!(
+            max_diff(&logits, &clean) > 1e-3,
+            "scaling at {hook} changed nothing"
+        );
+    }
+    let (other, b_hooks) = model
+        .forward_hooked(
+            &b,
+            Capture::Named(vec!["blocks.0.hook_resid_post".into()]),
+            None,
+        )
+        .unwrap();
+    let patched = b_hooks[0].1.clone();
+    let edits = splice(
+        "blocks.0.hook_resid_post",
+        Arc::new(move |_: &Tensor| Ok(patched.clone())),
+    );
+    let (logits, _) = model
+        .forward_hooked(&a, Capture::Nothing, Some(&edits))
+        .unwrap();
+    assert!(max_diff(&logits, &other) < 1e-5);
+    let edits = splice(
+        "blocks.1.hook_resid_post",
+        Arc::new(|x: &Tensor| x.zeros_like()),
+    );
+    let (logits, _) = model
+        .forward_hooked(&a, Capture::Nothing, Some(&edits))
+        .unwrap();
+    let b_u = Tensor::from_vec((0..9).map(|i| i as f32 * 0.1).collect(), 9, &Device::Cpu)
+        .unwrap()
+        .broadcast_as((2, 7, 9))
+        .unwrap();
+    assert!(max_diff(&logits, &b_u) < 1e-6);
+    // A splice that changes the shape is an error, not a panic.
+    let edits = splice(
+        "blocks.0.mlp.hook_post",
+        Arc::new(|x: &Tensor| x.narrow(2, 0, 3)),
+    );
+    assert!(
+        model
+            .forward_hooked(&a, Capture::Nothing, Some(&edits))
+            .is_err()
+    );
+}

@@ -2,6 +2,7 @@
 //! latent fires, and, where the true features are known, how many the decoder found.
 
 use super::model::{Architecture, SaeWeights};
+use super::source::CeLosses;
 
 /// A feature the model represents has a direction at least this long (the issue's `‖W_i‖ >
 /// 0.5`); an SAE latent recovers it when their cosine passes [`RECOVERED_ABOVE`].
@@ -30,6 +31,10 @@ pub struct SaeMetrics {
     pub mmcs: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub recovered: Option<(usize, usize)>,
+    /// The model's task loss clean, zero-ablated at the hook and with the reconstruction
+    /// spliced in (transformers): the CE loss recovered.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ce: Option<CeLosses>,
     pub elapsed_s: f64,
 }
 
@@ -78,6 +83,7 @@ pub fn measure(
         log_density: Vec::new(),
         mmcs: recovery.map(|r| r.0),
         recovered: recovery.map(|r| (r.1, r.2)),
+        ce: None,
         elapsed_s: 0.0,
     };
     (metrics, fired)

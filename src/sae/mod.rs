@@ -5,12 +5,15 @@
 //! how many of them its decoder finds. Headless: the weights and their gradients, training,
 //! metrics, and SAELens's file format.
 
+pub mod features;
+pub mod hook;
 pub mod metrics;
 pub mod model;
 pub mod source;
 pub mod train;
 
+pub use hook::{Positions, TransformerHook, hook_width};
 pub use metrics::{SaeMetrics, feature_recovery};
 pub use model::{Architecture, SaeGrads, SaeWeights, StepOutput, activate};
-pub use source::{Activations, TmsHidden};
+pub use source::{Activations, CeLosses, Origin, TmsHidden};
 pub use train::{SaeError, SaeRun, SaeTrainer};

@@ -1,6 +1,7 @@
 //! Where an SAE's activations come from: batches made on demand by running the model, so memory
 //! stays bounded whatever the run's length.
 
+use super::model::{Architecture, SaeWeights};
 use crate::model::kernels::cpu::matmul;
 use crate::superposition::data::Batch;
 use crate::superposition::{TmsRun, TmsWeights};
@@ -12,17 +13,51 @@ pub trait Activations: Send {
     /// The hook's name, as SAELens's `cfg.json` records it.
     fn hook_name(&self) -> String;
     /// `rows` fresh activations `[rows, d_in]` into `x`, from the stream `seed`.
-    fn fill(&mut self, x: &mut Vec<f32>, rows: usize, seed: u64);
+    fn fill(&mut self, x: &mut Vec<f32>, rows: usize, seed: u64) -> Result<(), String>;
     /// The true feature directions in activation space (`[features, d_in]`), where the model
     /// has them: a superposition model's rows of W.
     fn true_features(&self) -> Option<Vec<f32>> {
         None
     }
-    /// What made row `row` of the last batch, where the model's inputs are features: its
-    /// active features and their values.
-    fn input_features(&self, row: usize) -> Option<Vec<(usize, f32)>> {
-        let _ = row;
+    /// What made row `row` of the last batch.
+    fn origin(&self, row: usize) -> Option<Origin>;
+    /// The model's cross-entropy on its task's validation data clean, with the hook
+    /// zero-ablated, and with `sae`'s reconstruction spliced in, where the model has a task
+    /// loss (transformers).
+    fn ce_losses(&mut self, sae: &SaeWeights, architecture: Architecture) -> Option<CeLosses> {
+        let _ = (sae, architecture);
         None
+    }
+    /// The unembedding `W_U [d_in, d_vocab_out]` where the hook lies in the residual stream:
+    /// a latent's direct effect on the logits is its decoder row times it.
+    fn unembed(&self) -> Option<Vec<f32>> {
+        None
+    }
+}
+
+/// What produced one activation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// A superposition model's input: its active features and their values.
+    Features(Vec<(usize, f32)>),
+    /// A transformer's sequence, and the position the activation is at.
+    Token { sequence: Vec<u32>, position: usize },
+}
+
+/// Cross-entropies that give the CE loss recovered.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CeLosses {
+    pub clean: f64,
+    pub zero_ablated: f64,
+    pub spliced: f64,
+}
+
+impl CeLosses {
+    /// `(CE zero-ablated − CE spliced) / (CE zero-ablated − CE clean)`: 1 when the
+    /// reconstruction loses nothing, 0 when it is as bad as zeros.
+    pub fn recovered(&self) -> f64 {
+        (self.zero_ablated - self.spliced) / (self.zero_ablated - self.clean)
     }
 }
 
@@ -66,7 +101,7 @@ impl Activations for TmsHidden {
         format!("hook_hidden.{}", self.instance)
     }
 
-    fn fill(&mut self, x: &mut Vec<f32>, rows: usize, seed: u64) {
+    fn fill(&mut self, x: &mut Vec<f32>, rows: usize, seed: u64) -> Result<(), String> {
         let (n, m) = (self.n, self.m);
         self.batch.draw(rows, n, self.p, self.pairs, seed);
         x.clear();
@@ -85,17 +120,18 @@ impl Activations for TmsHidden {
                 }
             }
         }
+        Ok(())
     }
 
     fn true_features(&self) -> Option<Vec<f32>> {
         Some(self.w.clone())
     }
 
-    fn input_features(&self, row: usize) -> Option<Vec<(usize, f32)>> {
+    fn origin(&self, row: usize) -> Option<Origin> {
         if row >= self.batch.rows() {
             return None;
         }
-        Some(match &self.batch {
+        Some(Origin::Features(match &self.batch {
             Batch::Dense { x, .. } => x[row * self.n..(row + 1) * self.n]
                 .iter()
                 .enumerate()
@@ -110,6 +146,6 @@ impl Activations for TmsHidden {
                     .zip(values.iter().copied())
                     .collect()
             }
-        })
+        }))
     }
 }

@@ -94,6 +94,8 @@ impl SaeRun {
 pub enum SaeError {
     #[error("invalid settings: {0}")]
     Config(String),
+    #[error("cannot read the activations: {0}")]
+    Source(String),
     #[error(
         "training diverged at step {step}: the loss became {loss} (the weights keep their last \
          finite values); lower the learning rate"
@@ -202,7 +204,9 @@ impl SaeTrainer {
         let started = Instant::now();
         let rows = self.run.batch_size;
         let seed = crate::superposition::model::batch_seed(self.run.seed, self.step as u64, 1);
-        self.source.fill(&mut self.batch, rows, seed);
+        self.source
+            .fill(&mut self.batch, rows, seed)
+            .map_err(SaeError::Source)?;
         let dead = self.dead();
         let (out, grads) =
             self.weights
@@ -244,7 +248,10 @@ impl SaeTrainer {
         }
         self.busy_s += started.elapsed().as_secs_f64();
         let due = self.step.is_multiple_of(self.run.eval_every) || self.is_finished();
-        Ok(due.then(|| self.evaluate()))
+        if !due {
+            return Ok(None);
+        }
+        self.evaluate().map(Some)
     }
 
     /// Runs every remaining step unless `stop` is set, calling `each` after every evaluation.
@@ -348,10 +355,12 @@ impl SaeTrainer {
     }
 
     /// The metrics on a fixed evaluation batch, with the firing rates since the last one.
-    fn evaluate(&mut self) -> SaeMetrics {
+    fn evaluate(&mut self) -> Result<SaeMetrics, SaeError> {
         let rows = self.run.batch_size;
         let mut x = Vec::new();
-        self.source.fill(&mut x, rows, self.run.seed ^ 0xE7A1);
+        self.source
+            .fill(&mut x, rows, self.run.seed ^ 0xE7A1)
+            .map_err(SaeError::Source)?;
         let truth = self.source.true_features();
         let (measured, _) = measure(
             &self.weights,
@@ -364,13 +373,14 @@ impl SaeTrainer {
             step: self.step,
             dead: self.dead().iter().filter(|&&d| d).count(),
             log_density: log_density(&self.fired, self.inputs),
+            ce: self.source.ce_losses(&self.weights, self.run.architecture),
             elapsed_s: self.busy_s,
             ..measured
         };
         self.fired.iter_mut().for_each(|f| *f = 0);
         self.inputs = 0;
         self.history.push(metrics.clone());
-        metrics
+        Ok(metrics)
     }
 }
 
