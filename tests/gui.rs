@@ -1467,7 +1467,7 @@ fn the_superposition_workspace_trains_scrubs_saves_and_reopens() {
     h.run();
     open_by_path(&mut h, &path);
     assert!(
-        h.state().tms_shown,
+        h.state().workspace == toylens::app::Workspace::Superposition,
         "a superposition checkpoint opens its workspace"
     );
     let opened = h.state().tms.as_ref().unwrap().checkpoint();
@@ -1488,8 +1488,9 @@ fn bad_superposition_settings_say_why_and_train_nothing() {
     use toylens::app::superposition::TmsAction;
     let mut h = harness();
     h.run();
-    h.state_mut()
-        .apply(toylens::app::Action::Tms(TmsAction::Show(true)));
+    h.state_mut().apply(toylens::app::Action::Show(
+        toylens::app::Workspace::Superposition,
+    ));
     h.run();
     let good = h.state().tms.as_ref().unwrap().draft.clone();
     type Breaks = Box<dyn Fn(&mut toylens::superposition::TmsRun)>;
@@ -1556,4 +1557,126 @@ fn the_phase_preset_draws_its_map() {
         .apply(toylens::app::Action::Tms(TmsAction::Select(300)));
     h.run();
     assert_eq!(h.state().tms.as_ref().unwrap().instance, 255, "clamped");
+}
+
+/// The Features workspace on the bundled model: an SAE trained from the window on a worker, its
+/// curves, the feature table and a latent's dashboard; an example opens in the Inspect tab,
+/// which lists the latents at each position; the SAE saved as SAELens does and opened again;
+/// SAE folders that do not fit are refused and change nothing.
+#[test]
+fn the_features_workspace_trains_an_sae_and_shows_its_latents() {
+    use toylens::app::Workspace;
+    use toylens::app::features::{SaeAction, Summary};
+    use toylens::sae::Architecture;
+    let mut h = harness();
+    h.run();
+    h.get_by_label("Features").click();
+    h.run();
+    assert_eq!(h.state().workspace, Workspace::Features);
+    h.get_by_label("No SAE yet");
+    let mut draft = h.state().sae.draft.clone();
+    // The bundled model is attention-only: the last residual stream, at its answer position.
+    assert_eq!(draft.hook, "blocks.0.hook_resid_post");
+    assert_eq!(draft.positions, toylens::sae::Positions::Last);
+    draft.run.d_sae = 24;
+    draft.run.steps = 60;
+    draft.run.eval_every = 20;
+    draft.run.batch_size = 512;
+    draft.run.architecture = Architecture::TopK {
+        k: 3,
+        aux_coefficient: 1.0,
+    };
+    h.state_mut()
+        .apply(toylens::app::Action::Sae(SaeAction::Edit(Box::new(draft))));
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Train").click();
+    h.run();
+    step_until(&mut h, 120, |app| {
+        !app.sae.is_training() && matches!(app.sae.summary, Summary::Ready(..))
+    });
+    let sae = &h.state().sae;
+    assert_eq!(sae.history.len(), 3);
+    assert!(sae.history.iter().all(|m| m.ce.is_some() && m.l0 <= 3.0));
+    assert!(sae.attached.as_ref().unwrap().dirty);
+    let features = sae.features().unwrap().clone();
+    assert_eq!(features.len(), 24);
+    h.get_by_label_contains("trained the SAE: step 60");
+    // In the status line and over its curve.
+    assert_eq!(
+        h.query_all_by_label_contains("CE loss recovered").count(),
+        2
+    );
+    h.get_by_label("24 latents");
+    h.get_by_label("Feature density (log10 of each latent's firing rate)");
+    // The densest latent's dashboard: its logit effect and top examples.
+    let densest = (0..24)
+        .max_by(|&a, &b| features[a].density.total_cmp(&features[b].density))
+        .unwrap();
+    h.state_mut()
+        .apply(toylens::app::Action::Sae(SaeAction::Select(Some(densest))));
+    h.run();
+    h.get_by_label(&format!("Latent {densest}"));
+    h.get_by_label("Logit effect (W_dec · W_U)");
+    h.get_by_label("Top activating examples");
+    let example = match &features[densest].top[0].origin {
+        toylens::sae::Origin::Token { sequence, .. } => sequence.clone(),
+        other => panic!("{other:?}"),
+    };
+    h.state_mut()
+        .apply(toylens::app::Action::InspectSequence(example.clone()));
+    h.run();
+    assert_eq!(h.state().workspace, Workspace::Transformer);
+    settle(&mut h);
+    h.get_by_label("SAE latents at blocks.0.hook_resid_post");
+    let latents = h.state().inspector.latents.clone().unwrap();
+    let rows = latents.positions.as_ref().unwrap();
+    assert_eq!(rows.len(), example.len());
+    assert!(
+        rows.last().unwrap().iter().any(|&(l, _)| l == densest),
+        "the latent fires where its example did: {rows:?}"
+    );
+    // Saved as SAELens does, detached, and opened again: the same weights.
+    h.get_by_label("Features").click();
+    h.run();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("sae");
+    type_path(&mut h, "Save SAE…", "Save SAE into folder", &folder);
+    h.get_by_role_and_label(Role::Button, "Save").click();
+    h.run_steps(2);
+    step_until(&mut h, 30, |app| !app.busy_io);
+    assert!(folder.join("cfg.json").exists() && folder.join("sae_weights.safetensors").exists());
+    let saved = h.state().sae.attached.as_ref().unwrap().sae.clone();
+    assert!(!h.state().sae.attached.as_ref().unwrap().dirty);
+    h.get_by_role_and_label(Role::Button, "Detach").click();
+    h.run();
+    assert!(h.state().sae.attached.is_none());
+    type_path(&mut h, "Open SAE…", "Open SAE folder", &folder);
+    h.get_by_role_and_label(Role::Button, "Open").click();
+    h.run_steps(2);
+    step_until(&mut h, 30, |app| !app.busy_io);
+    let opened = h.state().sae.attached.as_ref().unwrap().sae.clone();
+    assert_eq!(opened.weights, saved.weights);
+    assert_eq!(opened.history.len(), 3);
+    // An SAE of another width, and a folder that is no SAE: refused, the SAE in view kept.
+    let wide = dir.path().join("wide");
+    toylens::checkpoint::SaeCheckpoint {
+        weights: toylens::sae::SaeWeights::init(12, 8, 0.1, 0),
+        ..(*saved).clone()
+    }
+    .save(&wide)
+    .unwrap();
+    for (folder, says) in [
+        (&wide, "the SAE reads 12 values at blocks.0.hook_resid_post"),
+        (&dir.path().to_path_buf(), "cannot open the SAE"),
+    ] {
+        type_path(&mut h, "Open SAE…", "Open SAE folder", folder);
+        h.get_by_role_and_label(Role::Button, "Open").click();
+        h.run_steps(2);
+        step_until(&mut h, 30, |app| !app.busy_io);
+        h.get_by_label_contains(says);
+        assert_eq!(
+            h.state().sae.attached.as_ref().unwrap().sae.weights,
+            saved.weights
+        );
+    }
 }

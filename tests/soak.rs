@@ -15,7 +15,7 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use toylens::app::{Action, Settings, Tab, ToylensApp};
+use toylens::app::{Action, Settings, Tab, ToylensApp, Workspace};
 use toylens::checkpoint::Checkpoint;
 use toylens::model::HeadMode;
 use toylens::task::{TaskConfig, TaskKind};
@@ -273,7 +273,22 @@ impl Soak {
             && ms > self.slowest_frame.0
         {
             let c = &app.session.config;
-            if let Some(tms) = app.tms.as_ref().filter(|_| app.tms_shown) {
+            if app.workspace == Workspace::Features {
+                let sae = &app.sae.draft;
+                self.slowest_frame = (
+                    ms,
+                    format!(
+                        "Features workspace, an SAE of {} latents on {}",
+                        sae.run.d_sae, sae.hook
+                    ),
+                );
+                return;
+            }
+            if let Some(tms) = app
+                .tms
+                .as_ref()
+                .filter(|_| app.workspace == Workspace::Superposition)
+            {
                 let model = &tms.run.model;
                 self.slowest_frame = (
                     ms,
@@ -665,7 +680,7 @@ impl Soak {
     /// One random action.
     fn act(&mut self) {
         self.actions += 1;
-        match self.rng.random_range(0..104) {
+        match self.rng.random_range(0..108) {
             0..24 => self.set_field(),
             24..30 => self.choose_architecture(),
             30..36 => {
@@ -759,7 +774,8 @@ impl Soak {
                 self.frames(1);
             }
             96..98 => self.read_data_file(),
-            100.. => self.superposition(),
+            100..104 => self.superposition(),
+            104.. => self.features(),
             _ => {
                 self.h
                     .input_mut()
@@ -886,6 +902,116 @@ impl Soak {
         self.click("Transformer");
     }
 
+    /// A few random actions in the Features workspace, each followed by its invariants, then
+    /// back to the transformer's (an SAE may go on training there).
+    fn features(&mut self) {
+        use toylens::app::features::{FeatureSort, SaeAction, SaeTarget};
+        use toylens::sae::Architecture;
+        self.click("Features");
+        for _ in 0..self.rng.random_range(2..8) {
+            self.actions += 1;
+            match self.rng.random_range(0..9) {
+                0 => {
+                    // Edits as the form would make them, bad ones included.
+                    let mut draft = self.app().sae.draft.clone();
+                    match self.rng.random_range(0..6) {
+                        0 => draft.run.d_sae = [0, 1, 16, 100_000][self.rng.random_range(0..4)],
+                        1 => {
+                            draft.run.architecture = Architecture::TopK {
+                                k: self.rng.random_range(0..40),
+                                aux_coefficient: 1.0,
+                            }
+                        }
+                        2 => draft.run.lr = [1e-3, 0.0, 1e30][self.rng.random_range(0..3)],
+                        3 => {
+                            draft.hook = ["blocks.0.hook_resid_post", "blocks.7.mlp.hook_post", "x"]
+                                [self.rng.random_range(0..3)]
+                            .into()
+                        }
+                        4 => draft.target = SaeTarget::Superposition,
+                        _ => draft.target = SaeTarget::Transformer,
+                    }
+                    self.app_mut()
+                        .apply(Action::Sae(SaeAction::Edit(Box::new(draft))));
+                }
+                1 => {
+                    // Light runs only.
+                    let mut draft = self.app().sae.draft.clone();
+                    draft.run.steps = draft.run.steps.min(self.rng.random_range(1..60));
+                    draft.run.batch_size = draft.run.batch_size.min(256);
+                    draft.run.d_sae = draft.run.d_sae.min(64);
+                    self.app_mut()
+                        .apply(Action::Sae(SaeAction::Edit(Box::new(draft))));
+                    self.frames(1);
+                    if self.click("Train") {
+                        self.trained += 1;
+                    }
+                }
+                2 => {
+                    self.click("Stop");
+                }
+                3 => {
+                    let latent = [None, Some(0), Some(1_000_000)][self.rng.random_range(0..3)];
+                    self.app_mut().apply(Action::Sae(SaeAction::Select(latent)));
+                }
+                4 => {
+                    let sort = [
+                        FeatureSort::Index,
+                        FeatureSort::Density,
+                        FeatureSort::MaxActivation,
+                    ][self.rng.random_range(0..3)];
+                    self.app_mut().apply(Action::Sae(SaeAction::Sort(sort)));
+                }
+                5 => {
+                    let path = self.dir.path().join("sae");
+                    self.app_mut().apply(Action::Sae(SaeAction::SaveAs));
+                    self.app_mut().apply(Action::PathChosen(
+                        toylens::app::files::Purpose::SaveSae,
+                        path,
+                    ));
+                    self.wait_for_io();
+                }
+                6 => {
+                    let path = [self.dir.path().join("sae"), self.dir.path().to_path_buf()]
+                        [self.rng.random_range(0..2)]
+                    .clone();
+                    self.app_mut().apply(Action::PathChosen(
+                        toylens::app::files::Purpose::OpenSae,
+                        path,
+                    ));
+                    self.wait_for_io();
+                }
+                7 => {
+                    self.click("Detach");
+                }
+                _ => {
+                    self.click("Summarise again");
+                }
+            }
+            self.frames(1);
+            let app = self.app();
+            let sae = &app.sae;
+            if let Some(a) = &sae.attached {
+                assert!(a.sae.weights.all_finite(), "non-finite SAE weights");
+                if let Some(features) = sae.features() {
+                    assert_eq!(features.len(), a.sae.weights.d_sae);
+                }
+            }
+            let training = sae.is_training();
+            let inputs = app.sae_inputs(sae.draft.target);
+            let can_train = sae.train_blocker(inputs.as_ref()).is_none();
+            let (train, stop) = (self.button_enabled("Train"), self.button_enabled("Stop"));
+            assert_eq!(
+                (train, stop),
+                (Some(can_train), Some(training)),
+                "Train and Stop after action {}: {:?}",
+                self.actions,
+                sae.train_blocker(inputs.as_ref())
+            );
+        }
+        self.click("Transformer");
+    }
+
     /// The invariants, given the state before the action.
     fn check(&mut self, before: &Before) {
         let app = self.app();
@@ -986,6 +1112,12 @@ fn thousands_of_random_user_actions() {
         !soak.app().tms.as_ref().is_some_and(|t| t.is_training()),
         "a superposition run never stopped"
     );
+    soak.app_mut()
+        .apply(Action::Sae(toylens::app::features::SaeAction::Stop));
+    while soak.app().sae.is_training() && Instant::now() < deadline {
+        soak.frames(1);
+    }
+    assert!(!soak.app().sae.is_training(), "an SAE run never stopped");
     eprintln!(
         "soak: {} actions (seed {seed}, {} runs started, data files read for a new run {} and \
          attached {} times) in {:.1} s; slowest frame {:.1} ms ({})",

@@ -70,6 +70,10 @@ pub enum Action {
     PinScaleLimit(&'static str, f32),
     /// What the Superposition workspace asks for.
     Tms(TmsAction),
+    /// What the Features workspace asks for.
+    Sae(super::features::SaeAction),
+    /// Show a workspace.
+    Show(super::Workspace),
 }
 
 /// A question the user must answer before something destructive happens.
@@ -134,9 +138,13 @@ impl ToylensApp {
             Purpose::Open => self.apply(Action::OpenPath(path)),
             Purpose::Save => self.apply(Action::SavePath(path)),
             Purpose::SaveTms => self.save_tms(path),
+            Purpose::OpenSae => self.open_sae(path),
+            Purpose::SaveSae => self.save_sae(path),
             Purpose::ExportCsv => {
                 let csv = match &self.tms {
-                    Some(tms) if self.tms_shown => tms.history_csv(),
+                    Some(tms) if self.workspace == super::Workspace::Superposition => {
+                        tms.history_csv()
+                    }
                     _ => history_csv(&self.session.history),
                 };
                 files::export(path, csv.into_bytes(), self.tx.clone(), self.wake())
@@ -309,6 +317,7 @@ impl ToylensApp {
                 let names = self.session.config.task.token_names();
                 self.settings.sequence = crate::task::format_sequence(&tokens, names);
                 self.settings.tab = Tab::Inspect;
+                self.workspace = super::Workspace::Transformer;
             }
             // Yes goes ahead without asking again. The dirty flag is left alone: it clears only
             // when another model actually replaces this one (or this one is saved).
@@ -357,6 +366,8 @@ impl ToylensApp {
             }
             Action::Edit(form) => self.take_form(*form),
             Action::Tms(action) => self.apply_tms(action),
+            Action::Sae(action) => self.apply_sae(action),
+            Action::Show(workspace) => self.show_workspace(workspace),
             Action::Play(playing) => self.scrubber.playing = playing,
             Action::PinScaleLimit(view, limit) => {
                 if self.scrubber.fixed_scale {

@@ -24,6 +24,10 @@ pub enum Purpose {
     AttachData,
     /// Where the superposition model in view is saved.
     SaveTms,
+    /// An SAE's folder (SAELens's layout) to attach.
+    OpenSae,
+    /// The folder the SAE in view is saved into.
+    SaveSae,
 }
 
 /// What a data file read on a worker is for.
@@ -64,6 +68,7 @@ pub fn pick(
             ),
             Purpose::ExportCsv => ("CSV", &["csv"], "Export metrics as CSV", "metrics.csv"),
             Purpose::ExportPng => ("PNG image", &["png"], "Export panel as PNG", "toylens.png"),
+            Purpose::OpenSae | Purpose::SaveSae => ("SAE folder", &[], "SAE folder", ""),
             Purpose::TrainData | Purpose::AttachData => (
                 "sequences (JSON Lines or NumPy)",
                 &["jsonl", "json", "ndjson", "npy", "npz"],
@@ -78,6 +83,13 @@ pub fn pick(
             dialog = dialog.set_directory(dir);
         }
         let path = match purpose {
+            Purpose::OpenSae | Purpose::SaveSae => rfd::FileDialog::new()
+                .set_title(if purpose == Purpose::OpenSae {
+                    "Open an SAE folder (cfg.json and sae_weights.safetensors)"
+                } else {
+                    "Save the SAE into a folder"
+                })
+                .pick_folder(),
             Purpose::Open | Purpose::TrainData | Purpose::AttachData => dialog.pick_file(),
             _ => dialog.set_file_name(default_name).save_file(),
         };

@@ -11,16 +11,13 @@ use super::views::{
     AnalyzeKey, CircuitsKey, CircuitsView, DataKey, DataView, ExhaustiveKey, HeadCircuits,
     InspectorKey, TraceBatch, ViewKey,
 };
-use crate::analysis::{Analysis, ExhaustiveReport, Inspection};
+use crate::analysis::{Analysis, ExhaustiveReport};
 use crate::model::NdArray;
 use crate::train::panic_message;
 
 /// A finished job: its key and its result (an error message if it failed or panicked).
 pub enum Computed {
-    Inspection(
-        InspectorKey,
-        Result<(Inspection, Vec<Vec<super::views::Thumbnail>>), String>,
-    ),
+    Inspection(InspectorKey, Result<super::views::Inspected, String>),
     Data(DataKey, Result<DataView, String>),
     MeanZ(ViewKey, Result<NdArray, String>),
     Exhaustive(ExhaustiveKey, Result<ExhaustiveReport, String>),

@@ -49,6 +49,8 @@ pub enum Message {
     Computed(Computed),
     /// The superposition run's worker reports.
     Tms(TmsEvent),
+    /// The SAE workspace's workers report.
+    Sae(super::features::SaeEvent),
     /// A superposition checkpoint was read (or failed to be).
     OpenedTms {
         path: PathBuf,
@@ -120,6 +122,7 @@ impl ToylensApp {
                 });
             }
             Message::Computed(computed) => self.receive(computed),
+            Message::Sae(event) => self.sae_event(event),
             Message::Tms(event) => {
                 if let Some(status) = self.tms.as_mut().and_then(|t| t.apply(event)) {
                     self.status = Some(status);
@@ -137,7 +140,7 @@ impl ToylensApp {
                     }
                     Ok(checkpoint) => {
                         self.tms = Some(TmsWorkspace::from_checkpoint(checkpoint, path.clone()));
-                        self.tms_shown = true;
+                        self.workspace = super::Workspace::Superposition;
                         self.status = Some(Status::Info(format!(
                             "opened {} (a superposition model)",
                             path.display()

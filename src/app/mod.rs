@@ -5,6 +5,7 @@
 //! reads this state and queues [`Action`]s; nothing here imports the UI.
 
 pub mod commands;
+pub mod features;
 pub mod files;
 pub mod form;
 pub mod jobs;
@@ -77,6 +78,15 @@ impl FrameTimes {
     }
 }
 
+/// The window's workspaces: the transformer's tabs, the superposition model's views, and the
+/// features an SAE finds in either model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workspace {
+    Transformer,
+    Superposition,
+    Features,
+}
+
 pub struct ToylensApp {
     pub settings: Settings,
     pub session: Session,
@@ -98,8 +108,10 @@ pub struct ToylensApp {
     pub runs: Vec<RunRecord>,
     /// The Superposition workspace, once opened (by a preset or a superposition checkpoint).
     pub tms: Option<TmsWorkspace>,
-    /// Whether the window shows it rather than the transformer's tabs.
-    pub tms_shown: bool,
+    /// The SAE workspace: the SAE attached to the model in view, and its training.
+    pub sae: features::SaeWorkspace,
+    /// Which workspace the window shows.
+    pub workspace: Workspace,
     /// Where a crash writes the model in view (`None`: nowhere).
     pub recovery_path: Option<PathBuf>,
     /// Makes the next frame panic: tests of the last line of defence use it.
@@ -161,7 +173,8 @@ impl ToylensApp {
             analysis: AnalysisState::default(),
             runs: Vec::new(),
             tms: None,
-            tms_shown: false,
+            sae: Default::default(),
+            workspace: Workspace::Transformer,
             recovery_path: None,
             inject_panic: false,
             pending_png: None,

@@ -102,8 +102,6 @@ pub enum TmsEvent {
 /// What the workspace's panels ask for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TmsAction {
-    /// Show the Superposition workspace (true) or the transformer's (false).
-    Show(bool),
     /// Load a preset's settings into the form (and open the workspace).
     Preset(TmsPreset),
     /// The settings form, as edited this frame.
@@ -427,14 +425,8 @@ impl super::ToylensApp {
     /// Applies what the Superposition workspace asked for.
     pub(super) fn apply_tms(&mut self, action: TmsAction) {
         match action {
-            TmsAction::Show(shown) => {
-                if shown && self.tms.is_none() {
-                    self.tms = Some(TmsWorkspace::new(TmsPreset::Intro));
-                }
-                self.tms_shown = shown;
-            }
             TmsAction::Preset(preset) => {
-                self.tms_shown = true;
+                self.workspace = super::Workspace::Superposition;
                 match &mut self.tms {
                     // A trained or training model stays in view; the next run takes the preset.
                     Some(tms) if tms.is_training() || tms.dirty => {
@@ -472,7 +464,7 @@ impl super::ToylensApp {
                     },
                     TmsAction::SaveAs => self.pick(super::files::Purpose::SaveTms),
                     TmsAction::ExportCsv => self.pick(super::files::Purpose::ExportCsv),
-                    TmsAction::Show(_) | TmsAction::Preset(_) => unreachable!("handled above"),
+                    TmsAction::Preset(_) => unreachable!("handled above"),
                 }
             }
         }
@@ -494,8 +486,10 @@ impl super::ToylensApp {
         super::files::save_tms(tms.checkpoint(), path, self.tx.clone(), self.wake());
     }
 
-    /// Whether closing would lose work: a transformer or superposition model not saved.
+    /// Whether closing would lose work: a transformer, superposition model or SAE not saved.
     pub fn unsaved_work(&self) -> bool {
-        self.session.dirty || self.tms.as_ref().is_some_and(|t| t.dirty)
+        self.session.dirty
+            || self.tms.as_ref().is_some_and(|t| t.dirty)
+            || self.sae.attached.as_ref().is_some_and(|a| a.dirty)
     }
 }

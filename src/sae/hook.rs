@@ -406,3 +406,19 @@ impl Activations for TransformerHook {
             .ok()
     }
 }
+
+/// The values at `hook` of `model` on one sequence, `[len, d]` flat (`attn.hook_z` flattened
+/// over heads): what the Inspect tab encodes to show the latents at each position.
+pub fn activations_of(
+    model: &Transformer,
+    tokens: &[u32],
+    hook: &str,
+) -> candle_core::Result<Vec<f32>> {
+    let input = Tensor::from_slice(tokens, (1, tokens.len()), model.device())?;
+    let (_, hooks) = model.forward_hooked(&input, Capture::Named(vec![hook.to_string()]), None)?;
+    let (_, value) = hooks
+        .into_iter()
+        .next()
+        .ok_or_else(|| candle_core::Error::Msg(format!("the model has no hook {hook}")))?;
+    value.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
+}

@@ -4,10 +4,11 @@
 use egui::{Color32, RichText, Ui};
 
 use super::{Frame, human, human_duration, spinner};
+use crate::app::features::SaeAction;
 use crate::app::files::Purpose;
 use crate::app::session::RunState;
 use crate::app::superposition::TmsAction;
-use crate::app::{Action, Confirm, ToylensApp};
+use crate::app::{Action, Confirm, ToylensApp, Workspace};
 use crate::device::DeviceChoice;
 use crate::metrics::Metrics;
 use crate::task::Unit;
@@ -20,8 +21,12 @@ pub(super) fn top_bar(f: &mut Frame<'_>, ui: &mut Ui) {
         if ui.add_enabled(idle, egui::Button::new("Open…")).clicked() {
             f.act(Action::Open);
         }
-        let tms_shown = f.app.tms_shown && f.app.tms.is_some();
-        let save_blocker = if tms_shown {
+        let workspace = f.app.workspace;
+        let tms_shown = workspace == Workspace::Superposition && f.app.tms.is_some();
+        let features_shown = workspace == Workspace::Features;
+        let save_blocker = if features_shown {
+            f.app.sae_save_blocker()
+        } else if tms_shown {
             f.app
                 .busy_io
                 .then(|| "a file operation is in progress".to_string())
@@ -35,7 +40,9 @@ pub(super) fn top_bar(f: &mut Frame<'_>, ui: &mut Ui) {
             .on_disabled_hover_text(&save_blocker)
             .clicked()
         {
-            f.act(if tms_shown {
+            f.act(if features_shown {
+                Action::Sae(SaeAction::Save)
+            } else if tms_shown {
                 Action::Tms(TmsAction::Save)
             } else {
                 Action::Save
@@ -46,32 +53,53 @@ pub(super) fn top_bar(f: &mut Frame<'_>, ui: &mut Ui) {
             .on_disabled_hover_text(&save_blocker)
             .clicked()
         {
-            f.act(if tms_shown {
+            f.act(if features_shown {
+                Action::Sae(SaeAction::SaveAs)
+            } else if tms_shown {
                 Action::Tms(TmsAction::SaveAs)
             } else {
                 Action::SaveAs
             });
         }
         ui.separator();
-        // The two workspaces: the transformer's tabs, or the superposition model's views.
+        // The workspaces: the transformer's tabs, the superposition model's views, and the
+        // features an SAE finds in either.
         for (shown, label, hint) in [
-            (false, "Transformer", "train and take apart a transformer"),
             (
-                true,
+                Workspace::Transformer,
+                "Transformer",
+                "train and take apart a transformer",
+            ),
+            (
+                Workspace::Superposition,
                 "Superposition",
                 "Toy Models of Superposition: features packed into fewer dimensions",
             ),
+            (
+                Workspace::Features,
+                "Features",
+                "sparse autoencoders: the features a model computes, found in one of its \
+                 activations",
+            ),
         ] {
+            let current = match shown {
+                Workspace::Superposition => tms_shown,
+                _ => workspace == shown,
+            };
             if ui
-                .selectable_label(tms_shown == shown, label)
+                .selectable_label(current, label)
                 .on_hover_text(hint)
                 .clicked()
-                && tms_shown != shown
+                && !current
             {
-                f.act(Action::Tms(TmsAction::Show(shown)));
+                f.act(Action::Show(shown));
             }
         }
         ui.separator();
+        if features_shown {
+            ui.label(super::features::status_line(f.app));
+            return;
+        }
         if let Some(tms) = f.app.tms.as_ref().filter(|_| tms_shown) {
             ui.label(tms_status_line(tms));
             return;
@@ -101,6 +129,8 @@ pub(super) fn top_bar(f: &mut Frame<'_>, ui: &mut Ui) {
         ui.horizontal(|ui| {
             let label = ui.label(match purpose {
                 Purpose::Open => "Open path",
+                Purpose::OpenSae => "Open SAE folder",
+                Purpose::SaveSae => "Save SAE into folder",
                 Purpose::TrainData | Purpose::AttachData => "Data file path",
                 _ => "Save to path",
             });
@@ -108,6 +138,7 @@ pub(super) fn top_bar(f: &mut Frame<'_>, ui: &mut Ui) {
                 egui::TextEdit::singleline(text)
                     .hint_text(match purpose {
                         Purpose::TrainData | Purpose::AttachData => "/path/to/data.jsonl",
+                        Purpose::OpenSae | Purpose::SaveSae => "/path/to/sae/",
                         _ => "/path/to/model.safetensors",
                     })
                     .desired_width(420.0),
@@ -120,7 +151,9 @@ pub(super) fn top_bar(f: &mut Frame<'_>, ui: &mut Ui) {
             let enter = (edit.has_focus() || edit.lost_focus())
                 && ui.input(|i| i.key_pressed(egui::Key::Enter));
             let go = ui.button(match purpose {
-                Purpose::Open | Purpose::TrainData | Purpose::AttachData => "Open",
+                Purpose::Open | Purpose::TrainData | Purpose::AttachData | Purpose::OpenSae => {
+                    "Open"
+                }
                 _ => "Save",
             });
             if (go.clicked() || enter) && !text.trim().is_empty() {

@@ -39,6 +39,9 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
     };
     egui::ScrollArea::vertical().show(ui, |ui| {
         summary(f.app, &result, ui);
+        if let Some(latents) = f.app.inspector.latents.clone() {
+            sae_latents(f, &result, &latents, ui);
+        }
         ui.columns(2, |cols| {
             let position = logits_position(f, &result, &mut cols[0]);
             logits_chart(&result, position, super::token_names(f.app), &mut cols[0]);
@@ -500,4 +503,48 @@ fn head_outputs(f: &mut Frame<'_>, r: &Inspection, ui: &mut Ui) {
     if f.app.session.config.model.embeddings == crate::model::Embeddings::OneHot {
         ui.small("W_U is the identity, so residual dimension m is the logit of token m.");
     }
+}
+
+/// The attached SAE's latents at each position of the sequence, strongest first; a click shows
+/// the latent's dashboard in the Features workspace.
+fn sae_latents(
+    f: &mut Frame<'_>,
+    result: &crate::analysis::Inspection,
+    latents: &crate::app::views::SaeLatents,
+    ui: &mut Ui,
+) {
+    use crate::app::features::SaeAction;
+    egui::CollapsingHeader::new(format!("SAE latents at {}", latents.hook))
+        .default_open(true)
+        .show(ui, |ui| {
+            let rows = match &latents.positions {
+                Ok(rows) => rows,
+                Err(e) => {
+                    ui.colored_label(ui.visuals().error_fg_color, e);
+                    return;
+                }
+            };
+            let names = super::token_names(f.app);
+            egui::Grid::new("sae_latents").striped(true).show(ui, |ui| {
+                for (q, (active, &t)) in rows.iter().zip(&result.tokens).enumerate() {
+                    ui.monospace(format!("{q:>3} {}", names.label(t)));
+                    ui.horizontal_wrapped(|ui| {
+                        if active.is_empty() {
+                            ui.weak("none active");
+                        }
+                        for &(latent, value) in active {
+                            if ui
+                                .small_button(format!("#{latent} {value:.2}"))
+                                .on_hover_text("show this latent's dashboard (Features)")
+                                .clicked()
+                            {
+                                f.act(Action::Sae(SaeAction::Select(Some(latent))));
+                                f.act(Action::Show(crate::app::Workspace::Features));
+                            }
+                        }
+                    });
+                    ui.end_row();
+                }
+            });
+        });
 }

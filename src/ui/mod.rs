@@ -11,6 +11,7 @@ mod bars;
 mod circuits_tab;
 mod data_tab;
 mod evaluate_tab;
+mod features;
 pub mod heatmap;
 mod inspect_tab;
 mod model_settings;
@@ -28,7 +29,7 @@ pub use window::run_native;
 
 use egui::{RichText, Ui};
 
-use crate::app::{Action, Form, Tab, ToylensApp};
+use crate::app::{Action, Form, Tab, ToylensApp, Workspace};
 use bars::{confirm_modal, scrubber, status_bar, top_bar};
 
 /// One frame's drawing context: the app's state, read only; the form the panels edit in place
@@ -77,10 +78,19 @@ pub fn draw(app: &ToylensApp, ui: &mut Ui) -> Vec<Action> {
 fn panels(f: &mut Frame<'_>, ui: &mut Ui) {
     egui::Panel::top("top_bar").show(ui, |ui| top_bar(f, ui));
     egui::Panel::bottom("status_bar").show(ui, |ui| status_bar(f, ui));
-    if let Some(tms) = f.app.tms.as_ref().filter(|_| f.app.tms_shown) {
-        superposition::panels(f, tms, ui);
-        confirm_modal(f, ui);
-        return;
+    match f.app.workspace {
+        Workspace::Superposition if f.app.tms.is_some() => {
+            let tms = f.app.tms.as_ref().expect("checked");
+            superposition::panels(f, tms, ui);
+            confirm_modal(f, ui);
+            return;
+        }
+        Workspace::Features => {
+            features::panels(f, ui);
+            confirm_modal(f, ui);
+            return;
+        }
+        _ => {}
     }
     if f.app.session.snapshots.len() > 1 {
         egui::Panel::bottom("scrubber").show(ui, |ui| scrubber(f, ui));

@@ -30,6 +30,27 @@ pub struct InspectorState {
     pub position: Option<usize>,
     /// `[layer][head]` thumbnails of `last_valid`'s patterns.
     pub thumbnails: Arc<Vec<Vec<Thumbnail>>>,
+    /// The attached SAE's latents at each position of `last_valid`'s sequence.
+    pub latents: Option<Arc<SaeLatents>>,
+}
+
+/// The latents an SAE finds at each position of the inspected sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SaeLatents {
+    pub hook: String,
+    /// `[position]`: the active latents, strongest first (at most [`LATENTS_SHOWN`]); or why
+    /// they could not be computed.
+    pub positions: Result<Vec<Vec<(usize, f32)>>, String>,
+}
+
+/// Latents listed per position, at most.
+pub const LATENTS_SHOWN: usize = 8;
+
+/// A finished inspection.
+pub struct Inspected {
+    pub inspection: Inspection,
+    pub thumbnails: Vec<Vec<Thumbnail>>,
+    pub latents: Option<SaeLatents>,
 }
 
 /// An attention pattern shrunk for the layer × head grid: blocks of `block` × `block` positions
@@ -84,6 +105,8 @@ pub struct InspectorKey {
     pub sequence: String,
     pub view: super::ViewKey,
     pub ablation: Vec<crate::model::HeadMode>,
+    /// The attached SAE (its version) whose latents are shown.
+    pub sae: Option<u64>,
 }
 
 impl ToylensApp {
@@ -93,7 +116,21 @@ impl ToylensApp {
             sequence: self.settings.sequence.clone(),
             view: self.view_key(),
             ablation: self.analysis.ablation.clone(),
+            sae: self.inspected_sae().map(|(version, _)| version),
         }
+    }
+
+    /// The attached SAE, where it reads a hook of the transformer in view.
+    fn inspected_sae(&self) -> Option<(u64, Arc<crate::checkpoint::SaeCheckpoint>)> {
+        let a = self.sae.attached.as_ref()?;
+        let fits = a.target == crate::app::features::SaeTarget::Transformer
+            && crate::app::features::fits_transformer(
+                &a.sae.weights,
+                &a.sae.hook_name,
+                &self.session.config.model,
+            )
+            .is_ok();
+        fits.then(|| (a.version, a.sae.clone()))
     }
 
     /// Whether the inspector shows the result for what is on screen now.
@@ -140,6 +177,7 @@ impl ToylensApp {
         self.inspector.running = Some(key.clone());
         let (cfg, weights) = self.job_inputs();
         let task = self.session.config.task.clone();
+        let sae = self.inspected_sae().map(|(_, sae)| sae);
         self.job(
             move || {
                 let model = cpu_model(&cfg, &weights)?;
@@ -150,25 +188,40 @@ impl ToylensApp {
                     .iter()
                     .map(|layer| layer.iter().map(|p| Thumbnail::of(p)).collect())
                     .collect();
-                Ok((inspection, thumbnails))
+                // The SAE reads the model as it is (without the ablation, which edits hook_z).
+                let latents = sae.map(|sae| SaeLatents {
+                    hook: sae.hook_name.clone(),
+                    positions: crate::app::features::active_latents(
+                        &model,
+                        &tokens,
+                        &sae,
+                        LATENTS_SHOWN,
+                    ),
+                });
+                Ok(Inspected {
+                    inspection,
+                    thumbnails,
+                    latents,
+                })
             },
             move |r| Computed::Inspection(key, r),
         );
     }
 
     /// Takes a finished inspection.
-    pub(super) fn inspected(
-        &mut self,
-        key: InspectorKey,
-        result: Result<(Inspection, Vec<Vec<Thumbnail>>), String>,
-    ) {
+    pub(super) fn inspected(&mut self, key: InspectorKey, result: Result<Inspected, String>) {
         let inspector = &mut self.inspector;
         inspector.running = None;
         inspector.waiting = false;
         match result {
-            Ok((inspection, thumbnails)) => {
+            Ok(Inspected {
+                inspection,
+                thumbnails,
+                latents,
+            }) => {
                 inspector.error = None;
                 inspector.thumbnails = Arc::new(thumbnails);
+                inspector.latents = latents.map(Arc::new);
                 if inspector
                     .focus_head
                     .is_some_and(|h| h >= inspection.pattern.len())

@@ -18,7 +18,9 @@ pub use data::{
     DataKey, DataSummary, DataView, GRADED_SEQUENCES, PairGrid, RIGHT, SequenceTable, TEST_PAIR,
     TRAIN_PAIR, WRONG, pair_colour,
 };
-pub use inspector::{InspectorKey, InspectorState, THUMBNAIL_SIDE, Thumbnail};
+pub use inspector::{
+    Inspected, InspectorKey, InspectorState, LATENTS_SHOWN, SaeLatents, THUMBNAIL_SIDE, Thumbnail,
+};
 
 use super::ToylensApp;
 use super::jobs::{self, Computed, Derived};
@@ -293,7 +295,7 @@ impl ToylensApp {
     }
 
     /// The model config and a copy of the weights in view, for a job.
-    fn job_inputs(&self) -> (ModelConfig, Weights) {
+    pub(crate) fn job_inputs(&self) -> (ModelConfig, Weights) {
         (
             self.session.config.model.clone(),
             self.view_weights().clone(),
