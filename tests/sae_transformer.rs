@@ -276,3 +276,46 @@ fn the_cli_trains_and_reads_an_sae_on_a_transformer() {
     assert_clean_failure(&o, "an SAE reads one of a block's hooks");
     assert!(!dir.path().join("x").exists());
 }
+
+/// On modular addition, read at the answer position, each latent gets the Fourier frequency
+/// that holds most of its variance over every pair; the lossless SAE's latents are the hook's
+/// own values (up to sign), so their frequencies are the activations' own.
+#[test]
+fn latents_on_modular_addition_get_their_fourier_frequency() {
+    let (model, task) = modular_model();
+    let standard = Architecture::Standard {
+        l1_coefficient: 0.0,
+    };
+    let hook = "blocks.0.mlp.hook_post";
+    let source = TransformerHook::new(model.clone(), task.clone(), hook, Positions::Last).unwrap();
+    let frequencies = source.latent_frequencies(&lossless(24), standard).unwrap();
+    assert_eq!(frequencies.len(), 48);
+    // The same analysis of the neurons themselves, over every pair in order.
+    let tokens: Vec<u32> = (0..P * P)
+        .flat_map(|i| [(i / P) as u32, (i % P) as u32, P as u32])
+        .collect();
+    let input = Tensor::from_vec(tokens, (P * P, 3), &Device::Cpu).unwrap();
+    let (_, hooks) = model
+        .forward_hooked(&input, Capture::Named(vec![hook.into()]), None)
+        .unwrap();
+    let neurons: Vec<f32> = hooks[0]
+        .1
+        .to_vec3::<f32>()
+        .unwrap()
+        .iter()
+        .flat_map(|seq| seq[2].clone())
+        .collect();
+    let want = toylens::sae::fourier::latent_frequencies(&neurons, P, 24);
+    // Latent i is ReLU(neuron i) = the neuron (post-ReLU activations are non-negative).
+    for i in 0..24 {
+        match (frequencies[i], want[i]) {
+            (Some(got), Some(want)) => {
+                assert_eq!(got.k, want.k, "neuron {i}");
+                assert!((got.share - want.share).abs() < 1e-4, "neuron {i}");
+            }
+            (got, want) => assert_eq!(got.is_some(), want.is_some(), "neuron {i}"),
+        }
+    }
+    let all = TransformerHook::new(model, task, hook, Positions::All).unwrap();
+    assert!(all.latent_frequencies(&lossless(24), standard).is_none());
+}

@@ -409,6 +409,13 @@ fn features(args: SaeFeaturesArgs) -> Result<()> {
             f.max_activation,
             inputs.join("; ")
         );
+        if let Some(freq) = f.fourier {
+            println!(
+                "        Fourier: frequency {} holds {:.0}% of its variance over the pairs",
+                freq.k,
+                freq.share * 100.0
+            );
+        }
         if let Some(effect) = &f.logit_effect {
             let tokens = |list: &[(u32, f32)]| {
                 list.iter()
@@ -424,7 +431,35 @@ fn features(args: SaeFeaturesArgs) -> Result<()> {
             );
         }
     }
+    fourier_summary(&list);
     Ok(())
+}
+
+/// How many live latents read one Fourier frequency (90 % of their variance), by frequency.
+fn fourier_summary(list: &[crate::sae::features::Feature]) {
+    let live: Vec<_> = list
+        .iter()
+        .filter(|f| f.density > 0.0)
+        .filter_map(|f| f.fourier)
+        .collect();
+    if live.is_empty() {
+        return;
+    }
+    let pure: Vec<_> = live.iter().filter(|f| f.share >= 0.9).collect();
+    let mut by_k: std::collections::BTreeMap<usize, usize> = Default::default();
+    for f in &pure {
+        *by_k.entry(f.k).or_default() += 1;
+    }
+    let mut counts: Vec<(usize, usize)> = by_k.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    let listed: Vec<String> = counts.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+    println!(
+        "{} of {} live latents hold at least 90% of their variance in one frequency; by \
+         frequency: {}",
+        pure.len(),
+        live.len(),
+        listed.join(", ")
+    );
 }
 
 /// An input in words: a superposition model's active features, or a sequence with the

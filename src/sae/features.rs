@@ -2,6 +2,7 @@
 //! which inputs most, which true feature its decoder direction is (where known), and its
 //! direct effect on the logits (residual-stream hooks).
 
+use super::fourier::Frequency;
 use super::model::{Architecture, SaeWeights};
 use super::source::{Activations, Origin};
 
@@ -29,6 +30,9 @@ pub struct Feature {
     /// Its decoder direction through `W_U`: the tokens it promotes and suppresses most.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logit_effect: Option<LogitEffect>,
+    /// Its dominant Fourier frequency over every input pair (modular addition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fourier: Option<Frequency>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -97,6 +101,7 @@ pub fn summarise(
     }
     let truth = source.true_features();
     let unembed = source.unembed();
+    let frequencies = source.latent_frequencies(weights, architecture);
     let d = weights.d_in;
     let total = (batches * batch).max(1) as f64;
     Ok((0..s)
@@ -117,6 +122,7 @@ pub fn summarise(
                 true_feature: truth.as_ref().map(|t| nearest(t, decoder)),
                 top: std::mem::take(&mut best[i]),
                 logit_effect: unembed.as_ref().map(|w_u| logit_effect(decoder, w_u)),
+                fourier: frequencies.as_ref().and_then(|f| f[i]),
             }
         })
         .collect())

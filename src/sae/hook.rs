@@ -393,6 +393,35 @@ impl Activations for TransformerHook {
         }
     }
 
+    fn latent_frequencies(
+        &self,
+        sae: &SaeWeights,
+        architecture: Architecture,
+    ) -> Option<Vec<Option<super::fourier::Frequency>>> {
+        let TaskConfig::ModularAddition(t) = &self.task else {
+            return None;
+        };
+        if self.positions != Positions::Last || self.seq_len != 3 {
+            return None;
+        }
+        let p = t.p;
+        let tokens: Vec<u32> = (0..p * p)
+            .flat_map(|i| [(i / p) as u32, (i % p) as u32, p as u32])
+            .collect();
+        let rows = self.model.config().forward_chunk_rows(3);
+        let mut x = Vec::with_capacity(p * p * self.d_in);
+        for chunk in tokens.chunks(rows * 3) {
+            let values = self
+                .run(chunk, None)
+                .and_then(|(v, _)| v.to_dtype(DType::F32)?.to_vec2::<f32>())
+                .ok()?;
+            for seq in values.chunks_exact(3) {
+                x.extend_from_slice(&seq[2]);
+            }
+        }
+        Some(super::fourier::sae_frequencies(sae, architecture, &x, p))
+    }
+
     fn unembed(&self) -> Option<Vec<f32>> {
         if !in_residual_stream(&self.hook) {
             return None;

@@ -6,6 +6,7 @@
 //! metrics, and SAELens's file format.
 
 pub mod features;
+pub mod fourier;
 pub mod hook;
 pub mod metrics;
 pub mod model;

@@ -33,6 +33,16 @@ pub trait Activations: Send {
     fn unembed(&self) -> Option<Vec<f32>> {
         None
     }
+    /// Each latent's dominant Fourier frequency over every input pair, where the model does
+    /// modular addition and the SAE reads its answer position.
+    fn latent_frequencies(
+        &self,
+        sae: &SaeWeights,
+        architecture: Architecture,
+    ) -> Option<Vec<Option<super::fourier::Frequency>>> {
+        let _ = (sae, architecture);
+        None
+    }
 }
 
 /// What produced one activation.

@@ -77,12 +77,16 @@ pub(super) fn curves(sae: &SaeWorkspace, ui: &mut Ui, width: f32) {
                         .step_by(stride)
                         .filter_map(|m| value(m).map(|v| [m.step as f64, v]))
                         .collect();
+                    // A flat curve (L0 under TopK, no dead latents) sits on a readable axis.
+                    let top = points.iter().map(|p| p[1]).fold(0.0, f64::max);
                     Plot::new(("sae_curve", name))
                         .width(plot_width)
                         .height(110.0)
                         .allow_scroll(false)
                         .allow_drag(false)
                         .allow_zoom(false)
+                        .include_y(0.0)
+                        .include_y(if top > 0.0 { top * 1.05 } else { 1.0 })
                         .show(ui, |p| p.line(Line::new(name, PlotPoints::from(points))));
                 });
             }
@@ -162,8 +166,11 @@ pub(super) fn table(f: &mut Frame<'_>, features: &[Feature], ui: &mut Ui) {
     let truth = features.iter().any(|x| x.true_feature.is_some());
     let order = sae.order(features);
     let row_height = ui.text_style_height(&egui::TextStyle::Monospace) + 4.0;
+    let fourier = features.iter().any(|x| x.fourier.is_some());
     ui.monospace(if truth {
         "latent   density   max act  true feature (cos)"
+    } else if fourier {
+        "latent   density   max act  mean act  frequency (share)"
     } else {
         "latent   density   max act  mean act"
     });
@@ -174,9 +181,13 @@ pub(super) fn table(f: &mut Frame<'_>, features: &[Feature], ui: &mut Ui) {
         .show_rows(ui, row_height, order.len(), |ui, rows| {
             for &i in &order[rows] {
                 let x = &features[i];
-                let tail = match x.true_feature {
-                    Some((t, c)) => format!("{t:>5} ({c:.3})"),
-                    None => format!("{:>8.3}", x.mean_activation),
+                let tail = match (x.true_feature, x.fourier) {
+                    (Some((t, c)), _) => format!("{t:>5} ({c:.3})"),
+                    (_, Some(freq)) => format!(
+                        "{:>8.3}  k {:>3} ({:.2})",
+                        x.mean_activation, freq.k, freq.share
+                    ),
+                    _ => format!("{:>8.3}", x.mean_activation),
                 };
                 let text = format!(
                     "{:>6}  {:>8}  {:>8.3}  {tail}",
@@ -219,6 +230,13 @@ pub(super) fn selected(f: &mut Frame<'_>, features: &[Feature], ui: &mut Ui) {
     ));
     if let Some((t, c)) = x.true_feature {
         ui.label(format!("nearest true feature: {t} (cosine {c:.3})"));
+    }
+    if let Some(freq) = x.fourier {
+        ui.label(format!(
+            "Fourier frequency {} holds {:.0}% of its variance over every pair (a, b)",
+            freq.k,
+            freq.share * 100.0
+        ));
     }
     activation_histogram(x, ui);
     if let Some(effect) = &x.logit_effect {
