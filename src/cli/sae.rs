@@ -435,28 +435,33 @@ fn features(args: SaeFeaturesArgs) -> Result<()> {
     Ok(())
 }
 
-/// How many live latents read one Fourier frequency (90 % of their variance), by frequency.
+/// The live latents (firing on at least 1 % of inputs) counted by their dominant Fourier
+/// frequency: where a modular-addition model's features sit, against its key frequencies
+/// (`toylens eval` names them).
 fn fourier_summary(list: &[crate::sae::features::Feature]) {
     let live: Vec<_> = list
         .iter()
-        .filter(|f| f.density > 0.0)
+        .filter(|f| f.density >= 0.01)
         .filter_map(|f| f.fourier)
         .collect();
     if live.is_empty() {
         return;
     }
-    let pure: Vec<_> = live.iter().filter(|f| f.share >= 0.9).collect();
-    let mut by_k: std::collections::BTreeMap<usize, usize> = Default::default();
-    for f in &pure {
-        *by_k.entry(f.k).or_default() += 1;
+    let mut by_k: std::collections::BTreeMap<usize, (usize, f64)> = Default::default();
+    for f in &live {
+        let entry = by_k.entry(f.k).or_default();
+        entry.0 += 1;
+        entry.1 += f.share;
     }
-    let mut counts: Vec<(usize, usize)> = by_k.into_iter().collect();
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
-    let listed: Vec<String> = counts.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+    let mut counts: Vec<(usize, (usize, f64))> = by_k.into_iter().collect();
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1.0));
+    let listed: Vec<String> = counts
+        .iter()
+        .take(10)
+        .map(|(k, (n, share))| format!("{k}: {n} (mean share {:.2})", share / *n as f64))
+        .collect();
     println!(
-        "{} of {} live latents hold at least 90% of their variance in one frequency; by \
-         frequency: {}",
-        pure.len(),
+        "{} latents fire on at least 1% of inputs; by dominant frequency: {}",
         live.len(),
         listed.join(", ")
     );
