@@ -400,7 +400,17 @@ impl SaeWorkspace {
             SaeEvent::Summarised { version, result } => {
                 if matches!(self.summary, Summary::Running(v) if v == version) {
                     self.summary = match result {
-                        Ok(features) => Summary::Ready(version, Arc::new(features)),
+                        Ok(features) => {
+                            // A dashboard in view from the start: the latent that fires most.
+                            if self.selected.is_none_or(|i| i >= features.len()) {
+                                self.selected = (0..features.len())
+                                    .max_by(|&a, &b| {
+                                        features[a].density.total_cmp(&features[b].density)
+                                    })
+                                    .filter(|&i| features[i].density > 0.0);
+                            }
+                            Summary::Ready(version, Arc::new(features))
+                        }
                         Err(e) => Summary::Failed(version, e),
                     };
                 }
@@ -772,9 +782,24 @@ impl super::ToylensApp {
         if let SaeEvent::Saved { .. } = event {
             self.busy_io = false;
         }
+        let ended = matches!(event, SaeEvent::Ended { .. });
         let (status, changed) = self.sae.apply(event);
         if let Some(status) = status {
             self.status = Some(status);
+        }
+        if ended && !self.sae.is_training() {
+            // How smooth the window stayed while the SAE trained (`RUST_LOG=info toylens`).
+            let times = &self.frame_times;
+            log::info!(
+                "SAE run ended: {} steps in {:.1} s; frame time p50 {:.1} ms, p95 {:.1} ms, max \
+                 {:.1} ms over the last {} frames",
+                self.sae.history.last().map_or(0, |m| m.step),
+                self.sae.history.last().map_or(0.0, |m| m.elapsed_s),
+                times.percentile(50.0).unwrap_or(0.0),
+                times.percentile(95.0).unwrap_or(0.0),
+                times.percentile(100.0).unwrap_or(0.0),
+                times.recent_ms.len(),
+            );
         }
         if changed {
             self.summarise_sae();

@@ -39,15 +39,16 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
     };
     egui::ScrollArea::vertical().show(ui, |ui| {
         summary(f.app, &result, ui);
-        if let Some(latents) = f.app.inspector.latents.clone() {
-            sae_latents(f, &result, &latents, ui);
-        }
         ui.columns(2, |cols| {
             let position = logits_position(f, &result, &mut cols[0]);
             logits_chart(&result, position, super::token_names(f.app), &mut cols[0]);
             cols[1].heading("Attention patterns");
             attention(f, &result, &mut cols[1]);
         });
+        if let Some(latents) = f.app.inspector.latents.clone() {
+            ui.separator();
+            sae_latents(f, &result, &latents, ui);
+        }
         ui.separator();
         if result.head_logits_last.is_some() {
             ui.columns(2, |cols| {
@@ -525,26 +526,24 @@ fn sae_latents(
                 }
             };
             let names = super::token_names(f.app);
-            egui::Grid::new("sae_latents").striped(true).show(ui, |ui| {
-                for (q, (active, &t)) in rows.iter().zip(&result.tokens).enumerate() {
-                    ui.monospace(format!("{q:>3} {}", names.label(t)));
-                    ui.horizontal_wrapped(|ui| {
-                        if active.is_empty() {
-                            ui.weak("none active");
+            for (q, (active, &t)) in rows.iter().zip(&result.tokens).enumerate() {
+                ui.horizontal(|ui| {
+                    let label = RichText::new(format!("{q:>3} {:<6}", names.label(t))).monospace();
+                    ui.label(label);
+                    if active.is_empty() {
+                        ui.weak("none active");
+                    }
+                    for &(latent, value) in active {
+                        if ui
+                            .small_button(format!("#{latent} {value:.2}"))
+                            .on_hover_text("show this latent's dashboard (Features)")
+                            .clicked()
+                        {
+                            f.act(Action::Sae(SaeAction::Select(Some(latent))));
+                            f.act(Action::Show(crate::app::Workspace::Features));
                         }
-                        for &(latent, value) in active {
-                            if ui
-                                .small_button(format!("#{latent} {value:.2}"))
-                                .on_hover_text("show this latent's dashboard (Features)")
-                                .clicked()
-                            {
-                                f.act(Action::Sae(SaeAction::Select(Some(latent))));
-                                f.act(Action::Show(crate::app::Workspace::Features));
-                            }
-                        }
-                    });
-                    ui.end_row();
-                }
-            });
+                    }
+                });
+            }
         });
 }

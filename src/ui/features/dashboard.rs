@@ -2,7 +2,7 @@
 //! feature table and one latent's dashboard (its activation histogram, logit effect and top
 //! activating examples), as Neuronpedia's feature pages show them.
 
-use egui::{Color32, RichText, Sense, Ui};
+use egui::{Color32, RichText, Ui};
 use egui_plot::{Bar, BarChart, Line, Plot, PlotPoints};
 
 use super::Frame;
@@ -59,7 +59,7 @@ pub(super) fn curves(sae: &SaeWorkspace, ui: &mut Ui, width: f32) {
             |m| m.recovered.map(|r| r.0 as f64),
         ));
     }
-    let per_row = ((width / 300.0) as usize).clamp(2, 4);
+    let per_row = ((width / 160.0) as usize).clamp(2, 6);
     let plot_width = (width / per_row as f32 - 12.0).max(140.0);
     let stride = h.len().div_ceil(2000).max(1);
     for row in metrics.chunks(per_row) {
@@ -81,7 +81,7 @@ pub(super) fn curves(sae: &SaeWorkspace, ui: &mut Ui, width: f32) {
                     let top = points.iter().map(|p| p[1]).fold(0.0, f64::max);
                     Plot::new(("sae_curve", name))
                         .width(plot_width)
-                        .height(110.0)
+                        .height(90.0)
                         .allow_scroll(false)
                         .allow_drag(false)
                         .allow_zoom(false)
@@ -165,7 +165,9 @@ pub(super) fn table(f: &mut Frame<'_>, features: &[Feature], ui: &mut Ui) {
     });
     let truth = features.iter().any(|x| x.true_feature.is_some());
     let order = sae.order(features);
-    let row_height = ui.text_style_height(&egui::TextStyle::Monospace) + 4.0;
+    let row_height = ui.spacing().interact_size.y.max(
+        ui.text_style_height(&egui::TextStyle::Monospace) + 2.0 * ui.spacing().button_padding.y,
+    ) + ui.spacing().item_spacing.y;
     let fourier = features.iter().any(|x| x.fourier.is_some());
     ui.monospace(if truth {
         "latent   density   max act  true feature (cos)"
@@ -250,13 +252,17 @@ pub(super) fn selected(f: &mut Frame<'_>, features: &[Feature], ui: &mut Ui) {
             ]) {
                 col.weak(title);
                 for &(t, v) in list.iter().take(8) {
-                    col.colored_label(colour, format!("{:<8} {v:+.3}", names.label(t)));
+                    col.label(
+                        RichText::new(format!("{:<8} {v:+.3}", names.label(t)))
+                            .monospace()
+                            .color(colour),
+                    );
                 }
             }
         });
     }
     ui.label(RichText::new("Top activating examples").strong())
-        .on_hover_text("click a sequence to open it in the Inspect tab");
+        .on_hover_text("the activation, then the sequence with the position it fired at; click the activation to open the sequence in the Inspect tab");
     if x.top.is_empty() {
         ui.weak("it never fired in the sample");
     }
@@ -265,32 +271,34 @@ pub(super) fn selected(f: &mut Frame<'_>, features: &[Feature], ui: &mut Ui) {
     for example in &x.top {
         match &example.origin {
             Origin::Token { sequence, position } => {
-                let response = ui
-                    .horizontal_wrapped(|ui| {
-                        ui.spacing_mut().item_spacing.x = 2.0;
-                        ui.monospace(format!("{:>7.3} ", example.activation));
-                        for (q, &t) in sequence.iter().enumerate() {
-                            let mut text = RichText::new(names.label(t)).monospace();
-                            if q == *position {
-                                let strength = (example.activation / peak).clamp(0.2, 1.0);
-                                text = text
-                                    .background_color(Color32::from_rgba_unmultiplied(
-                                        255,
-                                        150,
-                                        40,
-                                        (strength * 200.0) as u8,
-                                    ))
-                                    .strong();
-                            }
-                            ui.label(text);
+                ui.horizontal_wrapped(|ui| {
+                    ui.spacing_mut().item_spacing.x = 3.0;
+                    if ui
+                        .small_button(format!("{:>7.3}", example.activation))
+                        .on_hover_text("open this sequence in the Inspect tab")
+                        .clicked()
+                    {
+                        f.act(Action::InspectSequence(sequence.clone()));
+                    }
+                    for (q, &t) in sequence.iter().enumerate() {
+                        // Each token on its own faint tile, so that ids stay apart.
+                        let mut text = RichText::new(names.label(t))
+                            .monospace()
+                            .background_color(Color32::from_gray(48));
+                        if q == *position {
+                            let strength = (example.activation / peak).clamp(0.2, 1.0);
+                            text = text
+                                .background_color(Color32::from_rgba_unmultiplied(
+                                    255,
+                                    150,
+                                    40,
+                                    (strength * 200.0) as u8,
+                                ))
+                                .strong();
                         }
-                    })
-                    .response
-                    .interact(Sense::click())
-                    .on_hover_text("open in the Inspect tab");
-                if response.clicked() {
-                    f.act(Action::InspectSequence(sequence.clone()));
-                }
+                        ui.label(text);
+                    }
+                });
             }
             Origin::Features(active) => {
                 let items: Vec<String> =

@@ -20,6 +20,18 @@ pub(super) fn panels(f: &mut Frame<'_>, ui: &mut Ui) {
         .show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| settings::show(f, ui));
         });
+    // The selected latent's dashboard, beside the table, as a feature page.
+    if let Some(features) = f.app.sae.features().cloned() {
+        egui::Panel::right("sae_latent")
+            .resizable(true)
+            .default_size(460.0)
+            .min_size(320.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical()
+                    .auto_shrink([false, false])
+                    .show(ui, |ui| dashboard::selected(f, &features, ui));
+            });
+    }
     egui::CentralPanel::default().show(ui, |ui| {
         egui::ScrollArea::vertical()
             .auto_shrink([false, false])
@@ -107,10 +119,7 @@ fn views(f: &mut Frame<'_>, ui: &mut Ui) {
         if let Some(features) = sae.features().cloned() {
             dashboard::density_histogram(&features, ui, width);
             ui.add_space(6.0);
-            ui.columns(2, |cols| {
-                dashboard::table(f, &features, &mut cols[0]);
-                dashboard::selected(f, &features, &mut cols[1]);
-            });
+            dashboard::table(f, &features, ui);
         }
     } else if sae.is_training() {
         ui.weak("the latents' dashboards follow when training ends");
