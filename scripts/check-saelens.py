@@ -3,8 +3,8 @@
     pip install "sae-lens>=6,<7"
     python3 scripts/check-saelens.py [TOYLENS_BINARY]
 
-1. toylens trains a standard and a TopK SAE on a superposition model's hidden layer and saves
-   them; SAELens's `SAE.load_from_disk` loads each, and its `encode` and `decode` of toylens's
+1. toylens trains a standard and a TopK SAE on a superposition model's hidden layer and on a
+   transformer's residual stream (the bundled model's blocks.0.hook_resid_post), and saves them; SAELens's `SAE.load_from_disk` loads each, and its `encode` and `decode` of toylens's
    activations must equal toylens's (`toylens sae eval --dump`) to 1e-5.
 2. SAELens saves a standard and a TopK SAE of random weights (`save_model`); toylens opens each
    and its latents and reconstructions must equal SAELens's to 1e-5.
@@ -60,16 +60,22 @@ def main():
         model = os.path.join(tmp, "tms.safetensors")
         run("train", "--config", config, "--out", model)
 
-        # 1. toylens → SAELens.
-        for name, flags in [("standard", ["--l1", "0.1"]), ("topk", ["--topk", "4"])]:
-            folder = os.path.join(tmp, f"toylens-{name}")
-            run("sae", "train", model, "--d-sae", "64", *flags, "--steps", "500", "--batch", "1024",
-                "--out", folder)
-            dump = os.path.join(tmp, f"toylens-{name}.safetensors")
-            run("sae", "eval", folder, model, "--batch", "512", "--dump", dump)
-            sae = SAE.load_from_disk(folder, device="cpu")
-            assert sae.cfg.architecture() == name, sae.cfg.architecture()
-            worst = max(worst, compare(sae, dump, f"toylens's {name} SAE loaded by SAELens"))
+        # 1. toylens → SAELens, on a superposition model's hidden layer and on a transformer's
+        # residual stream (the bundled skip-trigram model).
+        bundled = os.path.join(os.path.dirname(__file__), "..", "assets", "fast-seed0.safetensors")
+        for what, source, hook in [("superposition", model, "hook_hidden.0"),
+                                   ("transformer", bundled, "blocks.0.hook_resid_post")]:
+            for name, flags in [("standard", ["--l1", "0.1"]), ("topk", ["--topk", "4"])]:
+                folder = os.path.join(tmp, f"toylens-{what}-{name}")
+                run("sae", "train", source, "--hook", hook, "--d-sae", "64", *flags,
+                    "--steps", "500", "--batch", "1024", "--out", folder)
+                dump = os.path.join(tmp, f"toylens-{what}-{name}.safetensors")
+                run("sae", "eval", folder, source, "--batch", "512", "--dump", dump)
+                sae = SAE.load_from_disk(folder, device="cpu")
+                assert sae.cfg.architecture() == name, sae.cfg.architecture()
+                assert sae.cfg.metadata.hook_name == hook, sae.cfg.metadata.hook_name
+                worst = max(worst, compare(sae, dump,
+                                           f"toylens's {name} SAE on {what} {hook} loaded by SAELens"))
 
         # 2. SAELens → toylens.
         torch.manual_seed(0)

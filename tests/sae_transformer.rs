@@ -227,6 +227,8 @@ fn the_cli_trains_and_reads_an_sae_on_a_transformer() {
         serde_json::from_slice(&std::fs::read(out.join("cfg.json")).unwrap()).unwrap();
     assert_eq!(cfg["d_in"], 11);
     assert_eq!(cfg["metadata"]["hook_name"], "blocks.0.hook_resid_post");
+    // SAELens reads the metadata only from a config of its format 6.
+    assert_eq!(cfg["metadata"]["sae_lens_version"], "6.0.0");
 
     let o = toylens(&["sae", "eval", out_s, model, "--json", "--batch", "1024"]);
     assert!(o.status.success(), "{}", common::stderr(&o));

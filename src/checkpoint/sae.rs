@@ -104,6 +104,9 @@ impl SaeCheckpoint {
             "normalize_activations": "none",
             "reshape_activations": "none",
             "metadata": {
+                // The cfg.json format this follows: SAELens reads a config without it (or
+                // older) as a pre-6 one, and then drops this metadata.
+                "sae_lens_version": "6.0.0",
                 "hook_name": self.hook_name,
                 "hook_head_index": null,
                 "model_name": self.model_name,
