@@ -245,16 +245,14 @@ impl SaeWeights {
             l1: total.l1,
             fired: total.fired,
         };
-        let unpad = |padded: &[f32]| -> Vec<f32> {
-            padded
-                .chunks_exact(dp)
-                .flat_map(|r| r[..d].to_vec())
-                .collect()
-        };
         let mut grads = SaeGrads {
             w_enc: vec![0.0; d * s],
             b_enc: total.b_enc,
-            w_dec: unpad(&total.w_dec),
+            w_dec: total
+                .rows
+                .chunks_exact(2 * dp)
+                .flat_map(|r| r[..d].to_vec())
+                .collect(),
             b_dec: total.b_dec[..d].to_vec(),
         };
         match architecture {
@@ -275,8 +273,8 @@ impl SaeWeights {
             Architecture::TopK { .. } => out.penalty = total.aux / rows as f64,
         }
         // ∂W_enc from its transpose; ∂b_dec = Σ_b ∂x̂ − W_enc Σ_b ∂pre.
-        for (i, row) in total.w_enc_t.chunks_exact(dp).enumerate() {
-            for (j, &v) in row[..d].iter().enumerate() {
+        for (i, row) in total.rows.chunks_exact(2 * dp).enumerate() {
+            for (j, &v) in row[dp..dp + d].iter().enumerate() {
                 grads.w_enc[j * s + i] = v;
             }
         }
@@ -312,11 +310,11 @@ struct Partial {
     aux: f64,
     fired: Vec<u32>,
     f_sums: Vec<f32>,
-    /// `∂W_encᵀ [d_sae, dp]`, `∂b_enc`, `∂W_dec [d_sae, dp]`, and `Σ_b ∂x̂` for `∂b_dec`
-    /// (rows padded as [`RowContext`]'s).
-    w_enc_t: Vec<f32>,
+    /// `[d_sae, 2·dp]`: each latent's `∂W_dec` row then its `∂W_encᵀ` row, side by side so
+    /// that one active latent's updates touch one stretch of memory (rows padded as
+    /// [`RowContext`]'s); `∂b_enc`, and `Σ_b ∂x̂` for `∂b_dec`.
+    rows: Vec<f32>,
     b_enc: Vec<f32>,
-    w_dec: Vec<f32>,
     b_dec: Vec<f32>,
 }
 
@@ -330,9 +328,8 @@ impl Partial {
             aux: 0.0,
             fired: vec![0; s],
             f_sums: vec![0.0; s],
-            w_enc_t: vec![0.0; s * d],
+            rows: vec![0.0; s * 2 * d],
             b_enc: vec![0.0; s],
-            w_dec: vec![0.0; s * d],
             b_dec: vec![0.0; d],
         }
     }
@@ -349,9 +346,8 @@ impl Partial {
             .zip(&o.fired)
             .for_each(|(a, b)| *a += b);
         add(&mut self.f_sums, &o.f_sums);
-        add(&mut self.w_enc_t, &o.w_enc_t);
+        add(&mut self.rows, &o.rows);
         add(&mut self.b_enc, &o.b_enc);
-        add(&mut self.w_dec, &o.w_dec);
         add(&mut self.b_dec, &o.b_dec);
     }
 }
@@ -486,9 +482,10 @@ impl RowContext<'_> {
             let (mut row_l1, mut row_weighted_l1) = (0f32, 0f32);
             for &(i, v) in active {
                 let d_pre = dot(&dx, w_dec(i)) + l1_term * self.norms[i];
-                axpy(&mut p.w_dec[i * dp..(i + 1) * dp], v, &dx);
+                let (g_dec, g_enc) = p.rows[i * 2 * dp..(i + 1) * 2 * dp].split_at_mut(dp);
+                axpy(g_dec, v, &dx);
                 p.b_enc[i] += d_pre;
-                axpy(&mut p.w_enc_t[i * dp..(i + 1) * dp], d_pre, &xc);
+                axpy(g_enc, d_pre, &xc);
                 p.fired[i] += 1;
                 p.f_sums[i] += v;
                 // The row's sums in f32, added to the batch's f64 sums once per row.
@@ -526,9 +523,10 @@ impl RowContext<'_> {
                 }
                 for &(i, a) in &aux {
                     let d_pre = dot(&d_recon, w_dec(i));
-                    axpy(&mut p.w_dec[i * dp..(i + 1) * dp], a, &d_recon);
+                    let (g_dec, g_enc) = p.rows[i * 2 * dp..(i + 1) * 2 * dp].split_at_mut(dp);
+                    axpy(g_dec, a, &d_recon);
                     p.b_enc[i] += d_pre;
-                    axpy(&mut p.w_enc_t[i * dp..(i + 1) * dp], d_pre, &xc);
+                    axpy(g_enc, d_pre, &xc);
                 }
             }
         }
