@@ -423,8 +423,28 @@ impl RowContext<'_> {
         let k_aux = (d / 2).max(1);
         let fused = pre.is_empty();
         let rows = x.len() / d;
+        // The fused encoder's group of inputs: their firing latents, `s` slots each.
+        let mut group_slots = vec![(0usize, 0f32); if fused { GROUP_ROWS * s } else { 0 }];
+        let mut group_live = [0usize; GROUP_ROWS];
+        let mut group_xc = vec![0f32; GROUP_ROWS * d];
+        let all_x = x;
         for r in 0..rows {
-            let x = &x[r * d..(r + 1) * d];
+            #[cfg(target_arch = "x86_64")]
+            if fused && r % GROUP_ROWS == 0 {
+                let n = GROUP_ROWS.min(rows - r);
+                // SAFETY: `fused` is set only where the CPU has AVX-512F; the buffers hold a
+                // group's inputs and slots.
+                unsafe {
+                    encode_rows_avx512(
+                        &all_x[r * d..(r + n) * d],
+                        w,
+                        &mut group_xc,
+                        &mut group_slots,
+                        &mut group_live,
+                    )
+                };
+            }
+            let x = &all_x[r * d..(r + 1) * d];
             for j in 0..d {
                 xc[j] = x[j] - w.b_dec[j];
             }
@@ -435,12 +455,7 @@ impl RowContext<'_> {
             };
             // The active latents (i, f_i).
             let live = match self.architecture {
-                #[cfg(target_arch = "x86_64")]
-                Architecture::Standard { .. } if fused => {
-                    // SAFETY: `fused` is set only where the CPU has AVX-512F; `slots` holds a
-                    // slot for every latent.
-                    unsafe { encode_row_avx512(&xc[..d], w, &mut slots) }
-                }
+                Architecture::Standard { .. } if fused => group_live[r % GROUP_ROWS],
                 Architecture::Standard { .. } => {
                     // Branch-free: whether a latent fires is unpredictable.
                     let mut n = 0;
@@ -460,7 +475,12 @@ impl RowContext<'_> {
                     n
                 }
             };
-            let active = &slots[..live];
+            let active = if fused {
+                let at = (r % GROUP_ROWS) * s;
+                &group_slots[at..at + live]
+            } else {
+                &slots[..live]
+            };
             // x̂ = b_dec + Σ f_i W_dec,i, and ∂x̂ = 2 (x̂ − x) / B.
             x_hat.copy_from_slice(&self.b_dec_p);
             for &(i, v) in active {
@@ -534,17 +554,38 @@ impl RowContext<'_> {
     }
 }
 
-/// A standard SAE's firing latents for one centred input `xc [d_in]`: `ReLU(xc W_enc + b_enc)`
-/// for four blocks of sixteen latents at a time (four independent sums, so that the FMAs
-/// overlap instead of each waiting on the last), each block's positive entries stored into
-/// `slots` as they leave the registers; returns how many fired.
+/// Inputs the fused encoder takes at once: each load of W_enc serves all of them.
+const GROUP_ROWS: usize = 4;
+
+/// A standard SAE's firing latents for up to [`GROUP_ROWS`] inputs `x [n, d_in]`:
+/// `ReLU((x − b_dec) W_enc + b_enc)`, four blocks of sixteen latents for every input at a time
+/// (sixteen independent sums, so that the FMAs overlap, and each W_enc load serves every input),
+/// each block's positive entries stored into the input's `s` slots of `slots` as they leave the
+/// registers, their counts into `live`. `xc` is scratch for the centred inputs.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn encode_row_avx512(xc: &[f32], w: &SaeWeights, slots: &mut [(usize, f32)]) -> usize {
+unsafe fn encode_rows_avx512(
+    x: &[f32],
+    w: &SaeWeights,
+    xc: &mut [f32],
+    slots: &mut [(usize, f32)],
+    live: &mut [usize; GROUP_ROWS],
+) {
     use std::arch::x86_64::*;
-    const GROUP: usize = 4;
+    const BLOCKS: usize = 4;
     let (d, s) = (w.d_in, w.d_sae);
-    assert!(xc.len() == d && slots.len() >= s && w.w_enc.len() == d * s && w.b_enc.len() == s);
+    let n = x.len() / d;
+    assert!((1..=GROUP_ROWS).contains(&n) && x.len() == n * d);
+    assert!(xc.len() == GROUP_ROWS * d && slots.len() == GROUP_ROWS * s);
+    assert!(w.w_enc.len() == d * s && w.b_enc.len() == s && w.b_dec.len() == d);
+    // Rows past `n` stay zero: their sums are computed and never read.
+    xc.iter_mut().for_each(|v| *v = 0.0);
+    for (r, row) in x.chunks_exact(d).enumerate() {
+        for j in 0..d {
+            xc[r * d + j] = row[j] - w.b_dec[j];
+        }
+    }
+    *live = [0; GROUP_ROWS];
     let zero = _mm512_setzero_ps();
     let mask_at = |at: usize| -> __mmask16 {
         match s.saturating_sub(at) {
@@ -553,44 +594,48 @@ unsafe fn encode_row_avx512(xc: &[f32], w: &SaeWeights, slots: &mut [(usize, f32
             left => ((1u32 << left) - 1) as u16,
         }
     };
-    let mut count = 0usize;
     let mut values = [0f32; 16];
-    for start in (0..s).step_by(16 * GROUP) {
-        let lanes: [__mmask16; GROUP] = std::array::from_fn(|b| mask_at(start + 16 * b));
+    for start in (0..s).step_by(16 * BLOCKS) {
+        let lanes: [__mmask16; BLOCKS] = std::array::from_fn(|b| mask_at(start + 16 * b));
+        let at: [usize; BLOCKS] = std::array::from_fn(|b| (start + 16 * b).min(s));
         // SAFETY: every load reads only its block's `lanes`, which lie within b_enc and within
         // each row of W_enc (a block past the end has no lanes).
-        let pre: [__m512; GROUP] = unsafe {
-            let mut acc: [__m512; GROUP] = std::array::from_fn(|b| {
-                _mm512_maskz_loadu_ps(lanes[b], w.b_enc.as_ptr().add((start + 16 * b).min(s)))
+        let pre: [[__m512; BLOCKS]; GROUP_ROWS] = unsafe {
+            let bias: [__m512; BLOCKS] = std::array::from_fn(|b| {
+                _mm512_maskz_loadu_ps(lanes[b], w.b_enc.as_ptr().add(at[b]))
             });
-            for (j, &xj) in xc.iter().enumerate() {
-                let x = _mm512_set1_ps(xj);
+            let mut acc = [bias; GROUP_ROWS];
+            for j in 0..d {
                 let row = w.w_enc.as_ptr().add(j * s);
-                for b in 0..GROUP {
-                    let at = (start + 16 * b).min(s);
-                    let wv = _mm512_maskz_loadu_ps(lanes[b], row.add(at));
-                    acc[b] = _mm512_fmadd_ps(x, wv, acc[b]);
+                let wv: [__m512; BLOCKS] =
+                    std::array::from_fn(|b| _mm512_maskz_loadu_ps(lanes[b], row.add(at[b])));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let xv = _mm512_set1_ps(xc[r * d + j]);
+                    for b in 0..BLOCKS {
+                        acc[b] = _mm512_fmadd_ps(xv, wv[b], acc[b]);
+                    }
                 }
             }
             acc
         };
-        for b in 0..GROUP {
-            let fires = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(lanes[b], pre[b], zero);
-            if fires == 0 {
-                continue;
-            }
-            // SAFETY: `values` holds 16 floats.
-            unsafe { _mm512_storeu_ps(values.as_mut_ptr(), pre[b]) };
-            let mut bits = fires;
-            while bits != 0 {
-                let lane = bits.trailing_zeros() as usize;
-                slots[count] = (start + 16 * b + lane, values[lane]);
-                count += 1;
-                bits &= bits - 1;
+        for (r, pre) in pre.iter().enumerate().take(n) {
+            for b in 0..BLOCKS {
+                let fires = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(lanes[b], pre[b], zero);
+                if fires == 0 {
+                    continue;
+                }
+                // SAFETY: `values` holds 16 floats.
+                unsafe { _mm512_storeu_ps(values.as_mut_ptr(), pre[b]) };
+                let mut bits = fires;
+                while bits != 0 {
+                    let lane = bits.trailing_zeros() as usize;
+                    slots[r * s + live[r]] = (at[b] + lane, values[lane]);
+                    live[r] += 1;
+                    bits &= bits - 1;
+                }
             }
         }
     }
-    count
 }
 
 fn has_avx512f() -> bool {
