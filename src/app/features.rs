@@ -16,7 +16,7 @@ use crate::config::ModelConfig;
 use crate::model::{Splice, Transformer, Weights};
 use crate::sae::features::{Feature, summarise};
 use crate::sae::{
-    Activations, Architecture, Positions, SaeMetrics, SaeRun, SaeTrainer, SaeWeights, TmsHidden,
+    Activations, Architecture, Positions, SaeMetrics, SaeRun, SaeTrainer, TmsHidden,
     TransformerHook, hook_width,
 };
 use crate::superposition::{TmsRun, TmsWeights};
@@ -155,20 +155,7 @@ impl ModelInputs {
                 Ok(Box::new(hook))
             }
             ModelInputs::Superposition { run, weights } => {
-                let instance = hook
-                    .strip_prefix("hook_hidden.")
-                    .and_then(|i| i.parse::<usize>().ok())
-                    .ok_or_else(|| {
-                        format!("a superposition model's hooks are hook_hidden.I, not \"{hook}\"")
-                    })?;
-                let source = TmsHidden::new(run, weights, instance).ok_or_else(|| {
-                    format!(
-                        "the model has {} instances, not {}",
-                        run.model.n_instances,
-                        instance + 1
-                    )
-                })?;
-                Ok(Box::new(source))
+                Ok(Box::new(TmsHidden::at_hook(run, weights, hook)?))
             }
         }
     }
@@ -263,14 +250,13 @@ impl SaeWorkspace {
                 }
                 hook_width(cfg, &self.draft.hook)
             }
-            ModelInputs::Superposition { run, .. } => self
-                .draft
-                .hook
-                .strip_prefix("hook_hidden.")
-                .and_then(|i| i.parse::<usize>().ok())
-                .filter(|&i| i < run.model.n_instances)
-                .map(|_| run.model.n_hidden)
-                .ok_or_else(|| format!("pick one of the model's hooks, not {}", self.draft.hook)),
+            ModelInputs::Superposition { run, .. } => {
+                TmsHidden::instance_of(&self.draft.hook, run.model.n_instances)
+                    .map(|_| run.model.n_hidden)
+                    .ok_or_else(|| {
+                        format!("pick one of the model's hooks, not {}", self.draft.hook)
+                    })
+            }
         };
         match d_in {
             Err(e) => Some(e),
@@ -541,52 +527,6 @@ pub fn save(
     });
 }
 
-/// The latents active at each position of `tokens` under `sae`, strongest first (at most
-/// `top` each): what the Inspect tab shows beside the sequence.
-pub fn active_latents(
-    model: &Transformer,
-    tokens: &[u32],
-    sae: &SaeCheckpoint,
-    top: usize,
-) -> Result<Vec<Vec<(usize, f32)>>, String> {
-    let x = crate::sae::hook::activations_of(model, tokens, &sae.hook_name)
-        .map_err(|e| e.to_string())?;
-    let (d, s) = (sae.weights.d_in, sae.weights.d_sae);
-    if x.len() != tokens.len() * d {
-        return Err(format!(
-            "the SAE reads {d} values at {} but the model has {}",
-            sae.hook_name,
-            x.len() / tokens.len().max(1)
-        ));
-    }
-    let f = sae.weights.encode(&x, tokens.len(), sae.architecture);
-    Ok(f.chunks_exact(s)
-        .map(|row| {
-            let mut active: Vec<(usize, f32)> = row
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| **v > 0.0)
-                .map(|(i, &v)| (i, v))
-                .collect();
-            active.sort_by(|a, b| b.1.total_cmp(&a.1));
-            active.truncate(top);
-            active
-        })
-        .collect())
-}
-
-/// Whether `sae` reads the model of `cfg`: its hook exists there with the SAE's width.
-pub fn fits_transformer(sae: &SaeWeights, hook: &str, cfg: &ModelConfig) -> Result<(), String> {
-    let width = hook_width(cfg, hook)?;
-    if width != sae.d_in {
-        return Err(format!(
-            "the SAE reads {} values at {hook}, but the model in view has {width} there",
-            sae.d_in
-        ));
-    }
-    Ok(())
-}
-
 /// The draft's defaults for reading `inputs`: a hook the model has, and an SAE that fits it.
 fn draft_for(target: SaeTarget, inputs: &ModelInputs) -> SaeDraft {
     let base = SaeDraft::default();
@@ -818,15 +758,12 @@ impl super::ToylensApp {
                 .tms
                 .as_ref()
                 .ok_or("it reads a superposition model's hidden layer: open or train one first")?;
-            let fits = sae
-                .hook_name
-                .strip_prefix("hook_hidden.")
-                .and_then(|i| i.parse::<usize>().ok())
-                .is_some_and(|i| i < tms.run.model.n_instances)
+            let fits = TmsHidden::instance_of(&sae.hook_name, tms.run.model.n_instances).is_some()
                 && sae.weights.d_in == tms.run.model.n_hidden;
             if !fits {
                 return Err(format!(
-                    "it reads {} of width {}; the superposition model in view has {}                      instances of {} dimensions",
+                    "it reads {} of width {}; the superposition model in view has {} \
+                     instances of {} dimensions",
                     sae.hook_name,
                     sae.weights.d_in,
                     tms.run.model.n_instances,
@@ -835,7 +772,11 @@ impl super::ToylensApp {
             }
             SaeTarget::Superposition
         } else {
-            fits_transformer(&sae.weights, &sae.hook_name, &self.session.config.model)?;
+            crate::sae::hook::fits_transformer(
+                &sae.weights,
+                &sae.hook_name,
+                &self.session.config.model,
+            )?;
             SaeTarget::Transformer
         };
         self.sae

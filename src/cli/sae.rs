@@ -172,20 +172,7 @@ fn open(path: &Path, hook: &str, positions: Option<Positions>) -> Result<Opened>
     }
     let ckpt = TmsCheckpoint::from_bytes(&bytes)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    let instances = ckpt.run.model.n_instances;
-    let instance = hook
-        .strip_prefix("hook_hidden.")
-        .and_then(|i| i.parse::<usize>().ok())
-        .filter(|&i| i < instances)
-        .with_context(|| {
-            format!(
-                "a superposition model's hooks are hook_hidden.0 to hook_hidden.{} (its \
-                 instances), not \"{hook}\"",
-                instances - 1
-            )
-        })?;
-    let source =
-        TmsHidden::new(&ckpt.run, &ckpt.weights, instance).expect("the instance was checked above");
+    let source = TmsHidden::at_hook(&ckpt.run, &ckpt.weights, hook).map_err(anyhow::Error::msg)?;
     Ok(Opened {
         source: Box::new(source),
         name,

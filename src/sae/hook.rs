@@ -183,19 +183,32 @@ impl TransformerHook {
         }
     }
 
-    /// The hook's values `[sequences · len, d_in]` on `tokens` (whole sequences, flat), with
-    /// `edits`, and the logits.
-    fn run(&self, tokens: &[u32], edits: Option<&Edits>) -> candle_core::Result<(Tensor, Tensor)> {
+    /// The hook's values at the positions read, on `tokens` (whole sequences, flat), run in
+    /// chunks: at most `limit` rows appended to `x`, each row's (sequence, position) to
+    /// `origin`.
+    fn read(
+        &self,
+        tokens: &[u32],
+        limit: usize,
+        x: &mut Vec<f32>,
+        mut origin: impl FnMut(usize, usize),
+    ) -> Result<(), String> {
         let len = self.seq_len;
-        let input = Tensor::from_slice(tokens, (tokens.len() / len, len), self.model.device())?;
-        let capture = Capture::Named(vec![self.hook.clone()]);
-        let (logits, hooks) = self.model.forward_hooked(&input, capture, edits)?;
-        let (_, value) = hooks
-            .into_iter()
-            .next()
-            .ok_or_else(|| candle_core::Error::Msg(format!("no activation at {}", self.hook)))?;
-        let n = value.dim(0)? * value.dim(1)?;
-        Ok((value.reshape((n, self.d_in))?, logits))
+        let range = self.positions.range(len);
+        let chunk_rows = self.model.config().forward_chunk_rows(len);
+        let mut rows = 0;
+        for (c, chunk) in tokens.chunks(chunk_rows * len).enumerate() {
+            let values = activations_of(&self.model, chunk, len, &self.hook)
+                .map_err(|e| format!("running the model for {}: {e}", self.hook))?;
+            for (s, seq) in values.chunks_exact(len * self.d_in).enumerate() {
+                for q in range.clone().take(limit - rows) {
+                    x.extend_from_slice(&seq[q * self.d_in..(q + 1) * self.d_in]);
+                    origin(c * chunk_rows + s, q);
+                    rows += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The task's validation sequences (at most [`CE_SEQUENCES`]) and each position's target
@@ -326,25 +339,14 @@ impl Activations for TransformerHook {
         let count = rows.div_ceil(per_sequence);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         self.sequences = self.draw(count, &mut rng);
-        self.rows.clear();
         x.clear();
-        let chunk_rows = self.model.config().forward_chunk_rows(len);
-        for (c, chunk) in self.sequences.chunks(chunk_rows * len).enumerate() {
-            let values = self
-                .run(chunk, None)
-                .and_then(|(v, _)| v.to_dtype(DType::F32)?.to_vec2::<f32>())
-                .map_err(|e| format!("running the model for {}: {e}", self.hook))?;
-            for (s, seq) in values.chunks_exact(len).enumerate() {
-                for q in range.clone() {
-                    if self.rows.len() == rows {
-                        break;
-                    }
-                    x.extend_from_slice(&seq[q]);
-                    self.rows.push(((c * chunk_rows + s) as u32, q as u16));
-                }
-            }
-        }
-        Ok(())
+        let mut origins = std::mem::take(&mut self.rows);
+        origins.clear();
+        let read = self.read(&self.sequences, rows, x, |s, q| {
+            origins.push((s as u32, q as u16))
+        });
+        self.rows = origins;
+        read
     }
 
     fn origin(&self, row: usize) -> Option<Origin> {
@@ -408,17 +410,9 @@ impl Activations for TransformerHook {
         let tokens: Vec<u32> = (0..p * p)
             .flat_map(|i| [(i / p) as u32, (i % p) as u32, p as u32])
             .collect();
-        let rows = self.model.config().forward_chunk_rows(3);
+        // Every pair's `=` position, in order.
         let mut x = Vec::with_capacity(p * p * self.d_in);
-        for chunk in tokens.chunks(rows * 3) {
-            let values = self
-                .run(chunk, None)
-                .and_then(|(v, _)| v.to_dtype(DType::F32)?.to_vec2::<f32>())
-                .ok()?;
-            for seq in values.chunks_exact(3) {
-                x.extend_from_slice(&seq[2]);
-            }
-        }
+        self.read(&tokens, p * p, &mut x, |_, _| {}).ok()?;
         Some(super::fourier::sae_frequencies(sae, architecture, &x, p))
     }
 
@@ -436,18 +430,67 @@ impl Activations for TransformerHook {
     }
 }
 
-/// The values at `hook` of `model` on one sequence, `[len, d]` flat (`attn.hook_z` flattened
-/// over heads): what the Inspect tab encodes to show the latents at each position.
+/// The values at `hook` of `model` on `tokens` (sequences of `len`, flat), `[tokens, d]` flat
+/// (`attn.hook_z` flattened over heads).
 pub fn activations_of(
     model: &Transformer,
     tokens: &[u32],
+    len: usize,
     hook: &str,
 ) -> candle_core::Result<Vec<f32>> {
-    let input = Tensor::from_slice(tokens, (1, tokens.len()), model.device())?;
+    let input = Tensor::from_slice(tokens, (tokens.len() / len, len), model.device())?;
     let (_, hooks) = model.forward_hooked(&input, Capture::Named(vec![hook.to_string()]), None)?;
     let (_, value) = hooks
         .into_iter()
         .next()
         .ok_or_else(|| candle_core::Error::Msg(format!("the model has no hook {hook}")))?;
     value.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
+}
+
+/// The latents active at each position of `tokens` under an SAE (its weights, architecture and
+/// hook), strongest first (at most `top` each): what the Inspect tab shows beside the sequence.
+pub fn active_latents(
+    model: &Transformer,
+    tokens: &[u32],
+    (weights, architecture, hook): (&SaeWeights, Architecture, &str),
+    top: usize,
+) -> Result<Vec<Vec<(usize, f32)>>, String> {
+    let x = activations_of(model, tokens, tokens.len(), hook).map_err(|e| e.to_string())?;
+    let (d, s) = (weights.d_in, weights.d_sae);
+    if x.len() != tokens.len() * d {
+        return Err(format!(
+            "the SAE reads {d} values at {hook} but the model has {}",
+            x.len() / tokens.len().max(1)
+        ));
+    }
+    let f = weights.encode(&x, tokens.len(), architecture);
+    Ok(f.chunks_exact(s)
+        .map(|row| {
+            let mut active: Vec<(usize, f32)> = row
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v > 0.0)
+                .map(|(i, &v)| (i, v))
+                .collect();
+            active.sort_by(|a, b| b.1.total_cmp(&a.1));
+            active.truncate(top);
+            active
+        })
+        .collect())
+}
+
+/// Whether `sae` reads the model of `cfg`: its hook exists there with the SAE's width.
+pub fn fits_transformer(
+    sae: &SaeWeights,
+    hook: &str,
+    cfg: &crate::config::ModelConfig,
+) -> Result<(), String> {
+    let width = hook_width(cfg, hook)?;
+    if width != sae.d_in {
+        return Err(format!(
+            "the SAE reads {} values at {hook}, but the model in view has {width} there",
+            sae.d_in
+        ));
+    }
+    Ok(())
 }

@@ -84,6 +84,28 @@ pub struct TmsHidden {
 }
 
 impl TmsHidden {
+    /// The instance a superposition model's hook `hook_hidden.I` names, if the model (of
+    /// `instances`) has it.
+    pub fn instance_of(hook: &str, instances: usize) -> Option<usize> {
+        hook.strip_prefix("hook_hidden.")
+            .and_then(|i| i.parse::<usize>().ok())
+            .filter(|&i| i < instances)
+    }
+
+    /// The hidden layer at `hook`, or why the model has no such hook.
+    pub fn at_hook(run: &TmsRun, weights: &TmsWeights, hook: &str) -> Result<Self, String> {
+        let instances = run.model.n_instances;
+        Self::instance_of(hook, instances)
+            .and_then(|i| Self::new(run, weights, i))
+            .ok_or_else(|| {
+                format!(
+                    "a superposition model's hooks are hook_hidden.0 to hook_hidden.{} (its \
+                     instances), not \"{hook}\"",
+                    instances.saturating_sub(1)
+                )
+            })
+    }
+
     /// Instance `instance` of a trained model; `None` past its instances.
     pub fn new(run: &TmsRun, weights: &TmsWeights, instance: usize) -> Option<Self> {
         let (n, m) = (run.model.n_features, run.model.n_hidden);

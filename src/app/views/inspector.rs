@@ -124,7 +124,7 @@ impl ToylensApp {
     fn inspected_sae(&self) -> Option<(u64, Arc<crate::checkpoint::SaeCheckpoint>)> {
         let a = self.sae.attached.as_ref()?;
         let fits = a.target == crate::app::features::SaeTarget::Transformer
-            && crate::app::features::fits_transformer(
+            && crate::sae::hook::fits_transformer(
                 &a.sae.weights,
                 &a.sae.hook_name,
                 &self.session.config.model,
@@ -191,10 +191,10 @@ impl ToylensApp {
                 // The SAE reads the model as it is (without the ablation, which edits hook_z).
                 let latents = sae.map(|sae| SaeLatents {
                     hook: sae.hook_name.clone(),
-                    positions: crate::app::features::active_latents(
+                    positions: crate::sae::hook::active_latents(
                         &model,
                         &tokens,
-                        &sae,
+                        (&sae.weights, sae.architecture, &sae.hook_name),
                         LATENTS_SHOWN,
                     ),
                 });
