@@ -68,7 +68,14 @@ pub fn pick(
             ),
             Purpose::ExportCsv => ("CSV", &["csv"], "Export metrics as CSV", "metrics.csv"),
             Purpose::ExportPng => ("PNG image", &["png"], "Export panel as PNG", "toylens.png"),
-            Purpose::OpenSae | Purpose::SaveSae => ("SAE folder", &[], "SAE folder", ""),
+            // Folders: no file filter.
+            Purpose::OpenSae => (
+                "",
+                &[],
+                "Open an SAE folder (cfg.json and sae_weights.safetensors)",
+                "",
+            ),
+            Purpose::SaveSae => ("", &[], "Save the SAE into a folder", ""),
             Purpose::TrainData | Purpose::AttachData => (
                 "sequences (JSON Lines or NumPy)",
                 &["jsonl", "json", "ndjson", "npy", "npz"],
@@ -76,20 +83,15 @@ pub fn pick(
                 "",
             ),
         };
-        let mut dialog = rfd::FileDialog::new()
-            .add_filter(filter, exts)
-            .set_title(title);
+        let mut dialog = rfd::FileDialog::new().set_title(title);
+        if !exts.is_empty() {
+            dialog = dialog.add_filter(filter, exts);
+        }
         if let Some(dir) = start_dir {
             dialog = dialog.set_directory(dir);
         }
         let path = match purpose {
-            Purpose::OpenSae | Purpose::SaveSae => rfd::FileDialog::new()
-                .set_title(if purpose == Purpose::OpenSae {
-                    "Open an SAE folder (cfg.json and sae_weights.safetensors)"
-                } else {
-                    "Save the SAE into a folder"
-                })
-                .pick_folder(),
+            Purpose::OpenSae | Purpose::SaveSae => dialog.pick_folder(),
             Purpose::Open | Purpose::TrainData | Purpose::AttachData => dialog.pick_file(),
             _ => dialog.set_file_name(default_name).save_file(),
         };
