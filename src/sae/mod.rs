@@ -10,6 +10,7 @@ pub mod fourier;
 pub mod hook;
 pub mod metrics;
 pub mod model;
+mod rows;
 pub mod source;
 pub mod train;
 

@@ -1,7 +1,7 @@
 //! The Features workspace's state: a sparse autoencoder attached to the model in view (the
 //! transformer's, or the superposition model's), the next SAE run's settings, the worker that
-//! trains one ([`SaeTrainer::drive`], the CLI's loop), and each latent's dashboard, summarised
-//! on a worker ([`summarise`]). What the workers report comes back as [`Message::Sae`].
+//! trains one ([`crate::sae::SaeTrainer::drive`], the CLI's loop), and each latent's dashboard,
+//! summarised on a worker ([`crate::sae::features::summarise`]). What the workers report comes back as [`Message::Sae`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
