@@ -47,7 +47,7 @@ pub fn show(f: &mut Frame<'_>, ui: &mut Ui) {
         });
         if let Some(latents) = f.app.inspector.latents.clone() {
             ui.separator();
-            sae_latents(f, &result, &latents, ui);
+            super::features::latents_at_positions(f, &result, &latents, ui);
         }
         ui.separator();
         if result.head_logits_last.is_some() {
@@ -504,46 +504,4 @@ fn head_outputs(f: &mut Frame<'_>, r: &Inspection, ui: &mut Ui) {
     if f.app.session.config.model.embeddings == crate::model::Embeddings::OneHot {
         ui.small("W_U is the identity, so residual dimension m is the logit of token m.");
     }
-}
-
-/// The attached SAE's latents at each position of the sequence, strongest first; a click shows
-/// the latent's dashboard in the Features workspace.
-fn sae_latents(
-    f: &mut Frame<'_>,
-    result: &crate::analysis::Inspection,
-    latents: &crate::app::views::SaeLatents,
-    ui: &mut Ui,
-) {
-    use crate::app::features::SaeAction;
-    egui::CollapsingHeader::new(format!("SAE latents at {}", latents.hook))
-        .default_open(true)
-        .show(ui, |ui| {
-            let rows = match &latents.positions {
-                Ok(rows) => rows,
-                Err(e) => {
-                    ui.colored_label(ui.visuals().error_fg_color, e);
-                    return;
-                }
-            };
-            let names = super::token_names(f.app);
-            for (q, (active, &t)) in rows.iter().zip(&result.tokens).enumerate() {
-                ui.horizontal(|ui| {
-                    let label = RichText::new(format!("{q:>3} {:<6}", names.label(t))).monospace();
-                    ui.label(label);
-                    if active.is_empty() {
-                        ui.weak("none active");
-                    }
-                    for &(latent, value) in active {
-                        if ui
-                            .small_button(format!("#{latent} {value:.2}"))
-                            .on_hover_text("show this latent's dashboard (Features)")
-                            .clicked()
-                        {
-                            f.act(Action::Sae(SaeAction::Select(Some(latent))));
-                            f.act(Action::Show(crate::app::Workspace::Features));
-                        }
-                    }
-                });
-            }
-        });
 }

@@ -125,3 +125,44 @@ fn views(f: &mut Frame<'_>, ui: &mut Ui) {
         ui.weak("the latents' dashboards follow when training ends");
     }
 }
+
+/// The attached SAE's latents at each position of the sequence, strongest first; a click shows
+/// the latent's dashboard in the Features workspace.
+pub(super) fn latents_at_positions(
+    f: &mut Frame<'_>,
+    result: &crate::analysis::Inspection,
+    latents: &crate::app::views::SaeLatents,
+    ui: &mut Ui,
+) {
+    egui::CollapsingHeader::new(format!("SAE latents at {}", latents.hook))
+        .default_open(true)
+        .show(ui, |ui| {
+            let rows = match &latents.positions {
+                Ok(rows) => rows,
+                Err(e) => {
+                    ui.colored_label(ui.visuals().error_fg_color, e);
+                    return;
+                }
+            };
+            let names = super::token_names(f.app);
+            for (q, (active, &t)) in rows.iter().zip(&result.tokens).enumerate() {
+                ui.horizontal(|ui| {
+                    let label = RichText::new(format!("{q:>3} {:<6}", names.label(t))).monospace();
+                    ui.label(label);
+                    if active.is_empty() {
+                        ui.weak("none active");
+                    }
+                    for &(latent, value) in active {
+                        if ui
+                            .small_button(format!("#{latent} {value:.2}"))
+                            .on_hover_text("show this latent's dashboard (Features)")
+                            .clicked()
+                        {
+                            f.act(crate::app::Action::Sae(SaeAction::Select(Some(latent))));
+                            f.act(crate::app::Action::Show(crate::app::Workspace::Features));
+                        }
+                    }
+                });
+            }
+        });
+}
