@@ -15,7 +15,7 @@
 use rand::SeedableRng;
 use rand_distr::{Distribution, Uniform};
 
-use super::rows::{Partial, RowContext, has_avx512f};
+use super::rows::{Partial, RowContext, fused_width, has_avx512f};
 use crate::model::kernels::cpu::matmul;
 
 /// How the latents are computed from their pre-activations.
@@ -180,7 +180,9 @@ impl SaeWeights {
         // Where the CPU has AVX-512, a standard SAE's encoder runs inside each row's work (the
         // firing latents gathered as they are computed): the batch's pre-activations are never
         // written out and read back.
-        let fused = matches!(architecture, Architecture::Standard { .. }) && has_avx512f();
+        let fused = matches!(architecture, Architecture::Standard { .. })
+            && has_avx512f()
+            && fused_width(self.d_in).is_some();
         self.loss_and_grads_on(x, rows, architecture, dead, fused)
     }
 
@@ -202,7 +204,10 @@ impl SaeWeights {
         } else {
             self.pre_activations(x, rows)
         };
-        let dp = d.next_multiple_of(8);
+        let dp = match fused_width(d) {
+            Some(width) if fused => width,
+            _ => d.next_multiple_of(8),
+        };
         let mut w_dec_p = vec![0f32; s * dp];
         for (padded, row) in w_dec_p.chunks_exact_mut(dp).zip(self.w_dec.chunks_exact(d)) {
             padded[..d].copy_from_slice(row);
@@ -324,7 +329,13 @@ mod tests {
         }
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        for (d, s, rows) in [(20, 200, 257), (7, 33, 64), (16, 16, 5), (33, 70, 100)] {
+        for (d, s, rows) in [
+            (20, 200, 257),
+            (7, 33, 64),
+            (16, 16, 5),
+            (33, 70, 100),
+            (64, 90, 31),
+        ] {
             let mut w = SaeWeights::init(d, s, 0.3, 1);
             w.b_enc
                 .iter_mut()

@@ -98,8 +98,23 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 impl RowContext<'_> {
     /// The sums over rows `x [·, d_in]` with their pre-activations `pre [·, d_sae]`: compiled
     /// for AVX2 and FMA where the CPU has them (the row updates then run eight floats at a time).
+    ///
+    /// With no `pre`, a standard SAE's encoder runs inside the rows' work ([`fused_width`]
+    /// says where it can).
     pub(super) fn rows(&self, x: &[f32], pre: &[f32]) -> Partial {
         #[cfg(target_arch = "x86_64")]
+        if pre.is_empty() {
+            assert!(has_avx512f() && Some(self.dp) == fused_width(self.weights.d_in));
+            // SAFETY: the CPU has AVX-512F, and rows are padded to `16 · V` floats.
+            return unsafe {
+                match self.dp / 16 {
+                    1 => self.rows_fused::<1>(x),
+                    2 => self.rows_fused::<2>(x),
+                    3 => self.rows_fused::<3>(x),
+                    _ => self.rows_fused::<4>(x),
+                }
+            };
+        }
         if crate::model::kernels::cpu::has_avx2_fma() {
             #[target_feature(enable = "avx2,fma")]
             unsafe fn avx2(c: &RowContext, x: &[f32], pre: &[f32]) -> Partial {
@@ -140,41 +155,16 @@ impl RowContext<'_> {
         let (mut recon, mut d_recon) = (padded(), padded());
         let w_dec = |i: usize| &self.w_dec_p[i * dp..(i + 1) * dp];
         let k_aux = (d / 2).max(1);
-        let fused = pre.is_empty();
         let rows = x.len() / d;
-        // The fused encoder's group of inputs: their firing latents, `s` slots each.
-        let mut group_slots = vec![(0usize, 0f32); if fused { GROUP_ROWS * s } else { 0 }];
-        let mut group_live = [0usize; GROUP_ROWS];
-        let mut group_xc = vec![0f32; GROUP_ROWS * d];
         let all_x = x;
         for r in 0..rows {
-            #[cfg(target_arch = "x86_64")]
-            if fused && r % GROUP_ROWS == 0 {
-                let n = GROUP_ROWS.min(rows - r);
-                // SAFETY: `fused` is set only where the CPU has AVX-512F; the buffers hold a
-                // group's inputs and slots.
-                unsafe {
-                    encode_rows_avx512(
-                        &all_x[r * d..(r + n) * d],
-                        w,
-                        &mut group_xc,
-                        &mut group_slots,
-                        &mut group_live,
-                    )
-                };
-            }
             let x = &all_x[r * d..(r + 1) * d];
             for j in 0..d {
                 xc[j] = x[j] - w.b_dec[j];
             }
-            let pre = if fused {
-                &[][..]
-            } else {
-                &pre[r * s..(r + 1) * s]
-            };
+            let pre = &pre[r * s..(r + 1) * s];
             // The active latents (i, f_i).
             let live = match self.architecture {
-                Architecture::Standard { .. } if fused => group_live[r % GROUP_ROWS],
                 Architecture::Standard { .. } => {
                     // Branch-free: whether a latent fires is unpredictable.
                     let mut n = 0;
@@ -194,12 +184,7 @@ impl RowContext<'_> {
                     n
                 }
             };
-            let active = if fused {
-                let at = (r % GROUP_ROWS) * s;
-                &group_slots[at..at + live]
-            } else {
-                &slots[..live]
-            };
+            let active = &slots[..live];
             // x̂ = b_dec + Σ f_i W_dec,i, and ∂x̂ = 2 (x̂ − x) / B.
             x_hat.copy_from_slice(&self.b_dec_p);
             for &(i, v) in active {
@@ -276,26 +261,173 @@ impl RowContext<'_> {
 /// Inputs the fused encoder takes at once: each load of W_enc serves all of them.
 const GROUP_ROWS: usize = 4;
 
+/// The padded row width the fused AVX-512 path uses for inputs of `d_in` floats: whole vectors
+/// of 16, up to four of them (wider inputs take the gemm path, whose encoder is as fast there).
+pub(super) fn fused_width(d_in: usize) -> Option<usize> {
+    (1..=64).contains(&d_in).then(|| d_in.next_multiple_of(16))
+}
+
+#[cfg(target_arch = "x86_64")]
+impl RowContext<'_> {
+    /// A standard SAE's rows with its encoder fused in, on AVX-512 with rows of `16 · V` floats.
+    /// Each input's centred value, reconstruction and `∂x̂` live in registers; its firing
+    /// latents come from [`encode_rows_avx512`] as two flat lists (indices, values).
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn rows_fused<const V: usize>(&self, x: &[f32]) -> Partial {
+        use std::arch::x86_64::*;
+        let w = self.weights;
+        let (d, s, dp) = (w.d_in, w.d_sae, self.dp);
+        assert!(dp == 16 * V && d <= dp && d > dp - 16);
+        assert!(self.w_dec_p.len() == s * dp && self.b_dec_p.len() == dp);
+        let Architecture::Standard { l1_coefficient } = self.architecture else {
+            unreachable!("only a standard SAE's encoder is fused")
+        };
+        let l1_term = l1_coefficient as f32 * self.scale;
+        let rows = x.len() / d;
+        let mut p = Partial::new(dp, s);
+        assert!(p.rows.len() == s * 2 * dp);
+        // Each input's slots, with room for a whole vector past its last latent.
+        let stride = s + 16;
+        let mut ids = vec![0u32; GROUP_ROWS * stride];
+        let mut values = vec![0f32; GROUP_ROWS * stride];
+        let mut live = [0usize; GROUP_ROWS];
+        let mut xc_group = vec![0f32; GROUP_ROWS * d];
+        let lanes: [__mmask16; V] = std::array::from_fn(|v| {
+            let left = d - 16 * v;
+            if left >= 16 {
+                0xffff
+            } else {
+                ((1u32 << left) - 1) as u16
+            }
+        });
+        let zero = _mm512_setzero_ps();
+        let two_scale = _mm512_set1_ps(2.0 * self.scale);
+        // SAFETY (every load and store here and in the block below): b_dec_p holds `dp` floats; each input row is
+        // read only through `lanes`, which stop at `d`; a latent `i < s` (the encoder's
+        // indices are) has `dp` floats of W_dec at `i · dp` and `2 · dp` of gradient rows at
+        // `i · 2 · dp`.
+        let b_dec: [__m512; V] =
+            std::array::from_fn(|v| unsafe { _mm512_loadu_ps(self.b_dec_p.as_ptr().add(16 * v)) });
+        let mut b_dec_sum = [zero; V];
+        // SAFETY: as above; p.b_dec holds `dp` floats too.
+        unsafe {
+            let w_dec = self.w_dec_p.as_ptr();
+            let grads = p.rows.as_mut_ptr();
+            for start in (0..rows).step_by(GROUP_ROWS) {
+                let n = GROUP_ROWS.min(rows - start);
+                let group = &x[start * d..(start + n) * d];
+                // The CPU has AVX-512F; the buffers hold a group's inputs and slots.
+                encode_rows_avx512(group, w, &mut xc_group, &mut ids, &mut values, &mut live);
+                for (r, x) in group.chunks_exact(d).enumerate() {
+                    let xv: [__m512; V] = std::array::from_fn(|v| {
+                        _mm512_maskz_loadu_ps(lanes[v], x.as_ptr().add(16 * v))
+                    });
+                    let xc: [__m512; V] = std::array::from_fn(|v| _mm512_sub_ps(xv[v], b_dec[v]));
+                    let ids = &ids[r * stride..r * stride + live[r]];
+                    let values = &values[r * stride..r * stride + live[r]];
+                    // x̂ = b_dec + Σ f_i W_dec,i, in two sums so that the FMAs overlap.
+                    let (mut even, mut odd) = ([zero; V], [zero; V]);
+                    let mut pairs = ids.chunks_exact(2).zip(values.chunks_exact(2));
+                    for (i, f) in &mut pairs {
+                        let (a, b) = (w_dec.add(i[0] as usize * dp), w_dec.add(i[1] as usize * dp));
+                        let (fa, fb) = (_mm512_set1_ps(f[0]), _mm512_set1_ps(f[1]));
+                        for v in 0..V {
+                            even[v] = _mm512_fmadd_ps(fa, _mm512_loadu_ps(a.add(16 * v)), even[v]);
+                            odd[v] = _mm512_fmadd_ps(fb, _mm512_loadu_ps(b.add(16 * v)), odd[v]);
+                        }
+                    }
+                    if ids.len() % 2 == 1 {
+                        let (i, f) = (ids[ids.len() - 1], values[ids.len() - 1]);
+                        let a = w_dec.add(i as usize * dp);
+                        for v in 0..V {
+                            even[v] = _mm512_fmadd_ps(
+                                _mm512_set1_ps(f),
+                                _mm512_loadu_ps(a.add(16 * v)),
+                                even[v],
+                            );
+                        }
+                    }
+                    // The error (zero in the padding), its squares, and ∂x̂ = 2 (x̂ − x) / B.
+                    let error: [__m512; V] = std::array::from_fn(|v| {
+                        _mm512_sub_ps(
+                            _mm512_add_ps(_mm512_add_ps(b_dec[v], even[v]), odd[v]),
+                            xv[v],
+                        )
+                    });
+                    let mut squares = _mm512_mul_ps(error[0], error[0]);
+                    for e in &error[1..] {
+                        squares = _mm512_fmadd_ps(*e, *e, squares);
+                    }
+                    p.mse += _mm512_reduce_add_ps(squares) as f64;
+                    let dx: [__m512; V] =
+                        std::array::from_fn(|v| _mm512_mul_ps(error[v], two_scale));
+                    for v in 0..V {
+                        b_dec_sum[v] = _mm512_add_ps(b_dec_sum[v], dx[v]);
+                    }
+                    // Each firing latent's updates: ∂W_dec,i += f_i ∂x̂, ∂pre_i = ∂x̂ · W_dec,i
+                    // + λ ‖W_dec,i‖ / B, ∂W_enc,i += ∂pre_i (x − b_dec), ∂b_enc,i += ∂pre_i.
+                    let (mut row_l1, mut row_weighted_l1) = (0f32, 0f32);
+                    for (&i, &f) in ids.iter().zip(values) {
+                        let i = i as usize;
+                        let row = w_dec.add(i * dp);
+                        let mut product = _mm512_mul_ps(dx[0], _mm512_loadu_ps(row));
+                        for v in 1..V {
+                            product =
+                                _mm512_fmadd_ps(dx[v], _mm512_loadu_ps(row.add(16 * v)), product);
+                        }
+                        let norm = self.norms[i];
+                        let d_pre = _mm512_reduce_add_ps(product) + l1_term * norm;
+                        let g = grads.add(i * 2 * dp);
+                        let (fv, dv) = (_mm512_set1_ps(f), _mm512_set1_ps(d_pre));
+                        for v in 0..V {
+                            let at = g.add(16 * v);
+                            _mm512_storeu_ps(at, _mm512_fmadd_ps(fv, dx[v], _mm512_loadu_ps(at)));
+                            let at = g.add(dp + 16 * v);
+                            _mm512_storeu_ps(at, _mm512_fmadd_ps(dv, xc[v], _mm512_loadu_ps(at)));
+                        }
+                        p.b_enc[i] += d_pre;
+                        p.fired[i] += 1;
+                        p.f_sums[i] += f;
+                        row_l1 += f;
+                        row_weighted_l1 += f * norm;
+                    }
+                    p.l1 += row_l1 as f64;
+                    p.weighted_l1 += row_weighted_l1 as f64;
+                    p.active += ids.len();
+                }
+            }
+            for v in 0..V {
+                _mm512_storeu_ps(p.b_dec.as_mut_ptr().add(16 * v), b_dec_sum[v]);
+            }
+        }
+        p
+    }
+}
+
 /// A standard SAE's firing latents for up to [`GROUP_ROWS`] inputs `x [n, d_in]`:
 /// `ReLU((x − b_dec) W_enc + b_enc)`, four blocks of sixteen latents for every input at a time
-/// (sixteen independent sums, so that the FMAs overlap, and each W_enc load serves every input),
-/// each block's positive entries stored into the input's `s` slots of `slots` as they leave the
-/// registers, their counts into `live`. `xc` is scratch for the centred inputs.
+/// (sixteen independent sums, so that the FMAs overlap, and each W_enc load serves every input).
+/// Each block's positive entries are packed in a register and stored whole at the end of the
+/// input's list (`d_sae + 16` slots each in `ids` and `values`): no branch per latent. Their
+/// counts go into `live`; `xc` is scratch for the centred inputs.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn encode_rows_avx512(
     x: &[f32],
     w: &SaeWeights,
     xc: &mut [f32],
-    slots: &mut [(usize, f32)],
+    ids: &mut [u32],
+    values: &mut [f32],
     live: &mut [usize; GROUP_ROWS],
 ) {
     use std::arch::x86_64::*;
     const BLOCKS: usize = 4;
     let (d, s) = (w.d_in, w.d_sae);
+    let stride = s + 16;
     let n = x.len() / d;
     assert!((1..=GROUP_ROWS).contains(&n) && x.len() == n * d);
-    assert!(xc.len() == GROUP_ROWS * d && slots.len() == GROUP_ROWS * s);
+    assert!(xc.len() == GROUP_ROWS * d);
+    assert!(ids.len() == GROUP_ROWS * stride && values.len() == GROUP_ROWS * stride);
     assert!(w.w_enc.len() == d * s && w.b_enc.len() == s && w.b_dec.len() == d);
     // Rows past `n` stay zero: their sums are computed and never read.
     xc.iter_mut().for_each(|v| *v = 0.0);
@@ -306,6 +438,7 @@ unsafe fn encode_rows_avx512(
     }
     *live = [0; GROUP_ROWS];
     let zero = _mm512_setzero_ps();
+    let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let mask_at = |at: usize| -> __mmask16 {
         match s.saturating_sub(at) {
             0 => 0,
@@ -313,7 +446,6 @@ unsafe fn encode_rows_avx512(
             left => ((1u32 << left) - 1) as u16,
         }
     };
-    let mut values = [0f32; 16];
     for start in (0..s).step_by(16 * BLOCKS) {
         let lanes: [__mmask16; BLOCKS] = std::array::from_fn(|b| mask_at(start + 16 * b));
         let at: [usize; BLOCKS] = std::array::from_fn(|b| (start + 16 * b).min(s));
@@ -340,18 +472,23 @@ unsafe fn encode_rows_avx512(
         for (r, pre) in pre.iter().enumerate().take(n) {
             for b in 0..BLOCKS {
                 let fires = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(lanes[b], pre[b], zero);
-                if fires == 0 {
-                    continue;
+                let index = _mm512_add_epi32(_mm512_set1_epi32(at[b] as i32), iota);
+                // The input's list holds `live[r] ≤ at[b]` latents so far: a whole vector
+                // from there ends within its `s + 16` slots.
+                let end = r * stride + live[r];
+                assert!(end + 16 <= (r + 1) * stride);
+                // SAFETY: `end + 16` slots lie within both lists (asserted just above).
+                unsafe {
+                    _mm512_storeu_ps(
+                        values.as_mut_ptr().add(end),
+                        _mm512_maskz_compress_ps(fires, pre[b]),
+                    );
+                    _mm512_storeu_si512(
+                        ids.as_mut_ptr().add(end).cast(),
+                        _mm512_maskz_compress_epi32(fires, index),
+                    );
                 }
-                // SAFETY: `values` holds 16 floats.
-                unsafe { _mm512_storeu_ps(values.as_mut_ptr(), pre[b]) };
-                let mut bits = fires;
-                while bits != 0 {
-                    let lane = bits.trailing_zeros() as usize;
-                    slots[r * s + live[r]] = (at[b] + lane, values[lane]);
-                    live[r] += 1;
-                    bits &= bits - 1;
-                }
+                live[r] += fires.count_ones() as usize;
             }
         }
     }
