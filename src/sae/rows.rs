@@ -272,6 +272,8 @@ impl RowContext<'_> {
     /// A standard SAE's rows with its encoder fused in, on AVX-512 with rows of `16 · V` floats.
     /// Each input's centred value, reconstruction and `∂x̂` live in registers; its firing
     /// latents come from [`encode_rows_avx512`] as two flat lists (indices, values).
+    // `v` indexes registers and, times 16, memory: a range reads best.
+    #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn rows_fused<const V: usize>(&self, x: &[f32]) -> Partial {
         use std::arch::x86_64::*;
