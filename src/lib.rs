@@ -20,7 +20,8 @@
 //! 5. [`analysis`]: everything computed from a model, as plain data;
 //! 6. [`metrics`]: what a run records, including analysis results such as the progress measures;
 //! 7. [`checkpoint`]: weights, config and metrics on disk;
-//! 8. [`train`]: the training loop, which builds checkpoints as it goes;
+//! 8. [`train`]: the training loop, which builds checkpoints as it goes; above it [`sweep`]:
+//!    grids of runs in sweep folders, their executors (local processes, Slurm) and summaries;
 //! 9. the front ends: [`bench`] and [`cli`], then [`app`] (state and behaviour) and [`ui`]
 //!    (drawing, which reads `app`'s state and returns its actions; `app` never imports `ui`).
 //!
@@ -48,5 +49,6 @@ pub mod palette;
 pub mod sae;
 pub mod seed;
 pub mod superposition;
+pub mod sweep;
 pub mod task;
 pub mod train;

@@ -618,8 +618,24 @@ fn train_csv_and_sweep_summaries() {
     assert!(o.status.success(), "{}", stderr(&o));
     let summary = std::fs::read_to_string(sweep.join("summary.csv")).unwrap();
     assert_eq!(summary.lines().count(), 5, "{summary}");
-    assert!(summary.contains("notebook,0.001,1,2,"));
-    assert!(sweep.join("fast-lr0.01-seed1.safetensors").exists());
+    assert!(
+        summary.starts_with("index,preset,train.epochs,seed,status,regime,unit,trained,"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("\n3,notebook,2,1,done,,epoch,2,"),
+        "{summary}"
+    );
+    // Each run in its folder: fast seed 1 is the second point.
+    assert!(sweep.join("1").join("checkpoint.safetensors").exists());
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(sweep.join("1").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (config["seed"].as_u64(), config["train"]["lr"].as_f64()),
+        (Some(1), Some(0.01))
+    );
     let rows: Value =
         serde_json::from_str(&std::fs::read_to_string(sweep.join("summary.json")).unwrap())
             .unwrap();
@@ -1039,7 +1055,12 @@ fn train_eval_and_sweep_a_general_model_from_a_config() {
         sweep.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(sweep.join("two-layers-lr0.01-seed1.safetensors").exists());
+    assert!(sweep.join("1").join("checkpoint.safetensors").exists());
+    let result: Value = serde_json::from_str(
+        &std::fs::read_to_string(sweep.join("1").join("result.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(result["status"], "done", "{result}");
 }
 
 #[test]

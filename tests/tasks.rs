@@ -466,10 +466,20 @@ fn sweep_runs_a_task_preset_and_summarises_its_milestone() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["task"], "induction");
     assert_eq!(rows[0]["trained"], 30);
-    assert!(rows[0]["last"]["induction_score"].is_array());
+    assert_eq!(
+        (rows[0]["seed"].as_u64(), rows[1]["seed"].as_u64()),
+        (Some(0), Some(1))
+    );
+    // The best last-layer induction score is the run's score, within [−1, 1].
+    let score = rows[0]["metrics"]["score"].as_f64().unwrap();
+    assert!((-1.0..=1.0).contains(&score), "{score}");
+    assert!(rows[0]["metrics"]["loss_repeated_half"].as_f64().unwrap() > 0.0);
     let csv = std::fs::read_to_string(dir.path().join("summary.csv")).unwrap();
-    assert!(csv.starts_with("preset,lr,seed,trained,task,loss,score,milestone"));
-    assert!(csv.contains("induction,0.001,1,30,induction,"), "{csv}");
+    assert!(
+        csv.starts_with("index,train.steps,seed,status,regime,unit,trained,"),
+        "{csv}"
+    );
+    assert!(csv.contains("\n1,30,1,done,,step,30,"), "{csv}");
 }
 
 #[test]

@@ -112,6 +112,7 @@ fn build(args: &TrainArgs, mut run: TmsRun) -> Result<TmsRun> {
 }
 
 pub fn train(args: &TrainArgs, run: TmsRun) -> Result<()> {
+    let path = args.out.clone().context("--out is required")?;
     let run = build(args, run)?;
     let mut trainer = TmsTrainer::new(run.clone())?;
     let mut history = Vec::new();
@@ -142,7 +143,7 @@ pub fn train(args: &TrainArgs, run: TmsRun) -> Result<()> {
         history,
     };
     checkpoint
-        .save(&args.out)
+        .save(&path)
         .with_context(|| "saving the checkpoint")?;
     let mut out: Box<dyn Write> = if args.json {
         Box::new(std::io::stderr())
@@ -157,7 +158,7 @@ pub fn train(args: &TrainArgs, run: TmsRun) -> Result<()> {
     for line in lines {
         writeln!(out, "{line}")?;
     }
-    writeln!(out, "saved {}", args.out.display())?;
+    writeln!(out, "saved {}", path.display())?;
     Ok(())
 }
 

@@ -91,8 +91,17 @@ pub struct TrainArgs {
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
     /// Where to save the checkpoint (safetensors with TransformerLens names).
-    #[arg(long, value_name = "FILE.safetensors")]
-    pub out: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE.safetensors",
+        required_unless_present = "run_dir"
+    )]
+    pub out: Option<PathBuf>,
+    /// Train a sweep's point in its folder: DIR/config.json in; DIR/metrics.jsonl,
+    /// DIR/checkpoint.safetensors and DIR/result.json out (what sweep executors run). SIGTERM
+    /// (a time limit) ends it early as `timeout`, its records still written.
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    pub run_dir: Option<PathBuf>,
     /// Print one JSON object per evaluation on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -429,6 +438,10 @@ fn summary(cfg: &RunConfig, last: &Metrics, milestone: Option<usize>) -> Vec<Str
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
+    if let Some(dir) = &args.run_dir {
+        return train_run_dir(&args, dir);
+    }
+    let out = args.out.clone().context("--out is required")?;
     if let Some(run) = super::tms::superposition_run(&args)? {
         return super::tms::train(&args, run);
     }
@@ -508,13 +521,13 @@ pub fn train(args: TrainArgs) -> Result<()> {
         bar.finish_and_clear();
     }
     checkpoint
-        .save(&args.out)
+        .save(&out)
         .with_context(|| "saving the checkpoint")?;
     if let Some(csv) = &args.csv {
         crate::checkpoint::write_atomically(csv, history_csv(&checkpoint.history).as_bytes())
             .with_context(|| "writing the CSV")?;
     }
-    let mut out: Box<dyn Write> = if args.json {
+    let mut text: Box<dyn Write> = if args.json {
         Box::new(std::io::stderr())
     } else {
         Box::new(std::io::stdout())
@@ -525,16 +538,61 @@ pub fn train(args: TrainArgs) -> Result<()> {
             _ => last.elapsed_s(),
         };
         writeln!(
-            out,
+            text,
             "trained {} {unit}s in {training_s:.2} s on {} ({})",
             checkpoint.epoch,
             device::describe(&device),
             path_name
         )?;
         for line in summary(&cfg, last, first) {
-            writeln!(out, "{line}")?;
+            writeln!(text, "{line}")?;
         }
     }
-    writeln!(out, "saved {}", args.out.display())?;
+    writeln!(text, "saved {}", out.display())?;
+    Ok(())
+}
+
+/// `--run-dir DIR`: a sweep's point, trained from `DIR/config.json` with its records written
+/// into DIR (see [`crate::sweep::run_in`]).
+fn train_run_dir(args: &TrainArgs, dir: &std::path::Path) -> Result<()> {
+    let config = dir.join(crate::sweep::CONFIG);
+    if let Some(given) = &args.config {
+        let same = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+        if same(given).is_none() || same(given) != same(&config) {
+            bail!(
+                "--run-dir {} trains {}; --config, where given, must name that file",
+                dir.display(),
+                config.display()
+            );
+        }
+    }
+    let others = [
+        ("--preset", args.preset.is_some()),
+        ("--task", args.task.is_some()),
+        ("--seed", args.seed.is_some()),
+        ("--epochs", args.epochs.is_some()),
+        ("--steps", args.steps.is_some()),
+        ("--lr", args.lr.is_some()),
+        ("--batch-size", args.batch_size.is_some()),
+        ("--weight-decay", args.weight_decay.is_some()),
+        ("--data", args.data.is_some()),
+        ("--from", args.from.is_some()),
+        ("--csv", args.csv.is_some()),
+    ];
+    if let Some((flag, _)) = others.iter().find(|(_, given)| *given) {
+        bail!("{flag} does not go with --run-dir: the run folder's config.json says everything");
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())
+        .context("cannot listen for SIGTERM")?;
+    let result = crate::sweep::run_in(dir, args.stop_at_milestone, &stop)?;
+    let line = serde_json::to_string(&result)?;
+    println!("{line}");
+    if result.status == crate::sweep::Status::Failed {
+        bail!(
+            "{}",
+            result.message.unwrap_or_else(|| "the run failed".into())
+        );
+    }
     Ok(())
 }

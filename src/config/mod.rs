@@ -184,6 +184,19 @@ impl RunConfig {
     /// model and training takes the defaults for such data: the model's `d_vocab` and `n_ctx`
     /// come from the data.
     pub fn from_json_in(text: &str, base: &std::path::Path) -> Result<Self, ConfigError> {
+        Self::parse_in(text, base, false)
+    }
+
+    /// [`Self::from_json_in`] with the model's vocabulary and context then fitted to the task
+    /// (as `train --p` does): for a sweep that changes the task's settings.
+    pub fn from_json_fitting_model(
+        text: &str,
+        base: &std::path::Path,
+    ) -> Result<Self, ConfigError> {
+        Self::parse_in(text, base, true)
+    }
+
+    fn parse_in(text: &str, base: &std::path::Path, fit: bool) -> Result<Self, ConfigError> {
         let json = |e: serde_json::Error| ConfigError::Json(e.to_string());
         let mut value: serde_json::Value = serde_json::from_str(text).map_err(json)?;
         let mut task: Option<TaskConfig> = match value.get("task") {
@@ -217,6 +230,10 @@ impl RunConfig {
         let mut cfg: Self = serde_json::from_value(value).map_err(json)?;
         if let Some(task) = task {
             cfg.task = task;
+        }
+        if fit {
+            cfg.task.validate()?;
+            cfg.fit_model_to_task();
         }
         cfg.validate()?;
         Ok(cfg)

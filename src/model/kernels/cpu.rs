@@ -9,8 +9,12 @@ use candle_core::{CpuStorage, Layout, WithDType};
 pub fn pool() -> &'static rayon::ThreadPool {
     static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
-        let n = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
+        // A sweep's runs share the cores: each is told its share (`TOYLENS_THREADS`).
+        let n = std::env::var("TOYLENS_THREADS")
+            .ok()
+            .and_then(|t| t.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .min(4);
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)

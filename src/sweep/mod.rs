@@ -1,0 +1,40 @@
+//! Sweeps: a grid of runs over any config fields and seeds (either model family), each point in
+//! its own folder of a sweep folder, run here as child processes or on a Slurm cluster as a job
+//! array, and summarised from whatever has finished. No UI: the CLI's `toylens sweep` and the
+//! app's phase-diagram view read and write these folders alike.
+//!
+//! ```text
+//! runs/sweep.json          the sweep (base config, axes, seeds) and its points
+//! runs/<i>/config.json     point i's resolved config
+//! runs/<i>/metrics.jsonl   its evaluations, a line each, as they happen
+//! runs/<i>/checkpoint.safetensors, runs/<i>/result.json (last: status, milestones, metrics)
+//! runs/summary.csv, runs/summary.json   from `toylens sweep collect`
+//! runs/sweep.sbatch, runs/slurm.json    the Slurm executor's script and submitted jobs
+//! ```
+
+mod folder;
+pub mod local;
+mod outcome;
+mod run;
+pub mod slurm;
+mod spec;
+mod summary;
+
+pub use folder::{PointState, SWEEP_FILE, SweepFile, SweepFolder};
+pub use outcome::{REGIMES, RunResult, Status, regime};
+pub use run::{CHECKPOINT, CONFIG, METRICS, RESULT, failed_result, run_in, write_result};
+pub use spec::{Axis, Point, RunSpec, SweepSpec, parse_axis, parse_seeds};
+pub use summary::{Row, SUMMARY_CSV, SUMMARY_JSON, Summary};
+
+/// What can go wrong with a sweep.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// A bad sweep, field, value or folder: the message says which and why.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{}: {message}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        message: String,
+    },
+}
