@@ -1680,3 +1680,161 @@ fn the_features_workspace_trains_an_sae_and_shows_its_latents() {
         );
     }
 }
+
+/// The Sweep workspace on a real sweep folder: opened by path before any run has finished (every
+/// cell empty), filled in live while the runs go on in another process, mapped by regime or
+/// by any metric (each cell the median of its seeds, checked against the runs' results); a
+/// cell's runs overlaid and one opened with its history; the table exported; a folder that is
+/// no sweep refused, the sweep in view kept.
+#[test]
+fn the_sweep_workspace_maps_a_sweep_live_and_opens_its_runs() {
+    use toylens::app::Workspace;
+    use toylens::app::sweeps::{CellValue, SweepAction};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("grid");
+    let toylens = env!("CARGO_BIN_EXE_toylens");
+    // Written, not run: `--dry-run` only writes the Slurm script.
+    let o = std::process::Command::new(toylens)
+        .args(["sweep", "--preset", "grokking-fast", "--grid", "task.p=11"])
+        .args([
+            "--grid",
+            "train.lr=0.001,0.003",
+            "--grid",
+            "train.weight_decay=0.1,1",
+        ])
+        .args([
+            "--epochs",
+            "30",
+            "--grid",
+            "train.eval_every=5",
+            "--seeds",
+            "0..2",
+        ])
+        .args(["--executor", "slurm", "--dry-run", "--out"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut h = harness();
+    h.run();
+    type_path(&mut h, "Open…", "Open path", &root);
+    h.get_by_role_and_label(Role::Button, "Open").click();
+    h.run();
+    step_until(&mut h, 30, |app| {
+        app.workspace == Workspace::Sweep && app.sweep.as_ref().is_some_and(|s| s.read_once)
+    });
+    // Nothing has finished: the map shows the runs' status, every cell empty.
+    h.get_by_label("status over train.lr × train.weight_decay");
+    let sweep = h.state().sweep.as_ref().unwrap();
+    assert_eq!((sweep.map.cols.len(), sweep.map.rows.len()), (2, 2));
+    assert!(sweep.map.cells.iter().all(|c| c.value == CellValue::Empty));
+    assert!(sweep.map.cells.iter().all(|c| c.runs.len() == 2));
+    h.get_by_label_contains("8 runs: 0 finished, 8 not yet");
+    // The runs, in another process; the map follows.
+    let runner = std::process::Command::new(toylens)
+        .args(["sweep", "resume"])
+        .arg(&root)
+        .output();
+    let runner = runner.unwrap();
+    assert!(
+        runner.status.success(),
+        "{}",
+        String::from_utf8_lossy(&runner.stderr)
+    );
+    step_until(&mut h, 30, |app| {
+        app.sweep.as_ref().unwrap().summary.rows.len() == 8
+    });
+    h.get_by_label_contains("8 runs: 8 finished, 0 not yet");
+    h.get_by_label("regime over train.lr × train.weight_decay");
+    let sweep = h.state().sweep.as_ref().unwrap();
+    assert!(
+        sweep
+            .map
+            .cells
+            .iter()
+            .all(|c| matches!(&c.value, CellValue::Category(r) if toylens::sweep::REGIMES.contains(&r.as_str()))),
+        "{:?}",
+        sweep.map.cells
+    );
+    // By test accuracy: each cell the median (mean of two) of its seeds' results.
+    h.state_mut()
+        .apply(toylens::app::Action::Sweep(SweepAction::Metric(
+            "test_acc".into(),
+        )));
+    h.run();
+    let sweep = h.state().sweep.as_ref().unwrap();
+    for (k, cell) in sweep.map.cells.iter().enumerate() {
+        let accs: Vec<f64> = cell
+            .runs
+            .iter()
+            .map(|run| {
+                let text =
+                    std::fs::read_to_string(root.join(run.index.to_string()).join("result.json"))
+                        .unwrap();
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                v["metrics"]["test_acc"].as_f64().unwrap()
+            })
+            .collect();
+        let want = (accs[0] + accs[1]) / 2.0;
+        assert_eq!(cell.value, CellValue::Number(want), "cell {k}");
+    }
+    h.get_by_label("test_acc over train.lr × train.weight_decay");
+    // A cell's runs and their curves.
+    h.state_mut()
+        .apply(toylens::app::Action::Sweep(SweepAction::Select(Some((
+            1, 0,
+        )))));
+    step_until(&mut h, 10, |app| {
+        app.sweep.as_ref().unwrap().histories.len() == 2
+    });
+    let sweep = h.state().sweep.as_ref().unwrap();
+    assert!(sweep.histories.iter().all(|r| r.evaluations.len() == 6));
+    h.get_by_label("Curves of");
+    let first = sweep.map.cell(1, 0).unwrap().runs[0].index;
+    // The table, exported.
+    h.state_mut()
+        .apply(toylens::app::Action::Sweep(SweepAction::ExportCsv));
+    h.run();
+    let csv = dir.path().join("table.csv");
+    h.get_by_label("Save to path").focus();
+    h.run();
+    h.get_by_label("Save to path")
+        .type_text(csv.to_str().unwrap());
+    h.run();
+    h.get_by_role_and_label(Role::Button, "Save").click();
+    h.run();
+    step_until(&mut h, 10, |_| csv.is_file());
+    let written = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(written.lines().count(), 9, "{written}");
+    assert!(
+        written.starts_with(
+            "index,task.p,train.lr,train.weight_decay,train.eval_every,train.epochs,seed,"
+        ),
+        "{written}"
+    );
+    // A folder that is no sweep: refused, the sweep stays.
+    let plain = dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    std::fs::write(plain.join("sweep.json"), "{ not json").unwrap();
+    type_path(&mut h, "Open…", "Open path", &plain);
+    h.get_by_role_and_label(Role::Button, "Open").click();
+    h.run();
+    step_until(
+        &mut h,
+        10,
+        |app| matches!(&app.status, Some(toylens::app::Status::Error(e)) if e.contains("cannot open the sweep")),
+    );
+    assert_eq!(h.state().sweep.as_ref().unwrap().root(), root.as_path());
+    // A run opened with its history, in the transformer's tabs.
+    h.state_mut()
+        .apply(toylens::app::Action::Sweep(SweepAction::OpenRun(first)));
+    step_until(&mut h, 30, |app| {
+        !app.busy_io && app.workspace == Workspace::Transformer
+    });
+    let checkpoint = root.join(first.to_string()).join("checkpoint.safetensors");
+    assert_eq!(
+        h.state().session.file.as_deref(),
+        Some(checkpoint.as_path())
+    );
+    assert_eq!(h.state().session.history.len(), 6);
+}

@@ -680,7 +680,7 @@ impl Soak {
     /// One random action.
     fn act(&mut self) {
         self.actions += 1;
-        match self.rng.random_range(0..108) {
+        match self.rng.random_range(0..112) {
             0..24 => self.set_field(),
             24..30 => self.choose_architecture(),
             30..36 => {
@@ -775,7 +775,8 @@ impl Soak {
             }
             96..98 => self.read_data_file(),
             100..104 => self.superposition(),
-            104.. => self.features(),
+            104..108 => self.features(),
+            108.. => self.sweep(),
             _ => {
                 self.h
                     .input_mut()
@@ -898,6 +899,72 @@ impl Soak {
                 self.actions,
                 self.app().tms.as_ref().unwrap().train_blocker()
             );
+        }
+        self.click("Transformer");
+    }
+
+    /// A few random actions in the Sweep workspace (on a small sweep made once, or on folders
+    /// that are no sweep), each followed by its invariants, then back to the transformer's.
+    fn sweep(&mut self) {
+        use toylens::app::files::Purpose;
+        use toylens::app::sweeps::SweepAction;
+        let root = self.dir.path().join("sweep");
+        if !root.exists() {
+            let o = std::process::Command::new(env!("CARGO_BIN_EXE_toylens"))
+                .args(["sweep", "--preset", "fast", "--grid", "train.lr=0.01,0.03"])
+                .args(["--grid", "train.batch_size=100,200", "--seeds", "0..2"])
+                .args(["--epochs", "1", "--out"])
+                .arg(&root)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        self.click("Sweep");
+        for _ in 0..self.rng.random_range(2..8) {
+            self.actions += 1;
+            let n = self.rng.random_range(0..4usize);
+            let action = match self.rng.random_range(0..10) {
+                0 | 1 => {
+                    let path = [
+                        root.clone(),
+                        self.dir.path().to_path_buf(),
+                        self.dir.path().join("missing"),
+                    ][self.rng.random_range(0..3)]
+                    .clone();
+                    Action::PathChosen(Purpose::OpenSweep, path)
+                }
+                2 => Action::Sweep(SweepAction::SetX(n)),
+                3 => Action::Sweep(SweepAction::SetY([None, Some(n)][n % 2])),
+                4 => Action::Sweep(SweepAction::Fix { axis: n, value: n }),
+                5 => Action::Sweep(SweepAction::Metric(
+                    ["regime", "score", "loss", "nonsense", "wall_s"][self.rng.random_range(0..5)]
+                        .into(),
+                )),
+                6 => Action::Sweep(SweepAction::Select(
+                    [None, Some((0, 0)), Some((1, 1)), Some((9, 0))][n],
+                )),
+                7 => Action::Sweep(SweepAction::CurveMetric("val_acc".into())),
+                8 => Action::Sweep(SweepAction::OpenRun([0, 3, 7, 1000][n])),
+                _ => {
+                    self.app_mut().apply(Action::Sweep(SweepAction::ExportCsv));
+                    Action::PathChosen(Purpose::ExportCsv, self.dir.path().join("sweep.csv"))
+                }
+            };
+            self.app_mut().apply(action);
+            self.frames(2);
+            self.wait_for_io();
+            if let Some(sweep) = &self.app().sweep {
+                let map = &sweep.map;
+                assert_eq!(map.cells.len(), map.cols.len() * map.rows.len());
+                if let Some((c, r)) = sweep.selected {
+                    assert!(
+                        c < map.cols.len() && r < map.rows.len(),
+                        "{:?}",
+                        sweep.selected
+                    );
+                }
+                assert!(sweep.y != Some(sweep.x), "x and y are one axis");
+            }
         }
         self.click("Transformer");
     }

@@ -74,6 +74,7 @@ pub enum Action {
     Sae(super::features::SaeAction),
     /// Show a workspace.
     Show(super::Workspace),
+    Sweep(super::sweeps::SweepAction),
 }
 
 /// A question the user must answer before something destructive happens.
@@ -139,11 +140,15 @@ impl ToylensApp {
             Purpose::Save => self.apply(Action::SavePath(path)),
             Purpose::SaveTms => self.save_tms(path),
             Purpose::OpenSae => self.open_sae(path),
+            Purpose::OpenSweep => self.open_sweep(path),
             Purpose::SaveSae => self.save_sae(path),
             Purpose::ExportCsv => {
-                let csv = match &self.tms {
-                    Some(tms) if self.workspace == super::Workspace::Superposition => {
+                let csv = match (&self.tms, &self.sweep) {
+                    (Some(tms), _) if self.workspace == super::Workspace::Superposition => {
                         tms.history_csv()
+                    }
+                    (_, Some(sweep)) if self.workspace == super::Workspace::Sweep => {
+                        sweep.summary.csv()
                     }
                     _ => history_csv(&self.session.history),
                 };
@@ -275,6 +280,12 @@ impl ToylensApp {
                     "cannot open: the model is being reset".into(),
                 ))
             }
+            // A sweep folder replaces no model: it opens in its own workspace.
+            Action::OpenDropped(path) | Action::OpenPath(path)
+                if crate::sweep::SweepFolder::is_sweep(&path) =>
+            {
+                self.open_sweep(path)
+            }
             Action::OpenDropped(path) if self.session.dirty => {
                 self.confirm = Some(Confirm::OpenFile(path))
             }
@@ -368,6 +379,7 @@ impl ToylensApp {
             Action::Tms(action) => self.apply_tms(action),
             Action::Sae(action) => self.apply_sae(action),
             Action::Show(workspace) => self.show_workspace(workspace),
+            Action::Sweep(action) => self.apply_sweep(action),
             Action::Play(playing) => self.scrubber.playing = playing,
             Action::PinScaleLimit(view, limit) => {
                 if self.scrubber.fixed_scale {

@@ -28,6 +28,8 @@ pub enum Purpose {
     OpenSae,
     /// The folder the SAE in view is saved into.
     SaveSae,
+    /// A sweep folder (`sweep.json` and a folder per run).
+    OpenSweep,
 }
 
 /// What a data file read on a worker is for.
@@ -76,6 +78,7 @@ pub fn pick(
                 "",
             ),
             Purpose::SaveSae => ("", &[], "Save the SAE into a folder", ""),
+            Purpose::OpenSweep => ("", &[], "Open a sweep folder (with sweep.json)", ""),
             Purpose::TrainData | Purpose::AttachData => (
                 "sequences (JSON Lines or NumPy)",
                 &["jsonl", "json", "ndjson", "npy", "npz"],
@@ -91,7 +94,7 @@ pub fn pick(
             dialog = dialog.set_directory(dir);
         }
         let path = match purpose {
-            Purpose::OpenSae | Purpose::SaveSae => dialog.pick_folder(),
+            Purpose::OpenSae | Purpose::SaveSae | Purpose::OpenSweep => dialog.pick_folder(),
             Purpose::Open | Purpose::TrainData | Purpose::AttachData => dialog.pick_file(),
             _ => dialog.set_file_name(default_name).save_file(),
         };

@@ -51,6 +51,8 @@ pub enum Message {
     Tms(TmsEvent),
     /// The SAE workspace's workers report.
     Sae(super::features::SaeEvent),
+    /// The sweep workspace's reader reports.
+    Sweep(super::sweeps::SweepEvent),
     /// A superposition checkpoint was read (or failed to be).
     OpenedTms {
         path: PathBuf,
@@ -123,6 +125,7 @@ impl ToylensApp {
             }
             Message::Computed(computed) => self.receive(computed),
             Message::Sae(event) => self.sae_event(event),
+            Message::Sweep(event) => self.sweep_event(event),
             Message::Tms(event) => {
                 if let Some(status) = self.tms.as_mut().and_then(|t| t.apply(event)) {
                     self.status = Some(status);
@@ -187,6 +190,10 @@ impl ToylensApp {
                 self.settings.config = self.session.config.clone();
                 self.follow_task(before);
                 self.scrubber.index = None;
+                // A sweep's run opens in the transformer's tabs.
+                if self.workspace == super::Workspace::Sweep {
+                    self.workspace = super::Workspace::Transformer;
+                }
                 let name = path.file_name().map_or_else(
                     || path.display().to_string(),
                     |n| n.to_string_lossy().into_owned(),

@@ -15,6 +15,7 @@ pub mod session;
 pub mod settings;
 pub mod status;
 pub mod superposition;
+pub mod sweeps;
 pub mod views;
 
 use std::collections::VecDeque;
@@ -85,6 +86,8 @@ pub enum Workspace {
     Transformer,
     Superposition,
     Features,
+    /// A sweep folder's phase diagram.
+    Sweep,
 }
 
 pub struct ToylensApp {
@@ -110,6 +113,10 @@ pub struct ToylensApp {
     pub tms: Option<TmsWorkspace>,
     /// The SAE workspace: the SAE attached to the model in view, and its training.
     pub sae: features::SaeWorkspace,
+    /// The sweep folder in view, once one is opened.
+    pub sweep: Option<sweeps::SweepWorkspace>,
+    /// Counts sweep openings, so that a closed sweep's reader is not heard.
+    sweep_generation: u64,
     /// Which workspace the window shows.
     pub workspace: Workspace,
     /// Where a crash writes the model in view (`None`: nowhere).
@@ -174,6 +181,8 @@ impl ToylensApp {
             runs: Vec::new(),
             tms: None,
             sae: Default::default(),
+            sweep: None,
+            sweep_generation: 0,
             workspace: Workspace::Transformer,
             recovery_path: None,
             inject_panic: false,

@@ -24,7 +24,9 @@ pub(super) fn top_bar(f: &mut Frame<'_>, ui: &mut Ui) {
         let workspace = f.app.workspace;
         let tms_shown = workspace == Workspace::Superposition && f.app.tms.is_some();
         let features_shown = workspace == Workspace::Features;
-        let save_blocker = if features_shown {
+        let save_blocker = if workspace == Workspace::Sweep {
+            Some("a sweep's runs write their own folders: nothing to save here".to_string())
+        } else if features_shown {
             f.app.sae_save_blocker()
         } else if tms_shown {
             f.app
@@ -81,6 +83,11 @@ pub(super) fn top_bar(f: &mut Frame<'_>, ui: &mut Ui) {
                 "sparse autoencoders: the features a model computes, found in one of its \
                  activations",
             ),
+            (
+                Workspace::Sweep,
+                "Sweep",
+                "a sweep folder's phase diagram: which regime each run of a grid lands in",
+            ),
         ] {
             let current = match shown {
                 Workspace::Superposition => tms_shown,
@@ -98,6 +105,12 @@ pub(super) fn top_bar(f: &mut Frame<'_>, ui: &mut Ui) {
         ui.separator();
         if features_shown {
             ui.label(super::features::status_line(f.app));
+            return;
+        }
+        if workspace == Workspace::Sweep {
+            if let Some(sweep) = &f.app.sweep {
+                ui.label(super::sweeps::status_line(sweep));
+            }
             return;
         }
         if let Some(tms) = f.app.tms.as_ref().filter(|_| tms_shown) {

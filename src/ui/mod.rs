@@ -18,6 +18,7 @@ mod model_settings;
 mod side_panel;
 mod spinner;
 mod superposition;
+mod sweeps;
 mod training_tab;
 mod window;
 
@@ -87,6 +88,11 @@ fn panels(f: &mut Frame<'_>, ui: &mut Ui) {
         }
         Workspace::Features => {
             features::panels(f, ui);
+            confirm_modal(f, ui);
+            return;
+        }
+        Workspace::Sweep => {
+            sweeps::panels(f, ui);
             confirm_modal(f, ui);
             return;
         }

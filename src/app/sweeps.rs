@@ -1,0 +1,624 @@
+//! The Sweep workspace: a sweep folder's phase diagram. A reader thread re-reads the folder
+//! every second (the results, and the histories of the selected cell's runs) and sends what
+//! changed; the map over any two axes of any summary metric is derived here when the results
+//! or the choice change, and drawn by `crate::ui::sweeps`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{Action, Message, Status, ToylensApp, Workspace};
+use crate::sweep::{CHECKPOINT, METRICS, REGIMES, Summary, SweepFolder};
+
+/// How often the reader looks at the folder.
+const READ_EVERY: Duration = Duration::from_secs(1);
+/// The pseudo-metric that colours cells by their runs' regime.
+pub const REGIME: &str = "regime";
+/// The pseudo-metric of a run's end: done, diverged, failed, timeout.
+pub const STATUS: &str = "status";
+
+/// One run's evaluations, each as its numbers by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunHistory {
+    pub index: usize,
+    pub seed: u64,
+    pub evaluations: Vec<BTreeMap<String, f64>>,
+}
+
+impl RunHistory {
+    /// The evaluations' progress key: `epoch` or `step`.
+    pub fn progress_key(&self) -> &'static str {
+        match self.evaluations.first() {
+            Some(e) if e.contains_key("epoch") => "epoch",
+            _ => "step",
+        }
+    }
+}
+
+/// What the reader reports.
+#[derive(Debug)]
+pub enum SweepEvent {
+    Opened {
+        path: PathBuf,
+        result: Result<SweepFolder, String>,
+    },
+    Read {
+        /// The opening this read belongs to (a reader of a closed sweep may still report).
+        generation: u64,
+        summary: Summary,
+        histories: Vec<RunHistory>,
+    },
+}
+
+/// What the panels ask of the workspace.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SweepAction {
+    /// Pick a sweep folder.
+    Open,
+    SetX(usize),
+    /// `None`: one row.
+    SetY(Option<usize>),
+    /// The value shown of an axis that is neither x nor y.
+    Fix {
+        axis: usize,
+        value: usize,
+    },
+    Metric(String),
+    /// A cell (column, row), or none.
+    Select(Option<(usize, usize)>),
+    CurveMetric(String),
+    /// Open a run's checkpoint (with its history) in its model's workspace.
+    OpenRun(usize),
+    ExportCsv,
+}
+
+/// A cell's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CellValue {
+    /// No run of the cell has finished (or the metric is missing from them).
+    Empty,
+    /// The median over its runs.
+    Number(f64),
+    /// The most common category (regime or status) over its runs.
+    Category(String),
+}
+
+/// A run of a cell, for the hover text and the run list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellRun {
+    pub index: usize,
+    pub seed: u64,
+    /// `done`, …; `None` while it has no result.
+    pub status: Option<String>,
+    /// The metric's value, as text.
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    pub value: CellValue,
+    pub runs: Vec<CellRun>,
+}
+
+/// The map over the chosen axes: row-major cells, row 0 the first value of the y axis.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PhaseMap {
+    pub cols: Vec<String>,
+    pub rows: Vec<String>,
+    pub cells: Vec<Cell>,
+    /// The finite numbers' range, for the colour scale.
+    pub range: Option<(f64, f64)>,
+}
+
+impl PhaseMap {
+    pub fn cell(&self, col: usize, row: usize) -> Option<&Cell> {
+        self.cells.get(row * self.cols.len() + col)
+    }
+}
+
+/// The open sweep.
+pub struct SweepWorkspace {
+    pub folder: SweepFolder,
+    pub summary: Summary,
+    pub x: usize,
+    pub y: Option<usize>,
+    /// For every axis, the value index shown where it is neither x nor y.
+    pub fixed: Vec<usize>,
+    pub metric: String,
+    /// Whether the metric was chosen (else it follows what the results offer).
+    metric_chosen: bool,
+    pub map: PhaseMap,
+    pub selected: Option<(usize, usize)>,
+    pub histories: Vec<RunHistory>,
+    pub curve_metric: String,
+    /// Whether the reader has reported once.
+    pub read_once: bool,
+    generation: u64,
+    /// The runs whose histories the reader reads (the selected cell's), and a counter it
+    /// watches to read again at once when they change.
+    watched: Arc<Mutex<Vec<usize>>>,
+    poke: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for SweepWorkspace {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The label of an axis value: strings bare, numbers as JSON writes them.
+pub fn value_label(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A run's value of the metric in view.
+enum Datum {
+    Text(String),
+    Number(f64),
+}
+
+/// A number as a cell's hover shows it: whole numbers whole, `never` for a milestone not reached.
+pub fn number_label(x: f64) -> String {
+    if x.is_infinite() {
+        "never".into()
+    } else if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{x}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
+}
+
+impl SweepWorkspace {
+    fn new(folder: SweepFolder, generation: u64) -> Self {
+        let axes = &folder.file.spec.axes;
+        // The first two axes with more than one value, else the first ones.
+        let varied: Vec<usize> = (0..axes.len())
+            .filter(|&a| axes[a].values.len() > 1)
+            .collect();
+        let x = varied.first().copied().unwrap_or(0);
+        let y = varied.get(1).copied();
+        let fixed = vec![0; axes.len()];
+        Self {
+            summary: Summary {
+                fields: axes.iter().map(|a| a.field.clone()).collect(),
+                rows: Vec::new(),
+                pending: folder.len(),
+                unreadable: Vec::new(),
+            },
+            folder,
+            x,
+            y,
+            fixed,
+            metric: String::new(),
+            metric_chosen: false,
+            map: PhaseMap::default(),
+            selected: None,
+            histories: Vec::new(),
+            curve_metric: String::new(),
+            read_once: false,
+            generation,
+            watched: Arc::new(Mutex::new(Vec::new())),
+            poke: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.folder.root
+    }
+
+    /// The metrics a cell can show: the regime (where runs have one), each milestone and
+    /// metric, the wall time, and the status.
+    pub fn metric_choices(&self) -> Vec<String> {
+        let (metrics, milestones) = self.summary.metric_names();
+        let mut out = Vec::new();
+        if self.summary.rows.iter().any(|r| r.result.regime.is_some()) {
+            out.push(REGIME.to_string());
+        }
+        out.extend(milestones);
+        out.extend(metrics);
+        out.extend(["wall_s", "trained", STATUS].map(String::from));
+        out
+    }
+
+    /// The metrics a run's curves can show (the numbers of its evaluations).
+    pub fn curve_choices(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .histories
+            .iter()
+            .flat_map(|h| {
+                h.evaluations
+                    .first()
+                    .into_iter()
+                    .flat_map(|e| e.keys().cloned())
+            })
+            .filter(|k| !["epoch", "step", "elapsed_s"].contains(&k.as_str()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The points of cell (col, row) under the current choice of axes and fixed values.
+    pub fn cell_points(&self, col: usize, row: usize) -> Vec<usize> {
+        let axes = &self.folder.file.spec.axes;
+        let want = |a: usize| -> usize {
+            if a == self.x {
+                col
+            } else if Some(a) == self.y {
+                row
+            } else {
+                self.fixed.get(a).copied().unwrap_or(0)
+            }
+        };
+        self.folder
+            .file
+            .points
+            .iter()
+            .filter(|p| {
+                (0..axes.len()).all(|a| {
+                    axes[a]
+                        .values
+                        .get(want(a))
+                        .is_some_and(|v| *v == p.values[a])
+                })
+            })
+            .map(|p| p.index)
+            .collect()
+    }
+
+    /// Derives the map from the results and the choice of axes and metric.
+    fn rebuild(&mut self) {
+        let choices = self.metric_choices();
+        if !self.metric_chosen || !choices.contains(&self.metric) {
+            // Until one is chosen: the regime, else the task's milestone, else its score.
+            self.metric = [REGIME, "milestone", "score", STATUS]
+                .iter()
+                .find(|m| choices.iter().any(|c| c == *m))
+                .map_or_else(|| STATUS.to_string(), |m| m.to_string());
+        }
+        let axes = &self.folder.file.spec.axes;
+        let labels = |a: Option<usize>| -> Vec<String> {
+            match a.and_then(|a| axes.get(a)) {
+                Some(axis) => axis.values.iter().map(value_label).collect(),
+                None => vec![String::new()],
+            }
+        };
+        let cols = if axes.is_empty() {
+            vec![String::new()]
+        } else {
+            labels(Some(self.x))
+        };
+        let rows = labels(self.y);
+        let by_index: BTreeMap<usize, &crate::sweep::Row> =
+            self.summary.rows.iter().map(|r| (r.index, r)).collect();
+        let (_, milestones) = self.summary.metric_names();
+        let mut cells = Vec::with_capacity(cols.len() * rows.len());
+        let mut lo_hi: Option<(f64, f64)> = None;
+        for row in 0..rows.len() {
+            for col in 0..cols.len() {
+                let mut numbers = Vec::new();
+                let mut categories: BTreeMap<String, usize> = BTreeMap::new();
+                let mut runs = Vec::new();
+                for index in self.cell_points(col, row) {
+                    let point = &self.folder.file.points[index];
+                    let result = by_index.get(&index).map(|r| &r.result);
+                    let value = result.and_then(|r| match self.metric.as_str() {
+                        REGIME => r.regime.clone().map(Datum::Text),
+                        STATUS => Some(Datum::Text(r.status.name().into())),
+                        "wall_s" => Some(Datum::Number(r.wall_s)),
+                        "trained" => Some(Datum::Number(r.trained as f64)),
+                        // A milestone a finished run never reached is infinitely late.
+                        m if milestones.iter().any(|x| x == m) => Some(Datum::Number(
+                            r.milestones.get(m).map_or(f64::INFINITY, |&v| v as f64),
+                        )),
+                        m => r.metrics.get(m).map(|&v| Datum::Number(v)),
+                    });
+                    match &value {
+                        Some(Datum::Text(s)) => *categories.entry(s.clone()).or_default() += 1,
+                        Some(Datum::Number(v)) => numbers.push(*v),
+                        None => {}
+                    }
+                    runs.push(CellRun {
+                        index,
+                        seed: point.seed,
+                        status: result.map(|r| r.status.name().to_string()),
+                        value: value.map(|v| match v {
+                            Datum::Text(s) => s,
+                            Datum::Number(x) => number_label(x),
+                        }),
+                    });
+                }
+                let value = if let Some((category, _)) = categories
+                    .iter()
+                    .max_by_key(|(name, n)| (**n, std::cmp::Reverse(*name)))
+                {
+                    CellValue::Category(category.clone())
+                } else if let Some(m) = median(&mut numbers) {
+                    if m.is_finite() {
+                        lo_hi = Some(lo_hi.map_or((m, m), |(lo, hi)| (lo.min(m), hi.max(m))));
+                    }
+                    CellValue::Number(m)
+                } else {
+                    CellValue::Empty
+                };
+                cells.push(Cell { value, runs });
+            }
+        }
+        self.map = PhaseMap {
+            cols,
+            rows,
+            cells,
+            range: lo_hi,
+        };
+        if let Some((c, r)) = self.selected
+            && (c >= self.map.cols.len() || r >= self.map.rows.len())
+        {
+            self.selected = None;
+        }
+        self.watch_selected();
+    }
+
+    /// Points the reader at the selected cell's runs.
+    fn watch_selected(&mut self) {
+        let runs = self
+            .selected
+            .map(|(c, r)| self.cell_points(c, r))
+            .unwrap_or_default();
+        let mut watched = self.watched.lock().expect("the watch list");
+        if *watched != runs {
+            *watched = runs;
+            self.poke.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A category's place among the colours: the regimes first, then the statuses.
+    pub fn category_rank(name: &str) -> usize {
+        REGIMES
+            .iter()
+            .chain(["done", "diverged", "failed", "timeout"].iter())
+            .position(|r| *r == name)
+            .unwrap_or(usize::MAX)
+    }
+}
+
+/// Reads a run's `metrics.jsonl`: each line's numbers (lists as their mean).
+fn read_history(folder: &SweepFolder, index: usize) -> RunHistory {
+    let text = std::fs::read_to_string(folder.run_dir(index).join(METRICS)).unwrap_or_default();
+    let evaluations = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| {
+            let mut out = BTreeMap::new();
+            if let Value::Object(map) = v {
+                for (k, v) in map {
+                    let numbers: Vec<f64> = match &v {
+                        Value::Number(n) => n.as_f64().into_iter().collect(),
+                        Value::Array(items) => items.iter().filter_map(Value::as_f64).collect(),
+                        _ => Vec::new(),
+                    };
+                    if !numbers.is_empty() {
+                        out.insert(k, numbers.iter().sum::<f64>() / numbers.len() as f64);
+                    }
+                }
+            }
+            out
+        })
+        .collect();
+    RunHistory {
+        index,
+        seed: folder.file.points.get(index).map_or(0, |p| p.seed),
+        evaluations,
+    }
+}
+
+/// Re-reads the folder every [`READ_EVERY`] (at once when the watched runs change), sending
+/// what changed, until `stop` is set or the app is gone.
+fn spawn_reader(
+    generation: u64,
+    folder: SweepFolder,
+    watched: Arc<Mutex<Vec<usize>>>,
+    poke: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    tx: Sender<Message>,
+    wake: impl Fn() + Send + 'static,
+) {
+    std::thread::Builder::new()
+        .name("toylens-sweep-reader".into())
+        .spawn(move || {
+            let mut last: Option<(Summary, Vec<RunHistory>)> = None;
+            loop {
+                let seen = poke.load(Ordering::Relaxed);
+                let summary = Summary::read(&folder);
+                let runs = watched.lock().map(|w| w.clone()).unwrap_or_default();
+                let histories: Vec<RunHistory> =
+                    runs.iter().map(|&i| read_history(&folder, i)).collect();
+                let changed = last
+                    .as_ref()
+                    .is_none_or(|(s, h)| *s != summary || *h != histories);
+                if changed {
+                    last = Some((summary.clone(), histories.clone()));
+                    let event = SweepEvent::Read {
+                        generation,
+                        summary,
+                        histories,
+                    };
+                    if tx.send(Message::Sweep(event)).is_err() {
+                        return;
+                    }
+                    wake();
+                }
+                for _ in 0..10 {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if poke.load(Ordering::Relaxed) != seen {
+                        break;
+                    }
+                    std::thread::sleep(READ_EVERY / 10);
+                }
+            }
+        })
+        .expect("a thread to read the sweep");
+}
+
+impl ToylensApp {
+    /// Opens the sweep folder at `path` on a worker.
+    pub(super) fn open_sweep(&mut self, path: PathBuf) {
+        self.path_field = None;
+        self.status = Some(Status::Info(format!(
+            "opening the sweep {}…",
+            path.display()
+        )));
+        let (tx, wake) = (self.tx.clone(), self.wake());
+        std::thread::spawn(move || {
+            let result = SweepFolder::open(&path).map_err(|e| e.to_string());
+            let _ = tx.send(Message::Sweep(SweepEvent::Opened { path, result }));
+            wake();
+        });
+    }
+
+    pub(super) fn sweep_event(&mut self, event: SweepEvent) {
+        match event {
+            SweepEvent::Opened { path, result } => match result {
+                Ok(folder) => {
+                    self.sweep_generation += 1;
+                    let sweep = SweepWorkspace::new(folder, self.sweep_generation);
+                    spawn_reader(
+                        sweep.generation,
+                        sweep.folder.clone(),
+                        sweep.watched.clone(),
+                        sweep.poke.clone(),
+                        sweep.stop.clone(),
+                        self.tx.clone(),
+                        self.wake(),
+                    );
+                    self.status = Some(Status::Info(format!(
+                        "opened the sweep {} ({} runs)",
+                        path.display(),
+                        sweep.folder.len()
+                    )));
+                    self.sweep = Some(sweep);
+                    self.workspace = Workspace::Sweep;
+                }
+                Err(e) => self.status = Some(Status::Error(format!("cannot open the sweep: {e}"))),
+            },
+            SweepEvent::Read {
+                generation,
+                summary,
+                histories,
+            } => {
+                let Some(sweep) = self.sweep.as_mut().filter(|s| s.generation == generation) else {
+                    return;
+                };
+                let watched = sweep.watched.lock().map(|w| w.clone()).unwrap_or_default();
+                sweep.summary = summary;
+                // Histories read for an earlier selection wait for the next read.
+                if histories
+                    .iter()
+                    .map(|h| h.index)
+                    .eq(watched.iter().copied())
+                {
+                    sweep.histories = histories;
+                }
+                sweep.read_once = true;
+                sweep.rebuild();
+                let choices = sweep.curve_choices();
+                if !choices.contains(&sweep.curve_metric) {
+                    let preferred = ["test_acc", "val_acc", "loss", "loss_repeated_half"];
+                    sweep.curve_metric = preferred
+                        .iter()
+                        .find(|p| choices.iter().any(|c| c == *p))
+                        .map(|p| p.to_string())
+                        .or_else(|| choices.first().cloned())
+                        .unwrap_or_default();
+                }
+            }
+        }
+    }
+
+    pub(super) fn apply_sweep(&mut self, action: SweepAction) {
+        if action == SweepAction::Open {
+            self.pick(super::files::Purpose::OpenSweep);
+            return;
+        }
+        let Some(sweep) = self.sweep.as_mut() else {
+            return;
+        };
+        let axes = sweep.folder.file.spec.axes.len();
+        match action {
+            SweepAction::Open => {}
+            SweepAction::SetX(a) if a < axes => {
+                if sweep.y == Some(a) {
+                    sweep.y = (sweep.x != a).then_some(sweep.x);
+                }
+                sweep.x = a;
+                sweep.selected = None;
+            }
+            SweepAction::SetY(a) if a.is_none_or(|a| a < axes) => {
+                if a == Some(sweep.x) {
+                    return;
+                }
+                sweep.y = a;
+                sweep.selected = None;
+            }
+            SweepAction::Fix { axis, value }
+                if axis < axes && value < sweep.folder.file.spec.axes[axis].values.len() =>
+            {
+                sweep.fixed[axis] = value;
+            }
+            SweepAction::Metric(m) => {
+                sweep.metric = m;
+                sweep.metric_chosen = true;
+            }
+            SweepAction::Select(cell) => {
+                sweep.selected = cell;
+                sweep.histories.clear();
+            }
+            SweepAction::CurveMetric(m) => {
+                sweep.curve_metric = m;
+                return;
+            }
+            SweepAction::OpenRun(index) if index < sweep.folder.len() => {
+                let path = sweep.folder.run_dir(index).join(CHECKPOINT);
+                if path.is_file() {
+                    // As a dropped file: an unsaved model is not replaced without asking.
+                    self.apply(Action::OpenDropped(path));
+                } else {
+                    self.status = Some(Status::Error(format!(
+                        "run {index} has no checkpoint yet (it is still running or never ran)"
+                    )));
+                }
+                return;
+            }
+            SweepAction::ExportCsv => {
+                self.pick(super::files::Purpose::ExportCsv);
+                return;
+            }
+            _ => return,
+        }
+        sweep.rebuild();
+    }
+}
