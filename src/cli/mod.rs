@@ -39,8 +39,8 @@ pub use train::{TrainArgs, build_config};
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
-    /// A checkpoint to open in the desktop app.
-    #[arg(value_name = "FILE.safetensors")]
+    /// A checkpoint to open in the desktop app, or a sweep folder to map.
+    #[arg(value_name = "FILE.safetensors | SWEEP_DIR")]
     pub file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
