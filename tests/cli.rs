@@ -1237,3 +1237,20 @@ fn eval_data_scores_the_positions_a_file_names() {
         stdout(&o)
     );
 }
+
+/// `--version`: the version, the commit the binary was built from, and its features.
+#[test]
+fn version_names_the_commit_and_the_features() {
+    let o = toylens(&["--version"]);
+    assert!(o.status.success());
+    let line = stdout(&o);
+    let want = format!("toylens {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(line.starts_with(&want), "{line}");
+    let commit = line[want.len()..].split(';').next().unwrap();
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{line}"
+    );
+    assert!(line.trim_end().ends_with("; features: gui)"), "{line}");
+}

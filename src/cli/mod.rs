@@ -30,11 +30,22 @@ pub use sae::SaeArgs;
 pub use sweep::SweepArgs;
 pub use train::{TrainArgs, build_config};
 
+/// `toylens --version`: the version, the commit it was built from, and the features built in
+/// (with CUDA's version), as `scripts/build.rs` found them.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TOYLENS_COMMIT"),
+    "; features: ",
+    env!("TOYLENS_FEATURES"),
+    ")"
+);
+
 /// Train tiny transformers and take them apart. With no subcommand, opens the desktop app.
 #[derive(Debug, Parser)]
 #[command(
     name = "toylens",
-    version,
+    version = VERSION,
     about,
     args_conflicts_with_subcommands = true
 )]

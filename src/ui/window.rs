@@ -24,6 +24,8 @@ impl eframe::App for ToylensApp {
 pub fn run_native(file: Option<PathBuf>) -> eframe::Result {
     let mut viewport = egui::ViewportBuilder::default()
         .with_title("toylens")
+        // The desktop entry's name (StartupWMClass), so docks group the window under its icon.
+        .with_app_id("toylens")
         .with_inner_size([1280.0, 800.0])
         .with_min_inner_size([1024.0, 768.0])
         .with_drag_and_drop(true);
