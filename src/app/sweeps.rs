@@ -103,6 +103,9 @@ pub struct CellRun {
 pub struct Cell {
     pub value: CellValue,
     pub runs: Vec<CellRun>,
+    /// Where the runs' categories disagree: each finished run's, in seed order (the map draws
+    /// them side by side); empty where they agree.
+    pub split: Vec<String>,
 }
 
 /// The map over the chosen axes: row-major cells, row 0 the first value of the y axis.
@@ -172,8 +175,12 @@ pub fn number_label(x: f64) -> String {
         "never".into()
     } else if x.fract() == 0.0 && x.abs() < 1e15 {
         format!("{x}")
+    } else if x != 0.0 && x.abs() < 1e-3 {
+        format!("{x:.2e}")
     } else {
-        format!("{x:.4}")
+        // Four decimals at most, without trailing zeros: 2.5, 0.9929, 18.5.
+        let text = format!("{x:.4}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 
@@ -293,8 +300,9 @@ impl SweepWorkspace {
     fn rebuild(&mut self) {
         let choices = self.metric_choices();
         if !self.metric_chosen || !choices.contains(&self.metric) {
-            // Until one is chosen: the regime, else the task's milestone, else its score.
-            self.metric = [REGIME, "milestone", "score", STATUS]
+            // Until one is chosen: the regime, else the task's milestone, else its score (or,
+            // for superposition, the features represented).
+            self.metric = [REGIME, "milestone", "score", "features_represented", STATUS]
                 .iter()
                 .find(|m| choices.iter().any(|c| c == *m))
                 .map_or_else(|| STATUS.to_string(), |m| m.to_string());
@@ -321,6 +329,7 @@ impl SweepWorkspace {
             for col in 0..cols.len() {
                 let mut numbers = Vec::new();
                 let mut categories: BTreeMap<String, usize> = BTreeMap::new();
+                let mut in_order = Vec::new();
                 let mut runs = Vec::new();
                 for index in self.cell_points(col, row) {
                     let point = &self.folder.file.points[index];
@@ -337,7 +346,10 @@ impl SweepWorkspace {
                         m => r.metrics.get(m).map(|&v| Datum::Number(v)),
                     });
                     match &value {
-                        Some(Datum::Text(s)) => *categories.entry(s.clone()).or_default() += 1,
+                        Some(Datum::Text(s)) => {
+                            *categories.entry(s.clone()).or_default() += 1;
+                            in_order.push(s.clone());
+                        }
                         Some(Datum::Number(v)) => numbers.push(*v),
                         None => {}
                     }
@@ -364,7 +376,12 @@ impl SweepWorkspace {
                 } else {
                     CellValue::Empty
                 };
-                cells.push(Cell { value, runs });
+                let split = if categories.len() > 1 {
+                    in_order
+                } else {
+                    Vec::new()
+                };
+                cells.push(Cell { value, runs, split });
             }
         }
         self.map = PhaseMap {

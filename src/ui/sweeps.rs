@@ -244,6 +244,7 @@ fn map_view(f: &mut Frame<'_>, sweep: &SweepWorkspace, ui: &mut Ui) {
         (Some(x), None) => format!("{} over {}", sweep.metric, x.field),
         _ => sweep.metric.clone(),
     };
+    let start = ui.cursor().min;
     ui.label(RichText::new(title).heading());
     if !sweep.read_once {
         ui.horizontal(|ui| {
@@ -261,20 +262,22 @@ fn map_view(f: &mut Frame<'_>, sweep: &SweepWorkspace, ui: &mut Ui) {
         .y
         .and_then(|y| axes.get(y))
         .map_or("", |a| a.field.as_str());
-    let (rect, clicked) = draw_map(ui, sweep, map, x_name, y_name);
+    let (_, clicked) = draw_map(ui, sweep, map, x_name, y_name);
     if let Some(cell) = clicked {
         let again = sweep.selected == Some(cell);
         f.act(Action::Sweep(SweepAction::Select((!again).then_some(cell))));
     }
     ui.add_space(6.0);
     legend(ui, sweep, map);
+    // The title, the map and the legend: what the PNG shows.
+    let shown = egui::Rect::from_min_max(start, pos2(ui.min_rect().max.x, ui.cursor().min.y));
     ui.add_space(6.0);
     if ui
         .button("Export map as PNG…")
-        .on_hover_text("the map, its labels and legend as an image")
+        .on_hover_text("the title, the map and its legend as an image")
         .clicked()
     {
-        f.act(Action::ExportPng(rect.expand(6.0)));
+        f.act(Action::ExportPng(shown.expand(6.0)));
     }
 }
 
@@ -314,9 +317,18 @@ fn draw_map(
             let fill = cell_colour(&cell.value, map.range);
             let at = cell_rect(c, r).shrink(1.0);
             painter.rect_filled(at, 2.0, fill);
+            // Seeds that disagree: each one's colour in a stripe, under the majority's name.
+            let n = cell.split.len() as f32;
+            for (k, category) in cell.split.iter().enumerate() {
+                let x0 = at.min.x + at.width() * k as f32 / n;
+                let stripe =
+                    Rect::from_min_max(pos2(x0, at.min.y), pos2(x0 + at.width() / n, at.max.y));
+                painter.rect_filled(stripe, 0.0, category_colour(category));
+            }
             let label = match &cell.value {
                 CellValue::Empty => "·".to_string(),
                 CellValue::Number(x) => number_label(*x),
+                CellValue::Category(_) if !cell.split.is_empty() => "split".into(),
                 CellValue::Category(c) => c.clone(),
             };
             // The whole label where it fits, else its start.
@@ -477,6 +489,9 @@ fn legend(ui: &mut Ui, sweep: &SweepWorkspace, map: &PhaseMap) {
             swatch(ui, EMPTY, "no result yet");
         }
     });
+    if map.cells.iter().any(|c| !c.split.is_empty()) {
+        ui.weak("split: the seeds disagree (a stripe per seed, in seed order)");
+    }
     if sweep.metric == REGIME {
         ui.weak(
             "comprehension: test accuracy reached 99 % within twice the epochs train accuracy \
