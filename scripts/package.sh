@@ -26,7 +26,7 @@ trap 'rm -rf "$STAGE"' EXIT
 # The binary without its debug info; the debug info kept apart, linked by name.
 objcopy --only-keep-debug "$BIN" "$OUT/toylens.debug"
 install -Dm755 "$BIN" "$STAGE/deb/usr/bin/toylens"
-strip --strip-all "$STAGE/deb/usr/bin/toylens"
+strip --strip-all --remove-section=.comment "$STAGE/deb/usr/bin/toylens"
 echo "binary: $(stat -c %s "$BIN") bytes with line tables, $(stat -c %s "$STAGE/deb/usr/bin/toylens") stripped"
 
 # The .deb's tree.
@@ -39,6 +39,8 @@ for size in 16 24 32 48 64 128 256 512; do
         "$D/usr/share/icons/hicolor/${size}x${size}/apps/toylens.png"
 done
 install -Dm644 assets/linux/copyright "$D/usr/share/doc/toylens/copyright"
+gzip -9n -c assets/linux/toylens.1 > "$STAGE/toylens.1.gz"
+install -Dm644 "$STAGE/toylens.1.gz" "$D/usr/share/man/man1/toylens.1.gz"
 gzip -9n -c README.md > "$STAGE/README.md.gz"
 install -Dm644 "$STAGE/README.md.gz" "$D/usr/share/doc/toylens/README.md.gz"
 cat > "$STAGE/changelog" <<CHANGES
@@ -85,7 +87,7 @@ T=$STAGE/toylens-$VERSION-x86_64-linux
 mkdir -p "$T"
 cp "$D/usr/bin/toylens" README.md "$T/"
 cp assets/linux/copyright "$T/LICENSE"
-cp assets/linux/toylens.desktop "$T/"
+cp assets/linux/toylens.desktop assets/linux/toylens.1 "$T/"
 cp assets/icons/256x256/toylens.png "$T/toylens.png"
 TAR=$OUT/toylens-$VERSION-x86_64-linux.tar.gz
 tar -C "$STAGE" --owner=0 --group=0 -czf "$TAR" "toylens-$VERSION-x86_64-linux"

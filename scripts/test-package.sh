@@ -20,8 +20,8 @@ rm -rf "$ROOT"
 echo "== debootstrap bookworm into $ROOT"
 debootstrap --variant=minbase bookworm "$ROOT" "$MIRROR" >/dev/null
 mount -t proc proc "$ROOT/proc"
-mount --bind /dev "$ROOT/dev"
-trap 'umount -l "$ROOT/proc" "$ROOT/dev" 2>/dev/null || true' EXIT
+mount --rbind /dev "$ROOT/dev"
+trap 'umount -lR "$ROOT/dev" 2>/dev/null; umount -l "$ROOT/proc" 2>/dev/null || true' EXIT
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 echo "== no Rust in the root"
