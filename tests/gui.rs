@@ -1779,6 +1779,17 @@ fn the_sweep_workspace_maps_a_sweep_live_and_opens_its_runs() {
         assert_eq!(cell.value, CellValue::Number(want), "cell {k}");
     }
     h.get_by_label("test_acc over train.lr × train.weight_decay");
+    // On a log colour scale, positions follow log10 of the values.
+    h.state_mut()
+        .apply(toylens::app::Action::Sweep(SweepAction::LogScale(true)));
+    h.run();
+    let map = &h.state().sweep.as_ref().unwrap().map;
+    let (lo, hi) = map.range.unwrap();
+    assert!(map.log && lo > 0.0);
+    assert_eq!((map.position(lo), map.position(hi)), (0.0, 1.0));
+    let mid = (lo * hi).sqrt();
+    assert!((map.position(mid) - 0.5).abs() < 1e-9 || hi == lo);
+    h.get_by_label("(log scale)");
     // A cell's runs and their curves.
     h.state_mut()
         .apply(toylens::app::Action::Sweep(SweepAction::Select(Some((

@@ -943,7 +943,11 @@ impl Soak {
                 6 => Action::Sweep(SweepAction::Select(
                     [None, Some((0, 0)), Some((1, 1)), Some((9, 0))][n],
                 )),
-                7 => Action::Sweep(SweepAction::CurveMetric("val_acc".into())),
+                7 => Action::Sweep(if n % 2 == 0 {
+                    SweepAction::CurveMetric("val_acc".into())
+                } else {
+                    SweepAction::LogScale(n == 1)
+                }),
                 8 => Action::Sweep(SweepAction::OpenRun([0, 3, 7, 1000][n])),
                 _ => {
                     self.app_mut().apply(Action::Sweep(SweepAction::ExportCsv));

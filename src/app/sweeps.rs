@@ -72,6 +72,8 @@ pub enum SweepAction {
     /// A cell (column, row), or none.
     Select(Option<(usize, usize)>),
     CurveMetric(String),
+    /// Colour numbers by their logarithm.
+    LogScale(bool),
     /// Open a run's checkpoint (with its history) in its model's workspace.
     OpenRun(usize),
     ExportCsv,
@@ -116,11 +118,27 @@ pub struct PhaseMap {
     pub cells: Vec<Cell>,
     /// The finite numbers' range, for the colour scale.
     pub range: Option<(f64, f64)>,
+    /// Colours follow log10 of the values (asked for, and every value positive).
+    pub log: bool,
 }
 
 impl PhaseMap {
     pub fn cell(&self, col: usize, row: usize) -> Option<&Cell> {
         self.cells.get(row * self.cols.len() + col)
+    }
+
+    /// Where `x` sits on the colour scale, from 0 (the smallest cell) to 1 (the largest), on
+    /// a log scale where [`Self::log`].
+    pub fn position(&self, x: f64) -> f64 {
+        let Some((lo, hi)) = self.range else {
+            return 1.0;
+        };
+        let f = |v: f64| if self.log { v.log10() } else { v };
+        if hi > lo {
+            ((f(x) - f(lo)) / (f(hi) - f(lo))).clamp(0.0, 1.0)
+        } else {
+            1.0
+        }
     }
 }
 
@@ -135,6 +153,7 @@ pub struct SweepWorkspace {
     pub metric: String,
     /// Whether the metric was chosen (else it follows what the results offer).
     metric_chosen: bool,
+    pub log_scale: bool,
     pub map: PhaseMap,
     pub selected: Option<(usize, usize)>,
     pub histories: Vec<RunHistory>,
@@ -220,6 +239,7 @@ impl SweepWorkspace {
             fixed,
             metric: String::new(),
             metric_chosen: false,
+            log_scale: false,
             map: PhaseMap::default(),
             selected: None,
             histories: Vec::new(),
@@ -389,6 +409,7 @@ impl SweepWorkspace {
             rows,
             cells,
             range: lo_hi,
+            log: self.log_scale && lo_hi.is_some_and(|(lo, _)| lo > 0.0),
         };
         if let Some((c, r)) = self.selected
             && (c >= self.map.cols.len() || r >= self.map.rows.len())
@@ -614,6 +635,7 @@ impl ToylensApp {
                 sweep.selected = cell;
                 sweep.histories.clear();
             }
+            SweepAction::LogScale(on) => sweep.log_scale = on,
             SweepAction::CurveMetric(m) => {
                 sweep.curve_metric = m;
                 return;

@@ -180,6 +180,16 @@ fn settings(f: &mut Frame<'_>, sweep: &SweepWorkspace, ui: &mut Ui) {
             .response
             .labelled_by(label.id);
     });
+    let positive = sweep.map.range.is_some_and(|(lo, _)| lo > 0.0);
+    let mut log = sweep.log_scale;
+    if ui
+        .add_enabled(positive, egui::Checkbox::new(&mut log, "log colour scale"))
+        .on_hover_text("colour by log10 of the values: for ones spanning orders of magnitude")
+        .on_disabled_hover_text("for a numeric metric whose cells are all positive")
+        .changed()
+    {
+        f.act(Action::Sweep(SweepAction::LogScale(log)));
+    }
     ui.weak(
         "Each cell: the median over its seeds, or the most common regime; a milestone a run \
          never reached counts as never. Hover a cell for each seed.",
@@ -212,18 +222,19 @@ fn category_colour(name: &str) -> Color32 {
 const EMPTY: Color32 = Color32::from_rgb(225, 225, 225);
 const NEVER: Color32 = Color32::from_rgb(60, 60, 60);
 
-fn cell_colour(value: &CellValue, range: Option<(f64, f64)>) -> Color32 {
+fn cell_colour(value: &CellValue, map: &PhaseMap) -> Color32 {
     match value {
         CellValue::Empty => EMPTY,
         CellValue::Category(c) => category_colour(c),
         CellValue::Number(x) if !x.is_finite() => NEVER,
-        CellValue::Number(x) => {
-            let (lo, hi) = range.unwrap_or((0.0, 1.0));
-            let t = if hi > lo { (x - lo) / (hi - lo) } else { 1.0 };
-            // Never white: a cell at the bottom of the range stays visible against the page.
-            colour(Scale::Sequential { max: 1.0 }, 0.12 + 0.88 * t as f32)
-        }
+        CellValue::Number(x) => scale_colour(map.position(*x)),
     }
+}
+
+/// The colour at `t` (0 to 1) of the numbers' scale: never white, so that a cell at the bottom
+/// of the range stays visible against the page.
+fn scale_colour(t: f64) -> Color32 {
+    colour(Scale::Sequential { max: 1.0 }, 0.12 + 0.88 * t as f32)
 }
 
 /// Text on a cell, in a colour that reads on it.
@@ -314,7 +325,7 @@ fn draw_map(
     for r in 0..nrows {
         for c in 0..ncols {
             let Some(cell) = map.cell(c, r) else { continue };
-            let fill = cell_colour(&cell.value, map.range);
+            let fill = cell_colour(&cell.value, map);
             let at = cell_rect(c, r).shrink(1.0);
             painter.rect_filled(at, 2.0, fill);
             // Seeds that disagree: each one's colour in a stripe, under the majority's name.
@@ -469,13 +480,12 @@ fn legend(ui: &mut Ui, sweep: &SweepWorkspace, map: &PhaseMap) {
                     pos2(x0, r.min.y),
                     pos2(x0 + r.width() / 24.0 + 0.5, r.max.y),
                 );
-                ui.painter().rect_filled(
-                    part,
-                    0.0,
-                    cell_colour(&CellValue::Number(lo + t * (hi - lo)), map.range),
-                );
+                ui.painter().rect_filled(part, 0.0, scale_colour(t));
             }
             ui.label(number_label(hi));
+            if map.log {
+                ui.weak("(log scale)");
+            }
             ui.add_space(8.0);
         }
         if map
