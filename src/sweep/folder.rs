@@ -42,13 +42,6 @@ pub enum PointState {
     Unreadable(String),
 }
 
-fn io(path: &Path, e: impl std::fmt::Display) -> SweepError {
-    SweepError::Io {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
-}
-
 impl SweepFolder {
     /// Writes a new sweep folder at `root`: every point's config checked first (a bad field
     /// or value is an error before anything is written), then the whole folder written beside
@@ -63,7 +56,7 @@ impl SweepFolder {
             )));
         }
         if root.exists() {
-            let mut entries = std::fs::read_dir(root).map_err(|e| io(root, e))?;
+            let mut entries = std::fs::read_dir(root).map_err(|e| SweepError::io(root, e))?;
             if entries.next().is_some() {
                 return Err(SweepError::Invalid(format!(
                     "{} holds other files and is not a sweep folder; choose an empty or new \
@@ -82,27 +75,28 @@ impl SweepFolder {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e))?;
+        std::fs::create_dir_all(&parent).map_err(|e| SweepError::io(&parent, e))?;
         let staging = tempfile::Builder::new()
             .prefix(".toylens-sweep-")
             .tempdir_in(&parent)
-            .map_err(|e| io(&parent, e))?;
+            .map_err(|e| SweepError::io(&parent, e))?;
         for (point, config) in file.points.iter().zip(&configs) {
             let dir = staging.path().join(point.index.to_string());
-            std::fs::create_dir(&dir).map_err(|e| io(&dir, e))?;
+            std::fs::create_dir(&dir).map_err(|e| SweepError::io(&dir, e))?;
             let json = serde_json::to_string_pretty(&config.to_value()).expect("configs serialise");
-            std::fs::write(dir.join(CONFIG), json).map_err(|e| io(&dir.join(CONFIG), e))?;
+            std::fs::write(dir.join(CONFIG), json)
+                .map_err(|e| SweepError::io(&dir.join(CONFIG), e))?;
         }
         let json = serde_json::to_string_pretty(&file).expect("sweeps serialise");
         let sweep_json = staging.path().join(SWEEP_FILE);
-        std::fs::write(&sweep_json, json).map_err(|e| io(&sweep_json, e))?;
+        std::fs::write(&sweep_json, json).map_err(|e| SweepError::io(&sweep_json, e))?;
         if root.exists() {
-            std::fs::remove_dir(root).map_err(|e| io(root, e))?;
+            std::fs::remove_dir(root).map_err(|e| SweepError::io(root, e))?;
         }
         let staged = staging.keep();
         std::fs::rename(&staged, root).map_err(|e| {
             let _ = std::fs::remove_dir_all(&staged);
-            io(root, e)
+            SweepError::io(root, e)
         })?;
         Ok(Self {
             root: root.to_path_buf(),
@@ -119,10 +113,10 @@ impl SweepFolder {
                 root.display()
             )));
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-        let file: SweepFile = serde_json::from_str(&text).map_err(|e| io(&path, e))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| SweepError::io(&path, e))?;
+        let file: SweepFile = serde_json::from_str(&text).map_err(|e| SweepError::io(&path, e))?;
         if file.toylens_sweep != FORMAT {
-            return Err(io(
+            return Err(SweepError::io(
                 &path,
                 format!(
                     "sweep format {} (this toylens reads {FORMAT})",
@@ -136,7 +130,7 @@ impl SweepFolder {
                 .iter()
                 .any(|p| p.values.len() != file.spec.axes.len())
         {
-            return Err(io(&path, "its points do not match its axes"));
+            return Err(SweepError::io(&path, "its points do not match its axes"));
         }
         Ok(Self {
             root: root.to_path_buf(),

@@ -72,24 +72,15 @@ pub fn train_command(binary: &Path, dir: &Path, stop_at_milestone: bool) -> Comm
 fn spawn(folder: &SweepFolder, index: usize, options: &LocalOptions) -> Result<Child, SweepError> {
     let dir = folder.run_dir(index);
     let log_path = dir.join(LOG);
-    let log = std::fs::File::create(&log_path).map_err(|e| SweepError::Io {
-        path: log_path.clone(),
-        message: e.to_string(),
-    })?;
-    let err = log.try_clone().map_err(|e| SweepError::Io {
-        path: log_path.clone(),
-        message: e.to_string(),
-    })?;
+    let log = std::fs::File::create(&log_path).map_err(|e| SweepError::io(&log_path, e))?;
+    let err = log.try_clone().map_err(|e| SweepError::io(&log_path, e))?;
     train_command(&options.binary, &dir, options.stop_at_milestone)
         .env(THREADS_ENV, options.threads.to_string())
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)
         .spawn()
-        .map_err(|e| SweepError::Io {
-            path: options.binary.clone(),
-            message: format!("cannot start it: {e}"),
-        })
+        .map_err(|e| SweepError::io(&options.binary, format!("cannot start it: {e}")))
 }
 
 /// The last lines of a run's log, for a result it did not write itself.
@@ -134,10 +125,10 @@ pub fn run_local(
             if run.terminated.is_some_and(|t| t.elapsed() >= KILL_WAIT) {
                 let _ = run.child.kill();
             }
-            let exit = run.child.try_wait().map_err(|e| SweepError::Io {
-                path: folder.run_dir(run.index),
-                message: e.to_string(),
-            })?;
+            let exit = run
+                .child
+                .try_wait()
+                .map_err(|e| SweepError::io(&folder.run_dir(run.index), e))?;
             let Some(exit) = exit else {
                 k += 1;
                 continue;

@@ -38,3 +38,18 @@ pub enum SweepError {
         message: String,
     },
 }
+
+impl SweepError {
+    /// What went wrong with the file or folder at `path`.
+    pub(crate) fn io(path: &std::path::Path, e: impl std::fmt::Display) -> Self {
+        SweepError::Io {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Writes a sweep's file whole or not at all.
+pub(crate) fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), SweepError> {
+    crate::checkpoint::write_atomically(path, bytes).map_err(|e| SweepError::io(path, e))
+}

@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::SweepError;
 use super::outcome::{RunResult, Status, superposition_metrics, transformer_result};
 use super::spec::RunSpec;
-use crate::checkpoint::{TmsCheckpoint, write_atomically};
+use crate::checkpoint::TmsCheckpoint;
 use crate::metrics::milestone;
 use crate::superposition::{TmsError, TmsTrainer};
 use crate::train::{Control, Progress, Trainer, drive};
@@ -25,10 +25,7 @@ pub const CHECKPOINT: &str = "checkpoint.safetensors";
 /// Writes `result` as the folder's `result.json`, whole or not at all.
 pub fn write_result(dir: &Path, result: &RunResult) -> Result<(), SweepError> {
     let json = serde_json::to_string_pretty(result).expect("results serialise");
-    write_atomically(&dir.join(RESULT), json.as_bytes()).map_err(|e| SweepError::Io {
-        path: dir.join(RESULT),
-        message: e.to_string(),
-    })
+    super::write_file(&dir.join(RESULT), json.as_bytes())
 }
 
 /// A result for a run that did not get to train (`failed`) or was stopped from outside.

@@ -81,10 +81,7 @@ pub fn array_spec(indices: &[usize], max_parallel: Option<usize>) -> String {
 
 /// The job-array script for `folder` (absolute paths throughout, so it runs from anywhere).
 pub fn script(folder: &SweepFolder, options: &SlurmOptions) -> Result<String, SweepError> {
-    let root = std::path::absolute(&folder.root).map_err(|e| SweepError::Io {
-        path: folder.root.clone(),
-        message: e.to_string(),
-    })?;
+    let root = std::path::absolute(&folder.root).map_err(|e| SweepError::io(&folder.root, e))?;
     let root_text = root.to_string_lossy();
     let mut s = String::from("#!/bin/bash\n");
     s += &format!(
@@ -152,10 +149,7 @@ pub fn submit(
 ) -> Result<(PathBuf, Option<Job>), SweepError> {
     let path = folder.root.join(SCRIPT);
     let text = script(folder, options)?;
-    crate::checkpoint::write_atomically(&path, text.as_bytes()).map_err(|e| SweepError::Io {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
+    super::write_file(&path, text.as_bytes())?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -193,12 +187,7 @@ pub fn submit(
     let mut all = jobs(folder);
     all.push(job.clone());
     let json = serde_json::to_string_pretty(&all).expect("jobs serialise");
-    crate::checkpoint::write_atomically(&folder.root.join(JOBS), json.as_bytes()).map_err(|e| {
-        SweepError::Io {
-            path: folder.root.join(JOBS),
-            message: e.to_string(),
-        }
-    })?;
+    super::write_file(&folder.root.join(JOBS), json.as_bytes())?;
     Ok((path, Some(job)))
 }
 

@@ -143,12 +143,7 @@ impl Summary {
     pub fn write(&self, folder: &SweepFolder) -> Result<(), SweepError> {
         for (name, text) in [(SUMMARY_CSV, self.csv()), (SUMMARY_JSON, self.json())] {
             let path = folder.root.join(name);
-            crate::checkpoint::write_atomically(&path, text.as_bytes()).map_err(|e| {
-                SweepError::Io {
-                    path,
-                    message: e.to_string(),
-                }
-            })?;
+            super::write_file(&path, text.as_bytes())?;
         }
         Ok(())
     }
