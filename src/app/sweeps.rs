@@ -288,31 +288,31 @@ impl SweepWorkspace {
         names
     }
 
-    /// The points of cell (col, row) under the current choice of axes and fixed values.
+    /// The points of cell (col, row) under the current choice of axes and fixed values: one per
+    /// seed, found from the grid's order rather than by searching the points.
     pub fn cell_points(&self, col: usize, row: usize) -> Vec<usize> {
-        let axes = &self.folder.file.spec.axes;
-        let want = |a: usize| -> usize {
-            if a == self.x {
-                col
-            } else if Some(a) == self.y {
-                row
-            } else {
-                self.fixed.get(a).copied().unwrap_or(0)
-            }
-        };
-        self.folder
-            .file
-            .points
-            .iter()
-            .filter(|p| {
-                (0..axes.len()).all(|a| {
-                    axes[a]
-                        .values
-                        .get(want(a))
-                        .is_some_and(|v| *v == p.values[a])
-                })
+        let spec = &self.folder.file.spec;
+        let chosen: Vec<usize> = (0..spec.axes.len())
+            .map(|a| {
+                if a == self.x {
+                    col
+                } else if Some(a) == self.y {
+                    row
+                } else {
+                    self.fixed.get(a).copied().unwrap_or(0)
+                }
             })
-            .map(|p| p.index)
+            .collect();
+        if chosen
+            .iter()
+            .zip(&spec.axes)
+            .any(|(&v, axis)| v >= axis.values.len())
+        {
+            return Vec::new();
+        }
+        (0..spec.seeds.len())
+            .map(|seed| spec.index_of(&chosen, seed))
+            .filter(|&i| i < self.folder.len())
             .collect()
     }
 

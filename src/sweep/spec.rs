@@ -270,6 +270,17 @@ impl SweepSpec {
         points
     }
 
+    /// The index of the point with value `values[a]` of each axis `a` and seed `seed` (an index
+    /// into `seeds`): the inverse of [`Self::points`]'s order.
+    pub fn index_of(&self, values: &[usize], seed: usize) -> usize {
+        let grid = self
+            .axes
+            .iter()
+            .zip(values)
+            .fold(0, |i, (axis, &v)| i * axis.values.len() + v);
+        grid * self.seeds.len() + seed
+    }
+
     /// The config of a point (`values` per axis), unchecked: the base, or the preset an axis
     /// names, with each other axis's field set and the seed.
     fn config_of(
@@ -394,6 +405,16 @@ mod tests {
         assert_eq!((points[0].seed, points[1].seed), (0, 1));
         assert_eq!(points[2].values, vec![Value::from(1e-3), Value::from(0.1)]);
         assert_eq!(points[11].values, vec![Value::from(3e-3), Value::from(1)]);
+        for p in &points {
+            let values: Vec<usize> = s
+                .axes
+                .iter()
+                .zip(&p.values)
+                .map(|(a, v)| a.values.iter().position(|x| x == v).unwrap())
+                .collect();
+            let seed = s.seeds.iter().position(|&x| x == p.seed).unwrap();
+            assert_eq!(s.index_of(&values, seed), p.index);
+        }
         let configs = s.check(Path::new(".")).unwrap();
         let RunSpec::Transformer(cfg) = &configs[11] else {
             panic!("a transformer run")
