@@ -315,19 +315,8 @@ fn resume(dir: &Path, executor: &ExecutorArgs, json: bool) -> Result<()> {
     let folder = SweepFolder::open(dir)?;
     let mut todo = folder.to_rerun();
     // Tasks Slurm still has queued or running are left to it.
-    if !crate::sweep::slurm::jobs(&folder).is_empty() {
-        let live: std::collections::HashSet<usize> = task_states(&folder)?
-            .into_iter()
-            .filter(|(_, s)| {
-                matches!(
-                    s.as_str(),
-                    "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING"
-                )
-            })
-            .map(|(i, _)| i)
-            .collect();
-        todo.retain(|i| !live.contains(i));
-    }
+    let live = crate::sweep::slurm::live_tasks(&folder)?;
+    todo.retain(|i| !live.contains(i));
     if todo.is_empty() {
         eprintln!(
             "every run of {} has a result; nothing to resume",
@@ -474,55 +463,14 @@ fn describe_point(folder: &SweepFolder, index: usize) -> String {
 }
 
 fn wait_for_slurm(folder: &SweepFolder) -> Result<()> {
-    loop {
-        let live = task_states(folder)?
-            .into_iter()
-            .filter(|(_, s)| {
-                !matches!(
-                    s.as_str(),
-                    "COMPLETED"
-                        | "FAILED"
-                        | "TIMEOUT"
-                        | "CANCELLED"
-                        | "OUT_OF_MEMORY"
-                        | "NODE_FAIL"
-                        | "PREEMPTED"
-                        | "BOOT_FAIL"
-                        | "DEADLINE"
-                )
-            })
-            .count();
-        if live == 0 {
-            return Ok(());
-        }
+    while !crate::sweep::slurm::live_tasks(folder)?.is_empty() {
         std::thread::sleep(Duration::from_secs(2));
     }
+    Ok(())
 }
 
 fn collect(folder: &SweepFolder, json: bool) -> Result<()> {
-    // Runs that Slurm ended without a result (killed past its grace time, out of memory) get
-    // one from what Slurm says, where it keeps accounts.
-    if !crate::sweep::slurm::jobs(folder).is_empty() {
-        for (index, state) in task_states(folder).unwrap_or_default() {
-            if index < folder.len() && folder.state(index) == PointState::Pending {
-                let status = match state.as_str() {
-                    "TIMEOUT" => Some(Status::Timeout),
-                    "FAILED" | "CANCELLED" | "OUT_OF_MEMORY" | "NODE_FAIL" | "BOOT_FAIL" => {
-                        Some(Status::Failed)
-                    }
-                    _ => None,
-                };
-                if let Some(status) = status {
-                    let result = crate::sweep::failed_result(
-                        status,
-                        format!("Slurm ended the task ({state}) before it wrote a result"),
-                        0.0,
-                    );
-                    crate::sweep::write_result(&folder.run_dir(index), &result)?;
-                }
-            }
-        }
-    }
+    crate::sweep::slurm::record_ended(folder)?;
     let summary = Summary::read(folder);
     summary.write(folder)?;
     if json {

@@ -9,9 +9,11 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use super::SweepError;
-use super::folder::SweepFolder;
+use super::folder::{PointState, SweepFolder};
 use super::local::THREADS_ENV;
+use super::outcome::Status;
 use super::run::CONFIG;
+use super::run::{failed_result, write_result};
 
 /// The script's name in the sweep folder.
 pub const SCRIPT: &str = "sweep.sbatch";
@@ -235,6 +237,54 @@ pub fn task_states(folder: &SweepFolder) -> Result<Vec<(usize, String)>, SweepEr
         }
     }
     Ok(states.into_iter().collect())
+}
+
+/// The states in which Slurm has finished with a task (`sacct`'s and `squeue`'s words).
+const ENDED: [&str; 9] = [
+    "COMPLETED",
+    "FAILED",
+    "TIMEOUT",
+    "CANCELLED",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+];
+
+/// The points whose array tasks Slurm has queued or running (none for a sweep never submitted).
+pub fn live_tasks(folder: &SweepFolder) -> Result<std::collections::HashSet<usize>, SweepError> {
+    if jobs(folder).is_empty() {
+        return Ok(Default::default());
+    }
+    Ok(task_states(folder)?
+        .into_iter()
+        .filter(|(_, state)| !ENDED.contains(&state.as_str()))
+        .map(|(index, _)| index)
+        .collect())
+}
+
+/// Writes a result for each task Slurm ended without one (out of memory, killed past its grace
+/// time, cancelled), from what Slurm says where it keeps accounts; returns how many.
+pub fn record_ended(folder: &SweepFolder) -> Result<usize, SweepError> {
+    if jobs(folder).is_empty() {
+        return Ok(0);
+    }
+    let mut recorded = 0;
+    for (index, state) in task_states(folder).unwrap_or_default() {
+        if index >= folder.len() || folder.state(index) != PointState::Pending {
+            continue;
+        }
+        let status = match state.as_str() {
+            "TIMEOUT" => Status::Timeout,
+            "FAILED" | "CANCELLED" | "OUT_OF_MEMORY" | "NODE_FAIL" | "BOOT_FAIL" => Status::Failed,
+            _ => continue,
+        };
+        let message = format!("Slurm ended the task ({state}) before it wrote a result");
+        write_result(&folder.run_dir(index), &failed_result(status, message, 0.0))?;
+        recorded += 1;
+    }
+    Ok(recorded)
 }
 
 /// The array index of `123_7` (7); none for the whole job or a step (`123_7.batch`).
