@@ -15,6 +15,7 @@ use crate::sweep::local::{LocalEvent, LocalOptions, run_local};
 use crate::sweep::slurm::{SlurmOptions, check_binary, submit, task_states};
 use crate::sweep::{
     Axis, PointState, Status, Summary, SweepFolder, SweepSpec, parse_axis, parse_seeds,
+    preset_config,
 };
 
 #[derive(Debug, Args)]
@@ -215,12 +216,10 @@ fn spec_of(args: &NewSweep) -> Result<(SweepSpec, PathBuf)> {
                 spec.base = read_json(path)?;
                 folder_of(path)
             }
+            // One preset is the base, not a column of the summary.
             (None, 0 | 1) => {
                 let name = presets.first().map_or("fast", String::as_str);
-                spec.axes.push(Axis {
-                    field: "preset".into(),
-                    values: vec![Value::from(name)],
-                });
+                spec.base = preset_config(&Value::from(name)).map_err(anyhow::Error::msg)?;
                 PathBuf::from(".")
             }
             (None, _) => {
@@ -233,16 +232,6 @@ fn spec_of(args: &NewSweep) -> Result<(SweepSpec, PathBuf)> {
         };
         (spec, dir)
     };
-    // A single preset is the base, not a column of the summary.
-    if let [axis] = spec.axes.as_slice()
-        && axis.field == "preset"
-        && axis.values.len() == 1
-        && args.sweep.is_none()
-    {
-        let name = axis.values[0].as_str().unwrap_or_default().to_string();
-        spec.axes.clear();
-        spec.base = preset_base(&name)?;
-    }
     for text in &args.grid {
         spec.axes.push(parse_axis(text)?);
     }
@@ -271,25 +260,6 @@ fn spec_of(args: &NewSweep) -> Result<(SweepSpec, PathBuf)> {
     }
     spec.stop_at_milestone |= args.stop_at_milestone;
     Ok((spec, base_dir))
-}
-
-/// A preset's config as a sweep's base.
-fn preset_base(name: &str) -> Result<Value> {
-    let spec = SweepSpec {
-        base: Value::Object(Default::default()),
-        axes: vec![Axis {
-            field: "preset".into(),
-            values: vec![Value::from(name)],
-        }],
-        seeds: vec![0],
-        stop_at_milestone: false,
-    };
-    let point = &spec.points()[0];
-    let mut value = spec.resolve(point, Path::new("."))?.to_value();
-    if let Value::Object(map) = &mut value {
-        map.remove("seed");
-    }
-    Ok(value)
 }
 
 fn new_sweep(args: NewSweep) -> Result<()> {

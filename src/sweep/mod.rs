@@ -23,7 +23,7 @@ mod summary;
 pub use folder::{PointState, SWEEP_FILE, SweepFile, SweepFolder};
 pub use outcome::{REGIMES, RunResult, Status, regime};
 pub use run::{CHECKPOINT, CONFIG, METRICS, RESULT, failed_result, run_in, write_result};
-pub use spec::{Axis, Point, RunSpec, SweepSpec, parse_axis, parse_seeds};
+pub use spec::{Axis, Point, RunSpec, SweepSpec, parse_axis, parse_seeds, preset_config};
 pub use summary::{Row, SUMMARY_CSV, SUMMARY_JSON, Summary};
 
 /// What can go wrong with a sweep.

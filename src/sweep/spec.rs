@@ -152,7 +152,7 @@ pub fn parse_seeds(text: &str) -> Result<Vec<u64>, SweepError> {
 }
 
 /// A preset's whole config (either family), by its command-line name.
-fn preset_config(name: &Value) -> Result<Value, String> {
+pub fn preset_config(name: &Value) -> Result<Value, String> {
     use clap::ValueEnum;
     let name = name
         .as_str()
