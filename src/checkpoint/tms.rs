@@ -9,7 +9,7 @@ use safetensors::SafeTensors;
 
 use super::safetensors_io::{f32_bytes, read_f32, reject_duplicate_keys, serialize_f32, to_json};
 use super::{CheckpointError, invalid, write_atomically};
-use crate::superposition::{TmsMetrics, TmsRun, TmsWeights};
+use crate::superposition::{TmsMetrics, TmsRun, TmsTrainer, TmsWeights};
 
 /// The metadata's `format` of a superposition checkpoint.
 pub const TMS_FORMAT: &str = "toylens-tms";
@@ -24,6 +24,16 @@ pub struct TmsCheckpoint {
 }
 
 impl TmsCheckpoint {
+    /// A trainer's run, weights and steps so far, with the evaluations it reported.
+    pub fn of(trainer: &TmsTrainer, history: Vec<TmsMetrics>) -> Self {
+        Self {
+            run: trainer.run().clone(),
+            weights: trainer.weights().clone(),
+            step: trainer.steps_done(),
+            history,
+        }
+    }
+
     pub fn to_bytes(&self) -> Result<Vec<u8>, CheckpointError> {
         let m = &self.run.model;
         let (i, n, h) = (m.n_instances, m.n_features, m.n_hidden);

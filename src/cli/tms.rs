@@ -136,12 +136,7 @@ pub fn train(args: &TrainArgs, run: TmsRun) -> Result<()> {
         Err(e @ TmsError::Diverged { .. }) => bail!("{e}; nothing was saved"),
         Err(e) => return Err(e.into()),
     }
-    let checkpoint = TmsCheckpoint {
-        run: run.clone(),
-        weights: trainer.weights().clone(),
-        step: trainer.steps_done(),
-        history,
-    };
+    let checkpoint = TmsCheckpoint::of(&trainer, history);
     checkpoint
         .save(&path)
         .with_context(|| "saving the checkpoint")?;

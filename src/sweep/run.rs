@@ -157,12 +157,7 @@ fn train_in(
                 Err(e @ TmsError::Diverged { .. }) => (Status::Diverged, Some(e.to_string())),
                 Err(e) => return Err(e.to_string()),
             };
-            let checkpoint = TmsCheckpoint {
-                run: run.clone(),
-                weights: trainer.weights().clone(),
-                step: trainer.steps_done(),
-                history,
-            };
+            let checkpoint = TmsCheckpoint::of(&trainer, history);
             checkpoint
                 .save(&checkpoint_path)
                 .map_err(|e| format!("saving {}: {e}", checkpoint_path.display()))?;
