@@ -3,36 +3,21 @@
 //! failed), a time limit recorded as `timeout`, and bad input refused before anything is
 //! written.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::{assert_clean_failure as refused, stderr, stdout, toylens};
 use serde_json::Value;
-
-fn toylens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_toylens"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn check(o: &Output) {
     assert!(
         o.status.success(),
         "stdout: {}\nstderr: {}",
-        text(&o.stdout),
-        text(&o.stderr)
+        stdout(o),
+        stderr(o)
     );
-}
-
-fn refused(o: &Output, needle: &str) {
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
-    let err = text(&o.stderr);
-    assert!(err.contains(needle), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 fn json(path: &Path) -> Value {
@@ -114,9 +99,9 @@ fn a_grid_runs_in_folders_and_collects_resumes_and_refuses_bad_input() {
     let o = toylens(&["sweep", "resume", s]);
     check(&o);
     assert!(
-        text(&o.stderr).contains("2 of 8 runs to run again"),
+        stderr(&o).contains("2 of 8 runs to run again"),
         "{}",
-        text(&o.stderr)
+        stderr(&o)
     );
     assert_eq!(json(&out.join("3").join("result.json"))["status"], "done");
     assert_eq!(json(&out.join("5").join("result.json"))["status"], "done");
@@ -131,7 +116,7 @@ fn a_grid_runs_in_folders_and_collects_resumes_and_refuses_bad_input() {
     );
     let o = toylens(&["sweep", "status", s, "--json"]);
     check(&o);
-    let status: Value = serde_json::from_str(&text(&o.stdout)).unwrap();
+    let status: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(status["results"]["done"], 8);
 
     // Bad input: refused, nothing written.
@@ -247,7 +232,7 @@ fn a_run_past_its_time_limit_is_a_timeout_and_superposition_runs_sweep_alike() {
         tms.to_str().unwrap(),
     ]);
     check(&o);
-    let rows: Value = serde_json::from_str(&text(&o.stdout)).unwrap();
+    let rows: Value = serde_json::from_str(&stdout(&o)).unwrap();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 4);
     for row in rows {
