@@ -6,14 +6,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 
+mod reader;
+
 use super::{Action, Message, Status, ToylensApp, Workspace};
-use crate::sweep::{CHECKPOINT, METRICS, REGIMES, Summary, SweepFolder};
+use crate::sweep::{CHECKPOINT, REGIMES, Summary, SweepFolder};
+use reader::spawn_reader;
 
 /// How often the reader looks at the folder.
 const READ_EVERY: Duration = Duration::from_secs(1);
@@ -440,86 +442,6 @@ impl SweepWorkspace {
             .position(|r| *r == name)
             .unwrap_or(usize::MAX)
     }
-}
-
-/// Reads a run's `metrics.jsonl`: each line's numbers (lists as their mean).
-fn read_history(folder: &SweepFolder, index: usize) -> RunHistory {
-    let text = std::fs::read_to_string(folder.run_dir(index).join(METRICS)).unwrap_or_default();
-    let evaluations = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|v| {
-            let mut out = BTreeMap::new();
-            if let Value::Object(map) = v {
-                for (k, v) in map {
-                    let numbers: Vec<f64> = match &v {
-                        Value::Number(n) => n.as_f64().into_iter().collect(),
-                        Value::Array(items) => items.iter().filter_map(Value::as_f64).collect(),
-                        _ => Vec::new(),
-                    };
-                    if !numbers.is_empty() {
-                        out.insert(k, numbers.iter().sum::<f64>() / numbers.len() as f64);
-                    }
-                }
-            }
-            out
-        })
-        .collect();
-    RunHistory {
-        index,
-        seed: folder.file.points.get(index).map_or(0, |p| p.seed),
-        evaluations,
-    }
-}
-
-/// Re-reads the folder every [`READ_EVERY`] (at once when the watched runs change), sending
-/// what changed, until `stop` is set or the app is gone.
-fn spawn_reader(
-    generation: u64,
-    folder: SweepFolder,
-    watched: Arc<Mutex<Vec<usize>>>,
-    poke: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    tx: Sender<Message>,
-    wake: impl Fn() + Send + 'static,
-) {
-    std::thread::Builder::new()
-        .name("toylens-sweep-reader".into())
-        .spawn(move || {
-            let mut last: Option<(Summary, Vec<RunHistory>)> = None;
-            loop {
-                let seen = poke.load(Ordering::Relaxed);
-                let summary = Summary::read(&folder);
-                let runs = watched.lock().map(|w| w.clone()).unwrap_or_default();
-                let histories: Vec<RunHistory> =
-                    runs.iter().map(|&i| read_history(&folder, i)).collect();
-                let changed = last
-                    .as_ref()
-                    .is_none_or(|(s, h)| *s != summary || *h != histories);
-                if changed {
-                    last = Some((summary.clone(), histories.clone()));
-                    let event = SweepEvent::Read {
-                        generation,
-                        summary,
-                        histories,
-                    };
-                    if tx.send(Message::Sweep(event)).is_err() {
-                        return;
-                    }
-                    wake();
-                }
-                for _ in 0..10 {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    if poke.load(Ordering::Relaxed) != seen {
-                        break;
-                    }
-                    std::thread::sleep(READ_EVERY / 10);
-                }
-            }
-        })
-        .expect("a thread to read the sweep");
 }
 
 impl ToylensApp {
