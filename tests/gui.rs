@@ -190,11 +190,9 @@ fn pause_and_resume() {
     h.run();
     h.get_by_role_and_label(Role::Button, "Train").click();
     step_until(&mut h, 60, |app| !app.session.history.is_empty());
-    // While a run streams events a debug-build frame can take long enough that a simulated
-    // mouse press and release no longer count as a click; the accessibility action has no timing.
-    h.get_by_role_and_label(Role::Button, "Pause")
-        .click_accesskit();
-    step_until(&mut h, 30, |app| app.run_state() == Some(RunState::Paused));
+    click_until(&mut h, "Pause", |app| {
+        app.run_state() == Some(RunState::Paused)
+    });
     h.get_by_label_contains("paused");
     // The worker acknowledged the pause and now waits for a command: whatever it sent before
     // has arrived once a few frames have drained the channel, and nothing comes after.
@@ -210,14 +208,39 @@ fn pause_and_resume() {
     h.run_steps(20);
     assert_eq!(step(h.state()), paused_at, "kept training while paused");
     assert_eq!(h.state().session.history.len(), epochs);
-    h.get_by_role_and_label(Role::Button, "Resume")
-        .click_accesskit();
-    step_until(&mut h, 30, |app| app.run_state() == Some(RunState::Running));
+    click_until(&mut h, "Resume", |app| {
+        app.run_state() == Some(RunState::Running)
+    });
     step_until(&mut h, 60, |app| app.session.history.len() > epochs + 1);
-    h.get_by_role_and_label(Role::Button, "Stop")
-        .click_accesskit();
-    step_until(&mut h, 30, |app| !app.session.is_training());
+    click_until(&mut h, "Stop", |app| !app.session.is_training());
     h.get_by_label_contains("stopped after");
+}
+
+/// Clicks `button` until `done` holds, or fails after 30 s. While a run streams events a
+/// debug-build frame can take long enough that a simulated mouse press and release no longer
+/// count as a click, so the accessibility action is used; that one targets the widget's id as
+/// of the last frame, and a frame whose layout changed under it (a new line of status text
+/// above the button) drops it. The button is found again before each try.
+#[track_caller]
+fn click_until(
+    h: &mut Harness<'_, ToylensApp>,
+    button: &str,
+    mut done: impl FnMut(&ToylensApp) -> bool,
+) {
+    let start = Instant::now();
+    while !done(h.state()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "clicking {button} did not take; status: {:?}",
+            h.state().status
+        );
+        if let Some(node) = h.query_by_role_and_label(Role::Button, button) {
+            node.click_accesskit();
+        }
+        h.run_steps(3);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    h.run_steps(2);
 }
 
 /// Clicks `button`, then types `path` into the path field labelled `field` that appears.
@@ -1440,13 +1463,27 @@ fn the_superposition_workspace_trains_scrubs_saves_and_reopens() {
     assert!(tms.dirty);
     h.get_by_label_contains("trained 400 steps");
     // Every view follows the scrubber: at the first snapshot the untrained weights are shown.
-    h.get_by_role_and_label(Role::Button, "Play").click();
+    h.state_mut()
+        .apply(toylens::app::Action::Tms(TmsAction::View(Some(0))));
     h.run();
-    assert_eq!(h.state().tms.as_ref().unwrap().shown_index(), 0);
     h.get_by_label_contains("step 0 ·");
-    step_until(&mut h, 30, |app| {
-        app.tms.as_ref().is_some_and(|t| t.playing.is_none())
-    });
+    // Played from there, one frame at a time (playback follows the wall clock, so a frame may
+    // or may not advance it): every snapshot in turn, then the latest weights again.
+    h.get_by_role_and_label(Role::Button, "Play").click();
+    h.step();
+    let mut shown = vec![h.state().tms.as_ref().unwrap().shown_index()];
+    assert_eq!(shown, [0]);
+    let start = Instant::now();
+    while let Some(tms) = h.state().tms.as_ref().filter(|t| t.playing.is_some()) {
+        if shown.last() != Some(&tms.shown_index()) {
+            shown.push(tms.shown_index());
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "still playing");
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(shown, (0..21).collect::<Vec<_>>(), "each snapshot in turn");
+    h.run();
     assert_eq!(
         h.state().tms.as_ref().unwrap().view,
         None,
@@ -1657,6 +1694,12 @@ fn the_features_workspace_trains_an_sae_and_shows_its_latents() {
     let opened = h.state().sae.attached.as_ref().unwrap().sae.clone();
     assert_eq!(opened.weights, saved.weights);
     assert_eq!(opened.history.len(), 3);
+    // The opened SAE's feature table is computed on a worker; it must be in view before the
+    // next clicks, or its arrival mid-way would change the frames they are checked on.
+    step_until(&mut h, 60, |app| app.sae.features().is_some());
+    h.run();
+    assert_eq!(h.state().sae.features().unwrap().len(), 24);
+    h.get_by_label("24 latents");
     // An SAE of another width, and a folder that is no SAE: refused, the SAE in view kept.
     let wide = dir.path().join("wide");
     toylens::checkpoint::SaeCheckpoint {
@@ -1678,6 +1721,7 @@ fn the_features_workspace_trains_an_sae_and_shows_its_latents() {
             h.state().sae.attached.as_ref().unwrap().sae.weights,
             saved.weights
         );
+        assert!(h.state().sae.features().is_some(), "the feature table kept");
     }
 }
 
