@@ -1773,7 +1773,23 @@ fn the_sweep_workspace_maps_a_sweep_live_and_opens_its_runs() {
     assert_eq!((sweep.map.cols.len(), sweep.map.rows.len()), (2, 2));
     assert!(sweep.map.cells.iter().all(|c| c.value == CellValue::Empty));
     assert!(sweep.map.cells.iter().all(|c| c.runs.len() == 2));
-    h.get_by_label_contains("8 runs: 0 finished, 8 not yet");
+    h.get_by_label_contains("8 runs: 0 finished, 0 started, 8 not started");
+    // A run under way (a history, no result yet): its cell says how far it has come.
+    std::fs::write(
+        root.join("0/metrics.jsonl"),
+        "{\"epoch\":5,\"train_loss\":2.0}\n{\"epoch\":10,\"train_loss\":1.5}\n",
+    )
+    .unwrap();
+    step_until(&mut h, 30, |app| {
+        app.sweep.as_ref().unwrap().summary.started.len() == 1
+    });
+    h.get_by_label_contains("8 runs: 0 finished, 1 started, 7 not started");
+    let sweep = h.state().sweep.as_ref().unwrap();
+    let under_way: Vec<_> = sweep.map.cells.iter().filter(|c| c.under_way()).collect();
+    assert_eq!(under_way.len(), 1);
+    assert_eq!(under_way[0].value, CellValue::Empty);
+    let progress = under_way[0].runs.iter().find_map(|r| r.progress.clone());
+    assert_eq!(progress.unwrap().at, Some(("epoch", 10)));
     // The runs, in another process; the map follows.
     let runner = std::process::Command::new(toylens)
         .args(["sweep", "resume"])
@@ -1788,7 +1804,7 @@ fn the_sweep_workspace_maps_a_sweep_live_and_opens_its_runs() {
     step_until(&mut h, 30, |app| {
         app.sweep.as_ref().unwrap().summary.rows.len() == 8
     });
-    h.get_by_label_contains("8 runs: 8 finished, 0 not yet");
+    h.get_by_label_contains("8 runs: 8 finished, 0 started, 0 not started");
     h.get_by_label("regime over train.lr × train.weight_decay");
     let sweep = h.state().sweep.as_ref().unwrap();
     assert!(

@@ -96,6 +96,13 @@ fn a_grid_runs_in_folders_and_collects_resumes_and_refuses_bad_input() {
     failed["status"] = "failed".into();
     std::fs::write(out.join("5").join("result.json"), failed.to_string()).unwrap();
     let untouched = std::fs::read(out.join("4").join("result.json")).unwrap();
+    // Run 3 kept its history: started, with no result.
+    let o = toylens(&["sweep", "status", s, "--json"]);
+    check(&o);
+    let status: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(status["results"]["started, no result yet"], 1, "{status}");
+    assert_eq!(status["results"]["failed"], 1, "{status}");
+    assert_eq!(status["results"]["done"], 6, "{status}");
     let o = toylens(&["sweep", "resume", s]);
     check(&o);
     assert!(

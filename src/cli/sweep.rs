@@ -518,7 +518,8 @@ fn status(dir: &Path, json: bool) -> Result<()> {
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
     for i in 0..folder.len() {
         let key = match folder.state(i) {
-            PointState::Pending => "no result yet".to_string(),
+            PointState::Pending => "not started".to_string(),
+            PointState::Started(_) => "started, no result yet".to_string(),
             PointState::Unreadable(_) => "unreadable".to_string(),
             PointState::Finished(r) => r.status.name().to_string(),
         };

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::SweepError;
-use super::outcome::{RunResult, Status};
-use super::run::{CONFIG, RESULT};
+use super::run::CONFIG;
 use super::spec::{Point, SweepSpec};
 
 /// The file that makes a folder a sweep folder.
@@ -30,16 +29,6 @@ pub struct SweepFile {
 pub struct SweepFolder {
     pub root: PathBuf,
     pub file: SweepFile,
-}
-
-/// Where a point stands.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PointState {
-    /// No `result.json` yet: not run, or running.
-    Pending,
-    Finished(RunResult),
-    /// A `result.json` that does not read.
-    Unreadable(String),
 }
 
 impl SweepFolder {
@@ -154,28 +143,5 @@ impl SweepFolder {
     /// Point `index`'s folder.
     pub fn run_dir(&self, index: usize) -> PathBuf {
         self.root.join(index.to_string())
-    }
-
-    /// Where point `index` stands.
-    pub fn state(&self, index: usize) -> PointState {
-        let path = self.run_dir(index).join(RESULT);
-        match std::fs::read_to_string(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PointState::Pending,
-            Err(e) => PointState::Unreadable(e.to_string()),
-            Ok(text) => match serde_json::from_str(&text) {
-                Ok(result) => PointState::Finished(result),
-                Err(e) => PointState::Unreadable(e.to_string()),
-            },
-        }
-    }
-
-    /// The points `resume` runs again: those with no result, or a failed or unreadable one.
-    pub fn to_rerun(&self) -> Vec<usize> {
-        (0..self.len())
-            .filter(|&i| match self.state(i) {
-                PointState::Pending | PointState::Unreadable(_) => true,
-                PointState::Finished(r) => r.status == Status::Failed,
-            })
-            .collect()
     }
 }

@@ -7,9 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::SweepError;
-use super::folder::{PointState, SweepFolder};
+use super::folder::SweepFolder;
 use super::outcome::{RunResult, Status};
 use super::run::{CONFIG, failed_result, write_result};
+use super::state::PointState;
 
 /// The environment variable that sets a toylens process's compute threads.
 pub const THREADS_ENV: &str = "TOYLENS_THREADS";

@@ -18,12 +18,14 @@ mod outcome;
 mod run;
 pub mod slurm;
 mod spec;
+mod state;
 mod summary;
 
-pub use folder::{PointState, SWEEP_FILE, SweepFile, SweepFolder};
+pub use folder::{SWEEP_FILE, SweepFile, SweepFolder};
 pub use outcome::{REGIMES, RunResult, Status, regime};
 pub use run::{CHECKPOINT, CONFIG, METRICS, RESULT, failed_result, run_in, write_result};
 pub use spec::{Axis, Point, RunSpec, SweepSpec, parse_axis, parse_seeds, preset_config};
+pub use state::{PointState, Progress, ReadCache};
 pub use summary::{Row, SUMMARY_CSV, SUMMARY_JSON, Summary};
 
 /// What can go wrong with a sweep.

@@ -9,7 +9,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use super::SweepError;
-use super::folder::{PointState, SweepFolder};
+use super::folder::SweepFolder;
 use super::local::THREADS_ENV;
 use super::outcome::Status;
 use super::run::CONFIG;
@@ -272,7 +272,7 @@ pub fn record_ended(folder: &SweepFolder) -> Result<usize, SweepError> {
     }
     let mut recorded = 0;
     for (index, state) in task_states(folder).unwrap_or_default() {
-        if index >= folder.len() || folder.state(index) != PointState::Pending {
+        if index >= folder.len() || folder.state(index).has_result() {
             continue;
         }
         let status = match state.as_str() {

@@ -2,14 +2,15 @@
 //! same columns whenever the same runs have finished (so collecting twice writes the same
 //! files).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::SweepError;
-use super::folder::{PointState, SweepFolder};
+use super::folder::SweepFolder;
 use super::outcome::RunResult;
+use super::state::{PointState, Progress, ReadCache};
 
 pub const SUMMARY_CSV: &str = "summary.csv";
 pub const SUMMARY_JSON: &str = "summary.json";
@@ -25,12 +26,15 @@ pub struct Row {
     pub result: RunResult,
 }
 
-/// The finished points of a sweep, and how many are not.
+/// The finished points of a sweep, and where the others stand.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
     pub fields: Vec<String>,
     pub rows: Vec<Row>,
+    /// How many points have not started.
     pub pending: usize,
+    /// The points started without a result yet, and how far each has come.
+    pub started: BTreeMap<usize, Progress>,
     /// Points whose `result.json` does not read, with why.
     pub unreadable: Vec<(usize, String)>,
 }
@@ -38,6 +42,11 @@ pub struct Summary {
 impl Summary {
     /// Reads every point's result.
     pub fn read(folder: &SweepFolder) -> Self {
+        Self::read_cached(folder, &mut ReadCache::default())
+    }
+
+    /// Reads every point's result, opening only the files that changed since `cache` saw them.
+    pub fn read_cached(folder: &SweepFolder, cache: &mut ReadCache) -> Self {
         let fields: Vec<String> = folder
             .file
             .spec
@@ -46,10 +55,13 @@ impl Summary {
             .map(|a| a.field.clone())
             .collect();
         let mut rows = Vec::new();
-        let (mut pending, mut unreadable) = (0, Vec::new());
+        let (mut pending, mut started, mut unreadable) = (0, BTreeMap::new(), Vec::new());
         for point in &folder.file.points {
-            match folder.state(point.index) {
+            match folder.state_cached(point.index, cache) {
                 PointState::Pending => pending += 1,
+                PointState::Started(progress) => {
+                    started.insert(point.index, progress);
+                }
                 PointState::Unreadable(why) => unreadable.push((point.index, why)),
                 PointState::Finished(result) => rows.push(Row {
                     index: point.index,
@@ -67,8 +79,14 @@ impl Summary {
             fields,
             rows,
             pending,
+            started,
             unreadable,
         }
+    }
+
+    /// How many points have no result yet, started or not.
+    pub fn unfinished(&self) -> usize {
+        self.pending + self.started.len()
     }
 
     /// Every metric and milestone name any row has, sorted.

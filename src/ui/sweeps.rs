@@ -10,7 +10,8 @@ use super::Frame;
 use super::heatmap::{Scale, colour};
 use crate::app::Action;
 use crate::app::sweeps::{
-    CellValue, PhaseMap, REGIME, STATUS, SweepAction, SweepWorkspace, number_label, value_label,
+    CellRun, CellValue, PhaseMap, REGIME, STATUS, SweepAction, SweepWorkspace, number_label,
+    value_label,
 };
 
 pub(super) fn panels(f: &mut Frame<'_>, ui: &mut Ui) {
@@ -57,10 +58,43 @@ pub(super) fn status_line(sweep: &SweepWorkspace) -> String {
         sweep.root().display(),
         sweep.folder.len()
     );
+    if !sweep.summary.started.is_empty() {
+        line += &format!(" · {} started", sweep.summary.started.len());
+    }
     if bad > 0 {
         line += &format!(" · {bad} not done (failed, diverged or timed out)");
     }
     line
+}
+
+/// A run's status: its result's, else how far it has come ("started: epoch 1200, 3 s ago"),
+/// else "not started".
+fn run_status(run: &CellRun) -> String {
+    if let Some(status) = &run.status {
+        return status.clone();
+    }
+    let Some(progress) = &run.progress else {
+        return "not started".into();
+    };
+    let at = progress.at.map_or("no evaluation yet".into(), |(unit, n)| {
+        format!("{unit} {n}")
+    });
+    // A file written "in the future" (clocks of another node) counts as just now.
+    let age = progress.modified.elapsed().unwrap_or_default().as_secs();
+    let ago = match age {
+        0..120 => format!("{age} s ago"),
+        120..7200 => format!("{} min ago", age / 60),
+        _ => format!("{} h ago", age / 3600),
+    };
+    format!("started: {at}, written {ago}")
+}
+
+/// A run in a cell's hover text: its value and status, or how far it has come.
+fn run_state(run: &CellRun) -> String {
+    match (&run.status, &run.value) {
+        (Some(status), value) => format!("{} ({status})", value.as_deref().unwrap_or("—")),
+        (None, _) => run_status(run),
+    }
 }
 
 fn empty(f: &mut Frame<'_>, ui: &mut Ui) {
@@ -86,12 +120,18 @@ fn settings(f: &mut Frame<'_>, sweep: &SweepWorkspace, ui: &mut Ui) {
     ui.heading("Sweep");
     ui.label(RichText::new(sweep.root().display().to_string()).monospace())
         .on_hover_text("the sweep folder; the view re-reads it every second");
-    let pending = sweep.summary.pending;
+    let summary = &sweep.summary;
     ui.label(format!(
-        "{} runs: {} finished, {pending} not yet",
+        "{} runs: {} finished, {} started, {} not started",
         sweep.folder.len(),
-        sweep.summary.rows.len()
-    ));
+        summary.rows.len(),
+        summary.started.len(),
+        summary.pending
+    ))
+    .on_hover_text(
+        "started: a run with a history but no result yet, running or stopped without one \
+         (the map marks its cell …; hover it for the run's last evaluation)",
+    );
     if !sweep.summary.unreadable.is_empty() {
         ui.colored_label(
             ui.visuals().warn_fg_color,
@@ -337,6 +377,7 @@ fn draw_map(
                 painter.rect_filled(stripe, 0.0, category_colour(category));
             }
             let label = match &cell.value {
+                CellValue::Empty if cell.under_way() => "…".to_string(),
                 CellValue::Empty => "·".to_string(),
                 CellValue::Number(x) => number_label(*x),
                 CellValue::Category(_) if !cell.split.is_empty() => "split".into(),
@@ -434,12 +475,7 @@ fn draw_map(
         ];
         lines.push(where_.into_iter().flatten().collect::<Vec<_>>().join(", "));
         for run in &cell.runs {
-            lines.push(format!(
-                "seed {}: {} ({})",
-                run.seed,
-                run.value.as_deref().unwrap_or("—"),
-                run.status.as_deref().unwrap_or("no result yet")
-            ));
+            lines.push(format!("seed {}: {}", run.seed, run_state(run)));
         }
         lines.push("click: its runs' curves".into());
         response.on_hover_text_at_pointer(lines.join("\n"));
@@ -495,7 +531,10 @@ fn legend(ui: &mut Ui, sweep: &SweepWorkspace, map: &PhaseMap) {
         {
             swatch(ui, NEVER, "never");
         }
-        if map.cells.iter().any(|c| c.value == CellValue::Empty) {
+        let empty = map.cells.iter().filter(|c| c.value == CellValue::Empty);
+        if empty.clone().any(|c| c.under_way()) {
+            swatch(ui, EMPTY, "no result yet (…: started)");
+        } else if empty.count() > 0 {
             swatch(ui, EMPTY, "no result yet");
         }
     });
@@ -546,7 +585,7 @@ fn selected_cell(f: &mut Frame<'_>, sweep: &SweepWorkspace, ui: &mut Ui) {
             for run in &cell.runs {
                 ui.label(run.index.to_string());
                 ui.label(run.seed.to_string());
-                ui.label(run.status.as_deref().unwrap_or("no result yet"));
+                ui.label(run_status(run));
                 ui.label(run.value.as_deref().unwrap_or("—"));
                 if ui
                     .add_enabled(run.status.is_some(), egui::Button::new("Open run"))

@@ -14,7 +14,7 @@ use serde_json::Value;
 mod reader;
 
 use super::{Action, Message, Status, ToylensApp, Workspace};
-use crate::sweep::{CHECKPOINT, REGIMES, Summary, SweepFolder};
+use crate::sweep::{CHECKPOINT, Progress, REGIMES, Summary, SweepFolder};
 use reader::spawn_reader;
 
 /// How often the reader looks at the folder.
@@ -101,6 +101,8 @@ pub struct CellRun {
     pub status: Option<String>,
     /// The metric's value, as text.
     pub value: Option<String>,
+    /// How far it has come, where it started without a result yet.
+    pub progress: Option<Progress>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +112,13 @@ pub struct Cell {
     /// Where the runs' categories disagree: each finished run's, in seed order (the map draws
     /// them side by side); empty where they agree.
     pub split: Vec<String>,
+}
+
+impl Cell {
+    /// Whether any of its runs has started without a result yet.
+    pub fn under_way(&self) -> bool {
+        self.runs.iter().any(|r| r.progress.is_some())
+    }
 }
 
 /// The map over the chosen axes: row-major cells, row 0 the first value of the y axis.
@@ -233,6 +242,7 @@ impl SweepWorkspace {
                 fields: axes.iter().map(|a| a.field.clone()).collect(),
                 rows: Vec::new(),
                 pending: folder.len(),
+                started: BTreeMap::new(),
                 unreadable: Vec::new(),
             },
             folder,
@@ -383,6 +393,7 @@ impl SweepWorkspace {
                             Datum::Text(s) => s,
                             Datum::Number(x) => number_label(x),
                         }),
+                        progress: self.summary.started.get(&index).cloned(),
                     });
                 }
                 let value = if let Some((category, _)) = categories

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::{READ_EVERY, RunHistory, SweepEvent};
 use crate::app::Message;
-use crate::sweep::{METRICS, Summary, SweepFolder};
+use crate::sweep::{METRICS, ReadCache, Summary, SweepFolder};
 
 /// Reads a run's `metrics.jsonl`: each line's numbers (lists as their mean).
 fn read_history(folder: &SweepFolder, index: usize) -> RunHistory {
@@ -57,9 +57,10 @@ pub(super) fn spawn_reader(
         .name("toylens-sweep-reader".into())
         .spawn(move || {
             let mut last: Option<(Summary, Vec<RunHistory>)> = None;
+            let mut cache = ReadCache::default();
             loop {
                 let seen = poke.load(Ordering::Relaxed);
-                let summary = Summary::read(&folder);
+                let summary = Summary::read_cached(&folder, &mut cache);
                 let runs = watched.lock().map(|w| w.clone()).unwrap_or_default();
                 let histories: Vec<RunHistory> =
                     runs.iter().map(|&i| read_history(&folder, i)).collect();
