@@ -11,7 +11,6 @@ use super::heatmap::{Scale, colour};
 use crate::app::Action;
 use crate::app::sweeps::{
     CellRun, CellValue, PhaseMap, REGIME, STATUS, SweepAction, SweepWorkspace, number_label,
-    value_label,
 };
 
 pub(super) fn panels(f: &mut Frame<'_>, ui: &mut Ui) {
@@ -184,16 +183,17 @@ fn settings(f: &mut Frame<'_>, sweep: &SweepWorkspace, ui: &mut Ui) {
             for a in (0..axes.len()).filter(|&a| a != sweep.x && Some(a) != sweep.y) {
                 let label = ui.label(name(a));
                 let shown = sweep.fixed[a];
-                if axes[a].values.len() == 1 {
-                    ui.label(value_label(&axes[a].values[0]));
+                let labels = &sweep.labels[a];
+                if labels.len() == 1 {
+                    ui.label(&labels[0]);
                     ui.end_row();
                     continue;
                 }
                 egui::ComboBox::from_id_salt(("sweep_fixed", a))
-                    .selected_text(value_label(&axes[a].values[shown]))
+                    .selected_text(&labels[shown])
                     .show_ui(ui, |ui| {
-                        for (k, v) in axes[a].values.iter().enumerate() {
-                            if ui.selectable_label(k == shown, value_label(v)).clicked() {
+                        for (k, v) in labels.iter().enumerate() {
+                            if ui.selectable_label(k == shown, v).clicked() {
                                 f.act(Action::Sweep(SweepAction::Fix { axis: a, value: k }));
                             }
                         }

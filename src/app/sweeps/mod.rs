@@ -161,6 +161,8 @@ pub struct SweepWorkspace {
     pub y: Option<usize>,
     /// For every axis, the value index shown where it is neither x nor y.
     pub fixed: Vec<usize>,
+    /// Every axis's values as the view labels them ([`axis_labels`]).
+    pub labels: Vec<Vec<String>>,
     pub metric: String,
     /// Whether the metric was chosen (else it follows what the results offer).
     metric_chosen: bool,
@@ -191,6 +193,46 @@ pub fn value_label(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// An axis's values as the view labels them: fractional numbers with the fewest significant
+/// digits that keep them apart (`0.47` for 0.47000000000000003 beside 0.46 and 0.48; a value
+/// typed as `0.001` stays `0.001`), everything else as [`value_label`] writes it.
+pub fn axis_labels(values: &[Value]) -> Vec<String> {
+    let fractional = |v: &Value| v.as_f64().filter(|x| x.fract() != 0.0 && x.is_finite());
+    let at = |digits: usize| -> Vec<String> {
+        values
+            .iter()
+            .map(|v| match fractional(v) {
+                // Rounded to `digits` significant digits, then written as briefly as Rust
+                // writes that number.
+                Some(x) => {
+                    let rounded: f64 = format!("{x:.*e}", digits - 1).parse().unwrap_or(x);
+                    if rounded.abs() < 1e-4 {
+                        format!("{rounded:e}")
+                    } else {
+                        format!("{rounded}")
+                    }
+                }
+                None => value_label(v),
+            })
+            .collect()
+    };
+    // Apart as numbers too: `1` for 1.04 beside `1.0` would not do.
+    let distinct = |labels: &[String]| {
+        let keys: std::collections::BTreeSet<String> = labels
+            .iter()
+            .map(|l| {
+                l.parse::<f64>()
+                    .map_or_else(|_| l.clone(), |x| x.to_string())
+            })
+            .collect();
+        keys.len() == labels.len()
+    };
+    (1..=17)
+        .map(at)
+        .find(|labels| distinct(labels))
+        .unwrap_or_else(|| values.iter().map(value_label).collect())
 }
 
 /// A run's value of the metric in view.
@@ -237,6 +279,7 @@ impl SweepWorkspace {
         let x = varied.first().copied().unwrap_or(0);
         let y = varied.get(1).copied();
         let fixed = vec![0; axes.len()];
+        let labels = axes.iter().map(|a| axis_labels(&a.values)).collect();
         Self {
             summary: Summary {
                 fields: axes.iter().map(|a| a.field.clone()).collect(),
@@ -249,6 +292,7 @@ impl SweepWorkspace {
             x,
             y,
             fixed,
+            labels,
             metric: String::new(),
             metric_chosen: false,
             log_scale: false,
@@ -339,14 +383,12 @@ impl SweepWorkspace {
                 .find(|m| choices.iter().any(|c| c == *m))
                 .map_or_else(|| STATUS.to_string(), |m| m.to_string());
         }
-        let axes = &self.folder.file.spec.axes;
         let labels = |a: Option<usize>| -> Vec<String> {
-            match a.and_then(|a| axes.get(a)) {
-                Some(axis) => axis.values.iter().map(value_label).collect(),
-                None => vec![String::new()],
-            }
+            a.and_then(|a| self.labels.get(a))
+                .cloned()
+                .unwrap_or_else(|| vec![String::new()])
         };
-        let cols = if axes.is_empty() {
+        let cols = if self.labels.is_empty() {
             vec![String::new()]
         } else {
             labels(Some(self.x))
@@ -592,5 +634,37 @@ impl ToylensApp {
             _ => return,
         }
         sweep.rebuild();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn labels(values: Value) -> Vec<String> {
+        axis_labels(values.as_array().unwrap())
+    }
+
+    #[test]
+    fn axis_labels_are_as_short_as_keeps_the_values_apart() {
+        // Sums of binary fractions come out long; three digits keep these apart.
+        let noisy: Vec<f64> = (45..49).map(|i| 0.01 * i as f64).collect();
+        assert_eq!(noisy[2].to_string(), "0.47000000000000003");
+        assert_eq!(labels(json!(noisy)), ["0.45", "0.46", "0.47", "0.48"]);
+        // Values typed as written stay so; close ones get the digits they need.
+        assert_eq!(
+            labels(json!([0.0003, 0.001, 0.003])),
+            ["0.0003", "0.001", "0.003"]
+        );
+        assert_eq!(labels(json!([1.0001, 1.0002])), ["1.0001", "1.0002"]);
+        assert_eq!(labels(json!([1.0, 1.04])), ["1.0", "1.04"]);
+        assert_eq!(labels(json!([3e-5, 1e-6])), ["3e-5", "1e-6"]);
+        // Whole numbers, strings and booleans as they are.
+        assert_eq!(labels(json!([11, 113])), ["11", "113"]);
+        assert_eq!(labels(json!(["fast", "grokking"])), ["fast", "grokking"]);
+        assert_eq!(labels(json!([true, false])), ["true", "false"]);
+        // Equal values cannot be told apart at any precision: written in full.
+        assert_eq!(labels(json!([0.5, 0.5])), ["0.5", "0.5"]);
     }
 }
