@@ -1448,7 +1448,8 @@ fn the_superposition_workspace_trains_scrubs_saves_and_reopens() {
         .apply(toylens::app::Action::Tms(TmsAction::Edit(Box::new(draft))));
     h.run();
     h.get_by_role_and_label(Role::Button, "Train").click();
-    h.run();
+    // A worker trains now and wakes the UI with each evaluation: frames, not settling.
+    h.run_steps(2);
     step_until(&mut h, 120, |app| {
         app.tms.as_ref().is_some_and(|t| !t.is_training())
     });
@@ -1627,7 +1628,8 @@ fn the_features_workspace_trains_an_sae_and_shows_its_latents() {
         .apply(toylens::app::Action::Sae(SaeAction::Edit(Box::new(draft))));
     h.run();
     h.get_by_role_and_label(Role::Button, "Train").click();
-    h.run();
+    // A worker trains now and wakes the UI with each evaluation: frames, not settling.
+    h.run_steps(2);
     step_until(&mut h, 120, |app| {
         !app.sae.is_training() && matches!(app.sae.summary, Summary::Ready(..))
     });
