@@ -191,19 +191,28 @@ fn a_grid_runs_in_folders_and_collects_resumes_and_refuses_bad_input() {
 fn a_run_past_its_time_limit_is_a_timeout_and_superposition_runs_sweep_alike() {
     let dir = tempfile::tempdir().unwrap();
     let late = dir.path().join("late");
-    let o = toylens(&[
-        "sweep",
-        "--preset",
-        "grokking-fast",
-        "--epochs",
-        "1000000",
-        "--seeds",
-        "0",
-        "--time",
-        "0:02",
-        "--out",
-        late.to_str().unwrap(),
-    ]);
+    let l = late.to_str().unwrap();
+    let first = std::process::Command::new(env!("CARGO_BIN_EXE_toylens"))
+        .args(["sweep", "--preset", "grokking-fast", "--epochs", "1000000"])
+        .args(["--seeds", "0", "--time", "0:02", "--out", l])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While it runs, a second process may not run the same points, here or on Slurm.
+    let started = std::time::Instant::now();
+    while !late.join("0").join("metrics.jsonl").exists() {
+        assert!(started.elapsed().as_secs() < 30, "the sweep did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for executor in ["local", "slurm"] {
+        refused(
+            &toylens(&["sweep", "resume", l, "--executor", executor]),
+            "another toylens process is running points of",
+        );
+    }
+    assert!(!late.join("sweep.sbatch").exists());
+    let o = first.wait_with_output().unwrap();
     check(&o);
     let result = json(&late.join("0").join("result.json"));
     assert_eq!(result["status"], "timeout", "{result}");

@@ -283,6 +283,9 @@ fn new_sweep(args: NewSweep) -> Result<()> {
 
 fn resume(dir: &Path, executor: &ExecutorArgs, json: bool) -> Result<()> {
     let folder = SweepFolder::open(dir)?;
+    // Refused before anything is said or done while another process runs its points here
+    // (the executor takes the lock for itself when it starts).
+    drop(crate::sweep::local::lock_for_running(&folder)?);
     let mut todo = folder.to_rerun();
     // Tasks Slurm still has queued or running are left to it.
     let live = crate::sweep::slurm::live_tasks(&folder)?;

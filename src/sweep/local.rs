@@ -18,6 +18,31 @@ pub const THREADS_ENV: &str = "TOYLENS_THREADS";
 const KILL_WAIT: Duration = Duration::from_secs(30);
 /// The run's own log, stdout and stderr.
 pub const LOG: &str = "train.log";
+/// The file a local executor holds locked while it runs a sweep's points.
+pub const LOCK: &str = ".local-executor.lock";
+
+/// Locks `folder` for running its points in this process, so that a second `sweep resume`, here
+/// or submitting to Slurm, cannot start the same points while these run (both would write the
+/// same run folders). The lock lasts as long as the returned file is open, and ends with the
+/// process however it ends.
+pub fn lock_for_running(folder: &SweepFolder) -> Result<std::fs::File, SweepError> {
+    let path = folder.root.join(LOCK);
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| SweepError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SweepError::Invalid(format!(
+            "another toylens process is running points of {} on this machine (it holds {LOCK}): \
+             let it finish, or stop it, then resume",
+            folder.root.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(SweepError::io(&path, e)),
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
@@ -98,6 +123,7 @@ pub fn run_local(
     options: &LocalOptions,
     mut report: impl FnMut(LocalEvent),
 ) -> Result<(), SweepError> {
+    let _lock = lock_for_running(folder)?;
     let mut queue = indices.iter().copied().rev().collect::<Vec<_>>();
     let mut running: Vec<Running> = Vec::new();
     while !queue.is_empty() || !running.is_empty() {

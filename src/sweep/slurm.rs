@@ -149,6 +149,10 @@ pub fn submit(
     options: &SlurmOptions,
     dry_run: bool,
 ) -> Result<(PathBuf, Option<Job>), SweepError> {
+    // Not while this machine's local executor runs points of the sweep.
+    let _lock = (!dry_run)
+        .then(|| super::local::lock_for_running(folder))
+        .transpose()?;
     let path = folder.root.join(SCRIPT);
     let text = script(folder, options)?;
     super::write_file(&path, text.as_bytes())?;
