@@ -102,6 +102,26 @@ fn a_sweep_runs_as_a_slurm_job_array_and_matches_the_local_executor() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
+    // While it trains, Slurm says so (what the app's Sweep view shows per cell).
+    let start = std::time::Instant::now();
+    let running = loop {
+        let queue = toylens::sweep::SweepFolder::open(&late)
+            .ok()
+            .and_then(|f| toylens::sweep::slurm::queued_tasks(&f).ok())
+            .unwrap_or_default();
+        if late.join("0").join("metrics.jsonl").exists() && !queue.is_empty() {
+            break queue;
+        }
+        assert!(
+            start.elapsed().as_secs() < 300,
+            "the late run did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(
+        running.into_iter().collect::<Vec<_>>(),
+        [(0, "RUNNING".to_string())]
+    );
     let grid = |out: &Path, executor: &str| {
         toylens(&[
             "sweep",

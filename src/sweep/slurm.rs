@@ -256,16 +256,23 @@ const ENDED: [&str; 9] = [
     "DEADLINE",
 ];
 
-/// The points whose array tasks Slurm has queued or running (none for a sweep never submitted).
-pub fn live_tasks(folder: &SweepFolder) -> Result<std::collections::HashSet<usize>, SweepError> {
+/// The points whose array tasks Slurm has queued or running, with their state (`PENDING`,
+/// `RUNNING`, …); none for a sweep never submitted.
+pub fn queued_tasks(
+    folder: &SweepFolder,
+) -> Result<std::collections::BTreeMap<usize, String>, SweepError> {
     if jobs(folder).is_empty() {
         return Ok(Default::default());
     }
     Ok(task_states(folder)?
         .into_iter()
         .filter(|(_, state)| !ENDED.contains(&state.as_str()))
-        .map(|(index, _)| index)
         .collect())
+}
+
+/// The points whose array tasks Slurm has queued or running (none for a sweep never submitted).
+pub fn live_tasks(folder: &SweepFolder) -> Result<std::collections::HashSet<usize>, SweepError> {
+    Ok(queued_tasks(folder)?.into_keys().collect())
 }
 
 /// Writes a result for each task Slurm ended without one (out of memory, killed past its grace

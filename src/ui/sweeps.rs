@@ -67,13 +67,18 @@ pub(super) fn status_line(sweep: &SweepWorkspace) -> String {
 }
 
 /// A run's status: its result's, else how far it has come ("started: epoch 1200, 3 s ago"),
-/// else "not started".
+/// and what Slurm says of its task while it has one queued or running.
 fn run_status(run: &CellRun) -> String {
     if let Some(status) = &run.status {
         return status.clone();
     }
+    let slurm = run.queue.as_deref().map(|state| match state {
+        "RUNNING" => "running on Slurm".to_string(),
+        "PENDING" => "queued on Slurm".to_string(),
+        other => format!("{other} on Slurm"),
+    });
     let Some(progress) = &run.progress else {
-        return "not started".into();
+        return slurm.unwrap_or_else(|| "not started".into());
     };
     let at = progress.at.map_or("no evaluation yet".into(), |(unit, n)| {
         format!("{unit} {n}")
@@ -85,7 +90,10 @@ fn run_status(run: &CellRun) -> String {
         120..7200 => format!("{} min ago", age / 60),
         _ => format!("{} h ago", age / 3600),
     };
-    format!("started: {at}, written {ago}")
+    format!(
+        "{}: {at}, written {ago}",
+        slurm.as_deref().unwrap_or("started")
+    )
 }
 
 /// A run in a cell's hover text: its value and status, or how far it has come.
@@ -131,6 +139,15 @@ fn settings(f: &mut Frame<'_>, sweep: &SweepWorkspace, ui: &mut Ui) {
         "started: a run with a history but no result yet, running or stopped without one \
          (the map marks its cell …; hover it for the run's last evaluation)",
     );
+    if !sweep.queue.is_empty() {
+        let mut by_state = std::collections::BTreeMap::<&str, usize>::new();
+        for state in sweep.queue.values() {
+            *by_state.entry(state.as_str()).or_default() += 1;
+        }
+        let states: Vec<String> = by_state.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        ui.label(format!("Slurm: {}", states.join(", ")))
+            .on_hover_text("the sweep's array tasks Slurm has queued or running (squeue)");
+    }
     if !sweep.summary.unreadable.is_empty() {
         ui.colored_label(
             ui.visuals().warn_fg_color,

@@ -54,6 +54,8 @@ pub enum SweepEvent {
         generation: u64,
         summary: Summary,
         histories: Vec<RunHistory>,
+        /// The points Slurm has queued or running, with their state (none without Slurm jobs).
+        queue: BTreeMap<usize, String>,
     },
 }
 
@@ -103,6 +105,8 @@ pub struct CellRun {
     pub value: Option<String>,
     /// How far it has come, where it started without a result yet.
     pub progress: Option<Progress>,
+    /// Its Slurm task's state while Slurm has it queued or running (`PENDING`, `RUNNING`).
+    pub queue: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -170,6 +174,8 @@ pub struct SweepWorkspace {
     pub map: PhaseMap,
     pub selected: Option<(usize, usize)>,
     pub histories: Vec<RunHistory>,
+    /// The points Slurm has queued or running, with their state, as the reader last asked.
+    pub queue: BTreeMap<usize, String>,
     pub curve_metric: String,
     /// Whether the reader has reported once.
     pub read_once: bool,
@@ -299,6 +305,7 @@ impl SweepWorkspace {
             map: PhaseMap::default(),
             selected: None,
             histories: Vec::new(),
+            queue: BTreeMap::new(),
             curve_metric: String::new(),
             read_once: false,
             generation,
@@ -436,6 +443,7 @@ impl SweepWorkspace {
                             Datum::Number(x) => number_label(x),
                         }),
                         progress: self.summary.started.get(&index).cloned(),
+                        queue: self.queue.get(&index).cloned(),
                     });
                 }
                 let value = if let Some((category, _)) = categories
@@ -542,12 +550,14 @@ impl ToylensApp {
                 generation,
                 summary,
                 histories,
+                queue,
             } => {
                 let Some(sweep) = self.sweep.as_mut().filter(|s| s.generation == generation) else {
                     return;
                 };
                 let watched = sweep.watched.lock().map(|w| w.clone()).unwrap_or_default();
                 sweep.summary = summary;
+                sweep.queue = queue;
                 // Histories read for an earlier selection wait for the next read.
                 if histories
                     .iter()

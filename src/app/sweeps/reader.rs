@@ -10,7 +10,11 @@ use serde_json::Value;
 
 use super::{READ_EVERY, RunHistory, SweepEvent};
 use crate::app::Message;
-use crate::sweep::{METRICS, ReadCache, Summary, SweepFolder};
+use crate::sweep::{METRICS, ReadCache, Summary, SweepFolder, slurm};
+
+/// How often the reader asks Slurm (`squeue`, `sacct`) about a submitted sweep's tasks: less
+/// often than it reads files, as a cluster's controller serves everyone.
+const ASK_SLURM_EVERY: u32 = 5;
 
 /// Reads a run's `metrics.jsonl`: each line's numbers (lists as their mean).
 fn read_history(folder: &SweepFolder, index: usize) -> RunHistory {
@@ -56,23 +60,29 @@ pub(super) fn spawn_reader(
     std::thread::Builder::new()
         .name("toylens-sweep-reader".into())
         .spawn(move || {
-            let mut last: Option<(Summary, Vec<RunHistory>)> = None;
+            let mut last: Option<(Summary, Vec<RunHistory>, BTreeMap<usize, String>)> = None;
             let mut cache = ReadCache::default();
-            loop {
+            let mut queue = BTreeMap::new();
+            for reads in 0u32.. {
                 let seen = poke.load(Ordering::Relaxed);
                 let summary = Summary::read_cached(&folder, &mut cache);
                 let runs = watched.lock().map(|w| w.clone()).unwrap_or_default();
                 let histories: Vec<RunHistory> =
                     runs.iter().map(|&i| read_history(&folder, i)).collect();
+                if reads.is_multiple_of(ASK_SLURM_EVERY) {
+                    // Without Slurm here (or its answer) the view shows the files alone.
+                    queue = slurm::queued_tasks(&folder).unwrap_or_default();
+                }
                 let changed = last
                     .as_ref()
-                    .is_none_or(|(s, h)| *s != summary || *h != histories);
+                    .is_none_or(|(s, h, q)| *s != summary || *h != histories || *q != queue);
                 if changed {
-                    last = Some((summary.clone(), histories.clone()));
+                    last = Some((summary.clone(), histories.clone(), queue.clone()));
                     let event = SweepEvent::Read {
                         generation,
                         summary,
                         histories,
+                        queue: queue.clone(),
                     };
                     if tx.send(Message::Sweep(event)).is_err() {
                         return;
