@@ -194,7 +194,7 @@ fn a_run_past_its_time_limit_is_a_timeout_and_superposition_runs_sweep_alike() {
     let l = late.to_str().unwrap();
     let first = std::process::Command::new(env!("CARGO_BIN_EXE_toylens"))
         .args(["sweep", "--preset", "grokking-fast", "--epochs", "1000000"])
-        .args(["--seeds", "0", "--time", "0:02", "--out", l])
+        .args(["--seeds", "0", "--time", "0:04", "--out", l])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
