@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -14,7 +15,7 @@ use crate::sweep::{METRICS, ReadCache, Summary, SweepFolder, slurm};
 
 /// How often the reader asks Slurm (`squeue`, `sacct`) about a submitted sweep's tasks: less
 /// often than it reads files, as a cluster's controller serves everyone.
-const ASK_SLURM_EVERY: u32 = 5;
+const ASK_SLURM_EVERY: Duration = Duration::from_secs(5);
 
 /// Reads a run's `metrics.jsonl`: each line's numbers (lists as their mean).
 fn read_history(folder: &SweepFolder, index: usize) -> RunHistory {
@@ -63,15 +64,17 @@ pub(super) fn spawn_reader(
             let mut last: Option<(Summary, Vec<RunHistory>, BTreeMap<usize, String>)> = None;
             let mut cache = ReadCache::default();
             let mut queue = BTreeMap::new();
-            for reads in 0u32.. {
+            let mut asked: Option<Instant> = None;
+            loop {
                 let seen = poke.load(Ordering::Relaxed);
                 let summary = Summary::read_cached(&folder, &mut cache);
                 let runs = watched.lock().map(|w| w.clone()).unwrap_or_default();
                 let histories: Vec<RunHistory> =
                     runs.iter().map(|&i| read_history(&folder, i)).collect();
-                if reads.is_multiple_of(ASK_SLURM_EVERY) {
+                if asked.is_none_or(|t| t.elapsed() >= ASK_SLURM_EVERY) {
                     // Without Slurm here (or its answer) the view shows the files alone.
                     queue = slurm::queued_tasks(&folder).unwrap_or_default();
+                    asked = Some(Instant::now());
                 }
                 let changed = last
                     .as_ref()
