@@ -97,6 +97,13 @@ fn a_grid_runs_in_folders_and_collects_resumes_and_refuses_bad_input() {
     std::fs::write(out.join("5").join("result.json"), failed.to_string()).unwrap();
     let untouched = std::fs::read(out.join("4").join("result.json")).unwrap();
     // Run 3 kept its history: started, with no result.
+    let o = toylens(&["sweep", "collect", s]);
+    check(&o);
+    assert!(
+        stdout(&o).contains("7 finished, 1 not yet"),
+        "{}",
+        stdout(&o)
+    );
     let o = toylens(&["sweep", "status", s, "--json"]);
     check(&o);
     let status: Value = serde_json::from_str(&stdout(&o)).unwrap();

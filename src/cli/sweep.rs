@@ -457,7 +457,7 @@ fn collect(folder: &SweepFolder, json: bool) -> Result<()> {
     println!(
         "{} finished, {} not yet; wrote {}",
         summary.rows.len(),
-        summary.pending,
+        summary.unfinished(),
         folder.root.join(crate::sweep::SUMMARY_CSV).display()
     );
     Ok(())
