@@ -288,8 +288,8 @@ fn resume(dir: &Path, executor: &ExecutorArgs, json: bool) -> Result<()> {
     drop(crate::sweep::local::lock_for_running(&folder)?);
     let mut todo = folder.to_rerun();
     // Tasks Slurm still has queued or running are left to it.
-    let live = crate::sweep::slurm::live_tasks(&folder)?;
-    todo.retain(|i| !live.contains(i));
+    let queued = crate::sweep::slurm::queued_tasks(&folder)?;
+    todo.retain(|i| !queued.contains_key(i));
     if todo.is_empty() {
         eprintln!(
             "every run of {} has a result; nothing to resume",
@@ -436,7 +436,7 @@ fn describe_point(folder: &SweepFolder, index: usize) -> String {
 }
 
 fn wait_for_slurm(folder: &SweepFolder) -> Result<()> {
-    while !crate::sweep::slurm::live_tasks(folder)?.is_empty() {
+    while !crate::sweep::slurm::queued_tasks(folder)?.is_empty() {
         std::thread::sleep(Duration::from_secs(2));
     }
     Ok(())

@@ -261,26 +261,15 @@ const ENDED: [&str; 9] = [
 pub fn queued_tasks(
     folder: &SweepFolder,
 ) -> Result<std::collections::BTreeMap<usize, String>, SweepError> {
-    if jobs(folder).is_empty() {
-        return Ok(Default::default());
-    }
     Ok(task_states(folder)?
         .into_iter()
         .filter(|(_, state)| !ENDED.contains(&state.as_str()))
         .collect())
 }
 
-/// The points whose array tasks Slurm has queued or running (none for a sweep never submitted).
-pub fn live_tasks(folder: &SweepFolder) -> Result<std::collections::HashSet<usize>, SweepError> {
-    Ok(queued_tasks(folder)?.into_keys().collect())
-}
-
 /// Writes a result for each task Slurm ended without one (out of memory, killed past its grace
 /// time, cancelled), from what Slurm says where it keeps accounts; returns how many.
 pub fn record_ended(folder: &SweepFolder) -> Result<usize, SweepError> {
-    if jobs(folder).is_empty() {
-        return Ok(0);
-    }
     let mut recorded = 0;
     for (index, state) in task_states(folder).unwrap_or_default() {
         if index >= folder.len() || folder.state(index).has_result() {
